@@ -1,0 +1,44 @@
+"""The discrete-event core of chiron-gym: instances, queues, KV memory, lifecycle.
+
+Units, once for the whole package: time is ``float`` seconds of simulated time (fields end in
+``_s``); lengths are tokens (``_tokens``); KV memory is counted in blocks of ``block_size_tokens``
+tokens (``_blocks``); GPU cost in GPU-seconds. Nothing here imports gymnasium, torch,
+stable-baselines3 or an HTTP library (``tests/test_layering.py`` checks it), and nothing draws
+randomness except from a ``numpy.random.Generator`` handed in by the caller.
+"""
+
+from chiron_gym.sim.cluster import Cluster, ClusterConfig, PoolSpec
+from chiron_gym.sim.events import EventQueue
+from chiron_gym.sim.instance import ColdStart, Instance, InstanceSpec, InstanceState
+from chiron_gym.sim.perf_model import BatchComposition, LinearPerfModel, PerfModel
+from chiron_gym.sim.report import ClassReport, WindowReport
+from chiron_gym.sim.request import (
+    SLO,
+    Outcome,
+    Pool,
+    Request,
+    RequestClass,
+    Workload,
+)
+
+__all__ = [
+    "SLO",
+    "BatchComposition",
+    "ClassReport",
+    "Cluster",
+    "ClusterConfig",
+    "ColdStart",
+    "EventQueue",
+    "Instance",
+    "InstanceSpec",
+    "InstanceState",
+    "LinearPerfModel",
+    "Outcome",
+    "PerfModel",
+    "Pool",
+    "PoolSpec",
+    "Request",
+    "RequestClass",
+    "WindowReport",
+    "Workload",
+]

@@ -1,0 +1,527 @@
+"""The cluster: pools of instances, global request-group queues, routing, scaling, accounting.
+
+Routing (Chiron): a request goes to an instance of its own type with room under its batch cap
+(the least loaded one), else to a mixed instance, else it waits in its class's global queue.
+Instances pull from the queues whenever they gain room (a request finishes, the instance becomes
+ready, its cap is raised): interactive and batch instances from their own class, mixed instances
+interactive first, then batch.
+
+Accounting: every arrived request is, at any time, in exactly one ``Outcome``; GPU-seconds count
+every instance from the moment it was asked for until it stops, cold start and draining included.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from chiron_gym.sim.events import (
+    PRIORITY_ARRIVAL,
+    PRIORITY_ITERATION,
+    PRIORITY_READY,
+    EventQueue,
+)
+from chiron_gym.sim.instance import Instance, InstanceSpec, InstanceState
+from chiron_gym.sim.queues import GroupQueue
+from chiron_gym.sim.report import ClassReport, PoolReport, WindowReport, percentiles
+from chiron_gym.sim.request import (
+    SLO,
+    Outcome,
+    Pool,
+    RejectReason,
+    Request,
+    RequestClass,
+    Workload,
+)
+
+PRIORITY_KICK = PRIORITY_ARRIVAL + 1  # an idle instance starts after same-instant arrivals
+_ITERATION_END, _READY, _KICK = 0, 1, 2
+CLASS_NAMES = ("interactive", "batch")
+POOL_NAMES = ("interactive", "mixed", "batch")
+# Pools that may serve a class, in routing order.
+ROUTES: dict[int, tuple[Pool, ...]] = {
+    RequestClass.INTERACTIVE: (Pool.INTERACTIVE, Pool.MIXED),
+    RequestClass.BATCH: (Pool.BATCH, Pool.MIXED),
+}
+# Classes a pool pulls from the global queues, in order.
+PULLS: dict[Pool, tuple[int, ...]] = {
+    Pool.INTERACTIVE: (RequestClass.INTERACTIVE,),
+    Pool.MIXED: (RequestClass.INTERACTIVE, RequestClass.BATCH),
+    Pool.BATCH: (RequestClass.BATCH,),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSpec:
+    """One pool: its instance type, how many instances it starts with (ready), and their cap."""
+
+    pool: Pool
+    instance: InstanceSpec
+    initial_instances: int = 1
+    initial_batch_cap: int = 64
+
+    def __post_init__(self) -> None:
+        if self.initial_instances < 0:
+            raise ValueError(f"PoolSpec.initial_instances must be >= 0 ({self.pool.name})")
+        if not 1 <= self.initial_batch_cap <= self.instance.max_batch_cap:
+            raise ValueError(
+                f"PoolSpec.initial_batch_cap must be in [1, {self.instance.max_batch_cap}] "
+                f"({self.pool.name}), got {self.initial_batch_cap}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Pools, per-class SLOs and queue settings of a cluster."""
+
+    pools: tuple[PoolSpec, ...]
+    interactive_slo: SLO = field(default_factory=lambda: SLO(ttft_s=1.0, itl_s=0.1))
+    batch_slo: SLO = field(default_factory=SLO)  # a relaxed ITL, if any; deadlines per request
+    group_granularity_s: float = 60.0  # request groups: deadlines rounded to this window
+    max_queue: tuple[int | None, int | None] = (None, None)  # per class; None: unbounded
+    fast_forward: bool = True
+
+    def __post_init__(self) -> None:
+        seen = [p.pool for p in self.pools]
+        if len(set(seen)) != len(seen):
+            raise ValueError("ClusterConfig.pools lists a pool twice")
+        if not self.group_granularity_s > 0:
+            raise ValueError("ClusterConfig.group_granularity_s must be > 0")
+
+    def slo(self, klass: int) -> SLO:
+        """The SLO of a class."""
+        return self.interactive_slo if klass == RequestClass.INTERACTIVE else self.batch_slo
+
+
+class Cluster:
+    """A simulated serving cluster driven by ``run_until``, ``scale`` and ``set_batch_cap``."""
+
+    def __init__(self, config: ClusterConfig, workload: Workload, rng: np.random.Generator) -> None:
+        self.config = config
+        self.workload = workload
+        self._rng = rng  # cold starts only: the workload is fixed before the episode
+        self.events = EventQueue()
+        self.instances: list[Instance] = []
+        self._specs: dict[Pool, PoolSpec] = {p.pool: p for p in config.pools}
+        self._live: dict[Pool, list[Instance]] = {p: [] for p in Pool}
+        self.queues = (
+            GroupQueue(config.group_granularity_s),
+            GroupQueue(config.group_granularity_s),
+        )
+        n = len(workload)
+        # The ledger: one row per request of the workload.
+        self.outcome: npt.NDArray[np.int8] = np.zeros(n, dtype=np.int8)
+        self.reject_reason: npt.NDArray[np.int8] = np.zeros(n, dtype=np.int8)
+        self.admitted_s: npt.NDArray[np.float64] = np.full(n, np.nan)
+        self.first_token_s: npt.NDArray[np.float64] = np.full(n, np.nan)
+        self.finish_s: npt.NDArray[np.float64] = np.full(n, np.nan)
+        self.preemptions: npt.NDArray[np.int32] = np.zeros(n, dtype=np.int32)
+        self.num_arrived = 0
+        self._horizon_s = 0.0
+        self._window_start_s = 0.0
+        self._max_tokens = [self._largest_kv_tokens(c) for c in RequestClass]
+        self._window = [_WindowCounters(), _WindowCounters()]
+        self._pool_counters = {p: (0, 0, 0) for p in Pool}
+        self._gpu_seconds_before = 0.0
+        # Arrival columns as Python lists: scalar reads from them are several times faster.
+        self._arrival: list[float] = workload.arrival_s.tolist()
+        self._klass: list[int] = workload.klass.tolist()
+        self._prompt: list[int] = workload.prompt_tokens.tolist()
+        self._output: list[int] = workload.output_tokens.tolist()
+        self._deadline: list[float] = workload.deadline_s.tolist()
+        for spec in config.pools:
+            for _ in range(spec.initial_instances):
+                self._add_instance(spec, ready_s=0.0)
+
+    # ---- public API ----------------------------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        """Simulated time, seconds."""
+        return self.events.now
+
+    def live_instances(self, pool: Pool) -> list[Instance]:
+        """Instances of a pool that have not stopped (starting, ready or draining)."""
+        return list(self._live[pool])
+
+    def run_until(self, t_end_s: float) -> WindowReport:
+        """Advance simulated time to ``t_end_s``; report the window since the previous call."""
+        if t_end_s < self.now:
+            raise ValueError(f"run_until({t_end_s}) is before the clock ({self.now} s)")
+        self._horizon_s = t_end_s
+        events = self.events
+        arrival = self._arrival
+        n = len(arrival)
+        while True:
+            i = self.num_arrived
+            t_arr = arrival[i] if i < n else math.inf
+            t_ev, prio = events.peek()
+            if t_arr <= t_end_s and (t_arr < t_ev or (t_arr == t_ev and prio > PRIORITY_ARRIVAL)):
+                events.now = t_arr
+                self._arrive(i)
+            elif t_ev <= t_end_s:
+                _, kind, inst = events.pop()
+                if kind == _ITERATION_END:
+                    self._on_iteration_end(inst)
+                elif kind == _READY:
+                    self._on_ready(inst)
+                else:
+                    self._on_kick(inst)
+            else:
+                break
+        events.now = t_end_s
+        return self._window_report()
+
+    def scale(self, pool: Pool, delta: int) -> int:
+        """Add ``delta`` instances (after their cold start) or drain ``-delta``; return the change.
+
+        Scaling down cancels starting instances first (newest first), then drains the least
+        loaded ready ones: a draining instance takes no new requests and stops when its own are
+        done.
+        """
+        spec = self._specs.get(pool)
+        if spec is None:
+            if delta > 0:
+                raise ValueError(f"the cluster has no {pool.name.lower()} pool")
+            return 0
+        if delta > 0:
+            for _ in range(delta):
+                delay = spec.instance.cold_start.sample(self._rng)
+                self._add_instance(spec, ready_s=self.now + delay)
+            return delta
+        removed = 0
+        live = self._live[pool]
+        starting = [i for i in live if i.state == InstanceState.STARTING]
+        for inst in reversed(starting):
+            if removed == -delta:
+                return -removed
+            self._stop(inst)
+            removed += 1
+        ready = sorted(
+            (i for i in live if i.state == InstanceState.READY),
+            key=lambda i: (i.load, -i.instance_id),
+        )
+        for inst in ready:
+            if removed == -delta:
+                break
+            inst.state = InstanceState.DRAINING
+            if not inst.has_work() and not inst.busy:
+                self._stop(inst)
+            removed += 1
+        return -removed
+
+    def set_batch_cap(self, pool: Pool, cap: int) -> None:
+        """Set the batch cap of every instance of a pool (clipped to the instance type's limit)."""
+        for inst in self._live[pool]:
+            inst.set_batch_cap(cap)
+            if inst.state == InstanceState.READY:
+                self._fill(inst)
+
+    def gpu_seconds(self, t0: float = 0.0, t1: float | None = None) -> float:
+        """GPU-seconds billed within ``[t0, t1]`` (default: the episode so far)."""
+        end = self.now if t1 is None else t1
+        total = 0.0
+        for inst in self.instances:
+            stop = end if math.isnan(inst.stopped_s) else min(inst.stopped_s, end)
+            total += max(0.0, stop - max(inst.started_s, t0)) * inst.spec.gpus
+        return total
+
+    def summary(self) -> dict[str, ClassReport]:
+        """Per-class outcomes of every request arrived so far."""
+        self._sync_in_flight()
+        w = self.workload
+        n = self.num_arrived
+        out: dict[str, ClassReport] = {}
+        klass = w.klass[:n]
+        outcome = self.outcome[:n]
+        now = self.now
+        for c in RequestClass:
+            sel = klass == c
+            oc = outcome[sel]
+            report = ClassReport(arrived=int(sel.sum()))
+            report.met = int(np.sum(oc == Outcome.MET))
+            report.late = int(np.sum(oc == Outcome.LATE))
+            report.rejected = int(np.sum(oc == Outcome.REJECTED))
+            report.pending = int(np.sum(oc == Outcome.PENDING))
+            report.queued = len(self.queues[c])
+            pending = sel & (outcome == Outcome.PENDING)
+            if c == RequestClass.BATCH:
+                overdue = pending & (w.deadline_s[:n] < now)
+            else:
+                ttft = self.config.interactive_slo.ttft_s
+                limit = math.inf if ttft is None else ttft
+                overdue = (
+                    pending & np.isnan(self.first_token_s[:n]) & (w.arrival_s[:n] + limit < now)
+                )
+            report.overdue = int(overdue.sum())
+            reasons = self.reject_reason[:n][sel & (outcome == Outcome.REJECTED)]
+            report.rejected_by_reason = {
+                r.name.lower(): int(np.sum(reasons == r))
+                for r in RejectReason
+                if r and np.any(reasons == r)
+            }
+            met = sel & (outcome == Outcome.MET)
+            report.met_output_tokens = int(w.output_tokens[:n][met].sum())
+            done = sel & ((outcome == Outcome.MET) | (outcome == Outcome.LATE))
+            report.ttft_s = percentiles(self.first_token_s[:n][done] - w.arrival_s[:n][done])
+            report.itl_s = percentiles(self._mean_itl(done))
+            out[CLASS_NAMES[c]] = report
+        return out
+
+    def _sync_in_flight(self) -> None:
+        """Copy the timestamps of requests still held by instances into the ledger."""
+        for inst in self.instances:
+            if inst.state == InstanceState.STOPPED:
+                continue
+            held = [*inst.running, *inst.waiting[0], *inst.waiting[1], *inst.swapped]
+            for r in held:
+                self.admitted_s[r.idx] = r.admitted_s
+                self.first_token_s[r.idx] = r.first_token_s
+                self.preemptions[r.idx] = r.preemptions
+
+    # ---- events --------------------------------------------------------------------------------
+
+    def _arrive(self, idx: int) -> None:
+        self.num_arrived = idx + 1
+        c = self._klass[idx]
+        counters = self._window[c]
+        counters.arrived += 1
+        tokens = self._prompt[idx] + self._output[idx]
+        if self._max_tokens[c] == 0:
+            self._reject(idx, RejectReason.NO_POOL)
+            return
+        if tokens > self._max_tokens[c]:
+            self._reject(idx, RejectReason.TOO_LONG)
+            return
+        inst = self._route(c)
+        if inst is not None:
+            inst.enqueue(self._request(idx))
+            self._kick(inst)
+            return
+        limit = self.config.max_queue[c]
+        if limit is not None and len(self.queues[c]) >= limit:
+            self._reject(idx, RejectReason.QUEUE_FULL)
+            return
+        self.queues[c].push(idx, self._group_deadline(idx))
+
+    def _on_iteration_end(self, inst: Instance) -> None:
+        now = self.events.now
+        for r in inst.end_iteration(now):
+            self._finish(r)
+        if inst.state == InstanceState.READY:
+            self._fill(inst)
+        if inst.has_work():
+            self._start(inst)
+        elif inst.state == InstanceState.DRAINING:
+            self._stop(inst)
+
+    def _on_ready(self, inst: Instance) -> None:
+        if inst.state != InstanceState.STARTING:
+            return  # cancelled while starting
+        inst.state = InstanceState.READY
+        self._fill(inst)
+
+    def _on_kick(self, inst: Instance) -> None:
+        inst.kicked = False
+        active = inst.state in (InstanceState.READY, InstanceState.DRAINING)
+        if active and not inst.busy and inst.has_work():
+            self._start(inst)
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _largest_kv_tokens(self, klass: int) -> int:
+        sizes = [
+            self._specs[p].instance.kv_capacity_tokens for p in ROUTES[klass] if p in self._specs
+        ]
+        return max(sizes, default=0)
+
+    def _add_instance(self, spec: PoolSpec, ready_s: float) -> Instance:
+        now = self.events.now
+        inst = Instance(
+            instance_id=len(self.instances),
+            pool=spec.pool,
+            spec=spec.instance,
+            batch_cap=spec.initial_batch_cap,
+            started_s=now,
+            ready_s=ready_s,
+        )
+        self.instances.append(inst)
+        self._live[spec.pool].append(inst)
+        if inst.state == InstanceState.STARTING:
+            self.events.push(ready_s, PRIORITY_READY, _READY, inst)
+        return inst
+
+    def _stop(self, inst: Instance) -> None:
+        inst.state = InstanceState.STOPPED
+        inst.stopped_s = self.events.now
+        self._live[inst.pool].remove(inst)
+
+    def _route(self, klass: int) -> Instance | None:
+        for pool in ROUTES[klass]:
+            best: Instance | None = None
+            best_load = 0
+            for inst in self._live[pool]:
+                if inst.room_for(klass):
+                    load = inst.load
+                    if best is None or load < best_load:
+                        best, best_load = inst, load
+            if best is not None:
+                return best
+        return None
+
+    def _fill(self, inst: Instance) -> None:
+        """Pull queued requests into an instance while it has room."""
+        pulled = False
+        for c in PULLS[inst.pool]:
+            queue = self.queues[c]
+            while queue and inst.room_for(c):
+                inst.enqueue(self._request(queue.pop()))
+                pulled = True
+        if pulled:
+            self._kick(inst)
+
+    def _kick(self, inst: Instance) -> None:
+        if not inst.busy and not inst.kicked:
+            inst.kicked = True
+            self.events.push(self.events.now, PRIORITY_KICK, _KICK, inst)
+
+    def _start(self, inst: Instance) -> None:
+        i = self.num_arrived
+        next_arrival = self._arrival[i] if i < len(self._arrival) else math.inf
+        horizon = min(next_arrival, self._horizon_s)
+        end = inst.start_iteration(self.events.now, horizon, self.config.fast_forward)
+        if end is not None:
+            self.events.push(end, PRIORITY_ITERATION, _ITERATION_END, inst)
+
+    def _request(self, idx: int) -> Request:
+        return Request(
+            idx,
+            self._klass[idx],
+            self._arrival[idx],
+            self._prompt[idx],
+            self._output[idx],
+            self._deadline[idx],
+        )
+
+    def _group_deadline(self, idx: int) -> float:
+        if self._klass[idx] == RequestClass.BATCH:
+            return self._deadline[idx]
+        ttft = self.config.interactive_slo.ttft_s
+        return self._arrival[idx] + (0.0 if ttft is None else ttft)
+
+    def _reject(self, idx: int, reason: RejectReason) -> None:
+        self.outcome[idx] = Outcome.REJECTED
+        self.reject_reason[idx] = reason
+        self._window[self._klass[idx]].rejected += 1
+
+    def _finish(self, r: Request) -> None:
+        idx = r.idx
+        slo = self.config.slo(r.klass)
+        ttft = r.first_token_s - r.arrival_s
+        itl = r.mean_itl_s
+        ok = (slo.ttft_s is None or ttft <= slo.ttft_s) and (slo.itl_s is None or itl <= slo.itl_s)
+        if r.klass == RequestClass.BATCH:
+            ok = ok and r.finish_s <= r.deadline_s
+        self.outcome[idx] = Outcome.MET if ok else Outcome.LATE
+        self.admitted_s[idx] = r.admitted_s
+        self.first_token_s[idx] = r.first_token_s
+        self.finish_s[idx] = r.finish_s
+        self.preemptions[idx] = r.preemptions
+        counters = self._window[r.klass]
+        if ok:
+            counters.met += 1
+            counters.met_output_tokens += r.output_tokens
+        else:
+            counters.late += 1
+        counters.ttft.append(ttft)
+        counters.itl.append(itl)
+
+    def _mean_itl(self, sel: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+        out = self.workload.output_tokens[: self.num_arrived][sel]
+        span = self.finish_s[: self.num_arrived][sel] - self.first_token_s[: self.num_arrived][sel]
+        return np.where(out > 1, span / np.maximum(out - 1, 1), 0.0)
+
+    def _window_report(self) -> WindowReport:
+        t0, t1 = self._window_start_s, self.now
+        classes: dict[str, ClassReport] = {}
+        totals = self._class_totals()
+        for c in RequestClass:
+            w = self._window[c]
+            classes[CLASS_NAMES[c]] = ClassReport(
+                arrived=w.arrived,
+                met=w.met,
+                late=w.late,
+                rejected=w.rejected,
+                pending=totals[c],
+                queued=len(self.queues[c]),
+                met_output_tokens=w.met_output_tokens,
+                ttft_s=percentiles(w.ttft),
+                itl_s=percentiles(w.itl),
+            )
+        self._window = [_WindowCounters(), _WindowCounters()]
+        pools: dict[str, PoolReport] = {}
+        for p in Pool:
+            pools[POOL_NAMES[p]] = self._pool_report(p)
+        gpu_total = self.gpu_seconds()
+        gpu_window = gpu_total - self._gpu_seconds_before
+        self._gpu_seconds_before = gpu_total
+        self._window_start_s = t1
+        return WindowReport(
+            t_start_s=t0, t_end_s=t1, classes=classes, pools=pools, gpu_seconds=gpu_window
+        )
+
+    def _class_totals(self) -> list[int]:
+        """Requests held (queued or in an instance) per class."""
+        held = [len(self.queues[0]), len(self.queues[1])]
+        for p in Pool:
+            for inst in self._live[p]:
+                for r in inst.running:
+                    held[r.klass] += 1
+                held[0] += len(inst.waiting[0])
+                held[1] += len(inst.waiting[1]) + len(inst.swapped)
+        return held
+
+    def _pool_report(self, pool: Pool) -> PoolReport:
+        rep = PoolReport()
+        caps: list[int] = []
+        kv: list[float] = []
+        for inst in self._live[pool]:
+            if inst.state == InstanceState.STARTING:
+                rep.starting += 1
+                continue
+            if inst.state == InstanceState.READY:
+                rep.ready += 1
+                caps.append(inst.batch_cap)
+                kv.append(inst.kv_usage)
+            else:
+                rep.draining += 1
+            rep.running += len(inst.running)
+            rep.waiting += inst.num_waiting
+        rep.batch_cap = float(np.mean(caps)) if caps else 0.0
+        rep.kv_usage = float(np.mean(kv)) if kv else 0.0
+        tokens = preempt = swaps = 0
+        for inst in self.instances:
+            if inst.pool == pool:
+                tokens += inst.tokens_generated
+                preempt += inst.preemptions
+                swaps += inst.swap_outs
+        before = self._pool_counters[pool]
+        rep.tokens_generated = tokens - before[0]
+        rep.preemptions = preempt - before[1]
+        rep.swap_outs = swaps - before[2]
+        self._pool_counters[pool] = (tokens, preempt, swaps)
+        return rep
+
+
+@dataclass(slots=True)
+class _WindowCounters:
+    arrived: int = 0
+    met: int = 0
+    late: int = 0
+    rejected: int = 0
+    met_output_tokens: int = 0
+    ttft: list[float] = field(default_factory=list)
+    itl: list[float] = field(default_factory=list)

@@ -1,0 +1,444 @@
+"""One serving instance: a vLLM-V1-like continuous-batching iteration scheduler.
+
+Each iteration (``start_iteration`` ... ``end_iteration``):
+
+1. on a mixed instance, batch requests are swapped out to CPU memory (newest first, at a PCIe
+   cost) while an interactive request is waiting and the batch cap or the KV cache keeps it out;
+2. every running request is scheduled, oldest first: one token for a decoding request, a chunk of
+   the remaining prompt (within the ``max_num_batched_tokens`` budget) for a prefilling one. When
+   the KV cache cannot hold a scheduled token, the newest running request is preempted and will be
+   recomputed from scratch (vLLM's default ``RECOMPUTE`` preemption);
+3. waiting requests are admitted, interactive before batch and FCFS within a class (swapped batch
+   requests before fresh ones), while the batch cap, the token budget and free KV blocks allow;
+   the first one that does not fit stops admission (head-of-line, as vLLM V1 does).
+
+Lowering the batch cap never drops a running request: it only stops admissions until the
+instance is under the cap.
+
+Fast-forward: when an iteration only decodes (no admission, swap or preemption, every request
+past its first token), the following iterations differ only by growing contexts, so up to the
+next completion, KV exhaustion or external event the whole stretch is advanced in closed form
+(``_plan_stretch``). ``fast_forward=False`` runs the same model one iteration per event; the two
+give the same timestamps (``tests/sim/test_fast_forward.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+from chiron_gym.sim.perf_model import BatchComposition, PerfModel
+from chiron_gym.sim.request import Pool, Request, RequestClass
+
+
+class InstanceState(IntEnum):
+    """Lifecycle: starting (cold start, billed) -> ready -> draining (billed) -> stopped."""
+
+    STARTING = 0
+    READY = 1
+    DRAINING = 2
+    STOPPED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ColdStart:
+    """Start-up delay of a new instance, seconds: ``fixed`` or ``lognormal`` (median, sigma)."""
+
+    kind: str = "fixed"
+    median_s: float = 60.0
+    sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("fixed", "lognormal"):
+            raise ValueError(f"ColdStart.kind must be 'fixed' or 'lognormal', got {self.kind!r}")
+        if not (self.median_s >= 0 and math.isfinite(self.median_s)):
+            raise ValueError(f"ColdStart.median_s must be >= 0, got {self.median_s!r}")
+        if self.sigma < 0:
+            raise ValueError(f"ColdStart.sigma must be >= 0, got {self.sigma!r}")
+
+    def sample(self, rng: np.random.Generator) -> float:
+        """One start-up delay; always draws one number so streams stay aligned."""
+        z = float(rng.standard_normal())
+        if self.kind == "fixed" or self.sigma == 0.0:
+            return self.median_s
+        return float(self.median_s * math.exp(self.sigma * z))
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSpec:
+    """An instance type: one model on ``gpus`` GPUs with its performance model and KV cache."""
+
+    perf_model: PerfModel
+    kv_capacity_blocks: int
+    block_size_tokens: int = 16
+    max_num_batched_tokens: int = 2048
+    max_batch_cap: int = 256
+    gpus: int = 1
+    kv_bytes_per_token: int = 131_072  # Llama-3-8B: 2 (K,V) x 32 layers x 8 heads x 128 x 2 B
+    pcie_bytes_per_s: float = 25e9  # PCIe 4.0 x16, effective
+    cold_start: ColdStart = field(default_factory=ColdStart)
+
+    def __post_init__(self) -> None:
+        positive = ("kv_capacity_blocks", "block_size_tokens", "max_num_batched_tokens")
+        for name in (*positive, "max_batch_cap", "gpus", "kv_bytes_per_token"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"InstanceSpec.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.pcie_bytes_per_s <= 0:
+            raise ValueError("InstanceSpec.pcie_bytes_per_s must be > 0")
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        """Tokens the KV cache holds."""
+        return self.kv_capacity_blocks * self.block_size_tokens
+
+
+def _blocks(tokens: int, block_size: int) -> int:
+    return -(-tokens // block_size)
+
+
+class Instance:
+    """A serving instance and its running, waiting and swapped requests."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: int,
+        pool: Pool,
+        spec: InstanceSpec,
+        batch_cap: int,
+        started_s: float,
+        ready_s: float,
+    ) -> None:
+        self.instance_id = instance_id
+        self.pool = pool
+        self.spec = spec
+        self.batch_cap = 1
+        self.set_batch_cap(batch_cap)
+        self.state = InstanceState.STARTING if ready_s > started_s else InstanceState.READY
+        self.started_s = started_s
+        self.ready_s = ready_s
+        self.stopped_s = math.nan
+        self.running: list[Request] = []
+        self.waiting: tuple[deque[Request], deque[Request]] = (deque(), deque())  # by class
+        self.swapped: deque[Request] = deque()
+        self.used_blocks = 0
+        self.busy = False  # an iteration (or a fast-forwarded stretch) is in flight
+        self.kicked = False  # a start-iteration event is pending
+        self.iterations = 0
+        self.preemptions = 0
+        self.swap_outs = 0
+        self.tokens_generated = 0
+        self._stretch = 0  # iterations of the stretch in flight (0: a plain iteration)
+
+    def __repr__(self) -> str:
+        return (
+            f"Instance(id={self.instance_id}, pool={self.pool.name}, state={self.state.name}, "
+            f"cap={self.batch_cap}, running={len(self.running)}, waiting={self.num_waiting})"
+        )
+
+    # ---- views -------------------------------------------------------------------------------
+
+    @property
+    def num_waiting(self) -> int:
+        """Requests held but not running (vLLM's ``num_requests_waiting``, swapped included)."""
+        return len(self.waiting[0]) + len(self.waiting[1]) + len(self.swapped)
+
+    @property
+    def load(self) -> int:
+        """Requests held: running plus waiting."""
+        return len(self.running) + self.num_waiting
+
+    @property
+    def interactive_load(self) -> int:
+        """Interactive requests held (a mixed instance evicts batch ones for these)."""
+        n = len(self.waiting[RequestClass.INTERACTIVE])
+        for r in self.running:
+            if r.klass == RequestClass.INTERACTIVE:
+                n += 1
+        return n
+
+    @property
+    def kv_usage(self) -> float:
+        """Fraction of KV blocks in use (vLLM's ``kv_cache_usage_perc``)."""
+        return self.used_blocks / self.spec.kv_capacity_blocks
+
+    def room_for(self, klass: int) -> bool:
+        """Whether a request of ``klass`` may be routed here now."""
+        if self.state != InstanceState.READY:
+            return False
+        if klass == RequestClass.INTERACTIVE and self.pool == Pool.MIXED:
+            return self.interactive_load < self.batch_cap
+        return self.load < self.batch_cap
+
+    def has_work(self) -> bool:
+        """Whether anything is running or waiting."""
+        return bool(self.running or self.waiting[0] or self.waiting[1] or self.swapped)
+
+    # ---- control -----------------------------------------------------------------------------
+
+    def set_batch_cap(self, cap: int) -> None:
+        """Change the most requests run at once (clipped to ``[1, spec.max_batch_cap]``)."""
+        self.batch_cap = max(1, min(int(cap), self.spec.max_batch_cap))
+
+    def enqueue(self, request: Request) -> None:
+        """Hand a routed request to this instance's waiting queue."""
+        self.waiting[request.klass].append(request)
+
+    # ---- one iteration -----------------------------------------------------------------------
+
+    def start_iteration(self, now: float, horizon_s: float, fast_forward: bool) -> float | None:
+        """Schedule an iteration at ``now``; return its end time (the stretch's, if fast-forwarded).
+
+        Returns ``None`` when nothing can run (the instance idles until it is handed work).
+        ``horizon_s`` is the time of the next external event (arrival or control): a stretch never
+        ends after it, so whatever happens then sees the same state as in per-iteration mode.
+        """
+        spec = self.spec
+        bs = spec.block_size_tokens
+        free = spec.kv_capacity_blocks - self.used_blocks
+        swap_tokens = 0
+        changed = False
+        running = self.running
+        if self.pool == Pool.MIXED and self.waiting[RequestClass.INTERACTIVE]:
+            swap_tokens, free = self._swap_out_for_interactive(free)
+            changed = swap_tokens > 0
+
+        budget = spec.max_num_batched_tokens
+        i = 0
+        while i < len(running):
+            r = running[i]
+            n = min(r.num_tokens - r.computed, budget)
+            if n <= 0:
+                r.scheduled = 0
+                i += 1
+                continue
+            need = _blocks(r.computed + n, bs) - r.blocks
+            while need > free:
+                victim = running.pop()
+                free += victim.blocks
+                self._preempt(victim)
+                changed = True
+                if victim is r:
+                    break
+            else:
+                free -= need
+                r.blocks += need
+                r.scheduled = n
+                budget -= n
+                i += 1
+
+        blocked_by_budget = False
+        while len(running) < self.batch_cap:
+            if budget <= 0:
+                blocked_by_budget = self.num_waiting > 0
+                break
+            queue = self._next_queue()
+            if queue is None:
+                break
+            r = queue[0]
+            n = min(r.num_tokens - r.computed, budget)
+            need = _blocks(r.computed + n, bs) - r.blocks
+            if need > free:
+                break  # head-of-line: vLLM V1 stops admitting at the first request that won't fit
+            queue.popleft()
+            if queue is self.swapped:
+                swap_tokens += r.computed
+            free -= need
+            r.blocks += need
+            r.scheduled = n
+            budget -= n
+            if math.isnan(r.admitted_s):
+                r.admitted_s = now
+            running.append(r)
+            changed = True
+
+        self.used_blocks = spec.kv_capacity_blocks - free
+        self._stretch = 0
+        if not running:
+            # Nothing fits: cannot happen for requests that fit an empty cache, which the
+            # cluster guarantees by rejecting the others on arrival.
+            return None
+        self.busy = True
+        self.iterations += 1
+
+        decode_only = not changed and not blocked_by_budget
+        prefill_new: list[int] = []
+        prefill_ctx: list[int] = []
+        decode_ctx: list[int] = []
+        for r in running:
+            s = r.scheduled
+            if s == 0:
+                decode_only = False
+                continue
+            if s == 1 and r.num_tokens - r.computed == 1:
+                decode_ctx.append(r.computed + 1)
+                if r.generated == 0:
+                    decode_only = False
+            else:
+                prefill_new.append(s)
+                prefill_ctx.append(r.computed)
+                decode_only = False
+        composition = BatchComposition(prefill_new, prefill_ctx, decode_ctx)
+        dt = spec.perf_model.iteration_time_s(composition)
+        if swap_tokens:
+            dt += swap_tokens * spec.kv_bytes_per_token / spec.pcie_bytes_per_s
+        self._stretch = 0
+        if fast_forward and decode_only:
+            return self._plan_stretch(now, dt, decode_ctx, horizon_s)
+        return now + dt
+
+    def _plan_stretch(self, now: float, dt0: float, contexts: list[int], horizon_s: float) -> float:
+        """Extend a decode-only iteration into a closed-form stretch of ``K`` iterations.
+
+        Iteration ``k`` of the stretch costs ``base + slope * (S0 + n * k)``, so ``K`` iterations
+        take ``T(K) = K * base + slope * (K * S0 + n * K * (K - 1) / 2)``. ``K`` stops at the first
+        completion, before the iteration whose KV blocks would not fit, and at the last iteration
+        that ends no later than ``horizon_s``.
+        """
+        running = self.running
+        n = len(running)
+        spec = self.spec
+        k_max = min(r.output_tokens - r.generated for r in running)
+        if k_max <= 1 or now + dt0 > horizon_s:
+            return now + dt0
+        # KV: K iterations need sum(ceil((computed_i + K) / bs)) blocks; largest K that fits.
+        computed = np.fromiter((r.computed for r in running), dtype=np.int64, count=n)
+        bs = spec.block_size_tokens
+        cap = spec.kv_capacity_blocks
+
+        def blocks_after(k: int) -> int:
+            return int(np.sum(-(-(computed + k) // bs)))
+
+        if blocks_after(k_max) > cap:
+            lo, hi = 1, k_max  # blocks_after(lo) fits (iteration 0 was allocated), hi does not
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if blocks_after(mid) <= cap:
+                    lo = mid
+                else:
+                    hi = mid
+            k_max = lo
+        base, slope = spec.perf_model.decode_cost(n)
+        s0 = float(sum(contexts))
+
+        def elapsed(k: int) -> float:
+            return k * base + slope * (k * s0 + n * k * (k - 1) / 2.0)
+
+        if now + elapsed(k_max) > horizon_s:
+            # Largest K with now + T(K) <= horizon: solve the quadratic, then settle exactly.
+            a = slope * n / 2.0
+            b = base + slope * (s0 - n / 2.0)
+            room = horizon_s - now
+            if a > 0:
+                k_est = int((-b + math.sqrt(b * b + 4.0 * a * room)) / (2.0 * a))
+            else:
+                k_est = int(room / b)
+            k = max(1, min(k_est, k_max))
+            while k > 1 and now + elapsed(k) > horizon_s:
+                k -= 1
+            while k < k_max and now + elapsed(k + 1) <= horizon_s:
+                k += 1
+            k_max = k
+        if k_max <= 1:
+            return now + dt0
+        self._stretch = k_max
+        self.iterations += k_max - 1
+        end = now + elapsed(k_max)
+        self.used_blocks = blocks_after(k_max)
+        for r in running:
+            r.blocks = _blocks(r.computed + k_max, bs)
+        return end
+
+    def end_iteration(self, now: float) -> list[Request]:
+        """Apply the iteration (or stretch) that ends at ``now``; return finished requests."""
+        self.busy = False
+        finished: list[Request] = []
+        running = self.running
+        k = self._stretch
+        if k:
+            self._stretch = 0
+            for r in running:
+                r.computed += k
+                r.generated += k
+                r.scheduled = 0
+            self.tokens_generated += k * len(running)
+        else:
+            for r in running:
+                s = r.scheduled
+                if s == 0:
+                    continue
+                r.scheduled = 0
+                r.computed += s
+                if r.computed == r.num_tokens:
+                    r.generated += 1
+                    self.tokens_generated += 1
+                    if r.generated == 1 and math.isnan(r.first_token_s):
+                        r.first_token_s = now
+        keep: list[Request] = []
+        freed = 0
+        for r in running:
+            if r.generated >= r.output_tokens:
+                r.finish_s = now
+                freed += r.blocks
+                r.blocks = 0
+                finished.append(r)
+            else:
+                keep.append(r)
+        if finished:
+            self.running = keep
+            self.used_blocks -= freed
+        return finished
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _next_queue(self) -> deque[Request] | None:
+        if self.waiting[RequestClass.INTERACTIVE]:
+            return self.waiting[RequestClass.INTERACTIVE]
+        if self.swapped:
+            return self.swapped
+        if self.waiting[RequestClass.BATCH]:
+            return self.waiting[RequestClass.BATCH]
+        return None
+
+    def _preempt(self, r: Request) -> None:
+        """Recompute preemption: drop the request's KV and put it first in its waiting queue."""
+        r.blocks = 0
+        r.computed = 0
+        r.scheduled = 0
+        r.preemptions += 1
+        self.preemptions += 1
+        self.waiting[r.klass].appendleft(r)
+
+    def _swap_out_for_interactive(self, free: int) -> tuple[int, int]:
+        """Swap newest running batch requests to CPU until waiting interactive ones fit.
+
+        Returns the tokens moved over PCIe and the free blocks after the swaps.
+        """
+        bs = self.spec.block_size_tokens
+        budget = self.spec.max_num_batched_tokens
+        running = self.running
+        blocks = 0
+        moved = 0
+        for slots, w in enumerate(self.waiting[RequestClass.INTERACTIVE], start=1):
+            blocks += _blocks(min(w.num_tokens - w.computed, budget), bs)
+            while len(running) + slots > self.batch_cap or free < blocks:
+                victim_at = -1
+                for j in range(len(running) - 1, -1, -1):
+                    if running[j].klass == RequestClass.BATCH:
+                        victim_at = j
+                        break
+                if victim_at < 0:
+                    return moved, free
+                victim = running.pop(victim_at)
+                free += victim.blocks
+                moved += victim.computed
+                victim.blocks = 0
+                victim.scheduled = 0
+                victim.swaps += 1
+                self.swap_outs += 1
+                self.swapped.append(victim)
+        return moved, free

@@ -1,0 +1,114 @@
+"""Iteration time of one engine step, from the batch's full composition.
+
+``PerfModel`` is the plug point; the calibrated, profile-backed model (``chiron_gym.profiles``)
+and ``LinearPerfModel`` implement it. The one structural promise a model makes, and the one that
+lets the simulator fast-forward (``sim/instance.py``), is that a decode-only iteration costs
+``base_s(n) + per_context_token_s * sum(contexts)``: affine in the summed context for a fixed
+number of sequences, which is what decode attention is (it reads every cached token once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(slots=True)
+class BatchComposition:
+    """What one iteration computes.
+
+    ``prefill_new_tokens[i]`` tokens of a prompt chunk are computed on top of
+    ``prefill_context_tokens[i]`` tokens already cached; each decoding request computes one token
+    attending over ``decode_context_tokens[j]`` tokens (its own included).
+    """
+
+    prefill_new_tokens: list[int]
+    prefill_context_tokens: list[int]
+    decode_context_tokens: list[int]
+
+    @property
+    def num_decode(self) -> int:
+        """Requests decoding one token in this iteration."""
+        return len(self.decode_context_tokens)
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens computed in this iteration (the chunked-prefill budget counts these)."""
+        return sum(self.prefill_new_tokens) + len(self.decode_context_tokens)
+
+
+class PerfModel(Protocol):
+    """Iteration time of an engine step on one instance."""
+
+    def iteration_time_s(self, batch: BatchComposition) -> float:
+        """Seconds for one iteration computing ``batch``."""
+        ...
+
+    def decode_cost(self, num_seqs: int) -> tuple[float, float]:
+        """``(base_s, per_context_token_s)`` of a decode-only iteration of ``num_seqs`` requests.
+
+        Must agree with ``iteration_time_s`` on decode-only batches:
+        ``iteration_time_s(b) == base_s + per_context_token_s * sum(b.decode_context_tokens)``.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LinearPerfModel:
+    """A linear iteration-time model, used until a calibrated profile is given.
+
+    ``t = overhead_s + per_token_s * tokens + per_seq_s * sequences
+    + prefill_pair_s * sum(chunk * context + chunk * (chunk + 1) / 2)
+    + decode_context_s * sum(decode contexts)``.
+
+    The defaults are placeholders of the right order for Llama-3-8B on one A100 (bf16), read off
+    the data described in ``../shared/data/README.md``: ~4 ms CPU overhead per iteration plus
+    ~9 ms of weight reads (Vidur ``mlp.csv``: 0.29 ms per layer at one token, 32 layers);
+    6.5e-5 s per token of GEMM (1.04 ms per layer at 512 tokens); decode attention 4.3e-8 s per
+    cached token (AIConfigurator: 0.35 ms per layer at batch 32, context 8191); prefill attention
+    ~2.6e-9 s per query-key pair (FLOP count at ~200 TFLOP/s). The calibrated profiles replace it.
+    """
+
+    overhead_s: float = 13e-3
+    per_token_s: float = 6.5e-5
+    per_seq_s: float = 0.0
+    prefill_pair_s: float = 2.6e-9
+    decode_context_s: float = 4.3e-8
+
+    def __post_init__(self) -> None:
+        for name in (
+            "overhead_s",
+            "per_token_s",
+            "per_seq_s",
+            "prefill_pair_s",
+            "decode_context_s",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LinearPerfModel.{name} must be >= 0")
+
+    def iteration_time_s(self, batch: BatchComposition) -> float:
+        """Seconds for one iteration computing ``batch``."""
+        n_decode = len(batch.decode_context_tokens)
+        n_prefill = len(batch.prefill_new_tokens)
+        prefill_tokens = 0
+        pairs = 0.0
+        for chunk, context in zip(
+            batch.prefill_new_tokens, batch.prefill_context_tokens, strict=True
+        ):
+            prefill_tokens += chunk
+            pairs += chunk * context + chunk * (chunk + 1) / 2
+        base, per_ctx = self.decode_cost(n_decode)
+        return (
+            base
+            + per_ctx * sum(batch.decode_context_tokens)
+            + self.per_token_s * prefill_tokens
+            + self.per_seq_s * n_prefill
+            + self.prefill_pair_s * pairs
+        )
+
+    def decode_cost(self, num_seqs: int) -> tuple[float, float]:
+        """``(base_s, per_context_token_s)`` of a decode-only iteration."""
+        return (
+            self.overhead_s + (self.per_token_s + self.per_seq_s) * num_seqs,
+            self.decode_context_s,
+        )

@@ -1,0 +1,75 @@
+"""The cluster's global queue of one class: request groups served earliest deadline first.
+
+As in QLM, a request group gathers requests of one class whose deadlines fall in the same window
+of ``granularity_s`` seconds; groups are served earliest-deadline-first and requests within a
+group first-come-first-served. The queue holds request indices (into the ``Workload``), not
+objects, so a backlog of hundreds of thousands of requests stays small.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+
+
+class GroupQueue:
+    """Request indices grouped by deadline window; ``pop`` returns the EDF/FCFS head."""
+
+    __slots__ = ("_groups", "_keys", "_len", "granularity_s")
+
+    def __init__(self, granularity_s: float) -> None:
+        if not granularity_s > 0:
+            raise ValueError(f"granularity_s must be > 0, got {granularity_s!r}")
+        self.granularity_s = granularity_s
+        self._groups: dict[int, deque[int]] = {}
+        self._keys: list[int] = []
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def key(self, deadline_s: float) -> int:
+        """The group of a deadline (its window index)."""
+        if math.isinf(deadline_s):
+            return 2**62
+        return math.floor(deadline_s / self.granularity_s)
+
+    def _group(self, deadline_s: float) -> deque[int]:
+        k = self.key(deadline_s)
+        group = self._groups.get(k)
+        if group is None:
+            group = self._groups[k] = deque()
+            heapq.heappush(self._keys, k)
+        self._len += 1
+        return group
+
+    def push(self, idx: int, deadline_s: float) -> None:
+        """Append a request to the back of its group."""
+        self._group(deadline_s).append(idx)
+
+    def push_front(self, idx: int, deadline_s: float) -> None:
+        """Put a request back at the head of its group (it keeps its place in line)."""
+        self._group(deadline_s).appendleft(idx)
+
+    def pop(self) -> int:
+        """Remove and return the head request index."""
+        k = self._keys[0]
+        group = self._groups[k]
+        idx = group.popleft()
+        if not group:
+            heapq.heappop(self._keys)
+            del self._groups[k]
+        self._len -= 1
+        return idx
+
+    def groups(self) -> list[tuple[int, int]]:
+        """``(group key, size)`` in service order."""
+        return [(k, len(self._groups[k])) for k in sorted(self._keys)]
+
+    def indices(self) -> list[int]:
+        """All queued indices in service order."""
+        out: list[int] = []
+        for k in sorted(self._keys):
+            out.extend(self._groups[k])
+        return out

@@ -1,0 +1,81 @@
+"""What ``Cluster.run_until`` and ``Cluster.summary`` return: per-class and per-pool figures."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PERCENTILES = (50, 95, 99)
+
+
+def percentiles(values: list[float] | np.ndarray) -> tuple[float, float, float]:
+    """p50, p95 and p99 (NaN when there are no values)."""
+    if len(values) == 0:
+        return (math.nan, math.nan, math.nan)
+    p = np.percentile(np.asarray(values, dtype=np.float64), PERCENTILES)
+    return (float(p[0]), float(p[1]), float(p[2]))
+
+
+@dataclass(slots=True)
+class ClassReport:
+    """Outcomes of one request class.
+
+    In a window report the outcome counts are those decided within the window and ``pending`` is
+    the count held at its end; in the episode summary they cover every arrived request, so that
+    ``met + late + rejected + pending == arrived``. ``attainment`` is ``met`` over the requests
+    whose fate is known: finished, rejected, or pending past their deadline (``overdue``);
+    NaN when there are none. Latencies are over requests finished in the window (TTFT: time to
+    first token; ITL: a request's mean inter-token latency).
+    """
+
+    arrived: int = 0
+    met: int = 0
+    late: int = 0
+    rejected: int = 0
+    pending: int = 0
+    overdue: int = 0
+    queued: int = 0
+    met_output_tokens: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    ttft_s: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+    itl_s: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+
+    @property
+    def attainment(self) -> float:
+        """SLO attainment among decided requests (NaN when none is decided)."""
+        decided = self.met + self.late + self.rejected + self.overdue
+        return self.met / decided if decided else math.nan
+
+
+@dataclass(slots=True)
+class PoolReport:
+    """State of one pool at the end of a window."""
+
+    starting: int = 0
+    ready: int = 0
+    draining: int = 0
+    batch_cap: float = 0.0  # mean over ready instances
+    running: int = 0
+    waiting: int = 0
+    kv_usage: float = 0.0  # mean over ready instances
+    tokens_generated: int = 0  # in the window
+    preemptions: int = 0  # in the window
+    swap_outs: int = 0  # in the window
+
+
+@dataclass(slots=True)
+class WindowReport:
+    """One window ``[t_start_s, t_end_s]`` of simulated time."""
+
+    t_start_s: float
+    t_end_s: float
+    classes: dict[str, ClassReport]
+    pools: dict[str, PoolReport]
+    gpu_seconds: float
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the window."""
+        return self.t_end_s - self.t_start_s

@@ -1,0 +1,224 @@
+"""Requests: classes, SLOs, the columnar workload table and the in-flight ``Request`` object.
+
+A workload of a million requests is a handful of numpy columns (``Workload``); a ``Request``
+object exists only while the request is held by an instance, and its outcome is written back into
+the cluster's ledger (``sim/ledger.py``) when it ends.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+import numpy.typing as npt
+
+
+class RequestClass(IntEnum):
+    """The two traffic classes of Chiron: tight interactive SLOs, relaxed batch deadlines."""
+
+    INTERACTIVE = 0
+    BATCH = 1
+
+
+class Pool(IntEnum):
+    """Instance types: interactive, mixed (both classes) and batch."""
+
+    INTERACTIVE = 0
+    MIXED = 1
+    BATCH = 2
+
+
+class Outcome(IntEnum):
+    """The one state every arrived request is in at the end of a window or episode."""
+
+    PENDING = 0  # queued or in flight; its deadline says whether it can still make it
+    MET = 1  # finished within its SLO
+    LATE = 2  # finished, SLO missed
+    REJECTED = 3  # refused, with a reason (see ``RejectReason``)
+
+
+class RejectReason(IntEnum):
+    """Why a request was refused."""
+
+    NONE = 0
+    TOO_LONG = (
+        1  # prompt + output do not fit in the KV cache of any instance type that may serve it
+    )
+    QUEUE_FULL = 2  # the class's global queue was at its configured limit
+    NO_POOL = 3  # the cluster has no pool that may serve the class
+
+
+@dataclass(frozen=True, slots=True)
+class SLO:
+    """Latency objectives of one class.
+
+    ``ttft_s``: time to first token; ``itl_s``: mean inter-token latency (time per output token
+    after the first). ``None`` means no objective on that figure. Batch requests carry their
+    completion deadline per request (``Workload.deadline_s``).
+    """
+
+    ttft_s: float | None = None
+    itl_s: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("ttft_s", "itl_s"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"SLO.{name} must be a positive number of seconds, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Workload:
+    """Requests of one episode as columns, sorted by arrival time.
+
+    ``deadline_s`` is the absolute completion deadline of batch requests and NaN for interactive
+    ones (their objective is the class SLO).
+    """
+
+    arrival_s: npt.NDArray[np.float64]
+    klass: npt.NDArray[np.int8]
+    prompt_tokens: npt.NDArray[np.int64]
+    output_tokens: npt.NDArray[np.int64]
+    deadline_s: npt.NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        n = len(self.arrival_s)
+        for name in ("klass", "prompt_tokens", "output_tokens", "deadline_s"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(
+                    f"Workload.{name} has {len(getattr(self, name))} rows, expected {n}"
+                )
+        if n and np.any(np.diff(self.arrival_s) < 0):
+            raise ValueError("Workload.arrival_s must be sorted in time")
+        if n and (self.prompt_tokens.min() < 1 or self.output_tokens.min() < 1):
+            raise ValueError("Workload prompt_tokens and output_tokens must be >= 1")
+        batch = self.klass == RequestClass.BATCH
+        if np.any(np.isnan(self.deadline_s[batch])):
+            raise ValueError("Workload.deadline_s must be set for every batch request")
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    @classmethod
+    def from_columns(
+        cls,
+        *,
+        arrival_s: npt.ArrayLike,
+        klass: npt.ArrayLike,
+        prompt_tokens: npt.ArrayLike,
+        output_tokens: npt.ArrayLike,
+        deadline_s: npt.ArrayLike | None = None,
+    ) -> Workload:
+        """Build a workload from array-likes, sorting by arrival time (stable)."""
+        arrival = np.asarray(arrival_s, dtype=np.float64)
+        order = np.argsort(arrival, kind="stable")
+        n = len(arrival)
+        deadline = (
+            np.full(n, np.nan) if deadline_s is None else np.asarray(deadline_s, dtype=np.float64)
+        )
+        return cls(
+            arrival_s=arrival[order],
+            klass=np.asarray(klass, dtype=np.int8)[order],
+            prompt_tokens=np.asarray(prompt_tokens, dtype=np.int64)[order],
+            output_tokens=np.asarray(output_tokens, dtype=np.int64)[order],
+            deadline_s=deadline[order],
+        )
+
+    @classmethod
+    def concat(cls, parts: list[Workload]) -> Workload:
+        """Merge workloads into one sorted by arrival (ties keep the order of ``parts``)."""
+        if not parts:
+            return cls.from_columns(arrival_s=[], klass=[], prompt_tokens=[], output_tokens=[])
+        return cls.from_columns(
+            arrival_s=np.concatenate([p.arrival_s for p in parts]),
+            klass=np.concatenate([p.klass for p in parts]),
+            prompt_tokens=np.concatenate([p.prompt_tokens for p in parts]),
+            output_tokens=np.concatenate([p.output_tokens for p in parts]),
+            deadline_s=np.concatenate([p.deadline_s for p in parts]),
+        )
+
+
+class Request:
+    """A request held by an instance: vLLM-V1 token accounting and lifecycle timestamps.
+
+    As in vLLM V1 there is no separate prefill phase: a request has ``num_tokens = prompt +
+    generated`` known tokens, of which ``computed`` have their KV in the cache. Each iteration
+    schedules ``num_tokens - computed`` tokens (capped by the chunked-prefill budget); when the
+    cache catches up with ``num_tokens`` at the end of an iteration, one token is sampled. A
+    request with exactly one token to compute is decoding. Preemption by recompute sets
+    ``computed`` back to 0.
+    """
+
+    __slots__ = (
+        "admitted_s",
+        "arrival_s",
+        "blocks",
+        "computed",
+        "deadline_s",
+        "finish_s",
+        "first_token_s",
+        "generated",
+        "idx",
+        "klass",
+        "output_tokens",
+        "preemptions",
+        "prompt_tokens",
+        "scheduled",
+        "swaps",
+    )
+
+    def __init__(
+        self,
+        idx: int,
+        klass: int,
+        arrival_s: float,
+        prompt_tokens: int,
+        output_tokens: int,
+        deadline_s: float,
+    ) -> None:
+        self.idx = idx
+        self.klass = klass
+        self.arrival_s = arrival_s
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+        self.deadline_s = deadline_s
+        self.generated = 0
+        self.computed = 0
+        self.blocks = 0
+        self.scheduled = 0
+        self.preemptions = 0
+        self.swaps = 0
+        self.admitted_s = math.nan
+        self.first_token_s = math.nan
+        self.finish_s = math.nan
+
+    def __repr__(self) -> str:
+        return (
+            f"Request(idx={self.idx}, class={RequestClass(self.klass).name}, "
+            f"prompt={self.prompt_tokens}, output={self.output_tokens}, "
+            f"generated={self.generated}, computed={self.computed})"
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        """Known tokens: the prompt plus what has been generated."""
+        return self.prompt_tokens + self.generated
+
+    @property
+    def ttft_s(self) -> float:
+        """Time to first token (NaN before it)."""
+        return self.first_token_s - self.arrival_s
+
+    @property
+    def mean_itl_s(self) -> float:
+        """Mean inter-token latency after the first token (0 for a one-token output)."""
+        if self.output_tokens <= 1:
+            return 0.0
+        return (self.finish_s - self.first_token_s) / (self.output_tokens - 1)
+
+    @property
+    def e2e_s(self) -> float:
+        """End-to-end latency, arrival to last token."""
+        return self.finish_s - self.arrival_s

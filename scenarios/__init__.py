@@ -1,0 +1,17 @@
+"""Bundled scenarios: TOML files beside this module, loaded by name."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+
+def names() -> list[str]:
+    """Names of the bundled scenarios, sorted."""
+    root = resources.files(__name__)
+    return sorted(p.name[: -len(".toml")] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def path(name: str) -> Path:
+    """Path of a bundled scenario file."""
+    return Path(str(resources.files(__name__).joinpath(f"{name}.toml")))

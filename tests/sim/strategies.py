@@ -1,0 +1,122 @@
+"""Random small clusters and workloads for property tests, drawn from a hypothesis seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from chiron_gym.sim import (
+    SLO,
+    Cluster,
+    ClusterConfig,
+    ColdStart,
+    InstanceSpec,
+    LinearPerfModel,
+    Pool,
+    PoolSpec,
+    Workload,
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A random cluster, workload and action schedule."""
+
+    config: ClusterConfig
+    workload: Workload
+    actions: list[tuple[float, list[tuple[Pool, int, int | None]]]]  # time, (pool, delta, cap)
+    seed: int
+
+
+def random_case(seed: int, *, scaling: bool = True) -> Case:
+    """A small, stressful case: tight KV (preemptions), mixed pools (swaps), scaling."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 80))
+    horizon = float(rng.uniform(2.0, 30.0))
+    spec = InstanceSpec(
+        perf_model=LinearPerfModel(
+            overhead_s=float(rng.uniform(1e-3, 2e-2)),
+            per_token_s=float(rng.uniform(0, 1e-4)),
+            prefill_pair_s=float(rng.uniform(0, 1e-8)),
+            decode_context_s=float(rng.uniform(0, 1e-5)),
+        ),
+        kv_capacity_blocks=int(rng.integers(8, 120)),
+        block_size_tokens=int(rng.choice([4, 16])),
+        max_num_batched_tokens=int(rng.integers(8, 600)),
+        max_batch_cap=16,
+        kv_bytes_per_token=4096,
+        pcie_bytes_per_s=1e8,
+        cold_start=ColdStart(kind="lognormal", median_s=float(rng.uniform(0.5, 5.0)), sigma=0.3),
+    )
+    pools = []
+    for pool in Pool:
+        if rng.random() < 0.8:
+            pools.append(
+                PoolSpec(
+                    pool=pool,
+                    instance=spec,
+                    initial_instances=int(rng.integers(0, 3)),
+                    initial_batch_cap=int(rng.integers(1, 9)),
+                )
+            )
+    if not pools:
+        pools.append(
+            PoolSpec(pool=Pool.MIXED, instance=spec, initial_instances=1, initial_batch_cap=4)
+        )
+    config = ClusterConfig(
+        pools=tuple(pools),
+        interactive_slo=SLO(
+            ttft_s=float(rng.uniform(0.05, 2.0)), itl_s=float(rng.uniform(0.005, 0.1))
+        ),
+        group_granularity_s=float(rng.uniform(0.5, 10.0)),
+    )
+    klass = (rng.random(n) < 0.5).astype(np.int8)
+    arrival = np.sort(rng.uniform(0, horizon, size=n))
+    if rng.random() < 0.3:  # a bulk submission: many requests at the same instant
+        arrival[: n // 2] = arrival[0]
+        arrival = np.sort(arrival)
+    workload = Workload.from_columns(
+        arrival_s=arrival,
+        klass=klass,
+        prompt_tokens=rng.integers(1, 400, size=n),
+        output_tokens=rng.integers(1, 120, size=n),
+        deadline_s=np.where(klass == 1, arrival + rng.uniform(1, 60, size=n), np.nan),
+    )
+    actions: list[tuple[float, list[tuple[Pool, int, int | None]]]] = []
+    t = 0.0
+    while scaling and t < horizon:
+        t += float(rng.uniform(0.5, 4.0))
+        step: list[tuple[Pool, int, int | None]] = []
+        for p in pools:
+            if rng.random() < 0.4:
+                delta = int(rng.integers(-2, 3))
+                cap = int(rng.integers(1, 12)) if rng.random() < 0.5 else None
+                step.append((p.pool, delta, cap))
+        actions.append((t, step))
+    return Case(config=config, workload=workload, actions=actions, seed=seed)
+
+
+def run_case(case: Case, *, fast_forward: bool, drain_s: float = 5_000.0) -> Cluster:
+    """Play the case's actions, then let the cluster drain."""
+    from dataclasses import replace
+
+    cluster = Cluster(
+        replace(case.config, fast_forward=fast_forward),
+        case.workload,
+        np.random.default_rng(case.seed),
+    )
+    for t, step in case.actions:
+        cluster.run_until(t)
+        for pool, delta, cap in step:
+            if cap is not None:
+                cluster.set_batch_cap(pool, cap)
+            if delta and not (delta > 0 and len(cluster.live_instances(pool)) >= 4):
+                cluster.scale(pool, delta)
+    # Make sure something can serve every class so the run can drain.
+    for pool in (Pool.MIXED, Pool.INTERACTIVE, Pool.BATCH):
+        configured = any(p.pool == pool for p in case.config.pools)
+        if configured and not cluster.live_instances(pool):
+            cluster.scale(pool, 1)
+    cluster.run_until(cluster.now + drain_s)
+    return cluster

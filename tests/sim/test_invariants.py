@@ -1,0 +1,129 @@
+"""Hypothesis invariants of the simulator on random clusters, workloads and scaling actions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chiron_gym.sim import Cluster, Instance, Outcome, Pool, RequestClass
+from tests.sim.strategies import random_case, run_case
+
+
+@contextmanager
+def checked_iterations(errors: list[str]) -> Iterator[None]:
+    """Instrument every iteration start with the instance invariants."""
+    original = Instance.start_iteration
+
+    def wrapper(self: Instance, now: float, horizon_s: float, fast_forward: bool) -> float | None:
+        running_before = len(self.running)
+        end = original(self, now, horizon_s, fast_forward)
+        cap_blocks = self.spec.kv_capacity_blocks
+        if not 0 <= self.used_blocks <= cap_blocks:
+            errors.append(f"KV blocks {self.used_blocks} outside [0, {cap_blocks}]")
+        if self._stretch == 0 and self.used_blocks != sum(r.blocks for r in self.running):
+            errors.append("used blocks differ from the blocks held by running requests")
+        if len(self.running) > max(self.batch_cap, running_before):
+            errors.append(
+                f"running {len(self.running)} > cap {self.batch_cap} (was {running_before})"
+            )
+        if self.state not in (0, 1, 2) or self.state == 0:
+            errors.append(f"iteration on an instance in state {self.state.name}")
+        if end is not None and end < now:
+            errors.append("iteration ends before it starts")
+        return end
+
+    Instance.start_iteration = wrapper  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Instance.start_iteration = original  # type: ignore[method-assign]
+
+
+def check_accounting(cluster: Cluster) -> None:
+    """Every arrived request is in exactly one state, with ordered timestamps."""
+    n = cluster.num_arrived
+    summary = cluster.summary()
+    for name, rep in summary.items():
+        assert rep.met + rep.late + rep.rejected + rep.pending == rep.arrived, name
+    assert sum(rep.arrived for rep in summary.values()) == n
+    done = (cluster.outcome[:n] == Outcome.MET) | (cluster.outcome[:n] == Outcome.LATE)
+    arr = cluster.workload.arrival_s[:n][done]
+    adm, first, fin = (
+        a[:n][done] for a in (cluster.admitted_s, cluster.first_token_s, cluster.finish_s)
+    )
+    assert np.all(arr <= adm + 1e-12)
+    assert np.all(adm <= first + 1e-12)
+    assert np.all(first <= fin + 1e-12)
+    # Requests held by instances or queues are exactly the pending ones.
+    held = len(cluster.queues[0]) + len(cluster.queues[1])
+    for inst in cluster.instances:
+        held += inst.load
+    assert held == sum(rep.pending for rep in summary.values())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_invariants_hold_on_random_clusters(seed: int) -> None:
+    """KV within [0, capacity], running <= cap, requests conserved, timestamps ordered."""
+    case = random_case(seed)
+    errors: list[str] = []
+    with checked_iterations(errors):
+        cluster = run_case(case, fast_forward=True)
+    assert not errors, errors[:5]
+    check_accounting(cluster)
+    # After draining, nothing is pending and every instance has let go of its KV.
+    summary = cluster.summary()
+    assert sum(rep.pending for rep in summary.values()) == 0
+    for inst in cluster.instances:
+        assert inst.used_blocks == 0 or inst.has_work()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_accounting_mid_episode(seed: int) -> None:
+    """Accounting adds up at arbitrary cut points, not only after draining."""
+    case = random_case(seed)
+    cluster = Cluster(case.config, case.workload, np.random.default_rng(seed))
+    horizon = float(case.workload.arrival_s[-1]) if len(case.workload) else 1.0
+    for t in np.linspace(0, horizon, 7)[1:]:
+        cluster.run_until(float(t))
+        check_accounting(cluster)
+
+
+def test_lowering_the_cap_never_drops_running_requests() -> None:
+    """A cap below the running count stops admissions; running requests all finish."""
+    from chiron_gym.sim import Workload
+    from tests.conftest import make_cluster
+
+    n = 20
+    workload = Workload.from_columns(
+        arrival_s=np.zeros(n),
+        klass=np.zeros(n),
+        prompt_tokens=np.full(n, 30),
+        output_tokens=np.full(n, 50),
+    )
+    cluster = make_cluster(workload, {Pool.INTERACTIVE: (1, 10)})
+    cluster.run_until(0.05)
+    inst = cluster.live_instances(Pool.INTERACTIVE)[0]
+    assert len(inst.running) == 10
+    cluster.set_batch_cap(Pool.INTERACTIVE, 2)
+    peak_after = 0
+    t = 0.05
+    while t < 30:
+        t += 0.05
+        cluster.run_until(t)
+        peak_after = max(peak_after, len(inst.running))
+        if len(inst.running) <= 2:
+            break
+    assert peak_after <= 10
+    cluster.run_until(200.0)
+    assert np.all(cluster.outcome != Outcome.PENDING)
+    # Once under the cap it never ran more than 2 at once again.
+    assert len(inst.running) <= 2
+    assert math.isfinite(cluster.finish_s.max())
+    assert int(np.sum(cluster.workload.klass == RequestClass.INTERACTIVE)) == n

@@ -1,0 +1,94 @@
+"""The ``chiron`` command: the documented JSON fields, and byte-identical output per seed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from chiron_gym.cli import main
+
+CLASS_FIELDS = {
+    "arrived",
+    "met",
+    "late",
+    "rejected",
+    "pending",
+    "attainment",
+    "ttft_p50_s",
+    "ttft_p95_s",
+    "ttft_p99_s",
+    "itl_p50_s",
+    "itl_p95_s",
+    "itl_p99_s",
+}
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    assert main(["simulate", *args, "--json"]) == 0
+    return capsys.readouterr().out
+
+
+def test_simulate_json_has_the_documented_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    """``simulate --json`` prints one object with the per-class fields and the totals."""
+    out = json.loads(run_json(capsys, "--scenario", "default", "--seed", "0"))
+    assert out["scenario"] == "default" and out["seed"] == 0
+    for name in ("interactive", "batch"):
+        row = out["classes"][name]
+        assert set(row) >= CLASS_FIELDS
+        assert row["met"] + row["late"] + row["rejected"] + row["pending"] == row["arrived"]
+        assert row["arrived"] > 0
+    assert out["gpu_hours"] > 0 and out["sim_seconds"] == 600.0 and out["wall_seconds"] > 0
+
+
+def test_same_seed_same_bytes_except_wall_time(capsys: pytest.CaptureFixture[str]) -> None:
+    """Determinism: the same scenario and seed give a byte-identical summary (wall time aside)."""
+    outs = []
+    for _ in range(2):
+        obj = json.loads(run_json(capsys, "--seed", "3"))
+        obj.pop("wall_seconds")
+        outs.append(json.dumps(obj, sort_keys=True))
+    assert outs[0] == outs[1]
+    other = json.loads(run_json(capsys, "--seed", "4"))
+    other.pop("wall_seconds")
+    assert json.dumps(other, sort_keys=True) != outs[0]
+
+
+def test_fast_forward_and_reference_agree_on_the_summary(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The per-iteration reference mode gives the same summary as the default fast-forward."""
+    a = json.loads(run_json(capsys, "--seed", "1"))
+    b = json.loads(run_json(capsys, "--seed", "1", "--per-iteration"))
+    for obj in (a, b):
+        obj.pop("wall_seconds")
+    assert a["classes"].keys() == b["classes"].keys()
+    for name in a["classes"]:
+        for key, value in a["classes"][name].items():
+            other = b["classes"][name][key]
+            if isinstance(value, float):
+                assert value == pytest.approx(other, rel=1e-9), key
+            else:
+                assert value == other, key
+
+
+def test_console_script_runs_in_a_fresh_process() -> None:
+    """``python -m chiron_gym.cli`` works as a separate process and exits 0."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "chiron_gym.cli", "simulate", "--seed", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "interactive" in proc.stdout and "batch" in proc.stdout
+
+
+def test_unknown_scenario_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelt scenario name fails with the nearest known name, exit code 2."""
+    assert main(["simulate", "--scenario", "defualt"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown scenario 'defualt'" in err and "did you mean 'default'" in err

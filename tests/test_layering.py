@@ -1,0 +1,85 @@
+"""Import rules of design.md: the simulator knows nothing of RL, torch or HTTP; no global RNG."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+FORBIDDEN_IN_CORE = {
+    "gymnasium",
+    "gym",
+    "torch",
+    "stable_baselines3",
+    "sb3_contrib",
+    "tensorboard",
+    "requests",
+    "httpx",
+    "aiohttp",
+    "urllib3",
+    "http",
+    "urllib",
+    "socket",
+    "agents",
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def core_files() -> list[Path]:
+    return sorted((REPO / "chiron_gym" / "sim").rglob("*.py")) + sorted(
+        (REPO / "chiron_gym" / "workload").rglob("*.py")
+    )
+
+
+@pytest.mark.parametrize("path", core_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_core_imports_no_rl_torch_or_http(path: Path) -> None:
+    """Nothing under chiron_gym/sim or chiron_gym/workload imports gymnasium, torch, SB3 or HTTP."""
+    bad = {name for name in imports_of(path) if name.split(".")[0] in FORBIDDEN_IN_CORE}
+    assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
+
+
+def test_sim_does_not_import_upper_layers() -> None:
+    """sim/ imports only the standard library, numpy and itself."""
+    for path in sorted((REPO / "chiron_gym" / "sim").rglob("*.py")):
+        for name in imports_of(path):
+            if name.startswith("chiron_gym"):
+                assert name.startswith("chiron_gym.sim"), f"{path.name} imports {name}"
+
+
+def test_package_never_imports_agents() -> None:
+    """chiron_gym never imports agents (only the CLI may, lazily)."""
+    for path in sorted((REPO / "chiron_gym").rglob("*.py")):
+        if path.name == "cli.py":
+            continue
+        assert not any(n.split(".")[0] == "agents" for n in imports_of(path)), path
+
+
+def test_no_global_randomness_in_the_package() -> None:
+    """No ``import random``, no ``np.random.<sampler>(...)``: every draw takes a Generator."""
+    allowed = {"Generator", "PCG64", "SeedSequence", "default_rng", "BitGenerator"}
+    for path in sorted((REPO / "chiron_gym").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert all(a.name != "random" for a in node.names), f"{path}: import random"
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+                inner = node.value
+                if (
+                    inner.attr == "random"
+                    and isinstance(inner.value, ast.Name)
+                    and inner.value.id in ("np", "numpy")
+                ):
+                    assert node.attr in allowed, f"{path}:{node.lineno}: np.random.{node.attr}"

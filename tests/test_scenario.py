@@ -1,0 +1,70 @@
+"""Scenario files: bundled ones load and run; malformed ones fail naming the file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import scenarios
+from chiron_gym.scenario import ScenarioError, load
+
+
+@pytest.mark.parametrize("name", scenarios.names())
+def test_bundled_scenarios_load(name: str) -> None:
+    """Every bundled scenario parses and generates a non-empty workload."""
+    scenario = load(name)
+    assert scenario.horizon_s > 0 and len(scenario.workload(0)) > 0
+
+
+def test_workload_is_a_pure_function_of_the_seed() -> None:
+    """Same seed, same requests; another seed, other requests."""
+    s = load("default")
+    a, b, c = s.workload(7), s.workload(7), s.workload(8)
+    for col in ("arrival_s", "klass", "prompt_tokens", "output_tokens"):
+        np.testing.assert_array_equal(getattr(a, col), getattr(b, col))
+    assert not np.array_equal(a.arrival_s, c.arrival_s)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    original = scenarios.path("default").read_text()
+    p = tmp_path / "broken.toml"
+    p.write_text(text(original) if callable(text) else text)  # type: ignore[operator]
+    return p
+
+
+def test_typo_in_a_key_names_the_key_and_the_near_name(tmp_path: Path) -> None:
+    """An unknown key is rejected with the file, the key and the nearest valid key."""
+    p = write(tmp_path, lambda t: t.replace("decision_interval_s", "decison_interval_s"))  # type: ignore[arg-type]
+    with pytest.raises(ScenarioError) as e:
+        load(p)
+    msg = str(e.value)
+    assert str(p) in msg and "'decison_interval_s'" in msg and "'decision_interval_s'" in msg
+
+
+def test_nested_typo_is_reported_with_its_path(tmp_path: Path) -> None:
+    """Keys inside tables are named with their full dotted path."""
+    p = write(tmp_path, lambda t: t.replace("median_s = 90.0", "meadian_s = 90.0"))  # type: ignore[arg-type]
+    with pytest.raises(
+        ScenarioError, match=r"instance\.cold_start\.meadian_s.*instance\.cold_start\.median_s"
+    ):
+        load(p)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("horizon_s = 600.0", 'horizon_s = "long"', "horizon_s = 'long': expected a number"),
+        ("horizon_s = 600.0", "horizon_s = -5.0", "expected a number > 0"),
+        ("batch_cap = 128", "batch_cap = 100000", "at most instance.max_batch_cap"),
+        ('kind = "poisson"', 'kind = "poison"', "expected one of 'poisson', 'bulk'"),
+    ],
+)
+def test_wrong_types_and_impossible_values(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    """Wrong types and impossible values are named with what was expected."""
+    p = write(tmp_path, lambda t: t.replace(old, new, 1))  # type: ignore[arg-type]
+    with pytest.raises(ScenarioError, match=expected.replace("(", r"\(").replace(".", r"\.")):
+        load(p)
