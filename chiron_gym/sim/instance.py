@@ -266,6 +266,10 @@ class Instance:
         self.iterations += 1
 
         decode_only = not changed and not blocked_by_budget
+        if decode_only and self.pool == Pool.MIXED and self.waiting[RequestClass.INTERACTIVE]:
+            # A waiting interactive request may evict batch ones as free KV shrinks during the
+            # stretch; that decision is only taken iteration by iteration.
+            decode_only = not any(r.klass == RequestClass.BATCH for r in running)
         prefill_new: list[int] = []
         prefill_ctx: list[int] = []
         decode_ctx: list[int] = []

@@ -12,6 +12,7 @@ from chiron_gym.sim import (
     ClusterConfig,
     ColdStart,
     InstanceSpec,
+    InstanceState,
     LinearPerfModel,
     Pool,
     PoolSpec,
@@ -113,10 +114,11 @@ def run_case(case: Case, *, fast_forward: bool, drain_s: float = 5_000.0) -> Clu
                 cluster.set_batch_cap(pool, cap)
             if delta and not (delta > 0 and len(cluster.live_instances(pool)) >= 4):
                 cluster.scale(pool, delta)
-    # Make sure something can serve every class so the run can drain.
+    # Make sure something (not draining) serves every pool so the run can drain.
     for pool in (Pool.MIXED, Pool.INTERACTIVE, Pool.BATCH):
         configured = any(p.pool == pool for p in case.config.pools)
-        if configured and not cluster.live_instances(pool):
+        serving = [i for i in cluster.live_instances(pool) if i.state != InstanceState.DRAINING]
+        if configured and not serving:
             cluster.scale(pool, 1)
     cluster.run_until(cluster.now + drain_s)
     return cluster
