@@ -415,7 +415,10 @@ class Cluster:
     def _reject(self, idx: int, reason: RejectReason) -> None:
         self.outcome[idx] = Outcome.REJECTED
         self.reject_reason[idx] = reason
-        self._window[self._klass[idx]].rejected += 1
+        counters = self._window[self._klass[idx]]
+        counters.rejected += 1
+        name = reason.name.lower()
+        counters.rejected_by_reason[name] = counters.rejected_by_reason.get(name, 0) + 1
 
     def _finish(self, r: Request) -> None:
         idx = r.idx
@@ -458,6 +461,7 @@ class Cluster:
                 pending=totals[c],
                 queued=len(self.queues[c]),
                 met_output_tokens=w.met_output_tokens,
+                rejected_by_reason=w.rejected_by_reason,
                 ttft_s=percentiles(w.ttft),
                 itl_s=percentiles(w.itl),
             )
@@ -523,5 +527,6 @@ class _WindowCounters:
     late: int = 0
     rejected: int = 0
     met_output_tokens: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
     ttft: list[float] = field(default_factory=list)
     itl: list[float] = field(default_factory=list)

@@ -73,7 +73,8 @@ def test_request_too_long_for_any_cache_is_rejected() -> None:
     )
     spec = small_spec(kv_capacity_blocks=100)  # 1,600 tokens
     cluster = make_cluster(workload, {Pool.INTERACTIVE: (1, 4)}, spec)
-    cluster.run_until(1.0)
+    window = cluster.run_until(1.0).classes["interactive"]
+    assert (window.rejected, window.rejected_by_reason) == (1, {"too_long": 1})
     summary = cluster.summary()["interactive"]
     assert (summary.arrived, summary.rejected) == (1, 1)
     assert summary.rejected_by_reason == {"too_long": 1}
