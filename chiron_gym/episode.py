@@ -10,7 +10,7 @@ from typing import Any
 from chiron_gym.scenario import Scenario, stream
 from chiron_gym.sim import Cluster, ClusterConfig, WindowReport
 
-SUMMARY_CLASS_FIELDS = ("arrived", "met", "late", "rejected", "pending", "overdue", "attainment")
+SUMMARY_CLASS_FIELDS = ("arrived", "met", "late", "rejected", "pending", "overdue")
 
 
 def build_cluster(scenario: Scenario, seed: int, *, fast_forward: bool = True) -> Cluster:

@@ -423,7 +423,7 @@ class Cluster:
     def _finish(self, r: Request) -> None:
         idx = r.idx
         slo = self.config.slo(r.klass)
-        ttft = r.first_token_s - r.arrival_s
+        ttft = r.ttft_s
         itl = r.mean_itl_s
         ok = (slo.ttft_s is None or ttft <= slo.ttft_s) and (slo.itl_s is None or itl <= slo.itl_s)
         if r.klass == RequestClass.BATCH:

@@ -128,7 +128,6 @@ class Instance:
         self.used_blocks = 0
         self.busy = False  # an iteration (or a fast-forwarded stretch) is in flight
         self.kicked = False  # a start-iteration event is pending
-        self.iterations = 0
         self.preemptions = 0
         self.swap_outs = 0
         self.tokens_generated = 0
@@ -263,7 +262,6 @@ class Instance:
             # cluster guarantees by rejecting the others on arrival.
             return None
         self.busy = True
-        self.iterations += 1
 
         decode_only = not changed and not blocked_by_budget
         if decode_only and self.pool == Pool.MIXED and self.waiting[RequestClass.INTERACTIVE]:
@@ -290,7 +288,6 @@ class Instance:
         dt = spec.perf_model.iteration_time_s(composition)
         if swap_tokens:
             dt += swap_tokens * spec.kv_bytes_per_token / spec.pcie_bytes_per_s
-        self._stretch = 0
         if fast_forward and decode_only:
             return self._plan_stretch(now, dt, decode_ctx, horizon_s)
         return now + dt
@@ -350,7 +347,6 @@ class Instance:
         if k_max <= 1:
             return now + dt0
         self._stretch = k_max
-        self.iterations += k_max - 1
         end = now + elapsed(k_max)
         self.used_blocks = blocks_after(k_max)
         for r in running:

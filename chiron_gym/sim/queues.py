@@ -35,22 +35,15 @@ class GroupQueue:
             return 2**62
         return math.floor(deadline_s / self.granularity_s)
 
-    def _group(self, deadline_s: float) -> deque[int]:
+    def push(self, idx: int, deadline_s: float) -> None:
+        """Append a request to the back of its group."""
         k = self.key(deadline_s)
         group = self._groups.get(k)
         if group is None:
             group = self._groups[k] = deque()
             heapq.heappush(self._keys, k)
+        group.append(idx)
         self._len += 1
-        return group
-
-    def push(self, idx: int, deadline_s: float) -> None:
-        """Append a request to the back of its group."""
-        self._group(deadline_s).append(idx)
-
-    def push_front(self, idx: int, deadline_s: float) -> None:
-        """Put a request back at the head of its group (it keeps its place in line)."""
-        self._group(deadline_s).appendleft(idx)
 
     def pop(self) -> int:
         """Remove and return the head request index."""
@@ -62,14 +55,3 @@ class GroupQueue:
             del self._groups[k]
         self._len -= 1
         return idx
-
-    def groups(self) -> list[tuple[int, int]]:
-        """``(group key, size)`` in service order."""
-        return [(k, len(self._groups[k])) for k in sorted(self._keys)]
-
-    def indices(self) -> list[int]:
-        """All queued indices in service order."""
-        out: list[int] = []
-        for k in sorted(self._keys):
-            out.extend(self._groups[k])
-        return out
