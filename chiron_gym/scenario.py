@@ -147,6 +147,9 @@ class _Reader:
             raise self.fail(key, f"a number {'>' if strict else '>='} {low:g}")
         return float(v)
 
+    def optional_number(self, key: str) -> float | None:
+        return self.number(key) if key in self.data else None
+
     def integer(self, key: str, default: int | None = None, *, low: int = 0) -> int:
         if key not in self.data:
             if default is None:
@@ -258,7 +261,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
     cluster = ClusterConfig(
         pools=tuple(pools),
         interactive_slo=SLO(ttft_s=si.number("ttft_s", 1.0), itl_s=si.number("itl_s", 0.1)),
-        batch_slo=SLO(itl_s=sb.data.get("itl_s") and sb.number("itl_s")),
+        batch_slo=SLO(ttft_s=sb.optional_number("ttft_s"), itl_s=sb.optional_number("itl_s")),
         group_granularity_s=queue.number("group_granularity_s", 60.0),
     )
     raw_sources = data.get("workload", [])

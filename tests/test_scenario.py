@@ -68,3 +68,11 @@ def test_wrong_types_and_impossible_values(
     p = write(tmp_path, lambda t: t.replace(old, new, 1))  # type: ignore[arg-type]
     with pytest.raises(ScenarioError, match=expected.replace("(", r"\(").replace(".", r"\.")):
         load(p)
+
+
+def test_every_accepted_batch_slo_key_is_used(tmp_path: Path) -> None:
+    """A key the validator accepts is not silently dropped: slo.batch.ttft_s reaches the SLO."""
+    p = write(tmp_path, lambda t: t.replace("[slo.batch]\n", "[slo.batch]\nttft_s = 30.0\n"))  # type: ignore[arg-type]
+    slo = load(p).cluster.batch_slo
+    assert (slo.ttft_s, slo.itl_s) == (30.0, 0.5)
+    assert load("default").cluster.batch_slo.ttft_s is None
