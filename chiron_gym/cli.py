@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from chiron_gym import __version__
-from chiron_gym.scenario import ScenarioError, load
+from chiron_gym.config import ConfigError
+from chiron_gym.scenario import load
 
 
 def _fmt(x: float | None, unit: str = "", scale: float = 1.0) -> str:
@@ -47,6 +48,40 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile_fit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from chiron_gym.profiles.fit import write_all
+
+    written = write_all(Path(args.data), Path(args.out), args.only or None)
+    for p in written:
+        print(p)
+    return 0
+
+
+def _cmd_profile_list(args: argparse.Namespace) -> int:
+    from chiron_gym.profiles import load, names
+
+    print(f"{'profile':<24}{'GPUs':>5}{'KV tokens':>11}{'cold start':>12}{'held-out MAPE':>15}")
+    for n in names():
+        p = load(n)
+        print(
+            f"{n:<24}{p.tensor_parallel:>5}{p.kv.capacity_tokens:>11}"
+            f"{p.cold_start.median_s:>11.0f}s{p.mape_pct['pooled']:>14.2f}%"
+        )
+    return 0
+
+
+def _cmd_profile_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from chiron_gym.profiles.compare import as_dicts, compare_all, comparison_table
+
+    rows = compare_all(Path(args.data))
+    print(json.dumps(as_dicts(rows), sort_keys=True) if args.json else comparison_table(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``chiron``."""
     parser = argparse.ArgumentParser(prog="chiron", description=__doc__)
@@ -62,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="reference mode: one event per engine iteration (no fast-forward)",
     )
     sim.set_defaults(func=_cmd_simulate)
+
+    prof = sub.add_parser("profile", help="calibrated performance profiles")
+    psub = prof.add_subparsers(dest="profile_command", required=True)
+    fit = psub.add_parser("fit", help="fit profiles from raw profiling data")
+    fit.add_argument("--data", required=True, help="the shared data folder (../shared/data)")
+    fit.add_argument("--out", required=True, help="folder to write <profile>.json into")
+    fit.add_argument("--only", action="append", help="fit only this profile (repeatable)")
+    fit.set_defaults(func=_cmd_profile_fit)
+    lst = psub.add_parser("list", help="list the shipped profiles")
+    lst.set_defaults(func=_cmd_profile_list)
+    cmp_ = psub.add_parser("compare", help="compare profiles with end-to-end measurements")
+    cmp_.add_argument("--data", required=True, help="the shared data folder (../shared/data)")
+    cmp_.add_argument("--json", action="store_true")
+    cmp_.set_defaults(func=_cmd_profile_compare)
     return parser
 
 
@@ -70,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ScenarioError as e:
+    except ConfigError as e:
         print(f"chiron: {e}", file=sys.stderr)
         return 2
 

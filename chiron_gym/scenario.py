@@ -7,7 +7,6 @@ values, and every message names the file and the key.
 from __future__ import annotations
 
 import difflib
-import math
 import tomllib
 import zlib
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from typing import Any
 import numpy as np
 
 import scenarios as bundled
+from chiron_gym import profiles
+from chiron_gym.config import ConfigError, Reader
 from chiron_gym.sim import (
     SLO,
     ClusterConfig,
@@ -31,8 +32,12 @@ from chiron_gym.sim import (
 from chiron_gym.workload import LengthDist, bulk_arrivals, poisson_arrivals
 
 
-class ScenarioError(ValueError):
+class ScenarioError(ConfigError):
     """A scenario file is malformed; the message names the file and the key."""
+
+
+def _reader(data: dict[str, Any], source: str, prefix: str, allowed: set[str]) -> Reader:
+    return Reader(data, source, prefix, allowed, ScenarioError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,71 +119,6 @@ def load(name_or_path: str | Path) -> Scenario:
     return parse(data, name=p.stem, source=str(p))
 
 
-class _Reader:
-    """Typed access to one table of a TOML document, recording the key path for messages."""
-
-    def __init__(self, data: dict[str, Any], source: str, prefix: str, allowed: set[str]) -> None:
-        self.data, self.source, self.prefix = data, source, prefix
-        for key in data:
-            if key not in allowed:
-                near = difflib.get_close_matches(key, sorted(allowed), n=1)
-                hint = f"; did you mean {self.path(near[0])!r}?" if near else ""
-                raise ScenarioError(f"{source}: unknown key {self.path(key)!r}{hint}")
-
-    def path(self, key: str) -> str:
-        return f"{self.prefix}.{key}" if self.prefix else key
-
-    def fail(self, key: str, expected: str) -> ScenarioError:
-        return ScenarioError(
-            f"{self.source}: {self.path(key)} = {self.data.get(key)!r}: expected {expected}"
-        )
-
-    def number(
-        self, key: str, default: float | None = None, *, low: float = 0.0, strict: bool = True
-    ) -> float:
-        if key not in self.data:
-            if default is None:
-                raise ScenarioError(f"{self.source}: missing key {self.path(key)!r}")
-            return default
-        v = self.data[key]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise self.fail(key, "a number")
-        if (strict and v <= low) or (not strict and v < low):
-            raise self.fail(key, f"a number {'>' if strict else '>='} {low:g}")
-        return float(v)
-
-    def optional_number(self, key: str) -> float | None:
-        return self.number(key) if key in self.data else None
-
-    def integer(self, key: str, default: int | None = None, *, low: int = 0) -> int:
-        if key not in self.data:
-            if default is None:
-                raise ScenarioError(f"{self.source}: missing key {self.path(key)!r}")
-            return default
-        v = self.data[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise self.fail(key, f"an integer >= {low}")
-        return v
-
-    def string(self, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
-        if key not in self.data:
-            if default is None:
-                raise ScenarioError(f"{self.source}: missing key {self.path(key)!r}")
-            return default
-        v = self.data[key]
-        if v not in choices:
-            raise self.fail(key, "one of " + ", ".join(repr(c) for c in choices))
-        return str(v)
-
-    def table(self, key: str, allowed: set[str], required: bool = False) -> _Reader:
-        v = self.data.get(key, {} if not required else None)
-        if v is None:
-            raise ScenarioError(f"{self.source}: missing table {self.path(key)!r}")
-        if not isinstance(v, dict):
-            raise self.fail(key, "a table")
-        return _Reader(v, self.source, self.path(key), allowed)
-
-
 _TOP = {
     "description",
     "horizon_s",
@@ -192,7 +132,7 @@ _TOP = {
 _LEN = {"kind", "mean", "cv", "low", "high"}
 
 
-def _length(r: _Reader, key: str) -> LengthDist:
+def _length(r: Reader, key: str) -> LengthDist:
     t = r.table(key, _LEN, required=True)
     return LengthDist(
         kind=t.string("kind", ("fixed", "lognormal")),
@@ -203,9 +143,47 @@ def _length(r: _Reader, key: str) -> LengthDist:
     )
 
 
+def _instance_spec(inst: Reader) -> InstanceSpec:
+    """``[instance]``: a calibrated profile by name (``profile = "a100-llama3-8b-tp1"``), whose
+    KV capacity, GPU count and cold start the other keys may override; or, without a profile, the
+    placeholder ``LinearPerfModel`` with an explicit ``kv_capacity_blocks``."""
+    overrides: dict[str, Any] = {
+        "block_size_tokens": inst.integer("block_size_tokens", 16, low=1),
+        "max_num_batched_tokens": inst.integer("max_num_batched_tokens", 2048, low=1),
+        "max_batch_cap": inst.integer("max_batch_cap", 256, low=1),
+    }
+    if "kv_capacity_blocks" in inst.data:
+        overrides["kv_capacity_blocks"] = inst.integer("kv_capacity_blocks", low=1)
+    if "gpus" in inst.data:
+        overrides["gpus"] = inst.integer("gpus", low=1)
+    if "cold_start" in inst.data:
+        cs = inst.table("cold_start", {"kind", "median_s", "sigma"})
+        overrides["cold_start"] = ColdStart(
+            kind=cs.string("kind", ("fixed", "lognormal"), "fixed"),
+            median_s=cs.number("median_s", 60.0, strict=False),
+            sigma=cs.number("sigma", 0.0, strict=False),
+        )
+    if "profile" not in inst.data:
+        if "kv_capacity_blocks" not in overrides:
+            raise ScenarioError(
+                f"{inst.source}: missing key 'instance.profile' (or, for the uncalibrated "
+                "placeholder model, 'instance.kv_capacity_blocks')"
+            )
+        return InstanceSpec(perf_model=LinearPerfModel(), **overrides)
+    name = inst.text("profile")
+    try:
+        prof = profiles.load(name)
+    except profiles.ProfileError as e:
+        raise ScenarioError(f"{inst.source}: instance.profile = {name!r}: {e}") from e
+    if prof.kv.block_size_tokens != overrides["block_size_tokens"]:
+        prof_blocks = prof.kv.capacity_tokens // overrides["block_size_tokens"]
+        overrides.setdefault("kv_capacity_blocks", prof_blocks)
+    return prof.instance_spec(**overrides)
+
+
 def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
     """Validate a scenario document."""
-    top = _Reader(data, source, "", _TOP)
+    top = _reader(data, source, "", _TOP)
     horizon = top.number("horizon_s")
     interval = top.number("decision_interval_s")
     if interval > horizon:
@@ -216,6 +194,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
     inst = top.table(
         "instance",
         {
+            "profile",
             "kv_capacity_blocks",
             "max_num_batched_tokens",
             "max_batch_cap",
@@ -225,20 +204,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
         },
         required=True,
     )
-    cs = inst.table("cold_start", {"kind", "median_s", "sigma"})
-    spec = InstanceSpec(
-        perf_model=LinearPerfModel(),
-        kv_capacity_blocks=inst.integer("kv_capacity_blocks", low=1),
-        block_size_tokens=inst.integer("block_size_tokens", 16, low=1),
-        max_num_batched_tokens=inst.integer("max_num_batched_tokens", 2048, low=1),
-        max_batch_cap=inst.integer("max_batch_cap", 256, low=1),
-        gpus=inst.integer("gpus", 1, low=1),
-        cold_start=ColdStart(
-            kind=cs.string("kind", ("fixed", "lognormal"), "fixed"),
-            median_s=cs.number("median_s", 60.0, strict=False),
-            sigma=cs.number("sigma", 0.0, strict=False),
-        ),
-    )
+    spec = _instance_spec(inst)
     pools_t = top.table("pools", {"interactive", "mixed", "batch"}, required=True)
     pools: list[PoolSpec] = []
     for pool in Pool:
@@ -273,7 +239,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
     for i, raw in enumerate(raw_sources):
         if not isinstance(raw, dict):
             raise ScenarioError(f"{source}: workload[{i}] must be a table")
-        w = _Reader(
+        w = _reader(
             raw, source, f"workload[{i}]", {"class", "arrival", "prompt", "output", "deadline_s"}
         )
         klass = RequestClass[w.string("class", ("interactive", "batch")).upper()]

@@ -45,9 +45,23 @@ def test_typo_in_a_key_names_the_key_and_the_near_name(tmp_path: Path) -> None:
 
 def test_nested_typo_is_reported_with_its_path(tmp_path: Path) -> None:
     """Keys inside tables are named with their full dotted path."""
-    p = write(tmp_path, lambda t: t.replace("median_s = 90.0", "meadian_s = 90.0"))  # type: ignore[arg-type]
+    p = write(
+        tmp_path,
+        lambda t: t.replace(
+            "max_batch_cap = 256", "max_batch_cap = 256\ncold_start = { meadian_s = 90.0 }"
+        ),  # type: ignore[arg-type]
+    )
     with pytest.raises(
         ScenarioError, match=r"instance\.cold_start\.meadian_s.*instance\.cold_start\.median_s"
+    ):
+        load(p)
+
+
+def test_unknown_profile_is_named_with_the_nearest(tmp_path: Path) -> None:
+    """A mistyped profile name fails naming the scenario file, the key and the nearest profile."""
+    p = write(tmp_path, lambda t: t.replace('"a100-llama3-8b-tp1"', '"a100-llama3-8b-tp2"'))  # type: ignore[arg-type]
+    with pytest.raises(
+        ScenarioError, match=r"instance\.profile = 'a100-llama3-8b-tp2'.*a100-llama3-8b-tp1"
     ):
         load(p)
 

@@ -297,8 +297,8 @@ class Instance:
 
         Iteration ``k`` of the stretch costs ``base + slope * (S0 + n * k)``, so ``K`` iterations
         take ``T(K) = K * base + slope * (K * S0 + n * K * (K - 1) / 2)``. ``K`` stops at the first
-        completion, before the iteration whose KV blocks would not fit, and at the last iteration
-        that ends no later than ``horizon_s``.
+        completion, before the iteration whose KV blocks would not fit, at the end of the perf
+        model's affine piece, and at the last iteration that ends no later than ``horizon_s``.
         """
         running = self.running
         n = len(running)
@@ -323,8 +323,13 @@ class Instance:
                 else:
                     hi = mid
             k_max = lo
-        base, slope = spec.perf_model.decode_cost(n)
         s0 = float(sum(contexts))
+        base, slope, valid_until = spec.perf_model.decode_cost(n, s0)
+        if valid_until < math.inf:
+            # Iteration k has summed context s0 + n * k; keep the stretch on one affine piece.
+            k_max = min(k_max, int((valid_until - s0) // n) + 1)
+            if k_max <= 1:
+                return now + dt0
 
         def elapsed(k: int) -> float:
             return k * base + slope * (k * s0 + n * k * (k - 1) / 2.0)

@@ -2,13 +2,15 @@
 
 ``PerfModel`` is the plug point; the calibrated, profile-backed model (``chiron_gym.profiles``)
 and ``LinearPerfModel`` implement it. The one structural promise a model makes, and the one that
-lets the simulator fast-forward (``sim/instance.py``), is that a decode-only iteration costs
-``base_s(n) + per_context_token_s * sum(contexts)``: affine in the summed context for a fixed
-number of sequences, which is what decode attention is (it reads every cached token once).
+lets the simulator fast-forward (``sim/instance.py``), is that a decode-only iteration of ``n``
+sequences is piecewise affine in the summed context: ``base_s + per_context_token_s * sum(ctx)``
+on pieces the model names, which is what decode attention is (it reads every cached token once,
+above a launch-bound floor).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,11 +46,11 @@ class PerfModel(Protocol):
         """Seconds for one iteration computing ``batch``."""
         ...
 
-    def decode_cost(self, num_seqs: int) -> tuple[float, float]:
-        """``(base_s, per_context_token_s)`` of a decode-only iteration of ``num_seqs`` requests.
+    def decode_cost(self, num_seqs: int, context_sum: float) -> tuple[float, float, float]:
+        """``(base_s, per_context_token_s, valid_until)`` of decode-only iterations.
 
-        Must agree with ``iteration_time_s`` on decode-only batches:
-        ``iteration_time_s(b) == base_s + per_context_token_s * sum(b.decode_context_tokens)``.
+        For every decode-only batch of ``num_seqs`` requests whose summed context ``x`` lies in
+        ``[context_sum, valid_until]``, ``iteration_time_s == base_s + per_context_token_s * x``.
         """
         ...
 
@@ -97,7 +99,7 @@ class LinearPerfModel:
         ):
             prefill_tokens += chunk
             pairs += chunk * context + chunk * (chunk + 1) / 2
-        base, per_ctx = self.decode_cost(n_decode)
+        base, per_ctx, _ = self.decode_cost(n_decode, 0.0)
         return (
             base
             + per_ctx * sum(batch.decode_context_tokens)
@@ -106,9 +108,10 @@ class LinearPerfModel:
             + self.prefill_pair_s * pairs
         )
 
-    def decode_cost(self, num_seqs: int) -> tuple[float, float]:
-        """``(base_s, per_context_token_s)`` of a decode-only iteration."""
+    def decode_cost(self, num_seqs: int, context_sum: float) -> tuple[float, float, float]:
+        """``(base_s, per_context_token_s, valid_until)``: one affine piece, valid everywhere."""
         return (
             self.overhead_s + (self.per_token_s + self.per_seq_s) * num_seqs,
             self.decode_context_s,
+            math.inf,
         )

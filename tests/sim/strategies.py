@@ -14,6 +14,7 @@ from chiron_gym.sim import (
     InstanceSpec,
     InstanceState,
     LinearPerfModel,
+    PerfModel,
     Pool,
     PoolSpec,
     Workload,
@@ -30,18 +31,19 @@ class Case:
     seed: int
 
 
-def random_case(seed: int, *, scaling: bool = True) -> Case:
+def random_case(seed: int, *, scaling: bool = True, perf_model: PerfModel | None = None) -> Case:
     """A small, stressful case: tight KV (preemptions), mixed pools (swaps), scaling."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 80))
     horizon = float(rng.uniform(2.0, 30.0))
+    linear = LinearPerfModel(
+        overhead_s=float(rng.uniform(1e-3, 2e-2)),
+        per_token_s=float(rng.uniform(0, 1e-4)),
+        prefill_pair_s=float(rng.uniform(0, 1e-8)),
+        decode_context_s=float(rng.uniform(0, 1e-5)),
+    )
     spec = InstanceSpec(
-        perf_model=LinearPerfModel(
-            overhead_s=float(rng.uniform(1e-3, 2e-2)),
-            per_token_s=float(rng.uniform(0, 1e-4)),
-            prefill_pair_s=float(rng.uniform(0, 1e-8)),
-            decode_context_s=float(rng.uniform(0, 1e-5)),
-        ),
+        perf_model=perf_model or linear,
         kv_capacity_blocks=int(rng.integers(8, 120)),
         block_size_tokens=int(rng.choice([4, 16])),
         max_num_batched_tokens=int(rng.integers(8, 600)),

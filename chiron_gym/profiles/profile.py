@@ -1,0 +1,339 @@
+"""Profiles: one JSON file per (GPU, model, tensor parallelism), loaded by name, validated.
+
+A profile holds the model's shape, the GPU memory and the KV capacity it implies, the fitted
+coefficients of every term of ``forms.py``, the cold-start distribution, the provenance of the
+data it was fitted on, and its held-out error. ``ProfilePerfModel`` turns one into the
+simulator's ``PerfModel``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from chiron_gym.config import ConfigError, Reader
+from chiron_gym.profiles.forms import (
+    Affine,
+    DecodeAttention,
+    FlatThenLinear,
+    PrefillAttention,
+)
+from chiron_gym.sim import BatchComposition, ColdStart, InstanceSpec
+
+GEMMS = ("qkv", "o", "up", "down")
+SCHEMA = 1
+
+
+class ProfileError(ConfigError):
+    """A profile file is missing, malformed or mistyped; the message names the file and field."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShape:
+    """The transformer's shape (whole model, before tensor parallelism)."""
+
+    name: str
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    hidden: int
+    ffn: int
+    vocab: int
+    weight_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class KvCache:
+    """KV memory per instance (all GPUs together)."""
+
+    block_size_tokens: int
+    gpu_memory_utilization: float
+    reserve_bytes: int
+    bytes_per_token: int
+    capacity_tokens: int
+    capacity_blocks: int
+
+
+@dataclass(frozen=True, slots=True)
+class IterationCoefficients:
+    """The fitted terms of ``forms.py``, seconds."""
+
+    cpu: Affine
+    embedding: Affine
+    lm_head: FlatThenLinear
+    gemm: dict[str, FlatThenLinear]
+    elementwise: Affine
+    allreduce: FlatThenLinear | None
+    prefill_attention: PrefillAttention
+    decode_attention: DecodeAttention
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """One calibrated instance type."""
+
+    name: str
+    gpu_name: str
+    gpu_memory_bytes: int
+    tensor_parallel: int
+    model: ModelShape
+    kv: KvCache
+    iteration: IterationCoefficients
+    cold_start: ColdStart
+    mape_pct: dict[str, float]
+    raw: dict[str, Any]  # the whole document, for provenance and reports
+
+    def perf_model(self) -> ProfilePerfModel:
+        """The simulator's iteration-time model for this profile."""
+        return ProfilePerfModel(self)
+
+    def instance_spec(self, **overrides: Any) -> InstanceSpec:
+        """An ``InstanceSpec`` with this profile's model, KV capacity, GPUs and cold start."""
+        fields: dict[str, Any] = {
+            "perf_model": self.perf_model(),
+            "kv_capacity_blocks": self.kv.capacity_blocks,
+            "block_size_tokens": self.kv.block_size_tokens,
+            "gpus": self.tensor_parallel,
+            "kv_bytes_per_token": self.kv.bytes_per_token,
+            "cold_start": self.cold_start,
+        }
+        fields.update(overrides)
+        return InstanceSpec(**fields)
+
+
+class ProfilePerfModel:
+    """``PerfModel`` from a profile: the iteration time of ``forms.py``."""
+
+    __slots__ = ("_allreduce_bytes_per_token", "_c", "_decode_fixed", "_layers", "profile")
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self._c = profile.iteration
+        self._layers = profile.model.layers
+        self._allreduce_bytes_per_token = 2 * profile.model.hidden  # bf16 activations
+        self._decode_fixed: dict[int, float] = {}
+
+    def _token_terms(self, num_tokens: int, num_seqs: int) -> float:
+        """Everything but attention: CPU, embedding, LM head and the per-layer GEMMs."""
+        c = self._c
+        layer = c.elementwise(num_tokens)
+        for g in c.gemm.values():
+            layer += g(num_tokens)
+        if c.allreduce is not None:
+            layer += 2.0 * c.allreduce(num_tokens * self._allreduce_bytes_per_token)
+        return (
+            c.cpu(num_seqs) + c.embedding(num_tokens) + c.lm_head(num_seqs) + self._layers * layer
+        )
+
+    def iteration_time_s(self, batch: BatchComposition) -> float:
+        """Seconds for one iteration computing ``batch``."""
+        n_dec = len(batch.decode_context_tokens)
+        n_pre = len(batch.prefill_new_tokens)
+        tokens = sum(batch.prefill_new_tokens) + n_dec
+        t = self._token_terms(tokens, n_pre + n_dec)
+        attn = 0.0
+        if n_pre:
+            attn += self._c.prefill_attention(
+                batch.prefill_new_tokens, batch.prefill_context_tokens
+            )
+        if n_dec:
+            attn += self._c.decode_attention(n_dec, float(sum(batch.decode_context_tokens)))
+        return t + self._layers * attn
+
+    def decode_cost(self, num_seqs: int, context_sum: float) -> tuple[float, float, float]:
+        """``(base_s, per_context_token_s, valid_until)`` of a decode-only iteration."""
+        fixed = self._decode_fixed.get(num_seqs)
+        if fixed is None:
+            fixed = self._token_terms(num_seqs, num_seqs)
+            self._decode_fixed[num_seqs] = fixed
+        base, slope, until = self._c.decode_attention.piece(num_seqs, context_sum)
+        return fixed + self._layers * base, self._layers * slope, until
+
+
+# --------------------------------------------------------------------------------- loading
+
+
+def _coef(r: Reader, key: str) -> float:
+    return r.number(key, low=-math.inf, strict=False)
+
+
+def _affine(r: Reader, key: str) -> Affine:
+    t = r.table(key, {"const_s", "slope_s"}, required=True)
+    return Affine(_coef(t, "const_s"), _coef(t, "slope_s"))
+
+
+def _flat_linear(r: Reader, key: str) -> FlatThenLinear:
+    t = r.table(key, {"floor_s", "base_s", "slope_s", "quantum"}, required=True)
+    return FlatThenLinear(
+        _coef(t, "floor_s"), _coef(t, "base_s"), _coef(t, "slope_s"), t.integer("quantum", low=1)
+    )
+
+
+def parse(data: Any, source: str) -> Profile:
+    """Validate a profile document; errors name ``source`` and the dotted field."""
+    if not isinstance(data, dict):
+        raise ProfileError(f"{source}: expected a JSON object at the top level")
+    top = Reader(
+        data,
+        source,
+        "",
+        {
+            "schema",
+            "name",
+            "gpu",
+            "model",
+            "tensor_parallel",
+            "kv",
+            "iteration",
+            "cold_start",
+            "provenance",
+            "validation",
+        },
+        ProfileError,
+    )
+    if top.integer("schema", low=1) != SCHEMA:
+        raise top.fail("schema", f"{SCHEMA}")
+    gpu = top.table("gpu", {"name", "memory_bytes"}, required=True)
+    sizes = [f for f in ModelShape.__dataclass_fields__ if f != "name"]
+    m = top.table("model", {"name", *sizes}, required=True)
+    model = ModelShape(name=m.text("name"), **{k: m.integer(k, low=1) for k in sizes})
+    k = top.table(
+        "kv",
+        {
+            "block_size_tokens",
+            "gpu_memory_utilization",
+            "reserve_bytes",
+            "bytes_per_token",
+            "capacity_tokens",
+            "capacity_blocks",
+        },
+        required=True,
+    )
+    kv = KvCache(
+        block_size_tokens=k.integer("block_size_tokens", low=1),
+        gpu_memory_utilization=k.number("gpu_memory_utilization"),
+        reserve_bytes=k.integer("reserve_bytes"),
+        bytes_per_token=k.integer("bytes_per_token", low=1),
+        capacity_tokens=k.integer("capacity_tokens", low=1),
+        capacity_blocks=k.integer("capacity_blocks", low=1),
+    )
+    it = top.table(
+        "iteration",
+        {
+            "cpu",
+            "embedding",
+            "lm_head",
+            "gemm",
+            "elementwise",
+            "allreduce",
+            "prefill_attention",
+            "decode_attention",
+        },
+        required=True,
+    )
+    gemm_t = it.table("gemm", set(GEMMS), required=True)
+    pa = it.table(
+        "prefill_attention",
+        {"const_s", "per_seq_s", "per_token_s", "per_pair_s", "per_tile_s"},
+        required=True,
+    )
+    da = it.table(
+        "decode_attention", {"seqs", "floor_s", "base_s", "per_context_token_s"}, required=True
+    )
+    seqs = da.numbers("seqs")
+    if any(x != int(x) or x < 1 for x in seqs) or sorted(set(seqs)) != seqs:
+        raise da.fail("seqs", "increasing positive integers")
+    decode_cols = [da.numbers(f) for f in ("floor_s", "base_s", "per_context_token_s")]
+    for f, col in zip(("floor_s", "base_s", "per_context_token_s"), decode_cols, strict=True):
+        if len(col) != len(seqs):
+            raise da.fail(f, f"{len(seqs)} numbers, one per entry of seqs")
+    iteration = IterationCoefficients(
+        cpu=_affine(it, "cpu"),
+        embedding=_affine(it, "embedding"),
+        lm_head=_flat_linear(it, "lm_head"),
+        gemm={g: _flat_linear(gemm_t, g) for g in GEMMS},
+        elementwise=_affine(it, "elementwise"),
+        allreduce=None if it.data.get("allreduce") is None else _flat_linear(it, "allreduce"),
+        prefill_attention=PrefillAttention(
+            *(
+                _coef(pa, f)
+                for f in ("const_s", "per_seq_s", "per_token_s", "per_pair_s", "per_tile_s")
+            )
+        ),
+        decode_attention=DecodeAttention(
+            tuple(int(x) for x in seqs), *(tuple(col) for col in decode_cols)
+        ),
+    )
+    cs = top.table(
+        "cold_start", {"kind", "median_s", "sigma", "observations_s", "source"}, required=True
+    )
+    cold = ColdStart(
+        kind=cs.string("kind", ("fixed", "lognormal")),
+        median_s=cs.number("median_s"),
+        sigma=cs.number("sigma", low=0.0, strict=False),
+    )
+    prov = top.table("provenance", {"sources", "notes"}, required=True)
+    prov.array("sources")
+    val = top.table("validation", {"heldout_fraction", "seed", "mape_pct", "points"}, required=True)
+    mape_raw = val.data.get("mape_pct")
+    if not isinstance(mape_raw, dict):
+        raise val.fail("mape_pct", "a table of component -> percent")
+    mape_t = Reader(mape_raw, source, "validation.mape_pct", set(mape_raw), ProfileError)
+    return Profile(
+        name=top.text("name"),
+        gpu_name=gpu.text("name"),
+        gpu_memory_bytes=gpu.integer("memory_bytes", low=1),
+        tensor_parallel=top.integer("tensor_parallel", low=1),
+        model=model,
+        kv=kv,
+        iteration=iteration,
+        cold_start=cold,
+        mape_pct={key: mape_t.number(key, low=0.0, strict=False) for key in mape_raw},
+        raw=data,
+    )
+
+
+def data_dir() -> Path:
+    """The folder of the shipped profile files."""
+    return Path(str(resources.files("chiron_gym.profiles") / "data"))
+
+
+def names() -> list[str]:
+    """Names of the shipped profiles."""
+    return sorted(p.stem for p in data_dir().glob("*.json"))
+
+
+@lru_cache(maxsize=32)
+def _load_path(path: str) -> Profile:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ProfileError(f"{p}: cannot read profile: {e.strerror}") from e
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ProfileError(f"{p}: not valid JSON: line {e.lineno} column {e.colno}: {e.msg}") from e
+    return parse(data, str(p))
+
+
+def load(name_or_path: str | Path) -> Profile:
+    """Load a shipped profile by name, or a profile file by path."""
+    p = Path(name_or_path)
+    if p.suffix != ".json":
+        known = names()
+        if str(name_or_path) not in known:
+            near = difflib.get_close_matches(str(name_or_path), known, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ProfileError(
+                f"unknown profile {str(name_or_path)!r}{hint}; known: {', '.join(known)}"
+            )
+        p = data_dir() / f"{name_or_path}.json"
+    return _load_path(str(p.resolve()))
