@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,17 @@ from chiron_gym.sim import (
     RequestClass,
     Workload,
 )
-from chiron_gym.workload import LengthDist, bulk_arrivals, poisson_arrivals
+from chiron_gym.workload import LengthDist
+from chiron_gym.workload.sources import ARRIVAL_KINDS, arrival_times
+from chiron_gym.workload.tables import length_dist
+from chiron_gym.workload.trace import (
+    FORMATS,
+    ClassAssignment,
+    ColumnMap,
+    TraceError,
+    read_trace,
+    transform,
+)
 
 
 class ScenarioError(ConfigError):
@@ -41,14 +51,37 @@ def _reader(data: dict[str, Any], source: str, prefix: str, allowed: set[str]) -
 
 
 @dataclass(frozen=True, slots=True)
+class TraceSpec:
+    """A trace replayed as a source: file, format, slicing, scaling and class assignment."""
+
+    path: Path
+    fmt: str | None
+    columns: ColumnMap | None
+    start_s: float
+    end_s: float | None
+    time_scale: float
+    rate_scale: float
+    classes: ClassAssignment
+
+
+@dataclass(frozen=True, slots=True)
 class Source:
-    """One traffic source of a class."""
+    """One traffic source: arrivals (a kind and its parameters, or a trace) and lengths."""
 
     klass: RequestClass
-    arrival: dict[str, Any]
-    prompt: LengthDist
-    output: LengthDist
+    arrival: dict[str, Any]  # {"kind": ..., parameters}; empty for a trace
+    prompt: LengthDist | None  # None for a trace (its own lengths)
+    output: LengthDist | None
     deadline_s: float | None  # batch: relative to submission
+    trace: TraceSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """Bounds the agent may scale a pool within."""
+
+    min_instances: int
+    max_instances: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,24 +94,37 @@ class Scenario:
     decision_interval_s: float
     cluster: ClusterConfig
     sources: tuple[Source, ...]
+    profile: str | None = None
+    max_gpus: int | None = None
+    limits: tuple[tuple[Pool, PoolLimits], ...] = ()
+    reward: tuple[tuple[str, float], ...] = ()
+
+    def pool_limits(self, pool: Pool) -> PoolLimits | None:
+        """The scaling bounds of ``pool``, if the pool exists."""
+        return dict(self.limits).get(pool)
+
+    def reward_weights(self) -> dict[str, float]:
+        """The reward weights (defaults filled in)."""
+        return {**REWARD_DEFAULTS, **dict(self.reward)}
+
+    def with_trace(self, trace: TraceSpec, deadline_s: float | None = None) -> Scenario:
+        """This scenario with its traffic replaced by a trace replay (``--trace``)."""
+        src = Source(RequestClass.INTERACTIVE, {}, None, None, deadline_s, trace)
+        return replace(self, sources=(src,))
 
     def workload(self, seed: int) -> Workload:
         """The episode's requests: a pure function of the scenario and the seed."""
         parts: list[Workload] = []
         for i, src in enumerate(self.sources):
-            arr_rng = stream(seed, f"arrivals/{i}")
+            if src.trace is not None:
+                parts.append(self._trace_workload(src, stream(seed, f"trace/{i}")))
+                continue
+            times = arrival_times(
+                src.arrival["kind"], src.arrival, stream(seed, f"arrivals/{i}"), self.horizon_s
+            )
             len_rng = stream(seed, f"lengths/{i}")
-            kind = src.arrival["kind"]
-            if kind == "poisson":
-                times = poisson_arrivals(arr_rng, float(src.arrival["rate_per_s"]), self.horizon_s)
-            else:
-                times = bulk_arrivals(
-                    count=int(src.arrival["count"]),
-                    first_s=float(src.arrival.get("first_s", 0.0)),
-                    every_s=src.arrival.get("every_s"),
-                    horizon_s=self.horizon_s,
-                )
             n = len(times)
+            assert src.prompt is not None and src.output is not None
             deadline = np.full(n, np.nan) if src.deadline_s is None else times + src.deadline_s
             parts.append(
                 Workload.from_columns(
@@ -90,6 +136,41 @@ class Scenario:
                 )
             )
         return Workload.concat(parts)
+
+    def _trace_workload(self, src: Source, rng: np.random.Generator) -> Workload:
+        spec = src.trace
+        assert spec is not None
+        trace = transform(
+            read_trace(spec.path, spec.fmt, spec.columns),
+            rng,
+            start_s=spec.start_s,
+            end_s=spec.end_s,
+            time_scale=spec.time_scale,
+            rate_scale=spec.rate_scale,
+        )
+        keep = trace.arrival_s < self.horizon_s
+        trace = trace.take(np.nonzero(keep)[0])
+        is_batch = spec.classes.is_batch(trace, rng)
+        if src.klass == RequestClass.BATCH:
+            is_batch[:] = True
+        if is_batch.any() and src.deadline_s is None:
+            raise ScenarioError(f"{spec.path}: batch requests in the trace need deadline_s")
+        deadline = np.where(is_batch, trace.arrival_s + (src.deadline_s or 0.0), np.nan)
+        return Workload.from_columns(
+            arrival_s=trace.arrival_s,
+            klass=is_batch.astype(np.int8),
+            prompt_tokens=np.maximum(trace.prompt_tokens, 1),
+            output_tokens=np.maximum(trace.output_tokens, 1),
+            deadline_s=deadline,
+        )
+
+
+REWARD_DEFAULTS: dict[str, float] = {
+    "slo_met_work": 1.0,  # per 1,000 tokens of requests that met their SLO
+    "gpu_cost": 1.0,  # per GPU-hour
+    "violation": 1.0,  # per 1,000 tokens of requests that missed their SLO or were rejected
+    "churn": 0.01,  # per instance started or stopped
+}
 
 
 def stream(seed: int, name: str) -> np.random.Generator:
@@ -121,6 +202,8 @@ def load(name_or_path: str | Path) -> Scenario:
 
 _TOP = {
     "description",
+    "budget",
+    "reward",
     "horizon_s",
     "decision_interval_s",
     "slo",
@@ -129,17 +212,94 @@ _TOP = {
     "workload",
     "queue",
 }
-_LEN = {"kind", "mean", "cv", "low", "high"}
+_LEN = {"kind", "mean", "cv", "low", "high", "table"}
 
 
 def _length(r: Reader, key: str) -> LengthDist:
     t = r.table(key, _LEN, required=True)
+    kind = t.string("kind", ("fixed", "lognormal", "empirical"))
+    low = t.integer("low", 1, low=1)
+    high = t.integer("high", 32_768, low=1)
+    if kind == "empirical":
+        table = t.text("table")
+        try:
+            return length_dist(table, key, low=low, high=high)
+        except ValueError as e:
+            raise t.fail("table", str(e).replace("unknown length table", "a known table; ")) from e
     return LengthDist(
-        kind=t.string("kind", ("fixed", "lognormal")),
+        kind=kind,
         mean=t.number("mean", low=1.0, strict=False),
         cv=t.number("cv", 0.0, strict=False),
-        low=t.integer("low", 1, low=1),
-        high=t.integer("high", 32_768, low=1),
+        low=low,
+        high=high,
+    )
+
+
+def _arrival(w: Reader, base: Path) -> dict[str, Any]:
+    arr_raw = w.data.get("arrival")
+    if not isinstance(arr_raw, dict) or "kind" not in arr_raw:
+        raise ScenarioError(
+            f"{w.source}: {w.path('arrival')} must be a table with a 'kind' "
+            f"({', '.join(ARRIVAL_KINDS)})"
+        )
+    kind = str(arr_raw["kind"])
+    if kind not in ARRIVAL_KINDS:
+        r = _reader(arr_raw, w.source, w.path("arrival"), set(arr_raw))
+        raise r.fail("kind", "one of " + ", ".join(repr(k) for k in ARRIVAL_KINDS))
+    params = ARRIVAL_KINDS[kind]
+    r = _reader(arr_raw, w.source, w.path("arrival"), {"kind", *params})
+    out: dict[str, Any] = {"kind": kind}
+    for key, (required, default) in params.items():
+        if key not in arr_raw:
+            if required:
+                raise ScenarioError(f"{w.source}: missing key {r.path(key)!r} (arrival {kind!r})")
+            out[key] = default
+        elif key == "count":
+            out[key] = r.integer(key, low=1)
+        elif key == "path":
+            out[key] = str((base / r.text(key)).resolve())
+        elif key in ("starts_s", "rates_per_s"):
+            out[key] = r.numbers(key)
+        elif key in ("amplitude", "first_s", "phase_s", "rate_off_per_s", "rate_per_s", "cv"):
+            out[key] = r.number(key, low=0.0, strict=False)
+        else:
+            out[key] = r.number(key)
+    if out.get("amplitude", 0.0) > 1:
+        raise r.fail("amplitude", "a number in [0, 1]")
+    if kind == "piecewise" and len(out["starts_s"]) != len(out["rates_per_s"]):
+        raise r.fail("rates_per_s", "one rate per entry of starts_s")
+    return out
+
+
+def _trace(w: Reader, base: Path) -> TraceSpec:
+    t = w.table(
+        "trace",
+        {"path", "format", "columns", "start_s", "end_s", "time_scale", "rate_scale"},
+        required=True,
+    )
+    path = (base / t.text("path")).resolve()
+    fmt = t.string("format", FORMATS) if "format" in t.data else None
+    columns = None
+    if "columns" in t.data:
+        try:
+            columns = ColumnMap.parse(t.text("columns"))
+        except TraceError as e:
+            raise t.fail("columns", str(e)) from e
+    return TraceSpec(
+        path=path,
+        fmt=fmt,
+        columns=columns,
+        start_s=t.number("start_s", 0.0, strict=False),
+        end_s=t.optional_number("end_s"),
+        time_scale=t.number("time_scale", 1.0),
+        rate_scale=t.number("rate_scale", 1.0),
+        classes=ClassAssignment(
+            batch_fraction=w.number("batch_fraction", 0.0, strict=False),
+            prompt_at_least=w.integer("batch_prompt_at_least", low=1)
+            if "batch_prompt_at_least" in w.data
+            else None,
+            batch_labels=tuple(str(x) for x in w.data.get("batch_labels", [])),
+        ),
     )
 
 
@@ -207,19 +367,26 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
     spec = _instance_spec(inst)
     pools_t = top.table("pools", {"interactive", "mixed", "batch"}, required=True)
     pools: list[PoolSpec] = []
+    limits: list[tuple[Pool, PoolLimits]] = []
     for pool in Pool:
         key = pool.name.lower()
         if key not in pools_t.data:
             continue
-        pt = pools_t.table(key, {"initial", "batch_cap"})
+        pt = pools_t.table(key, {"initial", "batch_cap", "min", "max"})
         cap = pt.integer("batch_cap", 64, low=1)
         if cap > spec.max_batch_cap:
             raise pt.fail("batch_cap", f"at most instance.max_batch_cap ({spec.max_batch_cap})")
+        initial = pt.integer("initial", 1)
+        lo = pt.integer("min", 0)
+        hi = pt.integer("max", max(initial, 1) * 4)
+        if not lo <= initial <= hi:
+            raise pt.fail("initial", f"between min ({lo}) and max ({hi})")
+        limits.append((pool, PoolLimits(lo, hi)))
         pools.append(
             PoolSpec(
                 pool=pool,
                 instance=spec,
-                initial_instances=pt.integer("initial", 1),
+                initial_instances=initial,
                 initial_batch_cap=cap,
             )
         )
@@ -236,26 +403,43 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
             f"{source}: 'workload' must be a non-empty array of tables ([[workload]])"
         )
     sources: list[Source] = []
+    base = Path(source).parent
     for i, raw in enumerate(raw_sources):
         if not isinstance(raw, dict):
             raise ScenarioError(f"{source}: workload[{i}] must be a table")
         w = _reader(
-            raw, source, f"workload[{i}]", {"class", "arrival", "prompt", "output", "deadline_s"}
+            raw,
+            source,
+            f"workload[{i}]",
+            {
+                "class",
+                "arrival",
+                "prompt",
+                "output",
+                "deadline_s",
+                "trace",
+                "batch_fraction",
+                "batch_prompt_at_least",
+                "batch_labels",
+            },
         )
-        klass = RequestClass[w.string("class", ("interactive", "batch")).upper()]
-        arr = w.table(
-            "arrival", {"kind", "rate_per_s", "count", "first_s", "every_s"}, required=True
-        )
-        kind = arr.string("kind", ("poisson", "bulk"))
-        arrival: dict[str, Any] = {"kind": kind}
-        if kind == "poisson":
-            arrival["rate_per_s"] = arr.number("rate_per_s", strict=False)
-        else:
-            arrival["count"] = arr.integer("count", low=1)
-            arrival["first_s"] = arr.number("first_s", 0.0, strict=False)
-            if "every_s" in arr.data:
-                arrival["every_s"] = arr.number("every_s")
+        klass = RequestClass[w.string("class", ("interactive", "batch"), "interactive").upper()]
         deadline = w.number("deadline_s") if "deadline_s" in raw else None
+        if "trace" in raw:
+            for key in ("arrival", "prompt", "output"):
+                if key in raw:
+                    raise ScenarioError(
+                        f"{source}: {w.path(key)}: a trace source takes arrivals and lengths "
+                        "from the trace"
+                    )
+            spec_t = _trace(w, base)
+            needs_deadline = klass == RequestClass.BATCH or spec_t.classes != ClassAssignment()
+            if needs_deadline and deadline is None:
+                raise ScenarioError(
+                    f"{source}: missing key {w.path('deadline_s')!r} (batch requests need one)"
+                )
+            sources.append(Source(klass, {}, None, None, deadline, spec_t))
+            continue
         if klass == RequestClass.BATCH and deadline is None:
             raise ScenarioError(
                 f"{source}: missing key 'workload[{i}].deadline_s' (batch sources need one)"
@@ -263,7 +447,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
         sources.append(
             Source(
                 klass=klass,
-                arrival=arrival,
+                arrival=_arrival(w, base),
                 prompt=_length(w, "prompt"),
                 output=_length(w, "output"),
                 deadline_s=deadline,
@@ -272,6 +456,15 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise top.fail("description", "a string")
+    budget = top.table("budget", {"max_gpus"})
+    max_gpus = budget.integer("max_gpus", low=1) if "max_gpus" in budget.data else None
+    if max_gpus is not None:
+        initial_gpus = sum(p.initial_instances * p.instance.gpus for p in pools)
+        if initial_gpus > max_gpus:
+            raise budget.fail("max_gpus", f"at least the initial pools' {initial_gpus} GPUs")
+    rw = top.table("reward", set(REWARD_DEFAULTS))
+    reward = tuple((k, rw.number(k, low=0.0, strict=False)) for k in sorted(rw.data))
+    profile = inst.data.get("profile")
     return Scenario(
         name=name,
         description=description,
@@ -279,4 +472,8 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
         decision_interval_s=interval,
         cluster=cluster,
         sources=tuple(sources),
+        profile=str(profile) if profile is not None else None,
+        max_gpus=max_gpus,
+        limits=tuple(limits),
+        reward=reward,
     )

@@ -72,7 +72,7 @@ def test_unknown_profile_is_named_with_the_nearest(tmp_path: Path) -> None:
         ("horizon_s = 600.0", 'horizon_s = "long"', "horizon_s = 'long': expected a number"),
         ("horizon_s = 600.0", "horizon_s = -5.0", "expected a number > 0"),
         ("batch_cap = 128", "batch_cap = 100000", "at most instance.max_batch_cap"),
-        ('kind = "poisson"', 'kind = "poison"', "expected one of 'poisson', 'bulk'"),
+        ('kind = "poisson"', 'kind = "poison"', "expected one of 'poisson', 'gamma'"),
     ],
 )
 def test_wrong_types_and_impossible_values(
