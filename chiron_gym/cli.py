@@ -11,6 +11,7 @@ from typing import Any
 from chiron_gym import __version__
 from chiron_gym.config import ConfigError
 from chiron_gym.scenario import load
+from chiron_gym.workload.trace import TraceError
 
 
 def _fmt(x: float | None, unit: str = "", scale: float = 1.0) -> str:
@@ -40,6 +41,23 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from chiron_gym.episode import simulate
 
     scenario = load(args.scenario)
+    if args.trace:
+        from pathlib import Path
+
+        from chiron_gym.scenario import TraceSpec
+        from chiron_gym.workload.trace import ClassAssignment, ColumnMap
+
+        spec = TraceSpec(
+            path=Path(args.trace),
+            fmt=args.trace_format,
+            columns=ColumnMap.parse(args.columns) if args.columns else None,
+            start_s=0.0,
+            end_s=None,
+            time_scale=args.time_scale,
+            rate_scale=args.rate_scale,
+            classes=ClassAssignment(batch_fraction=args.batch_fraction),
+        )
+        scenario = scenario.with_trace(spec, deadline_s=args.batch_deadline_s)
     summary = simulate(scenario, args.seed, fast_forward=not args.per_iteration)
     if args.json:
         print(json.dumps(summary, sort_keys=True))
@@ -82,6 +100,64 @@ def _cmd_profile_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scenarios(args: argparse.Namespace) -> int:
+    import scenarios as bundled
+
+    rows: list[dict[str, Any]] = []
+    for name in bundled.names():
+        sc = load(name)
+        rows.append(
+            {
+                "name": name,
+                "description": sc.description,
+                "profile": sc.profile,
+                "horizon_s": sc.horizon_s,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, sort_keys=True))
+    else:
+        width = max(len(str(r["name"])) for r in rows) + 2
+        for r in rows:
+            print(f"{r['name']:<{width}}{r['description']}")
+    return 0
+
+
+def _cmd_trace_stats(args: argparse.Namespace) -> int:
+    from chiron_gym.workload.trace import ColumnMap, read_trace, stats
+
+    columns = ColumnMap.parse(args.columns) if args.columns else None
+    fmt = args.format or ("generic" if columns else None)
+    s = stats(read_trace(args.path, fmt, columns))
+    if args.json:
+        print(json.dumps(s, sort_keys=True))
+        return 0
+    print(
+        f"requests {s['requests']}  span {s['span_s']:.1f} s  mean rate "
+        f"{_fmt(s['mean_rate_per_s'])} req/s  inter-arrival CV {_fmt(s['interarrival_cv'])}"
+    )
+    for name in ("prompt", "output"):
+        c = s[f"{name}_tokens"]
+        print(
+            f"{name:<7} tokens: mean {_fmt(c['mean'])}  median {_fmt(c['median'])}  "
+            f"p99 {_fmt(c['p99'])}"
+        )
+    return 0
+
+
+def _cmd_trace_tables(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from chiron_gym.workload.tables import derive
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in derive(Path(args.data)).items():
+        (out / name).write_text(text)
+        print(out / name)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``chiron``."""
     parser = argparse.ArgumentParser(prog="chiron", description=__doc__)
@@ -96,7 +172,36 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="reference mode: one event per engine iteration (no fast-forward)",
     )
+    sim.add_argument("--trace", help="replay this trace file instead of the scenario's traffic")
+    sim.add_argument("--trace-format", choices=("azure", "mooncake", "burstgpt", "generic"))
+    sim.add_argument("--columns", help="generic CSV: time=COL,prompt=COL,output=COL")
+    sim.add_argument("--time-scale", type=float, default=1.0, help="stretch trace time")
+    sim.add_argument("--rate-scale", type=float, default=1.0, help="thin (<1) or replicate (>1)")
+    sim.add_argument(
+        "--batch-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of trace requests made batch (random, seeded)",
+    )
+    sim.add_argument("--batch-deadline-s", type=float, default=3600.0)
     sim.set_defaults(func=_cmd_simulate)
+
+    scn = sub.add_parser("scenarios", help="list the bundled scenarios")
+    scn.add_argument("--json", action="store_true")
+    scn.set_defaults(func=_cmd_scenarios)
+
+    tr = sub.add_parser("trace", help="real request traces")
+    tsub = tr.add_subparsers(dest="trace_command", required=True)
+    ts = tsub.add_parser("stats", help="requests, span, rate, burstiness and lengths of a trace")
+    ts.add_argument("path")
+    ts.add_argument("--format", choices=("azure", "mooncake", "burstgpt", "generic"))
+    ts.add_argument("--columns", help="generic CSV: time=COL,prompt=COL,output=COL")
+    ts.add_argument("--json", action="store_true")
+    ts.set_defaults(func=_cmd_trace_stats)
+    tt = tsub.add_parser("tables", help="derive the shipped length tables from real traces")
+    tt.add_argument("--data", required=True, help="the shared data folder (../shared/data)")
+    tt.add_argument("--out", required=True)
+    tt.set_defaults(func=_cmd_trace_tables)
 
     prof = sub.add_parser("profile", help="calibrated performance profiles")
     psub = prof.add_subparsers(dest="profile_command", required=True)
@@ -119,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ConfigError as e:
+    except (ConfigError, TraceError) as e:
         print(f"chiron: {e}", file=sys.stderr)
         return 2
 

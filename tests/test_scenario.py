@@ -90,3 +90,103 @@ def test_every_accepted_batch_slo_key_is_used(tmp_path: Path) -> None:
     slo = load(p).cluster.batch_slo
     assert (slo.ttft_s, slo.itl_s) == (30.0, 0.5)
     assert load("default").cluster.batch_slo.ttft_s is None
+
+
+@pytest.mark.parametrize("name", scenarios.names())
+def test_every_bundled_scenario_simulates(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`chiron simulate --scenario NAME --seed 0 --json` runs and accounts for every request."""
+    import json
+
+    from chiron_gym.cli import main
+
+    assert main(["simulate", "--scenario", name, "--seed", "0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    arrived = 0
+    for c in out["classes"].values():
+        assert c["arrived"] == c["met"] + c["late"] + c["rejected"] + c["pending"]
+        arrived += c["arrived"]
+    assert arrived > 0
+
+
+def test_at_least_the_issue_scenarios_ship() -> None:
+    wanted = {
+        "default",
+        "interactive-steady",
+        "interactive-bursty",
+        "mixed-diurnal",
+        "batch-flood",
+        "flash-crowd",
+        "azure-code-like",
+        "azure-conv-like",
+        "large-70b",
+    }
+    assert set(scenarios.names()) >= wanted
+    large = load("large-70b")
+    gpus = sum(p.initial_instances * p.instance.gpus for p in large.cluster.pools)
+    assert large.max_gpus == 50 and 40 <= gpus <= 50
+    flood = load("batch-flood")
+    assert sum(s.arrival.get("count", 0) for s in flood.sources) >= 100_000
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            'kind = "poisson", rate_per_s = 6.0',
+            'kind = "poisson", rate_pre_s = 6.0',
+            r"unknown key 'workload\[0\]\.arrival\.rate_pre_s'; did you mean "
+            r"'workload\[0\]\.arrival\.rate_per_s'",
+        ),
+        (
+            "initial = 2\nbatch_cap = 64",
+            "initial = 2\nmin = 3\nbatch_cap = 64",
+            r"pools\.interactive\.initial = 2: expected between min \(3\)",
+        ),
+        (
+            "[pools.interactive]",
+            "[budget]\nmax_gpus = 2\n\n[pools.interactive]",
+            r"budget\.max_gpus = 2: expected at least the initial pools' 5 GPUs",
+        ),
+        (
+            'kind = "lognormal", mean = 1000',
+            'kind = "empirical", table = "azure-chat"',
+            r"workload\[0\]\.prompt\.table = 'azure-chat'",
+        ),
+        (
+            "[slo.interactive]",
+            "[reward]\ngpu_costs = 1.0\n\n[slo.interactive]",
+            r"unknown key 'reward\.gpu_costs'; did you mean 'reward\.gpu_cost'",
+        ),
+    ],
+)
+def test_new_keys_are_validated(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    p = write(tmp_path, lambda t: t.replace(old, new, 1))  # type: ignore[arg-type]
+    with pytest.raises(ScenarioError, match=expected):
+        load(p)
+
+
+def test_trace_replay_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--trace replays a file through a scenario's cluster; every request is accounted for."""
+    import json
+
+    from chiron_gym.cli import main
+    from chiron_gym.workload.trace import write_trace
+    from tests.workload.test_trace import synthetic
+
+    p = write_trace(tmp_path / "t.csv", synthetic(n=300), "azure")
+    args = [
+        "simulate",
+        "--scenario",
+        "default",
+        "--trace",
+        str(p),
+        "--batch-fraction",
+        "0.2",
+        "--json",
+    ]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    total = sum(c["arrived"] for c in out["classes"].values())
+    assert total == 300 and out["classes"]["batch"]["arrived"] > 20
