@@ -62,6 +62,7 @@ QUANTA = (1, 16, 32, 64, 128, 256)
 # (vLLM's max_num_seqs is at most a few hundred), nor more prefill tokens per iteration.
 MAX_DECODE_SEQS = 512
 MAX_PREFILL_TOKENS = 16_384
+CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 2**20  # vLLM CustomAllreduce(max_size=8192 * 1024)
 
 
 def _pandas() -> Any:
@@ -258,63 +259,120 @@ def fit_layer_linear(target: Target, data: Path) -> tuple[dict[str, Component], 
 def fit_lm_head(target: Target, data: Path) -> Component:
     """The vocabulary GEMM, m = sequences, from AIConfigurator's GEMM table.
 
-    The table has output widths n up to 16384 and 65536, not the vocabulary itself, so the form
-    is fitted over n as ``max(w * n, base + c * m * n)`` (weight reads scale with n, products
-    with m * n) on the rows with k = hidden size, then evaluated at n = vocab / TP.
+    The table has no vocabulary-sized output width, so the flat-then-linear form in m is fitted at
+    the two widths around it (16,384 and 65,536, with k = hidden size) and its coefficients are
+    interpolated linearly in the width to n = vocab / TP (weight reads and products both scale
+    with n).
     """
     rel = f"{target.gpu.aiconfigurator}/gemm/vllm/0.14.0/gemm_perf.parquet"
     df = _read_parquet(data / AICONFIGURATOR.local / rel)
+    widths = (16384, 65536)
     df = df[
         (df["gemm_dtype"] == "bfloat16")
         & (df["k"] == target.shape.hidden)
-        & (df["n"].isin([16384, 65536]))
+        & (df["n"].isin(widths))
         & (df["m"] <= 4096)
     ].reset_index(drop=True)
     m = df["m"].to_numpy(dtype=np.float64)
     nn = df["n"].to_numpy(dtype=np.float64)
     t = df["latency"].to_numpy(dtype=np.float64) / 1e3
     test = _split(target, "lm_head", len(t))
-    tr = ~test
-    f1 = np.c_[nn]
-    f2 = np.c_[np.ones(len(t)), m * nn]
-    lo, hi = _fit_max(f1[tr], f2[tr], (m * nn)[tr], t[tr])
-    pred = np.maximum(f1[test] @ [_round(lo[0])], f2[test] @ [_round(hi[0]), _round(hi[1])])
+    forms = {}
+    ape: list[float] = []
+    for w in widths:
+        at = nn == w
+        f = _flat_linear(m[at & ~test], t[at & ~test], (1,))
+        forms[w] = f
+        ape += [
+            abs(f(v) / tv - 1.0) * 100.0 for v, tv in zip(m[at & test], t[at & test], strict=True)
+        ]
     width = target.shape.vocab / target.tp
+    x = (width - widths[0]) / (widths[1] - widths[0])
+    lo, hi = forms[widths[0]], forms[widths[1]]
     return Component(
         coefficients={
-            "floor_s": _round(lo[0] * width),
-            "base_s": _round(hi[0]),
-            "slope_s": _round(hi[1] * width),
+            "floor_s": _round(lo.floor_s + x * (hi.floor_s - lo.floor_s)),
+            "base_s": _round(lo.base_s + x * (hi.base_s - lo.base_s)),
+            "slope_s": _round(lo.slope_s + x * (hi.slope_s - lo.slope_s)),
             "quantum": 1,
         },
-        heldout_ape=np.abs(pred / t[test] - 1.0) * 100.0,
+        heldout_ape=np.asarray(ape),
         points=len(t),
         sources=[_source(AICONFIGURATOR, rel, data, "LM head GEMM")],
         notes=[
-            f"LM head: form fitted on GEMM rows k={target.shape.hidden}, n in {{16384, 65536}}, "
-            f"evaluated at n = vocab / TP = {width:g}"
+            f"LM head: fitted at widths 16384 and 65536 (k={target.shape.hidden}), coefficients "
+            f"interpolated to n = vocab / TP = {width:g}; held-out error is that of the two fits"
         ],
     )
 
 
 def fit_allreduce(target: Target, data: Path) -> Component | None:
-    """All-reduce of bf16 activations within one node (Vidur network, DGX)."""
+    """All-reduce of bf16 activations, as vLLM does it.
+
+    vLLM uses its custom all-reduce (CUDA graphs) for messages up to 8 MiB (``CustomAllreduce``
+    ``max_size``) and NCCL above. The custom part is fitted to AIConfigurator's
+    ``custom_allreduce_perf`` (``message_size`` counts bf16 elements, so bytes = 2 x size); the
+    NCCL part to Vidur's single-node measurements above 8 MiB (below 1 MiB they are too noisy to
+    fit: medians of 0.020 to 0.065 ms at neighbouring sizes).
+    """
     if target.tp == 1:
         return None
-    rel = f"network/{target.gpu.network}/all_reduce.csv"
-    df = _read_csv(data / VIDUR.local / rel)
-    df = df[(df["num_workers"] == target.tp) & (df["devices_per_node"] == target.tp)]
-    df = df.reset_index(drop=True)
-    b = df["size"].to_numpy(dtype=np.float64)
-    t = df["time_stats.all_reduce.median"].to_numpy(dtype=np.float64) / 1e3
-    test = _split(target, "allreduce", len(t))
-    f = _flat_linear(b[~test], t[~test], (1,))
+    limit = CUSTOM_ALLREDUCE_MAX_BYTES
+    rel_c = f"{target.gpu.aiconfigurator}/comm/vllm/0.14.0/custom_allreduce_perf.parquet"
+    dc = _read_parquet(data / AICONFIGURATOR.local / rel_c)
+    dc = dc[
+        (dc["num_gpus"] == target.tp)
+        & (dc["backend"] == "vllm_graph")
+        & (dc["allreduce_dtype"] == "bfloat16")
+        & (2 * dc["message_size"] <= limit)
+    ].reset_index(drop=True)
+    rel_n = f"network/{target.gpu.network}/all_reduce.csv"
+    dn = _read_csv(data / VIDUR.local / rel_n)
+    dn = dn[
+        (dn["num_workers"] == target.tp)
+        & (dn["devices_per_node"] == target.tp)
+        & (dn["size"] > limit)
+    ].reset_index(drop=True)
+    if dc.empty or dn.empty:
+        raise ProfileError(f"{target.name}: no all-reduce rows for {target.tp} GPUs")
+    ape: list[float] = []
+    forms: list[FlatThenLinear] = []
+    for name, b, t in (
+        (
+            "custom",
+            2.0 * dc["message_size"].to_numpy(dtype=np.float64),
+            dc["latency"].to_numpy(dtype=np.float64) / 1e3,
+        ),
+        (
+            "nccl",
+            dn["size"].to_numpy(dtype=np.float64),
+            dn["time_stats.all_reduce.median"].to_numpy(dtype=np.float64) / 1e3,
+        ),
+    ):
+        test = _split(target, f"allreduce/{name}", len(t))
+        f = _flat_linear(b[~test], t[~test], (1,))
+        forms.append(f)
+        ape += [abs(f(v) / tv - 1.0) * 100.0 for v, tv in zip(b[test], t[test], strict=True)]
+
+    def coefs(f: FlatThenLinear) -> dict[str, Any]:
+        return {"floor_s": f.floor_s, "base_s": f.base_s, "slope_s": f.slope_s, "quantum": 1}
+
     return Component(
-        coefficients={"floor_s": f.floor_s, "base_s": f.base_s, "slope_s": f.slope_s, "quantum": 1},
-        heldout_ape=np.abs(np.array([f(v) for v in b[test]]) / t[test] - 1.0) * 100.0,
-        points=len(t),
-        sources=[_source(VIDUR, rel, data, f"all-reduce, {target.tp} GPUs in one node")],
-        notes=[],
+        coefficients={
+            "custom": coefs(forms[0]),
+            "nccl": coefs(forms[1]),
+            "custom_max_bytes": limit,
+        },
+        heldout_ape=np.asarray(ape),
+        points=len(dc) + len(dn),
+        sources=[
+            _source(AICONFIGURATOR, rel_c, data, f"all-reduce up to 8 MiB, {target.tp} GPUs"),
+            _source(VIDUR, rel_n, data, f"all-reduce above 8 MiB (NCCL), {target.tp} GPUs"),
+        ],
+        notes=[
+            "all-reduce: vLLM custom kernel up to 8 MiB (AIConfigurator, message_size in "
+            "elements), NCCL above (Vidur)"
+        ],
     )
 
 

@@ -14,7 +14,8 @@ Each term is fitted to kernel measurements (``chiron_gym/profiles/fit.py``):
   layer (QKV, O, MLP up, MLP down): flat while weight reads dominate (memory-bound), then linear in
   tokens (compute-bound), with the tile quantum ``q`` that makes the wave steps of real kernels;
 - ``elementwise(n)``, ``embedding(n)`` and ``cpu(s)`` are affine;
-- ``allreduce(b) = max(floor, base + per_byte * b)`` (absent at TP 1);
+- ``allreduce(b)``: ``max(floor, base + per_byte * b)`` for vLLM's custom all-reduce up to its
+  8 MiB limit, and another such form for NCCL above it (absent at TP 1);
 - ``prefill_attention = const + per_seq * s_p + per_token * sum(c) + per_pair * sum(pairs)
   + per_tile * sum(ceil(c / 128))`` with ``pairs = c * (context + (c + 1) / 2)``, the query-key
   products of a causal chunk ``c`` on top of ``context`` cached tokens;
@@ -60,6 +61,18 @@ class FlatThenLinear:
         q = self.quantum
         xq = x if q == 1 else math.ceil(x / q) * q
         return max(self.floor_s, self.base_s + self.slope_s * xq)
+
+
+@dataclass(frozen=True, slots=True)
+class AllReduce:
+    """vLLM's all-reduce: its custom kernel up to ``custom_max_bytes``, NCCL above."""
+
+    custom: FlatThenLinear
+    nccl: FlatThenLinear
+    custom_max_bytes: int = 8 * 2**20  # vLLM CustomAllreduce max_size
+
+    def __call__(self, nbytes: float) -> float:
+        return self.custom(nbytes) if nbytes <= self.custom_max_bytes else self.nccl(nbytes)
 
 
 @dataclass(frozen=True, slots=True)

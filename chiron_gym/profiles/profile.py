@@ -20,6 +20,7 @@ from typing import Any
 from chiron_gym.config import ConfigError, Reader
 from chiron_gym.profiles.forms import (
     Affine,
+    AllReduce,
     DecodeAttention,
     FlatThenLinear,
     PrefillAttention,
@@ -70,7 +71,7 @@ class IterationCoefficients:
     lm_head: FlatThenLinear
     gemm: dict[str, FlatThenLinear]
     elementwise: Affine
-    allreduce: FlatThenLinear | None
+    allreduce: AllReduce | None
     prefill_attention: PrefillAttention
     decode_attention: DecodeAttention
 
@@ -176,6 +177,15 @@ def _flat_linear(r: Reader, key: str) -> FlatThenLinear:
     )
 
 
+def _allreduce(it: Reader) -> AllReduce | None:
+    if it.data.get("allreduce") is None:
+        return None
+    t = it.table("allreduce", {"custom", "nccl", "custom_max_bytes"}, required=True)
+    return AllReduce(
+        _flat_linear(t, "custom"), _flat_linear(t, "nccl"), t.integer("custom_max_bytes", low=1)
+    )
+
+
 def parse(data: Any, source: str) -> Profile:
     """Validate a profile document; errors name ``source`` and the dotted field."""
     if not isinstance(data, dict):
@@ -260,7 +270,7 @@ def parse(data: Any, source: str) -> Profile:
         lm_head=_flat_linear(it, "lm_head"),
         gemm={g: _flat_linear(gemm_t, g) for g in GEMMS},
         elementwise=_affine(it, "elementwise"),
-        allreduce=None if it.data.get("allreduce") is None else _flat_linear(it, "allreduce"),
+        allreduce=_allreduce(it),
         prefill_attention=PrefillAttention(
             *(
                 _coef(pa, f)
