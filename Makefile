@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-core
+STAMP_ALL := $(VENV)/.installed-all
+# torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
+TORCH := torch==2.13.0
 
 .PHONY: demo test lint bench clean
 
@@ -15,10 +18,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev,data]"
 	touch $@
 
+$(STAMP_ALL): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev,data,rl]"
+	touch $@
+
 demo: $(STAMP)
 	$(BIN)/chiron simulate --scenario default --seed 0
 
-test: $(STAMP)
+test: $(STAMP_ALL)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -2,7 +2,9 @@
 
 Layers (imports point one way): ``sim`` (discrete-event model, numpy only) and ``workload``
 (arrivals, lengths, traces) at the bottom; ``scenario`` and ``episode`` wire them; the ``chiron``
-command in ``cli`` is the composition root.
+command in ``cli`` is the composition root. ``backends`` put a cluster behind one protocol and
+``envs`` is the Gymnasium face over a backend. Importing the package registers
+``chiron_gym/Autoscale-v0``.
 """
 
 from __future__ import annotations
@@ -14,4 +16,17 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+ENV_ID = "chiron_gym/Autoscale-v0"
+
+
+def _register() -> None:
+    """Register the environment ids with Gymnasium (idempotent)."""
+    import gymnasium
+
+    if ENV_ID not in gymnasium.registry:
+        gymnasium.register(id=ENV_ID, entry_point="chiron_gym.envs.autoscale:AutoscaleEnv")
+
+
+_register()
+
+__all__ = ["ENV_ID", "__version__"]

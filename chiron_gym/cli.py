@@ -158,6 +158,24 @@ def _cmd_trace_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from chiron_gym.bench import env_bench
+
+    if args.name != "env":
+        print(f"chiron: unknown benchmark {args.name!r}; known: env", file=sys.stderr)
+        return 2
+    rows = env_bench(args.scenario or None, max_steps=args.max_steps)
+    for row in rows:
+        if args.json:
+            print(json.dumps(row, sort_keys=True))
+        else:
+            print(
+                f"{row['scenario']:<20} {row['steps_per_s']:>8} steps/s  ({row['steps']} steps, "
+                f"{row['sim_s_per_wall_s']} simulated s per wall s)"
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``chiron``."""
     parser = argparse.ArgumentParser(prog="chiron", description=__doc__)
@@ -185,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--batch-deadline-s", type=float, default=3600.0)
     sim.set_defaults(func=_cmd_simulate)
+
+    bench = sub.add_parser("bench", help="speed benchmarks (figures, not tests)")
+    bench.add_argument("name", nargs="?", default="env", help="env: env steps per second")
+    bench.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
+    bench.add_argument("--max-steps", type=int, default=300)
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=_cmd_bench)
 
     scn = sub.add_parser("scenarios", help="list the bundled scenarios")
     scn.add_argument("--json", action="store_true")

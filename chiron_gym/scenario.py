@@ -166,10 +166,10 @@ class Scenario:
 
 
 REWARD_DEFAULTS: dict[str, float] = {
-    "slo_met_work": 1.0,  # per 1,000 tokens of requests that met their SLO
-    "gpu_cost": 1.0,  # per GPU-hour
-    "violation": 1.0,  # per 1,000 tokens of requests that missed their SLO or were rejected
-    "churn": 0.01,  # per instance started or stopped
+    "slo_met_work": 1.0,  # per 1,000 output tokens of requests that met their SLO
+    "gpu_cost": 1000.0,  # per GPU-hour: $2 per GPU-hour against $2 per million good tokens
+    "violation": 5.0,  # per request that missed its SLO or was rejected
+    "churn": 1.0,  # per instance started or stopped
 }
 
 

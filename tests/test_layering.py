@@ -83,3 +83,20 @@ def test_no_global_randomness_in_the_package() -> None:
                     and inner.value.id in ("np", "numpy")
                 ):
                     assert node.attr in allowed, f"{path}:{node.lineno}: np.random.{node.attr}"
+
+
+def env_files() -> list[Path]:
+    return sorted((REPO / "chiron_gym" / "envs").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", env_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_env_sees_the_cluster_only_through_the_backend(path: Path) -> None:
+    """chiron_gym/envs never reaches into the simulator: no Cluster, no sim submodules."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            assert not node.module.startswith("chiron_gym.sim."), node.module
+            assert node.module not in ("chiron_gym.episode", "chiron_gym.backends.sim")
+            if node.module == "chiron_gym.sim":
+                names = {a.name for a in node.names}
+                assert not names & {"Cluster", "Instance", "EventQueue"}, names

@@ -55,3 +55,10 @@ class GroupQueue:
             del self._groups[k]
         self._len -= 1
         return idx
+
+    def groups(self) -> list[tuple[float, int]]:
+        """``(deadline window start_s, requests)`` per group, earliest deadline first."""
+        g = self.granularity_s
+        return [
+            (k * g if k < 2**62 else math.inf, len(self._groups[k])) for k in sorted(self._keys)
+        ]

@@ -1,0 +1,81 @@
+"""The Backend protocol: a serving cluster an environment can advance, observe and scale."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from chiron_gym.sim import ClassReport, Pool, WindowReport
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """What the environment needs to know of a pool to act on it."""
+
+    exists: bool
+    starting: int
+    ready: int
+    draining: int
+    batch_cap: int
+    max_batch_cap: int
+    gpus_per_instance: int
+    min_instances: int
+    max_instances: int
+
+    @property
+    def live(self) -> int:
+        """Instances that count against the pool's bounds (starting or ready)."""
+        return self.starting + self.ready
+
+
+class Backend(Protocol):
+    """A cluster of serving instances, on simulated or wall-clock time."""
+
+    def reset(self, seed: int) -> None:
+        """Start a fresh episode whose traffic is a pure function of ``seed``."""
+        ...
+
+    @property
+    def now(self) -> float:
+        """Seconds since the episode started."""
+        ...
+
+    def advance(self, until_s: float) -> WindowReport:
+        """Run to ``until_s``; report the window since the previous call."""
+        ...
+
+    def pool_state(self, pool: Pool) -> PoolState:
+        """Instances, cap and bounds of a pool (``exists`` False if the scenario has none)."""
+        ...
+
+    def scale(self, pool: Pool, delta: int) -> int:
+        """Start ``delta`` instances or drain ``-delta``; return the change made."""
+        ...
+
+    def set_batch_cap(self, pool: Pool, cap: int) -> None:
+        """Set the run-time batch size (in-flight cap) of every instance of a pool."""
+        ...
+
+    def batch_groups(self) -> list[tuple[float, int]]:
+        """Queued batch request groups: ``(deadline_s, requests)``, earliest first."""
+        ...
+
+    def output_length_stats(self, klass: int) -> tuple[float, float, int]:
+        """Mean and standard deviation of output tokens of finished requests, and their count."""
+        ...
+
+    def gpus_in_use(self) -> int:
+        """GPUs held now (starting, ready and draining instances)."""
+        ...
+
+    def summary(self) -> dict[str, ClassReport]:
+        """Per-class outcomes of the episode so far."""
+        ...
+
+    def gpu_seconds(self) -> float:
+        """GPU-seconds billed so far."""
+        ...
+
+    def close(self) -> None:
+        """Release resources; idempotent."""
+        ...

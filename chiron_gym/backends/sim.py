@@ -1,0 +1,104 @@
+"""The simulated backend: a ``Cluster`` built from a scenario, on simulated time."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from chiron_gym.backends.base import PoolState
+from chiron_gym.scenario import Scenario, stream
+from chiron_gym.sim import ClassReport, Cluster, InstanceState, Outcome, Pool, WindowReport
+
+
+class SimBackend:
+    """``Backend`` over the discrete-event simulator."""
+
+    def __init__(self, scenario: Scenario, *, fast_forward: bool = True) -> None:
+        self.scenario = scenario
+        self.fast_forward = fast_forward
+        self._cluster: Cluster | None = None
+        self._caps: dict[Pool, int] = {}
+        self._specs = {p.pool: p for p in scenario.cluster.pools}
+
+    @property
+    def cluster(self) -> Cluster:
+        if self._cluster is None:
+            raise RuntimeError("call reset(seed) first")
+        return self._cluster
+
+    def reset(self, seed: int) -> None:
+        from dataclasses import replace
+
+        config = replace(self.scenario.cluster, fast_forward=self.fast_forward)
+        self._cluster = Cluster(config, self.scenario.workload(seed), stream(seed, "cold_start"))
+        self._caps = {p: spec.initial_batch_cap for p, spec in self._specs.items()}
+
+    @property
+    def now(self) -> float:
+        return self.cluster.now
+
+    def advance(self, until_s: float) -> WindowReport:
+        return self.cluster.run_until(until_s)
+
+    def pool_state(self, pool: Pool) -> PoolState:
+        spec = self._specs.get(pool)
+        if spec is None:
+            return PoolState(False, 0, 0, 0, 0, 1, 1, 0, 0)
+        counts = {s: 0 for s in InstanceState}
+        for inst in self.cluster.live_instances(pool):
+            counts[inst.state] += 1
+        limits = self.scenario.pool_limits(pool)
+        lo, hi = (limits.min_instances, limits.max_instances) if limits else (0, 1 << 30)
+        return PoolState(
+            exists=True,
+            starting=counts[InstanceState.STARTING],
+            ready=counts[InstanceState.READY],
+            draining=counts[InstanceState.DRAINING],
+            batch_cap=self._caps[pool],
+            max_batch_cap=spec.instance.max_batch_cap,
+            gpus_per_instance=spec.instance.gpus,
+            min_instances=lo,
+            max_instances=hi,
+        )
+
+    def scale(self, pool: Pool, delta: int) -> int:
+        changed = self.cluster.scale(pool, delta)
+        if delta > 0:
+            self.cluster.set_batch_cap(pool, self._caps[pool])
+        return changed
+
+    def set_batch_cap(self, pool: Pool, cap: int) -> None:
+        if pool not in self._specs:
+            return
+        cap = max(1, min(cap, self._specs[pool].instance.max_batch_cap))
+        self._caps[pool] = cap
+        self.cluster.set_batch_cap(pool, cap)
+
+    def batch_groups(self) -> list[tuple[float, int]]:
+        return self.cluster.queues[1].groups()
+
+    def output_length_stats(self, klass: int) -> tuple[float, float, int]:
+        c = self.cluster
+        n = c.num_arrived
+        done = (c.workload.klass[:n] == klass) & (c.outcome[:n] != Outcome.PENDING)
+        done &= ~np.isnan(c.finish_s[:n])
+        out = c.workload.output_tokens[:n][done]
+        if len(out) == 0:
+            return (math.nan, math.nan, 0)
+        return (float(out.mean()), float(out.std()), len(out))
+
+    def gpus_in_use(self) -> int:
+        total = 0
+        for pool, spec in self._specs.items():
+            total += len(self.cluster.live_instances(pool)) * spec.instance.gpus
+        return total
+
+    def summary(self) -> dict[str, ClassReport]:
+        return self.cluster.summary()
+
+    def gpu_seconds(self) -> float:
+        return self.cluster.gpu_seconds()
+
+    def close(self) -> None:
+        self._cluster = None

@@ -1,0 +1,151 @@
+"""The action: per pool an instance change (global level) and a batch-cap change (local level).
+
+``MultiDiscrete`` with start 0. Instance dimension: choice ``i`` means ``i - k`` instances
+(``k = max_step_change``). Batch-cap dimension: ``HALVE, KEEP, INCREASE, DOUBLE``; increase adds
+a quarter (at least one). The three pools always take the same slots; an absent pool accepts only
+"no change". ``action_mode`` picks which levels the agent controls.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from chiron_gym.backends.base import Backend, PoolState
+from chiron_gym.envs.features import POOL_NAMES, POOLS
+
+HALVE, KEEP, INCREASE, DOUBLE = 0, 1, 2, 3
+CAP_CHOICES = ("halve", "keep", "increase", "double")
+MODES = ("full", "global", "local")
+
+
+def new_cap(cap: int, choice: int, max_cap: int) -> int:
+    """The batch cap after a cap choice, within ``[1, max_cap]``."""
+    if choice == HALVE:
+        out = cap // 2
+    elif choice == INCREASE:
+        out = cap + max(1, math.ceil(cap / 4))
+    elif choice == DOUBLE:
+        out = cap * 2
+    else:
+        out = cap
+    return max(1, min(out, max_cap))
+
+
+@dataclass
+class Decision:
+    """What one action asked for and what was applied."""
+
+    deltas: dict[str, int] = field(default_factory=dict)  # applied instance changes
+    caps: dict[str, int] = field(default_factory=dict)  # batch caps after the action
+    clipped: dict[str, int] = field(default_factory=dict)  # requested - applied, per pool
+
+    @property
+    def churn(self) -> int:
+        return sum(abs(d) for d in self.deltas.values())
+
+
+class ActionLayout:
+    """Maps between the flat ``MultiDiscrete`` vector and per-pool choices."""
+
+    def __init__(self, mode: str, k: int) -> None:
+        if mode not in MODES:
+            raise ValueError(f"action_mode must be one of {MODES}, got {mode!r}")
+        if k < 1:
+            raise ValueError(f"max_step_change must be >= 1, got {k}")
+        self.mode, self.k = mode, k
+        self.has_global = mode in ("full", "global")
+        self.has_local = mode in ("full", "local")
+
+    @property
+    def nvec(self) -> list[int]:
+        out: list[int] = []
+        if self.has_global:
+            out += [2 * self.k + 1] * len(POOLS)
+        if self.has_local:
+            out += [len(CAP_CHOICES)] * len(POOLS)
+        return out
+
+    def split(self, action: npt.ArrayLike) -> tuple[list[int] | None, list[int] | None]:
+        """``(instance deltas, cap choices)``; None for a level the agent does not control."""
+        a = np.asarray(action, dtype=np.int64).reshape(-1)
+        if a.shape[0] != len(self.nvec):
+            raise ValueError(f"action must have {len(self.nvec)} entries, got {a.shape[0]}")
+        for i, (v, n) in enumerate(zip(a, self.nvec, strict=True)):
+            if not 0 <= v < n:
+                raise ValueError(f"action[{i}] = {v}: expected 0 <= value < {n}")
+        deltas = caps = None
+        i = 0
+        if self.has_global:
+            deltas = [int(v) - self.k for v in a[: len(POOLS)]]
+            i = len(POOLS)
+        if self.has_local:
+            caps = [int(v) for v in a[i : i + len(POOLS)]]
+        return deltas, caps
+
+    def masks(self, states: list[PoolState], gpus_in_use: int, max_gpus: int | None) -> np.ndarray:
+        """Flat boolean mask, ``sum(nvec)`` long: what each dimension may choose now."""
+        parts: list[np.ndarray] = []
+        if self.has_global:
+            for st in states:
+                m = np.zeros(2 * self.k + 1, dtype=bool)
+                for i in range(2 * self.k + 1):
+                    d = i - self.k
+                    if not st.exists:
+                        m[i] = d == 0
+                        continue
+                    ok = st.min_instances <= st.live + d <= st.max_instances
+                    if d > 0 and max_gpus is not None:
+                        ok &= gpus_in_use + d * st.gpus_per_instance <= max_gpus
+                    if d < 0:
+                        ok &= st.live + d >= 0
+                    m[i] = ok or d == 0
+                parts.append(m)
+        if self.has_local:
+            for st in states:
+                m = np.ones(len(CAP_CHOICES), dtype=bool)
+                if not st.exists:
+                    m[:] = False
+                    m[KEEP] = True
+                else:
+                    m[HALVE] = st.batch_cap > 1
+                    m[INCREASE] = m[DOUBLE] = st.batch_cap < st.max_batch_cap
+                parts.append(m)
+        return np.concatenate(parts)
+
+
+def apply(
+    backend: Backend,
+    deltas: list[int] | None,
+    caps: list[int] | None,
+    max_gpus: int | None,
+) -> Decision:
+    """Apply per-pool choices, clipping to bounds and the GPU budget (scale-downs first)."""
+    d = Decision()
+    states = [backend.pool_state(p) for p in POOLS]
+    if caps is not None:
+        for pool, name, st, choice in zip(POOLS, POOL_NAMES, states, caps, strict=True):
+            if st.exists:
+                cap = new_cap(st.batch_cap, choice, st.max_batch_cap)
+                if cap != st.batch_cap:
+                    backend.set_batch_cap(pool, cap)
+                d.caps[name] = cap
+    if deltas is not None:
+        order = sorted(range(len(POOLS)), key=lambda i: deltas[i])  # downs before ups
+        for i in order:
+            pool, name, st, want = POOLS[i], POOL_NAMES[i], states[i], deltas[i]
+            if not st.exists:
+                applied = 0
+            else:
+                applied = max(st.min_instances - st.live, min(want, st.max_instances - st.live))
+                if applied > 0 and max_gpus is not None:
+                    room = (max_gpus - backend.gpus_in_use()) // st.gpus_per_instance
+                    applied = max(0, min(applied, room))
+                applied = backend.scale(pool, applied) if applied else 0
+            d.deltas[name] = applied
+            if applied != want:
+                d.clipped[name] = want - applied
+    return d

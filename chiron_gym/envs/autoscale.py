@@ -1,0 +1,267 @@
+"""``chiron_gym/Autoscale-v0``: autoscale an LLM-serving cluster."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import numpy.typing as npt
+from gymnasium import spaces
+
+from chiron_gym.backends import Backend, make_backend
+from chiron_gym.control.chiron import ChironGlobal, ChironLocal, GlobalParams
+from chiron_gym.envs import render as _render
+from chiron_gym.envs.actions import CAP_CHOICES, ActionLayout, Decision, apply
+from chiron_gym.envs.features import FEATURE_NAMES, FEATURES, HIGH, POOLS, FeatureBuilder
+from chiron_gym.scenario import REWARD_DEFAULTS, Scenario, load
+from chiron_gym.sim import WindowReport
+
+
+class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
+    """Autoscale a GPU cluster serving interactive and batch LLM requests.
+
+    ## Description
+
+    A cluster of continuous-batching LLM instances (vLLM V1-like, calibrated on real profiling
+    data) in three pools: interactive, mixed (serving both classes; interactive requests evict
+    batch ones) and batch. Interactive requests have TTFT and ITL SLOs of seconds; batch requests
+    have deadlines of minutes to hours. Every decision interval the agent changes the number of
+    instances of each pool (global level; new instances arrive after a cold start) and the batch
+    size of each pool's instances (local level), as Chiron (arXiv 2501.08090) does. The traffic
+    comes from a scenario (``chiron scenarios``).
+
+    ## Action Space
+
+    ``MultiDiscrete``, start 0, pools always in the order interactive, mixed, batch:
+
+    - ``action_mode="full"`` (default): ``[2k+1] * 3 + [4] * 3``: per pool an instance change
+      ``i - k`` (``k = max_step_change``, default 2), then per pool a batch-cap change
+      ``0`` halve, ``1`` keep, ``2`` increase by a quarter, ``3`` double;
+    - ``"global"``: the instance changes only; Chiron's local loop sets the batch caps;
+    - ``"local"``: the cap changes only; Chiron's global loop sets the instance counts.
+
+    ``action_masks()`` gives what is possible now (pool bounds, GPU budget, cap limits; an absent
+    pool only accepts no change) for MaskablePPO. The env also clips what exceeds the bounds or
+    the budget (scale-downs first) and reports it in ``info["clipped"]``.
+
+    ## Observation Space
+
+    ``Box(0, 10, (40,), float32)`` of named, roughly normalised features
+    (``env.unwrapped.feature_names``; table with units and normalisation in ``docs/env.md``): per
+    pool ready / starting / draining instances, batch cap, running and waiting requests, KV usage
+    and token throughput; per class queue length, arrival rate, TTFT and ITL p95 over the SLO and
+    SLO attainment in the last window; the batch queue's waiting-time estimate over the time to
+    its nearest deadline; GPUs held over the budget; the share of the episode left. Raw values
+    are in ``info["raw"]``.
+
+    ## Rewards
+
+    Per step, with the scenario's ``[reward]`` weights (or the ``reward_weights`` argument):
+    ``slo_met_work`` x (thousands of output tokens of requests that met their SLO)
+    - ``gpu_cost`` x GPU-hours - ``violation`` x requests that missed their SLO or were rejected
+    - ``churn`` x instances started or stopped. Defaults 1, 1000, 5, 1 (a GPU-hour costs as
+    much as a million good tokens: $2 per GPU-hour against $2 per million tokens).
+    ``info["reward_terms"]`` holds each term's weighted value.
+
+    ## Starting State
+
+    The scenario's initial pools and batch caps, an empty cluster at t = 0. ``reset(seed=s)``
+    replays the traffic of ``chiron simulate --seed s``; ``reset()`` draws a seed from the env's
+    generator.
+
+    ## Episode End
+
+    Serving never ends by itself: ``terminated`` is always False and the episode is truncated at
+    the scenario's horizon (``info["sim_time_s"]``).
+
+    ## Arguments
+
+    ``scenario`` (name, path or ``Scenario``; default ``"default"``), ``backend`` (``"sim"``),
+    ``action_mode``, ``max_step_change``, ``decision_interval_s``, ``horizon_s``,
+    ``reward_weights`` (dict), ``render_mode`` (``"ansi"`` or ``"rgb_array"``). ``reset`` takes
+    ``options={"scenario": ..., "decision_interval_s": ..., "horizon_s": ...,
+    "reward_weights": {...}}``.
+
+    ## Version History
+
+    - v0: first release.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012 (Gymnasium API)
+
+    def __init__(
+        self,
+        scenario: str | Scenario = "default",
+        *,
+        backend: str = "sim",
+        action_mode: str = "full",
+        max_step_change: int = 2,
+        decision_interval_s: float | None = None,
+        horizon_s: float | None = None,
+        reward_weights: dict[str, float] | None = None,
+        render_mode: str | None = None,
+        global_params: GlobalParams | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
+        self.render_mode = render_mode
+        self.backend_name = backend
+        self.layout = ActionLayout(action_mode, max_step_change)
+        self.action_mode = action_mode
+        self.observation_space = spaces.Box(0.0, HIGH, (len(FEATURES),), dtype=np.float32)
+        self.action_space = spaces.MultiDiscrete(self.layout.nvec)
+        self.feature_names: tuple[str, ...] = FEATURE_NAMES
+        self._global_params = replace(global_params or GlobalParams(), max_step=max_step_change)
+        self._configure(scenario, decision_interval_s, horizon_s, reward_weights)
+        self._backend: Backend | None = None
+        self._raw: dict[str, float] = {}
+        self._last_reward = 0.0
+        self._steps = 0
+
+    # ------------------------------------------------------------------ configuration
+
+    def _configure(
+        self,
+        scenario: str | Scenario,
+        decision_interval_s: float | None,
+        horizon_s: float | None,
+        reward_weights: dict[str, float] | None,
+    ) -> None:
+        sc = scenario if isinstance(scenario, Scenario) else load(scenario)
+        if horizon_s is not None:
+            if not horizon_s > 0:
+                raise ValueError(f"horizon_s must be > 0, got {horizon_s!r}")
+            sc = replace(sc, horizon_s=float(horizon_s))
+        if decision_interval_s is not None:
+            if not 0 < decision_interval_s <= sc.horizon_s:
+                raise ValueError(
+                    f"decision_interval_s must be in (0, horizon_s], got {decision_interval_s!r}"
+                )
+            sc = replace(sc, decision_interval_s=float(decision_interval_s))
+        weights = sc.reward_weights()
+        for key, value in (reward_weights or {}).items():
+            if key not in REWARD_DEFAULTS:
+                raise ValueError(
+                    f"unknown reward weight {key!r}; known: {', '.join(REWARD_DEFAULTS)}"
+                )
+            weights[key] = float(value)
+        self.scenario = sc
+        self.reward_weights = weights
+        self._features = FeatureBuilder(sc)
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            raise RuntimeError("call reset() first")
+        return self._backend
+
+    # ------------------------------------------------------------------ Gymnasium API
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
+        super().reset(seed=seed)
+        opts = dict(options or {})
+        unknown = set(opts) - {"scenario", "decision_interval_s", "horizon_s", "reward_weights"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}")
+        if opts:
+            self._configure(
+                opts.get("scenario", self.scenario),
+                opts.get("decision_interval_s"),
+                opts.get("horizon_s"),
+                {**self.reward_weights, **opts.get("reward_weights", {})},
+            )
+        episode_seed = seed if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
+        if self._backend is not None:
+            self._backend.close()
+        self._backend = make_backend(self.backend_name, self.scenario)
+        self._backend.reset(episode_seed)
+        self._chiron_local = ChironLocal()
+        self._chiron_global = ChironGlobal(self._global_params)
+        self.episode_seed = episode_seed
+        self._steps = 0
+        self._last_reward = 0.0
+        window = self.backend.advance(0.0)
+        obs, info = self._observe(window, Decision(), {}, 0.0)
+        return obs, info
+
+    def step(
+        self, action: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.float32], float, bool, bool, dict[str, Any]]:
+        deltas, caps = self.layout.split(action)
+        if deltas is None:
+            deltas = self._chiron_global.deltas(self._raw)
+        if caps is None:
+            caps = self._chiron_local.choices(self._raw)
+        decision = apply(self.backend, deltas, caps, self.scenario.max_gpus)
+        t_end = min(self.backend.now + self.scenario.decision_interval_s, self.scenario.horizon_s)
+        window = self.backend.advance(t_end)
+        self._steps += 1
+        terms = self._reward_terms(window, decision)
+        reward = float(sum(terms.values()))
+        self._last_reward = reward
+        obs, info = self._observe(window, decision, terms, reward)
+        truncated = self.backend.now >= self.scenario.horizon_s - 1e-9
+        return obs, reward, False, truncated, info
+
+    def action_masks(self) -> npt.NDArray[np.bool_]:
+        """Flat mask, ``sum(nvec)`` long, of the choices possible now (for MaskablePPO)."""
+        states = [self.backend.pool_state(p) for p in POOLS]
+        return self.layout.masks(states, self.backend.gpus_in_use(), self.scenario.max_gpus)
+
+    def render(self) -> str | npt.NDArray[np.uint8] | None:
+        if self.render_mode == "ansi":
+            return _render.ansi(self._raw, self.backend.now, self._last_reward)
+        if self.render_mode == "rgb_array":
+            return _render.rgb(self._raw)
+        return None
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    # ------------------------------------------------------------------ internals
+
+    def _reward_terms(self, window: WindowReport, decision: Decision) -> dict[str, float]:
+        w = self.reward_weights
+        met_tokens = sum(c.met_output_tokens for c in window.classes.values())
+        violations = sum(c.late + c.rejected for c in window.classes.values())
+        return {
+            "slo_met_work": w["slo_met_work"] * met_tokens / 1000.0,
+            "gpu_cost": -w["gpu_cost"] * window.gpu_seconds / 3600.0,
+            "violation": -w["violation"] * violations,
+            "churn": -w["churn"] * decision.churn,
+        }
+
+    def _observe(
+        self, window: WindowReport, decision: Decision, terms: dict[str, float], reward: float
+    ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
+        raw = self._features.raw(self.backend, window, self.scenario.horizon_s)
+        self._raw = raw
+        obs = self._features.vector(raw, self.backend)
+        summary = self.backend.summary()
+        info: dict[str, Any] = {
+            "sim_time_s": self.backend.now,
+            "step": self._steps,
+            "reward_terms": dict(terms),
+            "raw": raw,
+            "clipped": dict(decision.clipped),
+            "applied_deltas": dict(decision.deltas),
+            "batch_caps": {k: v for k, v in decision.caps.items()},
+            "gpus": self.backend.gpus_in_use(),
+            "gpu_hours": self.backend.gpu_seconds() / 3600.0,
+            "episode_seed": self.episode_seed,
+        }
+        for name, rep in summary.items():
+            att = rep.attainment
+            info[f"{name}_attainment"] = 1.0 if math.isnan(att) else att
+            info[f"{name}_arrived"] = rep.arrived
+        return obs, info
+
+
+__all__ = ["CAP_CHOICES", "AutoscaleEnv"]
