@@ -198,3 +198,14 @@ def test_feature_names_match_the_docs() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "env.md").read_text()
     for name in FEATURE_NAMES:
         assert f"`{name}`" in doc, name
+
+
+def test_bench_env_cli_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from chiron_gym.cli import main
+
+    args = ["bench", "env", "--scenario", "default", "--max-steps", "5", "--json"]
+    assert main(args) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["scenario"] == "default" and row["steps"] == 5 and row["steps_per_s"] > 0
