@@ -23,8 +23,10 @@ $(STAMP_ALL): pyproject.toml $(STAMP)
 	$(BIN)/pip install --quiet -e ".[dev,data,rl]"
 	touch $@
 
-demo: $(STAMP)
-	$(BIN)/chiron simulate --scenario default --seed 0
+AGENTS := chiron,static,llumnix,queue-threshold,kv-target,ray-serve,dynamo-load,random
+
+demo: $(STAMP_ALL)
+	$(BIN)/chiron evaluate --agents $(AGENTS) --scenarios default --seeds 0 --out runs/demo
 
 test: $(STAMP_ALL)
 	$(BIN)/python -m pytest -q
@@ -32,7 +34,7 @@ test: $(STAMP_ALL)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy chiron_gym
+	$(BIN)/mypy chiron_gym agents
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

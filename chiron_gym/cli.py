@@ -176,6 +176,59 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` or ``"0,2,7"`` (or a mix) to a list of seeds."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"seeds {text!r}: expected a range like 0-4 or a list like 0,1,2"
+            ) from None
+    return seeds
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agents import names as agent_names
+    from agents.evaluate import evaluate
+
+    agents_ = [a.strip() for a in args.agents.split(",") if a.strip()]
+    for a in agents_:
+        if a not in agent_names():
+            print(
+                f"chiron: unknown agent {a!r}; known: {', '.join(agent_names())}", file=sys.stderr
+            )
+            return 2
+    scenarios_ = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    for s in scenarios_:
+        load(s)  # fail early, with the scenario's own message
+    out = Path(args.out)
+    summary = evaluate(
+        agents_,
+        scenarios_,
+        args.seeds,
+        out,
+        plots=not args.no_plots,
+        tensorboard=not args.no_tensorboard,
+        progress=not args.json,
+    )
+    if args.json:
+        for row in summary:
+            print(json.dumps(row, sort_keys=True))
+        return 0
+    print((out / "results.md").read_text())
+    print(f"results: {out / 'results.csv'}, {out / 'results.json'}, {out / 'results.md'}")
+    if not args.no_plots:
+        print(f"plots: {out / 'plots'}")
+    if not args.no_tensorboard:
+        print(f"TensorBoard: tensorboard --logdir {out / 'tb'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``chiron``."""
     parser = argparse.ArgumentParser(prog="chiron", description=__doc__)
@@ -203,6 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--batch-deadline-s", type=float, default=3600.0)
     sim.set_defaults(func=_cmd_simulate)
+
+    ev = sub.add_parser("evaluate", help="compare agents on the same traffic")
+    ev.add_argument("--agents", default="chiron,static,llumnix", help="comma-separated names")
+    ev.add_argument("--scenarios", default="default", help="comma-separated names or paths")
+    ev.add_argument("--seeds", type=parse_seeds, default=[0], help="e.g. 0-4 or 0,1,2")
+    ev.add_argument("--out", default="runs/evaluate", help="output folder")
+    ev.add_argument("--json", action="store_true", help="print the table's rows as JSON lines")
+    ev.add_argument("--no-plots", action="store_true")
+    ev.add_argument("--no-tensorboard", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
 
     bench = sub.add_parser("bench", help="speed benchmarks (figures, not tests)")
     bench.add_argument("name", nargs="?", default="env", help="env: env steps per second")

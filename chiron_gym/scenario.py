@@ -377,7 +377,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
         if cap > spec.max_batch_cap:
             raise pt.fail("batch_cap", f"at most instance.max_batch_cap ({spec.max_batch_cap})")
         initial = pt.integer("initial", 1)
-        lo = pt.integer("min", 0)
+        lo = pt.integer("min", 1 if pool == Pool.INTERACTIVE else 0)
         hi = pt.integer("max", max(initial, 1) * 4)
         if not lo <= initial <= hi:
             raise pt.fail("initial", f"between min ({lo}) and max ({hi})")

@@ -132,7 +132,9 @@ class ChironGlobal:
                 self.s.above = 0
             elif self.s.below >= p.down_windows:
                 live = raw[f"{target}.ready"] + raw[f"{target}.starting"]
-                if live > p.headroom_instances:  # never below the headroom
+                per = max(1.0, raw[f"{target}.batch_cap"])
+                # Remove one only if the rest, less the headroom, stays under the upper bound.
+                if held <= p.upper_utilisation * (cap - per * (1 + p.headroom_instances)):
                     out[target] -= 1
                 self.s.below = 0
         # Batch: QLM waiting-time estimate against the nearest deadline.

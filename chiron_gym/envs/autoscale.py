@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gymnasium as gym
@@ -15,9 +15,34 @@ from chiron_gym.backends import Backend, make_backend
 from chiron_gym.control.chiron import ChironGlobal, ChironLocal, GlobalParams
 from chiron_gym.envs import render as _render
 from chiron_gym.envs.actions import CAP_CHOICES, ActionLayout, Decision, apply
-from chiron_gym.envs.features import FEATURE_NAMES, FEATURES, HIGH, POOLS, FeatureBuilder
+from chiron_gym.envs.features import (
+    FEATURE_NAMES,
+    FEATURES,
+    HIGH,
+    POOL_NAMES,
+    POOLS,
+    FeatureBuilder,
+    PoolStatic,
+)
 from chiron_gym.scenario import REWARD_DEFAULTS, Scenario, load
 from chiron_gym.sim import WindowReport
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """Static facts of an environment an agent is built for (``env.agent_context()``)."""
+
+    feature_names: tuple[str, ...]
+    action_mode: str
+    max_step_change: int
+    nvec: tuple[int, ...]
+    decision_interval_s: float
+    horizon_s: float
+    max_gpus: int | None
+    pools: dict[str, PoolStatic]
+    interactive_ttft_s: float | None
+    interactive_itl_s: float | None
+    cold_start_s: float
 
 
 class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
@@ -208,6 +233,41 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         truncated = self.backend.now >= self.scenario.horizon_s - 1e-9
         return obs, reward, False, truncated, info
 
+    def agent_context(self) -> AgentContext:
+        """What an agent may know besides observations: names, layout, static pool facts."""
+        pools: dict[str, PoolStatic] = {}
+        specs = {p.pool: p for p in self.scenario.cluster.pools}
+        for pool, name in zip(POOLS, POOL_NAMES, strict=True):
+            spec = specs.get(pool)
+            limits = self.scenario.pool_limits(pool)
+            if spec is None:
+                pools[name] = PoolStatic(False, 0, 0, 1, 1, 0, 16)
+                continue
+            inst = spec.instance
+            pools[name] = PoolStatic(
+                exists=True,
+                min_instances=limits.min_instances if limits else 0,
+                max_instances=limits.max_instances if limits else 1 << 30,
+                max_batch_cap=inst.max_batch_cap,
+                gpus_per_instance=inst.gpus,
+                kv_capacity_tokens=inst.kv_capacity_blocks * inst.block_size_tokens,
+                block_size_tokens=inst.block_size_tokens,
+            )
+        slo = self.scenario.cluster
+        return AgentContext(
+            feature_names=self.feature_names,
+            action_mode=self.action_mode,
+            max_step_change=self.layout.k,
+            nvec=tuple(self.layout.nvec),
+            decision_interval_s=self.scenario.decision_interval_s,
+            horizon_s=self.scenario.horizon_s,
+            max_gpus=self.scenario.max_gpus,
+            pools=pools,
+            interactive_ttft_s=slo.interactive_slo.ttft_s,
+            interactive_itl_s=slo.interactive_slo.itl_s,
+            cold_start_s=self._features.cold_start_s,
+        )
+
     def action_masks(self) -> npt.NDArray[np.bool_]:
         """Flat mask, ``sum(nvec)`` long, of the choices possible now (for MaskablePPO)."""
         states = [self.backend.pool_state(p) for p in POOLS]
@@ -264,4 +324,4 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         return obs, info
 
 
-__all__ = ["CAP_CHOICES", "AutoscaleEnv"]
+__all__ = ["CAP_CHOICES", "AgentContext", "AutoscaleEnv"]

@@ -177,3 +177,41 @@ class FeatureBuilder:
                 v /= float(f.scale)
             vec[i] = v
         return np.clip(vec, 0.0, HIGH).astype(np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatic:
+    """What does not change within an episode about a pool (for decoding and for agents)."""
+
+    exists: bool
+    min_instances: int
+    max_instances: int
+    max_batch_cap: int
+    gpus_per_instance: int
+    kv_capacity_tokens: int
+    block_size_tokens: int
+
+
+def decode(obs: npt.ArrayLike, pools: dict[str, PoolStatic]) -> dict[str, float]:
+    """Raw feature values back from a normalised observation (exact below the clip at 10)."""
+    x = np.asarray(obs, dtype=np.float64).reshape(-1)
+    raw: dict[str, float] = {}
+    order = sorted(range(len(FEATURES)), key=lambda i: FEATURES[i].scale == "per_instance_cap")
+    for i in order:
+        f = FEATURES[i]
+        v = float(x[i])
+        pool = pools.get(f.name.split(".")[0])
+        if f.scale == "max_instances":
+            v *= max(1, pool.max_instances if pool and pool.exists else 1)
+        elif f.scale == "max_batch_cap":
+            v *= max(1, pool.max_batch_cap if pool else 1)
+        elif f.scale == "per_instance_cap":
+            p = f.name.split(".")[0]
+            cap = raw[f"{p}.batch_cap"] or 1.0
+            v *= max(1.0, cap * max(1.0, raw[f"{p}.ready"]))
+        elif f.scale.startswith("log:"):
+            v = math.expm1(v * float(f.scale[4:]))
+        else:
+            v *= float(f.scale)
+        raw[f.name] = v
+    return raw

@@ -1,0 +1,38 @@
+"""Agents for ``chiron_gym/Autoscale-v0``: Chiron, production baselines, and (later) PPO.
+
+``make_agent("chiron", env.unwrapped.agent_context())`` builds one by name; every agent has
+SB3's ``predict(obs, state, episode_start, deterministic)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.base import Agent
+from agents.baselines import BASELINES
+from agents.chiron import ChironAgent
+from chiron_gym.envs import AgentContext
+
+AGENTS: dict[str, Any] = {"chiron": ChironAgent, **BASELINES}
+
+
+def names() -> list[str]:
+    """Agent names ``make_agent`` knows (plus ``ppo:PATH`` once PPO lands)."""
+    return list(AGENTS)
+
+
+def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
+    """The agent called ``spec`` for an environment with context ``ctx``."""
+    if spec not in AGENTS:
+        import difflib
+
+        near = difflib.get_close_matches(spec, list(AGENTS), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"unknown agent {spec!r}{hint}; known: {', '.join(AGENTS)}")
+    cls = AGENTS[spec]
+    if spec == "random":
+        return cls(ctx, seed=seed)  # type: ignore[no-any-return]
+    return cls(ctx)  # type: ignore[no-any-return]
+
+
+__all__ = ["AGENTS", "Agent", "make_agent", "names"]

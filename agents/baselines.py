@@ -1,0 +1,279 @@
+"""The autoscalers used in production, as agents (``../shared/docs/anchors.md`` section 1).
+
+None of them changes the batch size at run time: they keep each pool's cap and scale instance
+counts from vLLM-style metrics, pool by pool (each pool is one deployment). Every rule cites what
+it implements; every number is a named parameter with the production default.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agents.base import PoolView, RuleAgent
+from chiron_gym.envs import AgentContext
+
+
+class StaticAgent(RuleAgent):
+    """Fixed pools: the scenario's initial instances and caps, never changed."""
+
+    name = "static"
+
+    def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
+        return [0, 0, 0], None
+
+
+class RandomAgent:
+    """Uniformly random actions from a seeded generator (a floor for every table)."""
+
+    name = "random"
+
+    def __init__(self, ctx: AgentContext, seed: int = 0) -> None:
+        self.ctx = ctx
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    def predict(
+        self,
+        observation: npt.NDArray[np.float32],
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[npt.NDArray[np.int64], Any]:
+        if episode_start is not None and bool(np.any(episode_start)):
+            self.reset()
+        nvec = np.asarray(self.ctx.nvec)
+        return (self.rng.random(len(nvec)) * nvec).astype(np.int64), state
+
+
+@dataclass
+class LlumnixParams:
+    """Llumnix's ``avg_load`` policy (Sun et al., OSDI'24; the Chiron paper's baseline)."""
+
+    period_s: float = 10.0  # scaling check interval
+    scale_up_below: float = 10.0  # average freeness below this: +1 instance
+    scale_down_above: float = 60.0  # average freeness above this: -1 instance
+
+
+class LlumnixAgent(RuleAgent):
+    """Freeness = free KV blocks / requests held per instance; +1 below 10, -1 above 60."""
+
+    name = "llumnix"
+
+    def __init__(self, ctx: AgentContext, params: LlumnixParams | None = None) -> None:
+        self.p = params or LlumnixParams()
+        super().__init__(ctx)
+
+    def freeness(self, pool: PoolView) -> float:
+        st = self.ctx.pools[pool.name]
+        if pool.ready < 1:
+            return 0.0
+        free_blocks = (1.0 - pool.kv_usage) * st.kv_capacity_tokens / st.block_size_tokens
+        held_per_instance = pool.held / pool.ready
+        return math.inf if held_per_instance <= 0 else free_blocks / held_per_instance
+
+    def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
+        out = [0, 0, 0]
+        if not self.every(self.p.period_s):
+            return out, None
+        for i, pool in enumerate(self.pools(raw)):
+            if not pool.exists:
+                continue
+            f = self.freeness(pool)
+            if f < self.p.scale_up_below:
+                out[i] = self.clamp(pool, 1)
+            elif f > self.p.scale_down_above and pool.starting < 1:
+                out[i] = self.clamp(pool, -1)
+        return out, None
+
+
+@dataclass
+class QueueThresholdParams:
+    """vLLM production-stack's KEDA ScaledObject on ``vllm:num_requests_waiting``."""
+
+    threshold: float = 5.0  # waiting requests per replica (KEDA AverageValue)
+    polling_s: float = 15.0  # pollingInterval
+    cooldown_s: float = 360.0  # cooldownPeriod (applied to scale-downs)
+
+
+class QueueThresholdAgent(RuleAgent):
+    """desired = ceil(waiting / 5) every 15 s; scale-downs wait 360 s after the last change."""
+
+    name = "queue-threshold"
+
+    def __init__(self, ctx: AgentContext, params: QueueThresholdParams | None = None) -> None:
+        self.p = params or QueueThresholdParams()
+        super().__init__(ctx)
+
+    def reset(self) -> None:
+        super().reset()
+        self.last_change = [-math.inf] * 3
+
+    def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
+        out = [0, 0, 0]
+        if not self.every(self.p.polling_s):
+            return out, None
+        for i, pool in enumerate(self.pools(raw)):
+            if not pool.exists:
+                continue
+            waiting = pool.waiting + pool.queue
+            desired = max(1, math.ceil(waiting / self.p.threshold))
+            if desired > pool.live or (
+                desired < pool.live and self.t - self.last_change[i] >= self.p.cooldown_s
+            ):
+                out[i] = self.clamp(pool, desired - pool.live)
+            if out[i]:
+                self.last_change[i] = self.t
+        return out, None
+
+
+@dataclass
+class KvTargetParams:
+    """AIBrix APA on ``gpu_cache_usage_perc`` (vllm-project/aibrix ``algorithm/apa.go``)."""
+
+    target: float = 0.5  # targetValue
+    tolerance: float = 0.1  # up and down tolerance
+    max_rate: float = 2.0  # at most x2 up, /2 down per decision
+    scale_down_window_s: float = 300.0  # scale-down-cooldown-window
+
+
+class KvTargetAgent(RuleAgent):
+    """desired = ceil(current x usage / target) outside +-10%, within [current/2, current x 2]."""
+
+    name = "kv-target"
+
+    def __init__(self, ctx: AgentContext, params: KvTargetParams | None = None) -> None:
+        self.p = params or KvTargetParams()
+        super().__init__(ctx)
+
+    def reset(self) -> None:
+        super().reset()
+        self.last_change = [-math.inf] * 3
+
+    def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
+        out = [0, 0, 0]
+        p = self.p
+        for i, pool in enumerate(self.pools(raw)):
+            if not pool.exists or pool.live < 1:
+                continue
+            ratio = pool.kv_usage / p.target
+            current = pool.live
+            if ratio > 1 + p.tolerance:
+                desired = min(math.ceil(current * ratio), math.ceil(current * p.max_rate))
+            elif ratio < 1 - p.tolerance:
+                if self.t - self.last_change[i] < p.scale_down_window_s:
+                    continue
+                desired = max(math.ceil(current * ratio), math.floor(current / p.max_rate), 1)
+            else:
+                continue
+            out[i] = self.clamp(pool, desired - current)
+            if out[i]:
+                self.last_change[i] = self.t
+        return out, None
+
+
+@dataclass
+class RayServeParams:
+    """Ray Serve's autoscaler on ongoing requests per replica (AutoscalingConfig)."""
+
+    target_ongoing_requests: float = 16.0
+    upscale_delay_s: float = 30.0
+    downscale_delay_s: float = 600.0
+
+
+class RayServeAgent(RuleAgent):
+    """desired = ceil(ongoing / 16), held 30 s before scaling up and 600 s before scaling down."""
+
+    name = "ray-serve"
+
+    def __init__(self, ctx: AgentContext, params: RayServeParams | None = None) -> None:
+        self.p = params or RayServeParams()
+        super().__init__(ctx)
+
+    def reset(self) -> None:
+        super().reset()
+        self.up_since = [math.inf] * 3
+        self.down_since = [math.inf] * 3
+
+    def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
+        out = [0, 0, 0]
+        for i, pool in enumerate(self.pools(raw)):
+            if not pool.exists:
+                continue
+            desired = max(1, math.ceil(pool.held / self.p.target_ongoing_requests))
+            if desired > pool.live:
+                self.up_since[i] = min(self.up_since[i], self.t)
+                self.down_since[i] = math.inf
+                if self.t - self.up_since[i] >= self.p.upscale_delay_s:
+                    out[i] = self.clamp(pool, desired - pool.live)
+                    self.up_since[i] = math.inf
+            elif desired < pool.live:
+                self.down_since[i] = min(self.down_since[i], self.t)
+                self.up_since[i] = math.inf
+                if self.t - self.down_since[i] >= self.p.downscale_delay_s:
+                    out[i] = self.clamp(pool, desired - pool.live)
+                    self.down_since[i] = math.inf
+            else:
+                self.up_since[i] = self.down_since[i] = math.inf
+        return out, None
+
+
+@dataclass
+class DynamoLoadParams:
+    """NVIDIA Dynamo's load-based planner, decode side (``docs/architecture/load_planner.md``)."""
+
+    adjustment_interval_s: float = 30.0
+    kv_up: float = 0.9
+    kv_down: float = 0.5
+    hold_after_add: int = 3  # intervals without scale-down after adding
+
+
+class DynamoLoadAgent(RuleAgent):
+    """Every 30 s: mean KV usage above 0.9 -> +1, below 0.5 -> -1 (not within 3 intervals of +1)."""
+
+    name = "dynamo-load"
+
+    def __init__(self, ctx: AgentContext, params: DynamoLoadParams | None = None) -> None:
+        self.p = params or DynamoLoadParams()
+        super().__init__(ctx)
+
+    def reset(self) -> None:
+        super().reset()
+        self.hold = [0, 0, 0]
+
+    def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
+        out = [0, 0, 0]
+        if not self.every(self.p.adjustment_interval_s):
+            return out, None
+        for i, pool in enumerate(self.pools(raw)):
+            if not pool.exists:
+                continue
+            if self.hold[i] > 0:
+                self.hold[i] -= 1
+            if pool.kv_usage > self.p.kv_up or (pool.ready < 1 and pool.held > 0):
+                out[i] = self.clamp(pool, 1)
+                if out[i]:
+                    self.hold[i] = self.p.hold_after_add
+            elif pool.kv_usage < self.p.kv_down and self.hold[i] == 0 and pool.live > 1:
+                out[i] = self.clamp(pool, -1)
+        return out, None
+
+
+BASELINES: dict[str, type] = {
+    "static": StaticAgent,
+    "llumnix": LlumnixAgent,
+    "queue-threshold": QueueThresholdAgent,
+    "kv-target": KvTargetAgent,
+    "ray-serve": RayServeAgent,
+    "dynamo-load": DynamoLoadAgent,
+    "random": RandomAgent,
+}
+
+__all__ = ["BASELINES"]

@@ -1,0 +1,91 @@
+"""Agents: every agent through every bundled scenario; Chiron's estimator and behaviour."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import scenarios
+from agents import make_agent, names
+from agents.evaluate import run_episode
+from chiron_gym.control.qlm import estimate, max_pressure
+from chiron_gym.envs import AutoscaleEnv
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", scenarios.names())
+@pytest.mark.parametrize("agent", names())
+def test_every_agent_runs_every_scenario(agent: str, scenario: str) -> None:
+    """A full episode; every arrived request is accounted for; attainments are fractions."""
+    ep = run_episode(agent, scenario, 0)
+    row = ep.row
+    assert 0.0 <= row["interactive_attainment"] <= 1.0 and 0.0 <= row["batch_attainment"] <= 1.0
+    assert row["interactive_arrived"] + row["batch_arrived"] > 0
+    assert row["gpu_hours"] > 0 and math.isfinite(row["reward"])
+    assert len(ep.series["t"]) == row["steps"]
+
+
+def test_qlm_estimate_matches_its_formula_on_hand_made_queues() -> None:
+    """W(g) = (N mu + z sigma sqrt(N)) / throughput, N counting every request ahead."""
+    groups = [(600.0, 100), (1200.0, 300), (3600.0, 4)]
+    est = estimate(
+        groups,
+        now_s=100.0,
+        tokens_per_s=2000.0,
+        mean_output=200.0,
+        std_output=150.0,
+        startup_s=80.0,
+        z=1.645,
+    )
+    for e, n in zip(est, (100, 400, 404), strict=True):
+        want = (n * 200.0 + 1.645 * 150.0 * math.sqrt(n)) / 2000.0
+        assert e.requests_ahead == n and e.wait_s == pytest.approx(want, rel=1e-12)
+    assert est[0].slack_s == 600.0 - 100.0 - 80.0
+    assert est[1].pressure == pytest.approx(est[1].wait_s / (1200.0 - 180.0))
+    assert max_pressure(est) == max(e.pressure for e in est)
+    assert max_pressure([]) == 0.0
+    late = estimate([(50.0, 10)], now_s=100.0, tokens_per_s=1.0, mean_output=1.0, std_output=0.0)
+    assert late[0].pressure == math.inf
+    stalled = estimate([(900.0, 5)], now_s=0.0, tokens_per_s=0.0, mean_output=100.0, std_output=0)
+    assert stalled[0].wait_s == math.inf
+
+
+def test_chiron_scales_up_in_a_flash_crowd_and_down_after() -> None:
+    """flash-crowd: 4 -> 20 req/s at 600 s for 300 s. Chiron adds instances within two decision
+    intervals of the step, before the queue peaks, and releases them after the crowd."""
+    env = AutoscaleEnv("flash-crowd")
+    obs, _ = env.reset(seed=0)
+    agent = make_agent("chiron", env.agent_context())
+    times, instances, queue = [], [], []
+    done, start = False, True
+    while not done:
+        action, _ = agent.predict(obs, episode_start=np.array([start]))
+        start = False
+        obs, _, term, trunc, info = env.step(action)
+        raw = info["raw"]
+        times.append(info["sim_time_s"])
+        instances.append(raw["interactive.ready"] + raw["interactive.starting"])
+        queue.append(raw["interactive.queue"])
+        done = term or trunc
+    t, n, q = np.array(times), np.array(instances), np.array(queue)
+    before = n[t <= 600].max()
+    first_up = t[(t > 600) & (n > before)].min()
+    peak_t = t[np.argmax(q)]
+    assert first_up <= 620.0 and first_up < peak_t, (first_up, peak_t)
+    assert n[(t > 600) & (t < 900)].max() >= before + 4
+    assert n[-1] < n[(t > 600) & (t < 900)].max() and n[-1] <= before + 1
+
+
+def test_unknown_agent_names_the_nearest() -> None:
+    env = AutoscaleEnv("default")
+    with pytest.raises(ValueError, match="did you mean 'llumnix'"):
+        make_agent("lumnix", env.agent_context())
+
+
+def test_rule_agents_refuse_local_mode() -> None:
+    env = AutoscaleEnv("default", action_mode="local")
+    with pytest.raises(ValueError, match="use action_mode 'full' or 'global'"):
+        make_agent("llumnix", env.agent_context())
+    make_agent("chiron", env.agent_context())  # Chiron's local half works alone
