@@ -22,7 +22,14 @@ def names() -> list[str]:
 
 
 def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
-    """The agent called ``spec`` for an environment with context ``ctx``."""
+    """The agent called ``spec`` for an environment with context ``ctx``.
+
+    ``ppo:PATH`` loads a trained PPO model (a ``chiron train ppo`` folder or a ``.zip``).
+    """
+    if spec.startswith("ppo:"):
+        from agents.ppo import PPOAgent
+
+        return PPOAgent.load(spec[4:], ctx)
     if spec not in AGENTS:
         import difflib
 

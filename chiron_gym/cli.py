@@ -198,7 +198,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     agents_ = [a.strip() for a in args.agents.split(",") if a.strip()]
     for a in agents_:
-        if a not in agent_names():
+        if a.startswith("ppo:"):
+            if not Path(a[4:]).exists():
+                print(f"chiron: agent {a!r}: {a[4:]} does not exist", file=sys.stderr)
+                return 2
+        elif a not in agent_names():
             print(
                 f"chiron: unknown agent {a!r}; known: {', '.join(agent_names())}", file=sys.stderr
             )
@@ -226,6 +230,39 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"plots: {out / 'plots'}")
     if not args.no_tensorboard:
         print(f"TensorBoard: tensorboard --logdir {out / 'tb'}")
+    return 0
+
+
+def _cmd_train_ppo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agents.ppo import TrainError, train
+
+    try:
+        result = train(
+            args.scenario,
+            args.timesteps,
+            args.seed,
+            Path(args.out),
+            n_envs=args.n_envs,
+            action_mode=args.action_mode,
+            hyperparams=Path(args.hyperparams) if args.hyperparams else None,
+            eval_freq=args.eval_freq,
+        )
+    except TrainError as e:
+        print(f"chiron: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"trained {result.timesteps} steps in {result.wall_s:.1f} s: "
+        f"{result.steps_per_s:.1f} steps/s"
+    )
+    print(
+        f"model: {result.out / 'model.zip'} (+ vecnormalize.pkl); "
+        f"TensorBoard: tensorboard --logdir {result.out / 'tb'}"
+    )
+    print(
+        f"evaluate it: chiron evaluate --agents chiron,ppo:{result.out} --scenarios {args.scenario}"
+    )
     return 0
 
 
@@ -266,6 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-plots", action="store_true")
     ev.add_argument("--no-tensorboard", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
+
+    trn = sub.add_parser("train", help="train a learned autoscaler")
+    tsub2 = trn.add_subparsers(dest="train_command", required=True)
+    ppo = tsub2.add_parser("ppo", help="Stable-Baselines3 PPO on chiron_gym/Autoscale-v0")
+    ppo.add_argument("--scenario", default="default")
+    ppo.add_argument("--timesteps", type=int, default=None, help="default: the hyperparameter file")
+    ppo.add_argument("--seed", type=int, default=0)
+    ppo.add_argument("--out", default="runs/ppo")
+    ppo.add_argument("--n-envs", type=int, default=1)
+    ppo.add_argument("--action-mode", choices=("full", "global", "local"), default="full")
+    ppo.add_argument("--hyperparams", help="zoo-format YAML (default agents/hyperparams/ppo.yml)")
+    ppo.add_argument("--eval-freq", type=int, default=10_000, help="steps between evaluations")
+    ppo.set_defaults(func=_cmd_train_ppo)
 
     bench = sub.add_parser("bench", help="speed benchmarks (figures, not tests)")
     bench.add_argument("name", nargs="?", default="env", help="env: env steps per second")

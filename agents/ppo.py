@@ -1,0 +1,430 @@
+"""PPO (Stable-Baselines3) on ``chiron_gym/Autoscale-v0``: training, and a ``predict`` agent.
+
+``train(...)`` (``chiron train ppo``) trains SB3's PPO with parallel environments
+(``SubprocVecEnv`` when ``n_envs > 1``), ``VecNormalize`` saved beside the model, hyperparameters
+per scenario from ``agents/hyperparams/ppo.yml`` (rl-baselines3-zoo format), checkpoints, and an
+evaluation every ``eval_freq`` steps that scores PPO beside Chiron on the same seeds.
+
+TensorBoard (``<out>/tb``): SB3's standard scalars; per finished episode (averaged per rollout)
+``episode/interactive_attainment``, ``episode/batch_attainment``, ``episode/gpu_hours`` and
+``reward_terms/<term>``; at each evaluation ``eval/ppo_reward``, ``eval/chiron_reward``,
+``eval/ppo_minus_chiron``, ``eval/ppo_interactive_attainment``, ``eval/ppo_gpu_hours`` and the
+figure ``eval/episode`` (one evaluation episode's time series).
+
+Plain PPO, not MaskablePPO: the environment clips what exceeds bounds or the budget (and reports
+it), so an invalid action is a no-op rather than an error, and plain PPO keeps VecNormalize,
+SubprocVecEnv and the SB3 save format without sb3-contrib. We did not compare the two.
+
+``PPOAgent(path)`` loads ``model.zip`` and ``vecnormalize.pkl`` and has the agents' ``predict``;
+``chiron evaluate --agents ppo:PATH`` runs it beside the others.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from chiron_gym.envs import AgentContext, AutoscaleEnv
+
+HYPERPARAMS = Path(__file__).resolve().parent / "hyperparams" / "ppo.yml"
+MONITOR_KEYS = ("interactive_attainment", "batch_attainment", "gpu_hours")
+TERMS = ("slo_met_work", "gpu_cost", "violation", "churn")
+PPO_KEYS = {
+    "n_steps",
+    "batch_size",
+    "n_epochs",
+    "gamma",
+    "gae_lambda",
+    "learning_rate",
+    "ent_coef",
+    "clip_range",
+    "vf_coef",
+    "max_grad_norm",
+    "policy_kwargs",
+}
+
+
+class TrainError(ValueError):
+    """Bad training input (hyperparameter file, scenario, arguments)."""
+
+
+def _policy_kwargs(value: Any, source: str) -> dict[str, Any]:
+    """A mapping, or the zoo's ``"dict(net_arch=[64, 64])"`` string (parsed, never evaluated)."""
+    if isinstance(value, dict):
+        return value
+    try:
+        node = ast.parse(str(value), mode="eval").body
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "dict"
+            and not node.args
+        ):
+            raise ValueError
+        return {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
+    except (SyntaxError, ValueError):
+        raise TrainError(
+            f"{source}: policy_kwargs = {value!r}: expected a mapping or 'dict(key=literal, ...)'"
+        ) from None
+
+
+def load_hyperparams(scenario: str, path: Path | None = None) -> dict[str, Any]:
+    """The hyperparameters of ``scenario`` (or of ``default``) from a zoo-format YAML file."""
+    import yaml
+
+    p = path or HYPERPARAMS
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise TrainError(f"{p}: cannot read hyperparameters: {e}") from e
+    if not isinstance(doc, dict) or ("default" not in doc and scenario not in doc):
+        raise TrainError(f"{p}: expected a mapping with a {scenario!r} or 'default' entry")
+    entry = doc.get(scenario, doc.get("default"))
+    if not isinstance(entry, dict):
+        raise TrainError(f"{p}: {scenario}: expected a mapping of hyperparameters")
+    hp = dict(entry)
+    known = PPO_KEYS | {"n_timesteps", "policy", "normalize"}
+    unknown = set(hp) - known
+    if unknown:
+        raise TrainError(
+            f"{p}: {scenario}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}"
+        )
+    if "policy_kwargs" in hp:
+        hp["policy_kwargs"] = _policy_kwargs(hp["policy_kwargs"], f"{p}: {scenario}")
+    return hp
+
+
+def env_factory(
+    scenario: str, action_mode: str, env_kwargs: dict[str, Any] | None = None
+) -> Callable[[], Any]:
+    """A picklable environment constructor (``make_vec_env`` adds the Monitor)."""
+
+    def make() -> Any:
+        return AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
+
+    return make
+
+
+def _callbacks(
+    out: Path,
+    scenario: str,
+    action_mode: str,
+    eval_freq: int,
+    eval_seeds: list[int],
+    checkpoint_freq: int,
+    env_kwargs: dict[str, Any] | None,
+) -> list[Any]:
+    from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+    from stable_baselines3.common.logger import Figure
+
+    class EpisodeMetrics(BaseCallback):
+        """Per finished episode: attainment, GPU-hours and every reward term."""
+
+        def _on_training_start(self) -> None:
+            self.sums = [dict.fromkeys(TERMS, 0.0) for _ in range(self.training_env.num_envs)]
+
+        def _on_step(self) -> bool:
+            for i, (info, done) in enumerate(
+                zip(self.locals["infos"], self.locals["dones"], strict=True)
+            ):
+                for k, v in info.get("reward_terms", {}).items():
+                    self.sums[i][k] += v
+                if done and "episode" in info:
+                    ep = info["episode"]
+                    for key in MONITOR_KEYS:
+                        if key in ep:
+                            self.logger.record_mean(f"episode/{key}", float(ep[key]))
+                    for k, v in self.sums[i].items():
+                        self.logger.record_mean(f"reward_terms/{k}", v)
+                    self.sums[i] = dict.fromkeys(TERMS, 0.0)
+            return True
+
+    class EvalVsChiron(BaseCallback):
+        """Every ``eval_freq`` steps: PPO (deterministic) and Chiron on the same seeds."""
+
+        def _on_training_start(self) -> None:
+            from agents import make_agent
+
+            self.chiron = [
+                _episode(
+                    lambda ctx: make_agent("chiron", ctx), scenario, action_mode, s, env_kwargs
+                )
+                for s in eval_seeds
+            ]
+            self.best = -np.inf
+
+        def _on_step(self) -> bool:
+            if eval_freq <= 0 or self.n_calls % eval_freq:
+                return True
+            vn = _vecnormalize(self.model)
+            runs = [
+                _episode(
+                    lambda ctx: PPOAgent.from_model(self.model, vn, ctx),
+                    scenario,
+                    action_mode,
+                    s,
+                    env_kwargs,
+                    series=(j == 0),
+                )
+                for j, s in enumerate(eval_seeds)
+            ]
+            ppo = float(np.mean([r["reward"] for r in runs]))
+            chiron = float(np.mean([r["reward"] for r in self.chiron]))
+            self.logger.record("eval/ppo_reward", ppo)
+            self.logger.record("eval/chiron_reward", chiron)
+            self.logger.record("eval/ppo_minus_chiron", ppo - chiron)
+            self.logger.record(
+                "eval/ppo_interactive_attainment",
+                float(np.mean([r["interactive_attainment"] for r in runs])),
+            )
+            self.logger.record("eval/ppo_gpu_hours", float(np.mean([r["gpu_hours"] for r in runs])))
+            fig = runs[0]["figure"]
+            self.logger.record(
+                "eval/episode", Figure(fig, close=True), exclude=("stdout", "log", "json", "csv")
+            )
+            if ppo > self.best:
+                self.best = ppo
+                self.model.save(out / "best_model.zip")
+                if vn is not None:
+                    vn.save(str(out / "best_vecnormalize.pkl"))
+            return True
+
+    cbs: list[Any] = [EpisodeMetrics(), EvalVsChiron()]
+    if checkpoint_freq > 0:
+        cbs.append(
+            CheckpointCallback(
+                checkpoint_freq, str(out / "checkpoints"), name_prefix="ppo", save_vecnormalize=True
+            )
+        )
+    return cbs
+
+
+def _vecnormalize(model: Any) -> Any:
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    env = model.get_env()
+    return env if isinstance(env, VecNormalize) else None
+
+
+def _episode(
+    build: Callable[[AgentContext], Any],
+    scenario: str,
+    action_mode: str,
+    seed: int,
+    env_kwargs: dict[str, Any] | None,
+    series: bool = False,
+) -> dict[str, Any]:
+    """One evaluation episode; with ``series`` also its time-series figure."""
+    from agents.evaluate import Episode, _figure, _series_point
+
+    env = AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
+    obs, info = env.reset(seed=seed)
+    agent = build(env.agent_context())
+    total, done, start = 0.0, False, True
+    points: dict[str, list[float]] = {}
+    while not done:
+        action, _ = agent.predict(obs, episode_start=np.array([start]), deterministic=True)
+        start = False
+        obs, r, term, trunc, info = env.step(action)
+        total += r
+        if series:
+            for k, v in _series_point(info, r).items():
+                points.setdefault(k, []).append(float(v))
+        done = term or trunc
+    out: dict[str, Any] = {
+        "reward": total,
+        "interactive_attainment": info["interactive_attainment"],
+        "gpu_hours": info["gpu_hours"],
+    }
+    if series:
+        out["figure"] = _figure(Episode({}, points, 0.0), f"evaluation episode, seed {seed}")
+    env.close()
+    return out
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` did."""
+
+    out: Path
+    timesteps: int
+    wall_s: float
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.timesteps / self.wall_s if self.wall_s > 0 else float("nan")
+
+
+def train(
+    scenario: str,
+    timesteps: int | None,
+    seed: int,
+    out: Path,
+    *,
+    n_envs: int = 1,
+    action_mode: str = "full",
+    hyperparams: Path | None = None,
+    eval_freq: int = 10_000,
+    eval_seeds: tuple[int, ...] = (1000, 1001),
+    checkpoint_freq: int = 20_000,
+    progress: bool = True,
+    env_kwargs: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train PPO; write ``model.zip``, ``vecnormalize.pkl``, ``train.json`` and TensorBoard runs."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+
+    import scenarios as bundled
+    from chiron_gym.scenario import load
+
+    load(scenario)  # a clear error for an unknown scenario, before any process starts
+    hp = load_hyperparams(scenario if scenario in bundled.names() else "default", hyperparams)
+    steps = int(timesteps or hp.get("n_timesteps", 50_000))
+    if n_envs < 1:
+        raise TrainError(f"--n-envs must be >= 1, got {n_envs}")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    venv = make_vec_env(
+        env_factory(scenario, action_mode, env_kwargs),
+        n_envs=n_envs,
+        seed=seed,
+        vec_env_cls=SubprocVecEnv if n_envs > 1 else DummyVecEnv,
+        monitor_kwargs={"info_keywords": MONITOR_KEYS},
+    )
+    if hp.get("normalize", True):
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=True, gamma=hp.get("gamma", 0.99))
+    kwargs = {k: v for k, v in hp.items() if k in PPO_KEYS}
+    model = PPO(
+        hp.get("policy", "MlpPolicy"),
+        venv,
+        seed=seed,
+        verbose=0,
+        device="cpu",
+        tensorboard_log=str(out / "tb"),
+        **kwargs,
+    )
+    callbacks = _callbacks(
+        out,
+        scenario,
+        action_mode,
+        eval_freq // max(1, n_envs),
+        list(eval_seeds),
+        checkpoint_freq // max(1, n_envs),
+        env_kwargs,
+    )
+    if progress:
+        callbacks.append(_ProgressBar(steps))
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=steps, callback=callbacks, tb_log_name="ppo")
+    wall = time.perf_counter() - t0
+    model.save(out / "model.zip")
+    if isinstance(venv, VecNormalize):
+        venv.save(str(out / "vecnormalize.pkl"))
+    result = TrainResult(out, int(model.num_timesteps), wall)
+    (out / "train.json").write_text(
+        json.dumps(
+            {
+                "scenario": scenario,
+                "seed": seed,
+                "action_mode": action_mode,
+                "n_envs": n_envs,
+                "timesteps": result.timesteps,
+                "wall_s": round(wall, 1),
+                "steps_per_s": round(result.steps_per_s, 1),
+                "hyperparams": {k: v for k, v in hp.items()},
+            },
+            indent=1,
+            sort_keys=True,
+            default=str,
+        )
+        + "\n"
+    )
+    venv.close()
+    return result
+
+
+def _ProgressBar(total: int) -> Any:
+    from stable_baselines3.common.callbacks import BaseCallback
+    from tqdm import tqdm
+
+    class ProgressBar(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+
+        def _on_step(self) -> bool:
+            self.bar.update(self.training_env.num_envs)
+            return True
+
+        def _on_training_end(self) -> None:
+            self.bar.close()
+
+    return ProgressBar()
+
+
+class PPOAgent:
+    """A trained PPO model with the agents' ``predict`` (observations normalised as in training)."""
+
+    name = "ppo"
+
+    def __init__(self, model: Any, obs_normalizer: Any, ctx: AgentContext | None = None) -> None:
+        self.model = model
+        self.vn = obs_normalizer
+        if ctx is not None:
+            nvec = tuple(int(n) for n in model.action_space.nvec)
+            if nvec != tuple(ctx.nvec):
+                raise ValueError(
+                    f"the PPO model acts on {list(nvec)} but the environment expects "
+                    f"{list(ctx.nvec)} (action_mode {ctx.action_mode!r})"
+                )
+
+    @classmethod
+    def load(cls, path: str | Path, ctx: AgentContext | None = None) -> PPOAgent:
+        """From a training folder (``model.zip`` + ``vecnormalize.pkl``) or a ``.zip`` path."""
+        from stable_baselines3 import PPO
+
+        p = Path(path)
+        folder = p if p.is_dir() else p.parent
+        zip_path = p / "model.zip" if p.is_dir() else p
+        if not zip_path.is_file():
+            raise FileNotFoundError(f"{zip_path}: no PPO model here (train one: chiron train ppo)")
+        model = PPO.load(zip_path, device="cpu")
+        vn = None
+        stats = folder / (
+            "vecnormalize.pkl"
+            if zip_path.name == "model.zip"
+            else zip_path.stem.replace("model", "vecnormalize") + ".pkl"
+        )
+        if stats.is_file():
+            with stats.open("rb") as f:
+                vn = pickle.load(f)
+        return cls(model, vn, ctx)
+
+    @classmethod
+    def from_model(cls, model: Any, vn: Any, ctx: AgentContext) -> PPOAgent:
+        return cls(model, vn, ctx)
+
+    def predict(
+        self,
+        observation: npt.NDArray[np.float32],
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[npt.NDArray[np.int64], Any]:
+        obs = np.asarray(observation, dtype=np.float32)
+        if self.vn is not None:
+            obs = self.vn.normalize_obs(obs)
+        action, state = self.model.predict(
+            obs, state=state, episode_start=episode_start, deterministic=deterministic
+        )
+        return np.asarray(action, dtype=np.int64), state

@@ -1,0 +1,128 @@
+"""PPO: a training smoke run, save/load, seeded reproducibility, TensorBoard tags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents import make_agent
+from agents.ppo import PPOAgent, TrainError, load_hyperparams, train
+from chiron_gym.envs import AutoscaleEnv
+
+SMALL = {"horizon_s": 300.0}  # 30 decisions per episode keeps the tests quick
+
+
+def _hp(tmp: Path, n_steps: int = 64) -> Path:
+    p = tmp / "hp.yml"
+    p.write_text(
+        "default:\n"
+        f"  n_steps: {n_steps}\n  batch_size: 32\n  n_epochs: 2\n  learning_rate: 3.0e-4\n"
+        '  normalize: true\n  policy_kwargs: "dict(net_arch=[32, 32])"\n'
+    )
+    return p
+
+
+def _actions(agent: object, seed: int = 5, steps: int = 20) -> list[list[int]]:
+    env = AutoscaleEnv("default", **SMALL)
+    obs, _ = env.reset(seed=seed)
+    out = []
+    for _ in range(steps):
+        a, _ = agent.predict(obs, deterministic=True)  # type: ignore[attr-defined]
+        out.append([int(x) for x in a])
+        obs, _, term, trunc, _ = env.step(a)
+        if term or trunc:
+            obs, _ = env.reset(seed=seed + 1)
+    return out
+
+
+def test_smoke_run_saves_a_model_that_evaluate_can_load(tmp_path: Path) -> None:
+    res = train(
+        "default",
+        256,
+        0,
+        tmp_path / "run",
+        hyperparams=_hp(tmp_path),
+        eval_freq=0,
+        checkpoint_freq=0,
+        progress=False,
+        env_kwargs=SMALL,
+    )
+    assert res.timesteps >= 256 and (tmp_path / "run" / "model.zip").is_file()
+    assert (tmp_path / "run" / "vecnormalize.pkl").is_file()
+    env = AutoscaleEnv("default", **SMALL)
+    agent = make_agent(f"ppo:{tmp_path / 'run'}", env.agent_context())
+    first = _actions(agent)
+    again = _actions(PPOAgent.load(tmp_path / "run" / "model.zip"))
+    assert first == again  # save and load give the same actions
+    wrong = AutoscaleEnv("default", action_mode="global")
+    with pytest.raises(ValueError, match="acts on"):
+        make_agent(f"ppo:{tmp_path / 'run'}", wrong.agent_context())
+
+
+def test_same_seed_same_actions_after_512_steps(tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        train(
+            "default",
+            512,
+            7,
+            tmp_path / name,
+            hyperparams=_hp(tmp_path),
+            eval_freq=0,
+            checkpoint_freq=0,
+            progress=False,
+            env_kwargs=SMALL,
+        )
+        runs.append(_actions(PPOAgent.load(tmp_path / name)))
+    assert runs[0] == runs[1]
+
+
+def test_tensorboard_has_the_custom_tags(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(
+        "default",
+        128,
+        0,
+        tmp_path / "tb",
+        hyperparams=_hp(tmp_path, n_steps=64),
+        eval_freq=64,
+        eval_seeds=(1000,),
+        checkpoint_freq=0,
+        progress=False,
+        env_kwargs=SMALL,
+    )
+    runs = list((tmp_path / "tb" / "tb").iterdir())
+    acc = EventAccumulator(str(runs[0]), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    want = {
+        "episode/interactive_attainment",
+        "episode/batch_attainment",
+        "episode/gpu_hours",
+        "reward_terms/slo_met_work",
+        "reward_terms/gpu_cost",
+        "reward_terms/violation",
+        "reward_terms/churn",
+        "eval/ppo_reward",
+        "eval/chiron_reward",
+        "eval/ppo_minus_chiron",
+        "train/policy_gradient_loss",
+        "rollout/ep_rew_mean",
+    }
+    assert want <= scalars, want - scalars
+    assert "eval/episode" in acc.Tags()["images"]
+
+
+def test_hyperparameter_file_errors_are_clear(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yml"
+    p.write_text("default:\n  n_stesp: 64\n")
+    with pytest.raises(TrainError, match=r"bad\.yml: default: unknown key\(s\) \['n_stesp'\]"):
+        load_hyperparams("default", p)
+    p.write_text("default:\n  policy_kwargs: \"__import__('os')\"\n")
+    with pytest.raises(TrainError, match="policy_kwargs"):
+        load_hyperparams("default", p)
+    hp = load_hyperparams("flash-crowd")  # falls back to the default entry
+    assert hp["policy_kwargs"] == {"net_arch": [64, 64]} and np.isfinite(hp["learning_rate"])
