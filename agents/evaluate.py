@@ -118,8 +118,18 @@ def _series_point(info: dict[str, Any], reward: float) -> dict[str, float]:
 def run_episode(
     agent: str, scenario: str, seed: int, *, env_kwargs: dict[str, Any] | None = None
 ) -> Episode:
-    """Run one episode of ``agent`` on ``scenario`` with traffic seed ``seed``."""
-    env = AutoscaleEnv(scenario, **(env_kwargs or {}))
+    """Run one episode of ``agent`` on ``scenario`` with traffic seed ``seed``.
+
+    A ``ppo:PATH`` agent runs in the action mode it was trained in (``train.json``): PPO-global
+    with Chiron's local loop, PPO-local with Chiron's global loop.
+    """
+    kwargs = dict(env_kwargs or {})
+    if agent.startswith("ppo:"):
+        record = Path(agent[4:])
+        record = (record if record.is_dir() else record.parent) / "train.json"
+        if record.is_file():
+            kwargs.setdefault("action_mode", json.loads(record.read_text())["action_mode"])
+    env = AutoscaleEnv(scenario, **kwargs)
     t0 = time.perf_counter()
     obs, info = env.reset(seed=seed)
     policy = make_agent(agent, env.agent_context(), seed=seed)

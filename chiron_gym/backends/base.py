@@ -76,6 +76,10 @@ class Backend(Protocol):
         """GPU-seconds billed so far."""
         ...
 
+    def drain_events(self) -> list[str]:
+        """Faults and lifecycle events since the last call (e.g. a server that died)."""
+        ...
+
     def close(self) -> None:
         """Release resources; idempotent."""
         ...

