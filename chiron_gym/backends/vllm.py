@@ -518,6 +518,9 @@ class VllmBackend:
                     + (f" (exit code {s.proc.returncode})" if dead and s.proc else ""),
                 )
 
+    async def _poll_all(self, servers: list[Server]) -> None:
+        await asyncio.gather(*(self._poll_metrics(s) for s in servers))
+
     async def _run(self, until_s: float) -> None:
         w = self.workload
         n = len(w)
@@ -551,7 +554,7 @@ class VllmBackend:
         self._loop.run_until_complete(self._run(until_s))
         ready = [s for s in self.servers if s.state in (ServerState.READY, ServerState.DRAINING)]
         if ready:
-            self._loop.run_until_complete(asyncio.gather(*(self._poll_metrics(s) for s in ready)))
+            self._loop.run_until_complete(self._poll_all(ready))
         t0 = self._now
         self._now = until_s
         return self._report(t0, until_s)
