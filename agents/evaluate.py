@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -183,6 +184,11 @@ def run_episode(
     ep = Episode(row, series, time.perf_counter() - t0)
     ep.row["_params"] = row_params
     return ep
+
+
+def slug(agent: str) -> str:
+    """A file-name-safe form of an agent spec (``ppo:runs/x`` -> ``ppo_runs_x``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", agent).strip("_")
 
 
 def _fmt(v: Any) -> str:
@@ -363,11 +369,11 @@ def evaluate(
             if plots:
                 d = out / "plots" / scenario
                 d.mkdir(parents=True, exist_ok=True)
-                fig.savefig(d / f"{agent}_seed{seed}.png", dpi=80)
+                fig.savefig(d / f"{slug(agent)}_seed{seed}.png", dpi=80)
             if tensorboard:
                 path = bundled.path(scenario) if scenario in bundled.names() else Path(scenario)
                 text = "    " + path.read_text().replace("\n", "\n    ")
-                _tensorboard(ep, out / "tb" / scenario / agent / f"seed{seed}", text, fig)
+                _tensorboard(ep, out / "tb" / scenario / slug(agent) / f"seed{seed}", text, fig)
             plt.close(fig)
         if on_episode:
             on_episode(ep)

@@ -88,3 +88,10 @@ def test_bad_arguments_are_clear(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert "unknown agent 'chiorn'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["evaluate", "--seeds", "a-b"])
+
+
+def test_agent_specs_become_safe_file_names() -> None:
+    from agents.evaluate import slug
+
+    assert slug("ppo:agents/models/ppo-default") == "ppo_agents_models_ppo-default"
+    assert slug("chiron") == "chiron"
