@@ -16,8 +16,7 @@ import numpy.typing as npt
 
 from chiron_gym.envs import AgentContext, decode
 from chiron_gym.envs.actions import KEEP
-
-POOL_NAMES = ("interactive", "mixed", "batch")
+from chiron_gym.envs.features import POOL_NAMES
 
 
 class Agent(Protocol):

@@ -30,9 +30,7 @@ import numpy as np
 
 from agents import make_agent
 from chiron_gym.envs import AutoscaleEnv
-
-POOL_NAMES = ("interactive", "mixed", "batch")
-CLASS_NAMES = ("interactive", "batch")
+from chiron_gym.envs.features import CLASS_NAMES, POOL_NAMES
 
 # Columns of results.csv, in order (all deterministic for a given agent, scenario and seed).
 COLUMNS = (

@@ -446,7 +446,6 @@ class VllmBackend:
             "temperature": 0.0,
             "stream": True,
         }
-        t_send = self._clock()
         tokens = 0
         t_first = math.nan
         t_last = math.nan
@@ -498,7 +497,6 @@ class VllmBackend:
         else:
             ok = t_last <= float(w.deadline_s[idx])
         self._decide(idx, Outcome.MET if ok else Outcome.LATE)
-        _ = t_send
         if s.state == ServerState.DRAINING and not s.in_flight:
             self._terminate(s)
         self._dispatch()

@@ -315,7 +315,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             "raw": raw,
             "clipped": dict(decision.clipped),
             "applied_deltas": dict(decision.deltas),
-            "batch_caps": {k: v for k, v in decision.caps.items()},
+            "batch_caps": dict(decision.caps),
             "gpus": self.backend.gpus_in_use(),
             "gpu_hours": self.backend.gpu_seconds() / 3600.0,
             "episode_seed": self.episode_seed,
