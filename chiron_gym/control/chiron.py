@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from chiron_gym.envs.actions import DOUBLE, HALVE, INCREASE, KEEP
+from chiron_gym.control.caps import DOUBLE, HALVE, INCREASE, KEEP
 
 POOL_NAMES = ("interactive", "mixed", "batch")
 

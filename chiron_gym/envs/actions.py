@@ -8,31 +8,16 @@ a quarter (at least one). The three pools always take the same slots; an absent 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from chiron_gym.backends.base import Backend, PoolState
+from chiron_gym.control.caps import CAP_CHOICES, DOUBLE, HALVE, INCREASE, KEEP, new_cap
 from chiron_gym.envs.features import POOL_NAMES, POOLS
 
-HALVE, KEEP, INCREASE, DOUBLE = 0, 1, 2, 3
-CAP_CHOICES = ("halve", "keep", "increase", "double")
 MODES = ("full", "global", "local")
-
-
-def new_cap(cap: int, choice: int, max_cap: int) -> int:
-    """The batch cap after a cap choice, within ``[1, max_cap]``."""
-    if choice == HALVE:
-        out = cap // 2
-    elif choice == INCREASE:
-        out = cap + max(1, math.ceil(cap / 4))
-    elif choice == DOUBLE:
-        out = cap * 2
-    else:
-        out = cap
-    return max(1, min(out, max_cap))
 
 
 @dataclass
@@ -149,3 +134,17 @@ def apply(
             if applied != want:
                 d.clipped[name] = want - applied
     return d
+
+
+__all__ = [
+    "CAP_CHOICES",
+    "DOUBLE",
+    "HALVE",
+    "INCREASE",
+    "KEEP",
+    "MODES",
+    "ActionLayout",
+    "Decision",
+    "apply",
+    "new_cap",
+]
