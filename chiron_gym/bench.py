@@ -1,4 +1,4 @@
-"""Benchmarks the ``chiron bench`` command and ``make bench`` share (figures, not tests)."""
+"""Environment speed (``chiron bench env``): figures, not tests. B1-B5 live in ``benchmarks/``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ def env_steps_per_second(
     steps = 0
     t0 = time.perf_counter()
     done = False
-    while not done and steps < max_steps:
+    while steps < max_steps:
+        if done:
+            env.reset()
+            done = False
         _, _, term, trunc, _ = env.step(env.action_space.sample())
         steps += 1
         done = term or trunc

@@ -90,6 +90,82 @@ def _cmd_profile_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile_measure(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from chiron_gym.profiles.measure import (
+        MeasureError,
+        ProbePlan,
+        build_profile,
+        model_config,
+        probe,
+    )
+
+    plan = ProbePlan()
+    if args.quick:
+        plan = ProbePlan(
+            decode_batches=(1, 4, 16), decode_prompts=(32, 256), prefill_batches=(1, 4), repeats=2
+        )
+    out = Path(args.out)
+    name = args.name or out.stem
+    try:
+        m = probe(args.endpoint, plan, token_id=args.token_id)
+        if args.save_raw:
+            Path(args.save_raw).write_text(json.dumps(m.to_json(), indent=1) + "\n")
+        config, source = model_config(m, args.model_config)
+        doc = build_profile(
+            m,
+            name=name,
+            config=config,
+            config_source=source,
+            gpu_name=args.device_name,
+            cold_start_s=args.cold_start_s,
+        )
+    except MeasureError as e:
+        print(f"chiron profile measure: {e}", file=sys.stderr)
+        return 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    mape = doc["validation"]["mape_pct"]
+    print(
+        f"{out}: {len(m.decode)} decode samples, {len(m.prefill)} prefill probes in "
+        f"{m.wall_s:.0f} s; held-out MAPE decode {mape['decode_iteration']:.1f}%, "
+        f"prefill {mape['prefill_ttft']:.1f}%; KV {doc['kv']['capacity_tokens']} tokens"
+    )
+    print(f'use it: [instance] profile = "{out}" in a scenario, or chiron fidelity --profile')
+    return 0
+
+
+def _cmd_fidelity(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from chiron_gym.fidelity import fidelity, parse_endpoints
+
+    scenario = load(args.scenario)
+    try:
+        endpoints = parse_endpoints(args.endpoint, scenario)
+    except ValueError as e:
+        print(f"chiron fidelity: {e}", file=sys.stderr)
+        return 2
+    rep = fidelity(scenario, args.seed, args.profile, endpoints, drain_s=args.drain_s)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rep.to_json(), indent=1, sort_keys=True) + "\n")
+    if args.json:
+        print(json.dumps(rep.to_json(), sort_keys=True))
+        return 0
+    print(
+        f"scenario {rep.scenario}  seed {rep.seed}  profile {rep.profile}  "
+        f"real {rep.wall_s['real']:.0f} s, sim {rep.wall_s['sim']:.2f} s"
+    )
+    for name, c in rep.counts.items():
+        print(
+            f"{name}: {c['requests']} requests, finished sim {c['finished_sim']}, "
+            f"real {c['finished_real']}, compared {c['compared']}"
+        )
+    print(rep.markdown())
+    return 0
+
+
 def _cmd_profile_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -161,19 +237,39 @@ def _cmd_trace_tables(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from chiron_gym.bench import env_bench
 
-    if args.name != "env":
-        print(f"chiron: unknown benchmark {args.name!r}; known: env", file=sys.stderr)
+    if args.name == "env":
+        rows = env_bench(args.scenario or None, max_steps=args.max_steps)
+        for row in rows:
+            if args.json:
+                print(json.dumps(row, sort_keys=True))
+            else:
+                print(
+                    f"{row['scenario']:<20} {row['steps_per_s']:>8} steps/s  ({row['steps']} "
+                    f"steps, {row['sim_s_per_wall_s']} simulated s per wall s)"
+                )
+        return 0
+    try:
+        from benchmarks.suite import NAMES, run_isolated
+    except ImportError:
+        print(
+            "chiron: B1-B5 live in benchmarks/ of the source tree; run from there", file=sys.stderr
+        )
         return 2
-    rows = env_bench(args.scenario or None, max_steps=args.max_steps)
-    for row in rows:
+    names = list(NAMES) if args.name == "all" else [args.name.upper()]
+    if any(n not in NAMES for n in names):
+        known = ", ".join((*NAMES, "all", "env"))
+        print(f"chiron: unknown benchmark {args.name!r}; known: {known}", file=sys.stderr)
+        return 2
+    failed = 0
+    for n in names:
+        row = run_isolated(n)
+        failed += "error" in row
         if args.json:
-            print(json.dumps(row, sort_keys=True))
+            print(json.dumps(row), flush=True)
         else:
-            print(
-                f"{row['scenario']:<20} {row['steps_per_s']:>8} steps/s  ({row['steps']} steps, "
-                f"{row['sim_s_per_wall_s']} simulated s per wall s)"
-            )
-    return 0
+            figures = {k: v for k, v in row.items() if k not in ("bench", "what", "machine")}
+            print(f"{n}: {row.get('what', '')}  {figures}", flush=True)
+    return 1 if failed else 0
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -318,11 +414,25 @@ def build_parser() -> argparse.ArgumentParser:
     ppo.set_defaults(func=_cmd_train_ppo)
 
     bench = sub.add_parser("bench", help="speed benchmarks (figures, not tests)")
-    bench.add_argument("name", nargs="?", default="env", help="env: env steps per second")
+    bench.add_argument(
+        "name", nargs="?", default="all", help="B1..B5, all (default), or env (every scenario)"
+    )
     bench.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
     bench.add_argument("--max-steps", type=int, default=300)
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_cmd_bench)
+
+    fid = sub.add_parser("fidelity", help="the simulator against real vLLM servers")
+    fid.add_argument("--scenario", required=True, help="bundled scenario name or a .toml path")
+    fid.add_argument("--profile", required=True, help="profile name or .json path for the sim")
+    fid.add_argument(
+        "--endpoint", action="append", required=True, help="URL or pool=URL (repeatable)"
+    )
+    fid.add_argument("--seed", type=int, default=0)
+    fid.add_argument("--drain-s", type=float, default=300.0, help="time allowed after the horizon")
+    fid.add_argument("--out", help="also write the report (JSON) here")
+    fid.add_argument("--json", action="store_true")
+    fid.set_defaults(func=_cmd_fidelity)
 
     scn = sub.add_parser("scenarios", help="list the bundled scenarios")
     scn.add_argument("--json", action="store_true")
@@ -350,6 +460,19 @@ def build_parser() -> argparse.ArgumentParser:
     fit.set_defaults(func=_cmd_profile_fit)
     lst = psub.add_parser("list", help="list the shipped profiles")
     lst.set_defaults(func=_cmd_profile_list)
+    mea = psub.add_parser("measure", help="calibrate a profile from a live vLLM endpoint")
+    mea.add_argument("--endpoint", required=True, help="e.g. http://127.0.0.1:8000")
+    mea.add_argument("--out", required=True, help="the profile JSON to write")
+    mea.add_argument("--name", help="profile name (default: the file's stem)")
+    mea.add_argument(
+        "--model-config", help="the model's config.json (default: from the served model's folder)"
+    )
+    mea.add_argument("--device-name", default="cpu", help="recorded as the profile's gpu.name")
+    mea.add_argument("--cold-start-s", type=float, default=40.0, help="recorded cold start")
+    mea.add_argument("--token-id", type=int, default=5, help="prompt token id (repeated)")
+    mea.add_argument("--save-raw", help="also write the raw probe timings (JSON) here")
+    mea.add_argument("--quick", action="store_true", help="a smaller probe plan (tests)")
+    mea.set_defaults(func=_cmd_profile_measure)
     cmp_ = psub.add_parser("compare", help="compare profiles with end-to-end measurements")
     cmp_.add_argument("--data", required=True, help="the shared data folder (../shared/data)")
     cmp_.add_argument("--json", action="store_true")

@@ -32,6 +32,7 @@ import signal
 import subprocess
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -70,6 +71,31 @@ DEFAULT_ARGV = (
 )
 
 
+PROMPT_ALPHABET = 250  # token ids token_id .. token_id + 249 encode a request's number
+
+
+def prompt_ids(serial: int, length: int, token_id: int = 5) -> list[int]:
+    """A prompt of exactly ``length`` token ids, distinct for each ``serial`` (its first four
+    tokens spell it in base 250): vLLM's prefix cache never matches one request's prompt to
+    another's, as with real traffic of distinct prompts (and as the simulator assumes)."""
+    head = []
+    for _ in range(min(4, length)):
+        head.append(token_id + serial % PROMPT_ALPHABET)
+        serial //= PROMPT_ALPHABET
+    return head + [token_id] * (length - len(head))
+
+
+async def sse_chunks(resp: Any) -> AsyncIterator[dict[str, Any]]:
+    """The JSON chunks of a streamed OpenAI-compatible response, up to ``data: [DONE]``."""
+    async for line in resp.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        yield json.loads(data)
+
+
 class ServerState(IntEnum):
     STARTING = 0
     READY = 1
@@ -94,7 +120,7 @@ class ServerConfig:
     port_base: int = 8100
     startup_timeout_s: float = 600.0
     log_dir: str | None = None
-    token_id: int = 5  # the prompt is this token repeated: exact lengths, no tokenizer needed
+    token_id: int = 5  # prompts are ids from here (``prompt_ids``): exact lengths, no tokenizer
 
     def command(self, port: int) -> list[str]:
         values = {
@@ -215,6 +241,8 @@ class VllmBackend:
         self._caps = {p: s.initial_batch_cap for p, s in self._specs.items()}
         self._t0_wall = time.monotonic()
         self._now = 0.0
+        # prompts differ from those of earlier episodes on the same servers (prefix cache)
+        self._salt = time.time_ns() // 1000 % PROMPT_ALPHABET**4
         self._tasks: set[asyncio.Task[Any]] = set()
         self._gpu_s_before = 0.0
         self.servers = []
@@ -300,6 +328,7 @@ class VllmBackend:
             self._now,
         )
         self.servers.append(s)
+        self._events.append(f"server {s.server_id} ({pool.name.lower()}) starting on port {port}")
         self._spawn(self._wait_ready(s))
         return s
 
@@ -440,7 +469,11 @@ class VllmBackend:
         w = self.workload
         body = {
             "model": self.cfg.served_name if self.cfg else "tiny",
-            "prompt": [self.cfg.token_id if self.cfg else 5] * int(w.prompt_tokens[idx]),
+            "prompt": prompt_ids(
+                self._salt + idx + int(self.retries[idx]) * len(w),  # distinct, retries too
+                int(w.prompt_tokens[idx]),
+                self.cfg.token_id if self.cfg else 5,
+            ),
             "max_tokens": int(w.output_tokens[idx]),
             "ignore_eos": True,
             "temperature": 0.0,
@@ -453,13 +486,7 @@ class VllmBackend:
             async with self._http.stream("POST", f"{s.url}/v1/completions", json=body) as resp:
                 if resp.status_code != 200:
                     raise RuntimeError(f"HTTP {resp.status_code}")
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    chunk = json.loads(data)
+                async for chunk in sse_chunks(resp):
                     if chunk.get("choices") and chunk["choices"][0].get("text") is not None:
                         now = self._clock()
                         tokens += 1
@@ -485,7 +512,8 @@ class VllmBackend:
         self.finish_s[idx] = t_last
         c = int(w.klass[idx])
         ttft = (t_first - arrival) * self.time_scale  # measured latency, wall seconds
-        itl = (t_last - t_first) * self.time_scale / max(1, tokens - 1)
+        # per output token (a chunk may carry several tokens when the client falls behind)
+        itl = (t_last - t_first) * self.time_scale / max(1, int(w.output_tokens[idx]) - 1)
         self._window.ttft[c].append(ttft)
         self._window.itl[c].append(itl)
         slo = self.scenario.cluster.slo(c)
@@ -641,6 +669,7 @@ class VllmBackend:
             if removed == -delta:
                 return -removed
             self._terminate(s)
+            self._events.append(f"server {s.server_id} cancelled while starting")
             removed += 1
         for s in sorted(
             (s for s in live if s.state == ServerState.READY),
@@ -649,6 +678,7 @@ class VllmBackend:
             if removed == -delta:
                 break
             s.state = ServerState.DRAINING
+            self._events.append(f"server {s.server_id} draining ({len(s.in_flight)} in flight)")
             if not s.in_flight:
                 self._terminate(s)
             removed += 1

@@ -90,6 +90,7 @@ class Profile:
     cold_start: ColdStart
     mape_pct: dict[str, float]
     raw: dict[str, Any]  # the whole document, for provenance and reports
+    frontend_latency_s: float = 0.0  # client-side latency outside the engine (measured profiles)
 
     def perf_model(self) -> ProfilePerfModel:
         """The simulator's iteration-time model for this profile."""
@@ -104,6 +105,7 @@ class Profile:
             "gpus": self.tensor_parallel,
             "kv_bytes_per_token": self.kv.bytes_per_token,
             "cold_start": self.cold_start,
+            "frontend_latency_s": self.frontend_latency_s,
         }
         fields.update(overrides)
         return InstanceSpec(**fields)
@@ -205,6 +207,7 @@ def parse(data: Any, source: str) -> Profile:
             "cold_start",
             "provenance",
             "validation",
+            "frontend",
         },
         ProfileError,
     )
@@ -296,7 +299,9 @@ def parse(data: Any, source: str) -> Profile:
     if not isinstance(mape_raw, dict):
         raise val.fail("mape_pct", "a table of component -> percent")
     mape_t = Reader(mape_raw, source, "validation.mape_pct", set(mape_raw), ProfileError)
+    frontend = top.table("frontend", {"latency_s", "source"})
     return Profile(
+        frontend_latency_s=frontend.number("latency_s", 0.0, strict=False),
         name=top.text("name"),
         gpu_name=gpu.text("name"),
         gpu_memory_bytes=gpu.integer("memory_bytes", low=1),

@@ -81,8 +81,13 @@ class InstanceSpec:
     kv_bytes_per_token: int = 131_072  # Llama-3-8B: 2 (K,V) x 32 layers x 8 heads x 128 x 2 B
     pcie_bytes_per_s: float = 25e9  # PCIe 4.0 x16, effective
     cold_start: ColdStart = field(default_factory=ColdStart)
+    # Latency a client sees outside the engine loop (HTTP, tokenization, IPC in and out): added to
+    # each request's first-token and finish times; it does not occupy the engine.
+    frontend_latency_s: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (self.frontend_latency_s >= 0 and math.isfinite(self.frontend_latency_s)):
+            raise ValueError("InstanceSpec.frontend_latency_s must be a finite number >= 0")
         positive = ("kv_capacity_blocks", "block_size_tokens", "max_num_batched_tokens")
         for name in (*positive, "max_batch_cap", "gpus", "kv_bytes_per_token"):
             if getattr(self, name) < 1:
@@ -382,12 +387,12 @@ class Instance:
                     r.generated += 1
                     self.tokens_generated += 1
                     if r.generated == 1 and math.isnan(r.first_token_s):
-                        r.first_token_s = now
+                        r.first_token_s = now + self.spec.frontend_latency_s
         keep: list[Request] = []
         freed = 0
         for r in running:
             if r.generated >= r.output_tokens:
-                r.finish_s = now
+                r.finish_s = now + self.spec.frontend_latency_s
                 freed += r.blocks
                 r.blocks = 0
                 finished.append(r)

@@ -6,12 +6,17 @@ CHIRON_REQUIRE_VLLM=1 (``make test`` builds .venv-vllm and sets it).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from chiron_gym.backends.vllm import ServerConfig
 from tests.conftest import REPO
 
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
@@ -49,3 +54,45 @@ def server_options(vllm_python: Path, model: Path, port_base: int, logs: Path) -
             "log_dir": str(logs),
         }
     }
+
+
+@contextlib.contextmanager
+def vllm_server(
+    vllm_python: Path, model: Path, port: int, logs: Path, timeout_s: float = 600.0
+) -> Iterator[str]:
+    """One vLLM server of ``model`` on 127.0.0.1:``port``, answering ``/health``; stopped after."""
+    import httpx
+
+    cfg = ServerConfig(model=str(model), python=str(vllm_python), max_num_seqs=16)
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"server-{port}.log", "wb") as log:
+        proc = subprocess.Popen(
+            cfg.command(port),
+            env={**os.environ, **cfg.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                tail = (logs / f"server-{port}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"vLLM server exited with {proc.returncode}:\n{tail}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vLLM server on port {port} not healthy in {timeout_s} s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)

@@ -1,0 +1,230 @@
+"""Speed benchmarks B1-B5 (``make bench``, ``chiron bench [NAME] --json``): figures, not tests.
+
+Run one in this process with ``python -m benchmarks.suite B1``.
+
+Each benchmark runs in a fresh Python process so that its peak resident memory is its own, and
+prints one JSON line with its figure, its target and whether it was met. See
+``docs/performance.md``.
+
+- **B1** the Azure conversation trace (1 h, from ``../shared/data``, or its synthetic twin
+  ``azure-conv-like`` when absent) on 2 A100 Llama-3-8B instances, fixed policy: simulated seconds
+  per wall second (target >= 2,000).
+- **B2** 50 instances, about a million requests in a simulated hour: wall seconds (<= 120) and peak
+  memory (<= 2 GB).
+- **B3** environment steps per second, one process, on ``default`` (11 req/s on average, random
+  actions): target >= 500.
+- **B4** a batch flood: 700,000 queued batch requests with deadlines, drained by Chiron scaling
+  the cluster: wall seconds and peak memory (<= 1.5 GB).
+- **B5** the fast-forward speed-up over the per-iteration reference mode on B1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+AZURE_CONV = "azure-llm-2023/AzureLLMInferenceTrace_conv.csv"
+NAMES = ("B1", "B2", "B3", "B4", "B5")
+
+
+def data_root() -> Path:
+    """``$CHIRON_DATA``, else ``../shared/data`` beside the working directory."""
+    return Path(os.environ.get("CHIRON_DATA", Path.cwd().parent / "shared" / "data"))
+
+
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 if sys.platform != "darwin" else rss / 2**20
+
+
+def _machine() -> str:
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{platform.python_implementation()} {platform.python_version()}"
+    )
+
+
+def _b1_scenario() -> tuple[Any, str]:
+    from chiron_gym.scenario import TraceSpec, load
+    from chiron_gym.workload.trace import ClassAssignment
+
+    scenario = load("azure-conv-like")
+    path = data_root() / AZURE_CONV
+    if not path.exists():
+        return scenario, "azure-conv-like (synthetic twin; the trace is absent)"
+    spec = TraceSpec(
+        path=path,
+        fmt="azure",
+        columns=None,
+        start_s=0.0,
+        end_s=None,
+        time_scale=1.0,
+        rate_scale=1.0,
+        classes=ClassAssignment(batch_fraction=0.0),
+    )
+    return scenario.with_trace(spec), f"{AZURE_CONV} (real trace)"
+
+
+def _static_run(scenario: Any, fast_forward: bool) -> tuple[float, float, int]:
+    """``(simulated seconds, wall seconds, requests)`` of a fixed-policy run, workload included."""
+    from chiron_gym.episode import run_static
+
+    t0 = time.perf_counter()
+    cluster, _ = run_static(scenario, 0, fast_forward=fast_forward)
+    return cluster.now, time.perf_counter() - t0, len(cluster.workload)
+
+
+def b1(fast_forward: bool = True) -> dict[str, Any]:
+    scenario, source = _b1_scenario()
+    sim_s, wall, n = _static_run(scenario, fast_forward)
+    speed = sim_s / wall
+    return {
+        "bench": "B1",
+        "what": "Azure conversation trace, 1 h, 2 x A100 Llama-3-8B, fixed policy",
+        "source": source,
+        "mode": "fast-forward" if fast_forward else "per-iteration",
+        "requests": n,
+        "wall_s": round(wall, 3),
+        "sim_s_per_wall_s": round(speed, 1),
+        "target": ">= 2000",
+        "met": speed >= 2000,
+    }
+
+
+def _b2_scenario() -> Any:
+    from chiron_gym.scenario import load
+
+    s = load("azure-conv-like")
+    pools = tuple(replace(p, initial_instances=50, initial_batch_cap=128) for p in s.cluster.pools)
+    src = replace(s.sources[0], arrival={"kind": "poisson", "rate_per_s": 278.0})
+    return replace(
+        s, name="b2-50-instances", cluster=replace(s.cluster, pools=pools), sources=(src,)
+    )
+
+
+def b2() -> dict[str, Any]:
+    sim_s, wall, n = _static_run(_b2_scenario(), True)
+    rss = _peak_rss_mb()
+    return {
+        "bench": "B2",
+        "what": "50 x A100 Llama-3-8B, Poisson 278 req/s with Azure-conversation lengths, 1 h",
+        "requests": n,
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(rss, 1),
+        "sim_s_per_wall_s": round(sim_s / wall, 1),
+        "target": "wall <= 120 s, peak <= 2048 MB",
+        "met": wall <= 120 and rss <= 2048,
+    }
+
+
+def b3(steps: int = 3000) -> dict[str, Any]:
+    from chiron_gym.bench import env_steps_per_second
+
+    row = env_steps_per_second("default", max_steps=steps)
+    return {
+        "bench": "B3",
+        "what": "env steps/s, one process, scenario default (11 req/s), random actions",
+        "steps": row["steps"],
+        "steps_per_s": row["steps_per_s"],
+        "target": ">= 500",
+        "met": (row["steps_per_s"] or 0) >= 500,
+    }
+
+
+def b4(count: int = 700_000) -> dict[str, Any]:
+    from agents import make_agent
+    from chiron_gym.envs import AutoscaleEnv
+    from chiron_gym.scenario import load
+    from chiron_gym.sim import RequestClass
+
+    s = load("batch-flood")
+    sources = tuple(
+        replace(src, arrival={**src.arrival, "count": count})
+        if src.klass == RequestClass.BATCH and src.arrival.get("kind") == "bulk"
+        else src
+        for src in s.sources
+    )
+    s = replace(s, sources=sources)
+    t0 = time.perf_counter()
+    env = AutoscaleEnv(s)
+    obs, _ = env.reset(seed=0)
+    agent = make_agent("chiron", env.agent_context())
+    done = False
+    steps = 0
+    while not done:
+        action, _ = agent.predict(obs)
+        obs, _, term, trunc, _ = env.step(action)
+        steps += 1
+        done = term or trunc
+    wall = time.perf_counter() - t0
+    summary = env.backend.summary()["batch"]
+    env.close()
+    rss = _peak_rss_mb()
+    return {
+        "bench": "B4",
+        "what": f"batch flood: {count} batch requests with deadlines, Chiron scaling",
+        "batch_requests": summary.arrived,
+        "batch_met": summary.met,
+        "steps": steps,
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(rss, 1),
+        "target": "peak <= 1536 MB",
+        "met": rss <= 1536,
+    }
+
+
+def b5() -> dict[str, Any]:
+    scenario, source = _b1_scenario()
+    ff_sim, ff_wall, _ = _static_run(scenario, True)
+    ref_sim, ref_wall, _ = _static_run(scenario, False)
+    speedup = (ff_sim / ff_wall) / (ref_sim / ref_wall)
+    return {
+        "bench": "B5",
+        "what": "fast-forward over per-iteration reference mode, B1",
+        "source": source,
+        "fast_forward_wall_s": round(ff_wall, 3),
+        "per_iteration_wall_s": round(ref_wall, 3),
+        "speedup": round(speedup, 1),
+        "target": "reported (no fixed target)",
+        "met": True,
+    }
+
+
+BENCHES = {"B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5}
+
+
+def run_one(name: str) -> dict[str, Any]:
+    """Run benchmark ``name`` in this process."""
+    if name not in BENCHES:
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(NAMES)}")
+    row = BENCHES[name]()
+    row.setdefault("peak_rss_mb", round(_peak_rss_mb(), 1))
+    row["machine"] = _machine()
+    return row
+
+
+def run_isolated(name: str) -> dict[str, Any]:
+    """Run benchmark ``name`` in a fresh interpreter (its peak memory is its own)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.suite", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"bench": name, "error": proc.stderr.strip()[-2000:] or f"exit {proc.returncode}"}
+    row: dict[str, Any] = json.loads(lines[-1])
+    return row
+
+
+if __name__ == "__main__":
+    sys.stdout.write(json.dumps(run_one(sys.argv[1])) + "\n")
