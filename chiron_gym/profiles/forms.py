@@ -149,7 +149,14 @@ class DecodeAttention:
         ``base + slope * x`` equals the attention time for every ``x`` from ``context_sum`` up to
         ``valid_until`` (inclusive), as contexts only grow during a decode stretch.
         """
-        floor, base, slope = self.coefficients(num_seqs)
+        return self.piece_of(self.coefficients(num_seqs), context_sum)
+
+    @staticmethod
+    def piece_of(
+        coefficients: tuple[float, float, float], context_sum: float
+    ) -> tuple[float, float, float]:
+        """``piece`` from already looked-up ``coefficients`` (callers may memoise those)."""
+        floor, base, slope = coefficients
         if slope <= 0.0:
             return max(floor, base), 0.0, math.inf
         crossover = (floor - base) / slope

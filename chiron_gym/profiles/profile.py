@@ -114,7 +114,15 @@ class Profile:
 class ProfilePerfModel:
     """``PerfModel`` from a profile: the iteration time of ``forms.py``."""
 
-    __slots__ = ("_allreduce_bytes_per_token", "_c", "_decode_fixed", "_layers", "profile")
+    __slots__ = (
+        "_allreduce_bytes_per_token",
+        "_c",
+        "_decode_coef",
+        "_decode_fixed",
+        "_layers",
+        "_token_cache",
+        "profile",
+    )
 
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
@@ -122,6 +130,9 @@ class ProfilePerfModel:
         self._layers = profile.model.layers
         self._allreduce_bytes_per_token = 2 * profile.model.hidden  # bf16 activations
         self._decode_fixed: dict[int, float] = {}
+        self._decode_coef: dict[int, tuple[float, float, float]] = {}  # by batch size
+        self._token_cache: dict[tuple[int, int], float] = {}  # (tokens, sequences): bounded by
+        # max_num_batched_tokens x max batch size, a few thousand pairs in practice
 
     def _token_terms(self, num_tokens: int, num_seqs: int) -> float:
         """Everything but attention: CPU, embedding, LM head and the per-layer GEMMs."""
@@ -140,14 +151,19 @@ class ProfilePerfModel:
         n_dec = len(batch.decode_context_tokens)
         n_pre = len(batch.prefill_new_tokens)
         tokens = sum(batch.prefill_new_tokens) + n_dec
-        t = self._token_terms(tokens, n_pre + n_dec)
+        key = (tokens, n_pre + n_dec)
+        t = self._token_cache.get(key)
+        if t is None:
+            t = self._token_cache[key] = self._token_terms(tokens, n_pre + n_dec)
         attn = 0.0
         if n_pre:
             attn += self._c.prefill_attention(
                 batch.prefill_new_tokens, batch.prefill_context_tokens
             )
         if n_dec:
-            attn += self._c.decode_attention(n_dec, float(sum(batch.decode_context_tokens)))
+            ctx = float(sum(batch.decode_context_tokens))
+            base, slope, _ = self._decode_piece(n_dec, ctx)
+            attn += base + slope * ctx
         return t + self._layers * attn
 
     def decode_cost(self, num_seqs: int, context_sum: float) -> tuple[float, float, float]:
@@ -156,8 +172,14 @@ class ProfilePerfModel:
         if fixed is None:
             fixed = self._token_terms(num_seqs, num_seqs)
             self._decode_fixed[num_seqs] = fixed
-        base, slope, until = self._c.decode_attention.piece(num_seqs, context_sum)
+        base, slope, until = self._decode_piece(num_seqs, context_sum)
         return fixed + self._layers * base, self._layers * slope, until
+
+    def _decode_piece(self, num_seqs: int, context_sum: float) -> tuple[float, float, float]:
+        coef = self._decode_coef.get(num_seqs)
+        if coef is None:
+            coef = self._decode_coef[num_seqs] = self._c.decode_attention.coefficients(num_seqs)
+        return DecodeAttention.piece_of(coef, context_sum)
 
 
 # --------------------------------------------------------------------------------- loading

@@ -163,10 +163,14 @@ class Cluster:
                 events.now = t_arr
                 self._arrive(i)
             elif t_ev <= t_end_s:
-                _, kind, inst = events.pop()
+                _, kind, payload = events.pop()
                 if kind == _ITERATION_END:
-                    self._on_iteration_end(inst)
-                elif kind == _READY:
+                    inst, epoch = payload
+                    if epoch == inst.epoch:  # else a stretch cut short: its old end is stale
+                        self._on_iteration_end(inst)
+                    continue
+                inst = payload
+                if kind == _READY:
                     self._on_ready(inst)
                 else:
                     self._on_kick(inst)
@@ -299,6 +303,9 @@ class Cluster:
         inst = self._route(c)
         if inst is not None:
             inst.enqueue(self._request(idx))
+            end = inst.truncate_stretch(self.events.now)
+            if end is not None:
+                self._push_end(inst, end)
             self._kick(inst)
             return
         limit = self.config.max_queue[c]
@@ -389,12 +396,16 @@ class Cluster:
             self.events.push(self.events.now, PRIORITY_KICK, _KICK, inst)
 
     def _start(self, inst: Instance) -> None:
-        i = self.num_arrived
-        next_arrival = self._arrival[i] if i < len(self._arrival) else math.inf
-        horizon = min(next_arrival, self._horizon_s)
-        end = inst.start_iteration(self.events.now, horizon, self.config.fast_forward)
+        # A stretch may run past arrivals: one routed here cuts it short (``_arrive``); the
+        # others see only its load, which no stretch changes. It never runs past the control
+        # horizon, where reports and actions see every instance's state.
+        end = inst.start_iteration(self.events.now, self._horizon_s, self.config.fast_forward)
         if end is not None:
-            self.events.push(end, PRIORITY_ITERATION, _ITERATION_END, inst)
+            self._push_end(inst, end)
+
+    def _push_end(self, inst: Instance, end: float) -> None:
+        inst.epoch += 1
+        self.events.push(end, PRIORITY_ITERATION, _ITERATION_END, (inst, inst.epoch))
 
     def _request(self, idx: int) -> Request:
         return Request(

@@ -137,6 +137,10 @@ class Instance:
         self.swap_outs = 0
         self.tokens_generated = 0
         self._stretch = 0  # iterations of the stretch in flight (0: a plain iteration)
+        # the stretch's closed form (start, base, slope, summed context, sequences) for cutting
+        # it short when a request is routed here mid-stretch (``truncate_stretch``)
+        self._ff: tuple[float, float, float, float, int] | None = None
+        self.epoch = 0  # counts scheduled iteration ends; an event of an older epoch is stale
 
     def __repr__(self) -> str:
         return (
@@ -312,14 +316,16 @@ class Instance:
         if k_max <= 1 or now + dt0 > horizon_s:
             return now + dt0
         # KV: K iterations need sum(ceil((computed_i + K) / bs)) blocks; largest K that fits.
-        computed = np.fromiter((r.computed for r in running), dtype=np.int64, count=n)
         bs = spec.block_size_tokens
         cap = spec.kv_capacity_blocks
 
         def blocks_after(k: int) -> int:
+            computed = np.fromiter((r.computed for r in running), dtype=np.int64, count=n)
             return int(np.sum(-(-(computed + k) // bs)))
 
-        if blocks_after(k_max) > cap:
+        # ceil((c + k) / bs) <= (c + k) / bs + 1: when even that bound fits, skip the exact sum
+        bound = (sum(r.computed for r in running) + n * k_max) / bs + n
+        if bound > cap and blocks_after(k_max) > cap:
             lo, hi = 1, k_max  # blocks_after(lo) fits (iteration 0 was allocated), hi does not
             while hi - lo > 1:
                 mid = (lo + hi) // 2
@@ -357,11 +363,51 @@ class Instance:
         if k_max <= 1:
             return now + dt0
         self._stretch = k_max
+        self._ff = (now, base, slope, s0, n)
         end = now + elapsed(k_max)
-        self.used_blocks = blocks_after(k_max)
+        used = 0
         for r in running:
-            r.blocks = _blocks(r.computed + k_max, bs)
+            r.blocks = -(-(r.computed + k_max) // bs)
+            used += r.blocks
+        self.used_blocks = used
         return end
+
+    def truncate_stretch(self, now: float) -> float | None:
+        """Cut the stretch in flight after the iteration in progress at ``now``; return its new
+        end, or ``None`` if it ends there anyway (or none is in flight).
+
+        A request routed here mid-stretch joins at the next iteration boundary, as in
+        per-iteration mode: iterations that ended by ``now`` and the one in progress stay.
+        """
+        k_max = self._stretch
+        ff = self._ff
+        if not self.busy or k_max <= 1 or ff is None:
+            return None
+        t0, base, slope, s0, n = ff
+
+        def elapsed(k: int) -> float:
+            return k * base + slope * (k * s0 + n * k * (k - 1) / 2.0)
+
+        lo, hi = 0, k_max  # t0 + elapsed(lo) <= now < t0 + elapsed(hi)
+        if t0 + elapsed(hi) <= now:
+            return None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if t0 + elapsed(mid) <= now:
+                lo = mid
+            else:
+                hi = mid
+        k = lo + 1
+        if k >= k_max:
+            return None
+        self._stretch = k
+        bs = self.spec.block_size_tokens
+        used = 0
+        for r in self.running:
+            r.blocks = _blocks(r.computed + k, bs)
+            used += r.blocks
+        self.used_blocks = used
+        return t0 + elapsed(k)
 
     def end_iteration(self, now: float) -> list[Request]:
         """Apply the iteration (or stretch) that ends at ``now``; return finished requests."""
@@ -371,6 +417,7 @@ class Instance:
         k = self._stretch
         if k:
             self._stretch = 0
+            self._ff = None
             for r in running:
                 r.computed += k
                 r.generated += k

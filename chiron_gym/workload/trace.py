@@ -119,7 +119,18 @@ def _azure_time(path: Path, line: int, value: str) -> float:
     """``2023-11-16 18:17:03.9799600`` (100 ns digits) -> POSIX seconds."""
     head, _, frac = value.strip().partition(".")
     try:
-        base = datetime.strptime(head, "%Y-%m-%d %H:%M:%S")
+        if len(head) == 19 and head[4] == "-" and head[10] == " " and head[13] == ":":
+            # the fixed layout, sliced: strptime costs ~20 us a row (a third of B1's trace read)
+            base = datetime(
+                int(head[0:4]),
+                int(head[5:7]),
+                int(head[8:10]),
+                int(head[11:13]),
+                int(head[14:16]),
+                int(head[17:19]),
+            )
+        else:
+            base = datetime.strptime(head, "%Y-%m-%d %H:%M:%S")
         sub = float("0." + frac) if frac else 0.0
         if frac and not frac.isdigit():
             raise ValueError(frac)
