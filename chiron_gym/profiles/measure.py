@@ -165,9 +165,17 @@ class MeasureError(RuntimeError):
 
 
 async def _stream(
-    client: Any, url: str, model: str, prompt: int, output: int, token_id: int, t0: float
+    client: Any,
+    url: str,
+    model: str,
+    prompt: int,
+    output: int,
+    token_id: int,
+    t0: float,
+    marks: list[tuple[float, int]] | None = None,
 ) -> list[tuple[float, int]]:
-    """``(seconds since t0, cumulative tokens)`` at each streamed chunk of one request."""
+    """``(seconds since t0, cumulative tokens)`` at each streamed chunk of one request (into
+    ``marks`` as they come, when given)."""
     body = {
         "model": model,
         "prompt": prompt_ids(next(_SERIAL), prompt, token_id),
@@ -179,7 +187,7 @@ async def _stream(
         # logprobs, which would make each token ~25% slower on a small model)
         "stream_options": {"include_usage": True, "continuous_usage_stats": True},
     }
-    marks: list[tuple[float, int]] = []
+    marks = [] if marks is None else marks
     total = 0
     async with client.stream("POST", f"{url}/v1/completions", json=body) as resp:
         if resp.status_code != 200:
@@ -201,27 +209,33 @@ async def _stream(
     return marks
 
 
-def _token_times(marks: list[tuple[float, int]]) -> np.ndarray:
-    """The arrival time of every output token (tokens of a merged chunk share its time)."""
-    out = np.empty(marks[-1][1])
-    prev = 0
-    for t, total in marks:
-        out[prev:total] = t
-        prev = total
-    return out
+def _window_gap(marks: list[tuple[float, int]], lo: int, hi: int) -> float:
+    """Seconds per token between the first chunk at or after token ``lo`` and the last at or
+    before token ``hi``: exact even when the server merged tokens into one chunk (a slow
+    client), since each chunk carries the cumulative count. NaN without two such chunks."""
+    first = next(((t, c) for t, c in marks if c >= lo), None)
+    last = next(((t, c) for t, c in reversed(marks) if c <= hi), None)
+    if first is None or last is None or last[1] <= first[1] or last[0] <= first[0]:
+        return math.nan
+    return (last[0] - first[0]) / (last[1] - first[1])
 
 
 def decode_points(
     batch: int, prompt: int, runs: list[list[tuple[float, int]]]
 ) -> list[DecodePoint]:
-    """Decode-gap samples of one probe: windows of ``WINDOW`` tokens after the first ``SKIP``."""
-    times = np.stack([_token_times(m) for m in runs])  # requests x tokens
-    n = times.shape[1]
+    """Decode-gap samples of one probe: windows of ``WINDOW`` tokens after the first ``SKIP``,
+    the median over the probe's requests."""
+    n = min(m[-1][1] for m in runs)
     out = []
     for k in range(SKIP, n - WINDOW, WINDOW):
-        gap = float(np.median((times[:, k + WINDOW] - times[:, k]) / WINDOW))
+        gaps = [g for g in (_window_gap(m, k, k + WINDOW) for m in runs) if math.isfinite(g)]
+        if not gaps:
+            continue  # every request got the window's tokens in one chunk: no timing in it
         ctx = batch * (prompt + k + WINDOW / 2.0)
-        out.append(DecodePoint(batch, ctx, gap))
+        out.append(DecodePoint(batch, ctx, float(np.median(gaps))))
+    if out:  # a window whose chunks all came in one burst times the client, not the engine
+        typical = float(np.median([p.gap_s for p in out]))
+        out = [p for p in out if p.gap_s >= 0.25 * typical]
     return out
 
 
@@ -274,28 +288,37 @@ async def _probe(
                     progress(1)
         inter = []
         for rate in plan.interference_rates:
-            inter.append(await _interference(client, url, model, token_id, rate, max_len))
+            point = await _interference(client, url, model, token_id, rate, max_len)
+            if point is not None:
+                inter.append(point)
             progress(1)
         return model, max_len, str(card.get("root") or model), decode, prefill, inter
 
 
-def _gap_in(times: np.ndarray, lo: float, hi: float) -> float:
-    inside = times[(times >= lo) & (times <= hi)]
-    if len(inside) < 3:
+def _gap_between(marks: list[tuple[float, int]], lo: float, hi: float) -> float:
+    """Seconds per token over the chunks that arrived between ``lo`` and ``hi`` seconds."""
+    inside = [(t, c) for t, c in marks if lo <= t <= hi]
+    if len(inside) < 2 or inside[-1][1] <= inside[0][1]:
         return math.nan
-    return float((inside[-1] - inside[0]) / (len(inside) - 1))
+    return (inside[-1][0] - inside[0][0]) / (inside[-1][1] - inside[0][1])
 
 
 async def _interference(
     client: Any, url: str, model: str, token_id: int, rate: float, max_len: int
-) -> InterferencePoint:
+) -> InterferencePoint | None:
     """Four background requests decode; after a quiet spell, requests of ``ARRIVAL_PROMPT``
-    tokens (one output token) arrive every ``1 / rate`` s; compare the background gaps."""
+    tokens (one output token) arrive every ``1 / rate`` s; compare the background gaps. ``None``
+    when the background produced too few chunks to time (a slow or overloaded host)."""
     out = min(900, max_len - 64)
     t0 = time.monotonic()
+    marks: list[list[tuple[float, int]]] = [[] for _ in range(4)]
     background = [
-        asyncio.ensure_future(_stream(client, url, model, 64, out, token_id, t0)) for _ in range(4)
+        asyncio.ensure_future(_stream(client, url, model, 64, out, token_id, t0, m)) for m in marks
     ]
+    deadline = time.monotonic() + 30.0
+    while any(not m or m[-1][1] < SKIP for m in marks) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # the quiet spell starts once every background one decodes
+    quiet0 = time.monotonic() - t0
     await asyncio.sleep(QUIET_S)
     busy0 = time.monotonic() - t0
     arrivals = []
@@ -306,13 +329,14 @@ async def _interference(
         await asyncio.sleep(1.0 / rate)
     busy1 = time.monotonic() - t0
     await asyncio.gather(*arrivals)
-    runs = await asyncio.gather(*background)
-    times = [_token_times(m) for m in runs]
-    quiet = float(np.median([_gap_in(t, 0.1, busy0) for t in times]))
-    busy = float(np.median([_gap_in(t, busy0 + 0.05, busy1) for t in times]))
-    if not (math.isfinite(quiet) and math.isfinite(busy)):
-        raise MeasureError(f"{url}: the interference probe saw too few background tokens")
-    return InterferencePoint(rate, ARRIVAL_PROMPT, quiet, busy)
+    await asyncio.gather(*background)
+    quiet = [_gap_between(m, quiet0, busy0) for m in marks]
+    busy = [_gap_between(m, busy0 + 0.05, busy1) for m in marks]
+    q = [g for g in quiet if math.isfinite(g)]
+    b = [g for g in busy if math.isfinite(g)]
+    if not q or not b:
+        return None
+    return InterferencePoint(rate, ARRIVAL_PROMPT, float(np.median(q)), float(np.median(b)))
 
 
 def _cache_config(url: str) -> tuple[int | None, int | None]:
@@ -417,7 +441,9 @@ def _prefill_rows(pts: list[PrefillPoint]) -> tuple[np.ndarray, np.ndarray]:
 def _nonneg_lstsq(a: np.ndarray, y: np.ndarray, relative: bool = True) -> np.ndarray:
     """Least squares (relative errors when ``relative``), dropping columns that come out
     negative until none does: a small active-set NNLS, enough for four columns."""
-    w = 1.0 / np.maximum(np.abs(y), 1e-9) if relative else np.ones_like(y)
+    # relative errors, with a floor so that no near-zero sample dominates the fit
+    floor = 0.1 * float(np.median(np.abs(y))) if len(y) else 1e-9
+    w = 1.0 / np.maximum(np.abs(y), max(floor, 1e-9)) if relative else np.ones_like(y)
     active = list(range(a.shape[1]))
     x = np.zeros(a.shape[1])
     while active:
@@ -465,6 +491,17 @@ def fit_endpoint(
             d0, d1 = float(np.median(yd)), 0.0
         else:
             d0, d1 = _robust_fit(ad, yd)
+            top = d0 + d1 * max(p.context_sum for p in pts)
+            if d0 < 0.5 * float(np.median(yd)) or top > 2.0 * float(np.max(yd)):
+                # a context slope that eats the intercept, or overshoots every sample, is noise
+                # (a stall in a window), not the engine: every iteration pays its fixed cost
+                d0, d1 = float(np.median(yd)), 0.0
+        if not d0 + d1 * min(p.context_sum for p in pts) > 0:
+            raise MeasureError(
+                f"decode probe at {b} sequences: the fitted iteration time is not positive "
+                f"(samples {sorted(round(1e3 * v, 3) for v in yd)[:8]}... ms); "
+                "the host is too noisy or the client too slow to time the server"
+            )
         bases.append(float(d0))
         slopes.append(float(d1))
     per_seq = 0.0
