@@ -101,11 +101,7 @@ def _cmd_profile_measure(args: argparse.Namespace) -> int:
         probe,
     )
 
-    plan = ProbePlan()
-    if args.quick:
-        plan = ProbePlan(
-            decode_batches=(1, 4, 16), decode_prompts=(32, 256), prefill_batches=(1, 4), repeats=2
-        )
+    plan = ProbePlan.quick() if args.quick else ProbePlan()
     out = Path(args.out)
     name = args.name or out.stem
     try:

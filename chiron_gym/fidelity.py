@@ -18,6 +18,7 @@ import numpy as np
 from chiron_gym.backends import SimBackend
 from chiron_gym.profiles import load as load_profile
 from chiron_gym.scenario import Scenario
+from chiron_gym.sim import Workload
 from chiron_gym.sim.cluster import CLASS_NAMES, POOL_NAMES
 
 METRICS = ("ttft", "itl", "e2e")
@@ -181,10 +182,8 @@ def warm_up(urls: list[str], token_id: int = 5) -> None:
             raise RuntimeError(f"{url}: warm-up request failed: {e!r}") from e
 
 
-def latencies(scenario: Scenario, seed: int, run: Run, klass: int) -> dict[str, np.ndarray]:
-    """Per-request TTFT, ITL and end-to-end latency of the finished requests of ``klass``."""
-    w = scenario.workload(seed)
-    sel = (w.klass == klass) & ~np.isnan(run.finish_s)
+def latencies(w: Workload, run: Run, sel: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-request TTFT, ITL and end-to-end latency of the requests ``sel`` of workload ``w``."""
     arrival = w.arrival_s[sel]
     first = run.first_token_s[sel]
     finish = run.finish_s[sel]
@@ -220,14 +219,8 @@ def compare(
             "finished_real": int((sel & ~np.isnan(real.finish_s)).sum()),
             "compared": int((sel & both).sum()),
         }
-        keep = Run(
-            np.where(both, sim.first_token_s, np.nan), np.where(both, sim.finish_s, np.nan), 0.0
-        )
-        s_lat = latencies(scenario, seed, keep, c)
-        keep = Run(
-            np.where(both, real.first_token_s, np.nan), np.where(both, real.finish_s, np.nan), 0.0
-        )
-        r_lat = latencies(scenario, seed, keep, c)
+        s_lat = latencies(w, sim, sel & both)
+        r_lat = latencies(w, real, sel & both)
         for m in METRICS:
             row: dict[str, Any] = {"class": name, "metric": m}
             for q in QUANTILES:

@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import os
 import signal
 import subprocess
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -41,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from chiron_gym.backends.base import PoolState
+from chiron_gym.openai_stream import PROMPT_ALPHABET, prompt_ids, sse_chunks
 from chiron_gym.scenario import Scenario
 from chiron_gym.sim import ClassReport, Outcome, Pool, RequestClass, WindowReport
 from chiron_gym.sim.report import PoolReport, percentiles
@@ -69,31 +68,6 @@ DEFAULT_ARGV = (
     "float32",
     "--enforce-eager",
 )
-
-
-PROMPT_ALPHABET = 250  # token ids token_id .. token_id + 249 encode a request's number
-
-
-def prompt_ids(serial: int, length: int, token_id: int = 5) -> list[int]:
-    """A prompt of exactly ``length`` token ids, distinct for each ``serial`` (its first four
-    tokens spell it in base 250): vLLM's prefix cache never matches one request's prompt to
-    another's, as with real traffic of distinct prompts (and as the simulator assumes)."""
-    head = []
-    for _ in range(min(4, length)):
-        head.append(token_id + serial % PROMPT_ALPHABET)
-        serial //= PROMPT_ALPHABET
-    return head + [token_id] * (length - len(head))
-
-
-async def sse_chunks(resp: Any) -> AsyncIterator[dict[str, Any]]:
-    """The JSON chunks of a streamed OpenAI-compatible response, up to ``data: [DONE]``."""
-    async for line in resp.aiter_lines():
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return
-        yield json.loads(data)
 
 
 class ServerState(IntEnum):
@@ -479,7 +453,6 @@ class VllmBackend:
             "temperature": 0.0,
             "stream": True,
         }
-        tokens = 0
         t_first = math.nan
         t_last = math.nan
         try:
@@ -489,7 +462,6 @@ class VllmBackend:
                 async for chunk in sse_chunks(resp):
                     if chunk.get("choices") and chunk["choices"][0].get("text") is not None:
                         now = self._clock()
-                        tokens += 1
                         if math.isnan(t_first):
                             t_first = now
                         t_last = now

@@ -17,7 +17,7 @@ Probes (client-side timings, streamed; prompts are lists of token ids, so length
   and with arrivals, each arrival takes ``c = (1 - g0 / g) / rate`` of engine time from the
   running requests (over ``T`` seconds of ``N`` iterations, ``T = N * g0 + rate * T * c``).
 
-Every prompt is distinct (``backends.vllm.prompt_ids``): vLLM's prefix cache would otherwise
+Every prompt is distinct (``openai_stream.prompt_ids``): vLLM's prefix cache would otherwise
 serve repeated prompts from cache (about half the prompt tokens of a naive probe hit it), which
 the simulator, like real traffic of distinct prompts, does not have.
 
@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from chiron_gym.backends.vllm import prompt_ids, sse_chunks
+from chiron_gym.openai_stream import prompt_ids, sse_chunks
 from chiron_gym.profiles.profile import GEMMS, SCHEMA, parse
 
 _SERIAL = itertools.count(time.time_ns() // 1000)  # distinct prompts, run after run (prefix cache)
@@ -81,6 +81,13 @@ class ProbePlan:
     prefill_prompts: tuple[int, ...] = (16, 64, 128, 256, 512, 896)
     repeats: int = 3
     interference_rates: tuple[float, ...] = (10.0, 20.0, 30.0)
+
+    @classmethod
+    def quick(cls) -> ProbePlan:
+        """A smaller plan (``--quick``; the tests): three batch sizes, two prompt lengths."""
+        return cls(
+            decode_batches=(1, 4, 16), decode_prompts=(32, 256), prefill_batches=(1, 4), repeats=2
+        )
 
     def clipped(self, max_model_len: int) -> ProbePlan:
         """The plan without prompts that do not fit ``max_model_len`` with their outputs."""

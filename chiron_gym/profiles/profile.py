@@ -118,7 +118,6 @@ class ProfilePerfModel:
         "_allreduce_bytes_per_token",
         "_c",
         "_decode_coef",
-        "_decode_fixed",
         "_layers",
         "_token_cache",
         "profile",
@@ -129,7 +128,6 @@ class ProfilePerfModel:
         self._c = profile.iteration
         self._layers = profile.model.layers
         self._allreduce_bytes_per_token = 2 * profile.model.hidden  # bf16 activations
-        self._decode_fixed: dict[int, float] = {}
         self._decode_coef: dict[int, tuple[float, float, float]] = {}  # by batch size
         self._token_cache: dict[tuple[int, int], float] = {}  # (tokens, sequences): bounded by
         # max_num_batched_tokens x max batch size, a few thousand pairs in practice
@@ -151,10 +149,7 @@ class ProfilePerfModel:
         n_dec = len(batch.decode_context_tokens)
         n_pre = len(batch.prefill_new_tokens)
         tokens = sum(batch.prefill_new_tokens) + n_dec
-        key = (tokens, n_pre + n_dec)
-        t = self._token_cache.get(key)
-        if t is None:
-            t = self._token_cache[key] = self._token_terms(tokens, n_pre + n_dec)
+        t = self._tokens(tokens, n_pre + n_dec)
         attn = 0.0
         if n_pre:
             attn += self._c.prefill_attention(
@@ -168,12 +163,17 @@ class ProfilePerfModel:
 
     def decode_cost(self, num_seqs: int, context_sum: float) -> tuple[float, float, float]:
         """``(base_s, per_context_token_s, valid_until)`` of a decode-only iteration."""
-        fixed = self._decode_fixed.get(num_seqs)
-        if fixed is None:
-            fixed = self._token_terms(num_seqs, num_seqs)
-            self._decode_fixed[num_seqs] = fixed
+        fixed = self._tokens(num_seqs, num_seqs)
         base, slope, until = self._decode_piece(num_seqs, context_sum)
         return fixed + self._layers * base, self._layers * slope, until
+
+    def _tokens(self, num_tokens: int, num_seqs: int) -> float:
+        """``_token_terms``, memoised (a decode iteration of ``n`` sequences is ``(n, n)``)."""
+        key = (num_tokens, num_seqs)
+        t = self._token_cache.get(key)
+        if t is None:
+            t = self._token_cache[key] = self._token_terms(num_tokens, num_seqs)
+        return t
 
     def _decode_piece(self, num_seqs: int, context_sum: float) -> tuple[float, float, float]:
         coef = self._decode_coef.get(num_seqs)

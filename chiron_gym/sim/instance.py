@@ -101,6 +101,12 @@ class InstanceSpec:
         return self.kv_capacity_blocks * self.block_size_tokens
 
 
+def _stretch_elapsed(k: int, base: float, slope: float, s0: float, n: int) -> float:
+    """Seconds of ``k`` decode iterations of ``n`` sequences from summed context ``s0``, iteration
+    ``j`` costing ``base + slope * (s0 + n * j)``."""
+    return k * base + slope * (k * s0 + n * k * (k - 1) / 2.0)
+
+
 def _blocks(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size)
 
@@ -343,7 +349,7 @@ class Instance:
                 return now + dt0
 
         def elapsed(k: int) -> float:
-            return k * base + slope * (k * s0 + n * k * (k - 1) / 2.0)
+            return _stretch_elapsed(k, base, slope, s0, n)
 
         if now + elapsed(k_max) > horizon_s:
             # Largest K with now + T(K) <= horizon: solve the quadratic, then settle exactly.
@@ -362,15 +368,19 @@ class Instance:
             k_max = k
         if k_max <= 1:
             return now + dt0
-        self._stretch = k_max
         self._ff = (now, base, slope, s0, n)
-        end = now + elapsed(k_max)
+        self._hold_stretch(k_max)
+        return now + elapsed(k_max)
+
+    def _hold_stretch(self, k: int) -> None:
+        """Make the stretch in flight ``k`` iterations long and hold the KV blocks they need."""
+        self._stretch = k
+        bs = self.spec.block_size_tokens
         used = 0
-        for r in running:
-            r.blocks = -(-(r.computed + k_max) // bs)
+        for r in self.running:
+            r.blocks = -(-(r.computed + k) // bs)
             used += r.blocks
         self.used_blocks = used
-        return end
 
     def truncate_stretch(self, now: float) -> float | None:
         """Cut the stretch in flight after the iteration in progress at ``now``; return its new
@@ -384,30 +394,20 @@ class Instance:
         if not self.busy or k_max <= 1 or ff is None:
             return None
         t0, base, slope, s0, n = ff
-
-        def elapsed(k: int) -> float:
-            return k * base + slope * (k * s0 + n * k * (k - 1) / 2.0)
-
         lo, hi = 0, k_max  # t0 + elapsed(lo) <= now < t0 + elapsed(hi)
-        if t0 + elapsed(hi) <= now:
+        if t0 + _stretch_elapsed(hi, base, slope, s0, n) <= now:
             return None
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if t0 + elapsed(mid) <= now:
+            if t0 + _stretch_elapsed(mid, base, slope, s0, n) <= now:
                 lo = mid
             else:
                 hi = mid
         k = lo + 1
         if k >= k_max:
             return None
-        self._stretch = k
-        bs = self.spec.block_size_tokens
-        used = 0
-        for r in self.running:
-            r.blocks = _blocks(r.computed + k, bs)
-            used += r.blocks
-        self.used_blocks = used
-        return t0 + elapsed(k)
+        self._hold_stretch(k)
+        return t0 + _stretch_elapsed(k, base, slope, s0, n)
 
     def end_iteration(self, now: float) -> list[Request]:
         """Apply the iteration (or stretch) that ends at ``now``; return finished requests."""
