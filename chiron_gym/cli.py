@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from chiron_gym import __version__
@@ -67,7 +68,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile_fit(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from chiron_gym.profiles.fit import write_all
 
@@ -91,7 +91,6 @@ def _cmd_profile_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile_measure(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from chiron_gym.profiles.measure import (
         MeasureError,
@@ -133,7 +132,6 @@ def _cmd_profile_measure(args: argparse.Namespace) -> int:
 
 
 def _cmd_fidelity(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from chiron_gym.fidelity import fidelity, parse_endpoints
 
@@ -163,7 +161,6 @@ def _cmd_fidelity(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile_compare(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from chiron_gym.profiles.compare import as_dicts, compare_all, comparison_table
 
@@ -218,7 +215,6 @@ def _cmd_trace_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_trace_tables(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from chiron_gym.workload.tables import derive
 
@@ -283,10 +279,10 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from agents import names as agent_names
-    from agents.evaluate import evaluate
+    from agents.evaluate import EvaluationFailed, evaluate
+    from agents.executors import ExecutorError
 
     agents_ = [a.strip() for a in args.agents.split(",") if a.strip()]
     for a in agents_:
@@ -303,15 +299,32 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for s in scenarios_:
         load(s)  # fail early, with the scenario's own message
     out = Path(args.out)
-    summary = evaluate(
-        agents_,
-        scenarios_,
-        args.seeds,
-        out,
-        plots=not args.no_plots,
-        tensorboard=not args.no_tensorboard,
-        progress=not args.json,
-    )
+    failed: EvaluationFailed | None = None
+    try:
+        summary = evaluate(
+            agents_,
+            scenarios_,
+            args.seeds,
+            out,
+            plots=not args.no_plots,
+            tensorboard=not args.no_tensorboard,
+            progress=not args.json,
+            executor=args.executor,
+            ray_address=args.ray_address,
+        )
+    except ExecutorError as e:
+        print(f"chiron: {e}", file=sys.stderr)
+        return 2
+    except EvaluationFailed as e:
+        failed, summary = e, e.summary
+    code = _print_evaluation(args, out, summary)
+    if failed:
+        print(f"chiron: {failed}\nthe other episodes' results are in {out}", file=sys.stderr)
+        return 1
+    return code
+
+
+def _print_evaluation(args: argparse.Namespace, out: Path, summary: list[dict[str, Any]]) -> int:
     if args.json:
         for row in summary:
             print(json.dumps(row, sort_keys=True))
@@ -326,36 +339,102 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_ppo(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from agents.executors import ExecutorError
+    from agents.ppo import TrainError, train, train_seeds
 
-    from agents.ppo import TrainError, train
-
+    kwargs: dict[str, Any] = {
+        "n_envs": args.n_envs,
+        "action_mode": args.action_mode,
+        "hyperparams": Path(args.hyperparams) if args.hyperparams else None,
+        "eval_freq": args.eval_freq,
+    }
+    out = Path(args.out)
     try:
-        result = train(
-            args.scenario,
-            args.timesteps,
-            args.seed,
-            Path(args.out),
-            n_envs=args.n_envs,
-            action_mode=args.action_mode,
-            hyperparams=Path(args.hyperparams) if args.hyperparams else None,
-            eval_freq=args.eval_freq,
-        )
-    except TrainError as e:
+        if args.seeds is None:
+            if args.executor != "auto" or args.ray_address:
+                print("chiron: --executor and --ray-address go with --seeds", file=sys.stderr)
+                return 2
+            results = [train(args.scenario, args.timesteps, args.seed, out, **kwargs)]
+            failures: list[dict[str, Any]] = []
+        else:
+            results, failures = train_seeds(
+                args.scenario,
+                args.timesteps,
+                args.seeds,
+                out,
+                executor=args.executor,
+                ray_address=args.ray_address,
+                **kwargs,
+            )
+    except (TrainError, ExecutorError) as e:
         print(f"chiron: {e}", file=sys.stderr)
         return 2
-    print(
-        f"trained {result.timesteps} steps in {result.wall_s:.1f} s: "
-        f"{result.steps_per_s:.1f} steps/s"
-    )
-    print(
-        f"model: {result.out / 'model.zip'} (+ vecnormalize.pkl); "
-        f"TensorBoard: tensorboard --logdir {result.out / 'tb'}"
-    )
-    print(
-        f"evaluate it: chiron evaluate --agents chiron,ppo:{result.out} --scenarios {args.scenario}"
-    )
+    for result in results:
+        print(
+            f"{result.out}: trained {result.timesteps} steps in {result.wall_s:.1f} s: "
+            f"{result.steps_per_s:.1f} steps/s"
+        )
+    if results:
+        print(
+            f"model: <run>/model.zip (+ vecnormalize.pkl); TensorBoard: tensorboard --logdir {out}"
+        )
+        print(
+            f"evaluate it: chiron evaluate --agents chiron,ppo:{results[0].out} "
+            f"--scenarios {args.scenario}"
+        )
+    for f in failures:
+        print(f"chiron: run failed: seed {f['seed']}: {f['error']}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _cmd_tune_ppo(args: argparse.Namespace) -> int:
+    from agents.executors import ExecutorError
+    from agents.ppo import TrainError
+    from agents.tune import METRIC, tune_ppo
+
+    try:
+        report = tune_ppo(
+            args.scenario,
+            args.trials,
+            Path(args.out),
+            space=Path(args.space) if args.space else None,
+            timesteps=args.timesteps,
+            seed=args.seed,
+            compare_seeds=tuple(args.compare_seeds),
+            hyperparams=Path(args.hyperparams) if args.hyperparams else None,
+            ray_address=args.ray_address,
+            storage=args.storage,
+        )
+    except (TrainError, ExecutorError) as e:
+        print(f"chiron: {e}", file=sys.stderr)
+        return 2
+    best = report.best
+    failed = [t for t in report.trials if "error" in t]
+    print(f"{len(report.trials)} trials ({len(failed)} failed): {report.out / 'trials.csv'}")
+    for t in failed:
+        print(f"  trial {t['trial']} failed: {t['error']}")
+    print(f"best trial {best['trial']}: {METRIC} {best[METRIC]:.1f}")
+    for k, v in sorted(best["hyperparams"].items()):
+        print(f"  {k}: {v}")
+    print(f"model: {best['model']} (evaluate it as ppo:{best['model']})")
+    print()
+    print((report.out / "vs-chiron" / "results.md").read_text())
     return 0
+
+
+def _executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--executor",
+        choices=("auto", "local", "process", "ray"),
+        default="auto",
+        help="where runs execute: auto (a process pool when more than one core is free), "
+        "local (this process), process, ray",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: $RAY_ADDRESS, "
+        "else a local Ray started for the run",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the table's rows as JSON lines")
     ev.add_argument("--no-plots", action="store_true")
     ev.add_argument("--no-tensorboard", action="store_true")
+    _executor_args(ev)
     ev.set_defaults(func=_cmd_evaluate)
 
     trn = sub.add_parser("train", help="train a learned autoscaler")
@@ -402,12 +482,37 @@ def build_parser() -> argparse.ArgumentParser:
     ppo.add_argument("--scenario", default="default")
     ppo.add_argument("--timesteps", type=int, default=None, help="default: the hyperparameter file")
     ppo.add_argument("--seed", type=int, default=0)
+    ppo.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        help="independent runs, one per seed (e.g. 0-4), into OUT/seed<k>; see --executor",
+    )
     ppo.add_argument("--out", default="runs/ppo")
     ppo.add_argument("--n-envs", type=int, default=1)
     ppo.add_argument("--action-mode", choices=("full", "global", "local"), default="full")
     ppo.add_argument("--hyperparams", help="zoo-format YAML (default agents/hyperparams/ppo.yml)")
     ppo.add_argument("--eval-freq", type=int, default=10_000, help="steps between evaluations")
+    _executor_args(ppo)
     ppo.set_defaults(func=_cmd_train_ppo)
+
+    tun = sub.add_parser("tune", help="hyperparameter search with Ray Tune")
+    tsub3 = tun.add_subparsers(dest="what", required=True)
+    tp = tsub3.add_parser("ppo", help="Ray Tune over PPO's hyperparameters, best vs Chiron")
+    tp.add_argument("--scenario", default="default")
+    tp.add_argument("--trials", type=int, default=8, help="samples of the search space")
+    tp.add_argument("--space", help="search space YAML (default agents/hyperparams/tune-ppo.yml)")
+    tp.add_argument("--timesteps", type=int, default=None, help="per trial (default: ppo.yml)")
+    tp.add_argument("--seed", type=int, default=0, help="training seed and sampler seed")
+    tp.add_argument("--compare-seeds", type=parse_seeds, default=[0, 1, 2])
+    tp.add_argument(
+        "--hyperparams", help="base hyperparameters (default agents/hyperparams/ppo.yml)"
+    )
+    tp.add_argument("--out", default="runs/tune")
+    tp.add_argument("--ray-address", help="an existing Ray cluster (default: a local Ray)")
+    tp.add_argument(
+        "--storage", help="Tune's storage_path (default OUT/ray; shared or s3:// on a cluster)"
+    )
+    tp.set_defaults(func=_cmd_tune_ppo)
 
     bench = sub.add_parser("bench", help="speed benchmarks (figures, not tests)")
     bench.add_argument(

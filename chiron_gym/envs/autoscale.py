@@ -140,7 +140,8 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self.layout = ActionLayout(action_mode, max_step_change)
         self.action_mode = action_mode
         self.observation_space = spaces.Box(0.0, HIGH, (len(FEATURES),), dtype=np.float32)
-        self.action_space = spaces.MultiDiscrete(self.layout.nvec)
+        # gymnasium 1.2's stubs type MultiDiscrete more loosely than 1.4's (RLlib pins 1.2)
+        self.action_space = spaces.MultiDiscrete(self.layout.nvec)  # type: ignore[assignment,unused-ignore]
         self.feature_names: tuple[str, ...] = FEATURE_NAMES
         self._global_params = replace(global_params or GlobalParams(), max_step=max_step_change)
         self._configure(scenario, decision_interval_s, horizon_s, reward_weights)
@@ -276,7 +277,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         states = [self.backend.pool_state(p) for p in POOLS]
         return self.layout.masks(states, self.backend.gpus_in_use(), self.scenario.max_gpus)
 
-    def render(self) -> str | npt.NDArray[np.uint8] | None:
+    def render(self) -> str | npt.NDArray[np.uint8] | None:  # type: ignore[override,unused-ignore]
         if self.render_mode == "ansi":
             return _render.ansi(self._raw, self.backend.now, self._last_reward)
         if self.render_mode == "rgb_array":
