@@ -221,18 +221,29 @@ class Instance:
             swap_tokens, free = self._swap_out_for_interactive(free)
             changed = swap_tokens > 0
 
+        # One pass schedules the running requests and records the batch's composition (in running
+        # order: preemption victims are popped from the end, never among those already recorded).
         budget = spec.max_num_batched_tokens
+        prefill_new: list[int] = []
+        prefill_ctx: list[int] = []
+        decode_ctx: list[int] = []
+        all_decode = True  # every running request decodes one token, none its first
         i = 0
-        while i < len(running):
+        n_run = len(running)
+        while i < n_run:
             r = running[i]
-            n = min(r.num_tokens - r.computed, budget)
+            c = r.computed
+            left = r.prompt_tokens + r.generated - c
+            n = left if left < budget else budget
             if n <= 0:
                 r.scheduled = 0
+                all_decode = False
                 i += 1
                 continue
-            need = _blocks(r.computed + n, bs) - r.blocks
+            need = -(-(c + n) // bs) - r.blocks
             while need > free:
                 victim = running.pop()
+                n_run -= 1
                 free += victim.blocks
                 self._preempt(victim)
                 changed = True
@@ -244,6 +255,14 @@ class Instance:
                 r.scheduled = n
                 budget -= n
                 i += 1
+                if n == 1 and left == 1:
+                    decode_ctx.append(c + 1)
+                    if r.generated == 0:
+                        all_decode = False
+                else:
+                    prefill_new.append(n)
+                    prefill_ctx.append(c)
+                    all_decode = False
 
         blocked_by_budget = False
         while len(running) < self.batch_cap:
@@ -254,13 +273,15 @@ class Instance:
             if queue is None:
                 break
             r = queue[0]
-            n = min(r.num_tokens - r.computed, budget)
-            need = _blocks(r.computed + n, bs) - r.blocks
+            c = r.computed
+            left = r.prompt_tokens + r.generated - c
+            n = min(left, budget)
+            need = _blocks(c + n, bs) - r.blocks
             if need > free:
                 break  # head-of-line: vLLM V1 stops admitting at the first request that won't fit
             queue.popleft()
             if queue is self.swapped:
-                swap_tokens += r.computed
+                swap_tokens += c
             free -= need
             r.blocks += need
             r.scheduled = n
@@ -269,6 +290,11 @@ class Instance:
                 r.admitted_s = now
             running.append(r)
             changed = True
+            if n == 1 and left == 1:
+                decode_ctx.append(c + 1)
+            elif n > 0:
+                prefill_new.append(n)
+                prefill_ctx.append(c)
 
         self.used_blocks = spec.kv_capacity_blocks - free
         self._stretch = 0
@@ -278,27 +304,11 @@ class Instance:
             return None
         self.busy = True
 
-        decode_only = not changed and not blocked_by_budget
+        decode_only = all_decode and not changed and not blocked_by_budget
         if decode_only and self.pool == Pool.MIXED and self.waiting[RequestClass.INTERACTIVE]:
             # A waiting interactive request may evict batch ones as free KV shrinks during the
             # stretch; that decision is only taken iteration by iteration.
             decode_only = not any(r.klass == RequestClass.BATCH for r in running)
-        prefill_new: list[int] = []
-        prefill_ctx: list[int] = []
-        decode_ctx: list[int] = []
-        for r in running:
-            s = r.scheduled
-            if s == 0:
-                decode_only = False
-                continue
-            if s == 1 and r.num_tokens - r.computed == 1:
-                decode_ctx.append(r.computed + 1)
-                if r.generated == 0:
-                    decode_only = False
-            else:
-                prefill_new.append(s)
-                prefill_ctx.append(r.computed)
-                decode_only = False
         composition = BatchComposition(prefill_new, prefill_ctx, decode_ctx)
         dt = spec.perf_model.iteration_time_s(composition)
         if swap_tokens:
@@ -413,6 +423,8 @@ class Instance:
         """Apply the iteration (or stretch) that ends at ``now``; return finished requests."""
         self.busy = False
         finished: list[Request] = []
+        freed = 0
+        done_s = now + self.spec.frontend_latency_s
         running = self.running
         k = self._stretch
         if k:
@@ -420,33 +432,35 @@ class Instance:
             self._ff = None
             for r in running:
                 r.computed += k
-                r.generated += k
+                g = r.generated + k
+                r.generated = g
                 r.scheduled = 0
+                if g >= r.output_tokens:
+                    r.finish_s = done_s
+                    freed += r.blocks
+                    r.blocks = 0
+                    finished.append(r)
             self.tokens_generated += k * len(running)
         else:
             for r in running:
                 s = r.scheduled
-                if s == 0:
-                    continue
-                r.scheduled = 0
-                r.computed += s
-                if r.computed == r.num_tokens:
-                    r.generated += 1
-                    self.tokens_generated += 1
-                    if r.generated == 1 and math.isnan(r.first_token_s):
-                        r.first_token_s = now + self.spec.frontend_latency_s
-        keep: list[Request] = []
-        freed = 0
-        for r in running:
-            if r.generated >= r.output_tokens:
-                r.finish_s = now + self.spec.frontend_latency_s
-                freed += r.blocks
-                r.blocks = 0
-                finished.append(r)
-            else:
-                keep.append(r)
+                if s:
+                    r.scheduled = 0
+                    c = r.computed + s
+                    r.computed = c
+                    if c == r.prompt_tokens + r.generated:
+                        g = r.generated + 1
+                        r.generated = g
+                        self.tokens_generated += 1
+                        if g == 1 and math.isnan(r.first_token_s):
+                            r.first_token_s = done_s
+                        if g >= r.output_tokens:
+                            r.finish_s = done_s
+                            freed += r.blocks
+                            r.blocks = 0
+                            finished.append(r)
         if finished:
-            self.running = keep
+            self.running = [r for r in running if r.generated < r.output_tokens]
             self.used_blocks -= freed
         return finished
 
