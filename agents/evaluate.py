@@ -25,6 +25,7 @@ import csv
 import json
 import math
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -423,9 +424,12 @@ def evaluate(
                 "seed": seed,
                 "error": outcome.error,
             }
-            bar.write(
-                f"episode failed: agent {agent}, scenario {scenario}, seed {seed}: {outcome.error}"
-            )
+            if progress:
+                bar.write(
+                    f"episode failed: agent {agent}, scenario {scenario}, seed {seed}: "
+                    f"{outcome.error}",
+                    file=sys.stderr,
+                )
             continue
         ep: Episode = outcome.value
         ep.row["agent"], ep.row["scenario"] = agent, scenario  # as given, not as resolved

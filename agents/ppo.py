@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import json
 import pickle
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -427,7 +428,10 @@ def train_seeds(
         seed = seeds[o.index]
         if not o.ok:
             failures.append({"seed": seed, "error": o.error})
-            bar.write(f"training run failed: scenario {scenario}, seed {seed}: {o.error}")
+            if progress:
+                bar.write(
+                    f"run failed: scenario {scenario}, seed {seed}: {o.error}", file=sys.stderr
+                )
             continue
         result, files = o.value
         for rel, data in (files or {}).items():
