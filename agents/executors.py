@@ -94,14 +94,27 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
         yield ray
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    where = address or os.environ.get("RAY_ADDRESS")
     try:
-        if address or os.environ.get("RAY_ADDRESS"):
+        if where:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=free_cores(), include_dashboard=False, log_to_driver=False)
+            # "local": a new Ray for this run, even when `ray start` left one on this machine
+            ray.init(
+                address="local",
+                num_cpus=free_cores(),
+                include_dashboard=False,
+                log_to_driver=False,
+            )
     except (ConnectionError, RuntimeError, ValueError) as e:
-        where = address or os.environ.get("RAY_ADDRESS") or "a local Ray"
-        raise ExecutorError(f"could not start or reach Ray ({where}): {e}") from e
+        hint = (
+            "; a cluster started with token authentication (on by default for `ray start` in "
+            "Ray 2.60) also needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or "
+            "~/.ray/auth_token) here"
+            if where and os.environ.get("RAY_AUTH_MODE") is None
+            else ""
+        )
+        raise ExecutorError(f"could not start or reach Ray ({where or 'local'}): {e}{hint}") from e
     try:
         yield ray
     finally:
