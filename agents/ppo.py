@@ -52,6 +52,7 @@ PPO_KEYS = {
     "max_grad_norm",
     "policy_kwargs",
 }
+TUNABLE = PPO_KEYS | {"normalize"}  # what a Tune trial or ``train(overrides=...)`` may set
 
 
 class TrainError(ValueError):
@@ -93,7 +94,7 @@ def load_hyperparams(scenario: str, path: Path | None = None) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise TrainError(f"{p}: {scenario}: expected a mapping of hyperparameters")
     hp = dict(entry)
-    known = PPO_KEYS | {"n_timesteps", "policy", "normalize"}
+    known = TUNABLE | {"n_timesteps", "policy"}
     unknown = set(hp) - known
     if unknown:
         raise TrainError(
@@ -156,7 +157,7 @@ def _callbacks(
             from agents import make_agent
 
             self.chiron = [
-                _episode(
+                evaluation_episode(
                     lambda ctx: make_agent("chiron", ctx), scenario, action_mode, s, env_kwargs
                 )
                 for s in eval_seeds
@@ -168,7 +169,7 @@ def _callbacks(
                 return True
             vn = _vecnormalize(self.model)
             runs = [
-                _episode(
+                evaluation_episode(
                     lambda ctx: PPOAgent.from_model(self.model, vn, ctx),
                     scenario,
                     action_mode,
@@ -216,7 +217,7 @@ def _vecnormalize(model: Any) -> Any:
     return env if isinstance(env, VecNormalize) else None
 
 
-def _episode(
+def evaluation_episode(
     build: Callable[[AgentContext], Any],
     scenario: str,
     action_mode: str,
@@ -295,12 +296,13 @@ def train(
 
     load(scenario)  # a clear error for an unknown scenario, before any process starts
     hp = load_hyperparams(scenario if scenario in bundled.names() else "default", hyperparams)
-    unknown = set(overrides or {}) - (PPO_KEYS | {"normalize"})
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - TUNABLE
     if unknown:
-        raise TrainError(f"unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(PPO_KEYS)}")
-    hp.update(overrides or {})
-    if "policy_kwargs" in hp:
-        hp["policy_kwargs"] = _policy_kwargs(hp["policy_kwargs"], "policy_kwargs")
+        raise TrainError(f"unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(TUNABLE)}")
+    if "policy_kwargs" in overrides:  # the file's own entry was parsed by load_hyperparams
+        overrides["policy_kwargs"] = _policy_kwargs(overrides["policy_kwargs"], "policy_kwargs")
+    hp.update(overrides)
     steps = int(timesteps or hp.get("n_timesteps", 50_000))
     if n_envs < 1:
         raise TrainError(f"--n-envs must be >= 1, got {n_envs}")

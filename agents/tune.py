@@ -10,7 +10,7 @@ The search space is a YAML mapping of hyperparameter to a distribution (default
     clip_range: {grid: [0.1, 0.2]}    # every value, times --trials samples of the rest
     normalize: true                   # a plain value is fixed
 
-Keys are PPO's (``agents.ppo.PPO_KEYS``) or ``normalize``; the rest of each trial's
+Keys are ``agents.ppo.TUNABLE`` (PPO's arguments and ``normalize``); the rest of each trial's
 hyperparameters come from ``agents/hyperparams/ppo.yml``. Each trial is a Tune function trainable
 (one CPU) that trains PPO with ``agents.ppo.train``, scores it on evaluation seeds, and reports
 ``eval_reward`` (mean episode reward) with the trained model as its checkpoint. Trials are drawn
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.ppo import PPO_KEYS, TrainError
+from agents.ppo import TUNABLE, TrainError
 
 SPACE = Path(__file__).resolve().parent / "hyperparams" / "tune-ppo.yml"
 KINDS = ("uniform", "loguniform", "randint", "choice", "grid")
@@ -84,12 +84,11 @@ def load_space(path: Path | None = None) -> dict[str, Any]:
         raise TrainError(f"{p}: cannot read the search space: {e}") from e
     if not isinstance(doc, dict) or not doc:
         raise TrainError(f"{p}: expected a mapping of hyperparameter to distribution")
-    known = PPO_KEYS | {"normalize"}
     space: dict[str, Any] = {}
     for key, spec in doc.items():
         where = f"{p}: {key}"
-        if key not in known:
-            raise TrainError(f"{where}: unknown hyperparameter; known: {sorted(known)}")
+        if key not in TUNABLE:
+            raise TrainError(f"{where}: unknown hyperparameter; known: {sorted(TUNABLE)}")
         if isinstance(spec, dict):
             if len(spec) != 1 or next(iter(spec)) not in KINDS:
                 raise TrainError(f"{where}: expected one of {{{', '.join(KINDS)}: ...}}")
@@ -107,7 +106,7 @@ def trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     from ray import tune
 
     from agents import make_agent
-    from agents.ppo import _episode, train
+    from agents.ppo import evaluation_episode, train
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp)
@@ -124,7 +123,7 @@ def trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
             overrides=config,
         )
         scores = [
-            _episode(
+            evaluation_episode(
                 lambda ctx: make_agent(f"ppo:{run}", ctx),
                 settings["scenario"],
                 "full",

@@ -223,6 +223,8 @@ class Instance:
 
         # One pass schedules the running requests and records the batch's composition (in running
         # order: preemption victims are popped from the end, never among those already recorded).
+        # `prompt_tokens + generated` is `Request.num_tokens`, inlined: this is the hot path. The
+        # admission loop below classifies the same way (decode: one token left and scheduled).
         budget = spec.max_num_batched_tokens
         prefill_new: list[int] = []
         prefill_ctx: list[int] = []
