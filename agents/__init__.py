@@ -10,10 +10,21 @@ from typing import Any
 
 from agents.base import Agent
 from agents.baselines import BASELINES
-from agents.chiron import ChironAgent
+from agents.chiron import CHIRON_AGENTS
+from agents.llumnix_tuned import LlumnixTunedAgent
 from chiron_gym.envs import AgentContext
 
-AGENTS: dict[str, Any] = {"chiron": ChironAgent, **BASELINES}
+AGENTS: dict[str, Any] = {**CHIRON_AGENTS, **BASELINES, "llumnix-tuned": LlumnixTunedAgent}
+
+
+def agent_env_kwargs(spec: str) -> dict[str, Any]:
+    """The environment settings agent ``spec`` assumes (action mode, step limit, engine caps).
+
+    ``run_episode`` applies them under any the caller gives. PPO models carry theirs in
+    ``train.json``.
+    """
+    cls = AGENTS.get(spec)
+    return dict(getattr(cls, "env_kwargs", {})) if cls is not None else {}
 
 
 def names() -> list[str]:
@@ -42,4 +53,4 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
     return cls(ctx)  # type: ignore[no-any-return]
 
 
-__all__ = ["AGENTS", "Agent", "make_agent", "names"]
+__all__ = ["AGENTS", "Agent", "agent_env_kwargs", "make_agent", "names"]

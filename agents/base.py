@@ -9,7 +9,7 @@ simulated seconds, counting decision intervals.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -55,10 +55,22 @@ class PoolView:
         return self.running + self.waiting + self.queue
 
 
+# Instances a rule agent may move per pool and decision: enough for any rule's jump to its
+# desired count (APA doubles, KEDA and Ray Serve jump), so that the env's step limit (the PPO
+# action's +-2) never clamps a production rule.
+RULE_MAX_STEP = 16
+# vLLM's default max_num_seqs: the engine setting a rule that knows nothing of batch caps assumes.
+VLLM_DEFAULT_MAX_NUM_SEQS = 256
+
+
 class RuleAgent:
-    """Base of rule-based agents: decoding, timers, and building actions."""
+    """Base of rule-based agents: decoding, timers, and building actions.
+
+    ``env_kwargs`` are the environment settings the rule assumes (``run_episode`` applies them).
+    """
 
     name = "rule"
+    env_kwargs: ClassVar[dict[str, Any]] = {"max_step_change": RULE_MAX_STEP}
 
     def __init__(self, ctx: AgentContext) -> None:
         if ctx.action_mode == "local":

@@ -8,13 +8,13 @@ it implements; every number is a named parameter with the production default.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from agents.base import PoolView, RuleAgent
+from agents.base import RULE_MAX_STEP, VLLM_DEFAULT_MAX_NUM_SEQS, PoolView, RuleAgent
 from chiron_gym.envs import AgentContext
 
 
@@ -66,10 +66,18 @@ class LlumnixAgent(RuleAgent):
     """Freeness = free KV blocks / requests held per instance; +1 below 10, -1 above 60."""
 
     name = "llumnix"
+    # Llumnix runs vLLM with its default max_num_seqs: its freeness rule is about KV blocks.
+    env_kwargs: ClassVar[dict[str, Any]] = {
+        "max_step_change": RULE_MAX_STEP,
+        "initial_batch_cap": VLLM_DEFAULT_MAX_NUM_SEQS,
+    }
 
     def __init__(self, ctx: AgentContext, params: LlumnixParams | None = None) -> None:
         self.p = params or LlumnixParams()
         super().__init__(ctx)
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self.p)
 
     def freeness(self, pool: PoolView) -> float:
         st = self.ctx.pools[pool.name]
@@ -148,6 +156,11 @@ class KvTargetAgent(RuleAgent):
     """desired = ceil(current x usage / target) outside +-10%, within [current/2, current x 2]."""
 
     name = "kv-target"
+    # APA's rule is about KV usage: it assumes the engine's default max_num_seqs, not our cap.
+    env_kwargs: ClassVar[dict[str, Any]] = {
+        "max_step_change": RULE_MAX_STEP,
+        "initial_batch_cap": VLLM_DEFAULT_MAX_NUM_SEQS,
+    }
 
     def __init__(self, ctx: AgentContext, params: KvTargetParams | None = None) -> None:
         self.p = params or KvTargetParams()
@@ -227,18 +240,28 @@ class RayServeAgent(RuleAgent):
 
 @dataclass
 class DynamoLoadParams:
-    """NVIDIA Dynamo's load-based planner, decode side (``docs/architecture/load_planner.md``)."""
+    """NVIDIA Dynamo's load-based planner (``docs/architecture/load_planner.md``): its decode
+    half (KV-cache utilisation) and its prefill half (requests pending prefill per worker)."""
 
     adjustment_interval_s: float = 30.0
-    kv_up: float = 0.9
-    kv_down: float = 0.5
+    kv_up: float = 0.9  # decode-kv-scale-up-threshold
+    kv_down: float = 0.5  # decode-kv-scale-down-threshold
+    prefill_queue_up: float = 5.0  # prefill-queue-scale-up-threshold (pending per worker)
+    prefill_queue_down: float = 0.2  # prefill-queue-scale-down-threshold
     hold_after_add: int = 3  # intervals without scale-down after adding
 
 
 class DynamoLoadAgent(RuleAgent):
-    """Every 30 s: mean KV usage above 0.9 -> +1, below 0.5 -> -1 (not within 3 intervals of +1)."""
+    """Every 30 s, per pool (an aggregated worker does both halves): +1 when mean KV usage is
+    above 0.9 or requests pending prefill per worker above 5; -1 when KV usage is below 0.5 and
+    pending prefill below 0.2 per worker (not within 3 intervals of a +1). One worker per
+    adjustment, as the planner does."""
 
     name = "dynamo-load"
+    env_kwargs: ClassVar[dict[str, Any]] = {
+        "max_step_change": RULE_MAX_STEP,
+        "initial_batch_cap": VLLM_DEFAULT_MAX_NUM_SEQS,
+    }
 
     def __init__(self, ctx: AgentContext, params: DynamoLoadParams | None = None) -> None:
         self.p = params or DynamoLoadParams()
@@ -257,11 +280,21 @@ class DynamoLoadAgent(RuleAgent):
                 continue
             if self.hold[i] > 0:
                 self.hold[i] -= 1
-            if pool.kv_usage > self.p.kv_up or (pool.ready < 1 and pool.held > 0):
+            pending = (pool.waiting + pool.queue) / max(1.0, pool.ready)
+            if (
+                pool.kv_usage > self.p.kv_up
+                or pending > self.p.prefill_queue_up
+                or (pool.ready < 1 and pool.held > 0)
+            ):
                 out[i] = self.clamp(pool, 1)
                 if out[i]:
                     self.hold[i] = self.p.hold_after_add
-            elif pool.kv_usage < self.p.kv_down and self.hold[i] == 0 and pool.live > 1:
+            elif (
+                pool.kv_usage < self.p.kv_down
+                and pending < self.p.prefill_queue_down
+                and self.hold[i] == 0
+                and pool.live > 1
+            ):
                 out[i] = self.clamp(pool, -1)
         return out, None
 

@@ -1,27 +1,58 @@
-"""Chiron (Patke et al., arXiv 2501.08090) as an agent: the local and global loops together.
+"""Chiron (Patke et al., arXiv 2501.08090) as agents: the reference, and its ablations.
 
-The loops themselves live in ``chiron_gym/control/chiron.py`` (the environment runs one of them
-when ``action_mode`` leaves a level to Chiron); every parameter is named there with its default
-and its source. This agent decodes the observation by feature name and composes both loops. With
-``action_mode="global"`` it returns only instance changes, and the environment's own local loop
-sets the caps; the reverse with ``"local"``.
+The loops live in ``chiron_gym/control/chiron.py``, every parameter named there with its default
+and source. Chiron's local loop runs on each instance at its own, faster period, which only the
+environment can do: so ``chiron`` asks for ``action_mode="global"`` (``env_kwargs``), returns the
+global loop's instance changes, and the environment's per-instance local loop sets the caps. In
+an environment of another mode it still works: in ``"full"`` (and ``"local"``) it sets each
+pool's cap with the same rule on the pool's aggregate.
+
+Ablations (``docs/results.md``): ``chiron-global-only`` (caps fixed at the scenario's),
+``chiron-local-only`` (instance counts fixed), ``chiron-no-tbp`` (no throughput backpressure).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from chiron_gym.control.chiron import ChironGlobal, ChironLocal, GlobalParams, LocalParams
+from agents.base import RULE_MAX_STEP
+from chiron_gym.control.chiron import (
+    ChironGlobal,
+    ChironLocal,
+    ClusterFacts,
+    GlobalParams,
+    LocalParams,
+    PoolFacts,
+)
 from chiron_gym.envs import AgentContext, decode
+from chiron_gym.envs.actions import KEEP
+
+
+def cluster_facts(ctx: AgentContext) -> ClusterFacts:
+    """The global loop's static facts, from an agent context."""
+    return ClusterFacts(
+        pools={
+            n: PoolFacts(s.exists, s.min_instances, s.max_instances, s.gpus_per_instance)
+            for n, s in ctx.pools.items()
+        },
+        max_gpus=ctx.max_gpus,
+        cold_start_s=ctx.cold_start_s,
+        decision_interval_s=ctx.decision_interval_s,
+    )
 
 
 class ChironAgent:
-    """Hierarchical backpressure: batch caps per pool (local), instance counts (global)."""
+    """Hierarchical backpressure: instance counts (global); batch caps per instance (local)."""
 
     name = "chiron"
+    env_kwargs: ClassVar[dict[str, Any]] = {
+        "action_mode": "global",
+        "max_step_change": RULE_MAX_STEP,
+    }
 
     def __init__(
         self,
@@ -32,8 +63,9 @@ class ChironAgent:
         self.ctx = ctx
         gp = global_ or GlobalParams()
         gp.max_step = ctx.max_step_change
-        self.local = ChironLocal(local)
-        self.global_ = ChironGlobal(gp)
+        self.local = ChironLocal(local, ctx.decision_interval_s)
+        self.global_ = ChironGlobal(gp, cluster_facts(ctx))
+        self.max_caps = {n: s.max_batch_cap for n, s in ctx.pools.items()}
 
     def reset(self) -> None:
         self.local.reset()
@@ -41,9 +73,13 @@ class ChironAgent:
 
     def params(self) -> dict[str, Any]:
         """Every parameter, for logs and tables."""
-        from dataclasses import asdict
-
         return {"local": asdict(self.local.p), "global": asdict(self.global_.p)}
+
+    def deltas(self, raw: dict[str, float]) -> list[int]:
+        return self.global_.deltas(raw)
+
+    def caps(self, raw: dict[str, float]) -> list[int]:
+        return self.local.choices(raw, self.max_caps)
 
     def predict(
         self,
@@ -58,7 +94,44 @@ class ChironAgent:
         k = self.ctx.max_step_change
         action: list[int] = []
         if self.ctx.action_mode in ("full", "global"):
-            action += [d + k for d in self.global_.deltas(raw)]
+            action += [d + k for d in self.deltas(raw)]
         if self.ctx.action_mode in ("full", "local"):
-            action += self.local.choices(raw)
+            action += self.caps(raw)
         return np.asarray(action, dtype=np.int64), state
+
+
+class ChironGlobalOnly(ChironAgent):
+    """Ablation: the global loop; every cap stays at the scenario's."""
+
+    name = "chiron-global-only"
+    env_kwargs: ClassVar[dict[str, Any]] = {"action_mode": "full", "max_step_change": RULE_MAX_STEP}
+
+    def caps(self, raw: dict[str, float]) -> list[int]:
+        return [KEEP] * 3
+
+
+class ChironLocalOnly(ChironAgent):
+    """Ablation: the per-instance local loop; instance counts stay at the scenario's."""
+
+    name = "chiron-local-only"
+
+    def deltas(self, raw: dict[str, float]) -> list[int]:
+        return [0, 0, 0]
+
+
+class ChironNoTbp(ChironAgent):
+    """Ablation: the local loop on latency backpressure alone (no throughput signal)."""
+
+    name = "chiron-no-tbp"
+    env_kwargs: ClassVar[dict[str, Any]] = {
+        **ChironAgent.env_kwargs,
+        "local_params": {"use_throughput": False},
+    }
+
+    def __init__(self, ctx: AgentContext) -> None:
+        super().__init__(ctx, local=LocalParams(use_throughput=False))
+
+
+CHIRON_AGENTS: dict[str, type[ChironAgent]] = {
+    a.name: a for a in (ChironAgent, ChironGlobalOnly, ChironLocalOnly, ChironNoTbp)
+}

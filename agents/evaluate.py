@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from agents import make_agent
+from agents import agent_env_kwargs, make_agent
 from agents.executors import run_tasks
 from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.envs.features import CLASS_NAMES, POOL_NAMES
@@ -129,7 +129,7 @@ def run_episode(
     A ``ppo:PATH`` agent runs in the action mode it was trained in (``train.json``): PPO-global
     with Chiron's local loop, PPO-local with Chiron's global loop.
     """
-    kwargs = dict(env_kwargs or {})
+    kwargs = {**agent_env_kwargs(agent), **(env_kwargs or {})}
     if agent.startswith("ppo:"):
         record = Path(agent[4:])
         record = (record if record.is_dir() else record.parent) / "train.json"

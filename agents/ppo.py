@@ -512,6 +512,11 @@ class PPOAgent:
         deterministic: bool = True,
     ) -> tuple[npt.NDArray[np.int64], Any]:
         obs = np.asarray(observation, dtype=np.float32)
+        # Features are only ever appended (docs/env.md): a model trained before a feature was
+        # added reads the prefix it knows.
+        n = int(self.model.observation_space.shape[0])
+        if obs.shape[-1] > n:
+            obs = obs[..., :n]
         if self.vn is not None:
             obs = self.vn.normalize_obs(obs)
         action, state = self.model.predict(

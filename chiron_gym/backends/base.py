@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from chiron_gym.sim import ClassReport, Pool, WindowReport
+from chiron_gym.sim import ClassReport, InstanceStats, Pool, WindowReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,18 @@ class Backend(Protocol):
         """Run to ``until_s``; report the window since the previous call."""
         ...
 
+    def run(self, until_s: float) -> None:
+        """Run to ``until_s`` without closing the report window (for per-instance control)."""
+        ...
+
+    def instance_stats(self) -> list[InstanceStats]:
+        """Every ready or draining instance's state and cumulative counters."""
+        ...
+
+    def set_instance_cap(self, instance_id: int, cap: int) -> None:
+        """Set one instance's batch cap (Chiron's local loop runs per instance)."""
+        ...
+
     def pool_state(self, pool: Pool) -> PoolState:
         """Instances, cap and bounds of a pool (``exists`` False if the scenario has none)."""
         ...
@@ -54,6 +66,10 @@ class Backend(Protocol):
 
     def set_batch_cap(self, pool: Pool, cap: int) -> None:
         """Set the run-time batch size (in-flight cap) of every instance of a pool."""
+        ...
+
+    def queue_lengths(self) -> tuple[int, int]:
+        """Requests in the global queues: (interactive, batch)."""
         ...
 
     def batch_groups(self) -> list[tuple[float, int]]:

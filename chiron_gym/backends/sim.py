@@ -8,7 +8,15 @@ import numpy as np
 
 from chiron_gym.backends.base import PoolState
 from chiron_gym.scenario import Scenario, stream
-from chiron_gym.sim import ClassReport, Cluster, InstanceState, Outcome, Pool, WindowReport
+from chiron_gym.sim import (
+    ClassReport,
+    Cluster,
+    InstanceState,
+    InstanceStats,
+    Outcome,
+    Pool,
+    WindowReport,
+)
 
 
 class SimBackend:
@@ -41,13 +49,25 @@ class SimBackend:
     def advance(self, until_s: float) -> WindowReport:
         return self.cluster.run_until(until_s)
 
+    def run(self, until_s: float) -> None:
+        self.cluster.run_to(until_s)
+
+    def instance_stats(self) -> list[InstanceStats]:
+        return self.cluster.instance_stats()
+
+    def set_instance_cap(self, instance_id: int, cap: int) -> None:
+        self.cluster.set_instance_cap(instance_id, cap)
+
     def pool_state(self, pool: Pool) -> PoolState:
         spec = self._specs.get(pool)
         if spec is None:
             return PoolState(False, 0, 0, 0, 0, 1, 1, 0, 0)
         counts = {s: 0 for s in InstanceState}
+        caps: list[int] = []
         for inst in self.cluster.live_instances(pool):
             counts[inst.state] += 1
+            if inst.state == InstanceState.READY:
+                caps.append(inst.batch_cap)
         limits = self.scenario.pool_limits(pool)
         lo, hi = (limits.min_instances, limits.max_instances) if limits else (0, 1 << 30)
         return PoolState(
@@ -55,7 +75,8 @@ class SimBackend:
             starting=counts[InstanceState.STARTING],
             ready=counts[InstanceState.READY],
             draining=counts[InstanceState.DRAINING],
-            batch_cap=self._caps[pool],
+            # per-instance caps (Chiron's local loop) may differ: their mean, rounded
+            batch_cap=round(sum(caps) / len(caps)) if caps else self._caps[pool],
             max_batch_cap=spec.instance.max_batch_cap,
             gpus_per_instance=spec.instance.gpus,
             min_instances=lo,
@@ -63,10 +84,8 @@ class SimBackend:
         )
 
     def scale(self, pool: Pool, delta: int) -> int:
-        changed = self.cluster.scale(pool, delta)
-        if delta > 0:
-            self.cluster.set_batch_cap(pool, self._caps[pool])
-        return changed
+        # a new instance starts at the cap its pool's ready instances hold on average
+        return self.cluster.scale(pool, delta, self.pool_state(pool).batch_cap)
 
     def set_batch_cap(self, pool: Pool, cap: int) -> None:
         if pool not in self._specs:
@@ -74,6 +93,10 @@ class SimBackend:
         cap = max(1, min(cap, self._specs[pool].instance.max_batch_cap))
         self._caps[pool] = cap
         self.cluster.set_batch_cap(pool, cap)
+
+    def queue_lengths(self) -> tuple[int, int]:
+        q = self.cluster.queues
+        return (len(q[0]), len(q[1]))
 
     def batch_groups(self) -> list[tuple[float, int]]:
         return self.cluster.queues[1].groups()

@@ -41,7 +41,7 @@ import numpy as np
 from chiron_gym.backends.base import PoolState
 from chiron_gym.openai_stream import PROMPT_ALPHABET, prompt_ids, sse_chunks
 from chiron_gym.scenario import Scenario
-from chiron_gym.sim import ClassReport, Outcome, Pool, RequestClass, WindowReport
+from chiron_gym.sim import ClassReport, InstanceStats, Outcome, Pool, RequestClass, WindowReport
 from chiron_gym.sim.report import PoolReport, percentiles
 from chiron_gym.sim.request import RejectReason
 
@@ -122,6 +122,7 @@ class Server:
     stopped_s: float = math.nan
     in_flight: set[int] = field(default_factory=set)
     max_in_flight: int = 0
+    cap: int | None = None  # this server's own cap (per-instance control), else the pool's
     metrics: dict[str, float] = field(default_factory=dict)
     tokens_before: float = 0.0
     preemptions_before: float = 0.0
@@ -155,8 +156,21 @@ def parse_metrics(text: str) -> dict[str, float]:
         "vllm:generation_tokens": "generation_tokens",
         "vllm:num_preemptions": "preemptions",
     }
+    # Histograms: their _sum and _count (seconds between two tokens of a request, summed).
+    histograms = {
+        "vllm:inter_token_latency_seconds": "itl",
+        "vllm:time_per_output_token_seconds": "itl",
+    }
     out: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
+        hist = histograms.get(fam.name)
+        if hist is not None:
+            for s in fam.samples:
+                for suffix in ("_sum", "_count"):
+                    if s.name.endswith(suffix):
+                        hkey = hist + suffix
+                        out[hkey] = out.get(hkey, 0.0) + float(s.value)
+            continue
         key = wanted.get(fam.name)
         if key is None:
             continue
@@ -215,6 +229,7 @@ class VllmBackend:
         self._caps = {p: s.initial_batch_cap for p, s in self._specs.items()}
         self._t0_wall = time.monotonic()
         self._now = 0.0
+        self._window_t0 = 0.0
         # prompts differ from those of earlier episodes on the same servers (prefix cache)
         self._salt = time.time_ns() // 1000 % PROMPT_ALPHABET**4
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -237,6 +252,7 @@ class VllmBackend:
             s.requested_s = s.ready_s = 0.0
         self._t0_wall = time.monotonic()
         self._now = 0.0
+        self._window_t0 = 0.0
 
     async def _until_initial_ready(self) -> None:
         while any(s.state == ServerState.STARTING for s in self.servers):
@@ -412,11 +428,13 @@ class VllmBackend:
         own = Pool.INTERACTIVE if klass == RequestClass.INTERACTIVE else Pool.BATCH
         out = []
         for pool in (own, Pool.MIXED):
-            cap = self._caps.get(pool, 0)
+            pool_cap = self._caps.get(pool, 0)
             ready = [
                 s
                 for s in self.servers
-                if s.pool == pool and s.state == ServerState.READY and len(s.in_flight) < cap
+                if s.pool == pool
+                and s.state == ServerState.READY
+                and len(s.in_flight) < (pool_cap if s.cap is None else s.cap)
             ]
             out += sorted(ready, key=lambda s: (len(s.in_flight), s.server_id))
         return out
@@ -548,14 +566,50 @@ class VllmBackend:
         return self._now
 
     def advance(self, until_s: float) -> WindowReport:
+        t0 = self._window_t0
+        self.run(until_s)
+        self._window_t0 = until_s
+        return self._report(t0, until_s)
+
+    def run(self, until_s: float) -> None:
         assert self._loop is not None, "call reset(seed) first"
         self._loop.run_until_complete(self._run(until_s))
         ready = [s for s in self.servers if s.state in (ServerState.READY, ServerState.DRAINING)]
         if ready:
             self._loop.run_until_complete(self._poll_all(ready))
-        t0 = self._now
         self._now = until_s
-        return self._report(t0, until_s)
+
+    def instance_stats(self) -> list[InstanceStats]:
+        out: list[InstanceStats] = []
+        for s in self.servers:
+            if s.state not in (ServerState.READY, ServerState.DRAINING):
+                continue
+            m = s.metrics
+            interactive = sum(
+                1 for idx in s.in_flight if self.workload.klass[idx] == RequestClass.INTERACTIVE
+            )
+            out.append(
+                InstanceStats(
+                    instance_id=s.server_id,
+                    pool=int(s.pool),
+                    ready=s.state == ServerState.READY,
+                    batch_cap=self._caps.get(s.pool, 1) if s.cap is None else s.cap,
+                    running=int(m.get("running", 0)),
+                    waiting=int(m.get("waiting", 0)),
+                    interactive_held=interactive,
+                    tokens_generated=int(m.get("generation_tokens", 0)),
+                    decode_tokens=int(m.get("itl_count", 0)),
+                    decode_token_time_s=float(m.get("itl_sum", 0.0)) / self.time_scale,
+                )
+            )
+        return out
+
+    def set_instance_cap(self, instance_id: int, cap: int) -> None:
+        max_cap = self.cfg.max_num_seqs if self.cfg else cap
+        for s in self.servers:
+            if s.server_id == instance_id:
+                s.cap = max(1, min(cap, max_cap))
+        self._dispatch()
 
     def _report(self, t0: float, t1: float) -> WindowReport:
         w = self._window
@@ -660,6 +714,12 @@ class VllmBackend:
         if pool in self._specs:
             max_cap = self.cfg.max_num_seqs if self.cfg else cap
             self._caps[pool] = max(1, min(cap, max_cap))
+            for s in self.servers:
+                if s.pool == pool:
+                    s.cap = None
+
+    def queue_lengths(self) -> tuple[int, int]:
+        return (len(self.queues[0]), len(self.queues[1]))
 
     def batch_groups(self) -> list[tuple[float, int]]:
         g = self.scenario.cluster.group_granularity_s

@@ -1,81 +1,254 @@
-"""Chiron's two control loops, on the environment's named raw features.
+"""Chiron's two control loops (Patke et al., arXiv 2501.08090), as far as the sources give them.
 
-``ChironLocal`` picks each pool's batch-cap change from local backpressure; ``ChironGlobal`` picks
-each pool's instance change from interactive utilisation (with hysteresis) and the batch queue's
-waiting-time estimate against its deadlines. The environment runs one of them itself when
-``action_mode`` leaves that level to Chiron; ``agents/chiron.py`` composes both as an agent.
+``ChironLocal`` is the fast loop that lives on each instance: every ``period_s`` it sets the
+instance's batch cap from local backpressure (latency: observed ITL over the SLO; throughput: the
+token rate before the last cap increase over the rate after it, measured only while the cap
+binds). ``ChironGlobal`` is the slow loop over the cluster: instance counts from interactive
+utilisation (interactive work over the capacity the local caps advertise, with hysteresis and
+headroom kept in the mixed pool) and from the batch queue's waiting-time estimate against its
+deadlines (capacity from the profile, not the last window's throughput), interactive first when
+the GPU budget binds.
 
-Every parameter is named, with its default and where it comes from: (paper) the Chiron paper's
-structure, (QLM) the QLM code, (ours) our reconstruction (``../shared/docs/chiron.md``).
+The environment runs the local loop per instance when ``action_mode="global"`` and the global
+loop when ``action_mode="local"``; ``agents/chiron.py`` composes them as an agent. Every number
+is a named parameter with its default and source: (paper) the paper's structure, (QLM) the QLM
+code, (SageServe) its ``ChironArbiter``, (ours) our reconstruction (``docs/agents.md``).
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
-from chiron_gym.control.caps import DOUBLE, HALVE, INCREASE, KEEP
+from chiron_gym.control.caps import DOUBLE, HALVE, INCREASE, KEEP, new_cap
+from chiron_gym.sim.report import InstanceStats
 
 POOL_NAMES = ("interactive", "mixed", "batch")
 
 
+# ------------------------------------------------------------------------------ the local loop
+
+
 @dataclass
 class LocalParams:
-    """Local loop (per pool, every decision interval)."""
+    """Local loop (per instance)."""
 
+    period_s: float = 2.0  # (paper: a fast loop; value ours) seconds between two updates
     ewma_alpha: float = 0.5  # (ours) weight of the newest backpressure sample
-    throughput_gain: float = 0.05  # (ours) an increase must raise tokens/s by this much
-    low_utilisation: float = 0.5  # (ours) below this share of the cap in use, hold the cap
+    # (ours) ITL is measured over this sliding window (token-weighted, as vLLM's histogram):
+    # the prefills a cap increase admits stall decodes for a moment, not for the request's life
+    latency_window_s: float = 10.0
+    # (ours) a cap is judged (throughput compared, or grown) after this long binding at it:
+    # one period's token count at a small cap is too noisy to compare
+    settle_s: float = 6.0
+    throughput_gain: float = 0.05  # (ours) an increase that raised tokens/s by less: a plateau
+    double_below: float = 0.5  # (ours) grow by doubling while backpressure is under this
+    use_throughput: bool = True  # False: the ``chiron-no-tbp`` ablation
+    min_cap: int = 1  # (paper: not below a minimum)
 
 
 @dataclass
-class LocalState:
-    bp: dict[str, float] = field(default_factory=dict)
-    last_choice: dict[str, int] = field(default_factory=dict)
-    last_tokens: dict[str, float] = field(default_factory=dict)
+class _CapState:
+    """What the rule remembers of one instance (or one pool)."""
+
+    bp: float = 0.0  # smoothed local backpressure
+    increased: bool = False  # the cap was last changed by an increase
+    rate_before: float = math.nan  # tokens/s while binding at the cap before the last change
+    bound_tokens: float = 0.0  # tokens and seconds while binding at the current cap
+    bound_s: float = 0.0
+    tokens: int = 0  # counters at the previous update
+    decode_tokens: int = 0
+    decode_token_time_s: float = 0.0
+    t: float = math.nan
+    itl_window: deque[tuple[int, float, float]] = field(default_factory=deque)
+
+
+def cap_rule(
+    p: LocalParams,
+    s: _CapState,
+    *,
+    cap: int,
+    max_cap: int,
+    latency: float,
+    tokens: float,
+    dt: float,
+    binding: bool,
+) -> tuple[int, float]:
+    """The AIMD rule: the new cap, and the throughput backpressure used (0: not evaluated).
+
+    ``latency`` is observed ITL over the SLO (0 when nothing decoded or there is no SLO);
+    ``tokens`` were generated in the ``dt`` seconds since the last update; ``binding`` says the
+    cap limited the instance (at its cap with work waiting for it). Throughput backpressure is
+    ``rate before the last increase / rate since``, both measured while binding and only once
+    the new cap has bound for ``settle_s`` (demand-driven throughput says nothing about the
+    cap). Smoothed backpressure above 1: halve (then it needs fresh evidence to halve again).
+    Else grow while binding, doubling while backpressure is low, unless the last increase
+    bought less than ``throughput_gain`` (a plateau: hold).
+    """
+    if binding:
+        s.bound_tokens += tokens
+        s.bound_s += dt
+    judged = s.bound_s >= p.settle_s
+    rate = s.bound_tokens / s.bound_s if s.bound_s > 0 else 0.0
+    tbp = 0.0
+    if p.use_throughput and s.increased and judged and s.rate_before > 0:
+        tbp = s.rate_before / rate if rate > 0 else 2.0
+    a = p.ewma_alpha
+    s.bp = a * max(latency, tbp) + (1 - a) * s.bp
+    plateau = tbp > 1.0 / (1.0 + p.throughput_gain)
+    if s.bp > 1.0:
+        choice = HALVE
+        s.bp = min(s.bp, 1.0)
+    elif binding and judged and not plateau:
+        choice = DOUBLE if s.bp < p.double_below else INCREASE
+    else:
+        choice = KEEP
+    out = max(p.min_cap, new_cap(cap, choice, max_cap))
+    if out != cap:
+        s.rate_before = rate if s.bound_s > 0 else math.nan
+        s.bound_tokens = s.bound_s = 0.0
+        s.increased = out > cap
+    return out, tbp
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceLimits:
+    """Per pool: the largest cap and the ITL SLO its tightest class sets (None: no SLO)."""
+
+    max_cap: int
+    itl_slo_s: float | None
 
 
 class ChironLocal:
-    """Batch caps from latency and throughput backpressure (AIMD: halve above 1, else grow)."""
+    """Per-instance batch caps from latency and throughput backpressure."""
 
-    def __init__(self, params: LocalParams | None = None) -> None:
+    def __init__(self, params: LocalParams | None = None, interval_s: float = 10.0) -> None:
         self.p = params or LocalParams()
-        self.s = LocalState()
+        self.interval_s = interval_s  # the decision interval, for the pool-level ``choices``
+        self.states: dict[int, _CapState] = {}
+        self.pool_states: dict[str, _CapState] = {}
+        self.last_tbp: dict[int, float] = {}
 
     def reset(self) -> None:
-        self.s = LocalState()
+        self.states = {}
+        self.pool_states = {}
+        self.last_tbp = {}
 
-    def choices(self, raw: dict[str, float]) -> list[int]:
-        """One cap choice per pool (``HALVE``/``KEEP``/``INCREASE``/``DOUBLE``)."""
+    def update(
+        self,
+        now: float,
+        stats: list[InstanceStats],
+        limits: dict[int, InstanceLimits],
+        queued: tuple[int, int],
+    ) -> dict[int, int]:
+        """New caps ``{instance_id: cap}`` for the instances whose cap changes.
+
+        ``limits`` is keyed by pool index; ``queued`` the global queue lengths per class
+        (interactive, batch): work waiting for an instance of a pool that serves that class.
+        """
+        out: dict[int, int] = {}
+        seen: set[int] = set()
+        for st in stats:
+            seen.add(st.instance_id)
+            s = self.states.get(st.instance_id)
+            if s is None:
+                s = self.states[st.instance_id] = _CapState()
+            dt = now - s.t
+            first = math.isnan(dt)
+            d_tok = st.tokens_generated - s.tokens
+            d_dec = st.decode_tokens - s.decode_tokens
+            d_time = st.decode_token_time_s - s.decode_token_time_s
+            s.tokens, s.decode_tokens = st.tokens_generated, st.decode_tokens
+            s.decode_token_time_s, s.t = st.decode_token_time_s, now
+            if first or dt <= 0 or not st.ready:
+                continue
+            lim = limits[st.pool]
+            win = s.itl_window
+            win.append((d_dec, d_time, now))
+            while win and win[0][2] <= now - self.p.latency_window_s:
+                win.popleft()
+            n_dec = sum(w[0] for w in win)
+            latency = 0.0
+            if lim.itl_slo_s and n_dec > 0:
+                latency = sum(w[1] for w in win) / n_dec / lim.itl_slo_s
+            wanted = queued[0] if st.pool == 0 else queued[1] if st.pool == 2 else sum(queued)
+            binding = st.running >= st.batch_cap and (st.waiting > 0 or wanted > 0)
+            cap, tbp = cap_rule(
+                self.p,
+                s,
+                cap=st.batch_cap,
+                max_cap=lim.max_cap,
+                latency=latency,
+                tokens=d_tok,
+                dt=dt,
+                binding=binding,
+            )
+            self.last_tbp[st.instance_id] = tbp
+            if cap != st.batch_cap:
+                out[st.instance_id] = cap
+        for gone in set(self.states) - seen:
+            del self.states[gone]
+        return out
+
+    def choices(self, raw: dict[str, float], max_caps: dict[str, int]) -> list[int]:
+        """Pool-level cap choices from the observation, for ``action_mode="full"`` agents.
+
+        The same rule on each pool's aggregate (the per-instance loop is ``update``; an agent
+        that sets caps through the action can only set one per pool).
+        """
         out: list[int] = []
         for pool in POOL_NAMES:
             if raw[f"{pool}.exists"] < 0.5 or raw[f"{pool}.ready"] < 1:
                 out.append(KEEP)
                 continue
-            # Latency backpressure: ITL against the tightest SLO the pool may hold (paper).
+            s = self.pool_states.setdefault(pool, _CapState())
             cls = "batch" if pool == "batch" else "interactive"
-            lat = raw[f"{cls}.itl_p95_over_slo"]
-            tokens = raw[f"{pool}.tokens_per_s"]
-            tp = 0.0
-            if self.s.last_choice.get(pool) in (INCREASE, DOUBLE):
-                before = self.s.last_tokens.get(pool, 0.0)
-                tp = 1.5 if tokens < before * (1 + self.p.throughput_gain) else 0.0  # (ours)
-            a = self.p.ewma_alpha
-            bp = a * max(lat, tp) + (1 - a) * self.s.bp.get(pool, 0.0)
-            self.s.bp[pool] = bp
-            in_use = raw[f"{pool}.running"] / max(
-                1.0, raw[f"{pool}.batch_cap"] * raw[f"{pool}.ready"]
+            cap = max(1, round(raw[f"{pool}.batch_cap"]))
+            ready = raw[f"{pool}.ready"]
+            waiting = raw[f"{pool}.waiting"] + (
+                raw["interactive.queue"] + raw["batch.queue"]
+                if pool == "mixed"
+                else raw[f"{cls}.queue"]
             )
-            if bp > 1.0:
-                choice = HALVE
-            elif in_use < self.p.low_utilisation:
-                choice = KEEP  # the cap is not what limits the pool
-            else:
-                choice = INCREASE
-            self.s.last_choice[pool] = choice
-            self.s.last_tokens[pool] = tokens
-            out.append(choice)
+            binding = raw[f"{pool}.running"] >= cap * ready and waiting > 0
+            new, _ = cap_rule(
+                self.p,
+                s,
+                cap=cap,
+                max_cap=max_caps.get(pool, cap),
+                latency=raw[f"{cls}.itl_p95_over_slo"],
+                tokens=raw[f"{pool}.tokens_per_s"] / max(1.0, ready) * self.interval_s,
+                dt=self.interval_s,
+                binding=binding,
+            )
+            out.append(HALVE if new < cap else INCREASE if new > cap else KEEP)
+            if new > cap and new >= 2 * cap:
+                out[-1] = DOUBLE
         return out
+
+
+# ------------------------------------------------------------------------------ the global loop
+
+
+@dataclass(frozen=True, slots=True)
+class PoolFacts:
+    """Static facts of one pool the global loop needs."""
+
+    exists: bool
+    min_instances: int
+    max_instances: int
+    gpus_per_instance: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterFacts:
+    """Static facts of the cluster: pools, GPU budget, cold start, decision interval."""
+
+    pools: dict[str, PoolFacts]
+    max_gpus: int | None
+    cold_start_s: float
+    decision_interval_s: float
 
 
 @dataclass
@@ -84,73 +257,174 @@ class GlobalParams:
 
     upper_utilisation: float = 0.8  # (paper: bounds with hysteresis; values ours)
     lower_utilisation: float = 0.4  # (ours)
-    up_windows: int = 1  # (ours) windows above the upper bound before adding
-    down_windows: int = 6  # (ours) windows below the lower bound before removing
-    headroom_instances: int = 1  # (paper: keep headroom; value ours)
-    batch_add_above: float = 1.0  # (reconstruction in chiron.md) wait / slack above 1: add
-    batch_remove_below: float = 0.3  # (ours) ample slack: remove one batch instance
+    up_windows: int = 1  # (ours) decisions above the upper bound before adding
+    # (ours) scale-down waits this many cold starts below the lower bound: capacity removed is
+    # only regained one cold start later
+    down_hold_cold_starts: float = 3.0
+    min_down_hold_s: float = 60.0  # (ours) and at least this long
+    # (ours) batch capacity goes after one cold start of ample slack: batch deadlines are long
+    batch_down_hold_cold_starts: float = 1.0
+    headroom_instances: int = 2  # (paper: keep headroom; value ours) at least this many...
+    headroom_share: float = 0.25  # (ours) ...or this share of the interactive instances needed
+    batch_add_above: float = 1.0  # (chiron.md) waiting time / slack above 1: add capacity
+    batch_remove_below: float = 0.5  # (ours) ample slack: shrink to what the estimate needs
+    batch_target: float = 0.8  # (ours) size batch capacity for this waiting time / slack
     max_step: int = 2  # instances per pool per decision (the env's k)
 
 
 @dataclass
 class GlobalState:
     above: int = 0
-    below: int = 0
-    batch_slack: int = 0
+    below_s: float = 0.0
+    batch_slack_s: float = 0.0
 
 
 class ChironGlobal:
     """Instance counts from interactive utilisation and batch waiting-time backpressure."""
 
-    def __init__(self, params: GlobalParams | None = None) -> None:
+    def __init__(self, params: GlobalParams | None = None, facts: ClusterFacts | None = None):
         self.p = params or GlobalParams()
+        self.facts = facts
         self.s = GlobalState()
 
     def reset(self) -> None:
         self.s = GlobalState()
 
+    def _hold_s(self, cold_starts: float | None = None) -> float:
+        cold = self.facts.cold_start_s if self.facts else 60.0
+        n = self.p.down_hold_cold_starts if cold_starts is None else cold_starts
+        return max(self.p.min_down_hold_s, n * cold)
+
     def deltas(self, raw: dict[str, float]) -> list[int]:
         """Instance change per pool (interactive, mixed, batch)."""
         p = self.p
-        out = {name: 0 for name in POOL_NAMES}
-        # Interactive: requests held over the capacity the local caps advertise.
+        dt = self.facts.decision_interval_s if self.facts else 10.0
+        exists = {n: raw[f"{n}.exists"] > 0.5 for n in POOL_NAMES}
+        live = {n: raw[f"{n}.ready"] + raw[f"{n}.starting"] for n in POOL_NAMES}
+        cap = {n: max(1.0, raw[f"{n}.batch_cap"]) for n in POOL_NAMES}
+        want = dict.fromkeys(POOL_NAMES, 0)
+
+        # Interactive backpressure: interactive work held over the capacity the caps advertise
+        # on the instances that serve it (batch work on mixed instances does not count).
         held = raw["interactive.queue"]
-        cap = 0.0
-        for pool in ("interactive", "mixed"):
-            if raw[f"{pool}.exists"] > 0.5:
-                held += raw[f"{pool}.running"] + raw[f"{pool}.waiting"]
-                cap += raw[f"{pool}.batch_cap"] * (raw[f"{pool}.ready"] + raw[f"{pool}.starting"])
-        util = held / cap if cap > 0 else (math.inf if held > 0 else 0.0)
+        if exists["interactive"]:
+            held += raw["interactive.running"] + raw["interactive.waiting"]
+        if exists["mixed"]:
+            held += raw["mixed.interactive_held"]
+        serving = [n for n in ("interactive", "mixed") if exists[n]]
+        capacity = sum(cap[n] * live[n] for n in serving)
+        util = held / capacity if capacity > 0 else (math.inf if held > 0 else 0.0)
         self.s.above = self.s.above + 1 if util > p.upper_utilisation else 0
-        self.s.below = self.s.below + 1 if util < p.lower_utilisation else 0
-        target = "interactive" if raw["interactive.exists"] > 0.5 else "mixed"
-        if raw[f"{target}.exists"] > 0.5:
+        self.s.below_s = self.s.below_s + dt if util < p.lower_utilisation else 0.0
+        base = "interactive" if exists["interactive"] else "mixed" if exists["mixed"] else None
+        if base is not None:
+            per = cap[base]
+            needed = math.ceil(held / (p.upper_utilisation * per)) if held > 0 else 0
+            headroom = max(p.headroom_instances, math.ceil(p.headroom_share * needed))
+            # The headroom lives in the mixed pool when there is one (batch work fills it).
+            headroom_pool = "mixed" if exists["mixed"] else base
             if self.s.above >= p.up_windows:
-                need = math.ceil(held / max(p.upper_utilisation, 1e-9) - cap)
-                per = max(1.0, raw[f"{target}.batch_cap"])
-                out[target] += min(p.max_step, max(1, math.ceil(need / per)))
+                short = needed + (headroom if headroom_pool == base else 0) - live[base]
+                want[base] += max(1, math.ceil(short))
                 self.s.above = 0
-            elif self.s.below >= p.down_windows:
-                live = raw[f"{target}.ready"] + raw[f"{target}.starting"]
-                per = max(1.0, raw[f"{target}.batch_cap"])
-                # Remove one only if the rest, less the headroom, stays under the upper bound.
-                if held <= p.upper_utilisation * (cap - per * (1 + p.headroom_instances)):
-                    out[target] -= 1
-                self.s.below = 0
-        # Batch: QLM waiting-time estimate against the nearest deadline.
+            elif self.s.below_s >= self._hold_s():
+                spare = live[base] - needed - (headroom if headroom_pool == base else 0)
+                if spare >= 1:
+                    want[base] -= 1
+                elif headroom_pool != base and live[headroom_pool] > headroom:
+                    want[headroom_pool] -= 1
+                self.s.below_s = 0.0
+            if headroom_pool != base:
+                want[headroom_pool] += max(0, headroom - round(live[headroom_pool]))
+
+        # Batch backpressure: the QLM waiting-time estimate against the deadlines, on the
+        # capacity (from the profile) of the instances that may serve batch.
         pressure = raw["batch.wait_over_slack"]
-        btarget = "batch" if raw["batch.exists"] > 0.5 else "mixed"
-        if raw[f"{btarget}.exists"] > 0.5:
-            live = raw[f"{btarget}.ready"] + raw[f"{btarget}.starting"]
-            if pressure > p.batch_add_above and raw["batch.queue"] > 0:
-                extra = math.ceil(max(1.0, live) * (min(pressure, 10.0) - 1.0))
-                out[btarget] += min(p.max_step, max(1, extra))
-                self.s.batch_slack = 0
-            elif pressure < p.batch_remove_below:
-                self.s.batch_slack += 1
-                if self.s.batch_slack >= p.down_windows and live > 0:
-                    out[btarget] -= 1
-                    self.s.batch_slack = 0
+        required = raw["batch.required_tokens_per_s"]
+        per_inst = max(1e-9, raw["batch.instance_tokens_per_s"])
+        btarget = "batch" if exists["batch"] else "mixed" if exists["mixed"] else None
+        if btarget is not None:
+            spare = raw["batch.capacity_tokens_per_s"] - (
+                live["batch"] * per_inst if btarget == "batch" else live["mixed"] * per_inst
+            )
+            need = max(0.0, required / p.batch_target - max(0.0, spare))
+            desired = math.ceil(need / per_inst - 1e-9)
+            cur = round(live[btarget]) + want[btarget]
+            if pressure > p.batch_add_above:
+                want[btarget] += max(1, desired - cur)
+                self.s.batch_slack_s = 0.0
+            elif pressure < p.batch_remove_below and desired < cur:
+                self.s.batch_slack_s += dt
+                if self.s.batch_slack_s >= self._hold_s(p.batch_down_hold_cold_starts):
+                    shrink = desired - round(live[btarget])
+                    # the mixed pool keeps what its headroom rule asked for
+                    want[btarget] = max(want[btarget], shrink) if btarget == "mixed" else shrink
+                    self.s.batch_slack_s = 0.0
             else:
-                self.s.batch_slack = 0
-        return [max(-p.max_step, min(p.max_step, out[n])) for n in POOL_NAMES]
+                self.s.batch_slack_s = 0.0
+        return self._fit(want, live, raw)
+
+    def _fit(
+        self, want: dict[str, int], live: dict[str, float], raw: dict[str, float]
+    ) -> list[int]:
+        """Bounds, step limit, and the GPU budget: interactive first, batch gives way."""
+        p = self.p
+        out = dict(want)
+        facts = self.facts
+        if facts is not None:
+            for n in POOL_NAMES:
+                pf = facts.pools[n]
+                if not pf.exists:
+                    out[n] = 0
+                    continue
+                lv = round(live[n])
+                out[n] = max(pf.min_instances - lv, min(pf.max_instances - lv, out[n]))
+        out = {n: max(-p.max_step, min(p.max_step, d)) for n, d in out.items()}
+        if facts is not None and facts.max_gpus is not None:
+            used = round(raw["gpus_over_budget"] * facts.max_gpus)
+            room = facts.max_gpus - used  # draining instances hold their GPUs until done
+            gpus = {n: facts.pools[n].gpus_per_instance for n in POOL_NAMES}
+            freeing = sum(raw[f"{n}.draining"] * gpus[n] for n in POOL_NAMES)
+            bmin = facts.pools["batch"].min_instances
+            for n in POOL_NAMES:  # priority order: interactive, mixed, batch
+                d = out[n]
+                if d <= 0:
+                    continue
+                fit = min(d, max(0, room) // gpus[n])
+                short = (d - fit) * gpus[n] - freeing
+                if short > 0 and n != "batch" and facts.pools["batch"].exists:
+                    # interactive work first: the batch pool gives GPUs back (they free when
+                    # its instances have drained; the next decisions take them)
+                    down = min(0, out["batch"])
+                    give = min(
+                        math.ceil(short / gpus["batch"]),
+                        round(live["batch"]) + down - bmin,
+                        p.max_step + down,
+                    )
+                    if give > 0:
+                        out["batch"] = down - give
+                        freeing += give * gpus["batch"]
+                out[n] = fit
+                room -= fit * gpus[n]
+        return [out[n] for n in POOL_NAMES]
+
+
+@dataclass
+class ChironParams:
+    """Both loops' parameters (for logs and tables)."""
+
+    local: LocalParams = field(default_factory=LocalParams)
+    global_: GlobalParams = field(default_factory=GlobalParams)
+
+
+__all__ = [
+    "POOL_NAMES",
+    "ChironGlobal",
+    "ChironLocal",
+    "ClusterFacts",
+    "GlobalParams",
+    "InstanceLimits",
+    "LocalParams",
+    "PoolFacts",
+    "cap_rule",
+]

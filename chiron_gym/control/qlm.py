@@ -23,6 +23,7 @@ class GroupEstimate:
     requests_ahead: int  # including the group's own
     wait_s: float
     slack_s: float  # deadline - now - start-up delay
+    work_tokens: float = 0.0  # conservative output tokens ahead, the group's own included
 
     @property
     def pressure(self) -> float:
@@ -49,10 +50,25 @@ def estimate(
         ahead += count
         work = ahead * mean_output + z * std_output * math.sqrt(ahead)
         wait = work / tokens_per_s if tokens_per_s > 0 else math.inf
-        out.append(GroupEstimate(deadline, ahead, wait, deadline - now_s - startup_s))
+        out.append(GroupEstimate(deadline, ahead, wait, deadline - now_s - startup_s, work))
     return out
 
 
 def max_pressure(estimates: list[GroupEstimate]) -> float:
     """The most urgent group's backpressure (0 with an empty queue)."""
     return max((e.pressure for e in estimates), default=0.0)
+
+
+def required_rate(estimates: list[GroupEstimate]) -> float:
+    """Tokens/s that would bring every group's backpressure to at most 1: the largest
+    ``work / slack`` (a group with under a second of slack left counts one second)."""
+    return max((e.work_tokens / max(e.slack_s, 1.0) for e in estimates), default=0.0)
+
+
+def at_risk(estimates: list[GroupEstimate], groups: list[tuple[float, int]], now_s: float) -> int:
+    """Queued requests in groups whose estimated finish falls after their deadline."""
+    n = 0
+    for e, (_, count) in zip(estimates, groups, strict=True):
+        if now_s + e.wait_s > e.deadline_s:
+            n += count
+    return n

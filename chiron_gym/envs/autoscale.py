@@ -12,7 +12,15 @@ import numpy.typing as npt
 from gymnasium import spaces
 
 from chiron_gym.backends import Backend, make_backend
-from chiron_gym.control.chiron import ChironGlobal, ChironLocal, GlobalParams
+from chiron_gym.control.chiron import (
+    ChironGlobal,
+    ChironLocal,
+    ClusterFacts,
+    GlobalParams,
+    InstanceLimits,
+    LocalParams,
+    PoolFacts,
+)
 from chiron_gym.envs import render as _render
 from chiron_gym.envs.actions import CAP_CHOICES, ActionLayout, Decision, apply
 from chiron_gym.envs.features import (
@@ -25,7 +33,7 @@ from chiron_gym.envs.features import (
     PoolStatic,
 )
 from chiron_gym.scenario import REWARD_DEFAULTS, Scenario, load
-from chiron_gym.sim import WindowReport
+from chiron_gym.sim import Pool, WindowReport
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class AgentContext:
     interactive_ttft_s: float | None
     interactive_itl_s: float | None
     cold_start_s: float
+    scenario: Scenario | None = None  # for agents tuned per workload (``llumnix-tuned``)
 
 
 class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
@@ -130,7 +139,9 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         horizon_s: float | None = None,
         reward_weights: dict[str, float] | None = None,
         render_mode: str | None = None,
-        global_params: GlobalParams | None = None,
+        global_params: GlobalParams | dict[str, Any] | None = None,
+        local_params: LocalParams | dict[str, Any] | None = None,
+        initial_batch_cap: int | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
@@ -143,7 +154,13 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         # gymnasium 1.2's stubs type MultiDiscrete more loosely than 1.4's (RLlib pins 1.2)
         self.action_space = spaces.MultiDiscrete(self.layout.nvec)  # type: ignore[assignment,unused-ignore]
         self.feature_names: tuple[str, ...] = FEATURE_NAMES
-        self._global_params = replace(global_params or GlobalParams(), max_step=max_step_change)
+        gp = GlobalParams(**global_params) if isinstance(global_params, dict) else global_params
+        self._global_params = replace(gp or GlobalParams(), max_step=max_step_change)
+        lp = LocalParams(**local_params) if isinstance(local_params, dict) else local_params
+        self._local_params = lp or LocalParams()
+        if initial_batch_cap is not None and initial_batch_cap < 1:
+            raise ValueError(f"initial_batch_cap must be >= 1, got {initial_batch_cap!r}")
+        self._initial_batch_cap = initial_batch_cap
         self._configure(scenario, decision_interval_s, horizon_s, reward_weights)
         self._backend: Backend | None = None
         self._raw: dict[str, float] = {}
@@ -160,6 +177,13 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         reward_weights: dict[str, float] | None,
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else load(scenario)
+        cap0 = self._initial_batch_cap
+        if cap0 is not None:  # e.g. vLLM's default max_num_seqs (256) for a KV-driven baseline
+            pools = tuple(
+                replace(p, initial_batch_cap=min(cap0, p.instance.max_batch_cap))
+                for p in sc.cluster.pools
+            )
+            sc = replace(sc, cluster=replace(sc.cluster, pools=pools))
         if horizon_s is not None:
             if not horizon_s > 0:
                 raise ValueError(f"horizon_s must be > 0, got {horizon_s!r}")
@@ -209,8 +233,8 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             self._backend.close()
         self._backend = make_backend(self.backend_name, self.scenario, self.backend_options)
         self._backend.reset(episode_seed)
-        self._chiron_local = ChironLocal()
-        self._chiron_global = ChironGlobal(self._global_params)
+        self._chiron_local = ChironLocal(self._local_params)
+        self._chiron_global = ChironGlobal(self._global_params, self.cluster_facts())
         self.episode_seed = episode_seed
         self._steps = 0
         self._last_reward = 0.0
@@ -224,10 +248,10 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         deltas, caps = self.layout.split(action)
         if deltas is None:
             deltas = self._chiron_global.deltas(self._raw)
-        if caps is None:
-            caps = self._chiron_local.choices(self._raw)
         decision = apply(self.backend, deltas, caps, self.scenario.max_gpus)
         t_end = min(self.backend.now + self.scenario.decision_interval_s, self.scenario.horizon_s)
+        if caps is None:
+            self._run_local_loop(t_end)
         window = self.backend.advance(t_end)
         self._steps += 1
         terms = self._reward_terms(window, decision)
@@ -236,6 +260,44 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         obs, info = self._observe(window, decision, terms, reward)
         truncated = self.backend.now >= self.scenario.horizon_s - 1e-9
         return obs, reward, False, truncated, info
+
+    def _run_local_loop(self, t_end: float) -> None:
+        """Chiron's local loop, per instance, every ``period_s`` up to ``t_end``."""
+        period = self._local_params.period_s
+        backend = self.backend
+        sc = self.scenario
+        slo = sc.cluster
+        limits = {
+            int(p.pool): InstanceLimits(
+                p.instance.max_batch_cap,
+                (slo.batch_slo if p.pool == Pool.BATCH else slo.interactive_slo).itl_s,
+            )
+            for p in sc.cluster.pools
+        }
+        t = backend.now
+        while True:
+            # ticks on a grid from the episode start, so a decision interval may hold several
+            t = min((math.floor(t / period + 1e-9) + 1) * period, t_end)
+            if t >= t_end:
+                return
+            backend.run(t)
+            stats = backend.instance_stats()
+            changes = self._chiron_local.update(t, stats, limits, backend.queue_lengths())
+            for iid, cap in changes.items():
+                backend.set_instance_cap(iid, cap)
+
+    def cluster_facts(self) -> ClusterFacts:
+        """What Chiron's global loop knows of the cluster besides observations."""
+        ctx = self.agent_context()
+        return ClusterFacts(
+            pools={
+                n: PoolFacts(s.exists, s.min_instances, s.max_instances, s.gpus_per_instance)
+                for n, s in ctx.pools.items()
+            },
+            max_gpus=ctx.max_gpus,
+            cold_start_s=ctx.cold_start_s,
+            decision_interval_s=ctx.decision_interval_s,
+        )
 
     def agent_context(self) -> AgentContext:
         """What an agent may know besides observations: names, layout, static pool facts."""
@@ -270,6 +332,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             interactive_ttft_s=slo.interactive_slo.ttft_s,
             interactive_itl_s=slo.interactive_slo.itl_s,
             cold_start_s=self._features.cold_start_s,
+            scenario=self.scenario,
         )
 
     def action_masks(self) -> npt.NDArray[np.bool_]:

@@ -15,9 +15,9 @@ import numpy as np
 import numpy.typing as npt
 
 from chiron_gym.backends.base import Backend
-from chiron_gym.control.qlm import estimate, max_pressure
+from chiron_gym.control.qlm import at_risk, estimate, max_pressure, required_rate
 from chiron_gym.scenario import Scenario
-from chiron_gym.sim import Pool, WindowReport
+from chiron_gym.sim import BatchComposition, Pool, WindowReport
 
 POOLS = (Pool.INTERACTIVE, Pool.MIXED, Pool.BATCH)
 POOL_NAMES = ("interactive", "mixed", "batch")
@@ -84,6 +84,38 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature("gpus_over_budget", "fraction", "1", "GPUs held / GPU budget (or / max possible)"),
     Feature("time_left", "fraction", "1", "share of the episode still to run"),
+    # Appended in the second release (a model trained on the first 40 reads that prefix).
+    Feature(
+        "mixed.interactive_held",
+        "requests",
+        "per_instance_cap",
+        "interactive requests running or waiting on mixed instances",
+    ),
+    Feature(
+        "batch.capacity_tokens_per_s",
+        "tokens/s",
+        "log:10",
+        "decode capacity serving batch: batch instances at their cap plus the mixed pool's spare"
+        " (from the profile)",
+    ),
+    Feature(
+        "batch.instance_tokens_per_s",
+        "tokens/s",
+        "log:10",
+        "decode capacity of one batch-serving instance at its cap (from the profile)",
+    ),
+    Feature(
+        "batch.required_tokens_per_s",
+        "tokens/s",
+        "log:10",
+        "capacity the QLM estimate needs for every queued batch group to meet its deadline",
+    ),
+    Feature(
+        "batch.at_risk",
+        "requests",
+        "log:10",
+        "queued batch requests whose group the estimate says will miss its deadline",
+    ),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 
@@ -107,6 +139,42 @@ class FeatureBuilder:
         )
         fallback = [s.output for s in scenario.sources if s.output is not None and s.klass == 1]
         self.fallback_output = fallback[0].mean if fallback else 256.0
+        prompts = [s.prompt for s in scenario.sources if s.prompt is not None and s.klass == 1]
+        self.batch_prompt = prompts[0].mean if prompts else 512.0
+        self._specs = specs
+        self._capacity: dict[tuple[Pool, int, int], float] = {}
+
+    def instance_capacity(self, pool: Pool, cap: int, mean_output: float) -> float:
+        """Output tokens/s one instance of ``pool`` sustains at batch cap ``cap`` (profile).
+
+        ``n = min(cap, what the KV cache holds)`` requests decode at mean context
+        ``prompt + output / 2``; each request also costs its prefill's marginal time. Requests/s
+        ``r = 1 / (t_prefill + output * t_decode(n) / n)``; tokens/s ``r * output``.
+        """
+        out_mean = max(1, round(mean_output))
+        key = (pool, cap, out_mean)
+        hit = self._capacity.get(key)
+        if hit is not None:
+            return hit
+        spec = self._specs.get(pool)
+        if spec is None or cap < 1:
+            return 0.0
+        inst = spec.instance
+        prompt = max(1, round(self.batch_prompt))
+        per_req = prompt + out_mean
+        n = max(1, min(cap, inst.kv_capacity_tokens // per_req))
+        ctx = prompt + out_mean // 2
+        model = inst.perf_model
+        t_dec = model.iteration_time_s(BatchComposition([], [], [ctx] * n))
+        chunk = min(prompt, inst.max_num_batched_tokens)
+        rest = [ctx] * (n - 1)
+        t_mix = model.iteration_time_s(BatchComposition([chunk], [0], rest))
+        t_rest = model.iteration_time_s(BatchComposition([], [], rest)) if rest else 0.0
+        t_pre = max(0.0, t_mix - t_rest) * prompt / chunk
+        rate = 1.0 / (t_pre + out_mean * t_dec / n)
+        value = rate * out_mean
+        self._capacity[key] = value
+        return value
 
     def raw(self, backend: Backend, window: WindowReport, horizon_s: float) -> dict[str, float]:
         """Raw feature values (units as in ``FEATURES``)."""
@@ -139,11 +207,30 @@ class FeatureBuilder:
         mu, sigma, n = backend.output_length_stats(1)
         if n < 10:
             mu, sigma = self.fallback_output, self.fallback_output
-        serving = out["batch.tokens_per_s"] + out["mixed.tokens_per_s"]
+        # Capacity serving batch, from the profile: batch instances (ready or starting) at
+        # their cap, plus the mixed instances' share left by their interactive work.
+        held_mixed = 0
+        for st_i in backend.instance_stats():
+            if st_i.pool == Pool.MIXED:
+                held_mixed += st_i.interactive_held
+        out["mixed.interactive_held"] = float(held_mixed)
+        b_pool = Pool.BATCH if out["batch.exists"] > 0.5 else Pool.MIXED
+        b_name = POOL_NAMES[b_pool]
+        per_inst = self.instance_capacity(b_pool, max(1, round(out[f"{b_name}.batch_cap"])), mu)
+        capacity = 0.0
+        if out["batch.exists"] > 0.5:
+            capacity += (out["batch.ready"] + out["batch.starting"]) * per_inst
+        if out["mixed.exists"] > 0.5 and out["mixed.ready"] > 0:
+            m_cap = max(1, round(out["mixed.batch_cap"]))
+            free = max(0.0, 1.0 - held_mixed / (m_cap * out["mixed.ready"]))
+            capacity += out["mixed.ready"] * free * self.instance_capacity(Pool.MIXED, m_cap, mu)
+        out["batch.capacity_tokens_per_s"] = capacity
+        out["batch.instance_tokens_per_s"] = per_inst
+        groups = backend.batch_groups()
         est = estimate(
-            backend.batch_groups(),
+            groups,
             now_s=backend.now,
-            tokens_per_s=serving,
+            tokens_per_s=capacity,
             mean_output=mu,
             std_output=sigma,
             startup_s=self.cold_start_s,
@@ -151,6 +238,8 @@ class FeatureBuilder:
         )
         pressure = max_pressure(est)
         out["batch.wait_over_slack"] = HIGH * 2 if math.isinf(pressure) else pressure
+        out["batch.required_tokens_per_s"] = required_rate(est)
+        out["batch.at_risk"] = float(at_risk(est, groups, backend.now))
         gpus = backend.gpus_in_use()
         den = self.max_gpus or budget_den or 1
         out["gpus_over_budget"] = gpus / den

@@ -11,7 +11,7 @@ from chiron_gym.sim.cluster import Cluster, ClusterConfig, PoolSpec
 from chiron_gym.sim.events import EventQueue
 from chiron_gym.sim.instance import ColdStart, Instance, InstanceSpec, InstanceState
 from chiron_gym.sim.perf_model import BatchComposition, LinearPerfModel, PerfModel
-from chiron_gym.sim.report import ClassReport, WindowReport
+from chiron_gym.sim.report import ClassReport, InstanceStats, WindowReport
 from chiron_gym.sim.request import (
     SLO,
     Outcome,
@@ -32,6 +32,7 @@ __all__ = [
     "Instance",
     "InstanceSpec",
     "InstanceState",
+    "InstanceStats",
     "LinearPerfModel",
     "Outcome",
     "PerfModel",

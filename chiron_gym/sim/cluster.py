@@ -26,7 +26,13 @@ from chiron_gym.sim.events import (
 )
 from chiron_gym.sim.instance import Instance, InstanceSpec, InstanceState
 from chiron_gym.sim.queues import GroupQueue
-from chiron_gym.sim.report import ClassReport, PoolReport, WindowReport, percentiles
+from chiron_gym.sim.report import (
+    ClassReport,
+    InstanceStats,
+    PoolReport,
+    WindowReport,
+    percentiles,
+)
 from chiron_gym.sim.request import (
     SLO,
     Outcome,
@@ -38,7 +44,7 @@ from chiron_gym.sim.request import (
 )
 
 PRIORITY_KICK = PRIORITY_ARRIVAL + 1  # an idle instance starts after same-instant arrivals
-_ITERATION_END, _READY, _KICK = 0, 1, 2
+_ITERATION_END, _READY, _KICK, _REQUEUE = 0, 1, 2, 3
 CLASS_NAMES = ("interactive", "batch")
 POOL_NAMES = ("interactive", "mixed", "batch")
 # Pools that may serve a class, in routing order.
@@ -83,6 +89,10 @@ class ClusterConfig:
     group_granularity_s: float = 60.0  # request groups: deadlines rounded to this window
     max_queue: tuple[int | None, int | None] = (None, None)  # per class; None: unbounded
     fast_forward: bool = True
+    # A batch request swapped out of a mixed instance (for interactive work) that has not resumed
+    # there after this many seconds goes back to the global batch queue, where any instance that
+    # serves batch may take it (recomputing its KV); None keeps it on its instance for good.
+    swap_requeue_s: float | None = 30.0
 
     def __post_init__(self) -> None:
         seen = [p.pool for p in self.pools]
@@ -90,6 +100,8 @@ class ClusterConfig:
             raise ValueError("ClusterConfig.pools lists a pool twice")
         if not self.group_granularity_s > 0:
             raise ValueError("ClusterConfig.group_granularity_s must be > 0")
+        if self.swap_requeue_s is not None and not self.swap_requeue_s >= 0:
+            raise ValueError("ClusterConfig.swap_requeue_s must be >= 0 or None")
 
     def slo(self, klass: int) -> SLO:
         """The SLO of a class."""
@@ -120,6 +132,9 @@ class Cluster:
         self.finish_s: npt.NDArray[np.float64] = np.full(n, np.nan)
         self.preemptions: npt.NDArray[np.int32] = np.zeros(n, dtype=np.int32)
         self.num_arrived = 0
+        self.requeued = 0  # swapped batch requests handed back to the global queue
+        # Requests back in a global queue with progress made (the queue holds indices only).
+        self._resume: dict[int, Request] = {}
         self._horizon_s = 0.0
         self._window_start_s = 0.0
         self._max_tokens = [self._largest_kv_tokens(c) for c in RequestClass]
@@ -148,7 +163,12 @@ class Cluster:
         return list(self._live[pool])
 
     def run_until(self, t_end_s: float) -> WindowReport:
-        """Advance simulated time to ``t_end_s``; report the window since the previous call."""
+        """Advance simulated time to ``t_end_s``; report the window since the previous report."""
+        self.run_to(t_end_s)
+        return self._window_report()
+
+    def run_to(self, t_end_s: float) -> None:
+        """Advance simulated time to ``t_end_s`` without closing the report window."""
         if t_end_s < self.now:
             raise ValueError(f"run_until({t_end_s}) is before the clock ({self.now} s)")
         self._horizon_s = t_end_s
@@ -169,6 +189,9 @@ class Cluster:
                     if epoch == inst.epoch:  # else a stretch cut short: its old end is stale
                         self._on_iteration_end(inst)
                     continue
+                if kind == _REQUEUE:
+                    self._on_requeue(*payload)
+                    continue
                 inst = payload
                 if kind == _READY:
                     self._on_ready(inst)
@@ -177,12 +200,12 @@ class Cluster:
             else:
                 break
         events.now = t_end_s
-        return self._window_report()
 
-    def scale(self, pool: Pool, delta: int) -> int:
+    def scale(self, pool: Pool, delta: int, batch_cap: int | None = None) -> int:
         """Add ``delta`` instances (after their cold start) or drain ``-delta``; return the change.
 
-        Scaling down cancels starting instances first (newest first), then drains the least
+        New instances start with ``batch_cap`` (default: the pool's initial cap). Scaling down
+        cancels starting instances first (newest first), then drains the least
         loaded ready ones: a draining instance takes no new requests and stops when its own are
         done.
         """
@@ -194,7 +217,9 @@ class Cluster:
         if delta > 0:
             for _ in range(delta):
                 delay = spec.instance.cold_start.sample(self._rng)
-                self._add_instance(spec, ready_s=self.now + delay)
+                inst = self._add_instance(spec, ready_s=self.now + delay)
+                if batch_cap is not None:
+                    inst.set_batch_cap(batch_cap)
             return delta
         removed = 0
         live = self._live[pool]
@@ -216,6 +241,38 @@ class Cluster:
                 self._stop(inst)
             removed += 1
         return -removed
+
+    def instance_stats(self) -> list[InstanceStats]:
+        """Counters of every ready or draining instance, for a per-instance control loop."""
+        out: list[InstanceStats] = []
+        for pool in Pool:
+            for inst in self._live[pool]:
+                if inst.state == InstanceState.STARTING:
+                    continue
+                out.append(
+                    InstanceStats(
+                        instance_id=inst.instance_id,
+                        pool=pool,
+                        ready=inst.state == InstanceState.READY,
+                        batch_cap=inst.batch_cap,
+                        running=len(inst.running),
+                        waiting=inst.num_waiting,
+                        interactive_held=inst.interactive_load,
+                        tokens_generated=inst.tokens_generated,
+                        decode_tokens=inst.decode_tokens,
+                        decode_token_time_s=inst.decode_token_time_s,
+                    )
+                )
+        return out
+
+    def set_instance_cap(self, instance_id: int, cap: int) -> None:
+        """Set one live instance's batch cap (the local loop of Chiron runs per instance)."""
+        inst = self.instances[instance_id]
+        if inst.state == InstanceState.STOPPED:
+            return
+        inst.set_batch_cap(cap)
+        if inst.state == InstanceState.READY:
+            self._fill(inst)
 
     def set_batch_cap(self, pool: Pool, cap: int) -> None:
         """Set the batch cap of every instance of a pool (clipped to the instance type's limit)."""
@@ -285,6 +342,10 @@ class Cluster:
                 self.admitted_s[r.idx] = r.admitted_s
                 self.first_token_s[r.idx] = r.first_token_s
                 self.preemptions[r.idx] = r.preemptions
+        for r in self._resume.values():
+            self.admitted_s[r.idx] = r.admitted_s
+            self.first_token_s[r.idx] = r.first_token_s
+            self.preemptions[r.idx] = r.preemptions
 
     # ---- events --------------------------------------------------------------------------------
 
@@ -330,6 +391,17 @@ class Cluster:
             return  # cancelled while starting
         inst.state = InstanceState.READY
         self._fill(inst)
+
+    def _on_requeue(self, inst: Instance, r: Request, swaps: int) -> None:
+        if r.swaps != swaps or not inst.release_swapped(r):
+            return  # resumed (and maybe swapped again) since
+        self.requeued += 1
+        self._resume[r.idx] = r
+        self.queues[RequestClass.BATCH].push(r.idx, r.deadline_s)
+        for pool in ROUTES[RequestClass.BATCH]:
+            for other in self._live[pool]:
+                if other.state == InstanceState.READY and other.room_for(RequestClass.BATCH):
+                    self._fill(other)
 
     def _on_kick(self, inst: Instance) -> None:
         inst.kicked = False
@@ -400,6 +472,14 @@ class Cluster:
         # others see only its load, which no stretch changes. It never runs past the control
         # horizon, where reports and actions see every instance's state.
         end = inst.start_iteration(self.events.now, self._horizon_s, self.config.fast_forward)
+        if inst.new_swaps:
+            after = self.config.swap_requeue_s
+            if after is not None:
+                for r in inst.new_swaps:
+                    self.events.push(
+                        self.events.now + after, PRIORITY_READY, _REQUEUE, (inst, r, r.swaps)
+                    )
+            inst.new_swaps.clear()
         if end is not None:
             self._push_end(inst, end)
 
@@ -408,6 +488,10 @@ class Cluster:
         self.events.push(end, PRIORITY_ITERATION, _ITERATION_END, (inst, inst.epoch))
 
     def _request(self, idx: int) -> Request:
+        if self._resume:
+            r = self._resume.pop(idx, None)
+            if r is not None:
+                return r
         return Request(
             idx,
             self._klass[idx],

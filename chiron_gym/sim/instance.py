@@ -138,9 +138,17 @@ class Instance:
         self.swapped: deque[Request] = deque()
         self.used_blocks = 0
         self.busy = False  # an iteration (or a fast-forwarded stretch) is in flight
+        # For the local control loop (per instance): tokens decoded, and the seconds each waited
+        # since its request's previous token, summed (vLLM's inter-token latency histogram's
+        # count and sum); their ratio over a period is the ITL requests see here.
+        self.decode_tokens = 0
+        self.decode_token_time_s = 0.0
+        self._iter_start_s = 0.0
+        self._iter_decodes = 0
         self.kicked = False  # a start-iteration event is pending
         self.preemptions = 0
         self.swap_outs = 0
+        self.new_swaps: list[Request] = []  # swapped out by the last start_iteration
         self.tokens_generated = 0
         self._stretch = 0  # iterations of the stretch in flight (0: a plain iteration)
         # the stretch's closed form (start, base, slope, summed context, sequences) for cutting
@@ -305,6 +313,8 @@ class Instance:
             # cluster guarantees by rejecting the others on arrival.
             return None
         self.busy = True
+        self._iter_start_s = now
+        self._iter_decodes = len(decode_ctx)
 
         decode_only = all_decode and not changed and not blocked_by_budget
         if decode_only and self.pool == Pool.MIXED and self.waiting[RequestClass.INTERACTIVE]:
@@ -429,6 +439,13 @@ class Instance:
         done_s = now + self.spec.frontend_latency_s
         running = self.running
         k = self._stretch
+        if k:  # a stretch: k iterations of every running request decoding
+            n = len(running)
+            self.decode_tokens += k * n
+            self.decode_token_time_s += n * (now - self._iter_start_s)
+        elif self._iter_decodes:
+            self.decode_tokens += self._iter_decodes
+            self.decode_token_time_s += self._iter_decodes * (now - self._iter_start_s)
         if k:
             self._stretch = 0
             self._ff = None
@@ -467,6 +484,18 @@ class Instance:
         return finished
 
     # ---- helpers -----------------------------------------------------------------------------
+
+    def release_swapped(self, request: Request) -> bool:
+        """Take a swapped request off this instance (its CPU copy of the KV cache is dropped, so
+        it is recomputed wherever it resumes); False if it is no longer swapped here."""
+        try:
+            self.swapped.remove(request)
+        except ValueError:
+            return False
+        request.computed = 0
+        request.blocks = 0
+        request.scheduled = 0
+        return True
 
     def _next_queue(self) -> deque[Request] | None:
         if self.waiting[RequestClass.INTERACTIVE]:
@@ -514,4 +543,5 @@ class Instance:
                 victim.swaps += 1
                 self.swap_outs += 1
                 self.swapped.append(victim)
+                self.new_swaps.append(victim)
         return moved, free

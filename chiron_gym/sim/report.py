@@ -18,6 +18,27 @@ def percentiles(values: list[float] | np.ndarray) -> tuple[float, float, float]:
     return (float(p[0]), float(p[1]), float(p[2]))
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceStats:
+    """One instance's state and cumulative counters (a per-instance controller differences them).
+
+    ``pool`` is the pool's index (``Pool``); ``decode_token_time_s / decode_tokens`` over a
+    period is the mean time between two tokens of a request decoding there (its ITL), as the
+    sum and count of vLLM's inter-token latency histogram give it.
+    """
+
+    instance_id: int
+    pool: int
+    ready: bool  # False: draining
+    batch_cap: int
+    running: int
+    waiting: int  # held but not running (swapped included)
+    interactive_held: int  # interactive requests running or waiting
+    tokens_generated: int
+    decode_tokens: int
+    decode_token_time_s: float
+
+
 @dataclass(slots=True)
 class ClassReport:
     """Outcomes of one request class.
