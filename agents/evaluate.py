@@ -46,6 +46,7 @@ COLUMNS = (
     "seed",
     "interactive_attainment",
     "batch_attainment",
+    "batch_at_risk",
     "interactive_arrived",
     "batch_arrived",
     "slo_met_requests",
@@ -63,6 +64,7 @@ COLUMNS = (
 TABLE_METRICS = (
     ("interactive_attainment", "interactive attainment", "{:.3f}"),
     ("batch_attainment", "batch attainment", "{:.3f}"),
+    ("batch_at_risk", "batch at risk", "{:.0f}"),
     ("gpu_hours", "GPU-hours", "{:.2f}"),
     ("goodput_tokens_per_s", "goodput (tokens/s)", "{:.0f}"),
     ("gpu_hours_per_1k_met", "GPU-h / 1k met", "{:.3f}"),
@@ -160,6 +162,12 @@ def run_episode(
         done = terminated or truncated
     summary = env.backend.summary()
     horizon = env.scenario.horizon_s
+    # Batch work still queued at the end counts against its deadline when the waiting-time
+    # estimate says it would miss it (deferring work past the horizon is not free).
+    at_risk = round(info["raw"]["batch.at_risk"])
+    b = summary["batch"]
+    known = b.met + b.late + b.rejected + b.overdue + at_risk
+    batch_attainment = b.met / known if known else 1.0
     met = sum(c.met for c in summary.values())
     met_tokens = totals["slo_met_work"] / max(env.reward_weights["slo_met_work"], 1e-12) * 1000.0
     gpu_hours = float(info["gpu_hours"])
@@ -168,7 +176,8 @@ def run_episode(
         "scenario": scenario,
         "seed": seed,
         "interactive_attainment": info["interactive_attainment"],
-        "batch_attainment": info["batch_attainment"],
+        "batch_attainment": batch_attainment,
+        "batch_at_risk": at_risk,
         "interactive_arrived": info["interactive_arrived"],
         "batch_arrived": info["batch_arrived"],
         "slo_met_requests": met,
@@ -313,13 +322,23 @@ def _figure(ep: Episode, title: str) -> Any:
     axes[3].plot(t, s["slo/batch_wait_over_slack"], label="batch wait / slack")
     axes[3].axhline(1.0, color="black", lw=0.8)
     axes[3].set_ylabel("vs SLO")
-    axes[3].set_yscale("symlog")
+    axes[3].set_yscale("symlog", linthresh=1.0)
+    axes[2].yaxis.set_major_formatter(_plain_ticks())
+    axes[3].yaxis.set_major_formatter(_plain_ticks())
     axes[3].set_xlabel("simulated minutes")
     for ax in axes:
         ax.legend(fontsize=7, loc="upper right")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _plain_ticks() -> Any:
+    """Tick labels such as ``0.5``, ``10`` and ``1,000`` (a symlog axis's default formatter
+    writes ``1.59545x10^0``)."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _pos: f"{v:,.0f}" if abs(v) >= 10 or v == 0 else f"{v:g}")
 
 
 def _label(agent: str) -> str:
@@ -335,9 +354,9 @@ def _compare_plot(summary: list[dict[str, Any]], scenario: str, path: Path) -> N
 
     rows = [e for e in summary if e["scenario"] == scenario]
     names = [_label(e["agent"]) for e in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
     for ax, key, label in zip(
-        axes,
+        axes[:3],
         ("interactive_attainment", "batch_attainment", "gpu_hours"),
         ("interactive attainment", "batch attainment", "GPU-hours"),
         strict=True,
@@ -353,6 +372,24 @@ def _compare_plot(summary: list[dict[str, Any]], scenario: str, path: Path) -> N
         ax.set_xticks(range(len(names)), names)
         ax.set_title(label)
         ax.tick_params(axis="x", rotation=60, labelsize=7)
+    # The view an autoscaler comparison is read in: attainment against cost, one point per
+    # agent, error bars over seeds (up and to the left is better).
+    ax = axes[3]
+    for i, (e, n) in enumerate(zip(rows, names, strict=True)):
+        ax.errorbar(
+            e["gpu_hours_mean"],
+            e["interactive_attainment_mean"],
+            xerr=e["gpu_hours_std"],
+            yerr=e["interactive_attainment_std"],
+            fmt="*" if n == "chiron" else "o",
+            ms=10 if n == "chiron" else 5,
+            color="C3" if n == "chiron" else f"C{i % 10}",
+            capsize=2,
+        )
+        ax.annotate(n, (e["gpu_hours_mean"], e["interactive_attainment_mean"]), fontsize=6)
+    ax.set_xlabel("GPU-hours")
+    ax.set_ylabel("interactive attainment")
+    ax.set_title("attainment vs cost")
     fig.suptitle(scenario)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

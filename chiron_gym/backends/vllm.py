@@ -160,6 +160,7 @@ def parse_metrics(text: str) -> dict[str, float]:
     histograms = {
         "vllm:inter_token_latency_seconds": "itl",
         "vllm:time_per_output_token_seconds": "itl",
+        "vllm:time_to_first_token_seconds": "ttft",
     }
     out: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
@@ -598,6 +599,8 @@ class VllmBackend:
                     waiting=int(m.get("waiting", 0)),
                     interactive_held=interactive,
                     tokens_generated=int(m.get("generation_tokens", 0)),
+                    first_tokens=int(m.get("ttft_count", 0)),
+                    ttft_sum_s=float(m.get("ttft_sum", 0.0)) / self.time_scale,
                     decode_tokens=int(m.get("itl_count", 0)),
                     decode_token_time_s=float(m.get("itl_sum", 0.0)) / self.time_scale,
                 )

@@ -36,9 +36,13 @@ class LocalParams:
 
     period_s: float = 2.0  # (paper: a fast loop; value ours) seconds between two updates
     ewma_alpha: float = 0.5  # (ours) weight of the newest backpressure sample
-    # (ours) ITL is measured over this sliding window (token-weighted, as vLLM's histogram):
-    # the prefills a cap increase admits stall decodes for a moment, not for the request's life
+    # (ours) ITL and TTFT are measured over this sliding window (token-weighted, as vLLM's
+    # histograms): the prefills a cap increase admits stall decodes for a moment, not for life
     latency_window_s: float = 10.0
+    # (ours, off: the paper's signal is ITL) latency backpressure may also count the mean TTFT
+    # on the instance (from routing) over ``ttft_share`` x its SLO; docs/agents.md measures it
+    use_ttft: bool = False
+    ttft_share: float = 1.0
     # (ours) a cap is judged (throughput compared, or grown) after this long binding at it:
     # one period's token count at a small cap is too noisy to compare
     settle_s: float = 6.0
@@ -57,11 +61,15 @@ class _CapState:
     rate_before: float = math.nan  # tokens/s while binding at the cap before the last change
     bound_tokens: float = 0.0  # tokens and seconds while binding at the current cap
     bound_s: float = 0.0
+    held_s: float = 0.0  # seconds at the current cap
     tokens: int = 0  # counters at the previous update
     decode_tokens: int = 0
     decode_token_time_s: float = 0.0
+    first_tokens: int = 0
+    ttft_sum_s: float = 0.0
     t: float = math.nan
-    itl_window: deque[tuple[int, float, float]] = field(default_factory=deque)
+    # (decode tokens, their seconds, first tokens, their seconds, time) per update
+    window: deque[tuple[int, float, int, float, float]] = field(default_factory=deque)
 
 
 def cap_rule(
@@ -86,6 +94,7 @@ def cap_rule(
     Else grow while binding, doubling while backpressure is low, unless the last increase
     bought less than ``throughput_gain`` (a plateau: hold).
     """
+    s.held_s += dt
     if binding:
         s.bound_tokens += tokens
         s.bound_s += dt
@@ -107,7 +116,7 @@ def cap_rule(
     out = max(p.min_cap, new_cap(cap, choice, max_cap))
     if out != cap:
         s.rate_before = rate if s.bound_s > 0 else math.nan
-        s.bound_tokens = s.bound_s = 0.0
+        s.bound_tokens = s.bound_s = s.held_s = 0.0
         s.increased = out > cap
     return out, tbp
 
@@ -118,6 +127,7 @@ class InstanceLimits:
 
     max_cap: int
     itl_slo_s: float | None
+    ttft_slo_s: float | None = None
 
 
 class ChironLocal:
@@ -161,17 +171,24 @@ class ChironLocal:
             d_time = st.decode_token_time_s - s.decode_token_time_s
             s.tokens, s.decode_tokens = st.tokens_generated, st.decode_tokens
             s.decode_token_time_s, s.t = st.decode_token_time_s, now
+            d_first = st.first_tokens - s.first_tokens
+            d_ttft = st.ttft_sum_s - s.ttft_sum_s
+            s.first_tokens, s.ttft_sum_s = st.first_tokens, st.ttft_sum_s
             if first or dt <= 0 or not st.ready:
                 continue
             lim = limits[st.pool]
-            win = s.itl_window
-            win.append((d_dec, d_time, now))
-            while win and win[0][2] <= now - self.p.latency_window_s:
+            win = s.window
+            win.append((d_dec, d_time, d_first, d_ttft, now))
+            while win and win[0][4] <= now - self.p.latency_window_s:
                 win.popleft()
-            n_dec = sum(w[0] for w in win)
             latency = 0.0
+            n_dec = sum(w[0] for w in win)
             if lim.itl_slo_s and n_dec > 0:
                 latency = sum(w[1] for w in win) / n_dec / lim.itl_slo_s
+            n_first = sum(w[2] for w in win)
+            if self.p.use_ttft and lim.ttft_slo_s and n_first > 0:
+                ttft = sum(w[3] for w in win) / n_first
+                latency = max(latency, ttft / (self.p.ttft_share * lim.ttft_slo_s))
             wanted = queued[0] if st.pool == 0 else queued[1] if st.pool == 2 else sum(queued)
             binding = st.running >= st.batch_cap and (st.waiting > 0 or wanted > 0)
             cap, tbp = cap_rule(
@@ -258,9 +275,10 @@ class GlobalParams:
     upper_utilisation: float = 0.8  # (paper: bounds with hysteresis; values ours)
     lower_utilisation: float = 0.4  # (ours)
     up_windows: int = 1  # (ours) decisions above the upper bound before adding
-    # (ours) scale-down waits this many cold starts below the lower bound: capacity removed is
-    # only regained one cold start later
-    down_hold_cold_starts: float = 3.0
+    # (ours) scale-down looks back this many cold starts (capacity removed is only regained one
+    # cold start later): mean utilisation under the lower bound and never above the upper one;
+    # it then removes half the instances the window's peak did not need
+    down_hold_cold_starts: float = 2.0
     min_down_hold_s: float = 60.0  # (ours) and at least this long
     # (ours) batch capacity goes after one cold start of ample slack: batch deadlines are long
     batch_down_hold_cold_starts: float = 1.0
@@ -275,7 +293,8 @@ class GlobalParams:
 @dataclass
 class GlobalState:
     above: int = 0
-    below_s: float = 0.0
+    # (seconds covered, utilisation, interactive work held) per decision since the last change
+    history: deque[tuple[float, float, float]] = field(default_factory=deque)
     batch_slack_s: float = 0.0
 
 
@@ -315,7 +334,18 @@ class ChironGlobal:
         capacity = sum(cap[n] * live[n] for n in serving)
         util = held / capacity if capacity > 0 else (math.inf if held > 0 else 0.0)
         self.s.above = self.s.above + 1 if util > p.upper_utilisation else 0
-        self.s.below_s = self.s.below_s + dt if util < p.lower_utilisation else 0.0
+        hist = self.s.history
+        hist.append((dt, util, held))
+        hold = self._hold_s()
+        while sum(h[0] for h in hist) - hist[0][0] >= hold:
+            hist.popleft()
+        covered = sum(h[0] for h in hist)
+        quiet = (
+            covered >= hold
+            and sum(h[1] for h in hist) / len(hist) < p.lower_utilisation
+            and max(h[1] for h in hist) <= p.upper_utilisation
+        )
+        peak = max(h[2] for h in hist)
         base = "interactive" if exists["interactive"] else "mixed" if exists["mixed"] else None
         if base is not None:
             per = cap[base]
@@ -327,13 +357,15 @@ class ChironGlobal:
                 short = needed + (headroom if headroom_pool == base else 0) - live[base]
                 want[base] += max(1, math.ceil(short))
                 self.s.above = 0
-            elif self.s.below_s >= self._hold_s():
-                spare = live[base] - needed - (headroom if headroom_pool == base else 0)
+                hist.clear()
+            elif quiet:
+                need_peak = math.ceil(peak / (p.upper_utilisation * per))
+                spare = live[base] - need_peak - (headroom if headroom_pool == base else 0)
                 if spare >= 1:
-                    want[base] -= 1
+                    want[base] -= max(1, math.floor(spare / 2))
                 elif headroom_pool != base and live[headroom_pool] > headroom:
                     want[headroom_pool] -= 1
-                self.s.below_s = 0.0
+                hist.clear()
             if headroom_pool != base:
                 want[headroom_pool] += max(0, headroom - round(live[headroom_pool]))
 

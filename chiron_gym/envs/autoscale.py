@@ -267,13 +267,12 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         backend = self.backend
         sc = self.scenario
         slo = sc.cluster
-        limits = {
-            int(p.pool): InstanceLimits(
-                p.instance.max_batch_cap,
-                (slo.batch_slo if p.pool == Pool.BATCH else slo.interactive_slo).itl_s,
+        limits = {}
+        for p in sc.cluster.pools:
+            tight = slo.batch_slo if p.pool == Pool.BATCH else slo.interactive_slo
+            limits[int(p.pool)] = InstanceLimits(
+                p.instance.max_batch_cap, tight.itl_s, tight.ttft_s
             )
-            for p in sc.cluster.pools
-        }
         t = backend.now
         while True:
             # ticks on a grid from the episode start, so a decision interval may hold several

@@ -259,6 +259,8 @@ class Cluster:
                         waiting=inst.num_waiting,
                         interactive_held=inst.interactive_load,
                         tokens_generated=inst.tokens_generated,
+                        first_tokens=inst.first_tokens,
+                        ttft_sum_s=inst.ttft_sum_s,
                         decode_tokens=inst.decode_tokens,
                         decode_token_time_s=inst.decode_token_time_s,
                     )
@@ -363,7 +365,7 @@ class Cluster:
             return
         inst = self._route(c)
         if inst is not None:
-            inst.enqueue(self._request(idx))
+            inst.enqueue(self._request(idx), self.events.now)
             end = inst.truncate_stretch(self.events.now)
             if end is not None:
                 self._push_end(inst, end)
@@ -457,7 +459,7 @@ class Cluster:
         for c in PULLS[inst.pool]:
             queue = self.queues[c]
             while queue and inst.room_for(c):
-                inst.enqueue(self._request(queue.pop()))
+                inst.enqueue(self._request(queue.pop()), self.events.now)
                 pulled = True
         if pulled:
             self._kick(inst)

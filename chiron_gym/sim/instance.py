@@ -142,6 +142,8 @@ class Instance:
         # since its request's previous token, summed (vLLM's inter-token latency histogram's
         # count and sum); their ratio over a period is the ITL requests see here.
         self.decode_tokens = 0
+        self.first_tokens = 0  # interactive first tokens, and their TTFT here (from routing)
+        self.ttft_sum_s = 0.0
         self.decode_token_time_s = 0.0
         self._iter_start_s = 0.0
         self._iter_decodes = 0
@@ -206,8 +208,9 @@ class Instance:
         """Change the most requests run at once (clipped to ``[1, spec.max_batch_cap]``)."""
         self.batch_cap = max(1, min(int(cap), self.spec.max_batch_cap))
 
-    def enqueue(self, request: Request) -> None:
-        """Hand a routed request to this instance's waiting queue."""
+    def enqueue(self, request: Request, now: float = math.nan) -> None:
+        """Hand a routed request to this instance's waiting queue (at ``now``)."""
+        request.routed_s = now
         self.waiting[request.klass].append(request)
 
     # ---- one iteration -----------------------------------------------------------------------
@@ -473,6 +476,9 @@ class Instance:
                         self.tokens_generated += 1
                         if g == 1 and math.isnan(r.first_token_s):
                             r.first_token_s = done_s
+                            if r.klass == RequestClass.INTERACTIVE:  # the class with a TTFT SLO
+                                self.first_tokens += 1
+                                self.ttft_sum_s += done_s - r.routed_s
                         if g >= r.output_tokens:
                             r.finish_s = done_s
                             freed += r.blocks

@@ -37,6 +37,8 @@ class InstanceStats:
     tokens_generated: int
     decode_tokens: int
     decode_token_time_s: float
+    first_tokens: int = 0  # first tokens sent, and their time from routing here, summed
+    ttft_sum_s: float = 0.0
 
 
 @dataclass(slots=True)

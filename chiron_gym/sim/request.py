@@ -165,6 +165,7 @@ class Request:
         "output_tokens",
         "preemptions",
         "prompt_tokens",
+        "routed_s",
         "scheduled",
         "swaps",
     )
@@ -190,6 +191,7 @@ class Request:
         self.scheduled = 0
         self.preemptions = 0
         self.swaps = 0
+        self.routed_s = math.nan  # when an instance took it (its TTFT there counts from this)
         self.admitted_s = math.nan
         self.first_token_s = math.nan
         self.finish_s = math.nan
