@@ -8,7 +8,7 @@ STAMP_ALL := $(VENV)/.installed-all
 # torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint bench clean ppo-model
+.PHONY: demo test lint bench clean ppo-model results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy chiron_gym agents
+
+# Every table and figure of docs/results.md (agents/results.py): about 1.5 h on 2 cores.
+results: $(STAMP_ALL)
+	$(BIN)/python -m agents.results
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -6,12 +6,14 @@ SB3's ``predict(obs, state, episode_start, deterministic)``.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from agents.base import Agent
 from agents.baselines import BASELINES
 from agents.chiron import CHIRON_AGENTS
 from agents.llumnix_tuned import LlumnixTunedAgent
+from chiron_gym.control.chiron import GlobalParams, LocalParams
 from chiron_gym.envs import AgentContext
 
 AGENTS: dict[str, Any] = {**CHIRON_AGENTS, **BASELINES, "llumnix-tuned": LlumnixTunedAgent}
@@ -23,8 +25,42 @@ def agent_env_kwargs(spec: str) -> dict[str, Any]:
     ``run_episode`` applies them under any the caller gives. PPO models carry theirs in
     ``train.json``.
     """
-    cls = AGENTS.get(spec)
-    return dict(getattr(cls, "env_kwargs", {})) if cls is not None else {}
+    base, overrides = split_spec(spec)
+    cls = AGENTS.get(base)
+    out = dict(getattr(cls, "env_kwargs", {})) if cls is not None else {}
+    local = {k: v for k, v in overrides.items() if k in _LOCAL_FIELDS}
+    if local:  # Chiron's local loop runs in the environment
+        out["local_params"] = {**out.get("local_params", {}), **local}
+    if "z" in overrides:
+        out["z"] = overrides["z"]
+    return out
+
+
+_LOCAL_FIELDS = {f.name for f in fields(LocalParams)}
+_GLOBAL_FIELDS = {f.name for f in fields(GlobalParams)}
+
+
+def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``chiron[headroom_instances=4;z=2.33]`` -> ``("chiron", {...})``: parameter overrides of
+    a Chiron agent (its ``GlobalParams`` and ``LocalParams`` fields, and the estimator's ``z``),
+    for sensitivity sweeps."""
+    if not spec.endswith("]") or "[" not in spec:
+        return spec, {}
+    base, _, inner = spec[:-1].partition("[")
+    out: dict[str, Any] = {}
+    for item in filter(None, inner.split(";")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"agent {spec!r}: expected key=value, got {item!r}")
+        key = key.strip()
+        if key not in _LOCAL_FIELDS | _GLOBAL_FIELDS | {"z"}:
+            known = ", ".join(sorted(_LOCAL_FIELDS | _GLOBAL_FIELDS | {"z"}))
+            raise ValueError(f"agent {spec!r}: unknown parameter {key!r}; known: {known}")
+        v = value.strip()
+        out[key] = v.lower() == "true" if v.lower() in ("true", "false") else float(v)
+    if base not in CHIRON_AGENTS:
+        raise ValueError(f"agent {spec!r}: parameters apply to Chiron agents only")
+    return base, out
 
 
 def names() -> list[str]:
@@ -41,6 +77,15 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
         from agents.ppo import PPOAgent
 
         return PPOAgent.load(spec[4:], ctx)
+    spec, overrides = split_spec(spec)
+    if overrides:
+        gp = {
+            k: (int(v) if isinstance(getattr(GlobalParams(), k), int) else v)
+            for k, v in overrides.items()
+            if k in _GLOBAL_FIELDS
+        }
+        lp = {k: v for k, v in overrides.items() if k in _LOCAL_FIELDS}
+        return CHIRON_AGENTS[spec].build(ctx, LocalParams(**lp), GlobalParams(**gp))
     if spec not in AGENTS:
         import difflib
 

@@ -67,6 +67,15 @@ class ChironAgent:
         self.global_ = ChironGlobal(gp, cluster_facts(ctx))
         self.max_caps = {n: s.max_batch_cap for n, s in ctx.pools.items()}
 
+    @classmethod
+    def build(cls, ctx: AgentContext, local: LocalParams, global_: GlobalParams) -> ChironAgent:
+        """This agent with the given parameters (``chiron[key=value;...]`` specs)."""
+        agent = cls(ctx)
+        global_.max_step = ctx.max_step_change
+        agent.local = ChironLocal(local, ctx.decision_interval_s)
+        agent.global_ = ChironGlobal(global_, cluster_facts(ctx))
+        return agent
+
     def reset(self) -> None:
         self.local.reset()
         self.global_.reset()

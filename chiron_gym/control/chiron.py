@@ -98,10 +98,10 @@ def cap_rule(
     if binding:
         s.bound_tokens += tokens
         s.bound_s += dt
-    judged = s.bound_s >= p.settle_s
+    judged = s.bound_s > 0 and s.bound_s >= p.settle_s
     rate = s.bound_tokens / s.bound_s if s.bound_s > 0 else 0.0
     tbp = 0.0
-    if p.use_throughput and s.increased and judged and s.rate_before > 0:
+    if p.use_throughput and binding and s.increased and judged and s.rate_before > 0:
         tbp = s.rate_before / rate if rate > 0 else 2.0
     a = p.ewma_alpha
     s.bp = a * max(latency, tbp) + (1 - a) * s.bp

@@ -21,6 +21,7 @@ from chiron_gym.control.chiron import (
     LocalParams,
     PoolFacts,
 )
+from chiron_gym.control.qlm import Z_DEFAULT
 from chiron_gym.envs import render as _render
 from chiron_gym.envs.actions import CAP_CHOICES, ActionLayout, Decision, apply
 from chiron_gym.envs.features import (
@@ -142,6 +143,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         global_params: GlobalParams | dict[str, Any] | None = None,
         local_params: LocalParams | dict[str, Any] | None = None,
         initial_batch_cap: int | None = None,
+        z: float = Z_DEFAULT,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
@@ -161,6 +163,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         if initial_batch_cap is not None and initial_batch_cap < 1:
             raise ValueError(f"initial_batch_cap must be >= 1, got {initial_batch_cap!r}")
         self._initial_batch_cap = initial_batch_cap
+        self._z = z
         self._configure(scenario, decision_interval_s, horizon_s, reward_weights)
         self._backend: Backend | None = None
         self._raw: dict[str, float] = {}
@@ -203,7 +206,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             weights[key] = float(value)
         self.scenario = sc
         self.reward_weights = weights
-        self._features = FeatureBuilder(sc)
+        self._features = FeatureBuilder(sc, z=self._z)
 
     @property
     def backend(self) -> Backend:

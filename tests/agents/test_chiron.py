@@ -1,0 +1,213 @@
+"""Chiron's reconstruction (issue 15): one test per defect of the first version, each of which
+that version fails (``docs/agents.md`` says what each rule is and where it comes from)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agents import agent_env_kwargs, make_agent
+from chiron_gym.control.chiron import (
+    ChironGlobal,
+    ChironLocal,
+    ClusterFacts,
+    GlobalParams,
+    InstanceLimits,
+    LocalParams,
+    PoolFacts,
+    _CapState,
+    cap_rule,
+)
+from chiron_gym.envs import AutoscaleEnv
+from chiron_gym.envs.features import FEATURE_NAMES
+from chiron_gym.sim import (
+    Cluster,
+    ClusterConfig,
+    InstanceSpec,
+    InstanceStats,
+    LinearPerfModel,
+    Outcome,
+    Pool,
+    PoolSpec,
+    Workload,
+)
+
+
+def raw_features(**values: float) -> dict[str, float]:
+    """Every feature 0, all three pools present, then ``values`` (dots written as ``__``)."""
+    raw = dict.fromkeys(FEATURE_NAMES, 0.0)
+    for p in ("interactive", "mixed", "batch"):
+        raw[f"{p}.exists"] = 1.0
+        raw[f"{p}.batch_cap"] = 64.0
+    raw["batch.instance_tokens_per_s"] = 1000.0
+    for k, v in values.items():
+        raw[k.replace("__", ".")] = float(v)
+    return raw
+
+
+def facts(max_gpus: int | None = None, **pools: tuple[int, int]) -> ClusterFacts:
+    bounds = {"interactive": (1, 10), "mixed": (0, 10), "batch": (0, 10), **pools}
+    return ClusterFacts(
+        pools={n: PoolFacts(True, lo, hi, 1) for n, (lo, hi) in bounds.items()},
+        max_gpus=max_gpus,
+        cold_start_s=60.0,
+        decision_interval_s=10.0,
+    )
+
+
+def stats(iid: int, pool: int, cap: int, running: int, waiting: int, tokens: int, t: float) -> Any:
+    """An instance decoding at a steady ITL of 20 ms, ``tokens`` generated so far."""
+    return InstanceStats(iid, pool, True, cap, running, waiting, 0, tokens, tokens, 0.02 * tokens)
+
+
+# ---- the local loop -----------------------------------------------------------------------------
+
+
+def test_throughput_backpressure_is_a_ratio_judged_only_while_the_cap_binds() -> None:
+    """The first version set 1.5 whenever tokens/s failed to grow after an increase, binding or
+    not, and halved caps whose ITL sat far under the SLO. Now: demand-driven throughput that does
+    not grow is no signal; a binding cap whose increase lost throughput gives before / after."""
+    p = LocalParams(settle_s=0.0)
+    s = _CapState(increased=True, rate_before=1000.0)
+    cap, tbp = cap_rule(p, s, cap=64, max_cap=256, latency=0.1, tokens=500.0, dt=1.0, binding=False)
+    assert tbp == 0.0 and cap == 64  # not binding: no throughput signal, no change
+    s = _CapState(increased=True, rate_before=1000.0)
+    cap, tbp = cap_rule(p, s, cap=64, max_cap=256, latency=0.1, tokens=400.0, dt=1.0, binding=True)
+    assert tbp == pytest.approx(2.5) and cap == 32  # continuous ratio, above 1: halve
+    s = _CapState(increased=True, rate_before=1000.0)
+    cap, tbp = cap_rule(p, s, cap=64, max_cap=256, latency=0.1, tokens=1020.0, dt=1.0, binding=True)
+    assert tbp == pytest.approx(1000 / 1020) and cap == 64  # a plateau: hold
+    s = _CapState(increased=True, rate_before=1000.0)
+    cap, _ = cap_rule(p, s, cap=64, max_cap=256, latency=0.1, tokens=1500.0, dt=1.0, binding=True)
+    assert cap > 64  # the increase paid: grow again
+
+
+def test_local_loop_runs_per_instance_at_its_own_period() -> None:
+    """Two instances of one pool get their own caps from their own latency, every period."""
+    loop = ChironLocal(LocalParams(period_s=2.0, settle_s=0.0))
+    limits = {0: InstanceLimits(256, 0.1)}
+    for t in (0.0, 2.0):
+        fast = InstanceStats(0, 0, True, 64, 64, 5, 0, int(1000 * t), int(1000 * t), 20.0 * t)
+        slow = InstanceStats(1, 0, True, 64, 64, 5, 0, int(1000 * t), int(1000 * t), 300.0 * t)
+        changes = loop.update(t, [fast, slow], limits, (10, 0))
+    # instance 0: ITL 20 ms of 100 ms, binding: grows; instance 1: ITL 300 ms: halves
+    assert changes[0] > 64 and changes[1] == 32
+    # and the environment runs it between decisions: caps differ within one pool
+    env = AutoscaleEnv("interactive-bursty", **agent_env_kwargs("chiron"))
+    env.reset(seed=0)
+    calls = 0
+    update = env._chiron_local.update
+
+    def counting(*a: Any, **k: Any) -> dict[int, int]:
+        nonlocal calls
+        calls += 1
+        return update(*a, **k)
+
+    env._chiron_local.update = counting  # type: ignore[method-assign]
+    env.step(np.full(3, env.layout.k))
+    assert calls == round(env.scenario.decision_interval_s / 2.0) - 1
+
+
+# ---- the global loop ----------------------------------------------------------------------------
+
+
+def test_interactive_backpressure_counts_interactive_work_only() -> None:
+    """Mixed instances full of batch work (the first version counted every running request there
+    as interactive) hold 10 interactive requests: nothing to add to the interactive pool."""
+    g = ChironGlobal(GlobalParams(max_step=16), facts())
+    raw = raw_features(
+        interactive__ready=4,
+        interactive__running=200,
+        mixed__ready=4,
+        mixed__running=250,
+        mixed__interactive_held=10,
+        batch__ready=2,
+    )
+    assert g.deltas(raw)[0] == 0
+    raw["mixed.interactive_held"] = 250.0  # the same figures as interactive work: scale up
+    assert g.deltas(raw)[0] > 0
+
+
+def test_the_mixed_pool_is_scaled_too() -> None:
+    """With all three pools the first version never touched the mixed pool: it holds the
+    interactive headroom (batch work fills it), so it grows with interactive demand."""
+    g = ChironGlobal(GlobalParams(max_step=16), facts())
+    raw = raw_features(interactive__ready=10, interactive__running=500, mixed__ready=0)
+    deltas = g.deltas(raw)
+    assert deltas[1] > 0
+
+
+def test_batch_estimate_uses_capacity_not_last_window_throughput() -> None:
+    """After an idle window measured tokens/s are 0, which sent the first version's pressure to
+    infinity (batch instances started, then cancelled). Capacity comes from the profile now."""
+    env = AutoscaleEnv("default", horizon_s=120.0)
+    _, info = env.reset(seed=0)
+    raw = info["raw"]
+    assert raw["batch.tokens_per_s"] == 0.0 and raw["batch.queue"] > 0
+    assert math.isfinite(raw["batch.wait_over_slack"]) and raw["batch.wait_over_slack"] < 20.0
+    per = raw["batch.instance_tokens_per_s"]
+    assert per > 100.0  # two batch instances at their cap, plus the mixed pool's spare
+    assert raw["batch.capacity_tokens_per_s"] >= 2 * per
+
+
+def test_interactive_work_has_priority_when_the_gpu_budget_binds() -> None:
+    """Budget full; interactive overloaded and batch behind its deadlines: interactive gets the
+    GPUs (the batch pool gives some back); batch does not grow."""
+    g = ChironGlobal(GlobalParams(max_step=16), facts(max_gpus=12))
+    raw = raw_features(
+        interactive__ready=4,
+        interactive__running=256,
+        interactive__queue=200,
+        mixed__ready=2,
+        batch__ready=6,
+        batch__queue=5000,
+        batch__wait_over_slack=3.0,
+        batch__required_tokens_per_s=20000,
+        batch__capacity_tokens_per_s=6000,
+        gpus_over_budget=1.0,
+    )
+    d = g.deltas(raw)
+    assert d[2] < 0, d  # batch gives back
+    assert d[0] >= 0 and d[2] <= 0
+
+
+def test_evicted_batch_requests_do_not_starve_on_a_mixed_instance() -> None:
+    """A mixed instance kept full of interactive work swaps its batch requests out; they go back
+    to the global queue after ``swap_requeue_s`` and a batch instance finishes them (the first
+    version left them on the mixed instance's swapped queue for good)."""
+    spec = InstanceSpec(LinearPerfModel(), kv_capacity_blocks=4000, max_batch_cap=8)
+    n_int, n_batch = 3000, 4
+    arrival = [0.0] * n_batch + [0.5 + 0.1 * i for i in range(n_int)]
+    klass = [1] * n_batch + [0] * n_int
+    w = Workload.from_columns(
+        arrival_s=arrival,
+        klass=klass,
+        prompt_tokens=[200] * (n_batch + n_int),
+        output_tokens=[400] * n_batch + [300] * n_int,
+        deadline_s=[1e6] * n_batch + [math.inf] * n_int,
+    )
+    pools = (PoolSpec(Pool.MIXED, spec, 1, 8), PoolSpec(Pool.BATCH, spec, 0, 8))
+    for requeue, finished in ((None, False), (5.0, True)):
+        cfg = ClusterConfig(pools, swap_requeue_s=requeue)
+        c = Cluster(cfg, w, np.random.default_rng(0))
+        c.run_until(2.0)
+        c.scale(Pool.BATCH, 1)  # a batch instance joins after its cold start
+        c.run_until(250.0)
+        done = bool(np.all(c.outcome[:n_batch] != Outcome.PENDING))
+        assert done == finished, (requeue, c.outcome[:n_batch])
+        assert (c.requeued > 0) == finished
+
+
+def test_chiron_agent_asks_for_its_environment() -> None:
+    """The agent runs with the env's per-instance local loop and a step that does not clamp."""
+    kw = agent_env_kwargs("chiron")
+    assert kw["action_mode"] == "global" and kw["max_step_change"] >= 8
+    env = AutoscaleEnv("default", **kw)
+    obs, _ = env.reset(seed=0)
+    a, _ = make_agent("chiron", env.agent_context()).predict(obs)
+    assert a.shape == (3,)
+    assert set(agent_env_kwargs("chiron-global-only")) == {"action_mode", "max_step_change"}
+    assert agent_env_kwargs("kv-target")["initial_batch_cap"] == 256
