@@ -84,13 +84,14 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
 
     ## Observation Space
 
-    ``Box(0, 10, (40,), float32)`` of named, roughly normalised features
+    ``Box(0, 10, (45,), float32)`` of named, roughly normalised features
     (``env.unwrapped.feature_names``; table with units and normalisation in ``docs/env.md``): per
     pool ready / starting / draining instances, batch cap, running and waiting requests, KV usage
     and token throughput; per class queue length, arrival rate, TTFT and ITL p95 over the SLO and
     SLO attainment in the last window; the batch queue's waiting-time estimate over the time to
-    its nearest deadline; GPUs held over the budget; the share of the episode left. Raw values
-    are in ``info["raw"]``.
+    its nearest deadline; GPUs held over the budget; the share of the episode left; interactive
+    work on mixed instances, the batch capacity, required rate and requests at risk (appended in
+    the second release). Raw values are in ``info["raw"]``.
 
     ## Rewards
 
@@ -124,6 +125,9 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
     ## Version History
 
     - v0: first release.
+    - v0, second release: five observation features appended (40 -> 45; a model trained on 40
+      reads the prefix); Chiron's local loop per instance in ``action_mode="global"``;
+      ``info["batch_caps"]`` is each pool's cap after the step.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012 (Gymnasium API)
@@ -356,6 +360,14 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
 
     # ------------------------------------------------------------------ internals
 
+    def _pool_caps(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for pool, name in zip(POOLS, POOL_NAMES, strict=True):
+            st = self.backend.pool_state(pool)
+            if st.exists:
+                out[name] = st.batch_cap
+        return out
+
     def _reward_terms(self, window: WindowReport, decision: Decision) -> dict[str, float]:
         w = self.reward_weights
         met_tokens = sum(c.met_output_tokens for c in window.classes.values())
@@ -381,7 +393,8 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             "raw": raw,
             "clipped": dict(decision.clipped),
             "applied_deltas": dict(decision.deltas),
-            "batch_caps": dict(decision.caps),
+            # each pool's cap now (the mean over its ready instances under the per-instance loop)
+            "batch_caps": self._pool_caps(),
             "gpus": self.backend.gpus_in_use(),
             "gpu_hours": self.backend.gpu_seconds() / 3600.0,
             "episode_seed": self.episode_seed,
