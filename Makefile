@@ -39,7 +39,7 @@ $(VLLM_STAMP):
 	$(VLLM_VENV)/bin/pip uninstall -y --quiet torchvision torchaudio torchcodec
 	touch $@
 
-AGENTS := chiron,static,llumnix,queue-threshold,kv-target,ray-serve,dynamo-load,random
+AGENTS := chiron,static,llumnix,llumnix-tuned,queue-threshold,kv-target,ray-serve,dynamo-load,random
 
 demo: $(STAMP_ALL)
 	$(BIN)/chiron evaluate --agents $(AGENTS),ppo:agents/models/ppo-default --scenarios default --seeds 0 --out runs/demo

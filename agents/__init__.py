@@ -98,4 +98,4 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
     return cls(ctx)  # type: ignore[no-any-return]
 
 
-__all__ = ["AGENTS", "Agent", "agent_env_kwargs", "make_agent", "names"]
+__all__ = ["AGENTS", "Agent", "agent_env_kwargs", "make_agent", "names", "split_spec"]

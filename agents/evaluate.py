@@ -123,6 +123,12 @@ def _series_point(info: dict[str, Any], reward: float) -> dict[str, float]:
     return point
 
 
+def attainment_with_risk(report: Any, at_risk: int) -> float:
+    """Met over requests whose fate is known, counting ``at_risk`` queued ones as misses."""
+    known = report.met + report.late + report.rejected + report.overdue + at_risk
+    return float(report.met / known) if known else 1.0
+
+
 def run_episode(
     agent: str, scenario: str, seed: int, *, env_kwargs: dict[str, Any] | None = None
 ) -> Episode:
@@ -165,9 +171,7 @@ def run_episode(
     # Batch work still queued at the end counts against its deadline when the waiting-time
     # estimate says it would miss it (deferring work past the horizon is not free).
     at_risk = round(info["raw"]["batch.at_risk"])
-    b = summary["batch"]
-    known = b.met + b.late + b.rejected + b.overdue + at_risk
-    batch_attainment = b.met / known if known else 1.0
+    batch_attainment = attainment_with_risk(summary["batch"], at_risk)
     met = sum(c.met for c in summary.values())
     met_tokens = totals["slo_met_work"] / max(env.reward_weights["slo_met_work"], 1e-12) * 1000.0
     gpu_hours = float(info["gpu_hours"])

@@ -211,3 +211,60 @@ def test_chiron_agent_asks_for_its_environment() -> None:
     assert a.shape == (3,)
     assert set(agent_env_kwargs("chiron-global-only")) == {"action_mode", "max_step_change"}
     assert agent_env_kwargs("kv-target")["initial_batch_cap"] == 256
+
+
+def test_batch_work_deferred_past_the_horizon_is_at_risk() -> None:
+    """Release every instance that serves batch, 3,000 batch requests queued, deadline after the
+    horizon: the estimate puts them all at risk and the table's batch attainment counts them."""
+    from agents.evaluate import attainment_with_risk
+
+    env = AutoscaleEnv("default", horizon_s=60.0, max_step_change=2)
+    env.reset(seed=0)
+    done = False
+    info: dict[str, Any] = {}
+    while not done:  # mixed and batch pools down by 2 each step, caps kept
+        _, _, term, trunc, info = env.step(np.array([2, 0, 0, 1, 1, 1]))
+        done = term or trunc
+    risk = round(info["raw"]["batch.at_risk"])
+    summary = env.backend.summary()["batch"]
+    assert risk > 1000 and summary.pending >= risk
+    assert info["batch_attainment"] > 0.99  # the summary alone: nothing decided late
+    assert attainment_with_risk(summary, risk) < 0.5
+
+
+def test_parameter_specs_reach_the_loops() -> None:
+    """``chiron[headroom_instances=4;period_s=5]``: the global field on the agent, the local one
+    on the environment's loop; unknown names are named."""
+    from agents import split_spec
+
+    spec = "chiron[headroom_instances=4;period_s=5;z=2]"
+    assert split_spec(spec) == ("chiron", {"headroom_instances": 4.0, "period_s": 5.0, "z": 2.0})
+    kw = agent_env_kwargs(spec)
+    assert kw["local_params"] == {"period_s": 5.0} and kw["z"] == 2.0
+    env = AutoscaleEnv("default", **kw)
+    env.reset(seed=0)
+    agent = make_agent(spec, env.agent_context())
+    assert agent.global_.p.headroom_instances == 4  # type: ignore[attr-defined]
+    assert env._local_params.period_s == 5.0
+    with pytest.raises(ValueError, match="unknown parameter 'headroom'"):
+        split_spec("chiron[headroom=4]")
+    with pytest.raises(ValueError, match="Chiron agents only"):
+        split_spec("llumnix[z=1]")
+
+
+def test_llumnix_tuned_has_a_current_entry_for_every_bundled_scenario() -> None:
+    """The shipped table covers every bundled scenario as it is now (a stale entry, whose
+    description changed, would be re-tuned silently at evaluation time)."""
+    import json
+
+    import scenarios
+    from agents.llumnix_tuned import TABLE
+    from chiron_gym.scenario import load
+
+    table = json.loads(TABLE.read_text())["scenarios"]
+    for name in scenarios.names():
+        assert table[name]["description"] == load(name).description, name
+    env = AutoscaleEnv("default", **agent_env_kwargs("llumnix-tuned"))
+    env.reset(seed=0)
+    agent = make_agent("llumnix-tuned", env.agent_context())
+    assert agent.params()["scale_up_below"] == table["default"]["scale_up_below"]  # type: ignore[attr-defined]

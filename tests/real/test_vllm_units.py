@@ -39,6 +39,30 @@ def test_parse_metrics_reads_the_vllm_series() -> None:
     }
 
 
+HISTOGRAMS = """\
+# HELP vllm:inter_token_latency_seconds Histogram of inter-token latency in seconds.
+# TYPE vllm:inter_token_latency_seconds histogram
+vllm:inter_token_latency_seconds_bucket{engine="0",le="0.01",model_name="tiny"} 10.0
+vllm:inter_token_latency_seconds_bucket{engine="0",le="+Inf",model_name="tiny"} 40.0
+vllm:inter_token_latency_seconds_count{engine="0",model_name="tiny"} 40.0
+vllm:inter_token_latency_seconds_sum{engine="0",model_name="tiny"} 0.8
+# HELP vllm:time_to_first_token_seconds Histogram of time to first token in seconds.
+# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_bucket{engine="0",le="+Inf",model_name="tiny"} 4.0
+vllm:time_to_first_token_seconds_count{engine="0",model_name="tiny"} 4.0
+vllm:time_to_first_token_seconds_sum{engine="0",model_name="tiny"} 0.6
+"""
+
+
+def test_parse_metrics_reads_latency_histograms_as_sum_and_count() -> None:
+    """Chiron's per-instance local loop reads ITL and TTFT as histogram sum / count (buckets
+    are not summed in)."""
+    m = parse_metrics(METRICS + HISTOGRAMS)
+    assert m["itl_count"] == 40.0 and m["itl_sum"] == pytest.approx(0.8)
+    assert m["ttft_count"] == 4.0 and m["ttft_sum"] == pytest.approx(0.6)
+    assert m["running"] == 3.0
+
+
 def test_backend_needs_servers_or_endpoints() -> None:
     with pytest.raises(ValueError, match="needs a ServerConfig"):
         make_backend("vllm", load("default"))
