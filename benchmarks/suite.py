@@ -140,7 +140,7 @@ def b3(steps: int = 3000) -> dict[str, Any]:
 
 
 def b4(count: int = 700_000) -> dict[str, Any]:
-    from agents import make_agent
+    from agents import agent_env_kwargs, make_agent
     from chiron_gym.envs import AutoscaleEnv
     from chiron_gym.scenario import load
     from chiron_gym.sim import RequestClass
@@ -154,7 +154,7 @@ def b4(count: int = 700_000) -> dict[str, Any]:
     )
     s = replace(s, sources=sources)
     t0 = time.perf_counter()
-    env = AutoscaleEnv(s)
+    env = AutoscaleEnv(s, **agent_env_kwargs("chiron"))  # its per-instance local loop included
     obs, _ = env.reset(seed=0)
     agent = make_agent("chiron", env.agent_context())
     done = False

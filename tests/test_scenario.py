@@ -190,3 +190,18 @@ def test_trace_replay_from_the_command_line(
     out = json.loads(capsys.readouterr().out)
     total = sum(c["arrived"] for c in out["classes"].values())
     assert total == 300 and out["classes"]["batch"]["arrived"] > 20
+
+
+@pytest.mark.parametrize("name", ["chiron-paper", "chiron-paper-70b"])
+def test_the_paper_scenarios_bind_their_deadlines(name: str) -> None:
+    """Up to 50 A100s, bursty chat, a batch queue whose deadline falls inside the horizon."""
+    sc = load(name)
+    assert sc.max_gpus == 50
+    batch = [s for s in sc.sources if s.klass == 1]
+    assert batch and all(s.arrival["kind"] == "bulk" for s in batch)
+    w = sc.workload(0)
+    deadlines = w.deadline_s[w.klass == 1]
+    assert len(deadlines) >= (100_000 if name == "chiron-paper" else 30_000)
+    assert deadlines.max() < sc.horizon_s  # the deadline binds inside the episode
+    chat = [s for s in sc.sources if s.klass == 0]
+    assert chat[0].arrival["kind"] == "gamma" and chat[0].arrival["cv"] > 1
