@@ -61,7 +61,6 @@ class _CapState:
     rate_before: float = math.nan  # tokens/s while binding at the cap before the last change
     bound_tokens: float = 0.0  # tokens and seconds while binding at the current cap
     bound_s: float = 0.0
-    held_s: float = 0.0  # seconds at the current cap
     tokens: int = 0  # counters at the previous update
     decode_tokens: int = 0
     decode_token_time_s: float = 0.0
@@ -94,7 +93,6 @@ def cap_rule(
     Else grow while binding, doubling while backpressure is low, unless the last increase
     bought less than ``throughput_gain`` (a plateau: hold).
     """
-    s.held_s += dt
     if binding:
         s.bound_tokens += tokens
         s.bound_s += dt
@@ -116,7 +114,7 @@ def cap_rule(
     out = max(p.min_cap, new_cap(cap, choice, max_cap))
     if out != cap:
         s.rate_before = rate if s.bound_s > 0 else math.nan
-        s.bound_tokens = s.bound_s = s.held_s = 0.0
+        s.bound_tokens = s.bound_s = 0.0
         s.increased = out > cap
     return out, tbp
 
@@ -439,14 +437,6 @@ class ChironGlobal:
                 out[n] = fit
                 room -= fit * gpus[n]
         return [out[n] for n in POOL_NAMES]
-
-
-@dataclass
-class ChironParams:
-    """Both loops' parameters (for logs and tables)."""
-
-    local: LocalParams = field(default_factory=LocalParams)
-    global_: GlobalParams = field(default_factory=GlobalParams)
 
 
 __all__ = [
