@@ -20,29 +20,10 @@ import numpy as np
 import numpy.typing as npt
 
 from agents.base import RULE_MAX_STEP
-from chiron_gym.control.chiron import (
-    ChironGlobal,
-    ChironLocal,
-    ClusterFacts,
-    GlobalParams,
-    LocalParams,
-    PoolFacts,
-)
+from chiron_gym.control.chiron import ChironGlobal, ChironLocal, GlobalParams, LocalParams
 from chiron_gym.envs import AgentContext, decode
 from chiron_gym.envs.actions import KEEP
-
-
-def cluster_facts(ctx: AgentContext) -> ClusterFacts:
-    """The global loop's static facts, from an agent context."""
-    return ClusterFacts(
-        pools={
-            n: PoolFacts(s.exists, s.min_instances, s.max_instances, s.gpus_per_instance)
-            for n, s in ctx.pools.items()
-        },
-        max_gpus=ctx.max_gpus,
-        cold_start_s=ctx.cold_start_s,
-        decision_interval_s=ctx.decision_interval_s,
-    )
+from chiron_gym.envs.autoscale import cluster_facts
 
 
 class ChironAgent:

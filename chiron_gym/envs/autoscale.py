@@ -55,6 +55,19 @@ class AgentContext:
     scenario: Scenario | None = None  # for agents tuned per workload (``llumnix-tuned``)
 
 
+def cluster_facts(ctx: AgentContext) -> ClusterFacts:
+    """Chiron's global loop's static facts, from an agent context."""
+    return ClusterFacts(
+        pools={
+            n: PoolFacts(s.exists, s.min_instances, s.max_instances, s.gpus_per_instance)
+            for n, s in ctx.pools.items()
+        },
+        max_gpus=ctx.max_gpus,
+        cold_start_s=ctx.cold_start_s,
+        decision_interval_s=ctx.decision_interval_s,
+    )
+
+
 class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
     """Autoscale a GPU cluster serving interactive and batch LLM requests.
 
@@ -211,6 +224,13 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self.scenario = sc
         self.reward_weights = weights
         self._features = FeatureBuilder(sc, z=self._z)
+        # the local loop's per-pool limits: the largest cap, the tightest class's ITL/TTFT SLOs
+        self._local_limits: dict[int, InstanceLimits] = {}
+        for p in sc.cluster.pools:
+            tight = sc.cluster.batch_slo if p.pool == Pool.BATCH else sc.cluster.interactive_slo
+            self._local_limits[int(p.pool)] = InstanceLimits(
+                p.instance.max_batch_cap, tight.itl_s, tight.ttft_s
+            )
 
     @property
     def backend(self) -> Backend:
@@ -272,14 +292,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         """Chiron's local loop, per instance, every ``period_s`` up to ``t_end``."""
         period = self._local_params.period_s
         backend = self.backend
-        sc = self.scenario
-        slo = sc.cluster
-        limits = {}
-        for p in sc.cluster.pools:
-            tight = slo.batch_slo if p.pool == Pool.BATCH else slo.interactive_slo
-            limits[int(p.pool)] = InstanceLimits(
-                p.instance.max_batch_cap, tight.itl_s, tight.ttft_s
-            )
+        limits = self._local_limits
         t = backend.now
         while True:
             # ticks on a grid from the episode start, so a decision interval may hold several
@@ -294,16 +307,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
 
     def cluster_facts(self) -> ClusterFacts:
         """What Chiron's global loop knows of the cluster besides observations."""
-        ctx = self.agent_context()
-        return ClusterFacts(
-            pools={
-                n: PoolFacts(s.exists, s.min_instances, s.max_instances, s.gpus_per_instance)
-                for n, s in ctx.pools.items()
-            },
-            max_gpus=ctx.max_gpus,
-            cold_start_s=ctx.cold_start_s,
-            decision_interval_s=ctx.decision_interval_s,
-        )
+        return cluster_facts(self.agent_context())
 
     def agent_context(self) -> AgentContext:
         """What an agent may know besides observations: names, layout, static pool facts."""
@@ -407,4 +411,4 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         return obs, info
 
 
-__all__ = ["CAP_CHOICES", "AgentContext", "AutoscaleEnv"]
+__all__ = ["CAP_CHOICES", "AgentContext", "AutoscaleEnv", "cluster_facts"]

@@ -270,18 +270,18 @@ class Cluster:
     def set_instance_cap(self, instance_id: int, cap: int) -> None:
         """Set one live instance's batch cap (the local loop of Chiron runs per instance)."""
         inst = self.instances[instance_id]
-        if inst.state == InstanceState.STOPPED:
-            return
-        inst.set_batch_cap(cap)
-        if inst.state == InstanceState.READY:
-            self._fill(inst)
+        if inst.state != InstanceState.STOPPED:
+            self._set_cap(inst, cap)
 
     def set_batch_cap(self, pool: Pool, cap: int) -> None:
         """Set the batch cap of every instance of a pool (clipped to the instance type's limit)."""
         for inst in self._live[pool]:
-            inst.set_batch_cap(cap)
-            if inst.state == InstanceState.READY:
-                self._fill(inst)
+            self._set_cap(inst, cap)
+
+    def _set_cap(self, inst: Instance, cap: int) -> None:
+        inst.set_batch_cap(cap)
+        if inst.state == InstanceState.READY:
+            self._fill(inst)  # a raised cap admits queued work now
 
     def gpu_seconds(self, t0: float = 0.0, t1: float | None = None) -> float:
         """GPU-seconds billed within ``[t0, t1]`` (default: the episode so far)."""

@@ -58,11 +58,6 @@ def facts(max_gpus: int | None = None, **pools: tuple[int, int]) -> ClusterFacts
     )
 
 
-def stats(iid: int, pool: int, cap: int, running: int, waiting: int, tokens: int, t: float) -> Any:
-    """An instance decoding at a steady ITL of 20 ms, ``tokens`` generated so far."""
-    return InstanceStats(iid, pool, True, cap, running, waiting, 0, tokens, tokens, 0.02 * tokens)
-
-
 # ---- the local loop -----------------------------------------------------------------------------
 
 
