@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from chiron_gym.envs import AgentContext, decode
 from chiron_gym.envs.actions import KEEP
-from chiron_gym.envs.features import POOL_NAMES
+from chiron_gym.sim import POOL_NAMES
 
 
 class Agent(Protocol):

@@ -37,7 +37,7 @@ import numpy as np
 from agents import agent_env_kwargs, make_agent
 from agents.executors import run_tasks
 from chiron_gym.envs import AutoscaleEnv
-from chiron_gym.envs.features import CLASS_NAMES, POOL_NAMES
+from chiron_gym.sim import CLASS_NAMES, POOL_NAMES
 
 # Columns of results.csv, in order (all deterministic for a given agent, scenario and seed).
 COLUMNS = (

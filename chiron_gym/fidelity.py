@@ -18,8 +18,7 @@ import numpy as np
 from chiron_gym.backends import SimBackend
 from chiron_gym.profiles import load as load_profile
 from chiron_gym.scenario import Scenario
-from chiron_gym.sim import Workload
-from chiron_gym.sim.cluster import CLASS_NAMES, POOL_NAMES
+from chiron_gym.sim import CLASS_NAMES, POOL_NAMES, Workload
 
 METRICS = ("ttft", "itl", "e2e")
 QUANTILES = (50, 95)

@@ -19,6 +19,8 @@ import scenarios as bundled
 from chiron_gym import profiles
 from chiron_gym.config import ConfigError, Reader
 from chiron_gym.sim import (
+    CLASS_NAMES,
+    POOL_NAMES,
     SLO,
     ClusterConfig,
     ColdStart,
@@ -348,7 +350,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
     interval = top.number("decision_interval_s")
     if interval > horizon:
         raise top.fail("decision_interval_s", f"at most horizon_s ({horizon:g})")
-    slo = top.table("slo", {"interactive", "batch"})
+    slo = top.table("slo", set(CLASS_NAMES))
     si = slo.table("interactive", {"ttft_s", "itl_s"})
     sb = slo.table("batch", {"ttft_s", "itl_s"})
     inst = top.table(
@@ -365,7 +367,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
         required=True,
     )
     spec = _instance_spec(inst)
-    pools_t = top.table("pools", {"interactive", "mixed", "batch"}, required=True)
+    pools_t = top.table("pools", set(POOL_NAMES), required=True)
     pools: list[PoolSpec] = []
     limits: list[tuple[Pool, PoolLimits]] = []
     for pool in Pool:
@@ -423,7 +425,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
                 "batch_labels",
             },
         )
-        klass = RequestClass[w.string("class", ("interactive", "batch"), "interactive").upper()]
+        klass = RequestClass[w.string("class", CLASS_NAMES, "interactive").upper()]
         deadline = w.number("deadline_s") if "deadline_s" in raw else None
         if "trace" in raw:
             for key in ("arrival", "prompt", "output"):

@@ -17,6 +17,7 @@ from chiron_gym.sim import (
     Pool,
     WindowReport,
 )
+from chiron_gym.sim.request import UNBOUNDED_INSTANCES
 
 
 class SimBackend:
@@ -69,7 +70,9 @@ class SimBackend:
             if inst.state == InstanceState.READY:
                 caps.append(inst.batch_cap)
         limits = self.scenario.pool_limits(pool)
-        lo, hi = (limits.min_instances, limits.max_instances) if limits else (0, 1 << 30)
+        lo, hi = (
+            (limits.min_instances, limits.max_instances) if limits else (0, UNBOUNDED_INSTANCES)
+        )
         return PoolState(
             exists=True,
             starting=counts[InstanceState.STARTING],

@@ -43,10 +43,7 @@ from chiron_gym.openai_stream import PROMPT_ALPHABET, prompt_ids, sse_chunks
 from chiron_gym.scenario import Scenario
 from chiron_gym.sim import ClassReport, InstanceStats, Outcome, Pool, RequestClass, WindowReport
 from chiron_gym.sim.report import PoolReport, percentiles
-from chiron_gym.sim.request import RejectReason
-
-POOL_NAMES = ("interactive", "mixed", "batch")
-CLASS_NAMES = ("interactive", "batch")
+from chiron_gym.sim.request import CLASS_NAMES, POOL_NAMES, UNBOUNDED_INSTANCES, RejectReason
 
 DEFAULT_ARGV = (
     "{python}",
@@ -682,7 +679,7 @@ class VllmBackend:
             max_batch_cap=max_cap,
             gpus_per_instance=spec.instance.gpus,
             min_instances=limits.min_instances if limits else 0,
-            max_instances=limits.max_instances if limits else 1 << 30,
+            max_instances=limits.max_instances if limits else UNBOUNDED_INSTANCES,
         )
 
     def scale(self, pool: Pool, delta: int) -> int:

@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 
 from chiron_gym.control.caps import DOUBLE, HALVE, INCREASE, KEEP, new_cap
 from chiron_gym.sim.report import InstanceStats
-
-POOL_NAMES = ("interactive", "mixed", "batch")
-
+from chiron_gym.sim.request import POOL_NAMES
 
 # ------------------------------------------------------------------------------ the local loop
 

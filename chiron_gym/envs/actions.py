@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from chiron_gym.backends.base import Backend, PoolState
 from chiron_gym.control.caps import CAP_CHOICES, DOUBLE, HALVE, INCREASE, KEEP, new_cap
-from chiron_gym.envs.features import POOL_NAMES, POOLS
+from chiron_gym.sim import POOL_NAMES, POOLS
 
 MODES = ("full", "global", "local")
 

@@ -28,13 +28,11 @@ from chiron_gym.envs.features import (
     FEATURE_NAMES,
     FEATURES,
     HIGH,
-    POOL_NAMES,
-    POOLS,
     FeatureBuilder,
     PoolStatic,
 )
 from chiron_gym.scenario import REWARD_DEFAULTS, Scenario, load
-from chiron_gym.sim import Pool, WindowReport
+from chiron_gym.sim import POOL_NAMES, POOLS, UNBOUNDED_INSTANCES, Pool, WindowReport
 
 
 @dataclass(frozen=True)
@@ -323,7 +321,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             pools[name] = PoolStatic(
                 exists=True,
                 min_instances=limits.min_instances if limits else 0,
-                max_instances=limits.max_instances if limits else 1 << 30,
+                max_instances=limits.max_instances if limits else UNBOUNDED_INSTANCES,
                 max_batch_cap=inst.max_batch_cap,
                 gpus_per_instance=inst.gpus,
                 kv_capacity_tokens=inst.kv_capacity_blocks * inst.block_size_tokens,

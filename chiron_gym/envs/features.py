@@ -17,11 +17,8 @@ import numpy.typing as npt
 from chiron_gym.backends.base import Backend
 from chiron_gym.control.qlm import at_risk, estimate, max_pressure, required_rate
 from chiron_gym.scenario import Scenario
-from chiron_gym.sim import BatchComposition, Pool, WindowReport
+from chiron_gym.sim import CLASS_NAMES, POOL_NAMES, POOLS, BatchComposition, Pool, WindowReport
 
-POOLS = (Pool.INTERACTIVE, Pool.MIXED, Pool.BATCH)
-POOL_NAMES = ("interactive", "mixed", "batch")
-CLASS_NAMES = ("interactive", "batch")
 HIGH = 10.0  # upper bound of every normalised feature
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from chiron_gym.envs.features import POOL_NAMES
+from chiron_gym.sim import CLASS_NAMES, POOL_NAMES
 
 WIDTH, HEIGHT = 320, 200
 _COLORS = {
@@ -54,7 +54,7 @@ def rgb(raw: dict[str, float]) -> npt.NDArray[np.uint8]:
             y -= h
         x += 40
     x += 10
-    for c in ("interactive", "batch"):
+    for c in CLASS_NAMES:
         h = int(np.log1p(raw[f"{c}.queue"]) * 12)
         _bar(img, x, base, h, 20, _COLORS["queue"])
         x += 28

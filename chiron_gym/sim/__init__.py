@@ -13,7 +13,11 @@ from chiron_gym.sim.instance import ColdStart, Instance, InstanceSpec, InstanceS
 from chiron_gym.sim.perf_model import BatchComposition, LinearPerfModel, PerfModel
 from chiron_gym.sim.report import ClassReport, InstanceStats, WindowReport
 from chiron_gym.sim.request import (
+    CLASS_NAMES,
+    POOL_NAMES,
+    POOLS,
     SLO,
+    UNBOUNDED_INSTANCES,
     Outcome,
     Pool,
     Request,
@@ -22,7 +26,11 @@ from chiron_gym.sim.request import (
 )
 
 __all__ = [
+    "CLASS_NAMES",
+    "POOLS",
+    "POOL_NAMES",
     "SLO",
+    "UNBOUNDED_INSTANCES",
     "BatchComposition",
     "ClassReport",
     "Cluster",

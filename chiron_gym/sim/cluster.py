@@ -34,6 +34,8 @@ from chiron_gym.sim.report import (
     percentiles,
 )
 from chiron_gym.sim.request import (
+    CLASS_NAMES,
+    POOL_NAMES,
     SLO,
     Outcome,
     Pool,
@@ -45,8 +47,6 @@ from chiron_gym.sim.request import (
 
 PRIORITY_KICK = PRIORITY_ARRIVAL + 1  # an idle instance starts after same-instant arrivals
 _ITERATION_END, _READY, _KICK, _REQUEUE = 0, 1, 2, 3
-CLASS_NAMES = ("interactive", "batch")
-POOL_NAMES = ("interactive", "mixed", "batch")
 # Pools that may serve a class, in routing order.
 ROUTES: dict[int, tuple[Pool, ...]] = {
     RequestClass.INTERACTIVE: (Pool.INTERACTIVE, Pool.MIXED),

@@ -30,6 +30,15 @@ class Pool(IntEnum):
     BATCH = 2
 
 
+# The one vocabulary of names (observations, reports, scenario tables, agents all use these):
+# index ``i`` of each tuple is the enum member of value ``i``.
+CLASS_NAMES: tuple[str, ...] = tuple(c.name.lower() for c in RequestClass)
+POOL_NAMES: tuple[str, ...] = tuple(p.name.lower() for p in Pool)
+POOLS: tuple[Pool, ...] = tuple(Pool)
+# An instance bound that is not set: large enough never to bind, small enough to stay an int.
+UNBOUNDED_INSTANCES = 1 << 30
+
+
 class Outcome(IntEnum):
     """The one state every arrived request is in at the end of a window or episode."""
 
