@@ -1,22 +1,28 @@
 """The agent protocol: Stable-Baselines3's ``predict``, so one evaluation loop runs them all.
 
-``predict(obs, state=None, episode_start=None, deterministic=True) -> (action, state)``. Rule-based
-agents are built for an environment's ``AgentContext`` (feature names, action layout, static pool
-facts) and read the observation by feature name (``decode``); they keep their own timers in
-simulated seconds, counting decision intervals.
+``predict(obs, state=None, episode_start=None, deterministic=True) -> (action, state)``. Our agents
+derive from ``BaseAgent``: built for an environment's ``AgentContext`` (feature names, action
+layout, static pool facts), they forget the episode on ``episode_start``, report their parameters
+(``params``, for tables and TensorBoard) and build their action with the layout's ``join`` (the
+inverse of the environment's ``split``). Rule-based agents (``RuleAgent``) read the observation by
+feature name (``decode``) as one ``PoolView`` per pool, and keep their own timers in simulated
+seconds, counting decision intervals.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from chiron_gym.envs import AgentContext, decode
-from chiron_gym.envs.actions import KEEP
+from chiron_gym.envs.actions import ActionLayout
 from chiron_gym.sim import POOL_NAMES
+
+Observation = npt.NDArray[np.float32]
+Prediction = tuple[npt.NDArray[np.int64], Any]  # (action, recurrent state), as SB3's ``predict``
 
 
 class Agent(Protocol):
@@ -24,11 +30,50 @@ class Agent(Protocol):
 
     def predict(
         self,
-        observation: npt.NDArray[np.float32],
+        observation: Observation,
         state: Any = None,
         episode_start: Any = None,
         deterministic: bool = True,
-    ) -> tuple[npt.NDArray[np.int64], Any]: ...
+    ) -> Prediction: ...
+
+
+class BaseAgent:
+    """What every agent of ours shares: SB3's ``predict``, ``reset``, ``params`` and ``join``.
+
+    A subclass implements ``act``; one with a parameter record keeps it in ``self.p`` (a
+    dataclass), which ``params`` reports.
+    """
+
+    name = "agent"
+    # the environment settings the agent assumes (``agents.agent_env_kwargs``, ``run_episode``)
+    env_kwargs: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self.ctx = ctx
+        self.layout = ActionLayout(ctx.action_mode, ctx.max_step_change)
+
+    def reset(self) -> None:
+        """Forget the episode's history (called on ``episode_start``)."""
+
+    def params(self) -> dict[str, Any]:
+        """Every parameter, for logs and tables."""
+        p = getattr(self, "p", None)
+        return asdict(p) if p is not None and is_dataclass(p) and not isinstance(p, type) else {}
+
+    def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
+        """The action for ``obs`` (``predict`` has reset the agent when ``start`` says so)."""
+        raise NotImplementedError
+
+    def predict(
+        self,
+        observation: Observation,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> Prediction:
+        if episode_start is not None and bool(np.any(episode_start)):
+            self.reset()
+        return self.act(observation, state, episode_start, deterministic)
 
 
 @dataclass
@@ -49,6 +94,21 @@ class PoolView:
     def live(self) -> int:
         return round(self.ready + self.starting)
 
+    @classmethod
+    def of(cls, raw: dict[str, float], name: str) -> PoolView:
+        """Pool ``name``'s view of the raw features (``decode``)."""
+        return cls(
+            name,
+            raw[f"{name}.exists"] > 0.5,
+            raw[f"{name}.ready"],
+            raw[f"{name}.starting"],
+            raw[f"{name}.batch_cap"],
+            raw[f"{name}.running"],
+            raw[f"{name}.waiting"],
+            raw[f"{name}.kv_usage"],
+            raw.get(f"{name}.queue", 0.0) if name != "mixed" else 0.0,
+        )
+
     @property
     def held(self) -> float:
         """Requests at the pool's instances plus its class's global queue."""
@@ -61,48 +121,44 @@ class PoolView:
 RULE_MAX_STEP = 16
 # vLLM's default max_num_seqs: the engine setting a rule that knows nothing of batch caps assumes.
 VLLM_DEFAULT_MAX_NUM_SEQS = 256
+# The settings of a rule about KV usage: it assumes the engine's default max_num_seqs, not our cap.
+KV_RULE_ENV: dict[str, Any] = {
+    "max_step_change": RULE_MAX_STEP,
+    "initial_batch_cap": VLLM_DEFAULT_MAX_NUM_SEQS,
+}
 
 
-class RuleAgent:
+class RuleAgent(BaseAgent):
     """Base of rule-based agents: decoding, timers, and building actions.
 
-    ``env_kwargs`` are the environment settings the rule assumes (``run_episode`` applies them).
+    A rule implements ``decide``: instance changes per pool and cap choices (or None: keep).
     """
 
     name = "rule"
     env_kwargs: ClassVar[dict[str, Any]] = {"max_step_change": RULE_MAX_STEP}
+    # the rule's parameter record (a dataclass with every default); ``self.p`` is an instance
+    Params: ClassVar[type[Any] | None] = None
 
-    def __init__(self, ctx: AgentContext) -> None:
+    def __init__(self, ctx: AgentContext, params: Any = None) -> None:
         if ctx.action_mode == "local":
             raise ValueError(
                 f"{self.name} sets instance counts: use action_mode 'full' or 'global'"
             )
-        self.ctx = ctx
+        super().__init__(ctx)
+        if self.Params is not None:
+            self.p = params if params is not None else self.Params()
         self.t = 0.0  # simulated seconds since the episode started, counted in intervals
         self.reset()
 
     def reset(self) -> None:
-        """Forget the episode's history (called on ``episode_start``)."""
         self.t = 0.0
 
     def pools(self, raw: dict[str, float]) -> list[PoolView]:
-        out = []
-        for p in POOL_NAMES:
-            queue = raw.get(f"{p}.queue", 0.0) if p != "mixed" else 0.0
-            out.append(
-                PoolView(
-                    p,
-                    raw[f"{p}.exists"] > 0.5,
-                    raw[f"{p}.ready"],
-                    raw[f"{p}.starting"],
-                    raw[f"{p}.batch_cap"],
-                    raw[f"{p}.running"],
-                    raw[f"{p}.waiting"],
-                    raw[f"{p}.kv_usage"],
-                    queue,
-                )
-            )
-        return out
+        return [PoolView.of(raw, p) for p in POOL_NAMES]
+
+    def existing(self, raw: dict[str, float]) -> list[tuple[int, PoolView]]:
+        """``(index, view)`` of each pool the scenario has."""
+        return [(i, v) for i, v in enumerate(self.pools(raw)) if v.exists]
 
     def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
         """Instance change per pool, and cap choices per pool (None: keep)."""
@@ -114,25 +170,10 @@ class RuleAgent:
         delta = max(st.min_instances - pool.live, min(st.max_instances - pool.live, delta))
         return max(-k, min(k, delta))
 
-    def predict(
-        self,
-        observation: npt.NDArray[np.float32],
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = True,
-    ) -> tuple[npt.NDArray[np.int64], Any]:
-        if episode_start is not None and bool(np.any(episode_start)):
-            self.reset()
-        raw = decode(observation, self.ctx.pools)
-        deltas, caps = self.decide(raw)
-        k = self.ctx.max_step_change
-        action: list[int] = []
-        if self.ctx.action_mode in ("full", "global"):
-            action += [d + k for d in deltas]
-        if self.ctx.action_mode == "full":
-            action += caps if caps is not None else [KEEP] * 3
+    def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
+        deltas, caps = self.decide(decode(obs, self.ctx.pools))
         self.t += self.ctx.decision_interval_s
-        return np.asarray(action, dtype=np.int64), state
+        return self.layout.join(deltas, caps), state
 
     def every(self, period_s: float) -> bool:
         """True on the decision steps that fall on a ``period_s`` polling grid."""

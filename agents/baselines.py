@@ -8,13 +8,12 @@ it implements; every number is a named parameter with the production default.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-import numpy.typing as npt
 
-from agents.base import RULE_MAX_STEP, VLLM_DEFAULT_MAX_NUM_SEQS, PoolView, RuleAgent
+from agents.base import KV_RULE_ENV, BaseAgent, Observation, PoolView, Prediction, RuleAgent
 from chiron_gym.envs import AgentContext
 
 
@@ -27,28 +26,20 @@ class StaticAgent(RuleAgent):
         return [0, 0, 0], None
 
 
-class RandomAgent:
+class RandomAgent(BaseAgent):
     """Uniformly random actions from a seeded generator (a floor for every table)."""
 
     name = "random"
 
     def __init__(self, ctx: AgentContext, seed: int = 0) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
 
     def reset(self) -> None:
         self.rng = np.random.default_rng(self.seed)
 
-    def predict(
-        self,
-        observation: npt.NDArray[np.float32],
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = True,
-    ) -> tuple[npt.NDArray[np.int64], Any]:
-        if episode_start is not None and bool(np.any(episode_start)):
-            self.reset()
+    def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
         nvec = np.asarray(self.ctx.nvec)
         return (self.rng.random(len(nvec)) * nvec).astype(np.int64), state
 
@@ -67,17 +58,10 @@ class LlumnixAgent(RuleAgent):
 
     name = "llumnix"
     # Llumnix runs vLLM with its default max_num_seqs: its freeness rule is about KV blocks.
-    env_kwargs: ClassVar[dict[str, Any]] = {
-        "max_step_change": RULE_MAX_STEP,
-        "initial_batch_cap": VLLM_DEFAULT_MAX_NUM_SEQS,
-    }
+    env_kwargs: ClassVar[dict[str, Any]] = KV_RULE_ENV
 
-    def __init__(self, ctx: AgentContext, params: LlumnixParams | None = None) -> None:
-        self.p = params or LlumnixParams()
-        super().__init__(ctx)
-
-    def params(self) -> dict[str, Any]:
-        return asdict(self.p)
+    Params = LlumnixParams
+    p: LlumnixParams
 
     def freeness(self, pool: PoolView) -> float:
         st = self.ctx.pools[pool.name]
@@ -91,9 +75,7 @@ class LlumnixAgent(RuleAgent):
         out = [0, 0, 0]
         if not self.every(self.p.period_s):
             return out, None
-        for i, pool in enumerate(self.pools(raw)):
-            if not pool.exists:
-                continue
+        for i, pool in self.existing(raw):
             f = self.freeness(pool)
             if f < self.p.scale_up_below:
                 out[i] = self.clamp(pool, 1)
@@ -116,9 +98,8 @@ class QueueThresholdAgent(RuleAgent):
 
     name = "queue-threshold"
 
-    def __init__(self, ctx: AgentContext, params: QueueThresholdParams | None = None) -> None:
-        self.p = params or QueueThresholdParams()
-        super().__init__(ctx)
+    Params = QueueThresholdParams
+    p: QueueThresholdParams
 
     def reset(self) -> None:
         super().reset()
@@ -128,9 +109,7 @@ class QueueThresholdAgent(RuleAgent):
         out = [0, 0, 0]
         if not self.every(self.p.polling_s):
             return out, None
-        for i, pool in enumerate(self.pools(raw)):
-            if not pool.exists:
-                continue
+        for i, pool in self.existing(raw):
             waiting = pool.waiting + pool.queue
             desired = max(1, math.ceil(waiting / self.p.threshold))
             if desired > pool.live or (
@@ -157,14 +136,10 @@ class KvTargetAgent(RuleAgent):
 
     name = "kv-target"
     # APA's rule is about KV usage: it assumes the engine's default max_num_seqs, not our cap.
-    env_kwargs: ClassVar[dict[str, Any]] = {
-        "max_step_change": RULE_MAX_STEP,
-        "initial_batch_cap": VLLM_DEFAULT_MAX_NUM_SEQS,
-    }
+    env_kwargs: ClassVar[dict[str, Any]] = KV_RULE_ENV
 
-    def __init__(self, ctx: AgentContext, params: KvTargetParams | None = None) -> None:
-        self.p = params or KvTargetParams()
-        super().__init__(ctx)
+    Params = KvTargetParams
+    p: KvTargetParams
 
     def reset(self) -> None:
         super().reset()
@@ -173,8 +148,8 @@ class KvTargetAgent(RuleAgent):
     def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
         out = [0, 0, 0]
         p = self.p
-        for i, pool in enumerate(self.pools(raw)):
-            if not pool.exists or pool.live < 1:
+        for i, pool in self.existing(raw):
+            if pool.live < 1:
                 continue
             ratio = pool.kv_usage / p.target
             current = pool.live
@@ -206,9 +181,8 @@ class RayServeAgent(RuleAgent):
 
     name = "ray-serve"
 
-    def __init__(self, ctx: AgentContext, params: RayServeParams | None = None) -> None:
-        self.p = params or RayServeParams()
-        super().__init__(ctx)
+    Params = RayServeParams
+    p: RayServeParams
 
     def reset(self) -> None:
         super().reset()
@@ -217,9 +191,7 @@ class RayServeAgent(RuleAgent):
 
     def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
         out = [0, 0, 0]
-        for i, pool in enumerate(self.pools(raw)):
-            if not pool.exists:
-                continue
+        for i, pool in self.existing(raw):
             desired = max(1, math.ceil(pool.held / self.p.target_ongoing_requests))
             if desired > pool.live:
                 self.up_since[i] = min(self.up_since[i], self.t)
@@ -258,14 +230,10 @@ class DynamoLoadAgent(RuleAgent):
     adjustment, as the planner does."""
 
     name = "dynamo-load"
-    env_kwargs: ClassVar[dict[str, Any]] = {
-        "max_step_change": RULE_MAX_STEP,
-        "initial_batch_cap": VLLM_DEFAULT_MAX_NUM_SEQS,
-    }
+    env_kwargs: ClassVar[dict[str, Any]] = KV_RULE_ENV
 
-    def __init__(self, ctx: AgentContext, params: DynamoLoadParams | None = None) -> None:
-        self.p = params or DynamoLoadParams()
-        super().__init__(ctx)
+    Params = DynamoLoadParams
+    p: DynamoLoadParams
 
     def reset(self) -> None:
         super().reset()
@@ -275,9 +243,7 @@ class DynamoLoadAgent(RuleAgent):
         out = [0, 0, 0]
         if not self.every(self.p.adjustment_interval_s):
             return out, None
-        for i, pool in enumerate(self.pools(raw)):
-            if not pool.exists:
-                continue
+        for i, pool in self.existing(raw):
             if self.hold[i] > 0:
                 self.hold[i] -= 1
             pending = (pool.waiting + pool.queue) / max(1.0, pool.ready)

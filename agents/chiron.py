@@ -16,17 +16,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, ClassVar
 
-import numpy as np
-import numpy.typing as npt
-
-from agents.base import RULE_MAX_STEP
+from agents.base import RULE_MAX_STEP, BaseAgent, Observation, Prediction
 from chiron_gym.control.chiron import ChironGlobal, ChironLocal, GlobalParams, LocalParams
 from chiron_gym.envs import AgentContext, decode
 from chiron_gym.envs.actions import KEEP
 from chiron_gym.envs.autoscale import cluster_facts
 
 
-class ChironAgent:
+class ChironAgent(BaseAgent):
     """Hierarchical backpressure: instance counts (global); batch caps per instance (local)."""
 
     name = "chiron"
@@ -41,7 +38,7 @@ class ChironAgent:
         local: LocalParams | None = None,
         global_: GlobalParams | None = None,
     ) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         gp = global_ or GlobalParams()
         gp.max_step = ctx.max_step_change
         self.local = ChironLocal(local, ctx.decision_interval_s)
@@ -71,23 +68,11 @@ class ChironAgent:
     def caps(self, raw: dict[str, float]) -> list[int]:
         return self.local.choices(raw, self.max_caps)
 
-    def predict(
-        self,
-        observation: npt.NDArray[np.float32],
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = True,
-    ) -> tuple[npt.NDArray[np.int64], Any]:
-        if episode_start is not None and bool(np.any(episode_start)):
-            self.reset()
-        raw = decode(observation, self.ctx.pools)
-        k = self.ctx.max_step_change
-        action: list[int] = []
-        if self.ctx.action_mode in ("full", "global"):
-            action += [d + k for d in self.deltas(raw)]
-        if self.ctx.action_mode in ("full", "local"):
-            action += self.caps(raw)
-        return np.asarray(action, dtype=np.int64), state
+    def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
+        raw = decode(obs, self.ctx.pools)
+        deltas = self.deltas(raw) if self.layout.has_global else None
+        caps = self.caps(raw) if self.layout.has_local else None
+        return self.layout.join(deltas, caps), state
 
 
 class ChironGlobalOnly(ChironAgent):

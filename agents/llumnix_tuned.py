@@ -64,6 +64,7 @@ class LlumnixTunedAgent(LlumnixAgent):
 
 
 def _score(scenario: Scenario, up: float, mult: float, cap: int, seed: int) -> float:
+    from agents.episode import play  # agents.episode imports this package's registry
     from chiron_gym.envs import AutoscaleEnv
 
     env = AutoscaleEnv(
@@ -72,20 +73,10 @@ def _score(scenario: Scenario, up: float, mult: float, cap: int, seed: int) -> f
         max_step_change=RULE_MAX_STEP,
         initial_batch_cap=VLLM_DEFAULT_MAX_NUM_SEQS,
     )
-    obs, _ = env.reset(seed=seed)
     tuned = {"scale_up_below": up, "scale_down_above": up * mult, "batch_cap": cap}
-    agent = LlumnixTunedAgent(env.agent_context(), tuned)
-    total = 0.0
-    done = False
-    start = True
-    while not done:
-        action, _ = agent.predict(obs, episode_start=np.array([start]))
-        start = False
-        obs, reward, term, trunc, _ = env.step(action)
-        total += float(reward)
-        done = term or trunc
+    run = play(env, lambda ctx: LlumnixTunedAgent(ctx, tuned), seed)
     env.close()
-    return total
+    return run.reward
 
 
 def tune(scenario: Scenario, progress: bool = True) -> dict[str, Any]:

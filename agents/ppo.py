@@ -32,13 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+from agents.base import BaseAgent, Observation, Prediction
 from chiron_gym.envs import AgentContext, AutoscaleEnv
 
 HYPERPARAMS = Path(__file__).resolve().parent / "hyperparams" / "ppo.yml"
-MONITOR_KEYS = ("interactive_attainment", "batch_attainment", "gpu_hours")
-TERMS = ("slo_met_work", "gpu_cost", "violation", "churn")
 PPO_KEYS = {
     "n_steps",
     "batch_size",
@@ -116,143 +114,6 @@ def env_factory(
     return make
 
 
-def _callbacks(
-    out: Path,
-    scenario: str,
-    action_mode: str,
-    eval_freq: int,
-    eval_seeds: list[int],
-    checkpoint_freq: int,
-    env_kwargs: dict[str, Any] | None,
-) -> list[Any]:
-    from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
-    from stable_baselines3.common.logger import Figure
-
-    class EpisodeMetrics(BaseCallback):
-        """Per finished episode: attainment, GPU-hours and every reward term."""
-
-        def _on_training_start(self) -> None:
-            self.sums = [dict.fromkeys(TERMS, 0.0) for _ in range(self.training_env.num_envs)]
-
-        def _on_step(self) -> bool:
-            for i, (info, done) in enumerate(
-                zip(self.locals["infos"], self.locals["dones"], strict=True)
-            ):
-                for k, v in info.get("reward_terms", {}).items():
-                    self.sums[i][k] += v
-                if done and "episode" in info:
-                    ep = info["episode"]
-                    for key in MONITOR_KEYS:
-                        if key in ep:
-                            self.logger.record_mean(f"episode/{key}", float(ep[key]))
-                    for k, v in self.sums[i].items():
-                        self.logger.record_mean(f"reward_terms/{k}", v)
-                    self.sums[i] = dict.fromkeys(TERMS, 0.0)
-            return True
-
-    class EvalVsChiron(BaseCallback):
-        """Every ``eval_freq`` steps: PPO (deterministic) and Chiron on the same seeds."""
-
-        def _on_training_start(self) -> None:
-            from agents import make_agent
-
-            self.chiron = [
-                evaluation_episode(
-                    lambda ctx: make_agent("chiron", ctx), scenario, action_mode, s, env_kwargs
-                )
-                for s in eval_seeds
-            ]
-            self.best = -np.inf
-
-        def _on_step(self) -> bool:
-            if eval_freq <= 0 or self.n_calls % eval_freq:
-                return True
-            vn = _vecnormalize(self.model)
-            runs = [
-                evaluation_episode(
-                    lambda ctx: PPOAgent.from_model(self.model, vn, ctx),
-                    scenario,
-                    action_mode,
-                    s,
-                    env_kwargs,
-                    series=(j == 0),
-                )
-                for j, s in enumerate(eval_seeds)
-            ]
-            ppo = float(np.mean([r["reward"] for r in runs]))
-            chiron = float(np.mean([r["reward"] for r in self.chiron]))
-            self.logger.record("eval/ppo_reward", ppo)
-            self.logger.record("eval/chiron_reward", chiron)
-            self.logger.record("eval/ppo_minus_chiron", ppo - chiron)
-            self.logger.record(
-                "eval/ppo_interactive_attainment",
-                float(np.mean([r["interactive_attainment"] for r in runs])),
-            )
-            self.logger.record("eval/ppo_gpu_hours", float(np.mean([r["gpu_hours"] for r in runs])))
-            fig = runs[0]["figure"]
-            self.logger.record(
-                "eval/episode", Figure(fig, close=True), exclude=("stdout", "log", "json", "csv")
-            )
-            if ppo > self.best:
-                self.best = ppo
-                self.model.save(out / "best_model.zip")
-                if vn is not None:
-                    vn.save(str(out / "best_vecnormalize.pkl"))
-            return True
-
-    cbs: list[Any] = [EpisodeMetrics(), EvalVsChiron()]
-    if checkpoint_freq > 0:
-        cbs.append(
-            CheckpointCallback(
-                checkpoint_freq, str(out / "checkpoints"), name_prefix="ppo", save_vecnormalize=True
-            )
-        )
-    return cbs
-
-
-def _vecnormalize(model: Any) -> Any:
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    env = model.get_env()
-    return env if isinstance(env, VecNormalize) else None
-
-
-def evaluation_episode(
-    build: Callable[[AgentContext], Any],
-    scenario: str,
-    action_mode: str,
-    seed: int,
-    env_kwargs: dict[str, Any] | None,
-    series: bool = False,
-) -> dict[str, Any]:
-    """One evaluation episode; with ``series`` also its time-series figure."""
-    from agents.evaluate import Episode, _figure, _series_point
-
-    env = AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
-    obs, info = env.reset(seed=seed)
-    agent = build(env.agent_context())
-    total, done, start = 0.0, False, True
-    points: dict[str, list[float]] = {}
-    while not done:
-        action, _ = agent.predict(obs, episode_start=np.array([start]), deterministic=True)
-        start = False
-        obs, r, term, trunc, info = env.step(action)
-        total += r
-        if series:
-            for k, v in _series_point(info, r).items():
-                points.setdefault(k, []).append(float(v))
-        done = term or trunc
-    out: dict[str, Any] = {
-        "reward": total,
-        "interactive_attainment": info["interactive_attainment"],
-        "gpu_hours": info["gpu_hours"],
-    }
-    if series:
-        out["figure"] = _figure(Episode({}, points, 0.0), f"evaluation episode, seed {seed}")
-    env.close()
-    return out
-
-
 @dataclass
 class TrainResult:
     """What ``train`` did."""
@@ -292,6 +153,7 @@ def train(
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
     import scenarios as bundled
+    from agents.callbacks import MONITOR_KEYS, ProgressBar, training_callbacks
     from chiron_gym.scenario import load
 
     load(scenario)  # a clear error for an unknown scenario, before any process starts
@@ -327,7 +189,7 @@ def train(
         tensorboard_log=str(out / "tb"),
         **kwargs,
     )
-    callbacks = _callbacks(
+    callbacks = training_callbacks(
         out,
         scenario,
         action_mode,
@@ -337,7 +199,7 @@ def train(
         env_kwargs,
     )
     if progress:
-        callbacks.append(_ProgressBar(steps))
+        callbacks.append(ProgressBar(steps))
     t0 = time.perf_counter()
     model.learn(total_timesteps=steps, callback=callbacks, tb_log_name="ppo")
     wall = time.perf_counter() - t0
@@ -444,26 +306,12 @@ def train_seeds(
     return [results[k] for k in seeds if k in results], sorted(failures, key=lambda f: f["seed"])
 
 
-def _ProgressBar(total: int) -> Any:
-    from stable_baselines3.common.callbacks import BaseCallback
-    from tqdm import tqdm
+class PPOAgent(BaseAgent):
+    """A trained PPO model with the agents' ``predict`` (observations normalised as in training).
 
-    class ProgressBar(BaseCallback):
-        def _on_training_start(self) -> None:
-            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True)
-
-        def _on_step(self) -> bool:
-            self.bar.update(self.training_env.num_envs)
-            return True
-
-        def _on_training_end(self) -> None:
-            self.bar.close()
-
-    return ProgressBar()
-
-
-class PPOAgent:
-    """A trained PPO model with the agents' ``predict`` (observations normalised as in training)."""
+    Without a context (``PPOAgent.load(path)``) it acts on any observation it is given; with one
+    it checks first that the model's action layout is the environment's.
+    """
 
     name = "ppo"
 
@@ -471,6 +319,7 @@ class PPOAgent:
         self.model = model
         self.vn = obs_normalizer
         if ctx is not None:
+            super().__init__(ctx)
             nvec = tuple(int(n) for n in model.action_space.nvec)
             if nvec != tuple(ctx.nvec):
                 raise ValueError(
@@ -504,14 +353,8 @@ class PPOAgent:
     def from_model(cls, model: Any, vn: Any, ctx: AgentContext) -> PPOAgent:
         return cls(model, vn, ctx)
 
-    def predict(
-        self,
-        observation: npt.NDArray[np.float32],
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = True,
-    ) -> tuple[npt.NDArray[np.int64], Any]:
-        obs = np.asarray(observation, dtype=np.float32)
+    def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
+        obs = np.asarray(obs, dtype=np.float32)
         # Features are only ever appended (docs/env.md): a model trained before a feature was
         # added reads the prefix it knows.
         n = int(self.model.observation_space.shape[0])
@@ -520,6 +363,6 @@ class PPOAgent:
         if self.vn is not None:
             obs = self.vn.normalize_obs(obs)
         action, state = self.model.predict(
-            obs, state=state, episode_start=episode_start, deterministic=deterministic
+            obs, state=state, episode_start=start, deterministic=deterministic
         )
         return np.asarray(action, dtype=np.int64), state

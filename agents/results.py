@@ -24,7 +24,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from agents.evaluate import evaluate, markdown
+from agents.evaluate import evaluate
+from agents.reporting import markdown
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "results.md"

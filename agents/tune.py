@@ -106,7 +106,8 @@ def trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     from ray import tune
 
     from agents import make_agent
-    from agents.ppo import evaluation_episode, train
+    from agents.episode import evaluation_episode
+    from agents.ppo import train
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp)

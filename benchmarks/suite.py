@@ -126,7 +126,7 @@ def b2() -> dict[str, Any]:
 
 
 def b3(steps: int = 3000) -> dict[str, Any]:
-    from chiron_gym.bench import env_steps_per_second
+    from benchmarks.env import env_steps_per_second
 
     row = env_steps_per_second("default", max_steps=steps)
     return {
@@ -141,6 +141,7 @@ def b3(steps: int = 3000) -> dict[str, Any]:
 
 def b4(count: int = 700_000) -> dict[str, Any]:
     from agents import agent_env_kwargs, make_agent
+    from agents.episode import play
     from chiron_gym.envs import AutoscaleEnv
     from chiron_gym.scenario import load
     from chiron_gym.sim import RequestClass
@@ -155,15 +156,7 @@ def b4(count: int = 700_000) -> dict[str, Any]:
     s = replace(s, sources=sources)
     t0 = time.perf_counter()
     env = AutoscaleEnv(s, **agent_env_kwargs("chiron"))  # its per-instance local loop included
-    obs, _ = env.reset(seed=0)
-    agent = make_agent("chiron", env.agent_context())
-    done = False
-    steps = 0
-    while not done:
-        action, _ = agent.predict(obs)
-        obs, _, term, trunc, _ = env.step(action)
-        steps += 1
-        done = term or trunc
+    steps = play(env, lambda ctx: make_agent("chiron", ctx), 0).steps
     wall = time.perf_counter() - t0
     summary = env.backend.summary()["batch"]
     env.close()

@@ -227,7 +227,7 @@ def _cmd_trace_tables(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from chiron_gym.bench import env_bench
+    from benchmarks.env import env_bench
 
     if args.name == "env":
         rows = env_bench(args.scenario or None, max_steps=args.max_steps)

@@ -79,14 +79,6 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
-class PoolLimits:
-    """Bounds the agent may scale a pool within."""
-
-    min_instances: int
-    max_instances: int
-
-
-@dataclass(frozen=True, slots=True)
 class Scenario:
     """A parsed, validated scenario."""
 
@@ -98,12 +90,11 @@ class Scenario:
     sources: tuple[Source, ...]
     profile: str | None = None
     max_gpus: int | None = None
-    limits: tuple[tuple[Pool, PoolLimits], ...] = ()
     reward: tuple[tuple[str, float], ...] = ()
 
-    def pool_limits(self, pool: Pool) -> PoolLimits | None:
-        """The scaling bounds of ``pool``, if the pool exists."""
-        return dict(self.limits).get(pool)
+    def pool_spec(self, pool: Pool) -> PoolSpec | None:
+        """The spec of ``pool`` (instance type, initial state, scaling bounds), if it exists."""
+        return next((p for p in self.cluster.pools if p.pool == pool), None)
 
     def reward_weights(self) -> dict[str, float]:
         """The reward weights (defaults filled in)."""
@@ -369,7 +360,6 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
     spec = _instance_spec(inst)
     pools_t = top.table("pools", set(POOL_NAMES), required=True)
     pools: list[PoolSpec] = []
-    limits: list[tuple[Pool, PoolLimits]] = []
     for pool in Pool:
         key = pool.name.lower()
         if key not in pools_t.data:
@@ -383,13 +373,14 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
         hi = pt.integer("max", max(initial, 1) * 4)
         if not lo <= initial <= hi:
             raise pt.fail("initial", f"between min ({lo}) and max ({hi})")
-        limits.append((pool, PoolLimits(lo, hi)))
         pools.append(
             PoolSpec(
                 pool=pool,
                 instance=spec,
                 initial_instances=initial,
                 initial_batch_cap=cap,
+                min_instances=lo,
+                max_instances=hi,
             )
         )
     queue = top.table("queue", {"group_granularity_s"})
@@ -476,6 +467,5 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
         sources=tuple(sources),
         profile=str(profile) if profile is not None else None,
         max_gpus=max_gpus,
-        limits=tuple(limits),
         reward=reward,
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from chiron_gym.sim import (
@@ -24,14 +26,22 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def skip_unless_required(message: str, variable: str) -> NoReturn:
+    """Skip with ``message``; fail instead when ``$variable`` is 1 (``make test`` sets the
+    CHIRON_REQUIRE_* variables, so CI never passes by skipping real data, vLLM or Ray)."""
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{message}; {variable}=1 makes this a failure")
+    pytest.skip(message)
+
+
 def require_data(relative: str) -> Path:
     """Path under ../shared/data; skip when absent, fail when CHIRON_REQUIRE_DATA=1."""
     path = SHARED_DATA / relative
     if not path.exists():
-        message = f"real data {path} is absent (set up ../shared/data beside the repository)"
-        if os.environ.get("CHIRON_REQUIRE_DATA") == "1":
-            pytest.fail(message + "; CHIRON_REQUIRE_DATA=1 makes this a failure")
-        pytest.skip(message)
+        skip_unless_required(
+            f"real data {path} is absent (set up ../shared/data beside the repository)",
+            "CHIRON_REQUIRE_DATA",
+        )
     return path
 
 
@@ -68,3 +78,15 @@ def make_cluster(
         fast_forward=fast_forward,
     )
     return Cluster(config, workload, np.random.default_rng(seed))
+
+
+def burst(prompt_tokens: int, output_tokens: npt.ArrayLike) -> Workload:
+    """Interactive requests all arriving at time 0, one per entry of ``output_tokens``."""
+    out = np.asarray(output_tokens, dtype=np.int64).reshape(-1)
+    n = len(out)
+    return Workload.from_columns(
+        arrival_s=np.zeros(n),
+        klass=np.zeros(n),
+        prompt_tokens=np.full(n, prompt_tokens),
+        output_tokens=out,
+    )

@@ -100,3 +100,47 @@ def test_env_sees_the_cluster_only_through_the_backend(path: Path) -> None:
             if node.module == "chiron_gym.sim":
                 names = {a.name for a in node.names}
                 assert not names & {"Cluster", "Instance", "EventQueue"}, names
+
+
+def _calls_step(path: Path) -> list[int]:
+    """Lines of ``<something>.step(...)`` calls (an environment being stepped)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "step"
+        and not isinstance(node.func.value, ast.Subscript)  # matplotlib's ``axes[0].step``
+    ]
+
+
+def test_one_episode_loop() -> None:
+    """Agents and benchmarks step environments only in ``agents/episode.py`` (the runner every
+    evaluation, PPO callback, Tune trial and tuning grid uses) and in the random-action speed
+    benchmark ``benchmarks/env.py``."""
+    allowed = {REPO / "agents" / "episode.py", REPO / "benchmarks" / "env.py"}
+    for path in sorted((REPO / "agents").rglob("*.py")) + sorted(
+        (REPO / "benchmarks").rglob("*.py")
+    ):
+        if path in allowed:
+            continue
+        assert not _calls_step(path), f"{path.relative_to(REPO)} steps an environment"
+
+
+def test_reporting_writes_rows_and_series_only() -> None:
+    """``agents/reporting.py`` never builds an environment or backend: it writes what episodes
+    returned, so the files do not depend on where the episodes ran."""
+    names = imports_of(REPO / "agents" / "reporting.py")
+    assert not {n for n in names if n.startswith(("chiron_gym.envs", "chiron_gym.backends"))}
+    assert "agents.evaluate" not in names
+
+
+def test_sb3_callbacks_are_imported_only_when_training() -> None:
+    """``agents/callbacks.py`` imports SB3 at module level: only ``agents/ppo.py`` may import it,
+    and only inside a function (``chiron evaluate`` must not pay for SB3)."""
+    for path in [*sorted((REPO / "agents").rglob("*.py")), REPO / "chiron_gym" / "cli.py"]:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in tree.body:  # module level only
+            if isinstance(node, ast.ImportFrom) and node.module == "agents.callbacks":
+                raise AssertionError(f"{path.relative_to(REPO)} imports agents.callbacks at import")

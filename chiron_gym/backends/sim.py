@@ -17,7 +17,6 @@ from chiron_gym.sim import (
     Pool,
     WindowReport,
 )
-from chiron_gym.sim.request import UNBOUNDED_INSTANCES
 
 
 class SimBackend:
@@ -69,10 +68,6 @@ class SimBackend:
             counts[inst.state] += 1
             if inst.state == InstanceState.READY:
                 caps.append(inst.batch_cap)
-        limits = self.scenario.pool_limits(pool)
-        lo, hi = (
-            (limits.min_instances, limits.max_instances) if limits else (0, UNBOUNDED_INSTANCES)
-        )
         return PoolState(
             exists=True,
             starting=counts[InstanceState.STARTING],
@@ -82,8 +77,8 @@ class SimBackend:
             batch_cap=round(sum(caps) / len(caps)) if caps else self._caps[pool],
             max_batch_cap=spec.instance.max_batch_cap,
             gpus_per_instance=spec.instance.gpus,
-            min_instances=lo,
-            max_instances=hi,
+            min_instances=spec.min_instances,
+            max_instances=spec.max_instances,
         )
 
     def scale(self, pool: Pool, delta: int) -> int:

@@ -43,7 +43,7 @@ from chiron_gym.openai_stream import PROMPT_ALPHABET, prompt_ids, sse_chunks
 from chiron_gym.scenario import Scenario
 from chiron_gym.sim import ClassReport, InstanceStats, Outcome, Pool, RequestClass, WindowReport
 from chiron_gym.sim.report import PoolReport, percentiles
-from chiron_gym.sim.request import CLASS_NAMES, POOL_NAMES, UNBOUNDED_INSTANCES, RejectReason
+from chiron_gym.sim.request import CLASS_NAMES, POOL_NAMES, RejectReason
 
 DEFAULT_ARGV = (
     "{python}",
@@ -668,7 +668,6 @@ class VllmBackend:
         if spec is None:
             return PoolState(False, 0, 0, 0, 0, 1, 1, 0, 0)
         live = self._live(pool)
-        limits = self.scenario.pool_limits(pool)
         max_cap = self.cfg.max_num_seqs if self.cfg else spec.instance.max_batch_cap
         return PoolState(
             exists=True,
@@ -678,8 +677,8 @@ class VllmBackend:
             batch_cap=self._caps[pool],
             max_batch_cap=max_cap,
             gpus_per_instance=spec.instance.gpus,
-            min_instances=limits.min_instances if limits else 0,
-            max_instances=limits.max_instances if limits else UNBOUNDED_INSTANCES,
+            min_instances=spec.min_instances,
+            max_instances=spec.max_instances,
         )
 
     def scale(self, pool: Pool, delta: int) -> int:

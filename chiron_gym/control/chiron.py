@@ -13,6 +13,9 @@ The environment runs the local loop per instance when ``action_mode="global"`` a
 loop when ``action_mode="local"``; ``agents/chiron.py`` composes them as an agent. Every number
 is a named parameter with its default and source: (paper) the paper's structure, (QLM) the QLM
 code, (SageServe) its ``ChironArbiter``, (ours) our reconstruction (``docs/agents.md``).
+
+Why one module of over 450 lines: the two loops are one algorithm, read side by side against the
+paper; each parameter record sits beside the loop that uses it.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ a quarter (at least one). The three pools always take the same slots; an absent 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +71,21 @@ class ActionLayout:
         if self.has_local:
             caps = [int(v) for v in a[i : i + len(POOLS)]]
         return deltas, caps
+
+    def join(
+        self, deltas: Sequence[int] | None, caps: Sequence[int] | None
+    ) -> npt.NDArray[np.int64]:
+        """The flat action for per-pool choices: the inverse of ``split``.
+
+        A level this layout has and the caller leaves ``None`` is kept (no instance change, or
+        ``KEEP`` for every cap); a level it does not have is ignored.
+        """
+        out: list[int] = []
+        if self.has_global:
+            out += [d + self.k for d in (deltas if deltas is not None else [0] * len(POOLS))]
+        if self.has_local:
+            out += list(caps) if caps is not None else [KEEP] * len(POOLS)
+        return np.asarray(out, dtype=np.int64)
 
     def masks(self, states: list[PoolState], gpus_in_use: int, max_gpus: int | None) -> np.ndarray:
         """Flat boolean mask, ``sum(nvec)`` long: what each dimension may choose now."""

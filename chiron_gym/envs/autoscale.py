@@ -32,7 +32,7 @@ from chiron_gym.envs.features import (
     PoolStatic,
 )
 from chiron_gym.scenario import REWARD_DEFAULTS, Scenario, load
-from chiron_gym.sim import POOL_NAMES, POOLS, UNBOUNDED_INSTANCES, Pool, WindowReport
+from chiron_gym.sim import POOL_NAMES, POOLS, Pool, WindowReport
 
 
 @dataclass(frozen=True)
@@ -309,24 +309,10 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
 
     def agent_context(self) -> AgentContext:
         """What an agent may know besides observations: names, layout, static pool facts."""
-        pools: dict[str, PoolStatic] = {}
-        specs = {p.pool: p for p in self.scenario.cluster.pools}
-        for pool, name in zip(POOLS, POOL_NAMES, strict=True):
-            spec = specs.get(pool)
-            limits = self.scenario.pool_limits(pool)
-            if spec is None:
-                pools[name] = PoolStatic(False, 0, 0, 1, 1, 0, 16)
-                continue
-            inst = spec.instance
-            pools[name] = PoolStatic(
-                exists=True,
-                min_instances=limits.min_instances if limits else 0,
-                max_instances=limits.max_instances if limits else UNBOUNDED_INSTANCES,
-                max_batch_cap=inst.max_batch_cap,
-                gpus_per_instance=inst.gpus,
-                kv_capacity_tokens=inst.kv_capacity_blocks * inst.block_size_tokens,
-                block_size_tokens=inst.block_size_tokens,
-            )
+        pools = {
+            name: PoolStatic.of(self.scenario.pool_spec(pool))
+            for pool, name in zip(POOLS, POOL_NAMES, strict=True)
+        }
         slo = self.scenario.cluster
         return AgentContext(
             feature_names=self.feature_names,

@@ -9,7 +9,9 @@ or not, so a policy trained on one scenario runs on another.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -17,7 +19,15 @@ import numpy.typing as npt
 from chiron_gym.backends.base import Backend
 from chiron_gym.control.qlm import at_risk, estimate, max_pressure, required_rate
 from chiron_gym.scenario import Scenario
-from chiron_gym.sim import CLASS_NAMES, POOL_NAMES, POOLS, BatchComposition, Pool, WindowReport
+from chiron_gym.sim import (
+    CLASS_NAMES,
+    POOL_NAMES,
+    POOLS,
+    BatchComposition,
+    Pool,
+    PoolSpec,
+    WindowReport,
+)
 
 HIGH = 10.0  # upper bound of every normalised feature
 
@@ -244,25 +254,61 @@ class FeatureBuilder:
         return out
 
     def vector(self, raw: dict[str, float], backend: Backend) -> npt.NDArray[np.float32]:
-        """The normalised observation."""
-        vec = np.empty(len(FEATURES), dtype=np.float64)
+        """The normalised observation (pool bounds as the backend states them)."""
         states = {name: backend.pool_state(p) for p, name in zip(POOLS, POOL_NAMES, strict=True)}
+        vec = np.empty(len(FEATURES), dtype=np.float64)
         for i, f in enumerate(FEATURES):
-            v = raw[f.name]
-            pool = states.get(f.name.split(".")[0])
-            if f.scale == "max_instances":
-                v /= max(1, pool.max_instances if pool and pool.exists else 1)
-            elif f.scale == "max_batch_cap":
-                v /= max(1, pool.max_batch_cap if pool else 1)
-            elif f.scale == "per_instance_cap":
-                cap = pool.batch_cap if pool and pool.batch_cap else 1
-                v /= max(1, cap * max(1, pool.ready if pool else 1))
-            elif f.scale.startswith("log:"):
-                v = math.log1p(max(v, 0.0)) / float(f.scale[4:])
-            else:
-                v /= float(f.scale)
-            vec[i] = v
+            vec[i] = normalise(f, raw[f.name], raw, states)
         return np.clip(vec, 0.0, HIGH).astype(np.float32)
+
+
+class PoolBounds(Protocol):
+    """What normalising a pool's features needs (``PoolState`` and ``PoolStatic`` have it)."""
+
+    @property
+    def exists(self) -> bool: ...
+    @property
+    def max_instances(self) -> int: ...
+    @property
+    def max_batch_cap(self) -> int: ...
+
+
+def _scale(f: Feature, raw: Mapping[str, float], pools: Mapping[str, PoolBounds]) -> float:
+    """What ``f``'s raw value is divided by (for a ``log:n`` feature, what divides its log1p).
+
+    ``per_instance_cap`` reads the pool's raw ``batch_cap`` and ``ready``: ``decode`` restores
+    those first.
+    """
+    prefix = f.name.split(".")[0]
+    pool = pools.get(prefix)
+    if f.scale == "max_instances":
+        return max(1, pool.max_instances if pool and pool.exists else 1)
+    if f.scale == "max_batch_cap":
+        return max(1, pool.max_batch_cap if pool else 1)
+    if f.scale == "per_instance_cap":
+        cap = raw[f"{prefix}.batch_cap"] or 1.0
+        return max(1.0, cap * max(1.0, raw[f"{prefix}.ready"]))
+    return float(f.scale[4:] if f.scale.startswith("log:") else f.scale)
+
+
+def normalise(
+    f: Feature, value: float, raw: Mapping[str, float], pools: Mapping[str, PoolBounds]
+) -> float:
+    """``f``'s observation entry for raw ``value`` (before the clip to ``[0, HIGH]``)."""
+    scale = _scale(f, raw, pools)
+    if f.scale.startswith("log:"):
+        return math.log1p(max(value, 0.0)) / scale
+    return value / scale
+
+
+def denormalise(
+    f: Feature, x: float, raw: Mapping[str, float], pools: Mapping[str, PoolBounds]
+) -> float:
+    """The raw value of ``f`` back from its observation entry ``x`` (``normalise``'s inverse)."""
+    scale = _scale(f, raw, pools)
+    if f.scale.startswith("log:"):
+        return math.expm1(x * scale)
+    return x * scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,27 +323,30 @@ class PoolStatic:
     kv_capacity_tokens: int
     block_size_tokens: int
 
+    @classmethod
+    def of(cls, spec: PoolSpec | None) -> PoolStatic:
+        """The facts of a scenario's pool (``None``: a pool the scenario does not have)."""
+        if spec is None:
+            return cls(False, 0, 0, 1, 1, 0, 16)
+        inst = spec.instance
+        return cls(
+            exists=True,
+            min_instances=spec.min_instances,
+            max_instances=spec.max_instances,
+            max_batch_cap=inst.max_batch_cap,
+            gpus_per_instance=inst.gpus,
+            kv_capacity_tokens=inst.kv_capacity_blocks * inst.block_size_tokens,
+            block_size_tokens=inst.block_size_tokens,
+        )
+
 
 def decode(obs: npt.ArrayLike, pools: dict[str, PoolStatic]) -> dict[str, float]:
     """Raw feature values back from a normalised observation (exact below the clip at 10)."""
     x = np.asarray(obs, dtype=np.float64).reshape(-1)
     raw: dict[str, float] = {}
+    # per-instance features last: they are scaled by the pool's decoded cap and ready count
     order = sorted(range(len(FEATURES)), key=lambda i: FEATURES[i].scale == "per_instance_cap")
     for i in order:
         f = FEATURES[i]
-        v = float(x[i])
-        pool = pools.get(f.name.split(".")[0])
-        if f.scale == "max_instances":
-            v *= max(1, pool.max_instances if pool and pool.exists else 1)
-        elif f.scale == "max_batch_cap":
-            v *= max(1, pool.max_batch_cap if pool else 1)
-        elif f.scale == "per_instance_cap":
-            p = f.name.split(".")[0]
-            cap = raw[f"{p}.batch_cap"] or 1.0
-            v *= max(1.0, cap * max(1.0, raw[f"{p}.ready"]))
-        elif f.scale.startswith("log:"):
-            v = math.expm1(v * float(f.scale[4:]))
-        else:
-            v *= float(f.scale)
-        raw[f.name] = v
+        raw[f.name] = denormalise(f, float(x[i]), raw, pools)
     return raw

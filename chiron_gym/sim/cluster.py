@@ -37,6 +37,7 @@ from chiron_gym.sim.request import (
     CLASS_NAMES,
     POOL_NAMES,
     SLO,
+    UNBOUNDED_INSTANCES,
     Outcome,
     Pool,
     RejectReason,
@@ -62,16 +63,24 @@ PULLS: dict[Pool, tuple[int, ...]] = {
 
 @dataclass(frozen=True, slots=True)
 class PoolSpec:
-    """One pool: its instance type, how many instances it starts with (ready), and their cap."""
+    """One pool: its instance type, how many instances it starts with (ready) and their cap, and
+    the bounds an autoscaler may scale it within (the simulator itself never enforces them)."""
 
     pool: Pool
     instance: InstanceSpec
     initial_instances: int = 1
     initial_batch_cap: int = 64
+    min_instances: int = 0
+    max_instances: int = UNBOUNDED_INSTANCES
 
     def __post_init__(self) -> None:
         if self.initial_instances < 0:
             raise ValueError(f"PoolSpec.initial_instances must be >= 0 ({self.pool.name})")
+        if not 0 <= self.min_instances <= self.max_instances:
+            raise ValueError(
+                f"PoolSpec bounds must satisfy 0 <= min_instances <= max_instances "
+                f"({self.pool.name}), got {self.min_instances} and {self.max_instances}"
+            )
         if not 1 <= self.initial_batch_cap <= self.instance.max_batch_cap:
             raise ValueError(
                 f"PoolSpec.initial_batch_cap must be in [1, {self.instance.max_batch_cap}] "

@@ -20,6 +20,10 @@ past its first token), the following iterations differ only by growing contexts,
 next completion, KV exhaustion or external event the whole stretch is advanced in closed form
 (``_plan_stretch``). ``fast_forward=False`` runs the same model one iteration per event; the two
 give the same timestamps (``tests/sim/test_fast_forward.py``).
+
+Why one module of over 450 lines: the iteration scheduler and its closed-form fast-forward share
+the instance's per-request state and must change together (the stretch is exact only while it
+mirrors the scheduler step by step); split apart, each half would reach into the other's fields.
 """
 
 from __future__ import annotations

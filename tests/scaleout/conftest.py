@@ -9,14 +9,19 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import skip_unless_required
+
+# ``evaluate`` without figures, TensorBoard runs or a progress bar: the tests read results.csv.
+QUIET: dict[str, Any] = {"plots": False, "tensorboard": False, "progress": False}
+
 
 def require_ray() -> None:
     """Skip when Ray is not installed; fail instead when CHIRON_REQUIRE_RAY=1 (make test)."""
     if importlib.util.find_spec("ray") is None:
-        message = 'Ray is not installed (pip install -e ".[ray]"; make test installs it)'
-        if os.environ.get("CHIRON_REQUIRE_RAY") == "1":
-            pytest.fail(message + "; CHIRON_REQUIRE_RAY=1 makes this a failure")
-        pytest.skip(message)
+        skip_unless_required(
+            'Ray is not installed (pip install -e ".[ray]"; make test installs it)',
+            "CHIRON_REQUIRE_RAY",
+        )
 
 
 @pytest.fixture(scope="session")

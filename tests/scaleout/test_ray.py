@@ -12,6 +12,7 @@ import pytest
 
 from agents.evaluate import EvaluationFailed, evaluate
 from chiron_gym.cli import main
+from tests.scaleout.conftest import QUIET
 
 SMALL = {"horizon_s": 300.0}  # 30 decisions per episode keeps the tests quick
 GRID = (["chiron", "static"], ["default", "interactive-bursty"], [0, 1])
@@ -69,9 +70,7 @@ def test_a_failed_episode_is_named_and_the_others_are_kept(ray_local: Any, tmp_p
             ["default"],
             [0, 1],
             out,
-            plots=False,
-            tensorboard=False,
-            progress=False,
+            **QUIET,
             env_kwargs=SMALL,
             executor="ray",
         )

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from agents.evaluate import evaluate
-from tests.scaleout.conftest import require_ray
+from tests.scaleout.conftest import QUIET, require_ray
 
 BIN = Path(sys.executable).parent
 
@@ -72,9 +72,7 @@ def test_evaluate_on_an_existing_cluster_by_address(tmp_path: Path) -> None:
         ["default"],
         [0, 1],
         local,
-        plots=False,
-        tensorboard=False,
-        progress=False,
+        **QUIET,
         executor="local",
     )
     assert (out / "results.csv").read_bytes() == (local / "results.csv").read_bytes()

@@ -32,16 +32,11 @@ def test_fast_forward_matches_reference(seed: int) -> None:
 
 def test_fast_forward_saves_events() -> None:
     """On a decode-heavy case the stretches replace most per-iteration events."""
-    from chiron_gym.sim import Pool, Workload
-    from tests.conftest import make_cluster
+    from chiron_gym.sim import Pool
+    from tests.conftest import burst, make_cluster
 
     n = 32
-    workload = Workload.from_columns(
-        arrival_s=np.zeros(n),
-        klass=np.zeros(n),
-        prompt_tokens=np.full(n, 100),
-        output_tokens=np.arange(200, 200 + 50 * n, 50),
-    )
+    workload = burst(100, np.arange(200, 200 + 50 * n, 50))
     ff = make_cluster(workload, {Pool.INTERACTIVE: (1, 64)}, fast_forward=True)
     ref = make_cluster(workload, {Pool.INTERACTIVE: (1, 64)}, fast_forward=False)
     pushed = []

@@ -98,16 +98,10 @@ def test_accounting_mid_episode(seed: int) -> None:
 
 def test_lowering_the_cap_never_drops_running_requests() -> None:
     """A cap below the running count stops admissions; running requests all finish."""
-    from chiron_gym.sim import Workload
-    from tests.conftest import make_cluster
+    from tests.conftest import burst, make_cluster
 
     n = 20
-    workload = Workload.from_columns(
-        arrival_s=np.zeros(n),
-        klass=np.zeros(n),
-        prompt_tokens=np.full(n, 30),
-        output_tokens=np.full(n, 50),
-    )
+    workload = burst(30, np.full(n, 50))
     cluster = make_cluster(workload, {Pool.INTERACTIVE: (1, 10)})
     cluster.run_until(0.05)
     inst = cluster.live_instances(Pool.INTERACTIVE)[0]

@@ -1,4 +1,4 @@
-"""Environment speed (``chiron bench env``): figures, not tests. B1-B5 live in ``benchmarks/``."""
+"""Environment speed (``chiron bench env``; B3 of ``benchmarks/suite.py``): figures, not tests."""
 
 from __future__ import annotations
 

@@ -1,0 +1,214 @@
+"""One episode of one agent: the loop every caller shares.
+
+``play(env, make_policy, seed)`` is SB3's ``evaluate_policy`` for a single episode, keeping what a
+comparison of autoscalers needs: the reward and each reward term summed, scale actions, the last
+``info`` and, when asked, the time series behind the figures and TensorBoard runs. The agent is
+built after ``reset`` from the environment's ``AgentContext``.
+
+``run_episode(agent, scenario, seed)`` is the same for an agent named by its spec (``chiron``,
+``ppo:PATH``, ``chiron[k=v]``), and returns the ``results.csv`` row (``agents/reporting.py``
+writes the files). ``chiron evaluate``, PPO's evaluation callback, Ray Tune trials,
+``llumnix-tuned``'s grid search and benchmark B4 all run their episodes here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents import agent_env_kwargs, make_agent
+from agents.base import Agent
+from chiron_gym.envs import AgentContext, AutoscaleEnv
+from chiron_gym.sim import CLASS_NAMES, POOL_NAMES
+
+
+@dataclass
+class EpisodeRun:
+    """What one played episode returns."""
+
+    policy: Agent
+    reward: float = 0.0
+    reward_terms: dict[str, float] = field(default_factory=dict)  # each term summed
+    steps: int = 0
+    scale_actions: int = 0  # pool changes applied (a pool scaled in a step counts once)
+    info: dict[str, Any] = field(default_factory=dict)  # the last step's
+    series: dict[str, list[float]] = field(default_factory=dict)  # with ``record_series``
+
+
+def series_point(info: dict[str, Any], reward: float) -> dict[str, float]:
+    """One step's point of the episode's time series (the tags of ``reporting.TB_SCALARS``)."""
+    raw = info["raw"]
+    point: dict[str, float] = {"t": info["sim_time_s"]}
+    for p in POOL_NAMES:
+        point[f"cluster/instances_{p}"] = raw[f"{p}.ready"] + raw[f"{p}.starting"]
+        point[f"cluster/batch_cap_{p}"] = raw[f"{p}.batch_cap"]
+    point["cluster/gpus"] = float(info["gpus"])
+    for c in CLASS_NAMES:
+        point[f"queue/{c}"] = raw[f"{c}.queue"]
+    point["slo/interactive_ttft_p95_over_slo"] = raw["interactive.ttft_p95_over_slo"]
+    point["slo/interactive_itl_p95_over_slo"] = raw["interactive.itl_p95_over_slo"]
+    point["slo/batch_itl_p95_over_slo"] = raw["batch.itl_p95_over_slo"]
+    point["slo/batch_wait_over_slack"] = raw["batch.wait_over_slack"]
+    point["slo/interactive_attainment_window"] = raw["interactive.attainment"]
+    point["reward/step"] = reward
+    for term, v in info["reward_terms"].items():
+        point[f"reward/{term}"] = v
+    return point
+
+
+def play(
+    env: AutoscaleEnv,
+    make_policy: Callable[[AgentContext], Agent],
+    seed: int,
+    *,
+    deterministic: bool = True,
+    record_series: bool = False,
+) -> EpisodeRun:
+    """Reset ``env`` with ``seed``, build the policy for it, and step until the episode ends."""
+    obs, info = env.reset(seed=seed)
+    run = EpisodeRun(make_policy(env.agent_context()), info=info)
+    start = True
+    done = False
+    while not done:
+        action, _ = run.policy.predict(
+            obs, episode_start=np.array([start]), deterministic=deterministic
+        )
+        start = False
+        obs, reward, terminated, truncated, info = env.step(action)
+        run.steps += 1
+        run.reward += reward
+        for k, v in info["reward_terms"].items():
+            run.reward_terms[k] = run.reward_terms.get(k, 0.0) + v
+        run.scale_actions += sum(1 for d in info["applied_deltas"].values() if d)
+        if record_series:
+            for k, v in series_point(info, reward).items():
+                run.series.setdefault(k, []).append(float(v))
+        done = terminated or truncated
+    run.info = info
+    return run
+
+
+@dataclass
+class Episode:
+    """One evaluated episode: its ``results.csv`` row and its time series."""
+
+    row: dict[str, Any]
+    series: dict[str, list[float]]
+    wall_s: float
+
+
+def attainment_with_risk(report: Any, at_risk: int) -> float:
+    """Met over requests whose fate is known, counting ``at_risk`` queued ones as misses."""
+    known = report.met + report.late + report.rejected + report.overdue + at_risk
+    return float(report.met / known) if known else 1.0
+
+
+def env_kwargs_for(agent: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The environment settings ``agent`` runs under, the caller's ``env_kwargs`` on top.
+
+    A ``ppo:PATH`` agent runs in the action mode it was trained in (``train.json``): PPO-global
+    with Chiron's local loop, PPO-local with Chiron's global loop.
+    """
+    kwargs = {**agent_env_kwargs(agent), **(env_kwargs or {})}
+    if agent.startswith("ppo:"):
+        record = Path(agent[4:])
+        record = (record if record.is_dir() else record.parent) / "train.json"
+        if record.is_file():
+            kwargs.setdefault("action_mode", json.loads(record.read_text())["action_mode"])
+    return kwargs
+
+
+def run_episode(
+    agent: str, scenario: str, seed: int, *, env_kwargs: dict[str, Any] | None = None
+) -> Episode:
+    """Run one episode of ``agent`` on ``scenario`` with traffic seed ``seed``; its row."""
+    env = AutoscaleEnv(scenario, **env_kwargs_for(agent, env_kwargs))
+    t0 = time.perf_counter()
+    run = play(env, lambda ctx: make_agent(agent, ctx, seed=seed), seed, record_series=True)
+    info = run.info
+    totals = {"slo_met_work": 0.0, "gpu_cost": 0.0, "violation": 0.0, "churn": 0.0}
+    totals.update(run.reward_terms)
+    summary = env.backend.summary()
+    horizon = env.scenario.horizon_s
+    # Batch work still queued at the end counts against its deadline when the waiting-time
+    # estimate says it would miss it (deferring work past the horizon is not free).
+    at_risk = round(info["raw"]["batch.at_risk"])
+    met = sum(c.met for c in summary.values())
+    met_tokens = totals["slo_met_work"] / max(env.reward_weights["slo_met_work"], 1e-12) * 1000.0
+    gpu_hours = float(info["gpu_hours"])
+    row: dict[str, Any] = {
+        "agent": agent,
+        "scenario": scenario,
+        "seed": seed,
+        "interactive_attainment": info["interactive_attainment"],
+        "batch_attainment": attainment_with_risk(summary["batch"], at_risk),
+        "batch_at_risk": at_risk,
+        "interactive_arrived": info["interactive_arrived"],
+        "batch_arrived": info["batch_arrived"],
+        "slo_met_requests": met,
+        "gpu_hours": gpu_hours,
+        "goodput_tokens_per_s": met_tokens / horizon,
+        "gpu_hours_per_1k_met": gpu_hours / (met / 1000.0) if met else math.inf,
+        "reward": run.reward,
+        "reward_slo_met_work": totals["slo_met_work"],
+        "reward_gpu_cost": totals["gpu_cost"],
+        "reward_violation": totals["violation"],
+        "reward_churn": totals["churn"],
+        "scale_actions": run.scale_actions,
+        "steps": run.steps,
+    }
+    params = getattr(run.policy, "params", None)
+    row["_params"] = params() if callable(params) else {}
+    env.close()
+    return Episode(row, run.series, time.perf_counter() - t0)
+
+
+def evaluation_episode(
+    make_policy: Callable[[AgentContext], Agent],
+    scenario: str,
+    action_mode: str,
+    seed: int,
+    env_kwargs: dict[str, Any] | None,
+    series: bool = False,
+) -> dict[str, Any]:
+    """A scored episode (PPO's evaluations, Tune trials); with ``series`` its figure too."""
+    env = AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
+    run = play(env, make_policy, seed, record_series=series)
+    out: dict[str, Any] = {
+        "reward": run.reward,
+        "interactive_attainment": run.info["interactive_attainment"],
+        "gpu_hours": run.info["gpu_hours"],
+    }
+    if series:
+        from agents.reporting import episode_figure
+
+        out["figure"] = episode_figure(run.series, f"evaluation episode, seed {seed}")
+    env.close()
+    return out
+
+
+def episode_task(
+    agent: str, scenario: str, seed: int, env_kwargs: dict[str, Any] | None
+) -> Episode:
+    """``run_episode`` with positional arguments: one task of an evaluation grid."""
+    return run_episode(agent, scenario, seed, env_kwargs=env_kwargs)
+
+
+__all__ = [
+    "Episode",
+    "EpisodeRun",
+    "attainment_with_risk",
+    "env_kwargs_for",
+    "episode_task",
+    "evaluation_episode",
+    "play",
+    "run_episode",
+    "series_point",
+]

@@ -1,0 +1,286 @@
+"""What an evaluation writes: the results table, its markdown summary, figures and TensorBoard.
+
+Pure functions of episodes' rows and time series (``agents/episode.py``), so that the files are
+the same whichever executor ran the episodes:
+
+- ``write_csv`` (``results.csv``: ``COLUMNS``, deterministic for a given agent, scenario, seed);
+- ``summarise`` and ``markdown`` (mean +- std over seeds, ratio to Chiron);
+- ``episode_figure`` (instances, caps, queues and latency against the SLO over time) and
+  ``compare_plot`` (bars, and attainment against GPU-hours);
+- ``tensorboard`` (``TB_SCALARS`` against simulated seconds, ``TB_EPISODE``, the figure, and
+  the scenario and agent parameters as text).
+
+matplotlib and torch's TensorBoard writer are imported when a figure or run is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.episode import Episode
+from chiron_gym.sim import CLASS_NAMES, POOL_NAMES
+
+# Columns of results.csv, in order (all deterministic for a given agent, scenario and seed).
+COLUMNS = (
+    "agent",
+    "scenario",
+    "seed",
+    "interactive_attainment",
+    "batch_attainment",
+    "batch_at_risk",
+    "interactive_arrived",
+    "batch_arrived",
+    "slo_met_requests",
+    "gpu_hours",
+    "goodput_tokens_per_s",
+    "gpu_hours_per_1k_met",
+    "reward",
+    "reward_slo_met_work",
+    "reward_gpu_cost",
+    "reward_violation",
+    "reward_churn",
+    "scale_actions",
+    "steps",
+)
+TABLE_METRICS = (
+    ("interactive_attainment", "interactive attainment", "{:.3f}"),
+    ("batch_attainment", "batch attainment", "{:.3f}"),
+    ("batch_at_risk", "batch at risk", "{:.0f}"),
+    ("gpu_hours", "GPU-hours", "{:.2f}"),
+    ("goodput_tokens_per_s", "goodput (tokens/s)", "{:.0f}"),
+    ("gpu_hours_per_1k_met", "GPU-h / 1k met", "{:.3f}"),
+    ("reward", "reward", "{:.0f}"),
+)
+TB_SCALARS = (
+    "cluster/instances_interactive",
+    "cluster/instances_mixed",
+    "cluster/instances_batch",
+    "cluster/batch_cap_interactive",
+    "cluster/batch_cap_mixed",
+    "cluster/batch_cap_batch",
+    "cluster/gpus",
+    "queue/interactive",
+    "queue/batch",
+    "slo/interactive_ttft_p95_over_slo",
+    "slo/interactive_itl_p95_over_slo",
+    "slo/batch_itl_p95_over_slo",
+    "slo/batch_wait_over_slack",
+    "slo/interactive_attainment_window",
+    "reward/step",
+    "reward/slo_met_work",
+    "reward/gpu_cost",
+    "reward/violation",
+    "reward/churn",
+)
+TB_EPISODE = tuple(f"episode/{c}" for c in COLUMNS[3:])
+
+
+def slug(agent: str) -> str:
+    """A file-name-safe form of an agent spec (``ppo:runs/x`` -> ``ppo_runs_x``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", agent).strip("_")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return repr(round(v, 9))
+    return str(v)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow([_fmt(r[c]) for c in COLUMNS])
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and std over seeds per (scenario, agent), with ratios to Chiron's means."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["scenario"], r["agent"]), []).append(r)
+    out: list[dict[str, Any]] = []
+    for (scenario, agent), rs in groups.items():
+        entry: dict[str, Any] = {"scenario": scenario, "agent": agent, "seeds": len(rs)}
+        for key, _, _ in TABLE_METRICS:
+            vals = np.array([float(r[key]) for r in rs])
+            entry[f"{key}_mean"] = float(vals.mean())
+            entry[f"{key}_std"] = float(vals.std())
+        out.append(entry)
+    for entry in out:
+        ref = next(
+            (e for e in out if e["scenario"] == entry["scenario"] and e["agent"] == "chiron"), None
+        )
+        for key, _, _ in TABLE_METRICS:
+            base = ref[f"{key}_mean"] if ref else math.nan
+            mean = entry[f"{key}_mean"]
+            entry[f"{key}_vs_chiron"] = mean / base if base and math.isfinite(base) else None
+    return out
+
+
+def markdown(summary: list[dict[str, Any]]) -> str:
+    """One table per scenario: mean +- std over seeds, and the ratio to Chiron."""
+    lines: list[str] = []
+    for scenario in dict.fromkeys(e["scenario"] for e in summary):
+        rows = [e for e in summary if e["scenario"] == scenario]
+        lines.append(f"### {scenario} ({rows[0]['seeds']} seeds)")
+        lines.append("")
+        head = "| agent | " + " | ".join(label for _, label, _ in TABLE_METRICS) + " |"
+        lines.append(head)
+        lines.append("|---" * (len(TABLE_METRICS) + 1) + "|")
+        for e in rows:
+            cells = []
+            for key, _, fmt in TABLE_METRICS:
+                cell = f"{fmt.format(e[f'{key}_mean'])} +- {fmt.format(e[f'{key}_std'])}"
+                ratio = e[f"{key}_vs_chiron"]
+                if e["agent"] != "chiron" and ratio is not None:
+                    cell += f" ({ratio:.2f}x)"
+                cells.append(cell)
+            lines.append(f"| {e['agent']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("Ratios in parentheses are to Chiron's mean on the same scenario and seeds.")
+    return "\n".join(lines) + "\n"
+
+
+def episode_figure(series: dict[str, list[float]], title: str) -> Any:
+    """The episode's time series: instances and caps per pool, queues, latency against SLO."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = series
+    t = np.asarray(s["t"]) / 60.0
+    fig, axes = plt.subplots(4, 1, figsize=(8, 9), sharex=True)
+    for p in POOL_NAMES:
+        axes[0].step(t, s[f"cluster/instances_{p}"], where="post", label=p)
+        axes[1].step(t, s[f"cluster/batch_cap_{p}"], where="post", label=p)
+    axes[0].set_ylabel("instances")
+    axes[1].set_ylabel("batch cap")
+    for c in CLASS_NAMES:
+        axes[2].plot(t, s[f"queue/{c}"], label=c)
+    axes[2].set_ylabel("queued requests")
+    axes[2].set_yscale("symlog")
+    axes[3].plot(t, s["slo/interactive_ttft_p95_over_slo"], label="interactive TTFT p95 / SLO")
+    axes[3].plot(t, s["slo/interactive_itl_p95_over_slo"], label="interactive ITL p95 / SLO")
+    axes[3].plot(t, s["slo/batch_wait_over_slack"], label="batch wait / slack")
+    axes[3].axhline(1.0, color="black", lw=0.8)
+    axes[3].set_ylabel("vs SLO")
+    axes[3].set_yscale("symlog", linthresh=1.0)
+    axes[2].yaxis.set_major_formatter(_plain_ticks())
+    axes[3].yaxis.set_major_formatter(_plain_ticks())
+    axes[3].set_xlabel("simulated minutes")
+    for ax in axes:
+        ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _plain_ticks() -> Any:
+    """Tick labels such as ``0.5``, ``10`` and ``1,000`` (a symlog axis's default formatter
+    writes ``1.59545x10^0``)."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _pos: f"{v:,.0f}" if abs(v) >= 10 or v == 0 else f"{v:g}")
+
+
+def _label(agent: str) -> str:
+    """A short axis label: ``ppo:runs/tune/best`` -> ``ppo:best``."""
+    return f"ppo:{Path(agent[4:]).name}" if agent.startswith("ppo:") else agent
+
+
+def compare_plot(summary: list[dict[str, Any]], scenario: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [e for e in summary if e["scenario"] == scenario]
+    names = [_label(e["agent"]) for e in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    for ax, key, label in zip(
+        axes[:3],
+        ("interactive_attainment", "batch_attainment", "gpu_hours"),
+        ("interactive attainment", "batch attainment", "GPU-hours"),
+        strict=True,
+    ):
+        means = [e[f"{key}_mean"] for e in rows]
+        stds = [e[f"{key}_std"] for e in rows]
+        ax.bar(
+            range(len(names)),
+            means,
+            yerr=stds,
+            color=["C3" if n == "chiron" else "C0" for n in names],
+        )
+        ax.set_xticks(range(len(names)), names)
+        ax.set_title(label)
+        ax.tick_params(axis="x", rotation=60, labelsize=7)
+    # The view an autoscaler comparison is read in: attainment against cost, one point per
+    # agent, error bars over seeds (up and to the left is better).
+    ax = axes[3]
+    for i, (e, n) in enumerate(zip(rows, names, strict=True)):
+        ax.errorbar(
+            e["gpu_hours_mean"],
+            e["interactive_attainment_mean"],
+            xerr=e["gpu_hours_std"],
+            yerr=e["interactive_attainment_std"],
+            fmt="*" if n == "chiron" else "o",
+            ms=10 if n == "chiron" else 5,
+            color="C3" if n == "chiron" else f"C{i % 10}",
+            capsize=2,
+        )
+        ax.annotate(n, (e["gpu_hours_mean"], e["interactive_attainment_mean"]), fontsize=6)
+    ax.set_xlabel("GPU-hours")
+    ax.set_ylabel("interactive attainment")
+    ax.set_title("attainment vs cost")
+    fig.suptitle(scenario)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def tensorboard(ep: Episode, logdir: Path, scenario_text: str, figure: Any) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(logdir))
+    t = ep.series["t"]
+    for tag in TB_SCALARS:
+        for step, v in zip(t, ep.series.get(tag, []), strict=False):
+            writer.add_scalar(tag, v, global_step=round(step), walltime=0.0)
+    last = round(t[-1]) if t else 0
+    for tag in TB_EPISODE:
+        v = ep.row[tag.split("/", 1)[1]]
+        writer.add_scalar(tag, float(v), global_step=last, walltime=0.0)
+    writer.add_text("config/scenario", scenario_text, global_step=0, walltime=0.0)
+    params = json.dumps(ep.row.get("_params", {}), indent=1, sort_keys=True)
+    writer.add_text(
+        "config/agent",
+        f"{ep.row['agent']}\n\n    " + params.replace("\n", "\n    "),
+        global_step=0,
+        walltime=0.0,
+    )
+    writer.add_figure("episode/summary", figure, global_step=last, close=False, walltime=0.0)
+    writer.close()
+
+
+__all__ = [
+    "COLUMNS",
+    "TABLE_METRICS",
+    "TB_EPISODE",
+    "TB_SCALARS",
+    "compare_plot",
+    "episode_figure",
+    "markdown",
+    "slug",
+    "summarise",
+    "tensorboard",
+    "write_csv",
+]
