@@ -92,13 +92,8 @@ def _cmd_profile_list(args: argparse.Namespace) -> int:
 
 def _cmd_profile_measure(args: argparse.Namespace) -> int:
 
-    from chiron_gym.profiles.measure import (
-        MeasureError,
-        ProbePlan,
-        build_profile,
-        model_config,
-        probe,
-    )
+    from chiron_gym.profiles.measure import build_profile, model_config
+    from chiron_gym.profiles.probe import MeasureError, ProbePlan, probe
 
     plan = ProbePlan.quick() if args.quick else ProbePlan()
     out = Path(args.out)
