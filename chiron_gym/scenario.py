@@ -1,7 +1,9 @@
 """Scenarios: a TOML file describing the cluster, its SLOs and its traffic, loaded by name or path.
 
 Validation rejects unknown keys (suggesting the nearest valid one), wrong types and impossible
-values, and every message names the file and the key.
+values, and every message names the file and the key. One module of about 490 lines: ``parse``
+checks the sections against one another (pool caps against the instance, the budget against the
+initial pools, batch sources against deadlines) and builds the types defined here.
 """
 
 from __future__ import annotations
