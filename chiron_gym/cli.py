@@ -1,18 +1,27 @@
-"""The ``chiron`` command: the composition root, and the only module that prints."""
+"""The ``chiron`` command: the composition root, and the only module that prints.
+
+Each subcommand's parser (``_<command>_parser``) stands beside its handler (``_cmd_<command>``);
+``build_parser`` adds them in order. One module of about 670 lines on purpose: it is the only one
+allowed to print (ruff's T20) and to import ``agents`` (lazily: tests/test_layering.py), and it
+imports every heavy module (torch, SB3, Ray, pandas) inside the handler that needs it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chiron_gym import __version__
 from chiron_gym.config import ConfigError
 from chiron_gym.scenario import load
 from chiron_gym.workload.trace import TraceError
+
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _fmt(x: float | None, unit: str = "", scale: float = 1.0) -> str:
@@ -36,6 +45,34 @@ def _print_summary(s: dict[str, Any]) -> None:
             f"{name:<12}{c['arrived']:>9}{c['met']:>9}{c['late']:>8}{c['rejected']:>9}"
             f"{c['pending']:>9}{att:>8}{ttft:>24}{itl:>24}"
         )
+
+
+# --------------------------------------------------------------------------------------- simulate
+
+
+def _simulate_parser(sub: Subparsers) -> None:
+    sim = sub.add_parser("simulate", help="run one episode with a fixed policy and print a summary")
+    sim.add_argument("--scenario", default="default", help="bundled scenario name or a .toml path")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--json", action="store_true", help="print one JSON object")
+    sim.add_argument(
+        "--per-iteration",
+        action="store_true",
+        help="reference mode: one event per engine iteration (no fast-forward)",
+    )
+    sim.add_argument("--trace", help="replay this trace file instead of the scenario's traffic")
+    sim.add_argument("--trace-format", choices=("azure", "mooncake", "burstgpt", "generic"))
+    sim.add_argument("--columns", help="generic CSV: time=COL,prompt=COL,output=COL")
+    sim.add_argument("--time-scale", type=float, default=1.0, help="stretch trace time")
+    sim.add_argument("--rate-scale", type=float, default=1.0, help="thin (<1) or replicate (>1)")
+    sim.add_argument(
+        "--batch-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of trace requests made batch (random, seeded)",
+    )
+    sim.add_argument("--batch-deadline-s", type=float, default=3600.0)
+    sim.set_defaults(func=_cmd_simulate)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -67,201 +104,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_profile_fit(args: argparse.Namespace) -> int:
-
-    from chiron_gym.profiles.fit import write_all
-
-    written = write_all(Path(args.data), Path(args.out), args.only or None)
-    for p in written:
-        print(p)
-    return 0
-
-
-def _cmd_profile_list(args: argparse.Namespace) -> int:
-    from chiron_gym.profiles import load, names
-
-    print(f"{'profile':<24}{'GPUs':>5}{'KV tokens':>11}{'cold start':>12}{'held-out MAPE':>15}")
-    for n in names():
-        p = load(n)
-        print(
-            f"{n:<24}{p.tensor_parallel:>5}{p.kv.capacity_tokens:>11}"
-            f"{p.cold_start.median_s:>11.0f}s{p.mape_pct['pooled']:>14.2f}%"
-        )
-    return 0
-
-
-def _cmd_profile_measure(args: argparse.Namespace) -> int:
-
-    from chiron_gym.profiles.measure import (
-        MeasureError,
-        ProbePlan,
-        build_profile,
-        model_config,
-        probe,
-    )
-
-    plan = ProbePlan.quick() if args.quick else ProbePlan()
-    out = Path(args.out)
-    name = args.name or out.stem
-    try:
-        m = probe(args.endpoint, plan, token_id=args.token_id)
-        if args.save_raw:
-            Path(args.save_raw).write_text(json.dumps(m.to_json(), indent=1) + "\n")
-        config, source = model_config(m, args.model_config)
-        doc = build_profile(
-            m,
-            name=name,
-            config=config,
-            config_source=source,
-            gpu_name=args.device_name,
-            cold_start_s=args.cold_start_s,
-        )
-    except MeasureError as e:
-        print(f"chiron profile measure: {e}", file=sys.stderr)
-        return 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    mape = doc["validation"]["mape_pct"]
-    print(
-        f"{out}: {len(m.decode)} decode samples, {len(m.prefill)} prefill probes in "
-        f"{m.wall_s:.0f} s; held-out MAPE decode {mape['decode_iteration']:.1f}%, "
-        f"prefill {mape['prefill_ttft']:.1f}%; KV {doc['kv']['capacity_tokens']} tokens"
-    )
-    print(f'use it: [instance] profile = "{out}" in a scenario, or chiron fidelity --profile')
-    return 0
-
-
-def _cmd_fidelity(args: argparse.Namespace) -> int:
-
-    from chiron_gym.fidelity import fidelity, parse_endpoints
-
-    scenario = load(args.scenario)
-    try:
-        endpoints = parse_endpoints(args.endpoint, scenario)
-    except ValueError as e:
-        print(f"chiron fidelity: {e}", file=sys.stderr)
-        return 2
-    rep = fidelity(scenario, args.seed, args.profile, endpoints, drain_s=args.drain_s)
-    if args.out:
-        Path(args.out).write_text(json.dumps(rep.to_json(), indent=1, sort_keys=True) + "\n")
-    if args.json:
-        print(json.dumps(rep.to_json(), sort_keys=True))
-        return 0
-    print(
-        f"scenario {rep.scenario}  seed {rep.seed}  profile {rep.profile}  "
-        f"real {rep.wall_s['real']:.0f} s, sim {rep.wall_s['sim']:.2f} s"
-    )
-    for name, c in rep.counts.items():
-        print(
-            f"{name}: {c['requests']} requests, finished sim {c['finished_sim']}, "
-            f"real {c['finished_real']}, compared {c['compared']}"
-        )
-    print(rep.markdown())
-    return 0
-
-
-def _cmd_profile_compare(args: argparse.Namespace) -> int:
-
-    from chiron_gym.profiles.compare import as_dicts, compare_all, comparison_table
-
-    rows = compare_all(Path(args.data))
-    print(json.dumps(as_dicts(rows), sort_keys=True) if args.json else comparison_table(rows))
-    return 0
-
-
-def _cmd_scenarios(args: argparse.Namespace) -> int:
-    import scenarios as bundled
-
-    rows: list[dict[str, Any]] = []
-    for name in bundled.names():
-        sc = load(name)
-        rows.append(
-            {
-                "name": name,
-                "description": sc.description,
-                "profile": sc.profile,
-                "horizon_s": sc.horizon_s,
-            }
-        )
-    if args.json:
-        print(json.dumps(rows, sort_keys=True))
-    else:
-        width = max(len(str(r["name"])) for r in rows) + 2
-        for r in rows:
-            print(f"{r['name']:<{width}}{r['description']}")
-    return 0
-
-
-def _cmd_trace_stats(args: argparse.Namespace) -> int:
-    from chiron_gym.workload.trace import ColumnMap, read_trace, stats
-
-    columns = ColumnMap.parse(args.columns) if args.columns else None
-    fmt = args.format or ("generic" if columns else None)
-    s = stats(read_trace(args.path, fmt, columns))
-    if args.json:
-        print(json.dumps(s, sort_keys=True))
-        return 0
-    print(
-        f"requests {s['requests']}  span {s['span_s']:.1f} s  mean rate "
-        f"{_fmt(s['mean_rate_per_s'])} req/s  inter-arrival CV {_fmt(s['interarrival_cv'])}"
-    )
-    for name in ("prompt", "output"):
-        c = s[f"{name}_tokens"]
-        print(
-            f"{name:<7} tokens: mean {_fmt(c['mean'])}  median {_fmt(c['median'])}  "
-            f"p99 {_fmt(c['p99'])}"
-        )
-    return 0
-
-
-def _cmd_trace_tables(args: argparse.Namespace) -> int:
-
-    from chiron_gym.workload.tables import derive
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in derive(Path(args.data)).items():
-        (out / name).write_text(text)
-        print(out / name)
-    return 0
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks.env import env_bench
-
-    if args.name == "env":
-        rows = env_bench(args.scenario or None, max_steps=args.max_steps)
-        for row in rows:
-            if args.json:
-                print(json.dumps(row, sort_keys=True))
-            else:
-                print(
-                    f"{row['scenario']:<20} {row['steps_per_s']:>8} steps/s  ({row['steps']} "
-                    f"steps, {row['sim_s_per_wall_s']} simulated s per wall s)"
-                )
-        return 0
-    try:
-        from benchmarks.suite import NAMES, run_isolated
-    except ImportError:
-        print(
-            "chiron: B1-B5 live in benchmarks/ of the source tree; run from there", file=sys.stderr
-        )
-        return 2
-    names = list(NAMES) if args.name == "all" else [args.name.upper()]
-    if any(n not in NAMES for n in names):
-        known = ", ".join((*NAMES, "all", "env"))
-        print(f"chiron: unknown benchmark {args.name!r}; known: {known}", file=sys.stderr)
-        return 2
-    failed = 0
-    for n in names:
-        row = run_isolated(n)
-        failed += "error" in row
-        if args.json:
-            print(json.dumps(row), flush=True)
-        else:
-            figures = {k: v for k, v in row.items() if k not in ("bench", "what", "machine")}
-            print(f"{n}: {row.get('what', '')}  {figures}", flush=True)
-    return 1 if failed else 0
+# --------------------------------------------------------- evaluate, train, tune (agents, lazily)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -276,6 +119,34 @@ def parse_seeds(text: str) -> list[int]:
                 f"seeds {text!r}: expected a range like 0-4 or a list like 0,1,2"
             ) from None
     return seeds
+
+
+def _executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--executor",
+        choices=("auto", "local", "process", "ray"),
+        default="auto",
+        help="where runs execute: auto (a process pool when more than one core is free), "
+        "local (this process), process, ray",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: $RAY_ADDRESS, "
+        "else a local Ray started for the run",
+    )
+
+
+def _evaluate_parser(sub: Subparsers) -> None:
+    ev = sub.add_parser("evaluate", help="compare agents on the same traffic")
+    ev.add_argument("--agents", default="chiron,static,llumnix", help="comma-separated names")
+    ev.add_argument("--scenarios", default="default", help="comma-separated names or paths")
+    ev.add_argument("--seeds", type=parse_seeds, default=[0], help="e.g. 0-4 or 0,1,2")
+    ev.add_argument("--out", default="runs/evaluate", help="output folder")
+    ev.add_argument("--json", action="store_true", help="print the table's rows as JSON lines")
+    ev.add_argument("--no-plots", action="store_true")
+    ev.add_argument("--no-tensorboard", action="store_true")
+    _executor_args(ev)
+    ev.set_defaults(func=_cmd_evaluate)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -338,6 +209,25 @@ def _print_evaluation(args: argparse.Namespace, out: Path, summary: list[dict[st
     return 0
 
 
+def _train_ppo_parser(tsub: Subparsers) -> None:
+    ppo = tsub.add_parser("ppo", help="Stable-Baselines3 PPO on chiron_gym/Autoscale-v0")
+    ppo.add_argument("--scenario", default="default")
+    ppo.add_argument("--timesteps", type=int, default=None, help="default: the hyperparameter file")
+    ppo.add_argument("--seed", type=int, default=0)
+    ppo.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        help="independent runs, one per seed (e.g. 0-4), into OUT/seed<k>; see --executor",
+    )
+    ppo.add_argument("--out", default="runs/ppo")
+    ppo.add_argument("--n-envs", type=int, default=1)
+    ppo.add_argument("--action-mode", choices=("full", "global", "local"), default="full")
+    ppo.add_argument("--hyperparams", help="zoo-format YAML (default agents/hyperparams/ppo.yml)")
+    ppo.add_argument("--eval-freq", type=int, default=10_000, help="steps between evaluations")
+    _executor_args(ppo)
+    ppo.set_defaults(func=_cmd_train_ppo)
+
+
 def _cmd_train_ppo(args: argparse.Namespace) -> int:
     from agents.executors import ExecutorError
     from agents.ppo import TrainError, train, train_seeds
@@ -387,6 +277,25 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _tune_ppo_parser(tsub: Subparsers) -> None:
+    tp = tsub.add_parser("ppo", help="Ray Tune over PPO's hyperparameters, best vs Chiron")
+    tp.add_argument("--scenario", default="default")
+    tp.add_argument("--trials", type=int, default=8, help="samples of the search space")
+    tp.add_argument("--space", help="search space YAML (default agents/hyperparams/tune-ppo.yml)")
+    tp.add_argument("--timesteps", type=int, default=None, help="per trial (default: ppo.yml)")
+    tp.add_argument("--seed", type=int, default=0, help="training seed and sampler seed")
+    tp.add_argument("--compare-seeds", type=parse_seeds, default=[0, 1, 2])
+    tp.add_argument(
+        "--hyperparams", help="base hyperparameters (default agents/hyperparams/ppo.yml)"
+    )
+    tp.add_argument("--out", default="runs/tune")
+    tp.add_argument("--ray-address", help="an existing Ray cluster (default: a local Ray)")
+    tp.add_argument(
+        "--storage", help="Tune's storage_path (default OUT/ray; shared or s3:// on a cluster)"
+    )
+    tp.set_defaults(func=_cmd_tune_ppo)
+
+
 def _cmd_tune_ppo(args: argparse.Namespace) -> int:
     from agents.executors import ExecutorError
     from agents.ppo import TrainError
@@ -422,98 +331,10 @@ def _cmd_tune_ppo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _executor_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--executor",
-        choices=("auto", "local", "process", "ray"),
-        default="auto",
-        help="where runs execute: auto (a process pool when more than one core is free), "
-        "local (this process), process, ray",
-    )
-    p.add_argument(
-        "--ray-address",
-        help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: $RAY_ADDRESS, "
-        "else a local Ray started for the run",
-    )
+# --------------------------------------------------------------------- bench, fidelity, scenarios
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``chiron``."""
-    parser = argparse.ArgumentParser(prog="chiron", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"chiron-gym {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sim = sub.add_parser("simulate", help="run one episode with a fixed policy and print a summary")
-    sim.add_argument("--scenario", default="default", help="bundled scenario name or a .toml path")
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--json", action="store_true", help="print one JSON object")
-    sim.add_argument(
-        "--per-iteration",
-        action="store_true",
-        help="reference mode: one event per engine iteration (no fast-forward)",
-    )
-    sim.add_argument("--trace", help="replay this trace file instead of the scenario's traffic")
-    sim.add_argument("--trace-format", choices=("azure", "mooncake", "burstgpt", "generic"))
-    sim.add_argument("--columns", help="generic CSV: time=COL,prompt=COL,output=COL")
-    sim.add_argument("--time-scale", type=float, default=1.0, help="stretch trace time")
-    sim.add_argument("--rate-scale", type=float, default=1.0, help="thin (<1) or replicate (>1)")
-    sim.add_argument(
-        "--batch-fraction",
-        type=float,
-        default=0.0,
-        help="fraction of trace requests made batch (random, seeded)",
-    )
-    sim.add_argument("--batch-deadline-s", type=float, default=3600.0)
-    sim.set_defaults(func=_cmd_simulate)
-
-    ev = sub.add_parser("evaluate", help="compare agents on the same traffic")
-    ev.add_argument("--agents", default="chiron,static,llumnix", help="comma-separated names")
-    ev.add_argument("--scenarios", default="default", help="comma-separated names or paths")
-    ev.add_argument("--seeds", type=parse_seeds, default=[0], help="e.g. 0-4 or 0,1,2")
-    ev.add_argument("--out", default="runs/evaluate", help="output folder")
-    ev.add_argument("--json", action="store_true", help="print the table's rows as JSON lines")
-    ev.add_argument("--no-plots", action="store_true")
-    ev.add_argument("--no-tensorboard", action="store_true")
-    _executor_args(ev)
-    ev.set_defaults(func=_cmd_evaluate)
-
-    trn = sub.add_parser("train", help="train a learned autoscaler")
-    tsub2 = trn.add_subparsers(dest="train_command", required=True)
-    ppo = tsub2.add_parser("ppo", help="Stable-Baselines3 PPO on chiron_gym/Autoscale-v0")
-    ppo.add_argument("--scenario", default="default")
-    ppo.add_argument("--timesteps", type=int, default=None, help="default: the hyperparameter file")
-    ppo.add_argument("--seed", type=int, default=0)
-    ppo.add_argument(
-        "--seeds",
-        type=parse_seeds,
-        help="independent runs, one per seed (e.g. 0-4), into OUT/seed<k>; see --executor",
-    )
-    ppo.add_argument("--out", default="runs/ppo")
-    ppo.add_argument("--n-envs", type=int, default=1)
-    ppo.add_argument("--action-mode", choices=("full", "global", "local"), default="full")
-    ppo.add_argument("--hyperparams", help="zoo-format YAML (default agents/hyperparams/ppo.yml)")
-    ppo.add_argument("--eval-freq", type=int, default=10_000, help="steps between evaluations")
-    _executor_args(ppo)
-    ppo.set_defaults(func=_cmd_train_ppo)
-
-    tun = sub.add_parser("tune", help="hyperparameter search with Ray Tune")
-    tsub3 = tun.add_subparsers(dest="what", required=True)
-    tp = tsub3.add_parser("ppo", help="Ray Tune over PPO's hyperparameters, best vs Chiron")
-    tp.add_argument("--scenario", default="default")
-    tp.add_argument("--trials", type=int, default=8, help="samples of the search space")
-    tp.add_argument("--space", help="search space YAML (default agents/hyperparams/tune-ppo.yml)")
-    tp.add_argument("--timesteps", type=int, default=None, help="per trial (default: ppo.yml)")
-    tp.add_argument("--seed", type=int, default=0, help="training seed and sampler seed")
-    tp.add_argument("--compare-seeds", type=parse_seeds, default=[0, 1, 2])
-    tp.add_argument(
-        "--hyperparams", help="base hyperparameters (default agents/hyperparams/ppo.yml)"
-    )
-    tp.add_argument("--out", default="runs/tune")
-    tp.add_argument("--ray-address", help="an existing Ray cluster (default: a local Ray)")
-    tp.add_argument(
-        "--storage", help="Tune's storage_path (default OUT/ray; shared or s3:// on a cluster)"
-    )
-    tp.set_defaults(func=_cmd_tune_ppo)
-
+def _bench_parser(sub: Subparsers) -> None:
     bench = sub.add_parser("bench", help="speed benchmarks (figures, not tests)")
     bench.add_argument(
         "name", nargs="?", default="all", help="B1..B5, all (default), or env (every scenario)"
@@ -523,6 +344,40 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_cmd_bench)
 
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.env import env_bench
+    from benchmarks.suite import NAMES, run_isolated
+
+    if args.name == "env":
+        rows = env_bench(args.scenario or None, max_steps=args.max_steps)
+        for row in rows:
+            if args.json:
+                print(json.dumps(row, sort_keys=True))
+            else:
+                print(
+                    f"{row['scenario']:<20} {row['steps_per_s']:>8} steps/s  ({row['steps']} "
+                    f"steps, {row['sim_s_per_wall_s']} simulated s per wall s)"
+                )
+        return 0
+    names = list(NAMES) if args.name == "all" else [args.name.upper()]
+    if any(n not in NAMES for n in names):
+        known = ", ".join((*NAMES, "all", "env"))
+        print(f"chiron: unknown benchmark {args.name!r}; known: {known}", file=sys.stderr)
+        return 2
+    failed = 0
+    for n in names:
+        row = run_isolated(n)
+        failed += "error" in row
+        if args.json:
+            print(json.dumps(row), flush=True)
+        else:
+            figures = {k: v for k, v in row.items() if k not in ("bench", "what", "machine")}
+            print(f"{n}: {row.get('what', '')}  {figures}", flush=True)
+    return 1 if failed else 0
+
+
+def _fidelity_parser(sub: Subparsers) -> None:
     fid = sub.add_parser("fidelity", help="the simulator against real vLLM servers")
     fid.add_argument("--scenario", required=True, help="bundled scenario name or a .toml path")
     fid.add_argument("--profile", required=True, help="profile name or .json path for the sim")
@@ -535,32 +390,158 @@ def build_parser() -> argparse.ArgumentParser:
     fid.add_argument("--json", action="store_true")
     fid.set_defaults(func=_cmd_fidelity)
 
+
+def _cmd_fidelity(args: argparse.Namespace) -> int:
+
+    from chiron_gym.fidelity import fidelity, parse_endpoints
+
+    scenario = load(args.scenario)
+    try:
+        endpoints = parse_endpoints(args.endpoint, scenario)
+    except ValueError as e:
+        print(f"chiron fidelity: {e}", file=sys.stderr)
+        return 2
+    rep = fidelity(scenario, args.seed, args.profile, endpoints, drain_s=args.drain_s)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rep.to_json(), indent=1, sort_keys=True) + "\n")
+    if args.json:
+        print(json.dumps(rep.to_json(), sort_keys=True))
+        return 0
+    print(
+        f"scenario {rep.scenario}  seed {rep.seed}  profile {rep.profile}  "
+        f"real {rep.wall_s['real']:.0f} s, sim {rep.wall_s['sim']:.2f} s"
+    )
+    for name, c in rep.counts.items():
+        print(
+            f"{name}: {c['requests']} requests, finished sim {c['finished_sim']}, "
+            f"real {c['finished_real']}, compared {c['compared']}"
+        )
+    print(rep.markdown())
+    return 0
+
+
+def _scenarios_parser(sub: Subparsers) -> None:
     scn = sub.add_parser("scenarios", help="list the bundled scenarios")
     scn.add_argument("--json", action="store_true")
     scn.set_defaults(func=_cmd_scenarios)
 
-    tr = sub.add_parser("trace", help="real request traces")
-    tsub = tr.add_subparsers(dest="trace_command", required=True)
+
+def _cmd_scenarios(args: argparse.Namespace) -> int:
+    import scenarios as bundled
+
+    rows: list[dict[str, Any]] = []
+    for name in bundled.names():
+        sc = load(name)
+        rows.append(
+            {
+                "name": name,
+                "description": sc.description,
+                "profile": sc.profile,
+                "horizon_s": sc.horizon_s,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, sort_keys=True))
+    else:
+        width = max(len(str(r["name"])) for r in rows) + 2
+        for r in rows:
+            print(f"{r['name']:<{width}}{r['description']}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ trace
+
+
+def _trace_stats_parser(tsub: Subparsers) -> None:
     ts = tsub.add_parser("stats", help="requests, span, rate, burstiness and lengths of a trace")
     ts.add_argument("path")
     ts.add_argument("--format", choices=("azure", "mooncake", "burstgpt", "generic"))
     ts.add_argument("--columns", help="generic CSV: time=COL,prompt=COL,output=COL")
     ts.add_argument("--json", action="store_true")
     ts.set_defaults(func=_cmd_trace_stats)
+
+
+def _cmd_trace_stats(args: argparse.Namespace) -> int:
+    from chiron_gym.workload.trace import ColumnMap, read_trace, stats
+
+    columns = ColumnMap.parse(args.columns) if args.columns else None
+    fmt = args.format or ("generic" if columns else None)
+    s = stats(read_trace(args.path, fmt, columns))
+    if args.json:
+        print(json.dumps(s, sort_keys=True))
+        return 0
+    print(
+        f"requests {s['requests']}  span {s['span_s']:.1f} s  mean rate "
+        f"{_fmt(s['mean_rate_per_s'])} req/s  inter-arrival CV {_fmt(s['interarrival_cv'])}"
+    )
+    for name in ("prompt", "output"):
+        c = s[f"{name}_tokens"]
+        print(
+            f"{name:<7} tokens: mean {_fmt(c['mean'])}  median {_fmt(c['median'])}  "
+            f"p99 {_fmt(c['p99'])}"
+        )
+    return 0
+
+
+def _trace_tables_parser(tsub: Subparsers) -> None:
     tt = tsub.add_parser("tables", help="derive the shipped length tables from real traces")
     tt.add_argument("--data", required=True, help="the shared data folder (../shared/data)")
     tt.add_argument("--out", required=True)
     tt.set_defaults(func=_cmd_trace_tables)
 
-    prof = sub.add_parser("profile", help="calibrated performance profiles")
-    psub = prof.add_subparsers(dest="profile_command", required=True)
+
+def _cmd_trace_tables(args: argparse.Namespace) -> int:
+
+    from chiron_gym.workload.tables import derive
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in derive(Path(args.data)).items():
+        (out / name).write_text(text)
+        print(out / name)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- profile
+
+
+def _profile_fit_parser(psub: Subparsers) -> None:
     fit = psub.add_parser("fit", help="fit profiles from raw profiling data")
     fit.add_argument("--data", required=True, help="the shared data folder (../shared/data)")
     fit.add_argument("--out", required=True, help="folder to write <profile>.json into")
     fit.add_argument("--only", action="append", help="fit only this profile (repeatable)")
     fit.set_defaults(func=_cmd_profile_fit)
+
+
+def _cmd_profile_fit(args: argparse.Namespace) -> int:
+
+    from chiron_gym.profiles.fit import write_all
+
+    written = write_all(Path(args.data), Path(args.out), args.only or None)
+    for p in written:
+        print(p)
+    return 0
+
+
+def _profile_list_parser(psub: Subparsers) -> None:
     lst = psub.add_parser("list", help="list the shipped profiles")
     lst.set_defaults(func=_cmd_profile_list)
+
+
+def _cmd_profile_list(args: argparse.Namespace) -> int:
+    from chiron_gym.profiles import load, names
+
+    print(f"{'profile':<24}{'GPUs':>5}{'KV tokens':>11}{'cold start':>12}{'held-out MAPE':>15}")
+    for n in names():
+        p = load(n)
+        print(
+            f"{n:<24}{p.tensor_parallel:>5}{p.kv.capacity_tokens:>11}"
+            f"{p.cold_start.median_s:>11.0f}s{p.mape_pct['pooled']:>14.2f}%"
+        )
+    return 0
+
+
+def _profile_measure_parser(psub: Subparsers) -> None:
     mea = psub.add_parser("measure", help="calibrate a profile from a live vLLM endpoint")
     mea.add_argument("--endpoint", required=True, help="e.g. http://127.0.0.1:8000")
     mea.add_argument("--out", required=True, help="the profile JSON to write")
@@ -574,11 +555,103 @@ def build_parser() -> argparse.ArgumentParser:
     mea.add_argument("--save-raw", help="also write the raw probe timings (JSON) here")
     mea.add_argument("--quick", action="store_true", help="a smaller probe plan (tests)")
     mea.set_defaults(func=_cmd_profile_measure)
+
+
+def _cmd_profile_measure(args: argparse.Namespace) -> int:
+
+    from chiron_gym.profiles.measure import build_profile, model_config
+    from chiron_gym.profiles.probe import MeasureError, ProbePlan, probe
+
+    plan = ProbePlan.quick() if args.quick else ProbePlan()
+    out = Path(args.out)
+    name = args.name or out.stem
+    try:
+        m = probe(args.endpoint, plan, token_id=args.token_id)
+        if args.save_raw:
+            Path(args.save_raw).write_text(json.dumps(m.to_json(), indent=1) + "\n")
+        config, source = model_config(m, args.model_config)
+        doc = build_profile(
+            m,
+            name=name,
+            config=config,
+            config_source=source,
+            gpu_name=args.device_name,
+            cold_start_s=args.cold_start_s,
+        )
+    except MeasureError as e:
+        print(f"chiron profile measure: {e}", file=sys.stderr)
+        return 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    mape = doc["validation"]["mape_pct"]
+    print(
+        f"{out}: {len(m.decode)} decode samples, {len(m.prefill)} prefill probes in "
+        f"{m.wall_s:.0f} s; held-out MAPE decode {mape['decode_iteration']:.1f}%, "
+        f"prefill {mape['prefill_ttft']:.1f}%; KV {doc['kv']['capacity_tokens']} tokens"
+    )
+    print(f'use it: [instance] profile = "{out}" in a scenario, or chiron fidelity --profile')
+    return 0
+
+
+def _profile_compare_parser(psub: Subparsers) -> None:
     cmp_ = psub.add_parser("compare", help="compare profiles with end-to-end measurements")
     cmp_.add_argument("--data", required=True, help="the shared data folder (../shared/data)")
     cmp_.add_argument("--json", action="store_true")
     cmp_.set_defaults(func=_cmd_profile_compare)
+
+
+def _cmd_profile_compare(args: argparse.Namespace) -> int:
+
+    from chiron_gym.profiles.compare import as_dicts, compare_all, comparison_table
+
+    rows = compare_all(Path(args.data))
+    print(json.dumps(as_dicts(rows), sort_keys=True) if args.json else comparison_table(rows))
+    return 0
+
+
+# ------------------------------------------------------------------------------------ entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``chiron``."""
+    parser = argparse.ArgumentParser(prog="chiron", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"chiron-gym {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _simulate_parser(sub)
+    _evaluate_parser(sub)
+    _group(sub, "train", "train a learned autoscaler", "train_command", _train_ppo_parser)
+    _group(sub, "tune", "hyperparameter search with Ray Tune", "what", _tune_ppo_parser)
+    _bench_parser(sub)
+    _fidelity_parser(sub)
+    _scenarios_parser(sub)
+    _group(
+        sub,
+        "trace",
+        "real request traces",
+        "trace_command",
+        _trace_stats_parser,
+        _trace_tables_parser,
+    )
+    _group(
+        sub,
+        "profile",
+        "calibrated performance profiles",
+        "profile_command",
+        _profile_fit_parser,
+        _profile_list_parser,
+        _profile_measure_parser,
+        _profile_compare_parser,
+    )
     return parser
+
+
+def _group(
+    sub: Subparsers, name: str, help: str, dest: str, *commands: Callable[[Subparsers], None]
+) -> None:
+    """A command of subcommands (``chiron profile fit``): ``commands`` add theirs."""
+    group = sub.add_parser(name, help=help).add_subparsers(dest=dest, required=True)
+    for add in commands:
+        add(group)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,9 @@
 """Scenarios: a TOML file describing the cluster, its SLOs and its traffic, loaded by name or path.
 
 Validation rejects unknown keys (suggesting the nearest valid one), wrong types and impossible
-values, and every message names the file and the key.
+values, and every message names the file and the key. One module of about 490 lines: ``parse``
+checks the sections against one another (pool caps against the instance, the budget against the
+initial pools, batch sources against deadlines) and builds the types defined here.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import difflib
 import tomllib
 import zlib
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,15 @@ from chiron_gym.sim import (
     Workload,
 )
 from chiron_gym.workload import LengthDist
-from chiron_gym.workload.sources import ARRIVAL_KINDS, arrival_times
+from chiron_gym.workload.sources import (
+    ARRIVAL_KINDS,
+    COUNT,
+    NONNEG,
+    NUMBERS,
+    PATH,
+    POSITIVE,
+    arrival_times,
+)
 from chiron_gym.workload.tables import length_dist
 from chiron_gym.workload.trace import (
     FORMATS,
@@ -228,6 +239,15 @@ def _length(r: Reader, key: str) -> LengthDist:
     )
 
 
+_ARRIVAL_VALUES: dict[str, Callable[[Reader, str, Path], Any]] = {
+    COUNT: lambda r, key, base: r.integer(key, low=1),
+    PATH: lambda r, key, base: str((base / r.text(key)).resolve()),
+    NUMBERS: lambda r, key, base: r.numbers(key),
+    NONNEG: lambda r, key, base: r.number(key, low=0.0, strict=False),
+    POSITIVE: lambda r, key, base: r.number(key),
+}
+
+
 def _arrival(w: Reader, base: Path) -> dict[str, Any]:
     arr_raw = w.data.get("arrival")
     if not isinstance(arr_raw, dict) or "kind" not in arr_raw:
@@ -239,28 +259,21 @@ def _arrival(w: Reader, base: Path) -> dict[str, Any]:
     if kind not in ARRIVAL_KINDS:
         r = _reader(arr_raw, w.source, w.path("arrival"), set(arr_raw))
         raise r.fail("kind", "one of " + ", ".join(repr(k) for k in ARRIVAL_KINDS))
-    params = ARRIVAL_KINDS[kind]
-    r = _reader(arr_raw, w.source, w.path("arrival"), {"kind", *params})
+    params = ARRIVAL_KINDS[kind].parameters()
+    r = _reader(arr_raw, w.source, w.path("arrival"), {"kind", *(f.name for f in params)})
     out: dict[str, Any] = {"kind": kind}
-    for key, (required, default) in params.items():
-        if key not in arr_raw:
-            if required:
-                raise ScenarioError(f"{w.source}: missing key {r.path(key)!r} (arrival {kind!r})")
-            out[key] = default
-        elif key == "count":
-            out[key] = r.integer(key, low=1)
-        elif key == "path":
-            out[key] = str((base / r.text(key)).resolve())
-        elif key in ("starts_s", "rates_per_s"):
-            out[key] = r.numbers(key)
-        elif key in ("amplitude", "first_s", "phase_s", "rate_off_per_s", "rate_per_s", "cv"):
-            out[key] = r.number(key, low=0.0, strict=False)
+    for f in params:
+        if f.name not in arr_raw:
+            if f.default is MISSING:
+                raise ScenarioError(
+                    f"{w.source}: missing key {r.path(f.name)!r} (arrival {kind!r})"
+                )
+            out[f.name] = f.default
         else:
-            out[key] = r.number(key)
-    if out.get("amplitude", 0.0) > 1:
-        raise r.fail("amplitude", "a number in [0, 1]")
-    if kind == "piecewise" and len(out["starts_s"]) != len(out["rates_per_s"]):
-        raise r.fail("rates_per_s", "one rate per entry of starts_s")
+            out[f.name] = _ARRIVAL_VALUES[f.metadata["value"]](r, f.name, base)
+    bad = ARRIVAL_KINDS[kind].of(out).invalid()
+    if bad is not None:
+        raise r.fail(*bad)
     return out
 
 

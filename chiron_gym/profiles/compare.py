@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from chiron_gym.profiles.fit import _pandas
+from chiron_gym.profiles.fit_terms import _pandas
 from chiron_gym.profiles.profile import Profile, ProfileError, load
 from chiron_gym.profiles.targets import LLM_INFERENCE_BENCH, SPLITWISE
 from chiron_gym.sim import BatchComposition

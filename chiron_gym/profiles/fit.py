@@ -1,526 +1,53 @@
 """Fit profiles from the raw profiling data (``chiron profile fit``).
 
 Every component of ``forms.py`` is fitted to its own measurements by least squares on relative
-error. A random 20% of each component's points (a fixed seed per profile and component) is held
-out: coefficients are fitted on the rest, and the mean absolute percentage error (MAPE) on the
-held-out points, computed with the rounded coefficients that ship, is stored in the profile.
+error (``fit_terms.py``). A random 20% of each component's points (a fixed seed per profile and
+component) is held out: coefficients are fitted on the rest, and the mean absolute percentage error
+(MAPE) on the held-out points, computed with the rounded coefficients that ship, is stored in the
+profile.
 
 Needs pandas and pyarrow (``pip install chiron-gym[data]``); loading a profile does not.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from chiron_gym.profiles.forms import (
-    TILE_TOKENS,
-    Affine,
-    DecodeAttention,
-    FlatThenLinear,
-    PrefillAttention,
+from chiron_gym.profiles.fit_terms import (
+    Component,
+    cold_start_source,
+    fit_allreduce,
+    fit_cold_start,
+    fit_cpu,
+    fit_decode_attention,
+    fit_layer_linear,
+    fit_lm_head,
+    fit_prefill_attention,
 )
-from chiron_gym.profiles.profile import GEMMS, SCHEMA, ProfileError, parse
+from chiron_gym.profiles.leastsq import round6
+from chiron_gym.profiles.profile import (
+    IterationCoefficients,
+    KvCache,
+    Profile,
+    ProfileError,
+    Record,
+    parse,
+)
 from chiron_gym.profiles.targets import (
-    AICONFIGURATOR,
     BLOCK_SIZE_TOKENS,
-    COLD_START,
     GPU_MEMORY_UTILIZATION,
     HELDOUT_FRACTION,
     RESERVE_BYTES_PER_GPU,
     SPLIT_SEED,
     TARGETS,
-    VIDUR,
-    VIDUR_CPU,
-    Source,
     Target,
 )
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-
-GEMM_OPS = {
-    "qkv": "attn_pre_proj",
-    "o": "attn_post_proj",
-    "up": "mlp_up_proj",
-    "down": "mlp_down_proj",
-}
-ELEMENTWISE_OPS = ("input_layernorm", "attn_rope", "post_attention_layernorm", "mlp_act", "add")
-CPU_PARTS = ("schedule", "sampler_e2e", "prepare_inputs_e2e", "process_model_outputs")
-QUANTA = (1, 16, 32, 64, 128, 256)
-# Operating region of the attention fits: the simulator never batches more sequences than this
-# (vLLM's max_num_seqs is at most a few hundred), nor more prefill tokens per iteration.
-MAX_DECODE_SEQS = 512
-MAX_PREFILL_TOKENS = 16_384
-CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 2**20  # vLLM CustomAllreduce(max_size=8192 * 1024)
-
-
-def _pandas() -> Any:
-    try:
-        import pandas
-    except ImportError as e:  # pragma: no cover - depends on the installation
-        raise ProfileError(
-            "fitting profiles reads CSV and parquet files: pip install 'chiron-gym[data]'"
-        ) from e
-    return pandas
-
-
-def _round(x: float) -> float:
-    """Six significant digits: what ships, and what the held-out error is computed with."""
-    return float(f"{x:.6g}")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-# ------------------------------------------------------------------------------ least squares
-
-
-def _wls(a: FloatArray, t: FloatArray) -> FloatArray:
-    """Minimise sum(((a @ x) - t) / t) ** 2."""
-    x, *_ = np.linalg.lstsq(a / t[:, None], np.ones(len(t)), rcond=None)
-    return np.asarray(x, dtype=np.float64)
-
-
-def _fit_max(
-    f1: FloatArray, f2: FloatArray, key: FloatArray, t: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    """Fit ``max(f1 @ x, f2 @ y)``: ``f1`` the floor below a threshold of ``key``, ``f2`` above.
-
-    Tries every threshold between observed values of ``key`` (and none: ``f2`` alone) and keeps
-    the split with the smallest relative error of the max on all points.
-    """
-    best: tuple[float, FloatArray, FloatArray] | None = None
-    y_all = _wls(f2, t)
-    x_none = np.zeros(f1.shape[1])
-    err = float(np.mean(np.abs(np.maximum(f1 @ x_none, f2 @ y_all) / t - 1.0)))
-    best = (err, x_none, y_all)
-    for th in np.unique(key)[:-1]:
-        lo = key <= th
-        hi = ~lo
-        if lo.sum() < f1.shape[1] or hi.sum() < f2.shape[1] + 1:
-            continue
-        x = _wls(f1[lo], t[lo])
-        y = _wls(f2[hi], t[hi])
-        err = float(np.mean(np.abs(np.maximum(f1 @ x, f2 @ y) / t - 1.0)))
-        if err < best[0]:
-            best = (err, x, y)
-    return best[1], best[2]
-
-
-def _flat_linear(x: FloatArray, t: FloatArray, quanta: tuple[int, ...]) -> FlatThenLinear:
-    best: tuple[float, FlatThenLinear] | None = None
-    one = np.ones((len(x), 1))
-    for q in quanta:
-        xq = np.ceil(x / q) * q
-        lo, hi = _fit_max(one, np.c_[np.ones(len(x)), xq], xq, t)
-        form = FlatThenLinear(_round(lo[0]), _round(hi[0]), _round(hi[1]), q)
-        err = _mape([form(v) for v in x], t)
-        if best is None or err < best[0]:
-            best = (err, form)
-    assert best is not None
-    return best[1]
-
-
-def _mape(pred: Any, t: FloatArray) -> float:
-    return float(np.mean(np.abs(np.asarray(pred, dtype=np.float64) / t - 1.0)) * 100.0)
-
-
-# ------------------------------------------------------------------------------ components
-
-
-@dataclass
-class Component:
-    """One fitted term: its JSON coefficients and its held-out error."""
-
-    coefficients: dict[str, Any]
-    heldout_ape: FloatArray  # absolute percentage errors of the held-out points
-    points: int
-    sources: list[dict[str, str]]
-    notes: list[str]
-
-
-def _split(target: Target, component: str, n: int) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    seq = np.random.SeedSequence([SPLIT_SEED, zlib.crc32(f"{target.name}/{component}".encode())])
-    rng = np.random.Generator(np.random.PCG64(seq))
-    return rng.random(n) < HELDOUT_FRACTION
-
-
-def _source(src: Source, rel: str, data: Path, used_for: str) -> dict[str, str]:
-    path = data / src.local / rel
-    return {
-        "repository": src.repository,
-        "commit": src.commit,
-        "path": f"{src.root}/{rel}",
-        "sha256": _sha256(path),
-        "used_for": used_for,
-    }
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise ProfileError(f"{path}: profiling data not found (see ../shared/data/README.md)")
-    return _pandas().read_csv(path)
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise ProfileError(f"{path}: profiling data not found (see ../shared/data/README.md)")
-    return _pandas().read_parquet(path)
-
-
-def _mlp_rows(target: Target, data: Path) -> tuple[pd.DataFrame, str]:
-    rel = f"compute/{target.gpu.vidur}/{target.shape.name}/mlp.csv"
-    df = _read_csv(data / VIDUR.local / rel)
-    df = df[df["num_tensor_parallel_workers"] == target.tp].reset_index(drop=True)
-    if df.empty:
-        raise ProfileError(f"{data / VIDUR.local / rel}: no rows with TP {target.tp}")
-    s = target.shape
-    row = df.iloc[0]
-    for col, want in (
-        ("n_head", s.heads),
-        ("n_kv_head", s.kv_heads),
-        ("n_embd", s.hidden),
-        ("n_expanded_embd", s.ffn),
-    ):
-        if int(row[col]) != want:
-            raise ProfileError(
-                f"{data / VIDUR.local / rel}: column {col} = {row[col]}, expected {want} "
-                f"for {s.name}"
-            )
-    return df, rel
-
-
-def fit_layer_linear(target: Target, data: Path) -> tuple[dict[str, Component], Component]:
-    """The four GEMMs and the element-wise ops of a layer, and the embedding (Vidur mlp.csv)."""
-    df, rel = _mlp_rows(target, data)
-    n = df["num_tokens"].to_numpy(dtype=np.float64)
-    test = _split(target, "layer_linear", len(n))
-    tr = ~test
-    src = [_source(VIDUR, rel, data, "GEMMs, element-wise ops and embedding per layer")]
-    forms: dict[str, Callable[[float], float]] = {}
-    coefs: dict[str, Any] = {}
-    for g in GEMMS:
-        t = df[f"time_stats.{GEMM_OPS[g]}.median"].to_numpy(dtype=np.float64) / 1e3
-        f = _flat_linear(n[tr], t[tr], QUANTA)
-        forms[g] = f
-        coefs[g] = {
-            "floor_s": f.floor_s,
-            "base_s": f.base_s,
-            "slope_s": f.slope_s,
-            "quantum": f.quantum,
-        }
-    tel = (
-        sum(
-            (df[f"time_stats.{op}.median"].to_numpy(dtype=np.float64) for op in ELEMENTWISE_OPS),
-            np.zeros(len(n)),
-        )
-        / 1e3
-    )
-    x = _wls(np.c_[np.ones(tr.sum()), n[tr]], tel[tr])
-    el = Affine(_round(x[0]), _round(x[1]))
-    total = tel + sum(
-        (df[f"time_stats.{GEMM_OPS[g]}.median"].to_numpy(dtype=np.float64) / 1e3 for g in GEMMS),
-        np.zeros(len(n)),
-    )
-    pred = np.array([el(v) + sum(forms[g](v) for g in GEMMS) for v in n[test]])
-    layer = Component(
-        coefficients={"gemm": coefs, "elementwise": {"const_s": el.const_s, "slope_s": el.slope_s}},
-        heldout_ape=np.abs(pred / total[test] - 1.0) * 100.0,
-        points=len(n),
-        sources=src,
-        notes=[],
-    )
-    temb = df["time_stats.emb.median"].to_numpy(dtype=np.float64) / 1e3
-    test_e = _split(target, "embedding", len(n))
-    xe = _wls(np.c_[np.ones((~test_e).sum()), n[~test_e]], temb[~test_e])
-    emb = Affine(_round(xe[0]), _round(xe[1]))
-    embedding = Component(
-        coefficients={"const_s": emb.const_s, "slope_s": emb.slope_s},
-        heldout_ape=np.abs(np.array([emb(v) for v in n[test_e]]) / temb[test_e] - 1.0) * 100.0,
-        points=len(n),
-        sources=src,
-        notes=[],
-    )
-    return {"layer_linear": layer}, embedding
-
-
-def fit_lm_head(target: Target, data: Path) -> Component:
-    """The vocabulary GEMM, m = sequences, from AIConfigurator's GEMM table.
-
-    The table has no vocabulary-sized output width, so the flat-then-linear form in m is fitted at
-    the two widths around it (16,384 and 65,536, with k = hidden size) and its coefficients are
-    interpolated linearly in the width to n = vocab / TP (weight reads and products both scale
-    with n).
-    """
-    rel = f"{target.gpu.aiconfigurator}/gemm/vllm/0.14.0/gemm_perf.parquet"
-    df = _read_parquet(data / AICONFIGURATOR.local / rel)
-    widths = (16384, 65536)
-    df = df[
-        (df["gemm_dtype"] == "bfloat16")
-        & (df["k"] == target.shape.hidden)
-        & (df["n"].isin(widths))
-        & (df["m"] <= 4096)
-    ].reset_index(drop=True)
-    m = df["m"].to_numpy(dtype=np.float64)
-    nn = df["n"].to_numpy(dtype=np.float64)
-    t = df["latency"].to_numpy(dtype=np.float64) / 1e3
-    test = _split(target, "lm_head", len(t))
-    forms = {}
-    ape: list[float] = []
-    for w in widths:
-        at = nn == w
-        f = _flat_linear(m[at & ~test], t[at & ~test], (1,))
-        forms[w] = f
-        ape += [
-            abs(f(v) / tv - 1.0) * 100.0 for v, tv in zip(m[at & test], t[at & test], strict=True)
-        ]
-    width = target.shape.vocab / target.tp
-    x = (width - widths[0]) / (widths[1] - widths[0])
-    lo, hi = forms[widths[0]], forms[widths[1]]
-    return Component(
-        coefficients={
-            "floor_s": _round(lo.floor_s + x * (hi.floor_s - lo.floor_s)),
-            "base_s": _round(lo.base_s + x * (hi.base_s - lo.base_s)),
-            "slope_s": _round(lo.slope_s + x * (hi.slope_s - lo.slope_s)),
-            "quantum": 1,
-        },
-        heldout_ape=np.asarray(ape),
-        points=len(t),
-        sources=[_source(AICONFIGURATOR, rel, data, "LM head GEMM")],
-        notes=[
-            f"LM head: fitted at widths 16384 and 65536 (k={target.shape.hidden}), coefficients "
-            f"interpolated to n = vocab / TP = {width:g}; held-out error is that of the two fits"
-        ],
-    )
-
-
-def fit_allreduce(target: Target, data: Path) -> Component | None:
-    """All-reduce of bf16 activations, as vLLM does it.
-
-    vLLM uses its custom all-reduce (CUDA graphs) for messages up to 8 MiB (``CustomAllreduce``
-    ``max_size``) and NCCL above. The custom part is fitted to AIConfigurator's
-    ``custom_allreduce_perf`` (``message_size`` counts bf16 elements, so bytes = 2 x size); the
-    NCCL part to Vidur's single-node measurements above 8 MiB (below 1 MiB they are too noisy to
-    fit: medians of 0.020 to 0.065 ms at neighbouring sizes).
-    """
-    if target.tp == 1:
-        return None
-    limit = CUSTOM_ALLREDUCE_MAX_BYTES
-    rel_c = f"{target.gpu.aiconfigurator}/comm/vllm/0.14.0/custom_allreduce_perf.parquet"
-    dc = _read_parquet(data / AICONFIGURATOR.local / rel_c)
-    dc = dc[
-        (dc["num_gpus"] == target.tp)
-        & (dc["backend"] == "vllm_graph")
-        & (dc["allreduce_dtype"] == "bfloat16")
-        & (2 * dc["message_size"] <= limit)
-    ].reset_index(drop=True)
-    rel_n = f"network/{target.gpu.network}/all_reduce.csv"
-    dn = _read_csv(data / VIDUR.local / rel_n)
-    dn = dn[
-        (dn["num_workers"] == target.tp)
-        & (dn["devices_per_node"] == target.tp)
-        & (dn["size"] > limit)
-    ].reset_index(drop=True)
-    if dc.empty or dn.empty:
-        raise ProfileError(f"{target.name}: no all-reduce rows for {target.tp} GPUs")
-    ape: list[float] = []
-    forms: list[FlatThenLinear] = []
-    for name, b, t in (
-        (
-            "custom",
-            2.0 * dc["message_size"].to_numpy(dtype=np.float64),
-            dc["latency"].to_numpy(dtype=np.float64) / 1e3,
-        ),
-        (
-            "nccl",
-            dn["size"].to_numpy(dtype=np.float64),
-            dn["time_stats.all_reduce.median"].to_numpy(dtype=np.float64) / 1e3,
-        ),
-    ):
-        test = _split(target, f"allreduce/{name}", len(t))
-        f = _flat_linear(b[~test], t[~test], (1,))
-        forms.append(f)
-        ape += [abs(f(v) / tv - 1.0) * 100.0 for v, tv in zip(b[test], t[test], strict=True)]
-
-    def coefs(f: FlatThenLinear) -> dict[str, Any]:
-        return {"floor_s": f.floor_s, "base_s": f.base_s, "slope_s": f.slope_s, "quantum": 1}
-
-    return Component(
-        coefficients={
-            "custom": coefs(forms[0]),
-            "nccl": coefs(forms[1]),
-            "custom_max_bytes": limit,
-        },
-        heldout_ape=np.asarray(ape),
-        points=len(dc) + len(dn),
-        sources=[
-            _source(AICONFIGURATOR, rel_c, data, f"all-reduce up to 8 MiB, {target.tp} GPUs"),
-            _source(VIDUR, rel_n, data, f"all-reduce above 8 MiB (NCCL), {target.tp} GPUs"),
-        ],
-        notes=[
-            "all-reduce: vLLM custom kernel up to 8 MiB (AIConfigurator, message_size in "
-            "elements), NCCL above (Vidur)"
-        ],
-    )
-
-
-def _heads(target: Target) -> tuple[int, int]:
-    return target.shape.heads // target.tp, target.shape.kv_heads // target.tp
-
-
-def fit_prefill_attention(target: Target, data: Path) -> Component:
-    """Prefill attention (AIConfigurator context attention, vLLM 0.14 FlashAttention)."""
-    rel = f"{target.gpu.aiconfigurator}/attention/vllm/0.14.0/context_attention_perf.parquet"
-    df = _read_parquet(data / AICONFIGURATOR.local / rel)
-    h, kv = _heads(target)
-    df = df[
-        (df["num_heads"] == h)
-        & (df["num_key_value_heads"] == kv)
-        & (df["kv_cache_dtype"] == "bfloat16")
-        & (df["batch_size"] * df["isl"] <= MAX_PREFILL_TOKENS)
-    ].reset_index(drop=True)
-    if df.empty:
-        raise ProfileError(f"{data / AICONFIGURATOR.local / rel}: no rows for {h}/{kv} heads")
-    b = df["batch_size"].to_numpy(dtype=np.float64)
-    s = df["isl"].to_numpy(dtype=np.float64)
-    t = df["latency"].to_numpy(dtype=np.float64) / 1e3
-    feats = np.c_[np.ones(len(t)), b, b * s, b * s * (s + 1) / 2, b * np.ceil(s / TILE_TOKENS)]
-    test = _split(target, "prefill_attention", len(t))
-    x = [_round(v) for v in _wls(feats[~test], t[~test])]
-    form = PrefillAttention(*x)
-    pred = np.array(
-        [form([int(si)] * int(bi), [0] * int(bi)) for bi, si in zip(b[test], s[test], strict=True)]
-    )
-    return Component(
-        coefficients=dict(
-            zip(("const_s", "per_seq_s", "per_token_s", "per_pair_s", "per_tile_s"), x, strict=True)
-        ),
-        heldout_ape=np.abs(pred / t[test] - 1.0) * 100.0,
-        points=len(t),
-        sources=[_source(AICONFIGURATOR, rel, data, f"prefill attention, {h} q / {kv} kv heads")],
-        notes=[f"prefill attention fitted where batch x prompt <= {MAX_PREFILL_TOKENS} tokens"],
-    )
-
-
-def fit_decode_attention(target: Target, data: Path) -> Component:
-    """Decode attention (AIConfigurator generation attention)."""
-    rel = f"{target.gpu.aiconfigurator}/attention/vllm/0.14.0/generation_attention_perf.parquet"
-    df = _read_parquet(data / AICONFIGURATOR.local / rel)
-    h, kv = _heads(target)
-    df = df[
-        (df["num_heads"] == h)
-        & (df["kv_cache_dtype"] == "bfloat16")
-        & (df["batch_size"] <= MAX_DECODE_SEQS)
-    ]
-    notes = []
-    kv_used = kv
-    if not (df["num_key_value_heads"] == kv).any():
-        kv_used = int(df["num_key_value_heads"].max())
-        notes.append(
-            f"decode attention: the table has no {h} q / {kv} kv-head rows; fitted on {h}/{kv_used}"
-            f" and the per-context-token cost scaled by {kv}/{kv_used} (KV bytes read); the floor "
-            f"is kept; the held-out error is that of the {h}/{kv_used} fit"
-        )
-    df = df[df["num_key_value_heads"] == kv_used].reset_index(drop=True)
-    b = df["batch_size"].to_numpy(dtype=np.float64)
-    ctx = b * df["step"].to_numpy(dtype=np.float64)
-    t = df["latency"].to_numpy(dtype=np.float64) / 1e3
-    test = _split(target, "decode_attention", len(t))
-    tr = ~test
-    seqs = sorted(int(v) for v in np.unique(b))
-    cols: dict[str, list[float]] = {"floor_s": [], "base_s": [], "per_context_token_s": []}
-    for bb in seqs:
-        m = tr & (b == bb)
-        one = np.ones((m.sum(), 1))
-        lo, hi = _fit_max(one, np.c_[np.ones(m.sum()), ctx[m]], ctx[m], t[m])
-        cols["floor_s"].append(_round(lo[0]))
-        cols["base_s"].append(_round(hi[0]))
-        cols["per_context_token_s"].append(_round(hi[1]))
-    fitted = DecodeAttention(tuple(seqs), *(tuple(v) for v in cols.values()))
-    pred = np.array([fitted(int(bi), ci) for bi, ci in zip(b[test], ctx[test], strict=True)])
-    scale = kv / kv_used
-    return Component(
-        coefficients={
-            "seqs": seqs,
-            "floor_s": cols["floor_s"],
-            "base_s": cols["base_s"],
-            "per_context_token_s": [_round(v * scale) for v in cols["per_context_token_s"]],
-        },
-        heldout_ape=np.abs(pred / t[test] - 1.0) * 100.0,
-        points=len(t),
-        sources=[
-            _source(AICONFIGURATOR, rel, data, f"decode attention, {h} q / {kv_used} kv heads")
-        ],
-        notes=[*notes, f"decode attention fitted for batches up to {MAX_DECODE_SEQS} sequences"],
-    )
-
-
-def fit_cpu(target: Target, data: Path) -> Component:
-    """Per-iteration CPU time of the engine (Vidur cpu_overheads.csv, A100 host)."""
-    rel = "a100/cpu_overheads.csv"
-    df = _read_csv(data / VIDUR_CPU.local / rel)
-    df = df[
-        (df["model_name"] == target.cpu_model) & (df["tensor_parallel_degree"] == target.tp)
-    ].reset_index(drop=True)
-    if df.empty:
-        raise ProfileError(
-            f"{data / VIDUR_CPU.local / rel}: no rows for {target.cpu_model} TP {target.tp}"
-        )
-    b = df["batch_size"].to_numpy(dtype=np.float64)
-    t = (
-        sum((df[f"{p}_median"].to_numpy(dtype=np.float64) for p in CPU_PARTS), np.zeros(len(b)))
-        / 1e3
-    )
-    test = _split(target, "cpu", len(t))
-    x = [_round(v) for v in _wls(np.c_[np.ones((~test).sum()), b[~test]], t[~test])]
-    form = Affine(x[0], x[1])
-    notes = [f"CPU overhead: {' + '.join(CPU_PARTS)} medians, measured on an A100 host"]
-    if target.cpu_model != target.shape.name or target.gpu.vidur != "a100":
-        notes.append(f"CPU overhead taken from {target.cpu_model} on A100 (the only host measured)")
-    return Component(
-        coefficients={"const_s": form.const_s, "slope_s": form.slope_s},
-        heldout_ape=np.abs(np.array([form(v) for v in b[test]]) / t[test] - 1.0) * 100.0,
-        points=len(t),
-        sources=[_source(VIDUR_CPU, rel, data, "CPU overhead per iteration")],
-        notes=notes,
-    )
-
-
-def fit_cold_start(target: Target, data: Path) -> dict[str, Any]:
-    """Lognormal start-up delay from the compiled observations for this model size."""
-    rel = "cold_start_observations.csv"
-    df = _read_csv(data / COLD_START.local / rel)
-    model, phase = target.cold_start_rows
-    rows = df[(df["model"] == model) & (df["phase"] == phase)]
-    if len(rows) < 2:
-        raise ProfileError(
-            f"{data / COLD_START.local / rel}: fewer than 2 rows for {model}/{phase}"
-        )
-    obs = rows["seconds"].to_numpy(dtype=np.float64)
-    logs = np.log(obs)
-    refs = sorted(set(rows["source_ref"].astype(str)))
-    return {
-        "kind": "lognormal",
-        "median_s": _round(float(np.exp(logs.mean()))),
-        "sigma": _round(float(logs.std(ddof=1))),
-        "observations_s": [float(v) for v in obs],
-        "source": f"{COLD_START.local}/{rel}: model {model!r}, phase {phase!r} ({'; '.join(refs)})",
-    }
-
-
-# ------------------------------------------------------------------------------ assembling
 
 
 def fit_profile(target: Target, data: Path) -> dict[str, Any]:
@@ -538,86 +65,61 @@ def fit_profile(target: Target, data: Path) -> dict[str, Any]:
     ar = fit_allreduce(target, data)
     if ar is not None:
         components["allreduce"] = ar
-    weight_bytes = 2 * s.params
     kv_bytes_per_token = 2 * s.layers * s.kv_heads * s.head_dim * 2
     per_gpu_free = (
         GPU_MEMORY_UTILIZATION * target.gpu.memory_bytes
-        - weight_bytes / target.tp
+        - s.weight_bytes / target.tp
         - RESERVE_BYTES_PER_GPU
     )
     if per_gpu_free <= 0:
         raise ProfileError(f"{target.name}: the weights do not fit in GPU memory")
     tokens = int(per_gpu_free // (kv_bytes_per_token / target.tp))
     blocks = tokens // BLOCK_SIZE_TOKENS
-    mape = {name: _round(float(np.mean(c.heldout_ape))) for name, c in components.items()}
+    mape = {name: round6(float(np.mean(c.heldout_ape))) for name, c in components.items()}
     pooled = np.concatenate([c.heldout_ape for c in components.values()])
-    mape["pooled"] = _round(float(np.mean(pooled)))
+    mape["pooled"] = round6(float(np.mean(pooled)))
     sources: list[dict[str, str]] = []
     notes: list[str] = []
+    terms: dict[str, Any] = {"allreduce": None}
     for c in components.values():
         for src in c.sources:
             if src not in sources:
                 sources.append(src)
         notes.extend(c.notes)
-    cold = fit_cold_start(target, data)
+        terms.update(c.terms)
+    cold, observations, cold_source = fit_cold_start(target, data)
     notes.append(
         f"KV capacity: {GPU_MEMORY_UTILIZATION} x GPU memory - weights / TP - "
         f"{RESERVE_BYTES_PER_GPU / 2**30:g} GiB reserve per GPU (activations, CUDA graphs)"
     )
-    return {
-        "schema": SCHEMA,
-        "name": target.name,
-        "gpu": {"name": target.gpu.name, "memory_bytes": target.gpu.memory_bytes},
-        "model": {
-            "name": s.name,
-            "layers": s.layers,
-            "heads": s.heads,
-            "kv_heads": s.kv_heads,
-            "head_dim": s.head_dim,
-            "hidden": s.hidden,
-            "ffn": s.ffn,
-            "vocab": s.vocab,
-            "weight_bytes": weight_bytes,
-        },
-        "tensor_parallel": target.tp,
-        "kv": {
-            "block_size_tokens": BLOCK_SIZE_TOKENS,
-            "gpu_memory_utilization": GPU_MEMORY_UTILIZATION,
-            "reserve_bytes": RESERVE_BYTES_PER_GPU * target.tp,
-            "bytes_per_token": kv_bytes_per_token,
-            "capacity_tokens": blocks * BLOCK_SIZE_TOKENS,
-            "capacity_blocks": blocks,
-        },
-        "iteration": {
-            "cpu": components["cpu"].coefficients,
-            "embedding": components["embedding"].coefficients,
-            "lm_head": components["lm_head"].coefficients,
-            "gemm": components["layer_linear"].coefficients["gemm"],
-            "elementwise": components["layer_linear"].coefficients["elementwise"],
-            "allreduce": None if ar is None else ar.coefficients,
-            "prefill_attention": components["prefill_attention"].coefficients,
-            "decode_attention": components["decode_attention"].coefficients,
-        },
-        "cold_start": cold,
-        "provenance": {"sources": [*sources, _cold_source(data)], "notes": notes},
-        "validation": {
-            "heldout_fraction": HELDOUT_FRACTION,
-            "seed": SPLIT_SEED,
-            "mape_pct": mape,
-            "points": {name: c.points for name, c in components.items()},
-        },
-    }
-
-
-def _cold_source(data: Path) -> dict[str, str]:
-    rel = "cold_start_observations.csv"
-    return {
-        "repository": COLD_START.repository,
-        "commit": COLD_START.commit,
-        "path": f"shared/data/{COLD_START.root}/{rel}",
-        "sha256": _sha256(data / COLD_START.local / rel),
-        "used_for": "cold-start distribution",
-    }
+    profile = Profile(
+        name=target.name,
+        gpu_name=target.gpu.name,
+        gpu_memory_bytes=target.gpu.memory_bytes,
+        tensor_parallel=target.tp,
+        model=s,
+        kv=KvCache(
+            block_size_tokens=BLOCK_SIZE_TOKENS,
+            gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
+            reserve_bytes=RESERVE_BYTES_PER_GPU * target.tp,
+            bytes_per_token=kv_bytes_per_token,
+            capacity_tokens=blocks * BLOCK_SIZE_TOKENS,
+            capacity_blocks=blocks,
+        ),
+        iteration=IterationCoefficients(**terms),
+        cold_start=cold,
+        record=Record(
+            sources=[*sources, cold_start_source(data)],
+            notes=notes,
+            heldout_fraction=HELDOUT_FRACTION,
+            seed=SPLIT_SEED,
+            mape_pct=mape,
+            points={name: c.points for name, c in components.items()},
+            cold_start_observations_s=observations,
+            cold_start_source=cold_source,
+        ),
+    )
+    return profile.to_document()
 
 
 def dumps(doc: dict[str, Any]) -> str:

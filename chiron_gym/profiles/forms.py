@@ -8,7 +8,7 @@ decoding), on a model of ``L`` layers split over ``TP`` GPUs::
                 + [s_p > 0] * prefill_attention(chunks, contexts)
                 + [s_d > 0] * decode_attention(s_d, sum of decode contexts) )
 
-Each term is fitted to kernel measurements (``chiron_gym/profiles/fit.py``):
+Each term is fitted to kernel measurements (``chiron_gym/profiles/fit_terms.py``):
 
 - ``gemm_g(n) = max(floor, base + slope * ceil(n / q) * q)`` for each of the four GEMMs of a
   layer (QKV, O, MLP up, MLP down): flat while weight reads dominate (memory-bound), then linear in

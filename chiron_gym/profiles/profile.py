@@ -2,7 +2,8 @@
 
 A profile holds the model's shape, the GPU memory and the KV capacity it implies, the fitted
 coefficients of every term of ``forms.py``, the cold-start distribution, the provenance of the
-data it was fitted on, and its held-out error. ``ProfilePerfModel`` turns one into the
+data it was fitted on, and its held-out error. ``parse`` reads a profile's document and
+``Profile.to_document`` writes it; ``ProfilePerfModel`` (``perf.py``) turns one into the
 simulator's ``PerfModel``.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -25,7 +26,8 @@ from chiron_gym.profiles.forms import (
     FlatThenLinear,
     PrefillAttention,
 )
-from chiron_gym.sim import BatchComposition, ColdStart, InstanceSpec
+from chiron_gym.profiles.perf import ProfilePerfModel
+from chiron_gym.sim import ColdStart, InstanceSpec
 
 GEMMS = ("qkv", "o", "up", "down")
 SCHEMA = 1
@@ -37,7 +39,7 @@ class ProfileError(ConfigError):
 
 @dataclass(frozen=True, slots=True)
 class ModelShape:
-    """The transformer's shape (whole model, before tensor parallelism)."""
+    """The transformer's shape (whole model, before tensor parallelism) and its weights' size."""
 
     name: str
     layers: int
@@ -47,7 +49,19 @@ class ModelShape:
     hidden: int
     ffn: int
     vocab: int
-    weight_bytes: int
+    weight_bytes: int = 0  # until counted: ``with_llama_weights``
+
+    def with_llama_weights(self, dtype_bytes: int = 2, *, norms: bool = True) -> ModelShape:
+        """This shape with ``weight_bytes`` counted for a Llama-style model at ``dtype_bytes``.
+
+        Parameters: untied embedding and LM head, gated MLP, and with ``norms`` two RMSNorms per
+        layer and a final one (``chiron profile measure`` counts without them).
+        """
+        h = self.hidden
+        attn = h * self.heads * self.head_dim * 2 + 2 * h * self.kv_heads * self.head_dim
+        layer = attn + 3 * h * self.ffn + (2 * h if norms else 0)
+        params = 2 * self.vocab * h + self.layers * layer + (h if norms else 0)
+        return replace(self, weight_bytes=params * dtype_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +91,24 @@ class IterationCoefficients:
 
 
 @dataclass(frozen=True, slots=True)
+class Record:
+    """What a profile says of itself: sources, held-out error, cold-start data (not the model).
+
+    ``parse`` keeps these fields as the document has them (it checks only ``mape_pct``).
+    """
+
+    sources: list[dict[str, Any]]
+    notes: list[str]
+    heldout_fraction: float
+    seed: int
+    mape_pct: dict[str, float]
+    points: dict[str, int]
+    cold_start_observations_s: list[float]
+    cold_start_source: str
+    frontend_source: str | None = None  # None: the document has no ``frontend`` table
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
     """One calibrated instance type."""
 
@@ -88,9 +120,17 @@ class Profile:
     kv: KvCache
     iteration: IterationCoefficients
     cold_start: ColdStart
-    mape_pct: dict[str, float]
-    raw: dict[str, Any]  # the whole document, for provenance and reports
+    record: Record
     frontend_latency_s: float = 0.0  # client-side latency outside the engine (measured profiles)
+
+    @property
+    def mape_pct(self) -> dict[str, float]:
+        """Held-out mean absolute percentage error per component (and ``pooled``)."""
+        return self.record.mape_pct
+
+    def to_document(self) -> dict[str, Any]:
+        """The document of this profile's file, which ``parse`` reads back."""
+        return _to_document(self)
 
     def perf_model(self) -> ProfilePerfModel:
         """The simulator's iteration-time model for this profile."""
@@ -109,77 +149,6 @@ class Profile:
         }
         fields.update(overrides)
         return InstanceSpec(**fields)
-
-
-class ProfilePerfModel:
-    """``PerfModel`` from a profile: the iteration time of ``forms.py``."""
-
-    __slots__ = (
-        "_allreduce_bytes_per_token",
-        "_c",
-        "_decode_coef",
-        "_layers",
-        "_token_cache",
-        "profile",
-    )
-
-    def __init__(self, profile: Profile) -> None:
-        self.profile = profile
-        self._c = profile.iteration
-        self._layers = profile.model.layers
-        self._allreduce_bytes_per_token = 2 * profile.model.hidden  # bf16 activations
-        self._decode_coef: dict[int, tuple[float, float, float]] = {}  # by batch size
-        self._token_cache: dict[tuple[int, int], float] = {}  # (tokens, sequences): bounded by
-        # max_num_batched_tokens x max batch size, a few thousand pairs in practice
-
-    def _token_terms(self, num_tokens: int, num_seqs: int) -> float:
-        """Everything but attention: CPU, embedding, LM head and the per-layer GEMMs."""
-        c = self._c
-        layer = c.elementwise(num_tokens)
-        for g in c.gemm.values():
-            layer += g(num_tokens)
-        if c.allreduce is not None:
-            layer += 2.0 * c.allreduce(num_tokens * self._allreduce_bytes_per_token)
-        return (
-            c.cpu(num_seqs) + c.embedding(num_tokens) + c.lm_head(num_seqs) + self._layers * layer
-        )
-
-    def iteration_time_s(self, batch: BatchComposition) -> float:
-        """Seconds for one iteration computing ``batch``."""
-        n_dec = len(batch.decode_context_tokens)
-        n_pre = len(batch.prefill_new_tokens)
-        tokens = sum(batch.prefill_new_tokens) + n_dec
-        t = self._tokens(tokens, n_pre + n_dec)
-        attn = 0.0
-        if n_pre:
-            attn += self._c.prefill_attention(
-                batch.prefill_new_tokens, batch.prefill_context_tokens
-            )
-        if n_dec:
-            ctx = float(sum(batch.decode_context_tokens))
-            base, slope, _ = self._decode_piece(n_dec, ctx)
-            attn += base + slope * ctx
-        return t + self._layers * attn
-
-    def decode_cost(self, num_seqs: int, context_sum: float) -> tuple[float, float, float]:
-        """``(base_s, per_context_token_s, valid_until)`` of a decode-only iteration."""
-        fixed = self._tokens(num_seqs, num_seqs)
-        base, slope, until = self._decode_piece(num_seqs, context_sum)
-        return fixed + self._layers * base, self._layers * slope, until
-
-    def _tokens(self, num_tokens: int, num_seqs: int) -> float:
-        """``_token_terms``, memoised (a decode iteration of ``n`` sequences is ``(n, n)``)."""
-        key = (num_tokens, num_seqs)
-        t = self._token_cache.get(key)
-        if t is None:
-            t = self._token_cache[key] = self._token_terms(num_tokens, num_seqs)
-        return t
-
-    def _decode_piece(self, num_seqs: int, context_sum: float) -> tuple[float, float, float]:
-        coef = self._decode_coef.get(num_seqs)
-        if coef is None:
-            coef = self._decode_coef[num_seqs] = self._c.decode_attention.coefficients(num_seqs)
-        return DecodeAttention.piece_of(coef, context_sum)
 
 
 # --------------------------------------------------------------------------------- loading
@@ -332,9 +301,61 @@ def parse(data: Any, source: str) -> Profile:
         kv=kv,
         iteration=iteration,
         cold_start=cold,
-        mape_pct={key: mape_t.number(key, low=0.0, strict=False) for key in mape_raw},
-        raw=data,
+        record=Record(
+            sources=prov.array("sources"),
+            notes=prov.data.get("notes", []),
+            heldout_fraction=val.data.get("heldout_fraction", 0.0),
+            seed=val.data.get("seed", 0),
+            mape_pct={key: mape_t.number(key, low=0.0, strict=False) for key in mape_raw},
+            points=val.data.get("points", {}),
+            cold_start_observations_s=cs.data.get("observations_s", []),
+            cold_start_source=cs.data.get("source", ""),
+            frontend_source=frontend.data.get("source", "") if "frontend" in data else None,
+        ),
     )
+
+
+def _table(x: Any) -> Any:
+    """A form (dataclass) as its table, its tuples as arrays: field names are the schema's keys."""
+    if is_dataclass(x):
+        return {f.name: _table(getattr(x, f.name)) for f in fields(x)}
+    if isinstance(x, dict):
+        return {k: _table(v) for k, v in x.items()}
+    if isinstance(x, tuple):
+        return [_table(v) for v in x]
+    return x
+
+
+def _to_document(p: Profile) -> dict[str, Any]:
+    """The profile file's document, the inverse of ``parse``: what ``fit.py`` and ``measure.py``
+    write (in the order they always wrote it)."""
+    rec = p.record
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "name": p.name,
+        "gpu": {"name": p.gpu_name, "memory_bytes": p.gpu_memory_bytes},
+        "model": _table(p.model),
+        "tensor_parallel": p.tensor_parallel,
+        "kv": _table(p.kv),
+    }
+    if rec.frontend_source is not None:
+        doc["frontend"] = {"latency_s": p.frontend_latency_s, "source": rec.frontend_source}
+    doc["iteration"] = _table(p.iteration)
+    doc["cold_start"] = {
+        "kind": p.cold_start.kind,
+        "median_s": p.cold_start.median_s,
+        "sigma": p.cold_start.sigma,
+        "observations_s": rec.cold_start_observations_s,
+        "source": rec.cold_start_source,
+    }
+    doc["provenance"] = {"sources": rec.sources, "notes": rec.notes}
+    doc["validation"] = {
+        "heldout_fraction": rec.heldout_fraction,
+        "seed": rec.seed,
+        "mape_pct": rec.mape_pct,
+        "points": rec.points,
+    }
+    return doc
 
 
 def data_dir() -> Path:

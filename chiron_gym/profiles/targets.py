@@ -1,13 +1,15 @@
 """What the shipped profiles are fitted from: one ``Target`` per profile, and the sources.
 
-Model shapes are the Hugging Face configs of the named checkpoints (checked against the shape
-columns of Vidur's ``mlp.csv`` when fitting). Repository and commit of every source are those of
-``../shared/data/README.md``.
+Model shapes (bf16 weights) are the Hugging Face configs of the named
+checkpoints (checked against the shape columns of Vidur's ``mlp.csv`` when fitting). Repository
+and commit of every source are those of ``../shared/data/README.md``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from chiron_gym.profiles.profile import ModelShape
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,31 +60,15 @@ LLM_INFERENCE_BENCH = Source(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """A model's shape (Hugging Face config)."""
-
-    name: str
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    hidden: int
-    ffn: int
-    vocab: int
-
-    @property
-    def params(self) -> int:
-        """Parameters: untied embedding and LM head, gated MLP, two RMSNorms per layer."""
-        h = self.hidden
-        attn = h * self.heads * self.head_dim * 2 + 2 * h * self.kv_heads * self.head_dim
-        layer = attn + 3 * h * self.ffn + 2 * h
-        return 2 * self.vocab * h + self.layers * layer + h
-
-
-LLAMA2_7B = Shape("meta-llama/Llama-2-7b-hf", 32, 32, 32, 128, 4096, 11008, 32000)
-LLAMA3_8B = Shape("meta-llama/Meta-Llama-3-8B", 32, 32, 8, 128, 4096, 14336, 128256)
-LLAMA2_70B = Shape("meta-llama/Llama-2-70b-hf", 80, 64, 8, 128, 8192, 28672, 32000)
+LLAMA2_7B = ModelShape(
+    "meta-llama/Llama-2-7b-hf", 32, 32, 32, 128, 4096, 11008, 32000
+).with_llama_weights()
+LLAMA3_8B = ModelShape(
+    "meta-llama/Meta-Llama-3-8B", 32, 32, 8, 128, 4096, 14336, 128256
+).with_llama_weights()
+LLAMA2_70B = ModelShape(
+    "meta-llama/Llama-2-70b-hf", 80, 64, 8, 128, 8192, 28672, 32000
+).with_llama_weights()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +92,7 @@ class Target:
 
     name: str
     gpu: Gpu
-    shape: Shape
+    shape: ModelShape
     tp: int
     cpu_model: str  # model_name in cpu_overheads.csv (A100 only; see notes)
     cold_start_rows: tuple[str, str]  # (model, phase) in cold_start_observations.csv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,17 +18,25 @@ def poisson_arrivals(
         raise ValueError("rate_per_s and horizon_s must be >= 0")
     if rate_per_s == 0 or horizon_s == 0:
         return np.empty(0)
-    # Draw in chunks of exponential gaps: exact, and the stream depends only on the rate.
+    return _renewal(
+        lambda n: rng.exponential(1.0 / rate_per_s, size=n), horizon_s, rate_per_s * horizon_s
+    )
+
+
+def _renewal(
+    gaps: Callable[[int], npt.NDArray[np.float64]], end: float, expected: float
+) -> npt.NDArray[np.float64]:
+    """Event times on ``[0, end)`` of the gaps ``gaps(n)`` draws, ``n`` at a time from about
+    ``expected`` events: exact, and the stream depends only on ``expected``."""
     times: list[npt.NDArray[np.float64]] = []
     t = 0.0
-    chunk = max(16, int(rate_per_s * horizon_s * 1.1) + 16)
-    while t < horizon_s:
-        gaps = rng.exponential(1.0 / rate_per_s, size=chunk)
-        ts = t + np.cumsum(gaps)
+    chunk = max(16, int(expected * 1.1) + 16)
+    while t < end:
+        ts = t + np.cumsum(gaps(chunk))
         times.append(ts)
         t = float(ts[-1])
     out = np.concatenate(times)
-    return out[out < horizon_s]
+    return out[out < end]
 
 
 def bulk_arrivals(
@@ -52,20 +61,10 @@ def _unit_renewal(rng: np.random.Generator, cv: float, total: float) -> npt.NDAr
         raise ValueError("cv must be >= 0")
     if total <= 0:
         return np.empty(0)
-    times: list[npt.NDArray[np.float64]] = []
-    t = 0.0
-    chunk = max(16, int(total * 1.1) + 16)
-    while t < total:
-        if cv == 0:
-            gaps = np.ones(chunk)
-        else:
-            shape = 1.0 / (cv * cv)
-            gaps = rng.gamma(shape, 1.0 / shape, size=chunk)
-        ts = t + np.cumsum(gaps)
-        times.append(ts)
-        t = float(ts[-1])
-    out = np.concatenate(times)
-    return out[out < total]
+    if cv == 0:
+        return _renewal(np.ones, total, total)
+    shape = 1.0 / (cv * cv)
+    return _renewal(lambda n: rng.gamma(shape, 1.0 / shape, size=n), total, total)
 
 
 def gamma_arrivals(

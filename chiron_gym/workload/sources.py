@@ -1,12 +1,16 @@
-"""Arrival kinds a scenario may name, their parameters, and the generator of each.
+"""Arrival kinds a scenario may name: one class each, its parameters and the times it draws.
 
-``ARRIVAL_KINDS[kind]`` maps each parameter to ``(required, default)``; the scenario loader
-validates against it, and ``arrival_times`` draws the times.
+A kind is a frozen dataclass registered under its name in ``ARRIVAL_KINDS``: its fields are its
+parameters (one without a default is required), each marked with the value it takes (``NONNEG``,
+``POSITIVE``, ``COUNT``, ``NUMBERS`` or ``PATH``), which the scenario loader reads and checks;
+``times`` draws the arrivals. A new kind is one class here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -22,77 +26,199 @@ from chiron_gym.workload.arrivals import (
     rate_curve_arrivals,
 )
 
-_REQ = (True, None)
+Times = npt.NDArray[np.float64]
 
-ARRIVAL_KINDS: dict[str, dict[str, tuple[bool, Any]]] = {
-    "poisson": {"rate_per_s": _REQ},
-    "gamma": {"rate_per_s": _REQ, "cv": _REQ},
-    "onoff": {
-        "rate_on_per_s": _REQ,
-        "mean_on_s": _REQ,
-        "mean_off_s": _REQ,
-        "rate_off_per_s": (False, 0.0),
-    },
-    "diurnal": {
-        "mean_rate_per_s": _REQ,
-        "amplitude": _REQ,
-        "period_s": (False, 86_400.0),
-        "phase_s": (False, 0.0),
-        "cv": (False, 1.0),
-    },
-    "flash_crowd": {
-        "base_rate_per_s": _REQ,
-        "peak_rate_per_s": _REQ,
-        "start_s": _REQ,
-        "hold_s": _REQ,
-        "cv": (False, 1.0),
-    },
-    "piecewise": {"starts_s": _REQ, "rates_per_s": _REQ, "cv": (False, 1.0)},
-    "servegen": {"path": _REQ, "rate_scale": (False, 1.0)},
-    "bulk": {"count": _REQ, "first_s": (False, 0.0), "every_s": (False, None)},
-}
+# what a parameter takes
+NONNEG = "a number >= 0"
+POSITIVE = "a number > 0"
+COUNT = "an integer >= 1"
+NUMBERS = "a non-empty array of numbers"
+PATH = "a file path, relative to the scenario"
+
+
+def _param(value: str, default: Any = MISSING) -> Any:
+    return field(default=default, metadata={"value": value})
+
+
+class ArrivalKind:
+    """An arrival process with its parameters (subclasses are frozen dataclasses)."""
+
+    __slots__ = ()
+    kind: ClassVar[str]
+
+    @classmethod
+    def parameters(cls) -> tuple[Field[Any], ...]:
+        """The parameters, in order; ``metadata["value"]`` says what each takes."""
+        return fields(cls)  # type: ignore[arg-type]
+
+    @classmethod
+    def of(cls, params: dict[str, Any]) -> ArrivalKind:
+        """The kind with ``params`` (other keys, such as ``kind``, are ignored)."""
+        return cls(**{f.name: params[f.name] for f in cls.parameters() if f.name in params})
+
+    def invalid(self) -> tuple[str, str] | None:
+        """``(parameter, expected)`` when the parameters do not go together, else ``None``."""
+        return None
+
+    def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
+        """Arrival times on ``[0, horizon_s)``, sorted."""
+        raise NotImplementedError
+
+
+ARRIVAL_KINDS: dict[str, type[ArrivalKind]] = {}
+K = TypeVar("K", bound=ArrivalKind)
+
+
+def _kind(name: str) -> Callable[[type[K]], type[K]]:
+    def register(cls: type[K]) -> type[K]:
+        cls.kind = name
+        ARRIVAL_KINDS[name] = cls
+        return cls
+
+    return register
+
+
+@_kind("poisson")
+@dataclass(frozen=True, slots=True)
+class Poisson(ArrivalKind):
+    """A homogeneous Poisson process of ``rate_per_s``."""
+
+    rate_per_s: float = _param(NONNEG)
+
+    def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
+        return poisson_arrivals(rng, self.rate_per_s, horizon_s)
+
+
+@_kind("gamma")
+@dataclass(frozen=True, slots=True)
+class Gamma(ArrivalKind):
+    """A Gamma renewal process: mean rate ``rate_per_s``, inter-arrival CV ``cv``."""
+
+    rate_per_s: float = _param(NONNEG)
+    cv: float = _param(NONNEG)
+
+    def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
+        return gamma_arrivals(rng, self.rate_per_s, self.cv, horizon_s)
+
+
+@_kind("onoff")
+@dataclass(frozen=True, slots=True)
+class OnOff(ArrivalKind):
+    """A two-state Markov-modulated Poisson process: ``rate_on_per_s`` during on spells,
+    ``rate_off_per_s`` during off spells, exponential sojourns of means ``mean_on_s`` and
+    ``mean_off_s``."""
+
+    rate_on_per_s: float = _param(POSITIVE)
+    mean_on_s: float = _param(POSITIVE)
+    mean_off_s: float = _param(POSITIVE)
+    rate_off_per_s: float = _param(NONNEG, 0.0)
+
+    def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
+        return onoff_arrivals(
+            rng,
+            rate_on_per_s=self.rate_on_per_s,
+            mean_on_s=self.mean_on_s,
+            mean_off_s=self.mean_off_s,
+            rate_off_per_s=self.rate_off_per_s,
+            horizon_s=horizon_s,
+        )
+
+
+@_kind("diurnal")
+@dataclass(frozen=True, slots=True)
+class Diurnal(ArrivalKind):
+    """A sinusoidal rate of period ``period_s`` (a day by default), arrivals of CV ``cv``."""
+
+    mean_rate_per_s: float = _param(POSITIVE)
+    amplitude: float = _param(NONNEG)
+    period_s: float = _param(POSITIVE, 86_400.0)
+    phase_s: float = _param(NONNEG, 0.0)
+    cv: float = _param(NONNEG, 1.0)
+
+    def invalid(self) -> tuple[str, str] | None:
+        return ("amplitude", "a number in [0, 1]") if self.amplitude > 1 else None
+
+    def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
+        curve = diurnal_curve(
+            self.mean_rate_per_s, self.amplitude, self.period_s, horizon_s, phase_s=self.phase_s
+        )
+        return rate_curve_arrivals(rng, curve, horizon_s, self.cv)
+
+
+@_kind("flash_crowd")
+@dataclass(frozen=True, slots=True)
+class FlashCrowd(ArrivalKind):
+    """The base rate, a step to the peak at ``start_s`` held ``hold_s``, then the base again."""
+
+    base_rate_per_s: float = _param(POSITIVE)
+    peak_rate_per_s: float = _param(POSITIVE)
+    start_s: float = _param(POSITIVE)
+    hold_s: float = _param(POSITIVE)
+    cv: float = _param(NONNEG, 1.0)
+
+    def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
+        curve = flash_crowd_curve(
+            self.base_rate_per_s, self.peak_rate_per_s, self.start_s, self.hold_s
+        )
+        return rate_curve_arrivals(rng, curve, horizon_s, self.cv)
+
+
+@_kind("piecewise")
+@dataclass(frozen=True, slots=True)
+class Piecewise(ArrivalKind):
+    """A piecewise-constant rate: ``rates_per_s[i]`` from ``starts_s[i]``."""
+
+    starts_s: Sequence[float] = _param(NUMBERS)
+    rates_per_s: Sequence[float] = _param(NUMBERS)
+    cv: float = _param(NONNEG, 1.0)
+
+    def invalid(self) -> tuple[str, str] | None:
+        if len(self.starts_s) != len(self.rates_per_s):
+            return "rates_per_s", "one rate per entry of starts_s"
+        return None
+
+    def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
+        curve = RateCurve(tuple(self.starts_s), tuple(self.rates_per_s))
+        return rate_curve_arrivals(rng, curve, horizon_s, self.cv)
+
+
+@_kind("servegen")
+@dataclass(frozen=True, slots=True)
+class ServeGen(ArrivalKind):
+    """A ServeGen rate file (per-window rates and CVs), its rates times ``rate_scale``."""
+
+    path: str = _param(PATH)
+    rate_scale: float = _param(POSITIVE, 1.0)
+
+    def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
+        from chiron_gym.workload.trace import read_servegen
+
+        curve = read_servegen(self.path)
+        scaled = RateCurve(
+            curve.starts_s, tuple(r * self.rate_scale for r in curve.rates_per_s), curve.cvs
+        )
+        return rate_curve_arrivals(rng, scaled, horizon_s)
+
+
+@_kind("bulk")
+@dataclass(frozen=True, slots=True)
+class Bulk(ArrivalKind):
+    """Batch jobs: ``count`` requests at once at ``first_s``, repeated every ``every_s``."""
+
+    count: int = _param(COUNT)
+    first_s: float = _param(NONNEG, 0.0)
+    every_s: float | None = _param(POSITIVE, None)
+
+    def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
+        return bulk_arrivals(
+            count=self.count, first_s=self.first_s, every_s=self.every_s, horizon_s=horizon_s
+        )
 
 
 def arrival_times(
     kind: str, p: dict[str, Any], rng: np.random.Generator, horizon_s: float
-) -> npt.NDArray[np.float64]:
-    """Arrival times of one source on ``[0, horizon_s)``."""
-    if kind == "poisson":
-        return poisson_arrivals(rng, p["rate_per_s"], horizon_s)
-    if kind == "gamma":
-        return gamma_arrivals(rng, p["rate_per_s"], p["cv"], horizon_s)
-    if kind == "onoff":
-        return onoff_arrivals(
-            rng,
-            rate_on_per_s=p["rate_on_per_s"],
-            mean_on_s=p["mean_on_s"],
-            mean_off_s=p["mean_off_s"],
-            rate_off_per_s=p["rate_off_per_s"],
-            horizon_s=horizon_s,
-        )
-    if kind == "diurnal":
-        curve = diurnal_curve(
-            p["mean_rate_per_s"], p["amplitude"], p["period_s"], horizon_s, phase_s=p["phase_s"]
-        )
-        return rate_curve_arrivals(rng, curve, horizon_s, p["cv"])
-    if kind == "flash_crowd":
-        curve = flash_crowd_curve(
-            p["base_rate_per_s"], p["peak_rate_per_s"], p["start_s"], p["hold_s"]
-        )
-        return rate_curve_arrivals(rng, curve, horizon_s, p["cv"])
-    if kind == "piecewise":
-        curve = RateCurve(tuple(p["starts_s"]), tuple(p["rates_per_s"]))
-        return rate_curve_arrivals(rng, curve, horizon_s, p["cv"])
-    if kind == "servegen":
-        from chiron_gym.workload.trace import read_servegen
-
-        curve = read_servegen(p["path"])
-        scaled = RateCurve(
-            curve.starts_s, tuple(r * p["rate_scale"] for r in curve.rates_per_s), curve.cvs
-        )
-        return rate_curve_arrivals(rng, scaled, horizon_s)
-    if kind == "bulk":
-        return bulk_arrivals(
-            count=p["count"], first_s=p["first_s"], every_s=p["every_s"], horizon_s=horizon_s
-        )
-    raise ValueError(f"unknown arrival kind {kind!r}")
+) -> Times:
+    """Arrival times of one source on ``[0, horizon_s)``: kind ``kind`` with parameters ``p``."""
+    if kind not in ARRIVAL_KINDS:
+        raise ValueError(f"unknown arrival kind {kind!r}")
+    return ARRIVAL_KINDS[kind].of(p).times(rng, horizon_s)

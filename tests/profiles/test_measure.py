@@ -18,9 +18,9 @@ from chiron_gym.profiles.measure import (
     Measurements,
     PrefillPoint,
     build_profile,
-    decode_points,
     fit_endpoint,
 )
+from chiron_gym.profiles.probe import decode_points
 from chiron_gym.sim import BatchComposition
 
 TINY = {

@@ -90,6 +90,14 @@ def _write(tmp_path: Path, doc: dict[str, object]) -> Path:
     return p
 
 
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_to_document_writes_back_the_file_it_was_parsed_from(name: str) -> None:
+    """``Profile.to_document`` is ``parse``'s inverse: the shipped file, byte for byte."""
+    from chiron_gym.profiles.fit import dumps
+
+    assert dumps(profiles.load(name).to_document()) == (data_dir() / f"{name}.json").read_text()
+
+
 def test_missing_field_names_file_and_field(tmp_path: Path) -> None:
     doc = _shipped("a100-llama3-8b-tp1")
     del doc["iteration"]["decode_attention"]["base_s"]  # type: ignore[index, attr-defined]

@@ -1,0 +1,371 @@
+"""The probe workload of ``chiron profile measure``: requests to a live vLLM endpoint and what they
+time (``measure.py`` fits the timings).
+
+Probes (client-side timings, streamed; prompts are lists of token ids, so lengths are exact):
+
+- **decode**: ``b`` requests of a ``p``-token prompt sent together, ``o`` output tokens each with
+  ``ignore_eos``. While all ``b`` decode, the gap between consecutive tokens is one decode
+  iteration with ``b`` sequences and summed context ``b * (p + k)`` at output token ``k``. Gaps are
+  averaged over windows of ``WINDOW`` tokens (robust to the server merging tokens into one chunk).
+- **prefill**: ``b`` requests of ``p`` prompt tokens and one output token, sent together; the
+  slowest time to first token is the prefill of ``b * p`` tokens, including everything a request
+  pays before its first token (HTTP, tokenization, scheduling), as the real backend measures it.
+- **interference**: four requests decode; after a quiet spell, requests of ``ARRIVAL_PROMPT``
+  tokens arrive every ``1 / rate`` s. With ``g0`` and ``g`` the background decode gaps without
+  and with arrivals, each arrival takes ``c = (1 - g0 / g) / rate`` of engine time from the
+  running requests (over ``T`` seconds of ``N`` iterations, ``T = N * g0 + rate * T * c``).
+
+Every prompt is distinct (``openai_stream.prompt_ids``): vLLM's prefix cache would otherwise
+serve repeated prompts from cache (about half the prompt tokens of a naive probe hit it), which
+the simulator, like real traffic of distinct prompts, does not have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from chiron_gym.openai_stream import prompt_ids, sse_chunks
+
+_SERIAL = itertools.count(time.time_ns() // 1000)  # distinct prompts, run after run (prefix cache)
+WINDOW = 8  # output tokens per decode-gap sample
+SKIP = 2  # first output tokens whose gaps may include other requests' prefill
+ARRIVAL_PROMPT = 128  # prompt tokens of the interference probe's arrivals
+QUIET_S = 0.4  # interference probe: background alone, then arrivals for BUSY_S
+BUSY_S = 1.2
+
+
+@dataclass(frozen=True, slots=True)
+class ProbePlan:
+    """What ``chiron profile measure`` sends."""
+
+    decode_batches: tuple[int, ...] = (1, 2, 4, 8, 16)
+    decode_prompts: tuple[int, ...] = (32, 256, 640)
+    decode_output: int = 96
+    prefill_batches: tuple[int, ...] = (1, 2, 4)
+    prefill_prompts: tuple[int, ...] = (16, 64, 128, 256, 512, 896)
+    repeats: int = 3
+    interference_rates: tuple[float, ...] = (10.0, 20.0, 30.0)
+
+    @classmethod
+    def quick(cls) -> ProbePlan:
+        """A smaller plan (``--quick``; the tests): three batch sizes, two prompt lengths."""
+        return cls(
+            decode_batches=(1, 4, 16), decode_prompts=(32, 256), prefill_batches=(1, 4), repeats=2
+        )
+
+    def clipped(self, max_model_len: int) -> ProbePlan:
+        """The plan without prompts that do not fit ``max_model_len`` with their outputs."""
+        return ProbePlan(
+            self.decode_batches,
+            tuple(p for p in self.decode_prompts if p + self.decode_output <= max_model_len),
+            self.decode_output,
+            self.prefill_batches,
+            tuple(p for p in self.prefill_prompts if p + 1 <= max_model_len),
+            self.repeats,
+            self.interference_rates,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DecodePoint:
+    batch: int
+    context_sum: float
+    gap_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillPoint:
+    batch: int
+    prompt: int
+    ttft_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class InterferencePoint:
+    """Background decode gaps without and with a stream of arriving requests."""
+
+    rate_per_s: float
+    prompt: int
+    quiet_gap_s: float
+    busy_gap_s: float
+
+    @property
+    def engine_s_per_arrival(self) -> float:
+        """Engine time each arrival takes from the running requests: over a window the engine
+        runs ``N`` iterations and ``rate * T`` arrivals, ``T = N * g0 + rate * T * c``."""
+        return max(0.0, 1.0 - self.quiet_gap_s / self.busy_gap_s) / self.rate_per_s
+
+
+@dataclass
+class Measurements:
+    """Everything a probe run observed, enough to refit offline (``--save-raw``)."""
+
+    endpoint: str
+    model: str
+    max_model_len: int
+    root: str = ""
+    decode: list[DecodePoint] = field(default_factory=list)
+    prefill: list[PrefillPoint] = field(default_factory=list)
+    interference: list[InterferencePoint] = field(default_factory=list)
+    kv_blocks: int | None = None
+    block_size: int | None = None
+    wall_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The scalars, then each probe's points as rows (``--save-raw``)."""
+        scalars = (
+            "endpoint",
+            "model",
+            "max_model_len",
+            "root",
+            "kv_blocks",
+            "block_size",
+            "wall_s",
+        )
+        return {
+            **{k: getattr(self, k) for k in scalars},
+            "decode": [[p.batch, p.context_sum, p.gap_s] for p in self.decode],
+            "prefill": [[p.batch, p.prompt, p.ttft_s] for p in self.prefill],
+            "interference": [
+                [p.rate_per_s, p.prompt, p.quiet_gap_s, p.busy_gap_s] for p in self.interference
+            ],
+        }
+
+
+class MeasureError(RuntimeError):
+    """The endpoint could not be probed; the message says what failed."""
+
+
+# --------------------------------------------------------------------------------- probing
+
+
+async def _stream(
+    client: Any,
+    url: str,
+    model: str,
+    prompt: int,
+    output: int,
+    token_id: int,
+    t0: float,
+    marks: list[tuple[float, int]] | None = None,
+) -> list[tuple[float, int]]:
+    """``(seconds since t0, cumulative tokens)`` at each streamed chunk of one request (into
+    ``marks`` as they come, when given)."""
+    body = {
+        "model": model,
+        "prompt": prompt_ids(next(_SERIAL), prompt, token_id),
+        "max_tokens": output,
+        "ignore_eos": True,
+        "temperature": 0.0,
+        "stream": True,
+        # the cumulative token count on every chunk: exact even if chunks merge (unlike
+        # logprobs, which would make each token ~25% slower on a small model)
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
+    marks = [] if marks is None else marks
+    total = 0
+    async with client.stream("POST", f"{url}/v1/completions", json=body) as resp:
+        if resp.status_code != 200:
+            text = (await resp.aread()).decode(errors="replace")[:300]
+            raise MeasureError(f"{url}/v1/completions: HTTP {resp.status_code}: {text}")
+        async for chunk in sse_chunks(resp):
+            if not chunk.get("choices"):
+                continue  # the final usage-only chunk
+            usage = chunk.get("usage") or {}
+            count = int(usage.get("completion_tokens") or total + 1)
+            if count > total:
+                total = count
+                marks.append((time.monotonic() - t0, total))
+    if total != output:
+        raise MeasureError(
+            f"{url}: asked for {output} tokens with ignore_eos, got {total} "
+            "(is max_model_len too small for the probe?)"
+        )
+    return marks
+
+
+def _window_gap(marks: list[tuple[float, int]], lo: int, hi: int) -> float:
+    """Seconds per token between the first chunk at or after token ``lo`` and the last at or
+    before token ``hi``: exact even when the server merged tokens into one chunk (a slow
+    client), since each chunk carries the cumulative count. NaN without two such chunks."""
+    first = next(((t, c) for t, c in marks if c >= lo), None)
+    last = next(((t, c) for t, c in reversed(marks) if c <= hi), None)
+    if first is None or last is None or last[1] <= first[1] or last[0] <= first[0]:
+        return math.nan
+    return (last[0] - first[0]) / (last[1] - first[1])
+
+
+def decode_points(
+    batch: int, prompt: int, runs: list[list[tuple[float, int]]]
+) -> list[DecodePoint]:
+    """Decode-gap samples of one probe: windows of ``WINDOW`` tokens after the first ``SKIP``,
+    the median over the probe's requests."""
+    n = min(m[-1][1] for m in runs)
+    out = []
+    for k in range(SKIP, n - WINDOW, WINDOW):
+        gaps = [g for g in (_window_gap(m, k, k + WINDOW) for m in runs) if math.isfinite(g)]
+        if not gaps:
+            continue  # every request got the window's tokens in one chunk: no timing in it
+        ctx = batch * (prompt + k + WINDOW / 2.0)
+        out.append(DecodePoint(batch, ctx, float(np.median(gaps))))
+    if out:  # a window whose chunks all came in one burst times the client, not the engine
+        typical = float(np.median([p.gap_s for p in out]))
+        out = [p for p in out if p.gap_s >= 0.25 * typical]
+    return out
+
+
+async def _probe(
+    url: str, plan: ProbePlan, token_id: int, progress: Any
+) -> tuple[str, int, str, list[DecodePoint], list[PrefillPoint], list[InterferencePoint]]:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=5.0)) as client:
+        try:
+            r = await client.get(f"{url}/v1/models")
+            r.raise_for_status()
+            card = r.json()["data"][0]
+        except Exception as e:
+            raise MeasureError(f"{url}/v1/models: cannot read the served model: {e!r}") from e
+        model = str(card["id"])
+        max_len = int(card.get("max_model_len") or 2048)
+        plan = plan.clipped(max_len)
+        if not plan.decode_prompts or not plan.prefill_prompts:
+            raise MeasureError(f"{url}: max_model_len {max_len} is too small for the probe plan")
+        # warm-up: the first requests of a fresh server pay one-off costs (allocations, caches)
+        for b in (1, 4, 16, 4, 1):
+            await asyncio.gather(
+                *(
+                    _stream(client, url, model, 128, 32, token_id, time.monotonic())
+                    for _ in range(b)
+                )
+            )
+        decode: list[DecodePoint] = []
+        prefill: list[PrefillPoint] = []
+        for b in plan.decode_batches:
+            for p in plan.decode_prompts:
+                t0 = time.monotonic()
+                runs = await asyncio.gather(
+                    *(
+                        _stream(client, url, model, p, plan.decode_output, token_id, t0)
+                        for _ in range(b)
+                    )
+                )
+                decode += decode_points(b, p, list(runs))
+                progress(1)
+        for _ in range(plan.repeats):
+            for b in plan.prefill_batches:
+                for p in plan.prefill_prompts:
+                    t0 = time.monotonic()
+                    runs = await asyncio.gather(
+                        *(_stream(client, url, model, p, 1, token_id, t0) for _ in range(b))
+                    )
+                    prefill.append(PrefillPoint(b, p, max(m[0][0] for m in runs)))
+                    progress(1)
+        inter = []
+        for rate in plan.interference_rates:
+            point = await _interference(client, url, model, token_id, rate, max_len)
+            if point is not None:
+                inter.append(point)
+            progress(1)
+        return model, max_len, str(card.get("root") or model), decode, prefill, inter
+
+
+def _gap_between(marks: list[tuple[float, int]], lo: float, hi: float) -> float:
+    """Seconds per token over the chunks that arrived between ``lo`` and ``hi`` seconds."""
+    inside = [(t, c) for t, c in marks if lo <= t <= hi]
+    if len(inside) < 2 or inside[-1][1] <= inside[0][1]:
+        return math.nan
+    return (inside[-1][0] - inside[0][0]) / (inside[-1][1] - inside[0][1])
+
+
+async def _interference(
+    client: Any, url: str, model: str, token_id: int, rate: float, max_len: int
+) -> InterferencePoint | None:
+    """Four background requests decode; after a quiet spell, requests of ``ARRIVAL_PROMPT``
+    tokens (one output token) arrive every ``1 / rate`` s; compare the background gaps. ``None``
+    when the background produced too few chunks to time (a slow or overloaded host)."""
+    out = min(900, max_len - 64)
+    t0 = time.monotonic()
+    marks: list[list[tuple[float, int]]] = [[] for _ in range(4)]
+    background = [
+        asyncio.ensure_future(_stream(client, url, model, 64, out, token_id, t0, m)) for m in marks
+    ]
+    deadline = time.monotonic() + 30.0
+    while any(not m or m[-1][1] < SKIP for m in marks) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # the quiet spell starts once every background one decodes
+    quiet0 = time.monotonic() - t0
+    await asyncio.sleep(QUIET_S)
+    busy0 = time.monotonic() - t0
+    arrivals = []
+    for _ in range(int(BUSY_S * rate)):
+        arrivals.append(
+            asyncio.ensure_future(_stream(client, url, model, ARRIVAL_PROMPT, 1, token_id, t0))
+        )
+        await asyncio.sleep(1.0 / rate)
+    busy1 = time.monotonic() - t0
+    await asyncio.gather(*arrivals)
+    await asyncio.gather(*background)
+    quiet = [_gap_between(m, quiet0, busy0) for m in marks]
+    busy = [_gap_between(m, busy0 + 0.05, busy1) for m in marks]
+    q = [g for g in quiet if math.isfinite(g)]
+    b = [g for g in busy if math.isfinite(g)]
+    if not q or not b:
+        return None
+    return InterferencePoint(rate, ARRIVAL_PROMPT, float(np.median(q)), float(np.median(b)))
+
+
+def _cache_config(url: str) -> tuple[int | None, int | None]:
+    """``(num_gpu_blocks, block_size)`` from vLLM's ``vllm:cache_config_info`` gauge."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10.0).text
+    except Exception:
+        return None, None
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "vllm:cache_config_info":
+            for s in fam.samples:
+                blocks = s.labels.get("num_gpu_blocks")
+                size = s.labels.get("block_size")
+                if blocks not in (None, "None") and size not in (None, "None"):
+                    return int(blocks), int(size)
+    return None, None
+
+
+def probe(
+    url: str, plan: ProbePlan | None = None, *, token_id: int = 5, show_progress: bool = True
+) -> Measurements:
+    """Run the probe workload against ``url`` (one server, otherwise idle)."""
+    plan = plan or ProbePlan()
+    url = url.rstrip("/")
+    total = len(plan.decode_batches) * len(plan.decode_prompts)
+    total += plan.repeats * len(plan.prefill_batches) * len(plan.prefill_prompts)
+    total += len(plan.interference_rates)
+    bar: Any = None
+    if show_progress:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc=f"probing {url}", unit="probe")
+        except ImportError:  # pragma: no cover - tqdm ships with the rl extra
+            bar = None
+    start = time.monotonic()
+    try:
+        model, max_len, root, decode, prefill, inter = asyncio.run(
+            _probe(url, plan, token_id, bar.update if bar else (lambda n: None))
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    blocks, size = _cache_config(url)
+    return Measurements(
+        url, model, max_len, root, decode, prefill, inter, blocks, size, time.monotonic() - start
+    )
