@@ -9,7 +9,7 @@ import pytest
 
 import scenarios
 from agents import make_agent, names
-from agents.episode import run_episode
+from agents.episode import play, run_episode
 from chiron_gym.control.qlm import estimate, max_pressure
 from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.scenario import load
@@ -32,17 +32,10 @@ def test_every_agent_runs_every_scenario(agent: str, scenario: str) -> None:
 def test_qlm_estimate_matches_its_formula_on_hand_made_queues() -> None:
     """W(g) = (N mu + z sigma sqrt(N)) / throughput, N counting every request ahead."""
     groups = [(600.0, 100), (1200.0, 300), (3600.0, 4)]
-    est = estimate(
-        groups,
-        now_s=100.0,
-        tokens_per_s=2000.0,
-        mean_output=200.0,
-        std_output=150.0,
-        startup_s=80.0,
-        z=1.645,
-    )
+    q = {"now_s": 100.0, "tokens_per_s": 2000.0, "mean_output": 200.0, "std_output": 150.0}
+    est = estimate(groups, **q, startup_s=80.0, z=1.645)
     for e, n in zip(est, (100, 400, 404), strict=True):
-        want = (n * 200.0 + 1.645 * 150.0 * math.sqrt(n)) / 2000.0
+        want = (n * q["mean_output"] + 1.645 * q["std_output"] * math.sqrt(n)) / q["tokens_per_s"]
         assert e.requests_ahead == n and e.wait_s == pytest.approx(want, rel=1e-12)
     assert est[0].slack_s == 600.0 - 100.0 - 80.0
     assert est[1].pressure == pytest.approx(est[1].wait_s / (1200.0 - 180.0))
@@ -57,21 +50,12 @@ def test_qlm_estimate_matches_its_formula_on_hand_made_queues() -> None:
 def test_chiron_scales_up_in_a_flash_crowd_and_down_after() -> None:
     """flash-crowd: 4 -> 20 req/s at 600 s for 300 s. Chiron adds instances within two decision
     intervals of the step, before the queue peaks, and releases them after the crowd."""
-    env = AutoscaleEnv("flash-crowd")
-    obs, _ = env.reset(seed=0)
-    agent = make_agent("chiron", env.agent_context())
-    times, instances, queue = [], [], []
-    done, start = False, True
-    while not done:
-        action, _ = agent.predict(obs, episode_start=np.array([start]))
-        start = False
-        obs, _, term, trunc, info = env.step(action)
-        raw = info["raw"]
-        times.append(info["sim_time_s"])
-        instances.append(raw["interactive.ready"] + raw["interactive.starting"])
-        queue.append(raw["interactive.queue"])
-        done = term or trunc
-    t, n, q = np.array(times), np.array(instances), np.array(queue)
+    run = play(
+        AutoscaleEnv("flash-crowd"), lambda ctx: make_agent("chiron", ctx), 0, record_series=True
+    )
+    t = np.array(run.series["t"])
+    n = np.array(run.series["cluster/instances_interactive"])
+    q = np.array(run.series["queue/interactive"])
     before = n[t <= 600].max()
     first_up = t[(t > 600) & (n > before)].min()
     peak_t = t[np.argmax(q)]
