@@ -1,6 +1,7 @@
-"""What a client of an OpenAI-compatible vLLM server sends and reads, shared by the real backend
-(``backends/vllm.py``) and live calibration (``profiles/probe.py``): exact-length prompts of
-token ids that never share a prefix, and the JSON chunks of a streamed response."""
+"""What a client of an OpenAI-compatible vLLM server sends and reads, shared by the real
+backend's client (``backends/vllm_client.py``) and live calibration (``profiles/probe.py``):
+exact-length prompts of token ids that never share a prefix, and the JSON chunks of a streamed
+response."""
 
 from __future__ import annotations
 

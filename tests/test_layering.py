@@ -51,6 +51,23 @@ def test_core_imports_no_rl_torch_or_http(path: Path) -> None:
     assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
 
 
+def test_the_ledger_is_held_to_the_core_rules() -> None:
+    """The request ledger both backends keep is a core module (the rules above cover it)."""
+    assert REPO / "chiron_gym" / "sim" / "ledger.py" in core_files()
+
+
+HTTP_LIBRARIES = {"httpx", "aiohttp", "requests", "urllib3", "http", "urllib"}
+
+
+def test_backends_speak_http_only_through_the_client() -> None:
+    """Of the backend modules, only the vLLM client imports an HTTP library."""
+    for path in sorted((REPO / "chiron_gym" / "backends").rglob("*.py")):
+        if path.name == "vllm_client.py":
+            continue
+        bad = {name for name in imports_of(path) if name.split(".")[0] in HTTP_LIBRARIES}
+        assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
+
+
 def test_sim_does_not_import_upper_layers() -> None:
     """sim/ imports only the standard library, numpy and itself."""
     for path in sorted((REPO / "chiron_gym" / "sim").rglob("*.py")):

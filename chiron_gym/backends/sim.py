@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
 from chiron_gym.backends.base import PoolState
 from chiron_gym.scenario import Scenario, stream
 from chiron_gym.sim import (
@@ -13,7 +9,6 @@ from chiron_gym.sim import (
     Cluster,
     InstanceState,
     InstanceStats,
-    Outcome,
     Pool,
     WindowReport,
 )
@@ -100,14 +95,7 @@ class SimBackend:
         return self.cluster.queues[1].groups()
 
     def output_length_stats(self, klass: int) -> tuple[float, float, int]:
-        c = self.cluster
-        n = c.num_arrived
-        done = (c.workload.klass[:n] == klass) & (c.outcome[:n] != Outcome.PENDING)
-        done &= ~np.isnan(c.finish_s[:n])
-        out = c.workload.output_tokens[:n][done]
-        if len(out) == 0:
-            return (math.nan, math.nan, 0)
-        return (float(out.mean()), float(out.std()), len(out))
+        return self.cluster.ledger.output_length_stats(klass)
 
     def gpus_in_use(self) -> int:
         total = 0

@@ -6,8 +6,9 @@ Instances pull from the queues whenever they gain room (a request finishes, the 
 ready, its cap is raised): interactive and batch instances from their own class, mixed instances
 interactive first, then batch.
 
-Accounting: every arrived request is, at any time, in exactly one ``Outcome``; GPU-seconds count
-every instance from the moment it was asked for until it stops, cold start and draining included.
+Accounting is the ledger's (``sim/ledger.py``): every arrived request is, at any time, in exactly
+one ``Outcome``; GPU-seconds count every instance from the moment it was asked for until it stops,
+cold start and draining included.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 
 from chiron_gym.sim.events import (
     PRIORITY_ARRIVAL,
@@ -25,20 +25,13 @@ from chiron_gym.sim.events import (
     EventQueue,
 )
 from chiron_gym.sim.instance import Instance, InstanceSpec, InstanceState
+from chiron_gym.sim.ledger import Ledger, LedgerColumns, gpu_seconds, slo_met
 from chiron_gym.sim.queues import GroupQueue
-from chiron_gym.sim.report import (
-    ClassReport,
-    InstanceStats,
-    PoolReport,
-    WindowReport,
-    percentiles,
-)
+from chiron_gym.sim.report import ClassReport, InstanceStats, PoolReport, WindowReport
 from chiron_gym.sim.request import (
-    CLASS_NAMES,
     POOL_NAMES,
     SLO,
     UNBOUNDED_INSTANCES,
-    Outcome,
     Pool,
     RejectReason,
     Request,
@@ -117,8 +110,12 @@ class ClusterConfig:
         return self.interactive_slo if klass == RequestClass.INTERACTIVE else self.batch_slo
 
 
-class Cluster:
-    """A simulated serving cluster driven by ``run_until``, ``scale`` and ``set_batch_cap``."""
+class Cluster(LedgerColumns):
+    """A simulated serving cluster driven by ``run_until``, ``scale`` and ``set_batch_cap``.
+
+    What became of each request is in ``ledger`` (its columns are attributes too: ``outcome``,
+    ``finish_s``, ...).
+    """
 
     def __init__(self, config: ClusterConfig, workload: Workload, rng: np.random.Generator) -> None:
         self.config = config
@@ -132,24 +129,13 @@ class Cluster:
             GroupQueue(config.group_granularity_s),
             GroupQueue(config.group_granularity_s),
         )
-        n = len(workload)
-        # The ledger: one row per request of the workload.
-        self.outcome: npt.NDArray[np.int8] = np.zeros(n, dtype=np.int8)
-        self.reject_reason: npt.NDArray[np.int8] = np.zeros(n, dtype=np.int8)
-        self.admitted_s: npt.NDArray[np.float64] = np.full(n, np.nan)
-        self.first_token_s: npt.NDArray[np.float64] = np.full(n, np.nan)
-        self.finish_s: npt.NDArray[np.float64] = np.full(n, np.nan)
-        self.preemptions: npt.NDArray[np.int32] = np.zeros(n, dtype=np.int32)
-        self.num_arrived = 0
+        self.ledger = Ledger(workload)
         self.requeued = 0  # swapped batch requests handed back to the global queue
         # Requests back in a global queue with progress made (the queue holds indices only).
         self._resume: dict[int, Request] = {}
         self._horizon_s = 0.0
-        self._window_start_s = 0.0
         self._max_tokens = [self._largest_kv_tokens(c) for c in RequestClass]
-        self._window = [_WindowCounters(), _WindowCounters()]
         self._pool_counters = {p: (0, 0, 0) for p in Pool}
-        self._gpu_seconds_before = 0.0
         # Arrival columns as Python lists: scalar reads from them are several times faster.
         self._arrival: list[float] = workload.arrival_s.tolist()
         self._klass: list[int] = workload.klass.tolist()
@@ -182,10 +168,11 @@ class Cluster:
             raise ValueError(f"run_until({t_end_s}) is before the clock ({self.now} s)")
         self._horizon_s = t_end_s
         events = self.events
+        ledger = self.ledger
         arrival = self._arrival
         n = len(arrival)
         while True:
-            i = self.num_arrived
+            i = ledger.num_arrived
             t_arr = arrival[i] if i < n else math.inf
             t_ev, prio = events.peek()
             if t_arr <= t_end_s and (t_arr < t_ev or (t_arr == t_ev and prio > PRIORITY_ARRIVAL)):
@@ -295,76 +282,30 @@ class Cluster:
     def gpu_seconds(self, t0: float = 0.0, t1: float | None = None) -> float:
         """GPU-seconds billed within ``[t0, t1]`` (default: the episode so far)."""
         end = self.now if t1 is None else t1
-        total = 0.0
-        for inst in self.instances:
-            stop = end if math.isnan(inst.stopped_s) else min(inst.stopped_s, end)
-            total += max(0.0, stop - max(inst.started_s, t0)) * inst.spec.gpus
-        return total
+        spans = ((inst.started_s, inst.stopped_s, inst.spec.gpus) for inst in self.instances)
+        return gpu_seconds(spans, end, t0)
 
     def summary(self) -> dict[str, ClassReport]:
         """Per-class outcomes of every request arrived so far."""
         self._sync_in_flight()
-        w = self.workload
-        n = self.num_arrived
-        out: dict[str, ClassReport] = {}
-        klass = w.klass[:n]
-        outcome = self.outcome[:n]
-        now = self.now
-        for c in RequestClass:
-            sel = klass == c
-            oc = outcome[sel]
-            report = ClassReport(arrived=int(sel.sum()))
-            report.met = int(np.sum(oc == Outcome.MET))
-            report.late = int(np.sum(oc == Outcome.LATE))
-            report.rejected = int(np.sum(oc == Outcome.REJECTED))
-            report.pending = int(np.sum(oc == Outcome.PENDING))
-            report.queued = len(self.queues[c])
-            pending = sel & (outcome == Outcome.PENDING)
-            if c == RequestClass.BATCH:
-                overdue = pending & (w.deadline_s[:n] < now)
-            else:
-                ttft = self.config.interactive_slo.ttft_s
-                limit = math.inf if ttft is None else ttft
-                overdue = (
-                    pending & np.isnan(self.first_token_s[:n]) & (w.arrival_s[:n] + limit < now)
-                )
-            report.overdue = int(overdue.sum())
-            reasons = self.reject_reason[:n][sel & (outcome == Outcome.REJECTED)]
-            report.rejected_by_reason = {
-                r.name.lower(): int(np.sum(reasons == r))
-                for r in RejectReason
-                if r and np.any(reasons == r)
-            }
-            met = sel & (outcome == Outcome.MET)
-            report.met_output_tokens = int(w.output_tokens[:n][met].sum())
-            done = sel & ((outcome == Outcome.MET) | (outcome == Outcome.LATE))
-            report.ttft_s = percentiles(self.first_token_s[:n][done] - w.arrival_s[:n][done])
-            report.itl_s = percentiles(self._mean_itl(done))
-            out[CLASS_NAMES[c]] = report
-        return out
+        queued = [len(q) for q in self.queues]
+        return self.ledger.summary(queued, self.now, self.config.interactive_slo.ttft_s)
 
     def _sync_in_flight(self) -> None:
         """Copy the timestamps of requests still held by instances into the ledger."""
         for inst in self.instances:
             if inst.state == InstanceState.STOPPED:
                 continue
-            held = [*inst.running, *inst.waiting[0], *inst.waiting[1], *inst.swapped]
-            for r in held:
-                self.admitted_s[r.idx] = r.admitted_s
-                self.first_token_s[r.idx] = r.first_token_s
-                self.preemptions[r.idx] = r.preemptions
+            for r in (*inst.running, *inst.waiting[0], *inst.waiting[1], *inst.swapped):
+                self.ledger.sync(r)
         for r in self._resume.values():
-            self.admitted_s[r.idx] = r.admitted_s
-            self.first_token_s[r.idx] = r.first_token_s
-            self.preemptions[r.idx] = r.preemptions
+            self.ledger.sync(r)
 
     # ---- events --------------------------------------------------------------------------------
 
     def _arrive(self, idx: int) -> None:
-        self.num_arrived = idx + 1
         c = self._klass[idx]
-        counters = self._window[c]
-        counters.arrived += 1
+        self.ledger.arrive(idx, c)
         tokens = self._prompt[idx] + self._output[idx]
         if self._max_tokens[c] == 0:
             self._reject(idx, RejectReason.NO_POOL)
@@ -519,68 +460,31 @@ class Cluster:
         return self._arrival[idx] + (0.0 if ttft is None else ttft)
 
     def _reject(self, idx: int, reason: RejectReason) -> None:
-        self.outcome[idx] = Outcome.REJECTED
-        self.reject_reason[idx] = reason
-        counters = self._window[self._klass[idx]]
-        counters.rejected += 1
-        name = reason.name.lower()
-        counters.rejected_by_reason[name] = counters.rejected_by_reason.get(name, 0) + 1
+        self.ledger.reject(idx, self._klass[idx], reason)
 
     def _finish(self, r: Request) -> None:
-        idx = r.idx
-        slo = self.config.slo(r.klass)
         ttft = r.ttft_s
         itl = r.mean_itl_s
-        ok = (slo.ttft_s is None or ttft <= slo.ttft_s) and (slo.itl_s is None or itl <= slo.itl_s)
+        ok = slo_met(self.config.slo(r.klass), ttft, itl)
         if r.klass == RequestClass.BATCH:
             ok = ok and r.finish_s <= r.deadline_s
-        self.outcome[idx] = Outcome.MET if ok else Outcome.LATE
-        self.admitted_s[idx] = r.admitted_s
-        self.first_token_s[idx] = r.first_token_s
-        self.finish_s[idx] = r.finish_s
-        self.preemptions[idx] = r.preemptions
-        counters = self._window[r.klass]
-        if ok:
-            counters.met += 1
-            counters.met_output_tokens += r.output_tokens
-        else:
-            counters.late += 1
-        counters.ttft.append(ttft)
-        counters.itl.append(itl)
-
-    def _mean_itl(self, sel: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
-        out = self.workload.output_tokens[: self.num_arrived][sel]
-        span = self.finish_s[: self.num_arrived][sel] - self.first_token_s[: self.num_arrived][sel]
-        return np.where(out > 1, span / np.maximum(out - 1, 1), 0.0)
+        self.ledger.sync(r)
+        self.ledger.finish(
+            r.idx,
+            r.klass,
+            ok,
+            r.output_tokens,
+            first_token_s=r.first_token_s,
+            finish_s=r.finish_s,
+            ttft_s=ttft,
+            itl_s=itl,
+        )
 
     def _window_report(self) -> WindowReport:
-        t0, t1 = self._window_start_s, self.now
-        classes: dict[str, ClassReport] = {}
-        totals = self._class_totals()
-        for c in RequestClass:
-            w = self._window[c]
-            classes[CLASS_NAMES[c]] = ClassReport(
-                arrived=w.arrived,
-                met=w.met,
-                late=w.late,
-                rejected=w.rejected,
-                pending=totals[c],
-                queued=len(self.queues[c]),
-                met_output_tokens=w.met_output_tokens,
-                rejected_by_reason=w.rejected_by_reason,
-                ttft_s=percentiles(w.ttft),
-                itl_s=percentiles(w.itl),
-            )
-        self._window = [_WindowCounters(), _WindowCounters()]
-        pools: dict[str, PoolReport] = {}
-        for p in Pool:
-            pools[POOL_NAMES[p]] = self._pool_report(p)
-        gpu_total = self.gpu_seconds()
-        gpu_window = gpu_total - self._gpu_seconds_before
-        self._gpu_seconds_before = gpu_total
-        self._window_start_s = t1
-        return WindowReport(
-            t_start_s=t0, t_end_s=t1, classes=classes, pools=pools, gpu_seconds=gpu_window
+        pools = {POOL_NAMES[p]: self._pool_report(p) for p in Pool}
+        queued = [len(q) for q in self.queues]
+        return self.ledger.close_window(
+            self.now, self._class_totals(), queued, pools, self.gpu_seconds()
         )
 
     def _class_totals(self) -> list[int]:
@@ -624,15 +528,3 @@ class Cluster:
         rep.swap_outs = swaps - before[2]
         self._pool_counters[pool] = (tokens, preempt, swaps)
         return rep
-
-
-@dataclass(slots=True)
-class _WindowCounters:
-    arrived: int = 0
-    met: int = 0
-    late: int = 0
-    rejected: int = 0
-    met_output_tokens: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    ttft: list[float] = field(default_factory=list)
-    itl: list[float] = field(default_factory=list)

@@ -11,6 +11,30 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from collections.abc import Iterable
+
+_NO_DEADLINE = 2**62  # the group of requests without a deadline, served last
+
+
+def group_key(deadline_s: float, granularity_s: float) -> int:
+    """The group of a deadline: the index of its window of ``granularity_s`` seconds."""
+    if math.isinf(deadline_s):
+        return _NO_DEADLINE
+    return math.floor(deadline_s / granularity_s)
+
+
+def group_start_s(key: int, granularity_s: float) -> float:
+    """When the deadline window of group ``key`` starts (inf for requests without a deadline)."""
+    return key * granularity_s if key < _NO_DEADLINE else math.inf
+
+
+def deadline_groups(deadlines_s: Iterable[float], granularity_s: float) -> list[tuple[float, int]]:
+    """``(deadline window start_s, requests)`` per group of these deadlines, earliest first."""
+    counts: dict[int, int] = {}
+    for d in deadlines_s:
+        k = group_key(d, granularity_s)
+        counts[k] = counts.get(k, 0) + 1
+    return [(group_start_s(k, granularity_s), n) for k, n in sorted(counts.items())]
 
 
 class GroupQueue:
@@ -31,9 +55,7 @@ class GroupQueue:
 
     def key(self, deadline_s: float) -> int:
         """The group of a deadline (its window index)."""
-        if math.isinf(deadline_s):
-            return 2**62
-        return math.floor(deadline_s / self.granularity_s)
+        return group_key(deadline_s, self.granularity_s)
 
     def push(self, idx: int, deadline_s: float) -> None:
         """Append a request to the back of its group."""
@@ -59,6 +81,4 @@ class GroupQueue:
     def groups(self) -> list[tuple[float, int]]:
         """``(deadline window start_s, requests)`` per group, earliest deadline first."""
         g = self.granularity_s
-        return [
-            (k * g if k < 2**62 else math.inf, len(self._groups[k])) for k in sorted(self._keys)
-        ]
+        return [(group_start_s(k, g), len(self._groups[k])) for k in sorted(self._keys)]

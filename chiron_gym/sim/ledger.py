@@ -1,0 +1,253 @@
+"""The request ledger: the one account of what became of every request, for both backends.
+
+Every arrived request is, at any time, in exactly one ``Outcome``. The ledger holds a row per
+request of the workload (outcome, reject reason, timestamps), the counters of the open report
+window, and builds the window's and the episode's ``ClassReport``s from them. A backend (the
+simulated ``Cluster``, the real ``VllmBackend``) owns its instances and queues: it tells the ledger
+when a request arrives, is refused or finishes, and hands it what only it knows (requests held,
+queue lengths, pool reports, GPU-seconds, which ``gpu_seconds`` below adds up for both).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, Generic, TypeVar, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from chiron_gym.sim.report import ClassReport, PoolReport, WindowReport, percentiles
+from chiron_gym.sim.request import (
+    CLASS_NAMES,
+    SLO,
+    Outcome,
+    RejectReason,
+    Request,
+    RequestClass,
+    Workload,
+)
+
+_T = TypeVar("_T")
+
+
+def slo_met(slo: SLO, ttft_s: float, itl_s: float) -> bool:
+    """Whether a request's TTFT and mean ITL meet a class's objectives (None: no objective)."""
+    return (slo.ttft_s is None or ttft_s <= slo.ttft_s) and (
+        slo.itl_s is None or itl_s <= slo.itl_s
+    )
+
+
+def gpu_seconds(spans: Iterable[tuple[float, float, int]], end_s: float, t0: float = 0.0) -> float:
+    """GPU-seconds billed within ``[t0, end_s]`` by instances ``(started_s, stopped_s, gpus)``.
+
+    An instance counts from the moment it was asked for until it stops (NaN: it has not), cold
+    start and draining included.
+    """
+    total = 0.0
+    for started_s, stopped_s, gpus in spans:
+        stop = end_s if math.isnan(stopped_s) else min(stopped_s, end_s)
+        total += max(0.0, stop - max(started_s, t0)) * gpus
+    return total
+
+
+class Ledger:
+    """One row per request of a workload, and the counters of the open report window."""
+
+    def __init__(self, workload: Workload) -> None:
+        self.workload = workload
+        n = len(workload)
+        self.outcome: npt.NDArray[np.int8] = np.zeros(n, dtype=np.int8)  # Outcome.PENDING
+        self.reject_reason: npt.NDArray[np.int8] = np.zeros(n, dtype=np.int8)
+        self.admitted_s: npt.NDArray[np.float64] = np.full(n, np.nan)
+        self.first_token_s: npt.NDArray[np.float64] = np.full(n, np.nan)
+        self.finish_s: npt.NDArray[np.float64] = np.full(n, np.nan)
+        self.preemptions: npt.NDArray[np.int32] = np.zeros(n, dtype=np.int32)
+        self.num_arrived = 0
+        self._window_start_s = 0.0
+        self._gpu_seconds_before = 0.0
+        self._open_window()
+
+    def _open_window(self) -> None:
+        # Per class: the window's counts so far, and the TTFT and ITL of requests finished in it.
+        self._window = [ClassReport(), ClassReport()]
+        self._ttft: list[list[float]] = [[], []]
+        self._itl: list[list[float]] = [[], []]
+
+    # ---- what happens to a request -------------------------------------------------------------
+
+    def arrive(self, idx: int, klass: int) -> None:
+        """Request ``idx`` (of class ``klass``) arrived; requests arrive in workload order."""
+        self.num_arrived = idx + 1
+        self._window[klass].arrived += 1
+
+    def reject(self, idx: int, klass: int, reason: RejectReason) -> bool:
+        """Record ``idx`` refused for ``reason``; False (and no change) if already decided."""
+        if self.outcome[idx] != Outcome.PENDING:
+            return False
+        self.outcome[idx] = Outcome.REJECTED
+        self.reject_reason[idx] = reason
+        counters = self._window[klass]
+        counters.rejected += 1
+        name = reason.name.lower()
+        counters.rejected_by_reason[name] = counters.rejected_by_reason.get(name, 0) + 1
+        return True
+
+    def finish(
+        self,
+        idx: int,
+        klass: int,
+        met: bool,
+        output_tokens: int,
+        *,
+        first_token_s: float,
+        finish_s: float,
+        ttft_s: float,
+        itl_s: float,
+    ) -> None:
+        """Record a finished request: its times, its latencies in the window, MET or LATE.
+
+        A request already decided (the real backend may hear of one twice: a retried request
+        whose first server answered after all) keeps its outcome.
+        """
+        self.first_token_s[idx] = first_token_s
+        self.finish_s[idx] = finish_s
+        self._ttft[klass].append(ttft_s)
+        self._itl[klass].append(itl_s)
+        if self.outcome[idx] != Outcome.PENDING:
+            return
+        counters = self._window[klass]
+        self.outcome[idx] = Outcome.MET if met else Outcome.LATE
+        if met:
+            counters.met += 1
+            counters.met_output_tokens += output_tokens
+        else:
+            counters.late += 1
+
+    def sync(self, r: Request) -> None:
+        """Copy the timestamps and preemptions of a request still held into its row."""
+        self.admitted_s[r.idx] = r.admitted_s
+        self.first_token_s[r.idx] = r.first_token_s
+        self.preemptions[r.idx] = r.preemptions
+
+    # ---- reports -------------------------------------------------------------------------------
+
+    def close_window(
+        self,
+        t_end_s: float,
+        held: Sequence[int],
+        queued: Sequence[int],
+        pools: dict[str, PoolReport],
+        gpu_seconds_total: float,
+    ) -> WindowReport:
+        """Report the window since the previous one and open the next.
+
+        ``held``: requests queued or in an instance per class; ``queued``: those in the global
+        queues; ``gpu_seconds_total``: GPU-seconds billed since the episode started.
+        """
+        classes: dict[str, ClassReport] = {}
+        for c in RequestClass:
+            report = self._window[c]
+            report.pending = held[c]
+            report.queued = queued[c]
+            report.ttft_s = percentiles(self._ttft[c])
+            report.itl_s = percentiles(self._itl[c])
+            classes[CLASS_NAMES[c]] = report
+        self._open_window()
+        gpu_window = gpu_seconds_total - self._gpu_seconds_before
+        self._gpu_seconds_before = gpu_seconds_total
+        t0 = self._window_start_s
+        self._window_start_s = t_end_s
+        return WindowReport(
+            t_start_s=t0, t_end_s=t_end_s, classes=classes, pools=pools, gpu_seconds=gpu_window
+        )
+
+    def summary(
+        self,
+        queued: Sequence[int],
+        overdue_at_s: float | None,
+        interactive_ttft_s: float | None = None,
+    ) -> dict[str, ClassReport]:
+        """Per-class outcomes of every request arrived so far.
+
+        Pending requests are judged overdue at ``overdue_at_s`` (batch: past their deadline;
+        interactive: no first token within ``interactive_ttft_s`` of arrival), or not at all when
+        it is None (the real backend records a first token only when its request ends).
+        """
+        w = self.workload
+        n = self.num_arrived
+        out: dict[str, ClassReport] = {}
+        klass = w.klass[:n]
+        outcome = self.outcome[:n]
+        for c in RequestClass:
+            sel = klass == c
+            oc = outcome[sel]
+            report = ClassReport(arrived=int(sel.sum()))
+            report.met = int(np.sum(oc == Outcome.MET))
+            report.late = int(np.sum(oc == Outcome.LATE))
+            report.rejected = int(np.sum(oc == Outcome.REJECTED))
+            report.pending = int(np.sum(oc == Outcome.PENDING))
+            report.queued = queued[c]
+            if overdue_at_s is not None:
+                now = overdue_at_s
+                pending = sel & (outcome == Outcome.PENDING)
+                if c == RequestClass.BATCH:
+                    overdue = pending & (w.deadline_s[:n] < now)
+                else:
+                    limit = math.inf if interactive_ttft_s is None else interactive_ttft_s
+                    overdue = (
+                        pending & np.isnan(self.first_token_s[:n]) & (w.arrival_s[:n] + limit < now)
+                    )
+                report.overdue = int(overdue.sum())
+            reasons = self.reject_reason[:n][sel & (outcome == Outcome.REJECTED)]
+            report.rejected_by_reason = {
+                r.name.lower(): int(np.sum(reasons == r))
+                for r in RejectReason
+                if r and np.any(reasons == r)
+            }
+            met = sel & (outcome == Outcome.MET)
+            report.met_output_tokens = int(w.output_tokens[:n][met].sum())
+            done = sel & ((outcome == Outcome.MET) | (outcome == Outcome.LATE))
+            report.ttft_s = percentiles(self.first_token_s[:n][done] - w.arrival_s[:n][done])
+            report.itl_s = percentiles(self._mean_itl(done))
+            out[CLASS_NAMES[c]] = report
+        return out
+
+    def _mean_itl(self, sel: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+        n = self.num_arrived
+        out = self.workload.output_tokens[:n][sel]
+        span = self.finish_s[:n][sel] - self.first_token_s[:n][sel]
+        return np.where(out > 1, span / np.maximum(out - 1, 1), 0.0)
+
+    def output_length_stats(self, klass: int) -> tuple[float, float, int]:
+        """Mean and standard deviation of output tokens of finished requests, and their count."""
+        n = self.num_arrived
+        done = (self.workload.klass[:n] == klass) & (self.outcome[:n] != Outcome.PENDING)
+        done &= ~np.isnan(self.finish_s[:n])
+        out = self.workload.output_tokens[:n][done]
+        if len(out) == 0:
+            return (math.nan, math.nan, 0)
+        return (float(out.mean()), float(out.std()), len(out))
+
+
+class _Column(Generic[_T]):
+    """A column of the ledger read as an attribute of the backend that keeps it (``ledger``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> _T:
+        return cast(_T, getattr(obj.ledger, self._name))
+
+
+class LedgerColumns:
+    """The ledger's columns as attributes (``backend.outcome``...): see ``Ledger``."""
+
+    ledger: Ledger
+    num_arrived: _Column[int] = _Column()
+    outcome: _Column[npt.NDArray[np.int8]] = _Column()
+    reject_reason: _Column[npt.NDArray[np.int8]] = _Column()
+    admitted_s: _Column[npt.NDArray[np.float64]] = _Column()  # the simulator only
+    first_token_s: _Column[npt.NDArray[np.float64]] = _Column()
+    finish_s: _Column[npt.NDArray[np.float64]] = _Column()
+    preemptions: _Column[npt.NDArray[np.int32]] = _Column()  # the simulator only
