@@ -150,7 +150,6 @@ def _evaluate_parser(sub: Subparsers) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-
     from agents import names as agent_names
     from agents.evaluate import EvaluationFailed, evaluate
     from agents.executors import ExecutorError
@@ -392,7 +391,6 @@ def _fidelity_parser(sub: Subparsers) -> None:
 
 
 def _cmd_fidelity(args: argparse.Namespace) -> int:
-
     from chiron_gym.fidelity import fidelity, parse_endpoints
 
     scenario = load(args.scenario)
@@ -491,14 +489,21 @@ def _trace_tables_parser(tsub: Subparsers) -> None:
 
 
 def _cmd_trace_tables(args: argparse.Namespace) -> int:
-
     from chiron_gym.workload.tables import derive
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    written = []
     for name, text in derive(Path(args.data)).items():
         (out / name).write_text(text)
-        print(out / name)
+        written.append(out / name)
+    return _print_paths(written)
+
+
+def _print_paths(paths: list[Path]) -> int:
+    """Print each written file, one per line (what the file-writing commands report)."""
+    for p in paths:
+        print(p)
     return 0
 
 
@@ -514,13 +519,9 @@ def _profile_fit_parser(psub: Subparsers) -> None:
 
 
 def _cmd_profile_fit(args: argparse.Namespace) -> int:
-
     from chiron_gym.profiles.fit import write_all
 
-    written = write_all(Path(args.data), Path(args.out), args.only or None)
-    for p in written:
-        print(p)
-    return 0
+    return _print_paths(write_all(Path(args.data), Path(args.out), args.only or None))
 
 
 def _profile_list_parser(psub: Subparsers) -> None:
@@ -558,7 +559,6 @@ def _profile_measure_parser(psub: Subparsers) -> None:
 
 
 def _cmd_profile_measure(args: argparse.Namespace) -> int:
-
     from chiron_gym.profiles.measure import build_profile, model_config
     from chiron_gym.profiles.probe import MeasureError, ProbePlan, probe
 
@@ -601,7 +601,6 @@ def _profile_compare_parser(psub: Subparsers) -> None:
 
 
 def _cmd_profile_compare(args: argparse.Namespace) -> int:
-
     from chiron_gym.profiles.compare import as_dicts, compare_all, comparison_table
 
     rows = compare_all(Path(args.data))

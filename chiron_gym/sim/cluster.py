@@ -9,6 +9,10 @@ interactive first, then batch.
 Accounting is the ledger's (``sim/ledger.py``): every arrived request is, at any time, in exactly
 one ``Outcome``; GPU-seconds count every instance from the moment it was asked for until it stops,
 cold start and draining included.
+
+Why one module of over 450 lines: it is one class whose event handlers, routing, pulls and
+scaling all act on the same instances and queues in one event order; the accounting, the
+instance model, the queues and the reports already live in their own modules.
 """
 
 from __future__ import annotations
