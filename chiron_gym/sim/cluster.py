@@ -472,17 +472,7 @@ class Cluster(LedgerColumns):
         ok = slo_met(self.config.slo(r.klass), ttft, itl)
         if r.klass == RequestClass.BATCH:
             ok = ok and r.finish_s <= r.deadline_s
-        self.ledger.sync(r)
-        self.ledger.finish(
-            r.idx,
-            r.klass,
-            ok,
-            r.output_tokens,
-            first_token_s=r.first_token_s,
-            finish_s=r.finish_s,
-            ttft_s=ttft,
-            itl_s=itl,
-        )
+        self.ledger.finish_held(r, ok, ttft, itl)
 
     def _window_report(self) -> WindowReport:
         pools = {POOL_NAMES[p]: self._pool_report(p) for p in Pool}

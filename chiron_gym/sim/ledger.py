@@ -29,6 +29,9 @@ from chiron_gym.sim.request import (
 )
 
 _T = TypeVar("_T")
+# Plain ints for the per-request hot path (comparing a numpy scalar with an IntEnum member goes
+# through the enum machinery on every call).
+_PENDING, _MET, _LATE = int(Outcome.PENDING), int(Outcome.MET), int(Outcome.LATE)
 
 
 def slo_met(slo: SLO, ttft_s: float, itl_s: float) -> bool:
@@ -112,16 +115,31 @@ class Ledger:
         """
         self.first_token_s[idx] = first_token_s
         self.finish_s[idx] = finish_s
+        self._decide(idx, klass, met, output_tokens, ttft_s, itl_s)
+
+    def finish_held(self, r: Request, met: bool, ttft_s: float, itl_s: float) -> None:
+        """``sync`` and ``finish`` of a request the simulator held, in one call (its hot path)."""
+        idx = r.idx
+        self.admitted_s[idx] = r.admitted_s
+        self.preemptions[idx] = r.preemptions
+        self.first_token_s[idx] = r.first_token_s
+        self.finish_s[idx] = r.finish_s
+        self._decide(idx, r.klass, met, r.output_tokens, ttft_s, itl_s)
+
+    def _decide(
+        self, idx: int, klass: int, met: bool, output_tokens: int, ttft_s: float, itl_s: float
+    ) -> None:
         self._ttft[klass].append(ttft_s)
         self._itl[klass].append(itl_s)
-        if self.outcome[idx] != Outcome.PENDING:
+        if self.outcome[idx] != _PENDING:
             return
         counters = self._window[klass]
-        self.outcome[idx] = Outcome.MET if met else Outcome.LATE
         if met:
+            self.outcome[idx] = _MET
             counters.met += 1
             counters.met_output_tokens += output_tokens
         else:
+            self.outcome[idx] = _LATE
             counters.late += 1
 
     def sync(self, r: Request) -> None:
