@@ -56,7 +56,8 @@ lint: $(STAMP)
 results: $(STAMP_ALL)
 	$(BIN)/python -m agents.results
 
-bench: $(STAMP)
+# B6 trains PPO: the rl extra (torch) is needed.
+bench: $(STAMP_ALL)
 	$(BIN)/python -m benchmarks
 
 # The shipped PPO model (agents/models/ppo-default): trained with the seed and hyperparameters of

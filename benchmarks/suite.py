@@ -16,6 +16,9 @@ prints one JSON line with its figure, its target and whether it was met. See
 - **B4** a batch flood: 700,000 queued batch requests with deadlines, drained by Chiron scaling
   the cluster: wall seconds and peak memory (<= 1.5 GB).
 - **B5** the fast-forward speed-up over the per-iteration reference mode on B1.
+- **B6** training throughput: SB3 PPO for 20,000 steps on ``default`` with two environments in
+  subprocesses (``SubprocVecEnv``), no evaluations or checkpoints: steps per second (>= 400).
+  Needs the ``rl`` extra (torch, SB3).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 AZURE_CONV = "azure-llm-2023/AzureLLMInferenceTrace_conv.csv"
-NAMES = ("B1", "B2", "B3", "B4", "B5")
+NAMES = ("B1", "B2", "B3", "B4", "B5", "B6")
 
 
 def data_root() -> Path:
@@ -191,7 +194,34 @@ def b5() -> dict[str, Any]:
     }
 
 
-BENCHES = {"B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5}
+def b6(timesteps: int = 20_000, n_envs: int = 2) -> dict[str, Any]:
+    import tempfile
+
+    from agents.ppo import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(
+            "default",
+            timesteps,
+            0,
+            Path(tmp),
+            n_envs=n_envs,
+            eval_freq=0,
+            checkpoint_freq=0,
+            progress=False,
+        )
+    return {
+        "bench": "B6",
+        "what": f"SB3 PPO training on default, {n_envs} envs (SubprocVecEnv), no evaluations",
+        "timesteps": result.timesteps,
+        "wall_s": round(result.wall_s, 1),
+        "steps_per_s": round(result.steps_per_s, 1),
+        "target": ">= 400",
+        "met": result.steps_per_s >= 400,
+    }
+
+
+BENCHES = {"B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B6": b6}
 
 
 def run_one(name: str) -> dict[str, Any]:

@@ -336,7 +336,10 @@ def _cmd_tune_ppo(args: argparse.Namespace) -> int:
 def _bench_parser(sub: Subparsers) -> None:
     bench = sub.add_parser("bench", help="speed benchmarks (figures, not tests)")
     bench.add_argument(
-        "name", nargs="?", default="all", help="B1..B5, all (default), or env (every scenario)"
+        "name",
+        nargs="?",
+        default="all",
+        help="B1..B6 (train = B6), all (default), or env (every scenario)",
     )
     bench.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
     bench.add_argument("--max-steps", type=int, default=300)
@@ -359,9 +362,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                     f"steps, {row['sim_s_per_wall_s']} simulated s per wall s)"
                 )
         return 0
-    names = list(NAMES) if args.name == "all" else [args.name.upper()]
+    alias = {"all": list(NAMES), "train": ["B6"]}
+    names = alias.get(args.name, [args.name.upper()])
     if any(n not in NAMES for n in names):
-        known = ", ".join((*NAMES, "all", "env"))
+        known = ", ".join((*NAMES, "all", "env", "train"))
         print(f"chiron: unknown benchmark {args.name!r}; known: {known}", file=sys.stderr)
         return 2
     failed = 0
