@@ -77,10 +77,13 @@ class EvalVsChiron(BaseCallback):
     def _on_training_start(self) -> None:
         from agents import make_agent
 
+        self.best = -np.inf
+        self.chiron: list[dict[str, Any]] = []
+        if self.eval_freq <= 0:  # no evaluations (Tune trials, B6): nothing to compare with
+            return
         self.chiron = [
             self._episode(lambda ctx: make_agent("chiron", ctx), s) for s in self.eval_seeds
         ]
-        self.best = -np.inf
 
     def _on_step(self) -> bool:
         if self.eval_freq <= 0 or self.n_calls % self.eval_freq:

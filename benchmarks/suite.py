@@ -195,8 +195,13 @@ def b5() -> dict[str, Any]:
 
 
 def b6(timesteps: int = 20_000, n_envs: int = 2) -> dict[str, Any]:
+    import importlib.util
     import tempfile
 
+    if importlib.util.find_spec("stable_baselines3") is None:
+        raise RuntimeError(
+            'B6 trains PPO: it needs the rl extra (pip install -e ".[rl]"; make bench)'
+        )
     from agents.ppo import train
 
     with tempfile.TemporaryDirectory() as tmp:
