@@ -12,7 +12,6 @@ Needs pandas and pyarrow (``pip install chiron-gym[data]``); loading a profile d
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -170,8 +169,3 @@ def mape_table(docs: list[dict[str, Any]]) -> str:
         cells = [("-" if c not in m else f"{m[c]:.2f}") for c in cols]
         lines.append(f"| {d['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def is_close(a: float, b: float) -> bool:
-    """Equal to the six significant digits that ship."""
-    return math.isclose(a, b, rel_tol=1e-5, abs_tol=0.0)

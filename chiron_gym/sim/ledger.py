@@ -32,6 +32,7 @@ _T = TypeVar("_T")
 # Plain ints for the per-request hot path (comparing a numpy scalar with an IntEnum member goes
 # through the enum machinery on every call).
 _PENDING, _MET, _LATE = int(Outcome.PENDING), int(Outcome.MET), int(Outcome.LATE)
+_REJECTED = int(Outcome.REJECTED)
 
 
 def slo_met(slo: SLO, ttft_s: float, itl_s: float) -> bool:
@@ -86,10 +87,10 @@ class Ledger:
 
     def reject(self, idx: int, klass: int, reason: RejectReason) -> bool:
         """Record ``idx`` refused for ``reason``; False (and no change) if already decided."""
-        if self.outcome[idx] != Outcome.PENDING:
+        if self.outcome[idx] != _PENDING:
             return False
-        self.outcome[idx] = Outcome.REJECTED
-        self.reject_reason[idx] = reason
+        self.outcome[idx] = _REJECTED
+        self.reject_reason[idx] = int(reason)
         counters = self._window[klass]
         counters.rejected += 1
         name = reason.name.lower()
@@ -119,12 +120,9 @@ class Ledger:
 
     def finish_held(self, r: Request, met: bool, ttft_s: float, itl_s: float) -> None:
         """``sync`` and ``finish`` of a request the simulator held, in one call (its hot path)."""
-        idx = r.idx
-        self.admitted_s[idx] = r.admitted_s
-        self.preemptions[idx] = r.preemptions
-        self.first_token_s[idx] = r.first_token_s
-        self.finish_s[idx] = r.finish_s
-        self._decide(idx, r.klass, met, r.output_tokens, ttft_s, itl_s)
+        self.sync(r)
+        self.finish_s[r.idx] = r.finish_s
+        self._decide(r.idx, r.klass, met, r.output_tokens, ttft_s, itl_s)
 
     def _decide(
         self, idx: int, klass: int, met: bool, output_tokens: int, ttft_s: float, itl_s: float
