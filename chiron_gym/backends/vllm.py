@@ -253,9 +253,9 @@ class VllmBackend(LedgerColumns):
         prompt = prompt_ids(
             self._salt + idx + int(self.retries[idx]) * len(w),  # distinct, retries too
             int(w.prompt_tokens[idx]),
-            self.cfg.token_id if self.cfg else 5,
+            self.cfg.token_id if self.cfg else ServerConfig.token_id,
         )
-        model = self.cfg.served_name if self.cfg else "tiny"
+        model = self.cfg.served_name if self.cfg else ServerConfig.served_name
         try:
             t_first, t_last = await self._client.stream_completion(
                 s.url, model, prompt, int(w.output_tokens[idx]), self._clock

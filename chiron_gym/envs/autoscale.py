@@ -370,9 +370,8 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
     def _observe(
         self, window: WindowReport, decision: Decision, terms: dict[str, float], reward: float
     ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
-        raw = self._features.raw(self.backend, window, self.scenario.horizon_s)
+        raw, obs = self._features.observe(self.backend, window, self.scenario.horizon_s)
         self._raw = raw
-        obs = self._features.vector(raw, self.backend)
         summary = self.backend.summary()
         info: dict[str, Any] = {
             "sim_time_s": self.backend.now,

@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from chiron_gym.backends.base import Backend
+from chiron_gym.backends.base import Backend, PoolState
 from chiron_gym.control.qlm import at_risk, estimate, max_pressure, required_rate
 from chiron_gym.scenario import Scenario
 from chiron_gym.sim import (
@@ -183,13 +183,27 @@ class FeatureBuilder:
         self._capacity[key] = value
         return value
 
-    def raw(self, backend: Backend, window: WindowReport, horizon_s: float) -> dict[str, float]:
+    def observe(
+        self, backend: Backend, window: WindowReport, horizon_s: float
+    ) -> tuple[dict[str, float], npt.NDArray[np.float32]]:
+        """The raw features and the normalised observation, from one read of the pools' state."""
+        states = {name: backend.pool_state(p) for p, name in zip(POOLS, POOL_NAMES, strict=True)}
+        raw = self.raw(backend, window, horizon_s, states)
+        return raw, self.vector(raw, states)
+
+    def raw(
+        self,
+        backend: Backend,
+        window: WindowReport,
+        horizon_s: float,
+        states: Mapping[str, PoolState],
+    ) -> dict[str, float]:
         """Raw feature values (units as in ``FEATURES``)."""
         out: dict[str, float] = {}
         dur = max(window.duration_s, 1e-9)
         budget_den = 0
-        for pool, name in zip(POOLS, POOL_NAMES, strict=True):
-            st = backend.pool_state(pool)
+        for name in POOL_NAMES:
+            st = states[name]
             rep = window.pools[name]
             out[f"{name}.exists"] = float(st.exists)
             out[f"{name}.ready"] = float(st.ready)
@@ -253,9 +267,10 @@ class FeatureBuilder:
         out["time_left"] = max(0.0, 1.0 - backend.now / horizon_s)
         return out
 
-    def vector(self, raw: dict[str, float], backend: Backend) -> npt.NDArray[np.float32]:
+    def vector(
+        self, raw: dict[str, float], states: Mapping[str, PoolBounds]
+    ) -> npt.NDArray[np.float32]:
         """The normalised observation (pool bounds as the backend states them)."""
-        states = {name: backend.pool_state(p) for p, name in zip(POOLS, POOL_NAMES, strict=True)}
         vec = np.empty(len(FEATURES), dtype=np.float64)
         for i, f in enumerate(FEATURES):
             vec[i] = normalise(f, raw[f.name], raw, states)
