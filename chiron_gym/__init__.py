@@ -4,12 +4,17 @@ Layers (imports point one way): ``sim`` (discrete-event model, numpy only) and `
 (arrivals, lengths, traces) at the bottom; ``scenario`` and ``episode`` wire them; the ``chiron``
 command in ``cli`` is the composition root. ``backends`` put a cluster behind one protocol and
 ``envs`` is the Gymnasium face over a backend. Importing the package registers
-``chiron_gym/Autoscale-v0``.
+``chiron_gym/Autoscale-v0``. The simulator core is compiled with mypyc at install when it
+can be (``native.py``); the same sources run uncompiled with the same results.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+
+from chiron_gym import native
+
+native.install()  # the compiled simulator core, or its sources (``chiron_gym/native.py``)
 
 try:
     __version__ = version("chiron-gym")

@@ -84,8 +84,8 @@ class Backend(Protocol):
         """GPUs held now (starting, ready and draining instances)."""
         ...
 
-    def summary(self) -> dict[str, ClassReport]:
-        """Per-class outcomes of the episode so far."""
+    def summary(self, latencies: bool = True) -> dict[str, ClassReport]:
+        """Per-class outcomes of the episode so far (latency percentiles only if ``latencies``)."""
         ...
 
     def gpu_seconds(self) -> float:

@@ -103,8 +103,8 @@ class SimBackend:
             total += len(self.cluster.live_instances(pool)) * spec.instance.gpus
         return total
 
-    def summary(self) -> dict[str, ClassReport]:
-        return self.cluster.summary()
+    def summary(self, latencies: bool = True) -> dict[str, ClassReport]:
+        return self.cluster.summary(latencies)
 
     def gpu_seconds(self) -> float:
         return self.cluster.gpu_seconds()

@@ -430,9 +430,9 @@ class VllmBackend(LedgerColumns):
             if s.state <= ServerState.DRAINING
         )
 
-    def summary(self) -> dict[str, ClassReport]:
+    def summary(self, latencies: bool = True) -> dict[str, ClassReport]:
         # no overdue count: an in-flight request's first token is recorded only when it ends
-        return self.ledger.summary(self.queue_lengths(), overdue_at_s=None)
+        return self.ledger.summary(self.queue_lengths(), overdue_at_s=None, latencies=latencies)
 
     def gpu_seconds(self) -> float:
         gpus = {pool: spec.instance.gpus for pool, spec in self._specs.items()}

@@ -372,7 +372,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
     ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
         raw, obs = self._features.observe(self.backend, window, self.scenario.horizon_s)
         self._raw = raw
-        summary = self.backend.summary()
+        summary = self.backend.summary(latencies=False)  # info needs the counts only
         info: dict[str, Any] = {
             "sim_time_s": self.backend.now,
             "step": self._steps,

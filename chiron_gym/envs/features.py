@@ -172,11 +172,13 @@ class FeatureBuilder:
         n = max(1, min(cap, inst.kv_capacity_tokens // per_req))
         ctx = prompt + out_mean // 2
         model = inst.perf_model
-        t_dec = model.iteration_time_s(BatchComposition([], [], [ctx] * n))
+        t_dec = model.iteration_time_s(BatchComposition.with_decodes([], [], [ctx] * n))
         chunk = min(prompt, inst.max_num_batched_tokens)
         rest = [ctx] * (n - 1)
-        t_mix = model.iteration_time_s(BatchComposition([chunk], [0], rest))
-        t_rest = model.iteration_time_s(BatchComposition([], [], rest)) if rest else 0.0
+        t_mix = model.iteration_time_s(BatchComposition.with_decodes([chunk], [0], rest))
+        t_rest = (
+            model.iteration_time_s(BatchComposition.with_decodes([], [], rest)) if rest else 0.0
+        )
         t_pre = max(0.0, t_mix - t_rest) * prompt / chunk
         rate = 1.0 / (t_pre + out_mean * t_dec / n)
         value = rate * out_mean

@@ -36,12 +36,12 @@ class Comparison:
 
 
 def _prefill_s(p: Profile, batch: int, prompt: int) -> float:
-    comp = BatchComposition([prompt] * batch, [0] * batch, [])
+    comp = BatchComposition.with_decodes([prompt] * batch, [0] * batch, [])
     return p.perf_model().iteration_time_s(comp)
 
 
 def _decode_s(p: Profile, batch: int, context: int) -> float:
-    comp = BatchComposition([], [], [context] * batch)
+    comp = BatchComposition.with_decodes([], [], [context] * batch)
     return p.perf_model().iteration_time_s(comp)
 
 
@@ -51,7 +51,7 @@ def _batch_latency_s(p: Profile, batch: int, length: int, chunk: int) -> float:
     remaining = batch * length
     while remaining > 0:
         n = min(chunk, remaining)
-        total += p.perf_model().iteration_time_s(BatchComposition([n], [0], []))
+        total += p.perf_model().iteration_time_s(BatchComposition.with_decodes([n], [0], []))
         remaining -= n
     for k in range(1, length):
         total += _decode_s(p, batch, length + k)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from chiron_gym.profiles.forms import DecodeAttention
 from chiron_gym.sim import BatchComposition
 
@@ -12,6 +14,7 @@ if TYPE_CHECKING:
     from chiron_gym.profiles.profile import Profile
 
 
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes
 class ProfilePerfModel:
     """``PerfModel`` from a profile: the iteration time of ``forms.py``."""
 
@@ -47,7 +50,7 @@ class ProfilePerfModel:
 
     def iteration_time_s(self, batch: BatchComposition) -> float:
         """Seconds for one iteration computing ``batch``."""
-        n_dec = len(batch.decode_context_tokens)
+        n_dec = batch.num_decode
         n_pre = len(batch.prefill_new_tokens)
         tokens = sum(batch.prefill_new_tokens) + n_dec
         t = self._tokens(tokens, n_pre + n_dec)
@@ -57,7 +60,7 @@ class ProfilePerfModel:
                 batch.prefill_new_tokens, batch.prefill_context_tokens
             )
         if n_dec:
-            ctx = float(sum(batch.decode_context_tokens))
+            ctx = float(batch.decode_context_sum)
             base, slope, _ = self._decode_piece(n_dec, ctx)
             attn += base + slope * ctx
         return t + self._layers * attn

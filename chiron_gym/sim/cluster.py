@@ -18,9 +18,11 @@ instance model, the queues and the reports already live in their own modules.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from chiron_gym.sim.events import (
     PRIORITY_ARRIVAL,
@@ -50,6 +52,9 @@ ROUTES: dict[int, tuple[Pool, ...]] = {
     RequestClass.INTERACTIVE: (Pool.INTERACTIVE, Pool.MIXED),
     RequestClass.BATCH: (Pool.BATCH, Pool.MIXED),
 }
+# Called after every iteration start with the instance, the time, the iteration's end (None: it
+# idles) and how many requests ran before (the tests check the instance's invariants with it).
+IterationHook = Callable[[Instance, float, "float | None", int], None]
 # Classes a pool pulls from the global queues, in order.
 PULLS: dict[Pool, tuple[int, ...]] = {
     Pool.INTERACTIVE: (RequestClass.INTERACTIVE,),
@@ -58,6 +63,7 @@ PULLS: dict[Pool, tuple[int, ...]] = {
 }
 
 
+@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True)
 class PoolSpec:
     """One pool: its instance type, how many instances it starts with (ready) and their cap, and
@@ -85,6 +91,7 @@ class PoolSpec:
             )
 
 
+@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     """Pools, per-class SLOs and queue settings of a cluster."""
@@ -114,6 +121,7 @@ class ClusterConfig:
         return self.interactive_slo if klass == RequestClass.INTERACTIVE else self.batch_slo
 
 
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes
 class Cluster(LedgerColumns):
     """A simulated serving cluster driven by ``run_until``, ``scale`` and ``set_batch_cap``.
 
@@ -121,8 +129,20 @@ class Cluster(LedgerColumns):
     ``finish_s``, ...).
     """
 
-    def __init__(self, config: ClusterConfig, workload: Workload, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        workload: Workload,
+        rng: np.random.Generator,
+        *,
+        aggregate: bool = True,
+        on_iteration: IterationHook | None = None,
+    ) -> None:
+        """``aggregate=False`` runs every iteration through the per-request scheduler (see
+        ``Instance``; the same episodes, for tests); ``on_iteration``: see ``IterationHook``."""
         self.config = config
+        self._aggregate = aggregate
+        self._on_iteration = on_iteration
         self.workload = workload
         self._rng = rng  # cold starts only: the workload is fixed before the episode
         self.events = EventQueue()
@@ -289,11 +309,13 @@ class Cluster(LedgerColumns):
         spans = ((inst.started_s, inst.stopped_s, inst.spec.gpus) for inst in self.instances)
         return gpu_seconds(spans, end, t0)
 
-    def summary(self) -> dict[str, ClassReport]:
-        """Per-class outcomes of every request arrived so far."""
+    def summary(self, latencies: bool = True) -> dict[str, ClassReport]:
+        """Per-class outcomes of every request arrived so far (``Ledger.summary``)."""
         self._sync_in_flight()
         queued = [len(q) for q in self.queues]
-        return self.ledger.summary(queued, self.now, self.config.interactive_slo.ttft_s)
+        return self.ledger.summary(
+            queued, self.now, self.config.interactive_slo.ttft_s, latencies=latencies
+        )
 
     def _sync_in_flight(self) -> None:
         """Copy the timestamps of requests still held by instances into the ledger."""
@@ -382,6 +404,7 @@ class Cluster(LedgerColumns):
             batch_cap=spec.initial_batch_cap,
             started_s=now,
             ready_s=ready_s,
+            aggregate=self._aggregate,
         )
         self.instances.append(inst)
         self._live[spec.pool].append(inst)
@@ -427,7 +450,11 @@ class Cluster(LedgerColumns):
         # A stretch may run past arrivals: one routed here cuts it short (``_arrive``); the
         # others see only its load, which no stretch changes. It never runs past the control
         # horizon, where reports and actions see every instance's state.
+        hook = self._on_iteration
+        before = len(inst.running) if hook is not None else 0
         end = inst.start_iteration(self.events.now, self._horizon_s, self.config.fast_forward)
+        if hook is not None:
+            hook(inst, self.events.now, end, before)
         if inst.new_swaps:
             after = self.config.swap_requeue_s
             if after is not None:

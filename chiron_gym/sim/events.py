@@ -10,6 +10,8 @@ import heapq
 import itertools
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 # Priorities for events at the same instant: an instance finishes its iteration before an
 # instance becomes ready, before a request arrives. Both simulation modes (fast-forward and
 # per-iteration) use the same order, which keeps them equal.
@@ -18,6 +20,7 @@ PRIORITY_READY = 1
 PRIORITY_ARRIVAL = 2
 
 
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes
 class EventQueue:
     """Pending events as ``(time_s, priority, seq, kind, payload)``; the clock is ``now``."""
 

@@ -28,12 +28,16 @@ mirrors the scheduler step by step); split apart, each half would reach into the
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from chiron_gym.sim.perf_model import BatchComposition, PerfModel
 from chiron_gym.sim.request import Pool, Request, RequestClass
@@ -48,6 +52,7 @@ class InstanceState(IntEnum):
     STOPPED = 3
 
 
+@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True)
 class ColdStart:
     """Start-up delay of a new instance, seconds: ``fixed`` or ``lognormal`` (median, sigma)."""
@@ -72,6 +77,7 @@ class ColdStart:
         return float(self.median_s * math.exp(self.sigma * z))
 
 
+@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True)
 class InstanceSpec:
     """An instance type: one model on ``gpus`` GPUs with its performance model and KV cache."""
@@ -111,12 +117,29 @@ def _stretch_elapsed(k: int, base: float, slope: float, s0: float, n: int) -> fl
     return k * base + slope * (k * s0 + n * k * (k - 1) / 2.0)
 
 
+_CHUNK, _SAMPLED, _FINISHED = 0, 1, 2  # what the end of an iteration did to a request
+
+
 def _blocks(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size)
 
 
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes
 class Instance:
-    """A serving instance and its running, waiting and swapped requests."""
+    """A serving instance and its running, waiting and swapped requests.
+
+    Steady decoders (running requests past their first token that decode one token per
+    iteration, usually nearly all of them) are kept as aggregates over a per-instance token clock
+    ``tick``: their count, summed context, KV blocks, a histogram of their context modulo the block
+    size (which of them need a new block at a given tick) and a heap of the ticks at which they
+    finish. A steady request's ``computed`` and ``generated`` are as of tick ``mark`` and are
+    ``tick - mark`` larger now (``sync_steady`` writes them out). An iteration in which every
+    request gets its whole share of the token budget and of the free KV blocks therefore costs
+    O(requests that are not steady); any other (a preemption, a starved request, a swap on a mixed
+    instance) dissolves the aggregates and runs the per-request scheduler, which is also what the
+    per-iteration reference mode runs throughout (``aggregate=False`` forces it in fast-forward
+    mode too: the tests compare the two bit for bit).
+    """
 
     def __init__(
         self,
@@ -127,8 +150,10 @@ class Instance:
         batch_cap: int,
         started_s: float,
         ready_s: float,
+        aggregate: bool = True,
     ) -> None:
         self.instance_id = instance_id
+        self.aggregate = aggregate
         self.pool = pool
         self.spec = spec
         self.batch_cap = 1
@@ -137,7 +162,7 @@ class Instance:
         self.started_s = started_s
         self.ready_s = ready_s
         self.stopped_s = math.nan
-        self.running: list[Request] = []
+        self.running: list[Request] = []  # in admission order (``Request.order``)
         self.waiting: tuple[deque[Request], deque[Request]] = (deque(), deque())  # by class
         self.swapped: deque[Request] = deque()
         self.used_blocks = 0
@@ -161,6 +186,18 @@ class Instance:
         # it short when a request is routed here mid-stretch (``truncate_stretch``)
         self._ff: tuple[float, float, float, float, int] | None = None
         self.epoch = 0  # counts scheduled iteration ends; an event of an older epoch is stale
+        # The steady decoders' aggregates (see the class docstring).
+        self.tick = 0
+        self._steady_n = 0
+        self._steady_computed = 0  # their summed ``computed`` at ``tick``
+        self._steady_blocks = 0  # their KV blocks between iterations: sum of ceil(computed / bs)
+        self._phase = [0] * spec.block_size_tokens  # how many have (computed - tick) % bs == q
+        self._done_at: list[tuple[int, int, Request]] = []  # heap: (last tick, order, request)
+        self.active: list[Request] = []  # the running requests that are not steady, in order
+        self._exact = False  # the iteration in flight runs the per-request scheduler
+        self._rebuild = False  # ... and the aggregates are rebuilt when it ends
+        self._admitted = 0  # admissions so far: the next ``Request.order``
+        self._interactive_running = 0
 
     def __repr__(self) -> str:
         return (
@@ -183,11 +220,7 @@ class Instance:
     @property
     def interactive_load(self) -> int:
         """Interactive requests held (a mixed instance evicts batch ones for these)."""
-        n = len(self.waiting[RequestClass.INTERACTIVE])
-        for r in self.running:
-            if r.klass == RequestClass.INTERACTIVE:
-                n += 1
-        return n
+        return self._interactive_running + len(self.waiting[RequestClass.INTERACTIVE])
 
     @property
     def kv_usage(self) -> float:
@@ -205,6 +238,16 @@ class Instance:
     def has_work(self) -> bool:
         """Whether anything is running or waiting."""
         return bool(self.running or self.waiting[0] or self.waiting[1] or self.swapped)
+
+    def sync_steady(self) -> None:
+        """Write the steady requests' ``computed``, ``generated`` and ``blocks`` out (they are
+        kept as aggregates); for tests and inspection, the simulation does not need it."""
+        bs = self.spec.block_size_tokens
+        ahead = (self._stretch or 1) if self.busy and not self._exact else 0
+        for r in self.running:
+            if r.mark >= 0:
+                c = self._sync(r)
+                r.blocks = -(-(c + ahead) // bs)
 
     # ---- control -----------------------------------------------------------------------------
 
@@ -226,6 +269,142 @@ class Instance:
         ``horizon_s`` is the time of the next external event (arrival or control): a stretch never
         ends after it, so whatever happens then sees the same state as in per-iteration mode.
         """
+        if not (fast_forward and self.aggregate):
+            return self._start_exact(now, horizon_s, fast_forward)
+        spec = self.spec
+        bs = spec.block_size_tokens
+        free = spec.kv_capacity_blocks - self.used_blocks
+        interactive_waits = self.pool == Pool.MIXED and bool(self.waiting[RequestClass.INTERACTIVE])
+        if interactive_waits and self._swap_due(free):
+            return self._start_exact(now, horizon_s, fast_forward)
+        budget = spec.max_num_batched_tokens
+        n_dec = self._steady_n
+        tokens = n_dec  # one each for the steady requests, then the others' whole shares
+        active = self.active
+        for r in active:
+            tokens += r.prompt_tokens + r.generated - r.computed
+        shares = None if tokens <= budget else self._shares(budget)
+        if shares is not None:
+            if not shares:
+                return self._start_exact(now, horizon_s, fast_forward)  # a steady one starves
+            tokens = n_dec + sum(shares)
+        need = self._phase[-self.tick % bs] if n_dec else 0  # steady ones at a block boundary
+        for j, r in enumerate(active):
+            n = r.prompt_tokens + r.generated - r.computed if shares is None else shares[j]
+            if n > 0:
+                need += -(-(r.computed + n) // bs) - r.blocks
+        if need > free:
+            # someone would be preempted: who depends on the running order
+            return self._start_exact(now, horizon_s, fast_forward)
+        free -= need
+        ctx_sum = self._steady_computed + n_dec
+        prefill_new: list[int] = []
+        prefill_ctx: list[int] = []
+        all_decode = True
+        for j, r in enumerate(active):
+            c = r.computed
+            left = r.prompt_tokens + r.generated - c
+            n = left if shares is None else shares[j]
+            if n <= 0:
+                r.scheduled = 0
+                all_decode = False
+                continue
+            r.blocks = -(-(c + n) // bs)
+            r.scheduled = n
+            if n == 1 and left == 1:
+                n_dec += 1
+                ctx_sum += c + 1
+                if r.generated == 0:
+                    all_decode = False
+            else:
+                prefill_new.append(n)
+                prefill_ctx.append(c)
+                all_decode = False
+        had_active = bool(active)
+        free, n_dec, ctx_sum, swap_tokens, changed, blocked = self._admit(
+            now,
+            free,
+            spec.max_num_batched_tokens - tokens,
+            prefill_new,
+            prefill_ctx,
+            n_dec,
+            ctx_sum,
+        )
+        self.used_blocks = spec.kv_capacity_blocks - free
+        self._stretch = 0
+        self._exact = False
+        if not self.running:
+            return None
+        self.busy = True
+        self._iter_start_s = now
+        self._iter_decodes = n_dec
+        dt = spec.perf_model.iteration_time_s(
+            BatchComposition(prefill_new, prefill_ctx, n_dec, ctx_sum)
+        )
+        if swap_tokens:
+            dt += swap_tokens * spec.kv_bytes_per_token / spec.pcie_bytes_per_s
+        decode_only = all_decode and not changed and not blocked and not had_active
+        if decode_only and interactive_waits and self.waiting[RequestClass.INTERACTIVE]:
+            # A waiting interactive request may evict batch ones as free KV shrinks during the
+            # stretch; that decision is only taken iteration by iteration.
+            decode_only = self._interactive_running == len(self.running)
+        if decode_only:
+            return self._plan_stretch(
+                now,
+                dt,
+                n_dec,
+                float(ctx_sum),
+                self._done_at[0][0] - self.tick,
+                self._steady_blocks_after,
+                math.inf,
+                horizon_s,
+            )
+        return now + dt
+
+    def _shares(self, budget: int) -> list[int]:
+        """The token shares of the non-steady running requests when their whole shares exceed
+        ``budget``: the budget goes out in running order, one token to each steady request and
+        ``min(left, rest)`` to each other. Empty if a steady request would get none (then who
+        advances is no longer uniform)."""
+        running = self.running
+        shares: list[int] = []
+        steady_seen = 0
+        for j, r in enumerate(self.active):
+            before = bisect.bisect_left(running, r.order, key=_running_order) - j
+            budget -= before - steady_seen
+            steady_seen = before
+            if budget < 0:
+                return []
+            left = r.prompt_tokens + r.generated - r.computed
+            n = left if left < budget else budget
+            shares.append(n)
+            budget -= n
+        if budget < self._steady_n - steady_seen:
+            return []
+        return shares
+
+    def _swap_due(self, free: int) -> bool:
+        """Whether ``_swap_out_for_interactive`` would swap a batch request out now: some
+        running, and the waiting interactive ones over the batch cap or the free KV blocks."""
+        running = self.running
+        if self._interactive_running == len(running):
+            return False
+        waiting = self.waiting[RequestClass.INTERACTIVE]
+        if len(running) + len(waiting) > self.batch_cap:
+            return True
+        bs = self.spec.block_size_tokens
+        budget = self.spec.max_num_batched_tokens
+        blocks = 0
+        for w in waiting:
+            blocks += _blocks(min(w.num_tokens - w.computed, budget), bs)
+        return free < blocks
+
+    def _start_exact(self, now: float, horizon_s: float, fast_forward: bool) -> float | None:
+        """``start_iteration`` request by request, in running order (the reference scheduler)."""
+        if self._steady_n:
+            self._dissolve()
+        self._exact = True
+        self._rebuild = fast_forward and self.aggregate
         spec = self.spec
         bs = spec.block_size_tokens
         free = spec.kv_capacity_blocks - self.used_blocks
@@ -239,11 +418,12 @@ class Instance:
         # One pass schedules the running requests and records the batch's composition (in running
         # order: preemption victims are popped from the end, never among those already recorded).
         # `prompt_tokens + generated` is `Request.num_tokens`, inlined: this is the hot path. The
-        # admission loop below classifies the same way (decode: one token left and scheduled).
+        # admission loop classifies the same way (decode: one token left and scheduled).
         budget = spec.max_num_batched_tokens
         prefill_new: list[int] = []
         prefill_ctx: list[int] = []
-        decode_ctx: list[int] = []
+        n_dec = 0
+        ctx_sum = 0
         all_decode = True  # every running request decodes one token, none its first
         i = 0
         n_run = len(running)
@@ -273,7 +453,8 @@ class Instance:
                 budget -= n
                 i += 1
                 if n == 1 and left == 1:
-                    decode_ctx.append(c + 1)
+                    n_dec += 1
+                    ctx_sum += c + 1
                     if r.generated == 0:
                         all_decode = False
                 else:
@@ -281,6 +462,67 @@ class Instance:
                     prefill_ctx.append(c)
                     all_decode = False
 
+        free, n_dec, ctx_sum, admitted_swap, admitted, blocked = self._admit(
+            now, free, budget, prefill_new, prefill_ctx, n_dec, ctx_sum
+        )
+        swap_tokens += admitted_swap
+        changed = changed or admitted
+        self.used_blocks = spec.kv_capacity_blocks - free
+        self._interactive_running = sum(r.klass == RequestClass.INTERACTIVE for r in running)
+        self._stretch = 0
+        if not running:
+            # Nothing fits: cannot happen for requests that fit an empty cache, which the
+            # cluster guarantees by rejecting the others on arrival.
+            self._exact = False
+            return None
+        self.busy = True
+        self._iter_start_s = now
+        self._iter_decodes = n_dec
+
+        decode_only = all_decode and not changed and not blocked
+        if decode_only and self.pool == Pool.MIXED and self.waiting[RequestClass.INTERACTIVE]:
+            # A waiting interactive request may evict batch ones as free KV shrinks during the
+            # stretch; that decision is only taken iteration by iteration.
+            decode_only = not any(r.klass == RequestClass.BATCH for r in running)
+        dt = spec.perf_model.iteration_time_s(
+            BatchComposition(prefill_new, prefill_ctx, n_dec, ctx_sum)
+        )
+        if swap_tokens:
+            dt += swap_tokens * spec.kv_bytes_per_token / spec.pcie_bytes_per_s
+        if not (fast_forward and decode_only):
+            return now + dt
+        n = len(running)
+        computed = np.fromiter((r.computed for r in running), dtype=np.int64, count=n)
+
+        def blocks_after(k: int) -> int:
+            return int(np.sum(-(-(computed + k) // bs)))
+
+        k_max = min(r.output_tokens - r.generated for r in running)
+        # ceil((c + k) / bs) <= (c + k) / bs + 1: when even that bound fits, skip the exact sum
+        bound = (int(computed.sum()) + n * k_max) / bs + n
+        return self._plan_stretch(now, dt, n, float(ctx_sum), k_max, blocks_after, bound, horizon_s)
+
+    def _admit(
+        self,
+        now: float,
+        free: int,
+        budget: int,
+        prefill_new: list[int],
+        prefill_ctx: list[int],
+        n_dec: int,
+        ctx_sum: int,
+    ) -> tuple[int, int, int, int, bool, bool]:
+        """Admit waiting requests, interactive before batch and FCFS within a class (swapped batch
+        requests before fresh ones), while the batch cap, the token budget and free KV blocks
+        allow; the first one that does not fit stops admission (head-of-line, as vLLM V1 does).
+
+        Returns free blocks, decodes, their summed context, tokens swapped in, whether any was
+        admitted and whether the token budget left some waiting.
+        """
+        bs = self.spec.block_size_tokens
+        running = self.running
+        swap_tokens = 0
+        admitted = False
         blocked_by_budget = False
         while len(running) < self.batch_cap:
             if budget <= 0:
@@ -305,62 +547,46 @@ class Instance:
             budget -= n
             if math.isnan(r.admitted_s):
                 r.admitted_s = now
+            r.order = self._admitted
+            self._admitted += 1
             running.append(r)
-            changed = True
+            self.active.append(r)
+            if r.klass == RequestClass.INTERACTIVE:
+                self._interactive_running += 1
+            admitted = True
             if n == 1 and left == 1:
-                decode_ctx.append(c + 1)
+                n_dec += 1
+                ctx_sum += c + 1
             elif n > 0:
                 prefill_new.append(n)
                 prefill_ctx.append(c)
+        return free, n_dec, ctx_sum, swap_tokens, admitted, blocked_by_budget
 
-        self.used_blocks = spec.kv_capacity_blocks - free
-        self._stretch = 0
-        if not running:
-            # Nothing fits: cannot happen for requests that fit an empty cache, which the
-            # cluster guarantees by rejecting the others on arrival.
-            return None
-        self.busy = True
-        self._iter_start_s = now
-        self._iter_decodes = len(decode_ctx)
-
-        decode_only = all_decode and not changed and not blocked_by_budget
-        if decode_only and self.pool == Pool.MIXED and self.waiting[RequestClass.INTERACTIVE]:
-            # A waiting interactive request may evict batch ones as free KV shrinks during the
-            # stretch; that decision is only taken iteration by iteration.
-            decode_only = not any(r.klass == RequestClass.BATCH for r in running)
-        composition = BatchComposition(prefill_new, prefill_ctx, decode_ctx)
-        dt = spec.perf_model.iteration_time_s(composition)
-        if swap_tokens:
-            dt += swap_tokens * spec.kv_bytes_per_token / spec.pcie_bytes_per_s
-        if fast_forward and decode_only:
-            return self._plan_stretch(now, dt, decode_ctx, horizon_s)
-        return now + dt
-
-    def _plan_stretch(self, now: float, dt0: float, contexts: list[int], horizon_s: float) -> float:
-        """Extend a decode-only iteration into a closed-form stretch of ``K`` iterations.
+    def _plan_stretch(
+        self,
+        now: float,
+        dt0: float,
+        n: int,
+        s0: float,
+        k_max: int,
+        blocks_after: Callable[[int], int],
+        blocks_bound: float,
+        horizon_s: float,
+    ) -> float:
+        """Extend a decode-only iteration of ``n`` sequences with summed context ``s0`` into a
+        closed-form stretch of ``K`` iterations.
 
         Iteration ``k`` of the stretch costs ``base + slope * (S0 + n * k)``, so ``K`` iterations
         take ``T(K) = K * base + slope * (K * S0 + n * K * (K - 1) / 2)``. ``K`` stops at the first
-        completion, before the iteration whose KV blocks would not fit, at the end of the perf
-        model's affine piece, and at the last iteration that ends no later than ``horizon_s``.
+        completion (``k_max`` iterations away), before the iteration whose KV blocks would not fit
+        (``blocks_after(K)`` blocks are held after ``K`` iterations; ``blocks_bound`` is an upper
+        bound of ``blocks_after(k_max)``), at the end of the perf model's affine piece, and at the
+        last iteration that ends no later than ``horizon_s``.
         """
-        running = self.running
-        n = len(running)
-        spec = self.spec
-        k_max = min(r.output_tokens - r.generated for r in running)
         if k_max <= 1 or now + dt0 > horizon_s:
             return now + dt0
-        # KV: K iterations need sum(ceil((computed_i + K) / bs)) blocks; largest K that fits.
-        bs = spec.block_size_tokens
-        cap = spec.kv_capacity_blocks
-
-        def blocks_after(k: int) -> int:
-            computed = np.fromiter((r.computed for r in running), dtype=np.int64, count=n)
-            return int(np.sum(-(-(computed + k) // bs)))
-
-        # ceil((c + k) / bs) <= (c + k) / bs + 1: when even that bound fits, skip the exact sum
-        bound = (sum(r.computed for r in running) + n * k_max) / bs + n
-        if bound > cap and blocks_after(k_max) > cap:
+        cap = self.spec.kv_capacity_blocks
+        if blocks_bound > cap and blocks_after(k_max) > cap:
             lo, hi = 1, k_max  # blocks_after(lo) fits (iteration 0 was allocated), hi does not
             while hi - lo > 1:
                 mid = (lo + hi) // 2
@@ -369,8 +595,7 @@ class Instance:
                 else:
                     hi = mid
             k_max = lo
-        s0 = float(sum(contexts))
-        base, slope, valid_until = spec.perf_model.decode_cost(n, s0)
+        base, slope, valid_until = self.spec.perf_model.decode_cost(n, s0)
         if valid_until < math.inf:
             # Iteration k has summed context s0 + n * k; keep the stretch on one affine piece.
             k_max = min(k_max, int((valid_until - s0) // n) + 1)
@@ -404,6 +629,9 @@ class Instance:
     def _hold_stretch(self, k: int) -> None:
         """Make the stretch in flight ``k`` iterations long and hold the KV blocks they need."""
         self._stretch = k
+        if not self._exact:  # every running request is steady
+            self.used_blocks = self._steady_blocks_after(k)
+            return
         bs = self.spec.block_size_tokens
         used = 0
         for r in self.running:
@@ -439,8 +667,71 @@ class Instance:
         return t0 + _stretch_elapsed(k, base, slope, s0, n)
 
     def end_iteration(self, now: float) -> list[Request]:
-        """Apply the iteration (or stretch) that ends at ``now``; return finished requests."""
+        """Apply the iteration (or stretch) that ends at ``now``; return finished requests, in
+        running order."""
         self.busy = False
+        if self._exact:
+            return self._end_exact(now)
+        done_s = now + self.spec.frontend_latency_s
+        k = self._stretch
+        n = self._steady_n
+        if k:  # a stretch: k iterations of every running request (all steady) decoding
+            self.decode_tokens += k * n
+            self.decode_token_time_s += n * (now - self._iter_start_s)
+            self._stretch = 0
+            self._ff = None
+        else:
+            k = 1
+            if self._iter_decodes:
+                self.decode_tokens += self._iter_decodes
+                self.decode_token_time_s += self._iter_decodes * (now - self._iter_start_s)
+        finished: list[Request] = []
+        freed = 0
+        if n:
+            if k == 1:
+                self._steady_blocks += self._phase[-self.tick % self.spec.block_size_tokens]
+            else:
+                self._steady_blocks = self._steady_blocks_after(k)
+            self.tick += k
+            self._steady_computed += n * k
+            self.tokens_generated += n * k
+            done_at = self._done_at
+            tick = self.tick
+            while done_at and done_at[0][0] <= tick:
+                r = heapq.heappop(done_at)[2]
+                self._leave(r)
+                r.finish_s = done_s
+                freed += r.blocks
+                r.blocks = 0
+                finished.append(r)
+        active = self.active
+        if active:
+            still: list[Request] = []
+            for r in active:
+                step = self._apply(r, done_s)
+                if step == _FINISHED:
+                    freed += r.blocks
+                    r.blocks = 0
+                    finished.append(r)
+                elif step == _SAMPLED:
+                    self._join(r)
+                else:
+                    still.append(r)  # a prompt chunk (or nothing): the prompt is not done yet
+            self.active = still
+        if finished:
+            running = self.running
+            for r in finished:
+                running.remove(r)
+                if r.klass == RequestClass.INTERACTIVE:
+                    self._interactive_running -= 1
+            if len(finished) > 1:
+                finished.sort(key=_running_order)
+            self.used_blocks -= freed
+        return finished
+
+    def _end_exact(self, now: float) -> list[Request]:
+        """``end_iteration`` request by request (after ``_start_exact``)."""
+        self._exact = False
         finished: list[Request] = []
         freed = 0
         done_s = now + self.spec.frontend_latency_s
@@ -469,29 +760,105 @@ class Instance:
             self.tokens_generated += k * len(running)
         else:
             for r in running:
-                s = r.scheduled
-                if s:
-                    r.scheduled = 0
-                    c = r.computed + s
-                    r.computed = c
-                    if c == r.prompt_tokens + r.generated:
-                        g = r.generated + 1
-                        r.generated = g
-                        self.tokens_generated += 1
-                        if g == 1 and math.isnan(r.first_token_s):
-                            r.first_token_s = done_s
-                            if r.klass == RequestClass.INTERACTIVE:  # the class with a TTFT SLO
-                                self.first_tokens += 1
-                                self.ttft_sum_s += done_s - r.routed_s
-                        if g >= r.output_tokens:
-                            r.finish_s = done_s
-                            freed += r.blocks
-                            r.blocks = 0
-                            finished.append(r)
+                if self._apply(r, done_s) == _FINISHED:
+                    freed += r.blocks
+                    r.blocks = 0
+                    finished.append(r)
         if finished:
-            self.running = [r for r in running if r.generated < r.output_tokens]
+            running = self.running = [r for r in running if r.generated < r.output_tokens]
             self.used_blocks -= freed
+            self._interactive_running = sum(r.klass == RequestClass.INTERACTIVE for r in running)
+        self.active = []
+        if self._rebuild:
+            for r in running:
+                if r.generated and r.prompt_tokens + r.generated - r.computed == 1:
+                    self._join(r)
+                else:
+                    self.active.append(r)
         return finished
+
+    def _apply(self, r: Request, done_s: float) -> int:
+        """Apply a running request's scheduled tokens at the end of a plain iteration: its cache
+        catches up with them, and when it has caught up with all its tokens one is sampled (at
+        ``done_s``). Returns ``_CHUNK`` (no token yet), ``_SAMPLED`` or ``_FINISHED`` (the last
+        token: ``finish_s`` is set)."""
+        s = r.scheduled
+        if not s:
+            return _CHUNK
+        r.scheduled = 0
+        c = r.computed + s
+        r.computed = c
+        if c != r.prompt_tokens + r.generated:
+            return _CHUNK
+        g = r.generated + 1
+        r.generated = g
+        self.tokens_generated += 1
+        if g == 1 and math.isnan(r.first_token_s):
+            r.first_token_s = done_s
+            if r.klass == RequestClass.INTERACTIVE:  # the class with a TTFT SLO
+                self.first_tokens += 1
+                self.ttft_sum_s += done_s - r.routed_s
+        if g >= r.output_tokens:
+            r.finish_s = done_s
+            return _FINISHED
+        return _SAMPLED
+
+    # ---- the steady requests' aggregates -------------------------------------------------------
+
+    def _join(self, r: Request) -> None:
+        """Make a running request steady (between iterations; its fields are current)."""
+        tick = self.tick
+        c = r.computed
+        r.mark = tick
+        self._steady_n += 1
+        self._steady_computed += c
+        self._steady_blocks += r.blocks
+        self._phase[(c - tick) % self.spec.block_size_tokens] += 1
+        heapq.heappush(self._done_at, (tick + r.output_tokens - r.generated, r.order, r))
+
+    def _sync(self, r: Request) -> int:
+        """Bring a steady request's ``computed`` and ``generated`` up to ``tick``; return the
+        former."""
+        d = self.tick - r.mark
+        if d:
+            r.computed += d
+            r.generated += d
+            r.mark = self.tick
+        return r.computed
+
+    def _leave(self, r: Request) -> None:
+        """Take a request out of the steady aggregates (between iterations); its ``computed``,
+        ``generated`` and ``blocks`` are written out. The caller removes it from the heap."""
+        bs = self.spec.block_size_tokens
+        c = self._sync(r)
+        r.blocks = -(-c // bs)
+        r.mark = -1
+        r.scheduled = 0
+        self._steady_n -= 1
+        self._steady_computed -= c
+        self._steady_blocks -= r.blocks
+        self._phase[(c - self.tick) % bs] -= 1
+
+    def _dissolve(self) -> None:
+        """Write every steady request out before a per-request iteration."""
+        for r in self.running:
+            if r.mark >= 0:
+                self._leave(r)
+        self._done_at = []
+        self.active = []
+
+    def _steady_blocks_after(self, k: int) -> int:
+        """KV blocks the steady requests hold after ``k`` more iterations: request ``i`` gains
+        one at every iteration that starts with its context a multiple of the block size."""
+        bs = self.spec.block_size_tokens
+        tick = self.tick
+        total = self._steady_blocks
+        for q, count in enumerate(self._phase):
+            if count:
+                first = (-q - tick) % bs  # iterations until its context is a multiple of bs
+                if k > first:
+                    total += count * (1 + (k - 1 - first) // bs)
+        return total
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -555,3 +922,7 @@ class Instance:
                 self.swapped.append(victim)
                 self.new_swaps.append(victim)
         return moved, free
+
+
+def _running_order(r: Request) -> int:
+    return r.order

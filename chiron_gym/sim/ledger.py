@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
+from mypy_extensions import mypyc_attr
 
 from chiron_gym.sim.report import ClassReport, PoolReport, WindowReport, percentiles
 from chiron_gym.sim.request import (
@@ -28,7 +28,6 @@ from chiron_gym.sim.request import (
     Workload,
 )
 
-_T = TypeVar("_T")
 # Plain ints for the per-request hot path (comparing a numpy scalar with an IntEnum member goes
 # through the enum machinery on every call).
 _PENDING, _MET, _LATE = int(Outcome.PENDING), int(Outcome.MET), int(Outcome.LATE)
@@ -55,6 +54,7 @@ def gpu_seconds(spans: Iterable[tuple[float, float, int]], end_s: float, t0: flo
     return total
 
 
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes
 class Ledger:
     """One row per request of a workload, and the counters of the open report window."""
 
@@ -183,8 +183,10 @@ class Ledger:
         queued: Sequence[int],
         overdue_at_s: float | None,
         interactive_ttft_s: float | None = None,
+        latencies: bool = True,
     ) -> dict[str, ClassReport]:
-        """Per-class outcomes of every request arrived so far.
+        """Per-class outcomes of every request arrived so far (without the TTFT and ITL
+        percentiles when ``latencies`` is False: the counts alone are cheap).
 
         Pending requests are judged overdue at ``overdue_at_s`` (batch: past their deadline;
         interactive: no first token within ``interactive_ttft_s`` of arrival), or not at all when
@@ -224,8 +226,9 @@ class Ledger:
             met = sel & (outcome == Outcome.MET)
             report.met_output_tokens = int(w.output_tokens[:n][met].sum())
             done = sel & ((outcome == Outcome.MET) | (outcome == Outcome.LATE))
-            report.ttft_s = percentiles(self.first_token_s[:n][done] - w.arrival_s[:n][done])
-            report.itl_s = percentiles(self._mean_itl(done))
+            if latencies:
+                report.ttft_s = percentiles(self.first_token_s[:n][done] - w.arrival_s[:n][done])
+                report.itl_s = percentiles(self._mean_itl(done))
             out[CLASS_NAMES[c]] = report
         return out
 
@@ -246,24 +249,44 @@ class Ledger:
         return (float(out.mean()), float(out.std()), len(out))
 
 
-class _Column(Generic[_T]):
-    """A column of the ledger read as an attribute of the backend that keeps it (``ledger``)."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._name = name
-
-    def __get__(self, obj: Any, owner: type | None = None) -> _T:
-        return cast(_T, getattr(obj.ledger, self._name))
-
-
+@mypyc_attr(allow_interpreted_subclasses=True)  # the vLLM backend derives from it
 class LedgerColumns:
-    """The ledger's columns as attributes (``backend.outcome``...): see ``Ledger``."""
+    """The ledger's columns as attributes (``backend.outcome``...): see ``Ledger``. Plain
+    properties, not a descriptor class: the compiled core (mypyc) supports these."""
 
     ledger: Ledger
-    num_arrived: _Column[int] = _Column()
-    outcome: _Column[npt.NDArray[np.int8]] = _Column()
-    reject_reason: _Column[npt.NDArray[np.int8]] = _Column()
-    admitted_s: _Column[npt.NDArray[np.float64]] = _Column()  # the simulator only
-    first_token_s: _Column[npt.NDArray[np.float64]] = _Column()
-    finish_s: _Column[npt.NDArray[np.float64]] = _Column()
-    preemptions: _Column[npt.NDArray[np.int32]] = _Column()  # the simulator only
+
+    @property
+    def num_arrived(self) -> int:
+        """The ledger's requests arrived so far."""
+        return self.ledger.num_arrived
+
+    @property
+    def outcome(self) -> npt.NDArray[np.int8]:
+        """The ledger's ``Outcome`` per request."""
+        return self.ledger.outcome
+
+    @property
+    def reject_reason(self) -> npt.NDArray[np.int8]:
+        """The ledger's ``RejectReason`` per request."""
+        return self.ledger.reject_reason
+
+    @property
+    def admitted_s(self) -> npt.NDArray[np.float64]:
+        """The ledger's admission times (the simulator only)."""
+        return self.ledger.admitted_s
+
+    @property
+    def first_token_s(self) -> npt.NDArray[np.float64]:
+        """The ledger's first-token times."""
+        return self.ledger.first_token_s
+
+    @property
+    def finish_s(self) -> npt.NDArray[np.float64]:
+        """The ledger's finish times."""
+        return self.ledger.finish_s
+
+    @property
+    def preemptions(self) -> npt.NDArray[np.int32]:
+        """The ledger's preemptions per request (the simulator only)."""
+        return self.ledger.preemptions

@@ -14,29 +14,46 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from mypy_extensions import mypyc_attr
 
+
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes
 @dataclass(slots=True)
 class BatchComposition:
     """What one iteration computes.
 
     ``prefill_new_tokens[i]`` tokens of a prompt chunk are computed on top of
-    ``prefill_context_tokens[i]`` tokens already cached; each decoding request computes one token
-    attending over ``decode_context_tokens[j]`` tokens (its own included).
+    ``prefill_context_tokens[i]`` tokens already cached; ``num_decode`` requests each compute one
+    token, attending over ``decode_context_sum`` cached tokens in all (their own included). Decode
+    attention reads every cached token once, so the decodes enter a model only through their
+    count and summed context (the simulator keeps both as running totals, not per request);
+    ``with_decodes`` builds one from a list of per-request decode contexts.
     """
 
     prefill_new_tokens: list[int]
     prefill_context_tokens: list[int]
-    decode_context_tokens: list[int]
+    num_decode: int = 0
+    decode_context_sum: int = 0
 
-    @property
-    def num_decode(self) -> int:
-        """Requests decoding one token in this iteration."""
-        return len(self.decode_context_tokens)
+    @classmethod
+    def with_decodes(
+        cls,
+        prefill_new_tokens: list[int],
+        prefill_context_tokens: list[int],
+        decode_context_tokens: list[int],
+    ) -> BatchComposition:
+        """A batch from per-request decode contexts (``decode_context_tokens[j]`` each)."""
+        return cls(
+            prefill_new_tokens,
+            prefill_context_tokens,
+            len(decode_context_tokens),
+            sum(decode_context_tokens),
+        )
 
     @property
     def num_tokens(self) -> int:
         """Tokens computed in this iteration (the chunked-prefill budget counts these)."""
-        return sum(self.prefill_new_tokens) + len(self.decode_context_tokens)
+        return sum(self.prefill_new_tokens) + self.num_decode
 
 
 class PerfModel(Protocol):
@@ -55,6 +72,7 @@ class PerfModel(Protocol):
         ...
 
 
+@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True)
 class LinearPerfModel:
     """A linear iteration-time model, used until a calibrated profile is given.
@@ -90,7 +108,7 @@ class LinearPerfModel:
 
     def iteration_time_s(self, batch: BatchComposition) -> float:
         """Seconds for one iteration computing ``batch``."""
-        n_decode = len(batch.decode_context_tokens)
+        n_decode = batch.num_decode
         n_prefill = len(batch.prefill_new_tokens)
         prefill_tokens = 0
         pairs = 0.0
@@ -102,7 +120,7 @@ class LinearPerfModel:
         base, per_ctx, _ = self.decode_cost(n_decode, 0.0)
         return (
             base
-            + per_ctx * sum(batch.decode_context_tokens)
+            + per_ctx * batch.decode_context_sum
             + self.per_token_s * prefill_tokens
             + self.per_seq_s * n_prefill
             + self.prefill_pair_s * pairs

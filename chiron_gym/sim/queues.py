@@ -13,6 +13,8 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
+from mypy_extensions import mypyc_attr
+
 _NO_DEADLINE = 2**62  # the group of requests without a deadline, served last
 
 
@@ -37,6 +39,7 @@ def deadline_groups(deadlines_s: Iterable[float], granularity_s: float) -> list[
     return [(group_start_s(k, granularity_s), n) for k, n in sorted(counts.items())]
 
 
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes
 class GroupQueue:
     """Request indices grouped by deadline window; ``pop`` returns the EDF/FCFS head."""
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 PERCENTILES = (50, 95, 99)
 
@@ -18,6 +19,7 @@ def percentiles(values: list[float] | np.ndarray) -> tuple[float, float, float]:
     return (float(p[0]), float(p[1]), float(p[2]))
 
 
+@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True)
 class InstanceStats:
     """One instance's state and cumulative counters (a per-instance controller differences them).
@@ -41,6 +43,7 @@ class InstanceStats:
     ttft_sum_s: float = 0.0
 
 
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes
 @dataclass(slots=True)
 class ClassReport:
     """Outcomes of one request class.
@@ -72,6 +75,7 @@ class ClassReport:
         return self.met / decided if decided else math.nan
 
 
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes
 @dataclass(slots=True)
 class PoolReport:
     """State of one pool at the end of a window."""
@@ -88,6 +92,7 @@ class PoolReport:
     swap_outs: int = 0  # in the window
 
 
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes
 @dataclass(slots=True)
 class WindowReport:
     """One window ``[t_start_s, t_end_s]`` of simulated time."""

@@ -13,6 +13,7 @@ from enum import IntEnum
 
 import numpy as np
 import numpy.typing as npt
+from mypy_extensions import mypyc_attr
 
 
 class RequestClass(IntEnum):
@@ -59,6 +60,7 @@ class RejectReason(IntEnum):
     NO_POOL = 3  # the cluster has no pool that may serve the class
 
 
+@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True)
 class SLO:
     """Latency objectives of one class.
@@ -78,6 +80,7 @@ class SLO:
                 raise ValueError(f"SLO.{name} must be a positive number of seconds, got {value!r}")
 
 
+@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True, eq=False)
 class Workload:
     """Requests of one episode as columns, sorted by arrival time.
@@ -149,6 +152,7 @@ class Workload:
         )
 
 
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes
 class Request:
     """A request held by an instance: vLLM-V1 token accounting and lifecycle timestamps.
 
@@ -171,6 +175,8 @@ class Request:
         "generated",
         "idx",
         "klass",
+        "mark",
+        "order",
         "output_tokens",
         "preemptions",
         "prompt_tokens",
@@ -200,6 +206,8 @@ class Request:
         self.scheduled = 0
         self.preemptions = 0
         self.swaps = 0
+        self.mark = -1  # while steady on an instance: the tick its counts are as of (``Instance``)
+        self.order = 0  # admission number on its instance: the running order
         self.routed_s = math.nan  # when an instance took it (its TTFT there counts from this)
         self.admitted_s = math.nan
         self.first_token_s = math.nan

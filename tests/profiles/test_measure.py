@@ -90,7 +90,7 @@ def test_measured_profile_loads_and_the_simulator_form_gives_the_measured_times(
     pm = prof.perf_model()
     for b in (1, 4, 16):
         ctx = [300] * b
-        t = pm.iteration_time_s(BatchComposition([], [], ctx))
+        t = pm.iteration_time_s(BatchComposition.with_decodes([], [], ctx))
         assert t == pytest.approx(TRUE.decode_s(b, 300 * b), rel=0.05)
         base, slope, _ = pm.decode_cost(b, 300.0 * b)  # the fast-forward contract
         assert base + slope * 300 * b == pytest.approx(t, rel=1e-9)
@@ -98,7 +98,7 @@ def test_measured_profile_loads_and_the_simulator_form_gives_the_measured_times(
     assert prof.frontend_latency_s == pytest.approx(TRUE.frontend_latency_s, rel=0.1)
     assert prof.frontend_latency_s > 0.004  # 8 + 1 ms of TTFT, of which the engine is ~4 ms
     for p in (16, 128, 896):
-        t = pm.iteration_time_s(BatchComposition([p], [0], []))
+        t = pm.iteration_time_s(BatchComposition.with_decodes([p], [0], []))
         assert t + prof.frontend_latency_s == pytest.approx(TRUE.prefill_s(1, p), rel=0.05)
         assert t < TRUE.prefill_s(1, p) - 0.004  # the engine is not charged the front end
 

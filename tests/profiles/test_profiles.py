@@ -37,10 +37,10 @@ def test_profile_is_physically_sensible(name: str) -> None:
     """Iteration times grow with tokens and context, and land in the right range."""
     p = profiles.load(name)
     m = p.perf_model()
-    one = m.iteration_time_s(BatchComposition([], [], [1000]))
-    many = m.iteration_time_s(BatchComposition([], [], [1000] * 64))
-    long = m.iteration_time_s(BatchComposition([], [], [8000] * 64))
-    prefill = m.iteration_time_s(BatchComposition([2048], [0], []))
+    one = m.iteration_time_s(BatchComposition.with_decodes([], [], [1000]))
+    many = m.iteration_time_s(BatchComposition.with_decodes([], [], [1000] * 64))
+    long = m.iteration_time_s(BatchComposition.with_decodes([], [], [8000] * 64))
+    prefill = m.iteration_time_s(BatchComposition.with_decodes([2048], [0], []))
     assert 3e-3 < one < 0.1, one  # a decode step of one request: milliseconds, not seconds
     assert one < many < long
     assert prefill > many
@@ -67,7 +67,7 @@ def test_decode_cost_is_exact_on_its_piece(name: str, n: int, mean_ctx: int, ste
         x = s0 + n * k
         if x > until:
             continue
-        batch = BatchComposition([], [], [mean_ctx + k] * n)
+        batch = BatchComposition.with_decodes([], [], [mean_ctx + k] * n)
         assert math.isclose(m.iteration_time_s(batch), base + slope * x, rel_tol=1e-12)
 
 

@@ -19,6 +19,7 @@ from chiron_gym.sim import (
     PoolSpec,
     Workload,
 )
+from chiron_gym.sim.cluster import IterationHook
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,14 @@ def random_case(seed: int, *, scaling: bool = True, perf_model: PerfModel | None
     return Case(config=config, workload=workload, actions=actions, seed=seed)
 
 
-def run_case(case: Case, *, fast_forward: bool, drain_s: float = 5_000.0) -> Cluster:
+def run_case(
+    case: Case,
+    *,
+    fast_forward: bool,
+    drain_s: float = 5_000.0,
+    aggregate: bool = True,
+    on_iteration: IterationHook | None = None,
+) -> Cluster:
     """Play the case's actions, then let the cluster drain."""
     from dataclasses import replace
 
@@ -108,6 +116,8 @@ def run_case(case: Case, *, fast_forward: bool, drain_s: float = 5_000.0) -> Clu
         replace(case.config, fast_forward=fast_forward),
         case.workload,
         np.random.default_rng(case.seed),
+        aggregate=aggregate,
+        on_iteration=on_iteration,
     )
     for t, step in case.actions:
         cluster.run_until(t)

@@ -3,45 +3,36 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from chiron_gym.sim import Cluster, Instance, Outcome, Pool, RequestClass
+from chiron_gym.sim.cluster import IterationHook
 from tests.sim.strategies import random_case, run_case
 
 
-@contextmanager
-def checked_iterations(errors: list[str]) -> Iterator[None]:
-    """Instrument every iteration start with the instance invariants."""
-    original = Instance.start_iteration
+def invariant_checker(errors: list[str]) -> IterationHook:
+    """An iteration hook that records every broken instance invariant in ``errors``."""
 
-    def wrapper(self: Instance, now: float, horizon_s: float, fast_forward: bool) -> float | None:
-        running_before = len(self.running)
-        end = original(self, now, horizon_s, fast_forward)
-        cap_blocks = self.spec.kv_capacity_blocks
-        if not 0 <= self.used_blocks <= cap_blocks:
-            errors.append(f"KV blocks {self.used_blocks} outside [0, {cap_blocks}]")
-        if self._stretch == 0 and self.used_blocks != sum(r.blocks for r in self.running):
+    def check(inst: Instance, now: float, end: float | None, running_before: int) -> None:
+        cap_blocks = inst.spec.kv_capacity_blocks
+        if not 0 <= inst.used_blocks <= cap_blocks:
+            errors.append(f"KV blocks {inst.used_blocks} outside [0, {cap_blocks}]")
+        inst.sync_steady()
+        if inst._stretch == 0 and inst.used_blocks != sum(r.blocks for r in inst.running):
             errors.append("used blocks differ from the blocks held by running requests")
-        if len(self.running) > max(self.batch_cap, running_before):
+        if len(inst.running) > max(inst.batch_cap, running_before):
             errors.append(
-                f"running {len(self.running)} > cap {self.batch_cap} (was {running_before})"
+                f"running {len(inst.running)} > cap {inst.batch_cap} (was {running_before})"
             )
-        if self.state not in (0, 1, 2) or self.state == 0:
-            errors.append(f"iteration on an instance in state {self.state.name}")
+        if inst.state not in (0, 1, 2) or inst.state == 0:
+            errors.append(f"iteration on an instance in state {inst.state.name}")
         if end is not None and end < now:
             errors.append("iteration ends before it starts")
-        return end
 
-    Instance.start_iteration = wrapper  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        Instance.start_iteration = original  # type: ignore[method-assign]
+    return check
 
 
 def check_accounting(cluster: Cluster) -> None:
@@ -73,8 +64,7 @@ def test_invariants_hold_on_random_clusters(seed: int) -> None:
     """KV within [0, capacity], running <= cap, requests conserved, timestamps ordered."""
     case = random_case(seed)
     errors: list[str] = []
-    with checked_iterations(errors):
-        cluster = run_case(case, fast_forward=True)
+    cluster = run_case(case, fast_forward=True, on_iteration=invariant_checker(errors))
     assert not errors, errors[:5]
     check_accounting(cluster)
     # After draining, nothing is pending and every instance has let go of its KV.
