@@ -29,7 +29,7 @@ $(STAMP_ALL): pyproject.toml $(STAMP)
 # them in place, beside their sources, with the venv's mypy). Without a compiler the package runs
 # the same sources as pure Python, with the same results.
 NATIVE := $(VENV)/.native
-NATIVE_SOURCES := $(wildcard chiron_gym/sim/*.py) \
+NATIVE_SOURCES := $(wildcard chiron_gym/sim/*.py) chiron_gym/profiles/forms.py \
 	chiron_gym/profiles/perf.py chiron_gym/native.py setup.py
 $(NATIVE): $(NATIVE_SOURCES) $(STAMP)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .

@@ -44,6 +44,7 @@ COMPILED: tuple[str, ...] = (
     "chiron_gym.sim.ledger",
     "chiron_gym.sim.instance",
     "chiron_gym.sim.cluster",
+    "chiron_gym.profiles.forms",
     "chiron_gym.profiles.perf",
 )
 GROUP = "chiron_gym.native"  # the shared library: chiron_gym/native__mypyc.<abi>.so

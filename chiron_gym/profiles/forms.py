@@ -34,9 +34,12 @@ import bisect
 import math
 from dataclasses import dataclass
 
+from mypy_extensions import mypyc_attr
+
 TILE_TOKENS = 128  # query tile of the prefill attention kernel (FlashAttention)
 
 
+@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True)
 class Affine:
     """``const + slope * x``."""
@@ -48,6 +51,7 @@ class Affine:
         return self.const_s + self.slope_s * x
 
 
+@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True)
 class FlatThenLinear:
     """``max(floor, base + slope * ceil(x / quantum) * quantum)``."""
@@ -63,6 +67,7 @@ class FlatThenLinear:
         return max(self.floor_s, self.base_s + self.slope_s * xq)
 
 
+@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True)
 class AllReduce:
     """vLLM's all-reduce: its custom kernel up to ``custom_max_bytes``, NCCL above."""
@@ -75,6 +80,7 @@ class AllReduce:
         return self.custom(nbytes) if nbytes <= self.custom_max_bytes else self.nccl(nbytes)
 
 
+@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True)
 class PrefillAttention:
     """Per-layer time of the prefill attention of one iteration's chunks."""
@@ -102,6 +108,7 @@ class PrefillAttention:
         )
 
 
+@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True)
 class DecodeAttention:
     """Per-layer decode attention of ``n`` sequences with summed context ``x``.
