@@ -349,14 +349,15 @@ class Instance:
             # stretch; that decision is only taken iteration by iteration.
             decode_only = self._interactive_running == len(self.running)
         if decode_only:
+            k_first = self._done_at[0][0] - self.tick  # iterations to the first completion
             return self._plan_stretch(
                 now,
                 dt,
                 n_dec,
                 float(ctx_sum),
-                self._done_at[0][0] - self.tick,
+                k_first,
                 self._steady_blocks_after,
-                math.inf,
+                self._steady_blocks + n_dec * -(-k_first // bs),  # at most a block per bs each
                 horizon_s,
             )
         return now + dt
@@ -690,8 +691,8 @@ class Instance:
         if n:
             if k == 1:
                 self._steady_blocks += self._phase[-self.tick % self.spec.block_size_tokens]
-            else:
-                self._steady_blocks = self._steady_blocks_after(k)
+            else:  # a stretch holds exactly the steady requests' blocks after k (none else runs)
+                self._steady_blocks = self.used_blocks
             self.tick += k
             self._steady_computed += n * k
             self.tokens_generated += n * k

@@ -32,6 +32,7 @@ from chiron_gym.sim.request import (
 # through the enum machinery on every call).
 _PENDING, _MET, _LATE = int(Outcome.PENDING), int(Outcome.MET), int(Outcome.LATE)
 _REJECTED = int(Outcome.REJECTED)
+_OUTCOMES = len(Outcome)
 
 
 def slo_met(slo: SLO, ttft_s: float, itl_s: float) -> bool:
@@ -195,38 +196,44 @@ class Ledger:
         w = self.workload
         n = self.num_arrived
         out: dict[str, ClassReport] = {}
-        klass = w.klass[:n]
+        klass = w.klass[:n].astype(np.intp)
         outcome = self.outcome[:n]
+        # One pass counts every (class, outcome); the per-request columns are read only for the
+        # few requests each figure concerns (pending, rejected, met).
+        counts = np.bincount(klass * _OUTCOMES + outcome, minlength=2 * _OUTCOMES).tolist()
+        pending_at = np.flatnonzero(outcome == _PENDING)
+        pending_class = klass[pending_at]
+        rejected_at = np.flatnonzero(outcome == _REJECTED)
+        rejected_class = klass[rejected_at]
+        met_at = np.flatnonzero(outcome == _MET)
+        met_class = klass[met_at]
         for c in RequestClass:
-            sel = klass == c
-            oc = outcome[sel]
-            report = ClassReport(arrived=int(sel.sum()))
-            report.met = int(np.sum(oc == Outcome.MET))
-            report.late = int(np.sum(oc == Outcome.LATE))
-            report.rejected = int(np.sum(oc == Outcome.REJECTED))
-            report.pending = int(np.sum(oc == Outcome.PENDING))
+            row = counts[c * _OUTCOMES : (c + 1) * _OUTCOMES]
+            report = ClassReport(arrived=sum(row))
+            report.met = row[_MET]
+            report.late = row[_LATE]
+            report.rejected = row[_REJECTED]
+            report.pending = row[_PENDING]
             report.queued = queued[c]
             if overdue_at_s is not None:
                 now = overdue_at_s
-                pending = sel & (outcome == Outcome.PENDING)
+                at = pending_at[pending_class == c]
                 if c == RequestClass.BATCH:
-                    overdue = pending & (w.deadline_s[:n] < now)
+                    overdue = w.deadline_s[at] < now
                 else:
                     limit = math.inf if interactive_ttft_s is None else interactive_ttft_s
-                    overdue = (
-                        pending & np.isnan(self.first_token_s[:n]) & (w.arrival_s[:n] + limit < now)
-                    )
+                    overdue = np.isnan(self.first_token_s[at]) & (w.arrival_s[at] + limit < now)
                 report.overdue = int(overdue.sum())
-            reasons = self.reject_reason[:n][sel & (outcome == Outcome.REJECTED)]
+            reasons = np.bincount(
+                self.reject_reason[rejected_at[rejected_class == c]], minlength=len(RejectReason)
+            ).tolist()
             report.rejected_by_reason = {
-                r.name.lower(): int(np.sum(reasons == r))
-                for r in RejectReason
-                if r and np.any(reasons == r)
+                r.name.lower(): reasons[r] for r in RejectReason if r and reasons[r]
             }
-            met = sel & (outcome == Outcome.MET)
-            report.met_output_tokens = int(w.output_tokens[:n][met].sum())
-            done = sel & ((outcome == Outcome.MET) | (outcome == Outcome.LATE))
+            report.met_output_tokens = int(w.output_tokens[met_at[met_class == c]].sum())
             if latencies:
+                sel = klass == c
+                done = sel & ((outcome == Outcome.MET) | (outcome == Outcome.LATE))
                 report.ttft_s = percentiles(self.first_token_s[:n][done] - w.arrival_s[:n][done])
                 report.itl_s = percentiles(self._mean_itl(done))
             out[CLASS_NAMES[c]] = report
