@@ -23,6 +23,7 @@ class ProfilePerfModel:
         "_c",
         "_decode_coef",
         "_layers",
+        "_prefill",
         "_token_cache",
         "profile",
     )
@@ -30,6 +31,7 @@ class ProfilePerfModel:
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
         self._c = profile.iteration
+        self._prefill = profile.iteration.prefill_attention
         self._layers = profile.model.layers
         self._allreduce_bytes_per_token = 2 * profile.model.hidden  # bf16 activations
         self._decode_coef: dict[int, tuple[float, float, float]] = {}  # by batch size
@@ -56,9 +58,7 @@ class ProfilePerfModel:
         t = self._tokens(tokens, n_pre + n_dec)
         attn = 0.0
         if n_pre:
-            attn += self._c.prefill_attention(
-                batch.prefill_new_tokens, batch.prefill_context_tokens
-            )
+            attn += self._prefill(batch.prefill_new_tokens, batch.prefill_context_tokens)
         if n_dec:
             ctx = float(batch.decode_context_sum)
             base, slope, _ = self._decode_piece(n_dec, ctx)

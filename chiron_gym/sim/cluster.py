@@ -141,6 +141,8 @@ class Cluster(LedgerColumns):
         """``aggregate=False`` runs every iteration through the per-request scheduler (see
         ``Instance``; the same episodes, for tests); ``on_iteration``: see ``IterationHook``."""
         self.config = config
+        self._fast_forward = config.fast_forward
+        self._slos = (config.interactive_slo, config.batch_slo)  # by class
         self._aggregate = aggregate
         self._on_iteration = on_iteration
         self.workload = workload
@@ -452,7 +454,7 @@ class Cluster(LedgerColumns):
         # horizon, where reports and actions see every instance's state.
         hook = self._on_iteration
         before = len(inst.running) if hook is not None else 0
-        end = inst.start_iteration(self.events.now, self._horizon_s, self.config.fast_forward)
+        end = inst.start_iteration(self.events.now, self._horizon_s, self._fast_forward)
         if hook is not None:
             hook(inst, self.events.now, end, before)
         if inst.new_swaps:
@@ -496,7 +498,7 @@ class Cluster(LedgerColumns):
     def _finish(self, r: Request) -> None:
         ttft = r.ttft_s
         itl = r.mean_itl_s
-        ok = slo_met(self.config.slo(r.klass), ttft, itl)
+        ok = slo_met(self._slos[r.klass], ttft, itl)
         if r.klass == RequestClass.BATCH:
             ok = ok and r.finish_s <= r.deadline_s
         self.ledger.finish_held(r, ok, ttft, itl)

@@ -156,6 +156,12 @@ class Instance:
         self.aggregate = aggregate
         self.pool = pool
         self.spec = spec
+        # the spec's figures the hot path reads, as native attributes (the spec is a plain class)
+        self._bs = spec.block_size_tokens
+        self._kv_blocks = spec.kv_capacity_blocks
+        self._token_budget = spec.max_num_batched_tokens
+        self._perf = spec.perf_model
+        self._frontend_s = spec.frontend_latency_s
         self.batch_cap = 1
         self.set_batch_cap(batch_cap)
         self.state = InstanceState.STARTING if ready_s > started_s else InstanceState.READY
@@ -191,7 +197,7 @@ class Instance:
         self._steady_n = 0
         self._steady_computed = 0  # their summed ``computed`` at ``tick``
         self._steady_blocks = 0  # their KV blocks between iterations: sum of ceil(computed / bs)
-        self._phase = [0] * spec.block_size_tokens  # how many have (computed - tick) % bs == q
+        self._phase = [0] * self._bs  # how many have (computed - tick) % bs == q
         self._done_at: list[tuple[int, int, Request]] = []  # heap: (last tick, order, request)
         self.active: list[Request] = []  # the running requests that are not steady, in order
         self._exact = False  # the iteration in flight runs the per-request scheduler
@@ -225,7 +231,7 @@ class Instance:
     @property
     def kv_usage(self) -> float:
         """Fraction of KV blocks in use (vLLM's ``kv_cache_usage_perc``)."""
-        return self.used_blocks / self.spec.kv_capacity_blocks
+        return self.used_blocks / self._kv_blocks
 
     def room_for(self, klass: int) -> bool:
         """Whether a request of ``klass`` may be routed here now."""
@@ -242,7 +248,7 @@ class Instance:
     def sync_steady(self) -> None:
         """Write the steady requests' ``computed``, ``generated`` and ``blocks`` out (they are
         kept as aggregates); for tests and inspection, the simulation does not need it."""
-        bs = self.spec.block_size_tokens
+        bs = self._bs
         ahead = (self._stretch or 1) if self.busy and not self._exact else 0
         for r in self.running:
             if r.mark >= 0:
@@ -272,12 +278,12 @@ class Instance:
         if not (fast_forward and self.aggregate):
             return self._start_exact(now, horizon_s, fast_forward)
         spec = self.spec
-        bs = spec.block_size_tokens
-        free = spec.kv_capacity_blocks - self.used_blocks
+        bs = self._bs
+        free = self._kv_blocks - self.used_blocks
         interactive_waits = self.pool == Pool.MIXED and bool(self.waiting[RequestClass.INTERACTIVE])
         if interactive_waits and self._swap_due(free):
             return self._start_exact(now, horizon_s, fast_forward)
-        budget = spec.max_num_batched_tokens
+        budget = self._token_budget
         n_dec = self._steady_n
         tokens = n_dec  # one each for the steady requests, then the others' whole shares
         active = self.active
@@ -324,13 +330,13 @@ class Instance:
         free, n_dec, ctx_sum, swap_tokens, changed, blocked = self._admit(
             now,
             free,
-            spec.max_num_batched_tokens - tokens,
+            self._token_budget - tokens,
             prefill_new,
             prefill_ctx,
             n_dec,
             ctx_sum,
         )
-        self.used_blocks = spec.kv_capacity_blocks - free
+        self.used_blocks = self._kv_blocks - free
         self._stretch = 0
         self._exact = False
         if not self.running:
@@ -338,9 +344,7 @@ class Instance:
         self.busy = True
         self._iter_start_s = now
         self._iter_decodes = n_dec
-        dt = spec.perf_model.iteration_time_s(
-            BatchComposition(prefill_new, prefill_ctx, n_dec, ctx_sum)
-        )
+        dt = self._perf.iteration_time_s(BatchComposition(prefill_new, prefill_ctx, n_dec, ctx_sum))
         if swap_tokens:
             dt += swap_tokens * spec.kv_bytes_per_token / spec.pcie_bytes_per_s
         decode_only = all_decode and not changed and not blocked and not had_active
@@ -393,8 +397,8 @@ class Instance:
         waiting = self.waiting[RequestClass.INTERACTIVE]
         if len(running) + len(waiting) > self.batch_cap:
             return True
-        bs = self.spec.block_size_tokens
-        budget = self.spec.max_num_batched_tokens
+        bs = self._bs
+        budget = self._token_budget
         blocks = 0
         for w in waiting:
             blocks += _blocks(min(w.num_tokens - w.computed, budget), bs)
@@ -407,8 +411,8 @@ class Instance:
         self._exact = True
         self._rebuild = fast_forward and self.aggregate
         spec = self.spec
-        bs = spec.block_size_tokens
-        free = spec.kv_capacity_blocks - self.used_blocks
+        bs = self._bs
+        free = self._kv_blocks - self.used_blocks
         swap_tokens = 0
         changed = False
         running = self.running
@@ -420,7 +424,7 @@ class Instance:
         # order: preemption victims are popped from the end, never among those already recorded).
         # `prompt_tokens + generated` is `Request.num_tokens`, inlined: this is the hot path. The
         # admission loop classifies the same way (decode: one token left and scheduled).
-        budget = spec.max_num_batched_tokens
+        budget = self._token_budget
         prefill_new: list[int] = []
         prefill_ctx: list[int] = []
         n_dec = 0
@@ -468,7 +472,7 @@ class Instance:
         )
         swap_tokens += admitted_swap
         changed = changed or admitted
-        self.used_blocks = spec.kv_capacity_blocks - free
+        self.used_blocks = self._kv_blocks - free
         self._interactive_running = sum(r.klass == RequestClass.INTERACTIVE for r in running)
         self._stretch = 0
         if not running:
@@ -485,9 +489,7 @@ class Instance:
             # A waiting interactive request may evict batch ones as free KV shrinks during the
             # stretch; that decision is only taken iteration by iteration.
             decode_only = not any(r.klass == RequestClass.BATCH for r in running)
-        dt = spec.perf_model.iteration_time_s(
-            BatchComposition(prefill_new, prefill_ctx, n_dec, ctx_sum)
-        )
+        dt = self._perf.iteration_time_s(BatchComposition(prefill_new, prefill_ctx, n_dec, ctx_sum))
         if swap_tokens:
             dt += swap_tokens * spec.kv_bytes_per_token / spec.pcie_bytes_per_s
         if not (fast_forward and decode_only):
@@ -520,7 +522,7 @@ class Instance:
         Returns free blocks, decodes, their summed context, tokens swapped in, whether any was
         admitted and whether the token budget left some waiting.
         """
-        bs = self.spec.block_size_tokens
+        bs = self._bs
         running = self.running
         swap_tokens = 0
         admitted = False
@@ -586,7 +588,7 @@ class Instance:
         """
         if k_max <= 1 or now + dt0 > horizon_s:
             return now + dt0
-        cap = self.spec.kv_capacity_blocks
+        cap = self._kv_blocks
         if blocks_bound > cap and blocks_after(k_max) > cap:
             lo, hi = 1, k_max  # blocks_after(lo) fits (iteration 0 was allocated), hi does not
             while hi - lo > 1:
@@ -596,7 +598,7 @@ class Instance:
                 else:
                     hi = mid
             k_max = lo
-        base, slope, valid_until = self.spec.perf_model.decode_cost(n, s0)
+        base, slope, valid_until = self._perf.decode_cost(n, s0)
         if valid_until < math.inf:
             # Iteration k has summed context s0 + n * k; keep the stretch on one affine piece.
             k_max = min(k_max, int((valid_until - s0) // n) + 1)
@@ -633,7 +635,7 @@ class Instance:
         if not self._exact:  # every running request is steady
             self.used_blocks = self._steady_blocks_after(k)
             return
-        bs = self.spec.block_size_tokens
+        bs = self._bs
         used = 0
         for r in self.running:
             r.blocks = -(-(r.computed + k) // bs)
@@ -673,7 +675,7 @@ class Instance:
         self.busy = False
         if self._exact:
             return self._end_exact(now)
-        done_s = now + self.spec.frontend_latency_s
+        done_s = now + self._frontend_s
         k = self._stretch
         n = self._steady_n
         if k:  # a stretch: k iterations of every running request (all steady) decoding
@@ -690,7 +692,7 @@ class Instance:
         freed = 0
         if n:
             if k == 1:
-                self._steady_blocks += self._phase[-self.tick % self.spec.block_size_tokens]
+                self._steady_blocks += self._phase[-self.tick % self._bs]
             else:  # a stretch holds exactly the steady requests' blocks after k (none else runs)
                 self._steady_blocks = self.used_blocks
             self.tick += k
@@ -735,7 +737,7 @@ class Instance:
         self._exact = False
         finished: list[Request] = []
         freed = 0
-        done_s = now + self.spec.frontend_latency_s
+        done_s = now + self._frontend_s
         running = self.running
         k = self._stretch
         if k:  # a stretch: k iterations of every running request decoding
@@ -814,7 +816,7 @@ class Instance:
         self._steady_n += 1
         self._steady_computed += c
         self._steady_blocks += r.blocks
-        self._phase[(c - tick) % self.spec.block_size_tokens] += 1
+        self._phase[(c - tick) % self._bs] += 1
         heapq.heappush(self._done_at, (tick + r.output_tokens - r.generated, r.order, r))
 
     def _sync(self, r: Request) -> int:
@@ -830,7 +832,7 @@ class Instance:
     def _leave(self, r: Request) -> None:
         """Take a request out of the steady aggregates (between iterations); its ``computed``,
         ``generated`` and ``blocks`` are written out. The caller removes it from the heap."""
-        bs = self.spec.block_size_tokens
+        bs = self._bs
         c = self._sync(r)
         r.blocks = -(-c // bs)
         r.mark = -1
@@ -851,7 +853,7 @@ class Instance:
     def _steady_blocks_after(self, k: int) -> int:
         """KV blocks the steady requests hold after ``k`` more iterations: request ``i`` gains
         one at every iteration that starts with its context a multiple of the block size."""
-        bs = self.spec.block_size_tokens
+        bs = self._bs
         tick = self.tick
         total = self._steady_blocks
         for q, count in enumerate(self._phase):
@@ -898,8 +900,8 @@ class Instance:
 
         Returns the tokens moved over PCIe and the free blocks after the swaps.
         """
-        bs = self.spec.block_size_tokens
-        budget = self.spec.max_num_batched_tokens
+        bs = self._bs
+        budget = self._token_budget
         running = self.running
         blocks = 0
         moved = 0
