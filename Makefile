@@ -32,6 +32,7 @@ NATIVE := $(VENV)/.native
 NATIVE_SOURCES := $(wildcard chiron_gym/sim/*.py) chiron_gym/profiles/forms.py \
 	chiron_gym/profiles/perf.py chiron_gym/native.py setup.py
 $(NATIVE): $(NATIVE_SOURCES) $(STAMP)
+	$(BIN)/pip install --quiet "setuptools>=77" wheel
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -6,9 +6,11 @@ reference: the compiled and the pure-Python core give the same episodes byte for
 (``tests/sim/test_native.py``), and the package falls back to the sources, all or nothing, when
 
 - ``CHIRON_PURE_PYTHON=1`` is set (to debug, profile or compare),
-- a compiled module is missing (no compiler at install, or ``CHIRON_NATIVE=0``), or
-- a source is newer than its compiled module (edited since the build: rebuild with
-  ``pip install -e .`` or ``make native``); a warning says so.
+- a compiled module is missing (no compiler at install, or ``CHIRON_NATIVE=0``): ``mode()``
+  and each benchmark row's ``core`` say so, or
+- a source differs from the one its module was compiled from (edited since the build: the
+  SHA-256 digests ``setup.py`` recorded in ``MANIFEST``; rebuild with ``pip install -e .`` or
+  ``make native``); a warning says so.
 
 ``install()`` runs when ``chiron_gym`` is imported, before any module of the group.
 
@@ -23,9 +25,11 @@ allowing interpreted subclasses restores the call).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import json
 import os
 import sys
 import warnings
@@ -48,6 +52,8 @@ COMPILED: tuple[str, ...] = (
     "chiron_gym.profiles.perf",
 )
 GROUP = "chiron_gym.native"  # the shared library: chiron_gym/native__mypyc.<abi>.so
+# Written by setup.py when it compiles: the SHA-256 of each source the extensions were built from.
+MANIFEST = "chiron_gym/native_build.json"
 PURE_ENV = "CHIRON_PURE_PYTHON"
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -68,16 +74,24 @@ def _extension(module: str) -> Path | None:
     return None
 
 
+def source_digest(module: str) -> str:
+    """SHA-256 of a compiled module's source (``setup.py`` records them in ``MANIFEST``)."""
+    return hashlib.sha256(source_path(module).read_bytes()).hexdigest()
+
+
 def _decide() -> tuple[bool, str]:
     if os.environ.get(PURE_ENV, "") not in ("", "0"):
         return False, f"pure Python ({PURE_ENV} is set)"
-    stale: list[str] = []
+    if _extension(GROUP + "__mypyc") is None:
+        return False, "pure Python (not compiled: no extension group)"
     for module in COMPILED:
-        ext = _extension(module)
-        if ext is None:
+        if _extension(module) is None:
             return False, f"pure Python (not compiled: no extension for {module})"
-        if source_path(module).stat().st_mtime > ext.stat().st_mtime:
-            stale.append(module)
+    try:
+        built = json.loads(_ROOT.joinpath(*MANIFEST.split("/")).read_text())["sources"]
+    except (OSError, ValueError, KeyError, TypeError):
+        built = {}
+    stale = [m for m in COMPILED if built.get(m) != source_digest(m)]
     if stale:
         warnings.warn(
             f"chiron-gym: {', '.join(stale)} changed since the compiled core was built; running "
@@ -126,4 +140,14 @@ def is_compiled() -> bool:
     return not str(getattr(instance, "__file__", "")).endswith(".py")
 
 
-__all__ = ["COMPILED", "GROUP", "PURE_ENV", "install", "is_compiled", "mode", "source_path"]
+__all__ = [
+    "COMPILED",
+    "GROUP",
+    "MANIFEST",
+    "PURE_ENV",
+    "install",
+    "is_compiled",
+    "mode",
+    "source_digest",
+    "source_path",
+]

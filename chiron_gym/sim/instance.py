@@ -408,6 +408,7 @@ class Instance:
         """``start_iteration`` request by request, in running order (the reference scheduler)."""
         if self._steady_n:
             self._dissolve()
+        self.active = []  # the per-request pass sees every running request; rebuilt at its end
         self._exact = True
         self._rebuild = fast_forward and self.aggregate
         spec = self.spec
@@ -716,7 +717,12 @@ class Instance:
                     freed += r.blocks
                     r.blocks = 0
                     finished.append(r)
-                elif step == _SAMPLED:
+                elif step == _SAMPLED or (
+                    r.generated and r.prompt_tokens + r.generated - r.computed == 1
+                ):
+                    # sampled, or a recomputation (after a preemption or a swap) whose chunk
+                    # left exactly its last token: it decodes from now on, as the per-request
+                    # scheduler (and ``_end_exact``'s rebuild) treats it
                     self._join(r)
                 else:
                     still.append(r)  # a prompt chunk (or nothing): the prompt is not done yet
