@@ -31,6 +31,7 @@ from chiron_gym.envs.features import (
     FeatureBuilder,
     PoolStatic,
 )
+from chiron_gym.family import Family, is_family, load_family
 from chiron_gym.scenario import REWARD_DEFAULTS, Scenario, load
 from chiron_gym.sim import POOL_NAMES, POOLS, Pool, WindowReport
 
@@ -179,6 +180,14 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             raise ValueError(f"initial_batch_cap must be >= 1, got {initial_batch_cap!r}")
         self._initial_batch_cap = initial_batch_cap
         self._z = z
+        # a family (``family:NAME`` or a file with draws) is sampled anew at every reset, from the
+        # episode's seed; until then, and for the spaces, its nominal scenario stands in
+        self._overrides = (decision_interval_s, horizon_s, dict(reward_weights or {}))
+        self._family: Family | None = None
+        self._drawn: dict[str, Any] = {}
+        if not isinstance(scenario, Scenario) and is_family(scenario):
+            self._family = load_family(scenario)
+            scenario = self._family.nominal
         self._configure(scenario, decision_interval_s, horizon_s, reward_weights)
         self._backend: Backend | None = None
         self._raw: dict[str, float] = {}
@@ -246,6 +255,12 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         unknown = set(opts) - {"scenario", "decision_interval_s", "horizon_s", "reward_weights"}
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}")
+        chosen = opts.get("scenario")
+        if chosen is not None and not isinstance(chosen, Scenario) and is_family(chosen):
+            self._family = load_family(chosen)
+            opts["scenario"] = self._family.nominal
+        elif chosen is not None:
+            self._family = None
         if opts:
             self._configure(
                 opts.get("scenario", self.scenario),
@@ -253,7 +268,16 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
                 opts.get("horizon_s"),
                 {**self.reward_weights, **opts.get("reward_weights", {})},
             )
+            self._overrides = (
+                opts.get("decision_interval_s", self._overrides[0]),
+                opts.get("horizon_s", self._overrides[1]),
+                {**self._overrides[2], **opts.get("reward_weights", {})},
+            )
         episode_seed = seed if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
+        self._drawn = {}
+        if self._family is not None:
+            drawn_scenario, self._drawn = self._family.sample(episode_seed)
+            self._configure(drawn_scenario, *self._overrides)
         if self._backend is not None:
             self._backend.close()
         self._backend = make_backend(self.backend_name, self.scenario, self.backend_options)
@@ -265,6 +289,12 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self._last_reward = 0.0
         window = self.backend.advance(0.0)
         obs, info = self._observe(window, Decision(), {}, 0.0)
+        # what this episode runs: a family's draws by key path (none for a plain scenario)
+        info["scenario"] = {
+            "name": self.scenario.name,
+            "family": self._family.name if self._family is not None else None,
+            "draws": dict(self._drawn),
+        }
         return obs, info
 
     def step(

@@ -1,0 +1,58 @@
+"""Scenario families: draws per episode from the reset seed, validated like scenarios."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import chiron_gym  # noqa: F401  (registers the environment)
+from chiron_gym.family import FamilyError, is_family, load_family, names
+
+
+def test_bundled_training_family_draws_valid_varied_scenarios() -> None:
+    fam = load_family("family:train")
+    assert "train" in names()
+    kinds = set()
+    for seed in range(60):
+        sc, drawn = fam.sample(seed)
+        kinds.add(sc.sources[0].arrival["kind"])
+        assert "instance.profile" in drawn and "workload[1].deadline_s" in drawn
+    assert kinds == {"poisson", "gamma", "diurnal", "flash_crowd"}
+
+
+def test_same_seed_same_scenario() -> None:
+    fam = load_family("family:train")
+    (a, da), (b, db) = fam.sample(11), fam.sample(11)
+    assert da == db
+    wa, wb = a.workload(0), b.workload(0)
+    assert np.array_equal(wa.arrival_s, wb.arrival_s)
+    assert fam.sample(12)[1] != da
+
+
+def test_env_samples_a_scenario_per_reset(tmp_path: Path) -> None:
+    env = gym.make("chiron_gym/Autoscale-v0", scenario="family:train", horizon_s=60.0)
+    obs_a, info_a = env.reset(seed=3)
+    obs_b, info_b = env.reset(seed=3)
+    _, info_c = env.reset(seed=4)
+    assert info_a["scenario"]["family"] == "train"
+    assert info_a["scenario"]["draws"] == info_b["scenario"]["draws"]
+    assert info_a["scenario"]["draws"] != info_c["scenario"]["draws"]
+    assert obs_a.tobytes() == obs_b.tobytes()
+    env.reset(seed=3)
+    obs, _, _, _, _ = env.step(env.action_space.sample())
+    assert obs.shape == env.observation_space.shape
+    env.close()
+
+
+def test_bad_draws_name_the_file_and_key(tmp_path: Path) -> None:
+    base = Path(__file__).resolve().parents[1] / "scenarios" / "default.toml"
+    text = base.read_text().replace("rate_per_s = 6.0", "rate_per_s = { range = [9.0, 2.0] }")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    assert is_family(bad)
+    with pytest.raises(FamilyError, match=r"bad\.toml: workload\[0\]\.arrival\.rate_per_s"):
+        load_family(bad)
+    assert not is_family(base)
