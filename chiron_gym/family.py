@@ -17,7 +17,7 @@ pools that exist (the environment's action and observation spaces depend on them
 from __future__ import annotations
 
 import math
-import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 import scenarios as bundled
-from chiron_gym.scenario import Scenario, ScenarioError, parse, stream
+from chiron_gym.scenario import (
+    Scenario,
+    ScenarioError,
+    bundled_path,
+    parse,
+    read_document,
+    stream,
+)
 
 PREFIX = "family:"
 DRAWS = ("range", "log_range", "int_range", "choice")
@@ -48,8 +55,7 @@ class Family:
         """The scenario of ``seed`` and what was drawn, by key path (``workload[0].arrival...``)."""
         drawn: dict[str, Any] = {}
         rng = stream(seed, "family")
-        doc = _resolve(self.document, self.source, "", lambda spec, path: _draw(spec, rng, path))
-        _collect(self.document, doc, "", drawn)
+        doc = _resolve(self.document, self.source, "", lambda spec: _draw(spec, rng), drawn)
         sc = parse(doc, name=f"{self.name}@{seed}", source=self.source)
         pools = {p.pool for p in sc.cluster.pools}
         if pools != {p.pool for p in self.nominal.cluster.pools}:
@@ -69,38 +75,33 @@ def is_family(name_or_path: str | Path) -> bool:
     if p.suffix != ".toml" or not p.is_file():
         return False
     try:
-        with p.open("rb") as f:
-            return _has_draws(tomllib.load(f))
-    except (OSError, tomllib.TOMLDecodeError):
+        return _has_draws(read_document(p))
+    except ScenarioError:
         return False
+
+
+def family_of(scenario: str | Path | Scenario) -> Family | None:
+    """The family ``scenario`` names, or None when it names a plain scenario (or is one)."""
+    if isinstance(scenario, Scenario) or not is_family(scenario):
+        return None
+    return load_family(scenario)
 
 
 def names() -> list[str]:
     """Names of the bundled families (``scenarios/families/*.toml``)."""
-    root = Path(bundled.path("default")).parent / "families"
-    return sorted(p.stem for p in root.glob("*.toml"))
+    return bundled.family_names()
 
 
 def load_family(name_or_path: str | Path) -> Family:
     """Load ``family:NAME`` (bundled) or a family file by path."""
     text = str(name_or_path)
     if text.startswith(PREFIX):
-        name = text[len(PREFIX) :]
-        if name not in names():
-            raise FamilyError(f"unknown family {name!r}; known: {', '.join(names())}")
-        p = Path(bundled.path("default")).parent / "families" / f"{name}.toml"
+        p = bundled_path("family", text[len(PREFIX) :], names(), bundled.family_path)
     else:
         p = Path(text)
-    try:
-        with p.open("rb") as f:
-            doc = tomllib.load(f)
-    except OSError as e:
-        raise FamilyError(f"{p}: cannot read: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise FamilyError(f"{p}: not valid TOML: {e}") from e
+    doc = read_document(p)
     source = str(p)
-    nominal_doc = _resolve(doc, source, "", _nominal)
-    nominal = parse(nominal_doc, name=p.stem, source=source)
+    nominal = parse(_resolve(doc, source, "", _nominal), name=p.stem, source=source)
     return Family(name=p.stem, source=source, document=doc, nominal=nominal)
 
 
@@ -145,7 +146,7 @@ def _check(kind: str, args: Any, source: str, path: str) -> None:
         raise FamilyError(f"{where}: int_range takes integers, got {args!r}")
 
 
-def _draw(spec: tuple[str, Any], rng: np.random.Generator, path: str) -> Any:
+def _draw(spec: tuple[str, Any], rng: np.random.Generator) -> Any:
     kind, args = spec
     if kind == "choice":
         return args[int(rng.integers(0, len(args)))]
@@ -158,7 +159,7 @@ def _draw(spec: tuple[str, Any], rng: np.random.Generator, path: str) -> Any:
     return float(lo + u * (hi - lo))
 
 
-def _nominal(spec: tuple[str, Any], path: str) -> Any:
+def _nominal(spec: tuple[str, Any]) -> Any:
     kind, args = spec
     if kind == "choice":
         return args[0]
@@ -170,32 +171,39 @@ def _nominal(spec: tuple[str, Any], path: str) -> Any:
     return float((lo + hi) / 2)
 
 
-def _resolve(value: Any, source: str, path: str, pick: Any) -> Any:
-    """``value`` with every draw replaced by ``pick(spec, path)`` (recursively, in file order)."""
+def _resolve(
+    value: Any,
+    source: str,
+    path: str,
+    pick: Callable[[tuple[str, Any]], Any],
+    drawn: dict[str, Any] | None = None,
+) -> Any:
+    """``value`` with every draw replaced by ``pick(spec)`` (recursively, in file order); what
+    each outermost draw became goes into ``drawn`` by key path."""
     spec = _draw_spec(value)
     if spec is not None:
         _check(spec[0], spec[1], source, path)
-        return _resolve(pick(spec, path), source, path, pick)
+        out = _resolve(pick(spec), source, path, pick)
+        if drawn is not None:
+            drawn[path] = out
+        return out
     if isinstance(value, dict):
         return {
-            k: _resolve(v, source, f"{path}.{k}" if path else k, pick) for k, v in value.items()
+            k: _resolve(v, source, f"{path}.{k}" if path else k, pick, drawn)
+            for k, v in value.items()
         }
     if isinstance(value, list):
-        return [_resolve(v, source, f"{path}[{i}]", pick) for i, v in enumerate(value)]
+        return [_resolve(v, source, f"{path}[{i}]", pick, drawn) for i, v in enumerate(value)]
     return value
 
 
-def _collect(template: Any, drawn_doc: Any, path: str, out: dict[str, Any]) -> None:
-    """What the draws of ``template`` became in ``drawn_doc``, by key path."""
-    if _draw_spec(template) is not None:
-        out[path] = drawn_doc
-        return
-    if isinstance(template, dict) and isinstance(drawn_doc, dict):
-        for k, v in template.items():
-            _collect(v, drawn_doc.get(k), f"{path}.{k}" if path else k, out)
-    elif isinstance(template, list) and isinstance(drawn_doc, list):
-        for i, (v, d) in enumerate(zip(template, drawn_doc, strict=True)):
-            _collect(v, d, f"{path}[{i}]", out)
-
-
-__all__ = ["DRAWS", "PREFIX", "Family", "FamilyError", "is_family", "load_family", "names"]
+__all__ = [
+    "DRAWS",
+    "PREFIX",
+    "Family",
+    "FamilyError",
+    "family_of",
+    "is_family",
+    "load_family",
+    "names",
+]

@@ -188,20 +188,30 @@ def load(name_or_path: str | Path) -> Scenario:
     """Load a bundled scenario by name, or a scenario file by path."""
     p = Path(name_or_path)
     if p.suffix != ".toml":
-        if str(name_or_path) not in bundled.names():
-            known = bundled.names()
-            near = difflib.get_close_matches(str(name_or_path), known, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise ScenarioError(
-                f"unknown scenario {str(name_or_path)!r}{hint}; known: {', '.join(known)}"
-            )
-        p = bundled.path(str(name_or_path))
+        p = bundled_path("scenario", str(name_or_path), bundled.names(), bundled.path)
+    return parse(read_document(p), name=p.stem, source=str(p))
+
+
+def bundled_path(what: str, name: str, known: list[str], path_of: Callable[[str], Path]) -> Path:
+    """The file of a bundled ``what`` (scenario, family) called ``name``; ``ScenarioError`` with
+    the nearest known name and the list otherwise."""
+    if name not in known:
+        near = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ScenarioError(f"unknown {what} {name!r}{hint}; known: {', '.join(known)}")
+    return path_of(name)
+
+
+def read_document(p: Path) -> dict[str, Any]:
+    """A scenario (or family) file's TOML document; ``ScenarioError`` naming the file if it
+    cannot be read or parsed."""
     try:
         with p.open("rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
+    except OSError as e:
+        raise ScenarioError(f"{p}: cannot read: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"{p}: not valid TOML: {e}") from e
-    return parse(data, name=p.stem, source=str(p))
 
 
 _TOP = {

@@ -15,3 +15,14 @@ def names() -> list[str]:
 def path(name: str) -> Path:
     """Path of a bundled scenario file."""
     return Path(str(resources.files(__name__).joinpath(f"{name}.toml")))
+
+
+def family_names() -> list[str]:
+    """Names of the bundled scenario families (``families/*.toml``), sorted."""
+    root = resources.files(__name__).joinpath("families")
+    return sorted(p.name[: -len(".toml")] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def family_path(name: str) -> Path:
+    """Path of a bundled family file."""
+    return Path(str(resources.files(__name__).joinpath("families", f"{name}.toml")))

@@ -31,7 +31,7 @@ from chiron_gym.envs.features import (
     FeatureBuilder,
     PoolStatic,
 )
-from chiron_gym.family import Family, is_family, load_family
+from chiron_gym.family import family_of
 from chiron_gym.scenario import REWARD_DEFAULTS, Scenario, load
 from chiron_gym.sim import POOL_NAMES, POOLS, Pool, WindowReport
 
@@ -183,10 +183,9 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         # a family (``family:NAME`` or a file with draws) is sampled anew at every reset, from the
         # episode's seed; until then, and for the spaces, its nominal scenario stands in
         self._overrides = (decision_interval_s, horizon_s, dict(reward_weights or {}))
-        self._family: Family | None = None
+        self._family = family_of(scenario)
         self._drawn: dict[str, Any] = {}
-        if not isinstance(scenario, Scenario) and is_family(scenario):
-            self._family = load_family(scenario)
+        if self._family is not None:
             scenario = self._family.nominal
         self._configure(scenario, decision_interval_s, horizon_s, reward_weights)
         self._backend: Backend | None = None
@@ -255,12 +254,10 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         unknown = set(opts) - {"scenario", "decision_interval_s", "horizon_s", "reward_weights"}
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}")
-        chosen = opts.get("scenario")
-        if chosen is not None and not isinstance(chosen, Scenario) and is_family(chosen):
-            self._family = load_family(chosen)
-            opts["scenario"] = self._family.nominal
-        elif chosen is not None:
-            self._family = None
+        if "scenario" in opts:
+            self._family = family_of(opts["scenario"])
+            if self._family is not None:
+                opts["scenario"] = self._family.nominal
         if opts:
             self._configure(
                 opts.get("scenario", self.scenario),

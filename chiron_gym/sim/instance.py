@@ -489,7 +489,7 @@ class Instance:
         if decode_only and self.pool == Pool.MIXED and self.waiting[RequestClass.INTERACTIVE]:
             # A waiting interactive request may evict batch ones as free KV shrinks during the
             # stretch; that decision is only taken iteration by iteration.
-            decode_only = not any(r.klass == RequestClass.BATCH for r in running)
+            decode_only = self._interactive_running == len(running)  # no batch request runs
         dt = self._perf.iteration_time_s(BatchComposition(prefill_new, prefill_ctx, n_dec, ctx_sum))
         if swap_tokens:
             dt += swap_tokens * spec.kv_bytes_per_token / spec.pcie_bytes_per_s
@@ -717,9 +717,7 @@ class Instance:
                     freed += r.blocks
                     r.blocks = 0
                     finished.append(r)
-                elif step == _SAMPLED or (
-                    r.generated and r.prompt_tokens + r.generated - r.computed == 1
-                ):
+                elif step == _SAMPLED or _decodes_next(r):
                     # sampled, or a recomputation (after a preemption or a swap) whose chunk
                     # left exactly its last token: it decodes from now on, as the per-request
                     # scheduler (and ``_end_exact``'s rebuild) treats it
@@ -776,11 +774,13 @@ class Instance:
         if finished:
             running = self.running = [r for r in running if r.generated < r.output_tokens]
             self.used_blocks -= freed
-            self._interactive_running = sum(r.klass == RequestClass.INTERACTIVE for r in running)
+            for r in finished:
+                if r.klass == RequestClass.INTERACTIVE:
+                    self._interactive_running -= 1
         self.active = []
         if self._rebuild:
             for r in running:
-                if r.generated and r.prompt_tokens + r.generated - r.computed == 1:
+                if _decodes_next(r):
                     self._join(r)
                 else:
                     self.active.append(r)
@@ -935,3 +935,9 @@ class Instance:
 
 def _running_order(r: Request) -> int:
     return r.order
+
+
+def _decodes_next(r: Request) -> bool:
+    """Past its first token with one token left to compute: a steady decoder from now on (the
+    fast and the per-request paths must agree on this, bit for bit)."""
+    return r.generated > 0 and r.prompt_tokens + r.generated - r.computed == 1
