@@ -1,7 +1,8 @@
 """Stable-Baselines3 callbacks of ``chiron train ppo``: what TensorBoard shows while PPO learns.
 
-- ``EpisodeMetrics``: per finished episode, ``episode/<key>`` of ``MONITOR_KEYS`` and
-  ``reward_terms/<term>`` (averaged per rollout);
+- ``EpisodeMetrics``: per finished episode, ``episode/<key>`` of ``MONITOR_KEYS``,
+  ``reward_terms/<term>`` and, on a family, the drawn parameters ``scenario/<key path>``
+  (averaged per rollout);
 - ``EvalVsChiron``: every ``eval_freq`` steps, PPO (deterministic) and Chiron on the same seeds
   (``eval/*``, the figure ``eval/episode``), and ``best_model.zip`` when PPO improves;
 - ``ProgressBar``: steps done, with tqdm.
@@ -22,7 +23,22 @@ from stable_baselines3.common.vec_env import VecNormalize
 from agents.episode import evaluation_episode
 
 MONITOR_KEYS = ("interactive_attainment", "batch_attainment", "gpu_hours")
-TERMS = ("slo_met_work", "gpu_cost", "violation", "churn")
+TERMS = ("slo_met_work", "gpu_cost", "violation", "churn", "at_risk")
+
+
+def scenario_scalars(draws: dict[str, Any], prefix: str = "scenario") -> dict[str, float]:
+    """A family episode's draws as TensorBoard scalars: numbers as they are (nested tables by
+    key path), a drawn name or kind as ``<path>/<value>`` = 1 (its mean is its frequency)."""
+    out: dict[str, float] = {}
+    for key, value in draws.items():
+        tag = f"{prefix}/{key}"
+        if isinstance(value, dict):
+            out.update(scenario_scalars(value, tag))
+        elif isinstance(value, bool | str):
+            out[f"{tag}/{value}"] = 1.0
+        elif isinstance(value, int | float):
+            out[tag] = float(value)
+    return out
 
 
 class EpisodeMetrics(BaseCallback):
@@ -44,6 +60,10 @@ class EpisodeMetrics(BaseCallback):
                         self.logger.record_mean(f"episode/{key}", float(ep[key]))
                 for k, v in self.sums[i].items():
                     self.logger.record_mean(f"reward_terms/{k}", v)
+                # a family's draws (the env repeats them in the episode's last info)
+                draws = info.get("scenario", {}).get("draws", {})
+                for tag, v in scenario_scalars(draws).items():
+                    self.logger.record_mean(tag, v)
                 self.sums[i] = dict.fromkeys(TERMS, 0.0)
         return True
 
@@ -166,6 +186,7 @@ __all__ = [
     "EpisodeMetrics",
     "EvalVsChiron",
     "ProgressBar",
+    "scenario_scalars",
     "training_callbacks",
     "vecnormalize_of",
 ]

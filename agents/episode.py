@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import gymnasium as gym
 import numpy as np
 
 from agents import agent_env_kwargs, make_agent
@@ -64,16 +65,19 @@ def series_point(info: dict[str, Any], reward: float) -> dict[str, float]:
 
 
 def play(
-    env: AutoscaleEnv,
+    env: AutoscaleEnv | gym.Env[Any, Any],
     make_policy: Callable[[AgentContext], Agent],
     seed: int,
     *,
     deterministic: bool = True,
     record_series: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> EpisodeRun:
-    """Reset ``env`` with ``seed``, build the policy for it, and step until the episode ends."""
-    obs, info = env.reset(seed=seed)
-    run = EpisodeRun(make_policy(env.agent_context()), info=info)
+    """Reset ``env`` with ``seed`` (and reset ``options``), build the policy for it, and step
+    until the episode ends. ``env`` may be wrapped (e.g. by Minari's ``DataCollector``)."""
+    obs, info = env.reset(seed=seed, options=options)
+    ctx = cast(AutoscaleEnv, env.unwrapped).agent_context()
+    run = EpisodeRun(make_policy(ctx), info=info)
     start = True
     done = False
     while not done:
@@ -81,7 +85,8 @@ def play(
             obs, episode_start=np.array([start]), deterministic=deterministic
         )
         start = False
-        obs, reward, terminated, truncated, info = env.step(action)
+        obs, r, terminated, truncated, info = env.step(action)
+        reward = float(r)
         run.steps += 1
         run.reward += reward
         for k, v in info["reward_terms"].items():
@@ -105,8 +110,9 @@ class Episode:
 
 
 def attainment_with_risk(report: Any, at_risk: int) -> float:
-    """Met over requests whose fate is known, counting ``at_risk`` queued ones as misses."""
-    known = report.met + report.late + report.rejected + report.overdue + at_risk
+    """Met over requests whose fate is known, counting the ``at_risk`` pending ones (the env's
+    ``info["at_risk"]``, overdue ones included) as misses."""
+    known = report.met + report.late + report.rejected + at_risk
     return float(report.met / known) if known else 1.0
 
 
@@ -133,13 +139,14 @@ def run_episode(
     t0 = time.perf_counter()
     run = play(env, lambda ctx: make_agent(agent, ctx, seed=seed), seed, record_series=True)
     info = run.info
-    totals = {"slo_met_work": 0.0, "gpu_cost": 0.0, "violation": 0.0, "churn": 0.0}
+    totals = {"slo_met_work": 0.0, "gpu_cost": 0.0, "violation": 0.0, "churn": 0.0, "at_risk": 0.0}
     totals.update(run.reward_terms)
     summary = env.backend.summary()
     horizon = env.scenario.horizon_s
-    # Batch work still queued at the end counts against its deadline when the waiting-time
-    # estimate says it would miss it (deferring work past the horizon is not free).
-    at_risk = round(info["raw"]["batch.at_risk"])
+    # Work still pending at the end counts as missed when it is past its SLO already or (batch)
+    # the waiting-time estimate says it will miss its deadline, as the reward's ``at_risk`` term
+    # charges it: deferring work past the horizon is not free.
+    at_risk = info["at_risk"]
     met = sum(c.met for c in summary.values())
     met_tokens = totals["slo_met_work"] / max(env.reward_weights["slo_met_work"], 1e-12) * 1000.0
     gpu_hours = float(info["gpu_hours"])
@@ -148,8 +155,9 @@ def run_episode(
         "scenario": scenario,
         "seed": seed,
         "interactive_attainment": info["interactive_attainment"],
-        "batch_attainment": attainment_with_risk(summary["batch"], at_risk),
-        "batch_at_risk": at_risk,
+        "batch_attainment": attainment_with_risk(summary["batch"], at_risk["batch"]),
+        "interactive_at_risk": at_risk["interactive"],
+        "batch_at_risk": at_risk["batch"],
         "interactive_arrived": info["interactive_arrived"],
         "batch_arrived": info["batch_arrived"],
         "slo_met_requests": met,
@@ -161,6 +169,7 @@ def run_episode(
         "reward_gpu_cost": totals["gpu_cost"],
         "reward_violation": totals["violation"],
         "reward_churn": totals["churn"],
+        "reward_at_risk": totals["at_risk"],
         "scale_actions": run.scale_actions,
         "steps": run.steps,
     }

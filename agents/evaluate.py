@@ -113,15 +113,19 @@ def evaluate(
             import matplotlib.pyplot as plt
 
             fig = reporting.episode_figure(ep.series, f"{agent} on {scenario}, seed {seed}")
+            # folders named by a safe slug of the scenario (it may be a path or a family draw)
+            where = reporting.slug(scenario)
             if plots:
-                d = out / "plots" / scenario
+                d = out / "plots" / where
                 d.mkdir(parents=True, exist_ok=True)
                 fig.savefig(d / f"{reporting.slug(agent)}_seed{seed}.png", dpi=80)
             if tensorboard:
                 path = bundled.path(scenario) if scenario in bundled.names() else Path(scenario)
-                text = "    " + path.read_text().replace("\n", "\n    ")
+                text = "    " + (
+                    path.read_text().replace("\n", "\n    ") if path.is_file() else scenario
+                )
                 reporting.tensorboard(
-                    ep, out / "tb" / scenario / reporting.slug(agent) / f"seed{seed}", text, fig
+                    ep, out / "tb" / where / reporting.slug(agent) / f"seed{seed}", text, fig
                 )
             plt.close(fig)
         if on_episode:
@@ -140,7 +144,9 @@ def evaluate(
         (out / "plots").mkdir(exist_ok=True)
         for scenario in scenarios:
             if any(e["scenario"] == scenario for e in summary):
-                reporting.compare_plot(summary, scenario, out / "plots" / f"compare_{scenario}.png")
+                reporting.compare_plot(
+                    summary, scenario, out / "plots" / f"compare_{reporting.slug(scenario)}.png"
+                )
     failed = [failures[i] for i in sorted(failures)]
     path = out / "failures.json"
     if failed:

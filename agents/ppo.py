@@ -36,7 +36,30 @@ import numpy as np
 from agents.base import BaseAgent, Observation, Prediction
 from chiron_gym.envs import AgentContext, AutoscaleEnv
 
-HYPERPARAMS = Path(__file__).resolve().parent / "hyperparams" / "ppo.yml"
+HYPERPARAM_DIR = Path(__file__).resolve().parent / "hyperparams"
+HYPERPARAMS = HYPERPARAM_DIR / "ppo.yml"
+# ``--algo``: SB3's PPO, and sb3-contrib's MaskablePPO (the env's ``action_masks()``) and
+# RecurrentPPO (an LSTM policy); each reads its own zoo file, ``agents/hyperparams/<algo>.yml``.
+ALGOS = ("ppo", "maskable-ppo", "recurrent-ppo")
+
+
+def algo_class(algo: str) -> Any:
+    """The SB3 class of ``algo`` (one of ``ALGOS``)."""
+    if algo == "ppo":
+        from stable_baselines3 import PPO
+
+        return PPO
+    if algo == "maskable-ppo":
+        from sb3_contrib import MaskablePPO
+
+        return MaskablePPO
+    if algo == "recurrent-ppo":
+        from sb3_contrib import RecurrentPPO
+
+        return RecurrentPPO
+    raise TrainError(f"unknown algorithm {algo!r}; known: {', '.join(ALGOS)}")
+
+
 PPO_KEYS = {
     "n_steps",
     "batch_size",
@@ -103,6 +126,18 @@ def load_hyperparams(scenario: str, path: Path | None = None) -> dict[str, Any]:
     return hp
 
 
+def check_scenario(scenario: str) -> str:
+    """Load ``scenario`` (a scenario or a family) for its errors; its hyperparameter key (its
+    name when bundled, else ``default``)."""
+    import scenarios as bundled
+    from chiron_gym.family import family_of
+    from chiron_gym.scenario import load
+
+    if family_of(scenario) is None:
+        load(scenario)
+    return scenario if scenario in bundled.names() or scenario.startswith("family:") else "default"
+
+
 def env_factory(
     scenario: str, action_mode: str, env_kwargs: dict[str, Any] | None = None
 ) -> Callable[[], Any]:
@@ -142,22 +177,24 @@ def train(
     progress: bool = True,
     env_kwargs: dict[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
+    algo: str = "ppo",
 ) -> TrainResult:
     """Train PPO; write ``model.zip``, ``vecnormalize.pkl``, ``train.json`` and TensorBoard runs.
 
+    ``scenario`` is a scenario or a family (``family:train``: a new draw every episode).
     ``overrides`` replace entries of the hyperparameter file (a Tune trial's sample).
     """
     import torch
-    from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
-    import scenarios as bundled
     from agents.callbacks import MONITOR_KEYS, ProgressBar, training_callbacks
-    from chiron_gym.scenario import load
 
-    load(scenario)  # a clear error for an unknown scenario, before any process starts
-    hp = load_hyperparams(scenario if scenario in bundled.names() else "default", hyperparams)
+    cls = algo_class(algo)
+    key = check_scenario(scenario)  # a clear error before any process starts
+    if hyperparams is None and algo != "ppo":
+        hyperparams = HYPERPARAM_DIR / f"{algo}.yml"
+    hp = load_hyperparams(key, hyperparams)
     overrides = dict(overrides or {})
     unknown = set(overrides) - TUNABLE
     if unknown:
@@ -180,8 +217,8 @@ def train(
     if hp.get("normalize", True):
         venv = VecNormalize(venv, norm_obs=True, norm_reward=True, gamma=hp.get("gamma", 0.99))
     kwargs = {k: v for k, v in hp.items() if k in PPO_KEYS}
-    model = PPO(
-        hp.get("policy", "MlpPolicy"),
+    model = cls(
+        hp.get("policy", "MlpLstmPolicy" if algo == "recurrent-ppo" else "MlpPolicy"),
         venv,
         seed=seed,
         verbose=0,
@@ -212,6 +249,7 @@ def train(
             {
                 "scenario": scenario,
                 "seed": seed,
+                "algo": algo,
                 "action_mode": action_mode,
                 "n_envs": n_envs,
                 "timesteps": result.timesteps,
@@ -276,9 +314,8 @@ def train_seeds(
     from tqdm import tqdm
 
     from agents.executors import resolve, run_tasks
-    from chiron_gym.scenario import load
 
-    load(scenario)
+    check_scenario(scenario)
     kind = resolve(executor, len(seeds))
     where = str(Path(scenario).resolve()) if Path(scenario).is_file() else scenario
     kw = dict(kwargs, progress=progress and kind == "local")
@@ -330,14 +367,14 @@ class PPOAgent(BaseAgent):
     @classmethod
     def load(cls, path: str | Path, ctx: AgentContext | None = None) -> PPOAgent:
         """From a training folder (``model.zip`` + ``vecnormalize.pkl``) or a ``.zip`` path."""
-        from stable_baselines3 import PPO
-
         p = Path(path)
         folder = p if p.is_dir() else p.parent
         zip_path = p / "model.zip" if p.is_dir() else p
         if not zip_path.is_file():
             raise FileNotFoundError(f"{zip_path}: no PPO model here (train one: chiron train ppo)")
-        model = PPO.load(zip_path, device="cpu")
+        record = folder / "train.json"
+        algo = json.loads(record.read_text()).get("algo", "ppo") if record.is_file() else "ppo"
+        model = algo_class(algo).load(zip_path, device="cpu")
         vn = None
         stats = folder / (
             "vecnormalize.pkl"

@@ -34,6 +34,7 @@ COLUMNS = (
     "seed",
     "interactive_attainment",
     "batch_attainment",
+    "interactive_at_risk",
     "batch_at_risk",
     "interactive_arrived",
     "batch_arrived",
@@ -46,6 +47,7 @@ COLUMNS = (
     "reward_gpu_cost",
     "reward_violation",
     "reward_churn",
+    "reward_at_risk",
     "scale_actions",
     "steps",
 )
@@ -78,6 +80,7 @@ TB_SCALARS = (
     "reward/gpu_cost",
     "reward/violation",
     "reward/churn",
+    "reward/at_risk",
 )
 TB_EPISODE = tuple(f"episode/{c}" for c in COLUMNS[3:])
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from chiron_gym import __version__
 from chiron_gym.config import ConfigError
-from chiron_gym.scenario import load
+from chiron_gym.scenario import Scenario, load
 from chiron_gym.workload.trace import TraceError
 
 if TYPE_CHECKING:
@@ -52,7 +52,11 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 def _simulate_parser(sub: Subparsers) -> None:
     sim = sub.add_parser("simulate", help="run one episode with a fixed policy and print a summary")
-    sim.add_argument("--scenario", default="default", help="bundled scenario name or a .toml path")
+    sim.add_argument(
+        "--scenario",
+        default="default",
+        help="bundled scenario name, a .toml path, or a family (family:train: the draw of --seed)",
+    )
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument(
@@ -78,7 +82,7 @@ def _simulate_parser(sub: Subparsers) -> None:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from chiron_gym.episode import simulate
 
-    scenario = load(args.scenario)
+    scenario = load_any(args.scenario, args.seed)
     if args.trace:
         from pathlib import Path
 
@@ -105,6 +109,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------- evaluate, train, tune (agents, lazily)
+
+
+def load_any(spec: str, seed: int) -> Scenario:
+    """A scenario, or for a family (``family:NAME`` or a file with draws) its draw for ``seed``
+    (what ``reset(seed=seed)`` runs)."""
+    from chiron_gym.family import family_of
+
+    fam = family_of(spec)
+    return load(spec) if fam is None else fam.sample(seed)[0]
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -139,7 +152,11 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
 def _evaluate_parser(sub: Subparsers) -> None:
     ev = sub.add_parser("evaluate", help="compare agents on the same traffic")
     ev.add_argument("--agents", default="chiron,static,llumnix", help="comma-separated names")
-    ev.add_argument("--scenarios", default="default", help="comma-separated names or paths")
+    ev.add_argument(
+        "--scenarios",
+        default="default",
+        help="comma-separated names, paths or families (family:train: a draw per seed)",
+    )
     ev.add_argument("--seeds", type=parse_seeds, default=[0], help="e.g. 0-4 or 0,1,2")
     ev.add_argument("--out", default="runs/evaluate", help="output folder")
     ev.add_argument("--json", action="store_true", help="print the table's rows as JSON lines")
@@ -150,24 +167,16 @@ def _evaluate_parser(sub: Subparsers) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from agents import names as agent_names
     from agents.evaluate import EvaluationFailed, evaluate
     from agents.executors import ExecutorError
 
     agents_ = [a.strip() for a in args.agents.split(",") if a.strip()]
-    for a in agents_:
-        if a.startswith("ppo:"):
-            if not Path(a[4:]).exists():
-                print(f"chiron: agent {a!r}: {a[4:]} does not exist", file=sys.stderr)
-                return 2
-        elif a not in agent_names():
-            print(
-                f"chiron: unknown agent {a!r}; known: {', '.join(agent_names())}", file=sys.stderr
-            )
-            return 2
+    code = _check_agents(agents_)
+    if code:
+        return code
     scenarios_ = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     for s in scenarios_:
-        load(s)  # fail early, with the scenario's own message
+        load_any(s, 0)  # fail early, with the scenario's own message
     out = Path(args.out)
     failed: EvaluationFailed | None = None
     try:
@@ -208,9 +217,132 @@ def _print_evaluation(args: argparse.Namespace, out: Path, summary: list[dict[st
     return 0
 
 
+def _benchmark_parser(sub: Subparsers) -> None:
+    b = sub.add_parser(
+        "benchmark",
+        help="the benchmark protocol: agents on a fixed suite, scored static = 0, Chiron = 1",
+    )
+    b.add_argument(
+        "--agents",
+        default="chiron,static",
+        help="comma-separated (static and chiron always run: they define the score)",
+    )
+    b.add_argument("--suite", default="test", help="test, train, or a suite file")
+    b.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2, 3, 4], help="e.g. 0-4")
+    b.add_argument("--out", default="runs/benchmark", help="output folder")
+    b.add_argument("--json", action="store_true", help="print benchmark.json")
+    b.add_argument("--no-tensorboard", action="store_true")
+    _executor_args(b)
+    b.set_defaults(func=_cmd_benchmark)
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from agents.benchmark import BenchmarkError, benchmark, load_suite
+    from agents.evaluate import EvaluationFailed
+    from agents.executors import ExecutorError
+
+    agents_ = [a.strip() for a in args.agents.split(",") if a.strip()]
+    code = _check_agents(agents_)
+    if code:
+        return code
+    try:
+        for _, spec in load_suite(args.suite).scenarios:
+            load_any(spec, 0)  # fail early, with the scenario's own message
+        benchmark(
+            agents_,
+            args.suite,
+            args.seeds,
+            Path(args.out),
+            executor=args.executor,
+            ray_address=args.ray_address,
+            progress=not args.json,
+            tensorboard=not args.no_tensorboard,
+        )
+    except (BenchmarkError, ExecutorError) as e:
+        print(f"chiron: {e}", file=sys.stderr)
+        return 2
+    except EvaluationFailed as e:
+        print(f"chiron: {e}\nthe finished episodes are in {args.out}/episodes", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    if args.json:
+        print((out / "benchmark.json").read_text(), end="")
+        return 0
+    print((out / "leaderboard.md").read_text())
+    print(f"files: {out}/leaderboard.md, benchmark.json, scores.csv, pareto.png, episodes/")
+    if not args.no_tensorboard:
+        print(f"TensorBoard: tensorboard --logdir {out / 'tb'}")
+    return 0
+
+
+def _dataset_parser(sub: Subparsers) -> None:
+    d = sub.add_parser(
+        "dataset", help="offline datasets (Minari) of the heuristic agents' trajectories"
+    )
+    d.add_argument("--agents", default="chiron", help="comma-separated; one dataset each")
+    src = d.add_mutually_exclusive_group()
+    src.add_argument("--scenarios", help="comma-separated names or paths (default: default)")
+    src.add_argument("--family", help="a family (train, or a file): each episode a new draw")
+    d.add_argument("--episodes", type=int, default=10, help="per scenario (or of the family)")
+    d.add_argument("--seed", type=int, default=0, help="the first episode's traffic seed")
+    d.add_argument("--horizon-s", type=float, help="shorter episodes than the scenario's")
+    d.add_argument("--out", default="runs/datasets", help="Minari's dataset folder")
+    d.set_defaults(func=_cmd_dataset)
+
+
+def _cmd_dataset(args: argparse.Namespace) -> int:
+    from agents.dataset import DatasetError, collect
+
+    agents_ = [a.strip() for a in args.agents.split(",") if a.strip()]
+    code = _check_agents(agents_)
+    if code:
+        return code
+    if args.family:
+        fam = args.family
+        sources = [fam if fam.startswith("family:") or fam.endswith(".toml") else f"family:{fam}"]
+    else:
+        sources = [s.strip() for s in (args.scenarios or "default").split(",") if s.strip()]
+    try:
+        results = collect(
+            agents_,
+            sources,
+            args.episodes,
+            Path(args.out),
+            seed=args.seed,
+            horizon_s=args.horizon_s,
+        )
+    except DatasetError as e:
+        print(f"chiron: {e}", file=sys.stderr)
+        return 2
+    for r in results:
+        print(f"{r.dataset_id}: {r.episodes} episodes, {r.steps} steps in {r.path}")
+    print(
+        f'load one: MINARI_DATASETS_PATH={args.out} python -c "import minari; '
+        f"print(minari.load_dataset('{results[0].dataset_id}'))\""
+    )
+    return 0
+
+
+def _check_agents(agents_: list[str]) -> int:
+    """2 (after a message) when an agent spec is unknown or its model is missing, else 0."""
+    from agents import names as agent_names
+
+    for a in agents_:
+        if a.startswith("ppo:"):
+            if not Path(a[4:]).exists():
+                print(f"chiron: agent {a!r}: {a[4:]} does not exist", file=sys.stderr)
+                return 2
+        elif a not in agent_names():
+            print(
+                f"chiron: unknown agent {a!r}; known: {', '.join(agent_names())}", file=sys.stderr
+            )
+            return 2
+    return 0
+
+
 def _train_ppo_parser(tsub: Subparsers) -> None:
     ppo = tsub.add_parser("ppo", help="Stable-Baselines3 PPO on chiron_gym/Autoscale-v0")
-    ppo.add_argument("--scenario", default="default")
+    ppo.add_argument("--scenario", default="default", help="a scenario, or a family (family:train)")
     ppo.add_argument("--timesteps", type=int, default=None, help="default: the hyperparameter file")
     ppo.add_argument("--seed", type=int, default=0)
     ppo.add_argument(
@@ -221,7 +353,15 @@ def _train_ppo_parser(tsub: Subparsers) -> None:
     ppo.add_argument("--out", default="runs/ppo")
     ppo.add_argument("--n-envs", type=int, default=1)
     ppo.add_argument("--action-mode", choices=("full", "global", "local"), default="full")
-    ppo.add_argument("--hyperparams", help="zoo-format YAML (default agents/hyperparams/ppo.yml)")
+    ppo.add_argument(
+        "--algo",
+        choices=("ppo", "maskable-ppo", "recurrent-ppo"),
+        default="ppo",
+        help="SB3's PPO, or sb3-contrib's MaskablePPO (action masks) or RecurrentPPO (LSTM)",
+    )
+    ppo.add_argument(
+        "--hyperparams", help="zoo-format YAML (default agents/hyperparams/<algo>.yml)"
+    )
     ppo.add_argument("--eval-freq", type=int, default=10_000, help="steps between evaluations")
     _executor_args(ppo)
     ppo.set_defaults(func=_cmd_train_ppo)
@@ -236,6 +376,7 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
         "action_mode": args.action_mode,
         "hyperparams": Path(args.hyperparams) if args.hyperparams else None,
         "eval_freq": args.eval_freq,
+        "algo": args.algo,
     }
     out = Path(args.out)
     try:
@@ -622,6 +763,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _simulate_parser(sub)
     _evaluate_parser(sub)
+    _benchmark_parser(sub)
+    _dataset_parser(sub)
     _group(sub, "train", "train a learned autoscaler", "train_command", _train_ppo_parser)
     _group(sub, "tune", "hyperparameter search with Ray Tune", "what", _tune_ppo_parser)
     _bench_parser(sub)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +67,11 @@ class Family:
 
 
 def is_family(name_or_path: str | Path) -> bool:
-    """Whether ``name_or_path`` names a family (``family:NAME``, or a file with draws)."""
+    """Whether ``name_or_path`` names a family (``family:NAME``, or a file with draws; not
+    ``family:NAME@SEED``, which is one fixed draw)."""
     text = str(name_or_path)
     if text.startswith(PREFIX):
-        return True
+        return "@" not in text
     p = Path(text)
     if p.suffix != ".toml" or not p.is_file():
         return False
@@ -92,6 +93,23 @@ def names() -> list[str]:
     return bundled.family_names()
 
 
+def draw(spec: str) -> Scenario:
+    """``family:NAME@SEED``: the scenario ``NAME@SEED`` that the family draws for reset seed
+    ``SEED`` (a fixed scenario, e.g. an unseen draw in a benchmark suite)."""
+    name, _, seed_text = spec.rpartition("@")
+    try:
+        seed = int(seed_text)
+        if seed < 0:
+            raise ValueError
+    except ValueError:
+        raise ScenarioError(
+            f"{spec}: expected family:NAME@SEED with SEED an integer >= 0, got {seed_text!r}"
+        ) from None
+    fam = load_family(name)
+    scenario, _ = fam.sample(seed)
+    return replace(scenario, name=f"{fam.name}@{seed}")
+
+
 def load_family(name_or_path: str | Path) -> Family:
     """Load ``family:NAME`` (bundled) or a family file by path."""
     text = str(name_or_path)
@@ -102,6 +120,14 @@ def load_family(name_or_path: str | Path) -> Family:
     doc = read_document(p)
     source = str(p)
     nominal = parse(_resolve(doc, source, "", _nominal), name=p.stem, source=source)
+    # Every draw at its low end, then every draw at its high end (a choice: its first, then its
+    # last option) must parse too: a range that reaches an invalid value fails here, naming the
+    # key, rather than in the one episode in thousands that draws it.
+    for end, pick in (("low", _low), ("high", _high)):
+        try:
+            parse(_resolve(doc, source, "", pick), name=p.stem, source=source)
+        except ScenarioError as e:
+            raise FamilyError(f"{e} (with every draw at its {end} end)") from None
     return Family(name=p.stem, source=source, document=doc, nominal=nominal)
 
 
@@ -169,6 +195,14 @@ def _nominal(spec: tuple[str, Any]) -> Any:
     if kind == "log_range":
         return float(math.sqrt(lo * hi))
     return float((lo + hi) / 2)
+
+
+def _low(spec: tuple[str, Any]) -> Any:
+    return spec[1][0]  # a range's low end, a choice's first option
+
+
+def _high(spec: tuple[str, Any]) -> Any:
+    return spec[1][-1]
 
 
 def _resolve(

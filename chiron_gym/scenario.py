@@ -9,6 +9,7 @@ initial pools, batch sources against deadlines) and builds the types defined her
 from __future__ import annotations
 
 import difflib
+import os
 import tomllib
 import zlib
 from collections.abc import Callable
@@ -185,11 +186,37 @@ def stream(seed: int, name: str) -> np.random.Generator:
 
 
 def load(name_or_path: str | Path) -> Scenario:
-    """Load a bundled scenario by name, or a scenario file by path."""
+    """Load a bundled scenario by name, a scenario file by path, or one draw of a family,
+    ``family:NAME@SEED`` (the scenario ``NAME@SEED``, the same for the same seed)."""
+    text = str(name_or_path)
+    if text.startswith("family:") and "@" in text:
+        from chiron_gym.family import draw  # family.py builds on this module
+
+        return draw(text)
     p = Path(name_or_path)
     if p.suffix != ".toml":
         p = bundled_path("scenario", str(name_or_path), bundled.names(), bundled.path)
     return parse(read_document(p), name=p.stem, source=str(p))
+
+
+DATA_PREFIX = "data:"
+
+
+def data_root() -> Path:
+    """The folder of real data that ``data:`` paths name: ``$CHIRON_DATA``, else ``shared/data``
+    beside the repository (``../shared/data``, as the tests expect it)."""
+    env = os.environ.get("CHIRON_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def data_path(text: str, base: Path) -> Path:
+    """A trace path of a scenario file: ``data:REL`` under ``data_root()``, else relative to the
+    file's folder ``base``."""
+    if text.startswith(DATA_PREFIX):
+        return (data_root() / text[len(DATA_PREFIX) :]).resolve()
+    return (base / text).resolve()
 
 
 def bundled_path(what: str, name: str, known: list[str], path_of: Callable[[str], Path]) -> Path:
@@ -250,7 +277,7 @@ def _length(r: Reader, key: str) -> LengthDist:
 
 
 _ARRIVAL_VALUES: dict[str, Callable[[Reader, str, Path], Any]] = {
-    COUNT: lambda r, key, base: r.integer(key, low=1),
+    COUNT: lambda r, key, base: r.integer(key, low=0),
     PATH: lambda r, key, base: str((base / r.text(key)).resolve()),
     NUMBERS: lambda r, key, base: r.numbers(key),
     NONNEG: lambda r, key, base: r.number(key, low=0.0, strict=False),
@@ -293,7 +320,7 @@ def _trace(w: Reader, base: Path) -> TraceSpec:
         {"path", "format", "columns", "start_s", "end_s", "time_scale", "rate_scale"},
         required=True,
     )
-    path = (base / t.text("path")).resolve()
+    path = data_path(t.text("path"), base)
     fmt = t.string("format", FORMATS) if "format" in t.data else None
     columns = None
     if "columns" in t.data:

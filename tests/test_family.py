@@ -56,3 +56,40 @@ def test_bad_draws_name_the_file_and_key(tmp_path: Path) -> None:
     with pytest.raises(FamilyError, match=r"bad\.toml: workload\[0\]\.arrival\.rate_per_s"):
         load_family(bad)
     assert not is_family(base)
+
+
+def test_a_range_reaching_an_invalid_value_fails_at_load(tmp_path: Path) -> None:
+    """Each end of every range is parsed when the family loads: a range that reaches an
+    invalid value fails there, naming the key, not in the rare episode that draws it."""
+    base = Path(__file__).resolve().parents[1] / "scenarios" / "default.toml"
+    text = base.read_text().replace("rate_per_s = 6.0", "rate_per_s = { range = [-1.0, 6.0] }")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    with pytest.raises(FamilyError, match=r"rate_per_s = -1.0.*low end"):
+        load_family(bad)
+    ok = base.read_text().replace("count = 3000", "count = { int_range = [0, 10] }")
+    bad.write_text(ok)  # a batch job of 0 requests is no job: valid
+    fam = load_family(bad)
+    sizes = {d["workload[1].arrival.count"] for _, d in map(fam.sample, range(40))}
+    assert 0 in sizes
+
+
+def test_one_draw_by_name_is_a_fixed_scenario() -> None:
+    """``family:train@SEED``: the draw the family makes for reset seed SEED, as a scenario."""
+    from chiron_gym.scenario import ScenarioError, load
+
+    sc = load("family:train@7")
+    drawn, _ = load_family("family:train").sample(7)
+    assert sc.name == "train@7"
+    for p, q in zip(sc.cluster.pools, drawn.cluster.pools, strict=True):
+        assert (p.initial_instances, p.instance.cold_start) == (
+            q.initial_instances,
+            q.instance.cold_start,
+        )
+    assert not is_family("family:train@7")
+    env = gym.make("chiron_gym/Autoscale-v0", scenario="family:train@7", horizon_s=60.0)
+    _, a = env.reset(seed=0)
+    _, b = env.reset(seed=1)  # another traffic seed, the same scenario
+    assert a["scenario"]["name"] == b["scenario"]["name"] == "train@7"
+    with pytest.raises(ScenarioError, match="SEED an integer >= 0"):
+        load("family:train@-3")

@@ -66,9 +66,21 @@ def required_rate(estimates: list[GroupEstimate]) -> float:
 
 
 def at_risk(estimates: list[GroupEstimate], groups: list[tuple[float, int]], now_s: float) -> int:
-    """Queued requests in groups whose estimated finish falls after their deadline."""
+    """Queued requests in groups whose estimated finish falls after their deadline (those
+    already past it included)."""
     n = 0
     for e, (_, count) in zip(estimates, groups, strict=True):
         if now_s + e.wait_s > e.deadline_s:
+            n += count
+    return n
+
+
+def predicted_late(
+    estimates: list[GroupEstimate], groups: list[tuple[float, int]], now_s: float
+) -> int:
+    """Queued requests not yet past their deadline whose estimated finish falls after it."""
+    n = 0
+    for e, (_, count) in zip(estimates, groups, strict=True):
+        if e.deadline_s >= now_s and now_s + e.wait_s > e.deadline_s:
             n += count
     return n

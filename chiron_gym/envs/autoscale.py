@@ -111,8 +111,11 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
     ``slo_met_work`` x (thousands of output tokens of requests that met their SLO)
     - ``gpu_cost`` x GPU-hours - ``violation`` x requests that missed their SLO or were rejected
     - ``churn`` x instances started or stopped. Defaults 1, 1000, 5, 1 (a GPU-hour costs as
-    much as a million good tokens: $2 per GPU-hour against $2 per million tokens).
-    ``info["reward_terms"]`` holds each term's weighted value.
+    much as a million good tokens: $2 per GPU-hour against $2 per million tokens). At
+    truncation, ``at_risk``: - ``violation`` x the requests still pending that are judged
+    misses (``info["at_risk"]`` per class: past their SLO already, or queued batch work that the
+    waiting-time estimate says will finish after its deadline), so that deferring work past the
+    horizon does not pay. ``info["reward_terms"]`` holds each term's weighted value.
 
     ## Starting State
 
@@ -140,6 +143,9 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
     - v0, second release: five observation features appended (40 -> 45; a model trained on 40
       reads the prefix); Chiron's local loop per instance in ``action_mode="global"``;
       ``info["batch_caps"]`` is each pool's cap after the step.
+    - v0, third release: the episode's end is charged (the ``at_risk`` reward term, at
+      truncation; ``info["at_risk"]`` every step); ``scenario`` may be a family, sampled per
+      reset (``info["scenario"]``).
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012 (Gymnasium API)
@@ -192,6 +198,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self._raw: dict[str, float] = {}
         self._last_reward = 0.0
         self._steps = 0
+        self._episode_scenario: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ configuration
 
@@ -285,13 +292,14 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self._steps = 0
         self._last_reward = 0.0
         window = self.backend.advance(0.0)
-        obs, info = self._observe(window, Decision(), {}, 0.0)
+        obs, info = self._observe(window, Decision(), {})
         # what this episode runs: a family's draws by key path (none for a plain scenario)
-        info["scenario"] = {
+        self._episode_scenario = {
             "name": self.scenario.name,
             "family": self._family.name if self._family is not None else None,
             "draws": dict(self._drawn),
         }
+        info["scenario"] = self._episode_scenario
         return obs, info
 
     def step(
@@ -307,10 +315,18 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         window = self.backend.advance(t_end)
         self._steps += 1
         terms = self._reward_terms(window, decision)
+        obs, info = self._observe(window, decision, terms)
+        truncated = self.backend.now >= self.scenario.horizon_s - 1e-9
+        # The honest end: what is left at truncation and judged a miss is charged as violations
+        # are, so deferring work past the horizon does not pay.
+        terms["at_risk"] = (
+            -self.reward_weights["violation"] * sum(info["at_risk"].values()) if truncated else 0.0
+        )
+        info["reward_terms"] = dict(terms)
+        if truncated:  # for a training log of what each episode drew
+            info["scenario"] = self._episode_scenario
         reward = float(sum(terms.values()))
         self._last_reward = reward
-        obs, info = self._observe(window, decision, terms, reward)
-        truncated = self.backend.now >= self.scenario.horizon_s - 1e-9
         return obs, reward, False, truncated, info
 
     def _run_local_loop(self, t_end: float) -> None:
@@ -395,7 +411,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         }
 
     def _observe(
-        self, window: WindowReport, decision: Decision, terms: dict[str, float], reward: float
+        self, window: WindowReport, decision: Decision, terms: dict[str, float]
     ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
         raw, obs = self._features.observe(self.backend, window, self.scenario.horizon_s)
         self._raw = raw
@@ -418,6 +434,11 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             att = rep.attainment
             info[f"{name}_attainment"] = 1.0 if math.isnan(att) else att
             info[f"{name}_arrived"] = rep.arrived
+        # Requests still pending now that are judged misses if the episode ended here: past
+        # their SLO already (``overdue``: a batch deadline passed, no first token within the
+        # TTFT SLO), and queued batch groups the waiting-time estimate says will finish late.
+        info["at_risk"] = {name: rep.overdue for name, rep in summary.items()}
+        info["at_risk"]["batch"] += self._features.batch_predicted_late
         return obs, info
 
 

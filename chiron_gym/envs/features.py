@@ -17,7 +17,13 @@ import numpy as np
 import numpy.typing as npt
 
 from chiron_gym.backends.base import Backend, PoolState
-from chiron_gym.control.qlm import at_risk, estimate, max_pressure, required_rate
+from chiron_gym.control.qlm import (
+    at_risk,
+    estimate,
+    max_pressure,
+    predicted_late,
+    required_rate,
+)
 from chiron_gym.scenario import Scenario
 from chiron_gym.sim import (
     CLASS_NAMES,
@@ -139,6 +145,7 @@ class FeatureBuilder:
     def __init__(self, scenario: Scenario, z: float = 1.645) -> None:
         self.scenario = scenario
         self.z = z
+        self.batch_predicted_late = 0  # set by each observation (see raw)
         self.max_gpus = scenario.max_gpus
         specs = {p.pool: p for p in scenario.cluster.pools}
         self.cold_start_s = max(
@@ -263,6 +270,8 @@ class FeatureBuilder:
         out["batch.wait_over_slack"] = HIGH * 2 if math.isinf(pressure) else pressure
         out["batch.required_tokens_per_s"] = required_rate(est)
         out["batch.at_risk"] = float(at_risk(est, groups, backend.now))
+        # for the episode end's charge (not a feature): queued, not yet late, but predicted to be
+        self.batch_predicted_late = predicted_late(est, groups, backend.now)
         gpus = backend.gpus_in_use()
         den = self.max_gpus or budget_den or 1
         out["gpus_over_budget"] = gpus / den

@@ -31,7 +31,7 @@ Times = npt.NDArray[np.float64]
 # what a parameter takes
 NONNEG = "a number >= 0"
 POSITIVE = "a number > 0"
-COUNT = "an integer >= 1"
+COUNT = "an integer >= 0"
 NUMBERS = "a non-empty array of numbers"
 PATH = "a file path, relative to the scenario"
 
@@ -203,7 +203,8 @@ class ServeGen(ArrivalKind):
 @_kind("bulk")
 @dataclass(frozen=True, slots=True)
 class Bulk(ArrivalKind):
-    """Batch jobs: ``count`` requests at once at ``first_s``, repeated every ``every_s``."""
+    """Batch jobs: ``count`` requests at once at ``first_s``, repeated every ``every_s`` (a
+    count of 0 is no job: a family may draw it)."""
 
     count: int = _param(COUNT)
     first_s: float = _param(NONNEG, 0.0)

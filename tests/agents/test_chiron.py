@@ -220,11 +220,12 @@ def test_batch_work_deferred_past_the_horizon_is_at_risk() -> None:
     while not done:  # mixed and batch pools down by 2 each step, caps kept
         _, _, term, trunc, info = env.step(np.array([2, 0, 0, 1, 1, 1]))
         done = term or trunc
-    risk = round(info["raw"]["batch.at_risk"])
+    risk = info["at_risk"]["batch"]
     summary = env.backend.summary()["batch"]
     assert risk > 1000 and summary.pending >= risk
     assert info["batch_attainment"] > 0.99  # the summary alone: nothing decided late
     assert attainment_with_risk(summary, risk) < 0.5
+    assert info["reward_terms"]["at_risk"] == -5.0 * (risk + info["at_risk"]["interactive"])
 
 
 def test_parameter_specs_reach_the_loops() -> None:

@@ -106,6 +106,7 @@ def test_tensorboard_has_the_custom_tags(tmp_path: Path) -> None:
         "reward_terms/gpu_cost",
         "reward_terms/violation",
         "reward_terms/churn",
+        "reward_terms/at_risk",
         "eval/ppo_reward",
         "eval/chiron_reward",
         "eval/ppo_minus_chiron",
@@ -126,3 +127,54 @@ def test_hyperparameter_file_errors_are_clear(tmp_path: Path) -> None:
         load_hyperparams("default", p)
     hp = load_hyperparams("flash-crowd")  # falls back to the default entry
     assert hp["policy_kwargs"] == {"net_arch": [64, 64]} and np.isfinite(hp["learning_rate"])
+
+
+@pytest.mark.parametrize("algo", ["maskable-ppo", "recurrent-ppo"])
+def test_sb3_contrib_algorithms_train_and_evaluate(tmp_path: Path, algo: str) -> None:
+    """MaskablePPO (the env's action masks) and RecurrentPPO (an LSTM policy): a model that
+    ``ppo:PATH`` loads with the right class and plays the same actions twice."""
+    import json
+
+    train(
+        "default",
+        128,
+        0,
+        tmp_path / "run",
+        hyperparams=_hp(tmp_path),
+        eval_freq=0,
+        checkpoint_freq=0,
+        progress=False,
+        env_kwargs=SMALL,
+        algo=algo,
+    )
+    assert json.loads((tmp_path / "run" / "train.json").read_text())["algo"] == algo
+    env = AutoscaleEnv("default", **SMALL)
+    agent = make_agent(f"ppo:{tmp_path / 'run'}", env.agent_context())
+    assert type(agent.model).__name__ == {"maskable-ppo": "MaskablePPO"}.get(algo, "RecurrentPPO")
+    assert _actions(agent) == _actions(make_agent(f"ppo:{tmp_path / 'run'}", env.agent_context()))
+    with pytest.raises(TrainError, match="unknown algorithm 'ddpg'"):
+        train("default", 64, 0, tmp_path / "x", algo="ddpg")
+
+
+def test_training_on_a_family_logs_each_episode_draws(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(
+        "family:train",
+        128,
+        0,
+        tmp_path / "fam",
+        hyperparams=_hp(tmp_path, n_steps=64),
+        eval_freq=0,
+        checkpoint_freq=0,
+        progress=False,
+        env_kwargs={"horizon_s": 100.0},
+        action_mode="global",
+    )
+    runs = list((tmp_path / "fam" / "tb").iterdir())
+    acc = EventAccumulator(str(runs[0]), size_guidance={"scalars": 0})
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    assert "scenario/instance.cold_start.median_s" in scalars, sorted(scalars)
+    assert any(t.startswith("scenario/instance.profile/") for t in scalars)
+    assert "scenario/workload[1].arrival.count" in scalars

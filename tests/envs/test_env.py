@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -178,6 +180,47 @@ def test_reward_terms_sum_to_reward_and_weights_apply() -> None:
     assert info2["reward_terms"]["gpu_cost"] == pytest.approx(-2000.0 * 5 * 10 / 3600)
     with pytest.raises(ValueError, match="unknown reward weight 'gpu'"):
         AutoscaleEnv("default", reward_weights={"gpu": 1.0})
+
+
+def _episode_terms(env: AutoscaleEnv, stop_batch_at_s: float) -> dict[str, float]:
+    """Each reward term summed over an episode that keeps every pool until ``stop_batch_at_s``,
+    then releases the instances that serve batch (mixed and batch pools, two a step)."""
+    env.reset(seed=0)
+    totals: dict[str, float] = {}
+    done = False
+    while not done:
+        keep = env.backend.now < stop_batch_at_s
+        action = [2, 2, 2, 1, 1, 1] if keep else [2, 0, 0, 1, 1, 1]
+        _, _, term, trunc, info = env.step(np.array(action))
+        for k, v in info["reward_terms"].items():
+            totals[k] = totals.get(k, 0.0) + v
+        done = term or trunc
+    return totals
+
+
+def test_deferring_batch_work_past_the_horizon_does_not_pay(tmp_path: Path) -> None:
+    """The horizon loophole: 12,000 batch requests due 30 min after a 10-min episode starts. A
+    policy that stops serving them half-way saves GPU-hours and, without the episode end's
+    charge, no deadline passes inside the episode: at the reward weights of an expensive GPU
+    (a good token worth a tenth of the default) it would win. The ``at_risk`` term charges the
+    queued work the waiting-time estimate says will now miss its deadline, and serving wins."""
+    text = (scenarios.path("default")).read_text()
+    text = text.replace("count = 3000", "count = 12000").replace(
+        "deadline_s = 1200.0", "deadline_s = 1800.0"
+    )
+    path = tmp_path / "defer.toml"
+    path.write_text(text)
+    env = AutoscaleEnv(str(path), reward_weights={"slo_met_work": 0.1})
+    serve = _episode_terms(env, stop_batch_at_s=math.inf)
+    defer = _episode_terms(env, stop_batch_at_s=300.0)
+
+    def without_charge(t: dict[str, float]) -> float:
+        return sum(v for k, v in t.items() if k != "at_risk")
+
+    assert without_charge(defer) > without_charge(serve)  # the loophole, were it not charged
+    assert sum(defer.values()) < sum(serve.values())
+    # serving leaves work queued too, but on course for its deadline: not charged
+    assert serve["at_risk"] == 0.0 and defer["at_risk"] < -5.0 * 5000
 
 
 def test_render_modes() -> None:

@@ -1,0 +1,452 @@
+"""The benchmark protocol (``chiron benchmark``, ``docs/benchmark.md``).
+
+A *suite* is a fixed list of scenarios (``benchmarks/suites/<name>.toml``): ``test`` holds
+scenarios no learned agent of ours trains on (real-trace replays, unseen family draws, a longer
+day), ``train`` fixed draws of the training family. ``benchmark(agents, suite, seeds, out)``
+plays every agent on every scenario and seed (``agents.evaluate``, any executor), then scores:
+
+- per scenario, each agent's mean reward, attainment per class, GPU-hours and requests at risk
+  over the seeds, and a *normalised score* ``(reward - static) / (chiron - static)`` (static = 0,
+  Chiron = 1; both always run);
+- a leaderboard: the mean and median score over scenarios, the scenarios where the agent's
+  reward beats Chiron's, and those where it also keeps interactive attainment within one point
+  of Chiron's;
+- the attainment-vs-GPU-hours Pareto figure (a panel per scenario, the frontier drawn).
+
+Every output carries its provenance (command, commit, suite file and its SHA-256, seeds, date):
+``leaderboard.md``, ``benchmark.json``, ``scores.csv``, ``pareto.png``, TensorBoard under
+``tb/`` (scores and the figure), and the episodes' own ``results.csv`` under ``episodes/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.episode import Episode
+
+SUITES = Path(__file__).resolve().parents[1] / "benchmarks" / "suites"
+REFERENCES = ("static", "chiron")  # the score's 0 and 1: always run
+METRICS = (
+    "reward",
+    "interactive_attainment",
+    "batch_attainment",
+    "gpu_hours",
+    "interactive_at_risk",
+    "batch_at_risk",
+)
+
+
+class BenchmarkError(ValueError):
+    """A suite that cannot be read, or bad arguments."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named, fixed list of scenarios: ``(name, spec)`` pairs."""
+
+    name: str
+    path: Path
+    description: str
+    scenarios: tuple[tuple[str, str], ...]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def suite_names() -> list[str]:
+    """The bundled suites (``benchmarks/suites/*.toml``)."""
+    return sorted(p.stem for p in SUITES.glob("*.toml"))
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A bundled suite by name, or a suite file; errors name the file and the entry."""
+    p = Path(name_or_path)
+    if p.suffix != ".toml":
+        if name_or_path not in suite_names():
+            raise BenchmarkError(
+                f"unknown suite {name_or_path!r}; known: {', '.join(suite_names())} "
+                "(or a suite file)"
+            )
+        p = SUITES / f"{name_or_path}.toml"
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise BenchmarkError(f"{p}: cannot read the suite: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise BenchmarkError(f"{p}: not valid TOML: {e}") from None
+    entries = doc.get("scenario")
+    if not isinstance(entries, list) or not entries:
+        raise BenchmarkError(f"{p}: expected [[scenario]] entries with a name and a spec")
+    out: list[tuple[str, str]] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) != {"name", "spec"}:
+            raise BenchmarkError(f"{p}: scenario[{i}]: expected exactly the keys name and spec")
+        name, spec = str(entry["name"]), str(entry["spec"])
+        if name in {n for n, _ in out}:
+            raise BenchmarkError(f"{p}: scenario[{i}]: name {name!r} is used twice")
+        if spec.endswith(".toml"):  # a file, relative to the suite's folder
+            spec = str((p.parent / spec).resolve())
+        out.append((name, spec))
+    return Suite(p.stem, p.resolve(), str(doc.get("description", "")), tuple(out))
+
+
+def commit() -> str:
+    """The repository's commit (``+dirty`` with uncommitted changes), or ``unknown``."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def score_of(reward: float, static: float, chiron: float) -> float:
+    """The normalised score: 0 at the static policy's reward, 1 at Chiron's (NaN when equal)."""
+    span = chiron - static
+    return (reward - static) / span if abs(span) > 1e-9 else math.nan
+
+
+def scores(rows: list[dict[str, Any]], names: dict[str, str]) -> list[dict[str, Any]]:
+    """Per (agent, scenario): the metrics' means over seeds and the normalised score.
+
+    ``rows`` are episodes' ``results.csv`` rows; ``names`` maps a scenario spec to its name.
+    """
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["agent"], names.get(r["scenario"], r["scenario"])), []).append(r)
+    out: list[dict[str, Any]] = []
+    for (agent, scenario), rs in cells.items():
+        cell: dict[str, Any] = {"agent": agent, "scenario": scenario, "seeds": len(rs)}
+        for m in METRICS:
+            vals = [float(r[m]) for r in rs]
+            cell[m] = _mean(vals)
+            cell[f"{m}_std"] = float(np.std(vals)) if vals else math.nan
+        if not any(int(r["batch_arrived"]) for r in rs):  # no batch work: no batch attainment
+            cell["batch_attainment"] = cell["batch_attainment_std"] = math.nan
+        out.append(cell)
+    by = {(c["agent"], c["scenario"]): c for c in out}
+    for c in out:
+        static = by.get(("static", c["scenario"]))
+        chiron = by.get(("chiron", c["scenario"]))
+        c["score"] = (
+            score_of(c["reward"], static["reward"], chiron["reward"])
+            if static and chiron
+            else math.nan
+        )
+        # where Chiron's reward is not above the static policy's, the score's scale is inverted
+        # or undefined: shown, but left out of the leaderboard's mean and median
+        c["chiron_above_static"] = bool(static and chiron and chiron["reward"] > static["reward"])
+        c["beats_chiron"] = bool(chiron and c["reward"] > chiron["reward"])
+        c["attainment_vs_chiron"] = (
+            c["interactive_attainment"] - chiron["interactive_attainment"] if chiron else math.nan
+        )
+    return out
+
+
+def leaderboard(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per agent over the suite, best mean score first."""
+    agents: dict[str, list[dict[str, Any]]] = {}
+    for c in cells:
+        agents.setdefault(c["agent"], []).append(c)
+    board = []
+    for agent, cs in agents.items():
+        sc = [c["score"] for c in cs if c["chiron_above_static"] and not math.isnan(c["score"])]
+        board.append(
+            {
+                "agent": agent,
+                "scenarios": len(cs),
+                "scored": len(sc),
+                "mean_score": _mean(sc),
+                "median_score": float(np.median(sc)) if sc else math.nan,
+                "beats_chiron": sum(c["beats_chiron"] for c in cs),
+                # reward above Chiron's with interactive attainment at most a point below
+                "beats_chiron_within_1pt": sum(
+                    c["beats_chiron"] and c["attainment_vs_chiron"] >= -0.01 for c in cs
+                ),
+                "interactive_attainment": _mean([c["interactive_attainment"] for c in cs]),
+                "batch_attainment": _mean(
+                    [c["batch_attainment"] for c in cs if not math.isnan(c["batch_attainment"])]
+                ),
+                "gpu_hours": float(sum(c["gpu_hours"] for c in cs)),
+            }
+        )
+    board.sort(key=lambda b: -(b["mean_score"] if not math.isnan(b["mean_score"]) else -1e18))
+    return board
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both cost (x, lower) and attainment
+    (y, higher), by increasing cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front: list[int] = []
+    best = -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def _label(agent: str) -> str:
+    return f"ppo:{Path(agent[4:]).name}" if agent.startswith("ppo:") else agent
+
+
+def pareto_figure(cells: list[dict[str, Any]], title: str) -> Any:
+    """Attainment against GPU-hours, a panel per scenario and class; the frontier drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(dict.fromkeys(c["scenario"] for c in cells))
+    agents = list(dict.fromkeys(c["agent"] for c in cells))
+    fig, axes = plt.subplots(2, len(scenarios), figsize=(3.4 * len(scenarios), 6.4), squeeze=False)
+    for j, scenario in enumerate(scenarios):
+        for row, key in enumerate(("interactive_attainment", "batch_attainment")):
+            ax = axes[row][j]
+            cs = [c for c in cells if c["scenario"] == scenario and not math.isnan(c[key])]
+            pts = [(c["gpu_hours"], c[key]) for c in cs]
+            for c, (x, y) in zip(cs, pts, strict=True):
+                k = agents.index(c["agent"])
+                star = c["agent"] == "chiron"
+                ax.errorbar(
+                    x,
+                    y,
+                    xerr=c["gpu_hours_std"],
+                    yerr=c[f"{key}_std"],
+                    fmt="*" if star else "o",
+                    ms=10 if star else 5,
+                    color=f"C{k % 10}",
+                    capsize=2,
+                    label=_label(c["agent"]),
+                )
+            if not cs:
+                ax.text(0.5, 0.5, "no batch work", ha="center", va="center", transform=ax.transAxes)
+            front = [pts[i] for i in pareto_front(pts)]
+            if len(front) > 1:
+                ax.plot(*zip(*front, strict=True), color="grey", lw=0.8, ls="--")
+            ax.set_title(f"{scenario}" if row == 0 else "", fontsize=9)
+            ax.set_xlabel("GPU-hours" if row == 1 else "")
+            if j == 0:
+                ax.set_ylabel(key.replace("_", " "))
+            ax.tick_params(labelsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(agents), 8), fontsize=8)
+    fig.suptitle(title + " (up and to the left is better; dashed: the Pareto frontier)")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def _fmt(v: Any, spec: str) -> str:
+    if isinstance(v, float) and math.isnan(v):
+        return "-"
+    return spec.format(v)
+
+
+def markdown(
+    board: list[dict[str, Any]], cells: list[dict[str, Any]], provenance: dict[str, Any]
+) -> str:
+    """``leaderboard.md``: provenance, the leaderboard, then per-scenario tables."""
+    p = provenance
+    lines = [
+        f"# Benchmark: suite `{p['suite']}`",
+        "",
+        f"- command: `{p['command']}`",
+        f"- commit: `{p['commit']}`; suite `{p['suite_file']}` (sha256 {p['suite_sha256'][:12]})",
+        f"- seeds: {p['seeds']}; date: {p['date']}; wall time {p['wall_s']:.0f} s",
+        "- score: (reward - static) / (Chiron - static), of the means over seeds per scenario; "
+        "the mean and median leave out scenarios where Chiron's reward is not above static's "
+        "(marked *)",
+        "",
+        "| agent | mean score | median score | beats Chiron | and attainment within 1 pt "
+        "| interactive attainment | batch attainment | GPU-hours |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for b in board:
+        lines.append(
+            f"| {b['agent']} | {_fmt(b['mean_score'], '{:.2f}')} | "
+            f"{_fmt(b['median_score'], '{:.2f}')} | {b['beats_chiron']}/{b['scenarios']} | "
+            f"{b['beats_chiron_within_1pt']}/{b['scenarios']} | "
+            f"{_fmt(b['interactive_attainment'], '{:.3f}')} | "
+            f"{_fmt(b['batch_attainment'], '{:.3f}')} | {b['gpu_hours']:.2f} |"
+        )
+    for scenario in dict.fromkeys(c["scenario"] for c in cells):
+        inverted = any(not c["chiron_above_static"] for c in cells if c["scenario"] == scenario)
+        lines += [
+            "",
+            f"## {scenario}" + (" *" if inverted else ""),
+            "",
+            "| agent | reward | score | interactive att. | batch att. | GPU-hours "
+            "| at risk (i/b) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in sorted(
+            (c for c in cells if c["scenario"] == scenario), key=lambda c: -c["reward"]
+        ):
+            lines.append(
+                f"| {c['agent']} | {c['reward']:.0f} +- {c['reward_std']:.0f} | "
+                f"{_fmt(c['score'], '{:.2f}')} | "
+                f"{_fmt(c['interactive_attainment'], '{:.3f}')} | "
+                f"{_fmt(c['batch_attainment'], '{:.3f}')} | {c['gpu_hours']:.2f} | "
+                f"{c['interactive_at_risk']:.0f}/{c['batch_at_risk']:.0f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _tensorboard(
+    out: Path, cells: list[dict[str, Any]], board: list[dict[str, Any]], fig: Any, text: str
+) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from agents.reporting import slug
+
+    for b in board:
+        w = SummaryWriter(log_dir=str(out / "tb" / slug(b["agent"])))
+        for i, c in enumerate(x for x in cells if x["agent"] == b["agent"]):
+            for key in ("score", "reward", "interactive_attainment", "gpu_hours"):
+                if not math.isnan(c[key]):
+                    w.add_scalar(f"benchmark/{c['scenario']}/{key}", c[key], i, walltime=0.0)
+        if not math.isnan(b["mean_score"]):
+            w.add_scalar("benchmark/mean_score", b["mean_score"], 0, walltime=0.0)
+        w.close()
+    w = SummaryWriter(log_dir=str(out / "tb" / "suite"))
+    w.add_text("benchmark/leaderboard", text, 0, walltime=0.0)
+    w.add_figure("benchmark/pareto", fig, 0, close=False, walltime=0.0)
+    w.close()
+
+
+def benchmark(
+    agents: list[str],
+    suite: str,
+    seeds: list[int],
+    out: Path,
+    *,
+    command: str = "",
+    executor: str = "auto",
+    ray_address: str | None = None,
+    progress: bool = True,
+    tensorboard: bool = True,
+) -> dict[str, Any]:
+    """Run ``agents`` (static and Chiron added) on ``suite`` over ``seeds``; write the outputs
+    into ``out`` and return what ``benchmark.json`` holds."""
+    from agents.evaluate import evaluate
+
+    s = load_suite(suite)
+    if not seeds:
+        raise BenchmarkError("no seeds to run")
+    if len(set(agents)) != len(agents):
+        raise BenchmarkError(f"an agent is listed twice: {agents}")
+    run = [*(a for a in REFERENCES if a not in agents), *agents]
+    out.mkdir(parents=True, exist_ok=True)
+    names = {spec: name for name, spec in s.scenarios}
+    rows: list[dict[str, Any]] = []
+
+    def keep(ep: Episode) -> None:
+        rows.append(ep.row)
+
+    t0 = time.perf_counter()
+    evaluate(
+        run,
+        [spec for _, spec in s.scenarios],
+        seeds,
+        out / "episodes",
+        plots=False,
+        tensorboard=False,
+        progress=progress,
+        on_episode=keep,
+        executor=executor,
+        ray_address=ray_address,
+    )
+    cells = scores(rows, names)
+    order = {n: i for i, (n, _) in enumerate(s.scenarios)}
+    cells.sort(key=lambda c: (order[c["scenario"]], run.index(c["agent"])))
+    board = leaderboard(cells)
+    provenance = {
+        "command": command or " ".join(["chiron", *sys.argv[1:]]),
+        "commit": commit(),
+        "suite": s.name,
+        "suite_file": _shown(s.path),
+        "suite_sha256": s.sha256,
+        "scenarios": dict(s.scenarios),
+        "seeds": list(seeds),
+        "agents": run,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "wall_s": time.perf_counter() - t0,
+    }
+    text = markdown(board, cells, provenance)
+    (out / "leaderboard.md").write_text(text)
+    with (out / "scores.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(cells[0]))
+        writer.writeheader()
+        writer.writerows(cells)
+    fig = pareto_figure(cells, f"suite {s.name}, seeds {seeds[0]}-{seeds[-1]}")
+    fig.savefig(out / "pareto.png", dpi=90)
+    if tensorboard:
+        _tensorboard(out, cells, board, fig, text)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    result = {"provenance": provenance, "leaderboard": board, "scores": cells}
+    (out / "benchmark.json").write_text(
+        json.dumps(_no_nan(result), indent=1, sort_keys=True) + "\n"
+    )
+    return result
+
+
+def _shown(p: Path) -> str:
+    """A path as the repository names it (absolute outside it)."""
+    root = Path(__file__).resolve().parents[1]
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+
+
+def _no_nan(v: Any) -> Any:
+    """NaN (an undefined score or attainment) as null: strict JSON."""
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _no_nan(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_no_nan(x) for x in v]
+    return v
+
+
+__all__ = [
+    "REFERENCES",
+    "SUITES",
+    "BenchmarkError",
+    "Suite",
+    "benchmark",
+    "leaderboard",
+    "load_suite",
+    "pareto_front",
+    "score_of",
+    "scores",
+    "suite_names",
+]

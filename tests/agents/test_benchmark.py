@@ -1,0 +1,139 @@
+"""The benchmark protocol: suites, the normalised score, the leaderboard, the outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import scenarios
+from agents.benchmark import (
+    BenchmarkError,
+    benchmark,
+    leaderboard,
+    load_suite,
+    pareto_front,
+    score_of,
+    scores,
+    suite_names,
+)
+from chiron_gym.envs import AutoscaleEnv
+from chiron_gym.scenario import load
+from tests.conftest import require_data
+
+
+def _short(tmp: Path, name: str, horizon: float) -> Path:
+    text = scenarios.path(name).read_text()
+    text = text.replace(
+        next(line for line in text.splitlines() if line.startswith("horizon_s")),
+        f"horizon_s = {horizon}",
+    )
+    p = tmp / f"{name}.toml"
+    p.write_text(text)
+    return p
+
+
+def test_a_small_suite_end_to_end(tmp_path: Path) -> None:
+    """static = 0 and Chiron = 1 exactly; files with provenance; strict JSON; the figure."""
+    _short(tmp_path, "default", 120.0)
+    _short(tmp_path, "interactive-bursty", 120.0)
+    suite = tmp_path / "mini.toml"
+    suite.write_text(
+        'description = "two short scenarios"\n'
+        '[[scenario]]\nname = "a"\nspec = "default.toml"\n'
+        '[[scenario]]\nname = "b"\nspec = "interactive-bursty.toml"\n'
+    )
+    out = tmp_path / "out"
+    result = benchmark(
+        ["queue-threshold"],
+        str(suite),
+        [0, 1],
+        out,
+        executor="local",
+        progress=False,
+        command="chiron benchmark (test)",
+    )
+    cells = {(c["agent"], c["scenario"]): c for c in result["scores"]}
+    assert {a for a, _ in cells} == {"static", "chiron", "queue-threshold"}  # references added
+    for s in ("a", "b"):
+        if cells[("chiron", s)]["chiron_above_static"]:
+            assert cells[("static", s)]["score"] == pytest.approx(0.0)
+            assert cells[("chiron", s)]["score"] == pytest.approx(1.0)
+        assert cells[("chiron", s)]["seeds"] == 2
+    assert math.isnan(cells[("chiron", "b")]["batch_attainment"])  # b has no batch work
+    for name in ("leaderboard.md", "benchmark.json", "scores.csv", "pareto.png"):
+        assert (out / name).is_file()
+    doc = json.loads((out / "benchmark.json").read_text(), parse_constant=pytest.fail)
+    prov = doc["provenance"]
+    assert prov["seeds"] == [0, 1] and prov["command"] == "chiron benchmark (test)"
+    assert len(prov["commit"]) >= 7 and prov["suite_sha256"]
+    text = (out / "leaderboard.md").read_text()
+    assert "chiron benchmark (test)" in text and "| queue-threshold |" in text
+    assert (out / "episodes" / "results.csv").is_file()
+    assert any((out / "tb").rglob("events.out.tfevents.*"))
+
+
+def test_score_and_leaderboard_arithmetic() -> None:
+    assert score_of(5.0, 1.0, 3.0) == 2.0 and score_of(1.0, 1.0, 3.0) == 0.0
+    assert math.isnan(score_of(1.0, 2.0, 2.0))
+    rows = []
+    for agent, rewards, att in (
+        ("static", (0.0, 0.0), 0.90),
+        ("chiron", (10.0, -5.0), 0.95),
+        ("x", (20.0, 0.0), 0.945),
+    ):
+        for s, r in zip(("p", "q"), rewards, strict=True):
+            rows.append(
+                {
+                    "agent": agent,
+                    "scenario": s,
+                    "reward": r,
+                    "interactive_attainment": att,
+                    "batch_attainment": 1.0,
+                    "gpu_hours": 1.0,
+                    "interactive_at_risk": 0,
+                    "batch_at_risk": 0,
+                    "batch_arrived": 1,
+                }
+            )
+    cells = scores(rows, {})
+    board = {b["agent"]: b for b in leaderboard(cells)}
+    # q: Chiron below static, left out of the mean; p: x scores 2
+    assert board["x"]["mean_score"] == pytest.approx(2.0) and board["x"]["scored"] == 1
+    assert board["x"]["beats_chiron"] == 2
+    assert board["x"]["beats_chiron_within_1pt"] == 2  # 0.5 points below Chiron
+    assert pareto_front([(1.0, 0.5), (2.0, 0.9), (1.5, 0.4), (3.0, 0.9)]) == [0, 1]
+
+
+def test_suite_errors_name_the_file_and_entry(tmp_path: Path) -> None:
+    with pytest.raises(BenchmarkError, match="unknown suite 'tset'"):
+        load_suite("tset")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[scenario]]\nname = "a"\n')
+    with pytest.raises(BenchmarkError, match=r"bad.toml: scenario\[0\]: expected exactly"):
+        load_suite(str(bad))
+    bad.write_text('[[scenario]]\nname = "a"\nspec = "x"\n[[scenario]]\nname = "a"\nspec = "y"\n')
+    with pytest.raises(BenchmarkError, match="used twice"):
+        load_suite(str(bad))
+    with pytest.raises(BenchmarkError, match="listed twice"):
+        benchmark(["chiron", "chiron"], "train", [0], tmp_path / "o")
+    assert {"test", "train"} <= set(suite_names())
+
+
+def test_the_test_suite_loads_and_replays_real_traces() -> None:
+    """Every test-suite scenario loads and starts (the real traces need ../shared/data)."""
+    require_data("azure-llm-2023/AzureLLMInferenceTrace_code.csv")
+    require_data("mooncake/traces/synthetic_trace.jsonl")
+    suite = load_suite("test")
+    assert len(suite.scenarios) == 6
+    for name, spec in suite.scenarios:
+        sc = load(spec)
+        env = AutoscaleEnv(sc, horizon_s=30.0)
+        env.reset(seed=0)
+        env.step(np.asarray(env.layout.nvec) // 2)  # no change
+        assert sc.horizon_s >= 1000.0, name
+    arrived = load(suite.scenarios[0][1]).workload(0)
+    assert len(arrived) == 8819  # the whole Azure code trace, at its real timing
