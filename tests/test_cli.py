@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,26 @@ def test_unknown_scenario_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -
     assert main(["simulate", "--scenario", "defualt"]) == 2
     err = capsys.readouterr().err
     assert "unknown scenario 'defualt'" in err and "did you mean 'default'" in err
+
+
+def test_benchmark_and_dataset_commands(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``chiron benchmark --json`` prints benchmark.json; ``chiron dataset`` names what it wrote;
+    bad arguments exit 2 with the reason; a family runs in ``simulate`` as its seed's draw."""
+    out = tmp_path
+    suite = out / "s.toml"
+    suite.write_text('[[scenario]]\nname = "d"\nspec = "family:train@5"\n')
+    args = ["benchmark", "--suite", str(suite), "--seeds", "0", "--out", str(out / "b")]
+    assert main([*args, "--agents", "chiron", "--json", "--executor", "local"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [b["agent"] for b in doc["leaderboard"]][:2] == ["chiron", "static"]
+    assert main([*args, "--agents", "chirn"]) == 2
+    assert "unknown agent 'chirn'" in capsys.readouterr().err
+    assert main(["benchmark", "--suite", "nope", "--out", str(out / "c")]) == 2
+    assert "unknown suite 'nope'" in capsys.readouterr().err
+    ds = ["dataset", "--agents", "static", "--family", "train", "--horizon-s", "60"]
+    assert main([*ds, "--episodes", "2", "--out", str(out / "d")]) == 0
+    assert "chiron/train-static-v0: 2 episodes, 12 steps" in capsys.readouterr().out
+    assert main([*ds, "--episodes", "0", "--out", str(out / "d")]) == 2
+    assert "--episodes must be >= 1" in capsys.readouterr().err
+    assert main(["simulate", "--scenario", "family:train", "--seed", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scenario"] == "train@5"

@@ -292,7 +292,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self._steps = 0
         self._last_reward = 0.0
         window = self.backend.advance(0.0)
-        obs, info = self._observe(window, Decision(), {})
+        obs, info = self._observe(window, Decision())
         # what this episode runs: a family's draws by key path (none for a plain scenario)
         self._episode_scenario = {
             "name": self.scenario.name,
@@ -315,7 +315,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         window = self.backend.advance(t_end)
         self._steps += 1
         terms = self._reward_terms(window, decision)
-        obs, info = self._observe(window, decision, terms)
+        obs, info = self._observe(window, decision)
         truncated = self.backend.now >= self.scenario.horizon_s - 1e-9
         # The honest end: what is left at truncation and judged a miss is charged as violations
         # are, so deferring work past the horizon does not pay.
@@ -411,7 +411,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         }
 
     def _observe(
-        self, window: WindowReport, decision: Decision, terms: dict[str, float]
+        self, window: WindowReport, decision: Decision
     ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
         raw, obs = self._features.observe(self.backend, window, self.scenario.horizon_s)
         self._raw = raw
@@ -419,7 +419,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         info: dict[str, Any] = {
             "sim_time_s": self.backend.now,
             "step": self._steps,
-            "reward_terms": dict(terms),
+            "reward_terms": {},  # the step's, filled in by ``step``
             "raw": raw,
             "clipped": dict(decision.clipped),
             "applied_deltas": dict(decision.deltas),
