@@ -95,11 +95,15 @@ def load_suite(name_or_path: str) -> Suite:
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or set(entry) != {"name", "spec"}:
             raise BenchmarkError(f"{p}: scenario[{i}]: expected exactly the keys name and spec")
-        name, spec = str(entry["name"]), str(entry["spec"])
+        name, spec = entry["name"], entry["spec"]
+        if not isinstance(name, str) or not isinstance(spec, str) or not name or not spec:
+            raise BenchmarkError(f"{p}: scenario[{i}]: name and spec must be non-empty strings")
         if name in {n for n, _ in out}:
             raise BenchmarkError(f"{p}: scenario[{i}]: name {name!r} is used twice")
         if spec.endswith(".toml"):  # a file, relative to the suite's folder
             spec = str((p.parent / spec).resolve())
+        if spec in {s for _, s in out}:
+            raise BenchmarkError(f"{p}: scenario[{i}]: spec {entry['spec']!r} is listed twice")
         out.append((name, spec))
     return Suite(p.stem, p.resolve(), str(doc.get("description", "")), tuple(out))
 
@@ -121,6 +125,13 @@ def commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
+
+
+def seed_label(seeds: Sequence[int]) -> str:
+    """``0-4`` for a run of consecutive seeds, else ``0,2,7``."""
+    if len(seeds) > 1 and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(str(s) for s in seeds)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -188,7 +199,7 @@ def leaderboard(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "beats_chiron": sum(c["beats_chiron"] for c in cs),
                 # reward above Chiron's with interactive attainment at most a point below
                 "beats_chiron_within_1pt": sum(
-                    c["beats_chiron"] and c["attainment_vs_chiron"] >= -0.01 for c in cs
+                    c["beats_chiron"] and c["attainment_vs_chiron"] >= -0.01 - 1e-9 for c in cs
                 ),
                 "interactive_attainment": _mean([c["interactive_attainment"] for c in cs]),
                 "batch_attainment": _mean(
@@ -406,7 +417,7 @@ def benchmark(
         writer = csv.DictWriter(f, fieldnames=list(cells[0]))
         writer.writeheader()
         writer.writerows(cells)
-    fig = pareto_figure(cells, f"suite {s.name}, seeds {seeds[0]}-{seeds[-1]}")
+    fig = pareto_figure(cells, f"suite {s.name}, seeds {seed_label(seeds)}")
     fig.savefig(out / "pareto.png", dpi=90)
     if tensorboard:
         _tensorboard(out, cells, board, fig, text)

@@ -26,16 +26,23 @@ MONITOR_KEYS = ("interactive_attainment", "batch_attainment", "gpu_hours")
 TERMS = ("slo_met_work", "gpu_cost", "violation", "churn", "at_risk")
 
 
-def scenario_scalars(draws: dict[str, Any], prefix: str = "scenario") -> dict[str, float]:
+def scenario_scalars(
+    draws: dict[str, Any], seen: dict[str, set[str]], prefix: str = "scenario"
+) -> dict[str, float]:
     """A family episode's draws as TensorBoard scalars: numbers as they are (nested tables by
-    key path), a drawn name or kind as ``<path>/<value>`` = 1 (its mean is its frequency)."""
+    key path); a drawn name or kind as ``<path>/<value>`` = 1, and 0 for the other values of
+    that path seen so far (``seen``, updated), so that a tag's mean is its frequency (from the
+    first rollout that drew every option on)."""
     out: dict[str, float] = {}
     for key, value in draws.items():
         tag = f"{prefix}/{key}"
         if isinstance(value, dict):
-            out.update(scenario_scalars(value, tag))
+            out.update(scenario_scalars(value, seen, tag))
         elif isinstance(value, bool | str):
-            out[f"{tag}/{value}"] = 1.0
+            values = seen.setdefault(tag, set())
+            values.add(str(value))
+            for v in values:
+                out[f"{tag}/{v}"] = 1.0 if v == str(value) else 0.0
         elif isinstance(value, int | float):
             out[tag] = float(value)
     return out
@@ -46,6 +53,7 @@ class EpisodeMetrics(BaseCallback):
 
     def _on_training_start(self) -> None:
         self.sums = [dict.fromkeys(TERMS, 0.0) for _ in range(self.training_env.num_envs)]
+        self.seen: dict[str, set[str]] = {}  # the drawn names of each choice so far
 
     def _on_step(self) -> bool:
         for i, (info, done) in enumerate(
@@ -62,7 +70,7 @@ class EpisodeMetrics(BaseCallback):
                     self.logger.record_mean(f"reward_terms/{k}", v)
                 # a family's draws (the env repeats them in the episode's last info)
                 draws = info.get("scenario", {}).get("draws", {})
-                for tag, v in scenario_scalars(draws).items():
+                for tag, v in scenario_scalars(draws, self.seen).items():
                     self.logger.record_mean(tag, v)
                 self.sums[i] = dict.fromkeys(TERMS, 0.0)
         return True

@@ -76,11 +76,18 @@ def collect(
 
     if episodes < 1:
         raise DatasetError(f"--episodes must be >= 1, got {episodes}")
+    if not agents:
+        raise DatasetError("no agents given")
     if len(set(agents)) != len(agents):
         raise DatasetError(f"an agent is listed twice: {agents}")
     for s in sources:
         if family_of(s) is None:
             load(s)  # its own message, before anything runs
+    name = sources[0] if len(sources) == 1 else f"{len(sources)}-scenarios"
+    ids = {a: dataset_id(name.removeprefix("family:"), a) for a in agents}
+    for did in ids.values():  # before any episode runs: Minari refuses to overwrite
+        if (out / did).exists():
+            raise DatasetError(f"{out / did} exists already: remove it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     os.environ["MINARI_DATASETS_PATH"] = str(out.resolve())
     from minari import DataCollector
@@ -99,8 +106,7 @@ def collect(
                 bar.set_description(f"{agent} on {source}")
                 play(collector, policy_for(agent, seed + k), seed + k, options={"scenario": source})
                 bar.update()
-        name = sources[0] if len(sources) == 1 else f"{len(sources)}-scenarios"
-        did = dataset_id(name.removeprefix("family:"), agent)
+        did = ids[agent]
         ds = collector.create_dataset(
             dataset_id=did,
             eval_env=env.spec,

@@ -80,9 +80,10 @@ def play(
     run = EpisodeRun(make_policy(ctx), info=info)
     start = True
     done = False
+    state: Any = None  # a recurrent policy's memory, carried from step to step
     while not done:
-        action, _ = run.policy.predict(
-            obs, episode_start=np.array([start]), deterministic=deterministic
+        action, state = run.policy.predict(
+            obs, state=state, episode_start=np.array([start]), deterministic=deterministic
         )
         start = False
         obs, r, terminated, truncated, info = env.step(action)

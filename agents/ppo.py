@@ -195,6 +195,12 @@ def train(
     if hyperparams is None and algo != "ppo":
         hyperparams = HYPERPARAM_DIR / f"{algo}.yml"
     hp = load_hyperparams(key, hyperparams)
+    policy = str(hp.get("policy", "MlpLstmPolicy" if algo == "recurrent-ppo" else "MlpPolicy"))
+    if ("Lstm" in policy) != (algo == "recurrent-ppo"):
+        raise TrainError(
+            f"{hyperparams or HYPERPARAMS}: policy {policy!r} does not go with --algo {algo} "
+            "(recurrent-ppo takes an Lstm policy, e.g. MlpLstmPolicy; the others MlpPolicy)"
+        )
     overrides = dict(overrides or {})
     unknown = set(overrides) - TUNABLE
     if unknown:
@@ -218,7 +224,7 @@ def train(
         venv = VecNormalize(venv, norm_obs=True, norm_reward=True, gamma=hp.get("gamma", 0.99))
     kwargs = {k: v for k, v in hp.items() if k in PPO_KEYS}
     model = cls(
-        hp.get("policy", "MlpLstmPolicy" if algo == "recurrent-ppo" else "MlpPolicy"),
+        policy,
         venv,
         seed=seed,
         verbose=0,

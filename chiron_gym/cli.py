@@ -246,8 +246,22 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     if code:
         return code
     try:
-        for _, spec in load_suite(args.suite).scenarios:
-            load_any(spec, 0)  # fail early, with the scenario's own message
+        suite = load_suite(args.suite)
+        for name, spec in suite.scenarios:  # fail early, naming the suite's entry
+            try:
+                sc = load_any(spec, 0)
+            except (ConfigError, TraceError) as e:
+                print(f"chiron: suite {suite.path}: scenario {name!r}: {e}", file=sys.stderr)
+                return 2
+            for src in sc.sources:
+                if src.trace is not None and not src.trace.path.is_file():
+                    print(
+                        f"chiron: suite {suite.path}: scenario {name!r}: trace "
+                        f"{src.trace.path} not found (../shared/data beside the repository, or "
+                        "set CHIRON_DATA)",
+                        file=sys.stderr,
+                    )
+                    return 2
         benchmark(
             agents_,
             args.suite,

@@ -125,9 +125,14 @@ def load_family(name_or_path: str | Path) -> Family:
     # key, rather than in the one episode in thousands that draws it.
     for end, pick in (("low", _low), ("high", _high)):
         try:
-            parse(_resolve(doc, source, "", pick), name=p.stem, source=source)
+            sc = parse(_resolve(doc, source, "", pick), name=p.stem, source=source)
         except ScenarioError as e:
             raise FamilyError(f"{e} (with every draw at its {end} end)") from None
+        if {q.pool for q in sc.cluster.pools} != {q.pool for q in nominal.cluster.pools}:
+            raise FamilyError(
+                f"{source}: with every draw at its {end} end the pools differ from the nominal "
+                "scenario's; every draw must keep them"
+            )
     return Family(name=p.stem, source=source, document=doc, nominal=nominal)
 
 

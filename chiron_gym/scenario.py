@@ -204,7 +204,7 @@ DATA_PREFIX = "data:"
 
 def data_root() -> Path:
     """The folder of real data that ``data:`` paths name: ``$CHIRON_DATA``, else ``shared/data``
-    beside the repository (``../shared/data``, as the tests expect it)."""
+    beside the repository (``../shared/data``; the tests' ``require_data`` looks there too)."""
     env = os.environ.get("CHIRON_DATA")
     if env:
         return Path(env)
@@ -278,7 +278,7 @@ def _length(r: Reader, key: str) -> LengthDist:
 
 _ARRIVAL_VALUES: dict[str, Callable[[Reader, str, Path], Any]] = {
     COUNT: lambda r, key, base: r.integer(key, low=0),
-    PATH: lambda r, key, base: str((base / r.text(key)).resolve()),
+    PATH: lambda r, key, base: str(data_path(r.text(key), base)),
     NUMBERS: lambda r, key, base: r.numbers(key),
     NONNEG: lambda r, key, base: r.number(key, low=0.0, strict=False),
     POSITIVE: lambda r, key, base: r.number(key),

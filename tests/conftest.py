@@ -23,7 +23,8 @@ from chiron_gym.sim import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+# where ``data:`` paths of scenario files point too (chiron_gym.scenario.data_root)
+SHARED_DATA = Path(os.environ.get("CHIRON_DATA") or REPO.parent / "shared" / "data")
 
 
 def skip_unless_required(message: str, variable: str) -> NoReturn:

@@ -266,17 +266,14 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             if self._family is not None:
                 opts["scenario"] = self._family.nominal
         if opts:
-            self._configure(
-                opts.get("scenario", self.scenario),
-                opts.get("decision_interval_s"),
-                opts.get("horizon_s"),
-                {**self.reward_weights, **opts.get("reward_weights", {})},
-            )
+            # what an option does not set stays as the constructor (or an earlier reset) set it,
+            # over the new scenario's own values
             self._overrides = (
                 opts.get("decision_interval_s", self._overrides[0]),
                 opts.get("horizon_s", self._overrides[1]),
                 {**self._overrides[2], **opts.get("reward_weights", {})},
             )
+            self._configure(opts.get("scenario", self.scenario), *self._overrides)
         episode_seed = seed if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
         self._drawn = {}
         if self._family is not None:

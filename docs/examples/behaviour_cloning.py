@@ -91,7 +91,8 @@ def main() -> None:
         totals = []
         for who in ("clone", teacher):
             obs, _ = env.reset(seed=seed)
-            agent = make_agent(who, env.unwrapped.agent_context()) if who != "clone" else None
+            ctx = env.unwrapped.agent_context()
+            agent = make_agent(who, ctx, seed=seed) if who != "clone" else None
             total, done = 0.0, False
             while not done:
                 action = policy.act(obs) if agent is None else agent.predict(obs)[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,9 @@ from chiron_gym.envs import AutoscaleEnv
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_dataset_holds_the_agents_episodes_as_played(tmp_path: Path) -> None:
+def test_dataset_holds_the_agents_episodes_as_played(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two agents on a family, three draws each: Minari reads back what the env gave, and
     Chiron's recorded actions are the ones it plays on the same seed."""
     res = collect(
@@ -24,7 +25,7 @@ def test_dataset_holds_the_agents_episodes_as_played(tmp_path: Path) -> None:
     )
     assert [r.dataset_id for r in res] == ["chiron/train-chiron-v0", "chiron/train-static-v0"]
     assert all(r.episodes == 3 and r.steps == 36 for r in res)
-    os.environ["MINARI_DATASETS_PATH"] = str(tmp_path)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     import minari
 
     ds = minari.load_dataset("chiron/train-chiron-v0")
@@ -76,4 +77,7 @@ def test_dataset_arguments_are_checked(tmp_path: Path) -> None:
         collect(["chiron"], ["default"], 0, tmp_path)
     with pytest.raises(DatasetError, match="listed twice"):
         collect(["chiron", "chiron"], ["default"], 1, tmp_path)
+    collect(["static"], ["default"], 1, tmp_path, horizon_s=20.0, progress=False)
+    with pytest.raises(DatasetError, match="exists already"):  # before any episode runs
+        collect(["static"], ["default"], 1, tmp_path, horizon_s=20.0, progress=False)
     assert dataset_id("mixed-diurnal", "ppo:runs/a b") == "chiron/mixed-diurnal-ppo-runs-a-b-v0"

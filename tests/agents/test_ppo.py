@@ -178,3 +178,25 @@ def test_training_on_a_family_logs_each_episode_draws(tmp_path: Path) -> None:
     assert "scenario/instance.cold_start.median_s" in scalars, sorted(scalars)
     assert any(t.startswith("scenario/instance.profile/") for t in scalars)
     assert "scenario/workload[1].arrival.count" in scalars
+
+
+def test_the_episode_loop_carries_a_recurrent_state() -> None:
+    """``play`` hands each step's returned state back to the policy (RecurrentPPO's memory)."""
+    from agents.episode import play
+
+    seen: list[object] = []
+
+    class Counter:
+        def predict(
+            self,
+            obs: object,
+            state: object = None,
+            episode_start: object = None,
+            deterministic: bool = True,
+        ) -> tuple[np.ndarray, object]:
+            seen.append(state)
+            return np.array([2, 2, 2, 1, 1, 1]), (0 if state is None else int(state)) + 1  # type: ignore[call-overload]
+
+    env = AutoscaleEnv("default", horizon_s=50.0)
+    run = play(env, lambda ctx: Counter(), 0)  # type: ignore[arg-type,return-value]
+    assert run.steps == 5 and seen == [None, 1, 2, 3, 4]

@@ -252,3 +252,13 @@ def test_bench_env_cli_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(args) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["scenario"] == "default" and row["steps"] == 5 and row["steps_per_s"] > 0
+
+
+def test_reset_options_keep_what_they_do_not_set() -> None:
+    """A scenario given at reset keeps the constructor's horizon and reward weights."""
+    env = AutoscaleEnv("default", horizon_s=60.0, reward_weights={"gpu_cost": 0.0})
+    env.reset(seed=0, options={"scenario": "interactive-steady"})
+    assert env.scenario.name == "interactive-steady" and env.scenario.horizon_s == 60.0
+    assert env.reward_weights["gpu_cost"] == 0.0
+    env.reset(seed=0, options={"horizon_s": 30.0})
+    assert env.scenario.horizon_s == 30.0 and env.reward_weights["gpu_cost"] == 0.0
