@@ -57,7 +57,7 @@ $(VLLM_STAMP):
 AGENTS := chiron,static,llumnix,llumnix-tuned,queue-threshold,kv-target,ray-serve,dynamo-load,random
 
 demo: $(STAMP_ALL) $(NATIVE)
-	$(BIN)/chiron evaluate --agents $(AGENTS),ppo:agents/models/ppo-default --scenarios default --seeds 0 --out runs/demo
+	$(BIN)/chiron evaluate --agents $(AGENTS),ppo:agents/models/ppo-default,ppo:agents/models/ppo-general --scenarios default --seeds 0 --out runs/demo
 
 test: $(STAMP_RAY) $(VLLM_STAMP) $(NATIVE)
 	CHIRON_REQUIRE_VLLM=1 CHIRON_REQUIRE_RAY=1 CHIRON_REQUIRE_NATIVE=1 $(BIN)/python -m pytest -q
