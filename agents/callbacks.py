@@ -93,10 +93,12 @@ class EvalVsChiron(BaseCallback):
         eval_freq: int,
         eval_seeds: list[int],
         env_kwargs: dict[str, Any] | None,
+        residual_step: int | None = None,
     ) -> None:
         super().__init__()
         self.out, self.eval_freq, self.eval_seeds = out, eval_freq, eval_seeds
         self.setup = (scenario, action_mode, env_kwargs)
+        self.residual_step = residual_step
 
     def _episode(self, make_policy: Any, seed: int, series: bool = False) -> dict[str, Any]:
         scenario, action_mode, env_kwargs = self.setup
@@ -120,7 +122,9 @@ class EvalVsChiron(BaseCallback):
 
         vn = vecnormalize_of(self.model)
         runs = [
-            self._episode(lambda ctx: PPOAgent.from_model(self.model, vn, ctx), s, j == 0)
+            self._episode(
+                lambda ctx: PPOAgent.from_model(self.model, vn, ctx, self.residual_step), s, j == 0
+            )
             for j, s in enumerate(self.eval_seeds)
         ]
         ppo = float(np.mean([r["reward"] for r in runs]))
@@ -173,11 +177,12 @@ def training_callbacks(
     eval_seeds: list[int],
     checkpoint_freq: int,
     env_kwargs: dict[str, Any] | None,
+    residual_step: int | None = None,
 ) -> list[BaseCallback]:
     """The callbacks of one training run (frequencies already divided by the env count)."""
     cbs: list[BaseCallback] = [
         EpisodeMetrics(),
-        EvalVsChiron(out, scenario, action_mode, eval_freq, eval_seeds, env_kwargs),
+        EvalVsChiron(out, scenario, action_mode, eval_freq, eval_seeds, env_kwargs, residual_step),
     ]
     if checkpoint_freq > 0:
         cbs.append(

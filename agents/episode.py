@@ -128,7 +128,10 @@ def env_kwargs_for(agent: str, env_kwargs: dict[str, Any] | None = None) -> dict
         record = Path(agent[4:])
         record = (record if record.is_dir() else record.parent) / "train.json"
         if record.is_file():
-            kwargs.setdefault("action_mode", json.loads(record.read_text())["action_mode"])
+            meta = json.loads(record.read_text())
+            kwargs.setdefault("action_mode", meta["action_mode"])
+            for k, v in (meta.get("env_kwargs") or {}).items():  # e.g. a residual's step limit
+                kwargs.setdefault(k, v)
     return kwargs
 
 

@@ -139,12 +139,21 @@ def check_scenario(scenario: str) -> str:
 
 
 def env_factory(
-    scenario: str, action_mode: str, env_kwargs: dict[str, Any] | None = None
+    scenario: str,
+    action_mode: str,
+    env_kwargs: dict[str, Any] | None = None,
+    residual_step: int | None = None,
 ) -> Callable[[], Any]:
-    """A picklable environment constructor (``make_vec_env`` adds the Monitor)."""
+    """A picklable environment constructor (``make_vec_env`` adds the Monitor); with
+    ``residual_step``, the environment as a residual policy on Chiron sees it."""
 
     def make() -> Any:
-        return AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
+        env = AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
+        if residual_step is None:
+            return env
+        from agents.residual import ResidualWrapper
+
+        return ResidualWrapper(env, residual_step)
 
     return make
 
@@ -178,11 +187,14 @@ def train(
     env_kwargs: dict[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
     algo: str = "ppo",
+    residual: str | None = None,
+    residual_step: int = 1,
 ) -> TrainResult:
     """Train PPO; write ``model.zip``, ``vecnormalize.pkl``, ``train.json`` and TensorBoard runs.
 
     ``scenario`` is a scenario or a family (``family:train``: a new draw every episode).
     ``overrides`` replace entries of the hyperparameter file (a Tune trial's sample).
+    ``residual="chiron"`` trains a correction of Chiron's global loop (``agents/residual.py``).
     """
     import torch
     from stable_baselines3.common.env_util import make_vec_env
@@ -191,6 +203,22 @@ def train(
     from agents.callbacks import MONITOR_KEYS, ProgressBar, training_callbacks
 
     cls = algo_class(algo)
+    step: int | None = None
+    if residual is not None:
+        from agents.residual import RESIDUAL_ENV_KWARGS, RESIDUALS
+
+        if residual not in RESIDUALS:
+            raise TrainError(f"--residual {residual!r}: known: {', '.join(RESIDUALS)}")
+        if action_mode != "global":
+            raise TrainError(f"--residual runs in action mode global, not {action_mode!r}")
+        if algo != "ppo":
+            raise TrainError(f"--residual goes with --algo ppo, not {algo!r}")
+        if residual_step < 1:
+            raise TrainError(f"--residual-step must be >= 1, got {residual_step}")
+        step = residual_step
+        # Chiron's environment settings (its step limit), the action mode passed on its own
+        merged = {**RESIDUAL_ENV_KWARGS, **(env_kwargs or {})}
+        env_kwargs = {k: v for k, v in merged.items() if k != "action_mode"}
     key = check_scenario(scenario)  # a clear error before any process starts
     if hyperparams is None and algo != "ppo":
         hyperparams = HYPERPARAM_DIR / f"{algo}.yml"
@@ -214,7 +242,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     venv = make_vec_env(
-        env_factory(scenario, action_mode, env_kwargs),
+        env_factory(scenario, action_mode, env_kwargs, step),
         n_envs=n_envs,
         seed=seed,
         vec_env_cls=SubprocVecEnv if n_envs > 1 else DummyVecEnv,
@@ -232,6 +260,10 @@ def train(
         tensorboard_log=str(out / "tb"),
         **kwargs,
     )
+    if step is not None:
+        from agents.residual import bias_towards_zero
+
+        bias_towards_zero(model, step)
     callbacks = training_callbacks(
         out,
         scenario,
@@ -240,6 +272,7 @@ def train(
         list(eval_seeds),
         checkpoint_freq // max(1, n_envs),
         env_kwargs,
+        step,
     )
     if progress:
         callbacks.append(ProgressBar(steps))
@@ -257,6 +290,9 @@ def train(
                 "seed": seed,
                 "algo": algo,
                 "action_mode": action_mode,
+                "env_kwargs": env_kwargs or {},
+                "residual": residual,
+                "residual_step": step,
                 "n_envs": n_envs,
                 "timesteps": result.timesteps,
                 "wall_s": round(wall, 1),
@@ -358,16 +394,31 @@ class PPOAgent(BaseAgent):
 
     name = "ppo"
 
-    def __init__(self, model: Any, obs_normalizer: Any, ctx: AgentContext | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        obs_normalizer: Any,
+        ctx: AgentContext | None = None,
+        residual_step: int | None = None,
+    ) -> None:
         self.model = model
         self.vn = obs_normalizer
+        self.residual: Any = None
+        if residual_step is not None:
+            from agents.residual import ChironResidual
+
+            if ctx is None:
+                raise ValueError("a residual PPO model (on Chiron) needs the environment's context")
+            self.residual = ChironResidual(ctx, residual_step)
         if ctx is not None:
             super().__init__(ctx)
             nvec = tuple(int(n) for n in model.action_space.nvec)
-            if nvec != tuple(ctx.nvec):
+            want = self.residual.action_space.nvec if self.residual is not None else ctx.nvec
+            if nvec != tuple(int(n) for n in want):
                 raise ValueError(
                     f"the PPO model acts on {list(nvec)} but the environment expects "
-                    f"{list(ctx.nvec)} (action_mode {ctx.action_mode!r})"
+                    f"{[int(n) for n in want]} (action_mode {ctx.action_mode!r}"
+                    f"{', a residual on Chiron' if self.residual is not None else ''})"
                 )
 
     @classmethod
@@ -379,8 +430,8 @@ class PPOAgent(BaseAgent):
         if not zip_path.is_file():
             raise FileNotFoundError(f"{zip_path}: no PPO model here (train one: chiron train ppo)")
         record = folder / "train.json"
-        algo = json.loads(record.read_text()).get("algo", "ppo") if record.is_file() else "ppo"
-        model = algo_class(algo).load(zip_path, device="cpu")
+        meta = json.loads(record.read_text()) if record.is_file() else {}
+        model = algo_class(meta.get("algo", "ppo")).load(zip_path, device="cpu")
         vn = None
         stats = folder / (
             "vecnormalize.pkl"
@@ -390,22 +441,33 @@ class PPOAgent(BaseAgent):
         if stats.is_file():
             with stats.open("rb") as f:
                 vn = pickle.load(f)
-        return cls(model, vn, ctx)
+        return cls(model, vn, ctx, meta.get("residual_step") if meta.get("residual") else None)
 
     @classmethod
-    def from_model(cls, model: Any, vn: Any, ctx: AgentContext) -> PPOAgent:
-        return cls(model, vn, ctx)
+    def from_model(
+        cls, model: Any, vn: Any, ctx: AgentContext, residual_step: int | None = None
+    ) -> PPOAgent:
+        return cls(model, vn, ctx, residual_step)
+
+    def reset(self) -> None:
+        pass  # a residual's Chiron is reset by ``propose`` at the episode's start
 
     def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
-        obs = np.asarray(obs, dtype=np.float32)
+        raw = np.asarray(obs, dtype=np.float32)
         # Features are only ever appended (docs/env.md): a model trained before a feature was
         # added reads the prefix it knows.
         n = int(self.model.observation_space.shape[0])
-        if obs.shape[-1] > n:
-            obs = obs[..., :n]
+        if self.residual is not None:
+            first = start is not None and bool(np.any(start))
+            proposal = self.residual.propose(raw, first)
+            obs = np.concatenate([raw[: n - len(proposal)], proposal])
+        else:
+            obs = raw[..., :n] if raw.shape[-1] > n else raw
         if self.vn is not None:
             obs = self.vn.normalize_obs(obs)
         action, state = self.model.predict(
             obs, state=state, episode_start=start, deterministic=deterministic
         )
+        if self.residual is not None:
+            return self.residual.compose(action), state
         return np.asarray(action, dtype=np.int64), state

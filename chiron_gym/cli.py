@@ -366,7 +366,11 @@ def _train_ppo_parser(tsub: Subparsers) -> None:
     )
     ppo.add_argument("--out", default="runs/ppo")
     ppo.add_argument("--n-envs", type=int, default=1)
-    ppo.add_argument("--action-mode", choices=("full", "global", "local"), default="full")
+    ppo.add_argument(
+        "--action-mode",
+        choices=("full", "global", "local"),
+        help="default: full (global with --residual)",
+    )
     ppo.add_argument(
         "--algo",
         choices=("ppo", "maskable-ppo", "recurrent-ppo"),
@@ -375,6 +379,14 @@ def _train_ppo_parser(tsub: Subparsers) -> None:
     )
     ppo.add_argument(
         "--hyperparams", help="zoo-format YAML (default agents/hyperparams/<algo>.yml)"
+    )
+    ppo.add_argument(
+        "--residual",
+        choices=("chiron",),
+        help="learn a correction of Chiron's global loop (action mode global; agents/residual.py)",
+    )
+    ppo.add_argument(
+        "--residual-step", type=int, default=1, help="the correction's range per pool, +-N"
     )
     ppo.add_argument("--eval-freq", type=int, default=10_000, help="steps between evaluations")
     _executor_args(ppo)
@@ -387,10 +399,12 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
 
     kwargs: dict[str, Any] = {
         "n_envs": args.n_envs,
-        "action_mode": args.action_mode,
+        "action_mode": args.action_mode or ("global" if args.residual else "full"),
         "hyperparams": Path(args.hyperparams) if args.hyperparams else None,
         "eval_freq": args.eval_freq,
         "algo": args.algo,
+        "residual": args.residual,
+        "residual_step": args.residual_step,
     }
     out = Path(args.out)
     try:

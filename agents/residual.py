@@ -1,0 +1,129 @@
+"""Residual PPO on Chiron: the policy corrects Chiron's global loop instead of replacing it.
+
+Residual reinforcement learning (Johannink et al., "Residual Reinforcement Learning for Robot
+Control", ICRA 2019; Silver et al., "Residual Policy Learning", 2018) learns a correction on top
+of a fixed controller. Here the controller is Chiron's global loop (``agents/chiron.py``, the
+same object the ``chiron`` agent plays) and the correction is a small change per pool:
+
+    instance change = clip(Chiron's change + r, -k, k),  r in {-R, ..., R}
+
+(``R = residual_step``, default 1; ``k`` Chiron's step limit, 16). The environment runs Chiron's
+per-instance local loop as it does for ``chiron`` (action mode ``global``). The policy sees the
+environment's observation with Chiron's proposed change appended (one feature per pool, in
+instances), so it can learn when to overrule it. A policy that always answers r = 0 *is*
+Chiron, step for step (``tests/agents/test_residual.py``); training starts near it, because the
+action head's bias favours r = 0 (``bias_towards_zero``).
+
+``ResidualWrapper`` is the training side (a Gymnasium wrapper); ``ChironResidual`` the shared
+arithmetic that ``PPOAgent`` also uses when it plays a residual model (``train.json`` says
+``"residual": "chiron"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import numpy.typing as npt
+
+from agents.chiron import ChironAgent
+from chiron_gym.envs import AgentContext, AutoscaleEnv
+from chiron_gym.sim import POOL_NAMES
+
+RESIDUALS = ("chiron",)  # controllers a residual policy may sit on
+# the environment a residual policy runs in: Chiron's own (global loop from the agent, local loop
+# per instance in the environment, Chiron's step limit)
+RESIDUAL_ENV_KWARGS: dict[str, Any] = dict(ChironAgent.env_kwargs)
+
+
+class ChironResidual:
+    """Chiron's proposal for each observation, and the residual's composition with it."""
+
+    def __init__(self, ctx: AgentContext, step: int = 1) -> None:
+        if ctx.action_mode != "global":
+            raise ValueError(
+                f"a residual policy on Chiron runs in action mode 'global', not {ctx.action_mode!r}"
+            )
+        if step < 1:
+            raise ValueError(f"residual_step must be >= 1, got {step}")
+        self.chiron = ChironAgent(ctx)
+        self.step = step
+        self.k = ctx.max_step_change
+        self.n = len(POOL_NAMES)
+        self.proposal = np.full(self.n, self.k, dtype=np.int64)  # Chiron's action (indices)
+
+    @property
+    def action_space(self) -> gym.spaces.MultiDiscrete:
+        return gym.spaces.MultiDiscrete([2 * self.step + 1] * self.n)
+
+    def propose(self, obs: npt.NDArray[np.float32], start: bool) -> npt.NDArray[np.float32]:
+        """Run Chiron's global loop on ``obs`` (once per decision, as the ``chiron`` agent does);
+        its proposed instance changes, as features."""
+        action, _ = self.chiron.predict(obs, episode_start=np.array([start]))
+        self.proposal = np.asarray(action, dtype=np.int64)
+        return (self.proposal - self.k).astype(np.float32)
+
+    def compose(self, residual: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """The environment's action: Chiron's proposal moved by the residual, within bounds."""
+        r = np.asarray(residual, dtype=np.int64).reshape(-1)
+        if r.shape[0] != self.n or np.any(r < 0) or np.any(r > 2 * self.step):
+            raise ValueError(
+                f"a residual action is {self.n} integers in [0, {2 * self.step}], got {r.tolist()}"
+            )
+        out: npt.NDArray[np.int64] = np.clip(self.proposal + r - self.step, 0, 2 * self.k)
+        return out
+
+
+class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
+    """``AutoscaleEnv`` (action mode ``global``) seen by a residual policy on Chiron."""
+
+    def __init__(self, env: AutoscaleEnv, step: int = 1) -> None:
+        super().__init__(env)
+        self.step_size = step
+        self._residual: ChironResidual | None = None
+        base = env.observation_space
+        assert isinstance(base, gym.spaces.Box)
+        k = env.layout.k
+        n = len(POOL_NAMES)
+        self.observation_space = gym.spaces.Box(
+            low=np.concatenate([base.low, np.full(n, -k, dtype=np.float32)]),
+            high=np.concatenate([base.high, np.full(n, k, dtype=np.float32)]),
+            dtype=np.float32,
+        )
+        self.action_space = gym.spaces.MultiDiscrete([2 * step + 1] * n)
+
+    def _observe(self, obs: Any, start: bool) -> npt.NDArray[np.float32]:
+        assert self._residual is not None
+        return np.concatenate([obs, self._residual.propose(obs, start)]).astype(np.float32)
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        # the context changes with each family draw: Chiron is built for this episode's cluster
+        ctx = self.env.unwrapped.agent_context()  # type: ignore[attr-defined]
+        self._residual = ChironResidual(ctx, self.step_size)
+        return self._observe(obs, True), info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        assert self._residual is not None, "reset() before step()"
+        obs, reward, terminated, truncated, info = self.env.step(self._residual.compose(action))
+        return self._observe(obs, False), float(reward), terminated, truncated, info
+
+
+def bias_towards_zero(model: Any, step: int, logit: float = 2.0) -> None:
+    """Start the policy near Chiron: raise the action head's bias of r = 0 by ``logit`` (the
+    head's weights start near zero, so r = 0 begins with probability e^logit / (e^logit + 2R))."""
+    import torch
+
+    net = model.policy.action_net
+    with torch.no_grad():
+        net.bias[step :: 2 * step + 1] += logit
+
+
+__all__ = [
+    "RESIDUALS",
+    "RESIDUAL_ENV_KWARGS",
+    "ChironResidual",
+    "ResidualWrapper",
+    "bias_towards_zero",
+]
