@@ -697,6 +697,81 @@ def _cmd_profile_fit(args: argparse.Namespace) -> int:
     return _print_paths(write_all(Path(args.data), Path(args.out), args.only or None))
 
 
+def _profile_build_parser(psub: Subparsers) -> None:
+    b = psub.add_parser(
+        "build",
+        help="compose a profile for any dense model from the kernel tables (A100/H100)",
+        description="Compose a profile from AIConfigurator's kernel tables and Vidur's tables: "
+        "see chiron_gym/profiles/compose.py and docs/profiles.md.",
+    )
+    b.add_argument("--model", help="a config.json path, or a registry name (--list-models)")
+    b.add_argument("--gpu", choices=("a100", "h100"))
+    b.add_argument("--tp", type=int, default=1, help="tensor parallelism: 1, 2, 4 or 8")
+    b.add_argument("--dtype", choices=("bf16", "fp8"), default="bf16", help="GEMM weights")
+    b.add_argument("--kv-dtype", choices=("bf16", "fp8"), default="bf16", help="KV cache")
+    b.add_argument("--out", help="the profile JSON to write (default: print a summary only)")
+    b.add_argument(
+        "--data", help="the shared data folder (default: $CHIRON_DATA or ../shared/data)"
+    )
+    b.add_argument("--list-models", action="store_true", help="the registry's models and sources")
+    b.add_argument(
+        "--check",
+        action="store_true",
+        help="compose the shipped model/GPU pairs and compare them with measurements (tables)",
+    )
+    b.set_defaults(func=_cmd_profile_build)
+
+
+def _cmd_profile_build(args: argparse.Namespace) -> int:
+    from chiron_gym.profiles.compose import BuildSpec, build
+    from chiron_gym.profiles.fit import dumps
+    from chiron_gym.profiles.models import REGISTRY, resolve
+    from chiron_gym.profiles.profile import ProfileError
+    from chiron_gym.scenario import data_root
+
+    if args.list_models:
+        for key, m in REGISTRY.items():
+            s = m.shape
+            print(
+                f"{key:<20}{s.layers:>4} layers {s.hidden:>6} hidden {s.heads:>3}/{s.kv_heads:<3}"
+                f"heads {s.ffn:>6} ffn {s.vocab:>7} vocab  {m.source}"
+            )
+        return 0
+    data = Path(args.data) if args.data else data_root()
+    try:
+        if args.check:
+            from chiron_gym.profiles.compose_check import tables
+
+            print(tables(data))
+            return 0
+        if not args.model or not args.gpu:
+            print("chiron profile build: --model and --gpu are required", file=sys.stderr)
+            return 2
+        spec = BuildSpec(resolve(args.model), args.gpu, args.tp, args.dtype, args.kv_dtype)
+        profile = build(spec, data)
+    except ProfileError as e:
+        print(f"chiron profile build: {e}", file=sys.stderr)
+        return 2
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(dumps(profile.to_document()))
+    from chiron_gym.sim import BatchComposition
+
+    pm = profile.perf_model()
+    decode = pm.iteration_time_s(BatchComposition.with_decodes([], [], [1024] * 32))
+    prefill = pm.iteration_time_s(BatchComposition.with_decodes([2048], [0], []))
+    print(
+        f"{profile.name}: {profile.model.name}, {profile.gpu_name} x {profile.tensor_parallel}; "
+        f"KV {profile.kv.capacity_tokens:,} tokens; decode of 32 x 1,024 tokens "
+        f"{decode * 1e3:.2f} ms, prefill of 2,048 tokens {prefill * 1e3:.1f} ms"
+        + (f"; written to {args.out}" if args.out else "")
+    )
+    if args.out:
+        print(f'use it: [instance] profile = "{args.out}" in a scenario')
+    return 0
+
+
 def _profile_list_parser(psub: Subparsers) -> None:
     lst = psub.add_parser("list", help="list the shipped profiles")
     lst.set_defaults(func=_cmd_profile_list)
@@ -812,6 +887,7 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrated performance profiles",
         "profile_command",
         _profile_fit_parser,
+        _profile_build_parser,
         _profile_list_parser,
         _profile_measure_parser,
         _profile_compare_parser,

@@ -346,6 +346,33 @@ def _trace(w: Reader, base: Path) -> TraceSpec:
     )
 
 
+def _composed_profile(inst: Reader) -> profiles.Profile:
+    """``profile = { model = "qwen3-32b", gpu = "h100", tp = 2, dtype = "bf16" }``: a profile
+    composed from the kernel tables under ``data_root()`` (cached; ``chiron profile build``)."""
+    from chiron_gym.profiles.compose import BuildSpec, composed
+    from chiron_gym.profiles.models import REGISTRY, resolve
+
+    t = inst.table("profile", {"model", "gpu", "tp", "dtype", "kv_dtype"}, required=True)
+    model = t.text("model")
+    if (
+        model.lower() not in REGISTRY
+        and not Path(model).is_absolute()
+        and Path(inst.source).is_file()
+    ):
+        model = str(Path(inst.source).parent / model)  # a config.json beside the scenario
+    try:
+        spec = BuildSpec(
+            resolve(model),
+            t.string("gpu", ("a100", "h100")),
+            t.integer("tp", 1, low=1),
+            t.string("dtype", ("bf16", "fp8"), "bf16"),
+            t.string("kv_dtype", ("bf16", "fp8"), "bf16"),
+        )
+        return composed(spec, data_root())
+    except profiles.ProfileError as e:
+        raise ScenarioError(f"{inst.source}: instance.profile: {e}") from e
+
+
 def _instance_spec(inst: Reader) -> InstanceSpec:
     """``[instance]``: a calibrated profile by name (``profile = "a100-llama3-8b-tp1"``), whose
     KV capacity, GPU count and cold start the other keys may override; or, without a profile, the
@@ -373,11 +400,14 @@ def _instance_spec(inst: Reader) -> InstanceSpec:
                 "placeholder model, 'instance.kv_capacity_blocks')"
             )
         return InstanceSpec(perf_model=LinearPerfModel(), **overrides)
-    name = inst.text("profile")
-    try:
-        prof = profiles.load(name)
-    except profiles.ProfileError as e:
-        raise ScenarioError(f"{inst.source}: instance.profile = {name!r}: {e}") from e
+    if isinstance(inst.data["profile"], dict):
+        prof = _composed_profile(inst)
+    else:
+        name = inst.text("profile")
+        try:
+            prof = profiles.load(name)
+        except profiles.ProfileError as e:
+            raise ScenarioError(f"{inst.source}: instance.profile = {name!r}: {e}") from e
     if prof.kv.block_size_tokens != overrides["block_size_tokens"]:
         prof_blocks = prof.kv.capacity_tokens // overrides["block_size_tokens"]
         overrides.setdefault("kv_capacity_blocks", prof_blocks)
@@ -508,6 +538,8 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
     rw = top.table("reward", set(REWARD_DEFAULTS))
     reward = tuple((k, rw.number(k, low=0.0, strict=False)) for k in sorted(rw.data))
     profile = inst.data.get("profile")
+    if isinstance(profile, dict):  # a composed profile: its name, as ``chiron profile build``'s
+        profile = spec.perf_model.profile.name  # type: ignore[attr-defined]
     return Scenario(
         name=name,
         description=description,

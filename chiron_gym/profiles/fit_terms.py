@@ -297,18 +297,20 @@ def fit_allreduce(target: Target, data: Path) -> Component | None:
     )
 
 
-def _attention_rows(target: Target, data: Path, table: str) -> tuple[pd.DataFrame, str, int, int]:
-    """AIConfigurator's ``table`` attention rows at the target's query heads per GPU, bf16 KV;
-    their path, and the query and KV heads per GPU."""
+def _attention_rows(
+    target: Target, data: Path, table: str, kv_dtype: str = "bfloat16"
+) -> tuple[pd.DataFrame, str, int, int]:
+    """AIConfigurator's ``table`` attention rows at the target's query heads per GPU and KV-cache
+    dtype; their path, and the query and KV heads per GPU."""
     rel = f"{target.gpu.aiconfigurator}/attention/vllm/0.14.0/{table}_attention_perf.parquet"
     df = _read_parquet(data / AICONFIGURATOR.local / rel)
     h, kv = target.shape.heads // target.tp, target.shape.kv_heads // target.tp
-    return df[(df["num_heads"] == h) & (df["kv_cache_dtype"] == "bfloat16")], rel, h, kv
+    return df[(df["num_heads"] == h) & (df["kv_cache_dtype"] == kv_dtype)], rel, h, kv
 
 
-def fit_prefill_attention(target: Target, data: Path) -> Component:
+def fit_prefill_attention(target: Target, data: Path, kv_dtype: str = "bfloat16") -> Component:
     """Prefill attention (AIConfigurator context attention, vLLM 0.14 FlashAttention)."""
-    df, rel, h, kv = _attention_rows(target, data, "context")
+    df, rel, h, kv = _attention_rows(target, data, "context", kv_dtype)
     df = df[
         (df["num_key_value_heads"] == kv) & (df["batch_size"] * df["isl"] <= MAX_PREFILL_TOKENS)
     ].reset_index(drop=True)
@@ -333,9 +335,9 @@ def fit_prefill_attention(target: Target, data: Path) -> Component:
     )
 
 
-def fit_decode_attention(target: Target, data: Path) -> Component:
+def fit_decode_attention(target: Target, data: Path, kv_dtype: str = "bfloat16") -> Component:
     """Decode attention (AIConfigurator generation attention)."""
-    df, rel, h, kv = _attention_rows(target, data, "generation")
+    df, rel, h, kv = _attention_rows(target, data, "generation", kv_dtype)
     df = df[df["batch_size"] <= MAX_DECODE_SEQS]
     notes = []
     kv_used = kv

@@ -368,18 +368,24 @@ def names() -> list[str]:
     return sorted(p.stem for p in data_dir().glob("*.json"))
 
 
+def read_json(p: Path, what: str) -> Any:
+    """The JSON document in ``p``; ``ProfileError`` naming the file (and line) otherwise."""
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ProfileError(f"{p}: cannot read {what}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"{p}: cannot read {what}: not UTF-8 text (byte {e.start})") from e
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ProfileError(f"{p}: not valid JSON: line {e.lineno} column {e.colno}: {e.msg}") from e
+
+
 @lru_cache(maxsize=32)
 def _load_path(path: str) -> Profile:
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ProfileError(f"{p}: cannot read profile: {e.strerror}") from e
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ProfileError(f"{p}: not valid JSON: line {e.lineno} column {e.colno}: {e.msg}") from e
-    return parse(data, str(p))
+    return parse(read_json(p, "profile"), str(p))
 
 
 def load(name_or_path: str | Path) -> Profile:

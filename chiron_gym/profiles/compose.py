@@ -1,0 +1,692 @@
+"""Profiles composed from kernel tables: any dense model on A100 or H100 (``chiron profile build``).
+
+Where ``fit.py`` fits a profile to per-operator measurements of *that* model (Vidur's
+``mlp.csv``), this module builds one for a model nobody profiled, from measurements of kernels
+(AIConfigurator's vLLM 0.14 tables, as AIConfigurator and Vidur compose their estimates):
+
+- each GEMM of a layer (QKV, O, gate+up merged, down) at its ``(m, n, k)`` for the TP shard, read
+  from the GEMM table (bf16, or fp8 on H100) and interpolated bilinearly in ``(n, k)`` at every
+  ``m`` of the grid (proportionally beyond its edges), then summarised by the ``FlatThenLinear``
+  form in ``m`` = tokens;
+- prefill and decode attention from the attention tables at the model's query and KV heads per
+  GPU (bf16 or fp8 KV cache), the forms' coefficients interpolated linearly between the two
+  nearest head counts the table has;
+- the LM head from the GEMM table at ``n = vocab / TP``, ``k = hidden`` (bf16);
+- the all-reduce (vLLM's custom kernel, NCCL above 8 MiB) as ``fit.py`` does;
+- what the kernel tables do not time: the element-wise ops and the embedding from a bandwidth law
+  fitted on every model Vidur profiled on that GPU (``time = const + a * elements per token *
+  tokens``), and the CPU overhead from Vidur's table for the nearest model at the same TP;
+- KV capacity from GPU memory minus the weights in the chosen dtype and the activation reserve.
+
+The output is a profile document of the same schema as the fitted ones (``profile.parse`` reads
+it), with the tables, their commits and SHA-256, and the shape's source in its provenance. Its
+``validation.mape_pct`` is the error of each form against the table points it summarises (20%
+held out, as ``fit.py``); how the composed profiles compare with measured ones is
+``compose_check.py``'s question (``docs/profiles.md``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chiron_gym.profiles.fit_terms import (
+    QUANTA,
+    Component,
+    _read_csv,
+    _read_parquet,
+    _source,
+    _split,
+    fit_allreduce,
+    fit_cold_start,
+    fit_cpu,
+    fit_decode_attention,
+    fit_prefill_attention,
+)
+from chiron_gym.profiles.forms import (
+    Affine,
+    DecodeAttention,
+    FlatThenLinear,
+    PrefillAttention,
+)
+from chiron_gym.profiles.leastsq import FloatArray, fit_flat_linear, round6, wls
+from chiron_gym.profiles.models import ModelSpec
+from chiron_gym.profiles.profile import (
+    IterationCoefficients,
+    KvCache,
+    ModelShape,
+    Profile,
+    ProfileError,
+    Record,
+)
+from chiron_gym.profiles.targets import (
+    A100,
+    AICONFIGURATOR,
+    BLOCK_SIZE_TOKENS,
+    GPU_MEMORY_UTILIZATION,
+    H100,
+    HELDOUT_FRACTION,
+    RESERVE_BYTES_PER_GPU,
+    SPLIT_SEED,
+    VIDUR,
+    Gpu,
+    Target,
+)
+
+GPUS: dict[str, Gpu] = {"a100": A100, "h100": H100}
+DTYPES = {"bf16": ("bfloat16", 2.0), "fp8": ("fp8", 1.0)}  # --dtype, --kv-dtype: table name, bytes
+TP_SIZES = (1, 2, 4, 8)
+MAX_GEMM_M = 8192  # the GEMM table's largest m; the form extrapolates linearly beyond
+# Vidur's profiled models per GPU (folders under compute/<gpu>/): the element-wise and embedding
+# bandwidth laws are fitted on all of them
+VIDUR_MODELS = {
+    "a100": ("meta-llama/Llama-2-7b-hf", "meta-llama/Meta-Llama-3-8B", "meta-llama/Llama-2-70b-hf"),
+    "h100": ("meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-70b-hf"),
+}
+# Vidur's CPU-overhead table: (model, TP, parameters in billions)
+CPU_MODELS = (
+    ("microsoft/phi-2", 1, 2.7),
+    ("meta-llama/Llama-2-7b-hf", 1, 6.7),
+    ("internlm/internlm-20b", 2, 20.0),
+    ("codellama/CodeLlama-34b-Instruct-hf", 2, 34.0),
+    ("meta-llama/Llama-2-70b-hf", 4, 69.0),
+    ("Qwen/Qwen-72B", 4, 72.0),
+)
+ELEMENTWISE_OPS = ("input_layernorm", "attn_rope", "post_attention_layernorm", "mlp_act", "add")
+
+
+@dataclass(frozen=True, slots=True)
+class BuildSpec:
+    """What to build: a model on a GPU type at a tensor-parallel degree and dtypes."""
+
+    model: ModelSpec
+    gpu: str  # a key of GPUS
+    tp: int
+    dtype: str = "bf16"  # GEMM weights and activations
+    kv_dtype: str = "bf16"
+
+    @property
+    def name(self) -> str:
+        slug = re.sub(r"[^a-z0-9.]+", "-", self.model.shape.name.split("/")[-1].lower()).strip("-")
+        out = f"{self.gpu}-{slug}-tp{self.tp}"
+        if self.dtype != "bf16":
+            out += f"-{self.dtype}"
+        if self.kv_dtype != "bf16":
+            out += f"-kv{self.kv_dtype}"
+        return out
+
+    def check(self) -> None:
+        s = self.model.shape
+        if self.gpu not in GPUS:
+            raise ProfileError(f"--gpu {self.gpu!r}: expected one of {', '.join(GPUS)}")
+        if self.tp not in TP_SIZES:
+            raise ProfileError(f"--tp {self.tp}: expected one of {', '.join(map(str, TP_SIZES))}")
+        for flag, v in (("--dtype", self.dtype), ("--kv-dtype", self.kv_dtype)):
+            if v not in DTYPES:
+                raise ProfileError(f"{flag} {v!r}: expected one of {', '.join(DTYPES)}")
+            if v == "fp8" and self.gpu == "a100":
+                raise ProfileError(
+                    f"{flag} fp8 on a100: the A100 has no FP8 tensor cores and the kernel tables "
+                    "have no A100 FP8 rows; use bf16, or --gpu h100"
+                )
+        if s.heads % self.tp:
+            raise ProfileError(
+                f"{s.name}: {s.heads} attention heads do not split over TP {self.tp}"
+            )
+        if s.head_dim != 128:
+            raise ProfileError(
+                f"{s.name}: head_dim {s.head_dim}: the attention tables cover head_dim 128 only"
+            )
+
+    @property
+    def heads_per_gpu(self) -> tuple[int, int]:
+        """Query and KV heads per GPU (vLLM replicates KV heads when TP exceeds them)."""
+        s = self.model.shape
+        return s.heads // self.tp, max(1, s.kv_heads // self.tp)
+
+
+# ------------------------------------------------------------------------------------ GEMMs
+
+
+class GemmTable:
+    """AIConfigurator's GEMM latencies (seconds) at one dtype, looked up at any ``(m, n, k)`` of
+    the table's ``m`` grid: bilinear in ``(n, k)`` between grid points, proportional beyond."""
+
+    def __init__(self, df: Any, where: str) -> None:
+        if df.empty:
+            raise ProfileError(f"{where}: no GEMM rows")
+        self.m = sorted(int(v) for v in df["m"].unique())
+        self.n = sorted(int(v) for v in df["n"].unique())
+        self.k = sorted(int(v) for v in df["k"].unique())
+        self.t: dict[tuple[int, int, int], float] = {
+            (int(a), int(b), int(c)): float(lat) / 1e3
+            for a, b, c, lat in zip(df["m"], df["n"], df["k"], df["latency"], strict=True)
+        }
+        # A GEMM with more rows is never faster: each (n, k) series is made non-decreasing in m
+        # by a running minimum from the largest m down. It removes the table's few artifacts (a
+        # point two to seven times its larger neighbour, e.g. H100 bf16 m=4096, n=2560, k=8192)
+        # and flattens jitter of a few percent at small m.
+        self.artifacts = 0  # points lowered by more than 30%
+        for n in self.n:
+            for k in self.k:
+                low = math.inf
+                for m in reversed(self.m):
+                    t = self.t.get((m, n, k))
+                    if t is None:
+                        continue
+                    if t > low:
+                        self.artifacts += t > 1.3 * low
+                        self.t[(m, n, k)] = low
+                    else:
+                        low = t
+
+    def _point(self, m: int, n: int, k: int) -> float:
+        t = self.t.get((m, n, k))
+        if t is not None:
+            return t
+        # a missing corner (the table lacks n = k = 65536): scale from the next k down
+        i = self.k.index(k)
+        return self._point(m, n, self.k[i - 1]) * k / self.k[i - 1]
+
+    @staticmethod
+    def _bracket(grid: list[int], x: float) -> tuple[int, int, float, float]:
+        """Two grid values around ``x``, the weight of the upper one, and a proportional factor
+        (``x`` over the edge value when outside the grid, else 1)."""
+        if x <= grid[0]:
+            return grid[0], grid[0], 0.0, x / grid[0]
+        if x >= grid[-1]:
+            return grid[-1], grid[-1], 0.0, x / grid[-1]
+        j = bisect.bisect_left(grid, x)
+        lo, hi = grid[j - 1], grid[j]
+        return lo, hi, (x - lo) / (hi - lo), 1.0
+
+    def __call__(self, m: int, n: float, k: float) -> float:
+        n0, n1, wn, fn = self._bracket(self.n, n)
+        k0, k1, wk, fk = self._bracket(self.k, k)
+        t = (
+            (1 - wn) * (1 - wk) * self._point(m, n0, k0)
+            + wn * (1 - wk) * self._point(m, n1, k0)
+            + (1 - wn) * wk * self._point(m, n0, k1)
+            + wn * wk * self._point(m, n1, k1)
+        )
+        # below the grid a GEMM is no faster (launch-bound); above it, proportionally slower
+        return t * max(fn, 1.0) * max(fk, 1.0)
+
+
+def gemm_shapes(spec: BuildSpec) -> dict[str, tuple[int, int]]:
+    """``(n, k)`` of each GEMM of a layer on one GPU, as vLLM's parallel linear layers split
+    them: QKV and gate+up column-parallel (merged), O and down row-parallel."""
+    s = spec.model.shape
+    h, kv = spec.heads_per_gpu
+    return {
+        "qkv": ((h + 2 * kv) * s.head_dim, s.hidden),
+        "o": (s.hidden, h * s.head_dim),
+        "up": (2 * s.ffn // spec.tp, s.hidden),
+        "down": (s.hidden, s.ffn // spec.tp),
+    }
+
+
+def _gemm_table(spec: BuildSpec, data: Path, dtype: str) -> tuple[GemmTable, str]:
+    gpu = GPUS[spec.gpu]
+    rel = f"{gpu.aiconfigurator}/gemm/vllm/0.14.0/gemm_perf.parquet"
+    df = _read_parquet(data / AICONFIGURATOR.local / rel)
+    table, _ = DTYPES[dtype]
+    return GemmTable(df[df["gemm_dtype"] == table], f"{rel} ({table})"), rel
+
+
+def _target(spec: BuildSpec, heads: int | None = None, kv: int | None = None) -> Target:
+    """A ``fit_terms.Target`` for this build (the fitters take one), optionally at other query
+    and KV heads per GPU (to fit the attention tables at the head counts they have)."""
+    s = spec.model.shape
+    h0, kv0 = spec.heads_per_gpu
+    shape = replace(s, heads=(heads or h0) * spec.tp, kv_heads=(kv or kv0) * spec.tp)
+    cpu_model = _cpu_model(spec)[0]
+    return Target(spec.name, GPUS[spec.gpu], shape, spec.tp, cpu_model, _cold_rows(spec))
+
+
+def compose_gemms(spec: BuildSpec, data: Path) -> Component:
+    """The four GEMMs of a layer, each a ``FlatThenLinear`` in tokens fitted to the table's
+    latencies at its shape (20% of the m grid held out)."""
+    table, rel = _gemm_table(spec, data, spec.dtype)
+    ms = np.array([m for m in table.m if m <= MAX_GEMM_M], dtype=np.float64)
+    forms: dict[str, FlatThenLinear] = {}
+    ape: list[FloatArray] = []
+    notes = []
+    for g, (n, k) in gemm_shapes(spec).items():
+        t = np.array([table(int(m), n, k) for m in ms])
+        test = _split(_target(spec), f"gemm/{g}", len(ms))
+        test[0] = test[-1] = False  # keep the grid's ends in the fit
+        f = fit_flat_linear(ms[~test], t[~test], QUANTA)
+        forms[g] = f
+        ape.append(np.abs(np.array([f(m) for m in ms[test]]) / t[test] - 1.0) * 100.0)
+        on_grid = n in table.n and k in table.k
+        notes.append(
+            f"GEMM {g}: n={n}, k={k} per GPU ({DTYPES[spec.dtype][0]})"
+            + ("" if on_grid else ", interpolated between grid points")
+        )
+    notes.append(
+        f"GEMM table ({DTYPES[spec.dtype][0]}): made non-decreasing in m per (n, k); "
+        f"{table.artifacts} of {len(table.t)} points were over 1.3x a larger m's time"
+    )
+    return Component(
+        terms={"gemm": forms},
+        heldout_ape=np.concatenate(ape),
+        points=4 * len(ms),
+        sources=[_source(AICONFIGURATOR, rel, data, f"layer GEMMs ({spec.dtype})")],
+        notes=notes,
+    )
+
+
+def compose_lm_head(spec: BuildSpec, data: Path) -> Component:
+    """The vocabulary GEMM (bf16: vLLM keeps the LM head unquantised), m = sequences."""
+    table, rel = _gemm_table(spec, data, "bf16")
+    s = spec.model.shape
+    ms = np.array([m for m in table.m if m <= 4096], dtype=np.float64)
+    n, k = s.vocab / spec.tp, s.hidden
+    t = np.array([table(int(m), n, k) for m in ms])
+    test = _split(_target(spec), "lm_head", len(ms))
+    test[0] = test[-1] = False
+    f = fit_flat_linear(ms[~test], t[~test], (1,))
+    return Component(
+        terms={"lm_head": f},
+        heldout_ape=np.abs(np.array([f(m) for m in ms[test]]) / t[test] - 1.0) * 100.0,
+        points=len(ms),
+        sources=[_source(AICONFIGURATOR, rel, data, "LM head GEMM (bf16)")],
+        notes=[f"LM head: n = vocab / TP = {n:g}, k = {k} (bf16), from the GEMM table"],
+    )
+
+
+# -------------------------------------------------------------------------------- attention
+
+
+def _heads_in_table(data: Path, spec: BuildSpec, table: str) -> dict[int, list[int]]:
+    gpu = GPUS[spec.gpu]
+    rel = f"{gpu.aiconfigurator}/attention/vllm/0.14.0/{table}_attention_perf.parquet"
+    df = _read_parquet(data / AICONFIGURATOR.local / rel)
+    df = df[df["kv_cache_dtype"] == DTYPES[spec.kv_dtype][0]]
+    out: dict[int, list[int]] = {}
+    for h, kv in sorted(set(zip(df["num_heads"], df["num_key_value_heads"], strict=True))):
+        out.setdefault(int(h), []).append(int(kv))
+    return out
+
+
+def _interpolate(a: Any, b: Any, w: float) -> Any:
+    """Coefficients of two forms of one type, interpolated (``w`` the weight of ``b``)."""
+    if isinstance(a, PrefillAttention):
+        fa = (a.const_s, a.per_seq_s, a.per_token_s, a.per_pair_s, a.per_tile_s)
+        fb = (b.const_s, b.per_seq_s, b.per_token_s, b.per_pair_s, b.per_tile_s)
+        return PrefillAttention(*(round6(x + w * (y - x)) for x, y in zip(fa, fb, strict=True)))
+    seqs = tuple(s for s in a.seqs if s in b.seqs)
+    cols = []
+    for f in ("floor_s", "base_s", "per_context_token_s"):
+        ca = dict(zip(a.seqs, getattr(a, f), strict=True))
+        cb = dict(zip(b.seqs, getattr(b, f), strict=True))
+        cols.append(tuple(round6(ca[s] + w * (cb[s] - ca[s])) for s in seqs))
+    return DecodeAttention(seqs, *cols)
+
+
+def compose_attention(spec: BuildSpec, data: Path, kind: str) -> Component:
+    """Prefill (``kind="context"``) or decode (``"generation"``) attention at the build's heads
+    per GPU; between two head counts of the table, the fitted coefficients are interpolated."""
+    h, kv = spec.heads_per_gpu
+    have = _heads_in_table(data, spec, kind)
+    hs = sorted(have)
+    if not hs or h > hs[-1]:
+        raise ProfileError(
+            f"{spec.model.shape.name}: {h} query heads per GPU at TP {spec.tp}; the attention "
+            f"table covers at most {hs[-1] if hs else 0} (use a larger --tp)"
+        )
+    fit = fit_prefill_attention if kind == "context" else fit_decode_attention
+    kv_dtype = DTYPES[spec.kv_dtype][0]
+    field = "prefill_attention" if kind == "context" else "decode_attention"
+    notes: list[str] = []
+
+    def at(hh: int) -> Component:
+        kvs = have[hh]
+        use = kv if kv in kvs else min(kvs, key=lambda x: (abs(x - kv), -x))
+        if kind == "generation":
+            use = kv  # the decode fitter scales the per-token cost itself when kv is missing
+        elif use != kv:
+            notes.append(
+                f"prefill attention: the table has no {hh} q / {kv} kv-head rows; fitted at "
+                f"{hh}/{use} (prefill time is driven by the query heads)"
+            )
+        return fit(_target(spec, hh, use), data, kv_dtype=kv_dtype)
+
+    if h in have:
+        c = at(h)
+        return replace(c, notes=c.notes + notes)
+    lo = max(x for x in hs if x < h)
+    hi = min(x for x in hs if x > h)
+    w = (h - lo) / (hi - lo)
+    a, b = at(lo), at(hi)
+    notes.append(
+        f"{field.replace('_', ' ')}: {h} query heads per GPU are not in the table; coefficients "
+        f"interpolated between {lo} and {hi} heads (weight {w:.3g})"
+    )
+    return Component(
+        terms={field: _interpolate(a.terms[field], b.terms[field], w)},
+        heldout_ape=np.concatenate([a.heldout_ape, b.heldout_ape]),
+        points=a.points + b.points,
+        sources=a.sources,
+        notes=a.notes + notes,
+    )
+
+
+# ------------------------------------------------- element-wise, embedding: bandwidth laws
+
+
+def _elements_per_token(shape: ModelShape, tp: int) -> float:
+    """Activation elements the element-wise ops of a layer touch per token on one GPU: two
+    RMSNorms and the residual add over the hidden state, RoPE over the query and key heads, and
+    the gated activation (reads gate and up, writes one)."""
+    h = shape.heads // tp
+    kv = max(1, shape.kv_heads // tp)
+    return 3.0 * shape.hidden + (h + kv) * shape.head_dim + 3.0 * shape.ffn / tp
+
+
+def _vidur_rows(gpu: str, data: Path) -> list[tuple[str, int, Any, str]]:
+    """``(model, TP, its mlp.csv rows, path)`` of every model Vidur profiled on ``gpu``."""
+    out = []
+    for model in VIDUR_MODELS[gpu]:
+        rel = f"compute/{GPUS[gpu].vidur}/{model}/mlp.csv"
+        df = _read_csv(data / VIDUR.local / rel)
+        for tp in sorted(int(v) for v in df["num_tensor_parallel_workers"].unique()):
+            out.append((model, tp, df[df["num_tensor_parallel_workers"] == tp], rel))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class BandwidthLaw:
+    """``const + per_element * elements * tokens``, fitted across Vidur's models on one GPU."""
+
+    const_s: float
+    per_element_s: float
+
+    def form(self, elements: float) -> Affine:
+        return Affine(round6(self.const_s), round6(self.per_element_s * elements))
+
+
+def fit_bandwidth_law(
+    gpu: str, data: Path, ops: tuple[str, ...], elements: Any, leave_out: str | None = None
+) -> tuple[BandwidthLaw, list[dict[str, str]]]:
+    """The law for the sum of ``ops`` (Vidur op names) with ``elements(shape, tp)`` per token,
+    fitted on every (model, TP) of Vidur on ``gpu`` except the model ``leave_out``."""
+    rows_a: list[FloatArray] = []
+    rows_t: list[FloatArray] = []
+    sources: list[dict[str, str]] = []
+    for model, tp, df, rel in _vidur_rows(gpu, data):
+        if model == leave_out:
+            continue
+        r = df.iloc[0]
+        shape = ModelShape(
+            model,
+            1,
+            int(r["n_head"]),
+            int(r["n_kv_head"]),
+            int(r["n_embd"]) // int(r["n_head"]),
+            int(r["n_embd"]),
+            int(r["n_expanded_embd"]),
+            int(r["vocab_size"]),
+        )
+        n = df["num_tokens"].to_numpy(dtype=np.float64)
+        t = sum(
+            (df[f"time_stats.{op}.median"].to_numpy(dtype=np.float64) for op in ops),
+            np.zeros(len(n)),
+        )
+        rows_a.append(np.c_[np.ones(len(n)), n * elements(shape, tp)])
+        rows_t.append(t / 1e3)
+        src = _source(VIDUR, rel, data, f"{'+'.join(ops)}: a bandwidth law across models")
+        if src not in sources:
+            sources.append(src)
+    if not rows_a:
+        raise ProfileError(f"no Vidur rows for {gpu} to fit {ops}")
+    x = wls(np.vstack(rows_a), np.concatenate(rows_t))
+    return BandwidthLaw(float(x[0]), float(x[1])), sources
+
+
+def _embedding_elements(shape: ModelShape, tp: int) -> float:
+    return float(shape.hidden)
+
+
+def compose_pointwise(spec: BuildSpec, data: Path) -> tuple[Component, Component]:
+    """The element-wise ops and the embedding, by bandwidth laws fitted on Vidur's models."""
+    s = spec.model.shape
+    out = []
+    for field, ops, elements in (
+        ("elementwise", ELEMENTWISE_OPS, _elements_per_token),
+        ("embedding", ("emb",), _embedding_elements),
+    ):
+        law, sources = fit_bandwidth_law(spec.gpu, data, ops, elements)
+        out.append(
+            Component(
+                terms={field: law.form(elements(s, spec.tp))},
+                heldout_ape=np.zeros(0),
+                points=0,
+                sources=sources,
+                notes=[
+                    f"{field}: const + per element x elements per token x tokens, fitted across "
+                    f"Vidur's models on {spec.gpu} ({law.const_s:.3g} s + "
+                    f"{law.per_element_s:.3g} s per element); validated leave-one-model-out in "
+                    "docs/profiles.md"
+                ],
+            )
+        )
+    return out[0], out[1]
+
+
+# ------------------------------------------------------------------- CPU, cold start, memory
+
+
+def _cpu_model(spec: BuildSpec) -> tuple[str, int]:
+    """The model of Vidur's CPU table nearest in size at the build's TP (TP 8: TP 4's)."""
+    linear, other = spec.model.parameters()
+    billions = (linear + other) / 1e9
+    tp = min(spec.tp, 4)
+    same = [c for c in CPU_MODELS if c[1] == tp]
+    best = min(same, key=lambda c: abs(math.log(c[2] / billions)))
+    return best[0], best[1]
+
+
+def _cold_rows(spec: BuildSpec) -> tuple[str, str]:
+    linear, other = spec.model.parameters()
+    if (linear + other) / 1e9 < 20:
+        return ("Llama-3-8B", "replica_startup_total")
+    return ("meta-llama/Meta-Llama-3-70B", "engine_init_to_ready_approx")
+
+
+def compose_cpu(spec: BuildSpec, data: Path) -> Component:
+    model, tp = _cpu_model(spec)
+    target = replace(_target(spec), tp=tp, cpu_model=model)
+    c = fit_cpu(target, data)
+    note = f"CPU overhead: Vidur's rows of {model} at TP {tp} (nearest in size at this TP)"
+    if tp != spec.tp:
+        note += f"; TP {spec.tp} is not in the table"
+    return replace(c, notes=[*c.notes, note])
+
+
+def kv_cache(spec: BuildSpec) -> KvCache:
+    s = spec.model.shape
+    gpu = GPUS[spec.gpu]
+    kv_bytes = DTYPES[spec.kv_dtype][1]
+    weights = spec.model.weight_bytes(DTYPES[spec.dtype][1])
+    free = GPU_MEMORY_UTILIZATION * gpu.memory_bytes - weights / spec.tp - RESERVE_BYTES_PER_GPU
+    _, kv_gpu = spec.heads_per_gpu
+    per_token_gpu = 2 * s.layers * kv_gpu * s.head_dim * kv_bytes
+    if free <= per_token_gpu * BLOCK_SIZE_TOKENS:
+        raise ProfileError(
+            f"{s.name} at TP {spec.tp} in {spec.dtype}: the weights "
+            f"({weights / spec.tp / 2**30:.1f} GiB per GPU) leave no KV memory on an 80 GiB "
+            f"{gpu.name}; use a larger --tp or --dtype fp8"
+        )
+    blocks = int(free // (per_token_gpu * BLOCK_SIZE_TOKENS))
+    return KvCache(
+        block_size_tokens=BLOCK_SIZE_TOKENS,
+        gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
+        reserve_bytes=RESERVE_BYTES_PER_GPU * spec.tp,
+        bytes_per_token=int(per_token_gpu * spec.tp),
+        capacity_tokens=blocks * BLOCK_SIZE_TOKENS,
+        capacity_blocks=blocks,
+    )
+
+
+# ------------------------------------------------------------------------------------ build
+
+
+def build(spec: BuildSpec, data: Path) -> Profile:
+    """The composed profile of ``spec`` from the tables under ``data``."""
+    spec.check()
+    data = Path(data)
+    if not data.is_dir():
+        raise ProfileError(f"{data}: data directory not found (see ../shared/data/README.md)")
+    elementwise, embedding = compose_pointwise(spec, data)
+    components: dict[str, Component] = {
+        "gemm": compose_gemms(spec, data),
+        "elementwise": elementwise,
+        "embedding": embedding,
+        "lm_head": compose_lm_head(spec, data),
+        "prefill_attention": compose_attention(spec, data, "context"),
+        "decode_attention": compose_attention(spec, data, "generation"),
+        "cpu": compose_cpu(spec, data),
+    }
+    ar = fit_allreduce(_target(spec), data) if spec.tp > 1 else None
+    if ar is not None:
+        components["allreduce"] = ar
+    terms: dict[str, Any] = {"allreduce": None}
+    sources: list[dict[str, str]] = []
+    notes = [
+        f"composed from kernel tables by chiron profile build: {spec.model.shape.name} on "
+        f"{GPUS[spec.gpu].name}, TP {spec.tp}, weights {spec.dtype}, KV cache {spec.kv_dtype}",
+        f"model shape: {spec.model.source}",
+        *spec.model.notes,
+    ]
+    for c in components.values():
+        terms.update(c.terms)
+        for src in c.sources:
+            if src not in sources:
+                sources.append(src)
+        notes.extend(c.notes)
+    cold, observations, cold_source = fit_cold_start(_target(spec), data)
+    notes.append(
+        f"KV capacity: {GPU_MEMORY_UTILIZATION} x GPU memory - weights ({spec.dtype} linear "
+        f"layers, bf16 embedding, LM head and norms) / TP - "
+        f"{RESERVE_BYTES_PER_GPU / 2**30:g} GiB reserve per GPU; KV cache in {spec.kv_dtype}"
+    )
+    measured = {k: c for k, c in components.items() if len(c.heldout_ape)}
+    mape = {k: round6(float(np.mean(c.heldout_ape))) for k, c in measured.items()}
+    mape["pooled"] = round6(
+        float(np.mean(np.concatenate([c.heldout_ape for c in measured.values()])))
+    )
+    shape = replace(spec.model.shape, weight_bytes=spec.model.weight_bytes(DTYPES[spec.dtype][1]))
+    return Profile(
+        name=spec.name,
+        gpu_name=GPUS[spec.gpu].name,
+        gpu_memory_bytes=GPUS[spec.gpu].memory_bytes,
+        tensor_parallel=spec.tp,
+        model=shape,
+        kv=kv_cache(spec),
+        iteration=IterationCoefficients(**terms),
+        cold_start=cold,
+        record=Record(
+            sources=sources,
+            notes=notes,
+            heldout_fraction=HELDOUT_FRACTION,
+            seed=SPLIT_SEED,
+            mape_pct=mape,
+            points={k: c.points for k, c in components.items()},
+            cold_start_observations_s=observations,
+            cold_start_source=cold_source,
+        ),
+    )
+
+
+__all__ = [
+    "DTYPES",
+    "GPUS",
+    "BandwidthLaw",
+    "BuildSpec",
+    "GemmTable",
+    "build",
+    "cache_dir",
+    "composed",
+    "fit_bandwidth_law",
+    "gemm_shapes",
+    "kv_cache",
+]
+
+
+# ------------------------------------------------------------------------------------ cache
+
+COMPOSE_VERSION = 1  # bump when the composition changes what it writes
+
+
+def cache_dir() -> Path:
+    """Where composed profiles are cached: ``$CHIRON_CACHE/profiles``, else
+    ``$XDG_CACHE_HOME/chiron-gym/profiles`` (``~/.cache/chiron-gym/profiles``)."""
+    import os
+
+    env = os.environ.get("CHIRON_CACHE")
+    if env:
+        return Path(env) / "profiles"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "chiron-gym" / "profiles"
+
+
+def _cache_key(spec: BuildSpec, data: Path) -> str:
+    """A digest of what the profile depends on: the build, the shape, the tables' contents."""
+    import hashlib
+    import json
+
+    gpu = GPUS[spec.gpu]
+    tables = [
+        data / AICONFIGURATOR.local / f"{gpu.aiconfigurator}/{rel}"
+        for rel in (
+            "gemm/vllm/0.14.0/gemm_perf.parquet",
+            "attention/vllm/0.14.0/context_attention_perf.parquet",
+            "attention/vllm/0.14.0/generation_attention_perf.parquet",
+        )
+    ]
+    h = hashlib.sha256()
+    h.update(
+        json.dumps(
+            [COMPOSE_VERSION, spec.gpu, spec.tp, spec.dtype, spec.kv_dtype, repr(spec.model)]
+        ).encode()
+    )
+    for t in tables:
+        st = t.stat() if t.is_file() else None
+        h.update(f"{t.name}:{st.st_size if st else -1}:{int(st.st_mtime) if st else -1}".encode())
+    return h.hexdigest()[:16]
+
+
+def composed(spec: BuildSpec, data: Path, *, use_cache: bool = True) -> Profile:
+    """``build(spec, data)``, cached on disk (``cache_dir()``) by a digest of the build, the shape
+    and the tables, so that a scenario naming a composed profile loads it in milliseconds after
+    the first time. A cache that cannot be written is skipped silently."""
+    import json
+
+    from chiron_gym.profiles.fit import dumps
+    from chiron_gym.profiles.profile import parse
+
+    spec.check()
+    path = cache_dir() / f"{spec.name}-{_cache_key(spec, Path(data))}.json"
+    if use_cache and path.is_file():
+        try:
+            return parse(json.loads(path.read_text()), str(path))
+        except (OSError, ValueError, ProfileError):
+            pass  # a damaged cache entry is rebuilt
+    profile = build(spec, data)
+    if use_cache:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(dumps(profile.to_document()))
+            tmp.replace(path)
+        except OSError:
+            pass
+    return profile
