@@ -264,6 +264,22 @@ def train(
         from agents.residual import bias_towards_zero
 
         bias_towards_zero(model, step)
+    record: dict[str, Any] = {
+        "scenario": scenario,
+        "seed": seed,
+        "algo": algo,
+        "action_mode": action_mode,
+        "env_kwargs": env_kwargs or {},
+        "residual": residual,
+        "residual_step": step,
+        "n_envs": n_envs,
+        "timesteps": None,
+        "wall_s": None,
+        "steps_per_s": None,
+        "hyperparams": {k: v for k, v in hp.items()},
+    }
+    if checkpoint_freq > 0:  # so that ``ppo:<out>/checkpoints/ppo_<N>_steps.zip`` loads as trained
+        _write_record(out / "checkpoints" / "train.json", record)
     callbacks = training_callbacks(
         out,
         scenario,
@@ -283,30 +299,17 @@ def train(
     if isinstance(venv, VecNormalize):
         venv.save(str(out / "vecnormalize.pkl"))
     result = TrainResult(out, int(model.num_timesteps), wall)
-    (out / "train.json").write_text(
-        json.dumps(
-            {
-                "scenario": scenario,
-                "seed": seed,
-                "algo": algo,
-                "action_mode": action_mode,
-                "env_kwargs": env_kwargs or {},
-                "residual": residual,
-                "residual_step": step,
-                "n_envs": n_envs,
-                "timesteps": result.timesteps,
-                "wall_s": round(wall, 1),
-                "steps_per_s": round(result.steps_per_s, 1),
-                "hyperparams": {k: v for k, v in hp.items()},
-            },
-            indent=1,
-            sort_keys=True,
-            default=str,
-        )
-        + "\n"
-    )
+    record["timesteps"] = result.timesteps
+    record["wall_s"] = round(wall, 1)
+    record["steps_per_s"] = round(result.steps_per_s, 1)
+    _write_record(out / "train.json", record)
     venv.close()
     return result
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def train_task(
@@ -385,6 +388,19 @@ def train_seeds(
     return [results[k] for k in seeds if k in results], sorted(failures, key=lambda f: f["seed"])
 
 
+def vecnormalize_name(zip_name: str) -> str:
+    """The observation statistics saved beside a model: ``model.zip`` -> ``vecnormalize.pkl``,
+    ``best_model.zip`` -> ``best_vecnormalize.pkl``, a checkpoint ``ppo_<N>_steps.zip`` ->
+    ``ppo_vecnormalize_<N>_steps.pkl`` (SB3's ``CheckpointCallback``)."""
+    import re
+
+    stem = zip_name.removesuffix(".zip")
+    m = re.fullmatch(r"(.*)_(\d+)_steps", stem)
+    if m:
+        return f"{m.group(1)}_vecnormalize_{m.group(2)}_steps.pkl"
+    return stem.replace("model", "vecnormalize") + ".pkl"
+
+
 class PPOAgent(BaseAgent):
     """A trained PPO model with the agents' ``predict`` (observations normalised as in training).
 
@@ -433,11 +449,7 @@ class PPOAgent(BaseAgent):
         meta = json.loads(record.read_text()) if record.is_file() else {}
         model = algo_class(meta.get("algo", "ppo")).load(zip_path, device="cpu")
         vn = None
-        stats = folder / (
-            "vecnormalize.pkl"
-            if zip_path.name == "model.zip"
-            else zip_path.stem.replace("model", "vecnormalize") + ".pkl"
-        )
+        stats = folder / vecnormalize_name(zip_path.name)
         if stats.is_file():
             with stats.open("rb") as f:
                 vn = pickle.load(f)

@@ -61,7 +61,7 @@ def test_a_residual_model_trains_and_plays_as_chiron_at_first(tmp_path: Path) ->
         action_mode="global",
         hyperparams=hp,
         eval_freq=0,
-        checkpoint_freq=0,
+        checkpoint_freq=64,
         progress=False,
         env_kwargs={"horizon_s": 300.0},
         residual="chiron",
@@ -74,6 +74,10 @@ def test_a_residual_model_trains_and_plays_as_chiron_at_first(tmp_path: Path) ->
     ppo = run_episode(f"ppo:{out}", "default", 1, env_kwargs=kw).row
     chiron = run_episode("chiron", "default", 1, env_kwargs=kw).row
     assert ppo["reward"] == chiron["reward"] and ppo["gpu_hours"] == chiron["gpu_hours"]
+    # a checkpoint loads as what it is too (the run's record is written beside checkpoints)
+    ckpt = out / "checkpoints" / "ppo_64_steps.zip"
+    assert ckpt.is_file() and (out / "checkpoints" / "ppo_vecnormalize_64_steps.pkl").is_file()
+    assert run_episode(f"ppo:{ckpt}", "default", 1, env_kwargs=kw).row["reward"] == ppo["reward"]
 
 
 def test_residual_arguments_are_checked(tmp_path: Path) -> None:
