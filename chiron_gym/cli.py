@@ -549,6 +549,91 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected integers, e.g. 1,8,32,128") from None
+    if not out or any(x < 1 for x in out):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected integers >= 1, e.g. 1,8,32,128")
+    return out
+
+
+def _sweep_parser(sub: Subparsers) -> None:
+    sw = sub.add_parser(
+        "sweep",
+        help="one instance under closed-loop load at several concurrencies (TTFT, TPOT, tok/s)",
+        description="TTFT, TPOT and throughput of one instance against concurrency, as vllm "
+        "bench serve --max-concurrency measures them (chiron_gym/sweep.py).",
+    )
+    where = sw.add_mutually_exclusive_group(required=True)
+    where.add_argument("--profile", help="a shipped profile or a profile file")
+    where.add_argument("--model", help="compose a profile: a registry name or a config.json")
+    sw.add_argument("--gpu", choices=("a100", "h100"), help="with --model")
+    sw.add_argument("--tp", type=int, default=1, help="with --model")
+    sw.add_argument("--dtype", choices=("bf16", "fp8"), default="bf16", help="with --model")
+    sw.add_argument("--kv-dtype", choices=("bf16", "fp8"), default="bf16", help="with --model")
+    sw.add_argument("--concurrency", type=_int_list, default=[1, 8, 32, 128])
+    sw.add_argument("--isl", type=int, default=1024, help="prompt tokens per request")
+    sw.add_argument("--osl", type=int, default=1024, help="output tokens per request")
+    sw.add_argument("--requests-per-client", type=int, default=8, help="the first is a warm-up")
+    sw.add_argument(
+        "--max-num-seqs", type=int, help="default: vllm serve's for the GPU (H100 1024, A100 256)"
+    )
+    sw.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        help="default: vllm serve's for the GPU (H100 8192, A100 2048)",
+    )
+    sw.add_argument("--out", help="folder for sweep.md/csv/json/png")
+    sw.add_argument("--json", action="store_true")
+    sw.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from chiron_gym.sweep import sweep, table, write
+
+    if args.model and not args.gpu:
+        print("chiron sweep: --model needs --gpu", file=sys.stderr)
+        return 2
+    profile: Any = args.profile or {
+        "model": args.model,
+        "gpu": args.gpu,
+        "tp": args.tp,
+        "dtype": args.dtype,
+        "kv_dtype": args.kv_dtype,
+    }
+    try:
+        points = sweep(
+            profile,
+            args.concurrency,
+            isl=args.isl,
+            osl=args.osl,
+            requests_per_client=args.requests_per_client,
+            max_num_seqs=args.max_num_seqs,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            progress=not args.json,
+        )
+    except (ConfigError, ValueError) as e:
+        print(f"chiron sweep: {e}", file=sys.stderr)
+        return 2
+    label = args.profile or f"{args.model} on {args.gpu} x {args.tp} ({args.dtype})"
+    title = f"{label}: isl {args.isl}, osl {args.osl}"
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps([asdict(p) for p in points]))
+    else:
+        print(title)
+        print(table(points))
+    if args.out:
+        meta = {"command": " ".join(sys.argv), "profile": profile, "title": title}
+        written = write(points, Path(args.out), title, meta)
+        if not args.json:
+            print("written: " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def _fidelity_parser(sub: Subparsers) -> None:
     fid = sub.add_parser("fidelity", help="the simulator against real vLLM servers")
     fid.add_argument("--scenario", required=True, help="bundled scenario name or a .toml path")
@@ -871,6 +956,7 @@ def build_parser() -> argparse.ArgumentParser:
     _group(sub, "train", "train a learned autoscaler", "train_command", _train_ppo_parser)
     _group(sub, "tune", "hyperparameter search with Ray Tune", "what", _tune_ppo_parser)
     _bench_parser(sub)
+    _sweep_parser(sub)
     _fidelity_parser(sub)
     _scenarios_parser(sub)
     _group(

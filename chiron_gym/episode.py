@@ -26,8 +26,11 @@ def run_static(
     cluster = build_cluster(scenario, seed, fast_forward=fast_forward)
     reports: list[WindowReport] = []
     steps = max(1, math.ceil(scenario.horizon_s / scenario.decision_interval_s - 1e-9))
+    closed = cluster.workload.clients > 0
     for k in range(1, steps + 1):
         reports.append(cluster.run_until(min(k * scenario.decision_interval_s, scenario.horizon_s)))
+        if closed and cluster.all_decided():
+            break  # a closed loop's requests have all ended: nothing will arrive
     return cluster, reports
 
 
@@ -48,6 +51,9 @@ def summarize(
         for label, values in (("ttft", rep.ttft_s), ("itl", rep.itl_s)):
             for p, v in zip((50, 95, 99), values, strict=True):
                 row[f"{label}_p{p}_s"] = _clean(v)
+        row["ttft_mean_s"] = _clean(rep.ttft_mean_s)
+        row["tpot_mean_s"] = _clean(rep.tpot_mean_s)
+        row["output_tokens_per_s"] = _clean(rep.output_tokens_per_s)
         classes[name] = row
     return {
         "scenario": scenario.name,

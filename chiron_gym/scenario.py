@@ -131,15 +131,17 @@ class Scenario:
             n = len(times)
             assert src.prompt is not None and src.output is not None
             deadline = np.full(n, np.nan) if src.deadline_s is None else times + src.deadline_s
-            parts.append(
-                Workload.from_columns(
-                    arrival_s=times,
-                    klass=np.full(n, int(src.klass)),
-                    prompt_tokens=src.prompt.sample(len_rng, n),
-                    output_tokens=src.output.sample(len_rng, n),
-                    deadline_s=deadline,
-                )
+            part = Workload.from_columns(
+                arrival_s=times,
+                klass=np.full(n, int(src.klass)),
+                prompt_tokens=src.prompt.sample(len_rng, n),
+                output_tokens=src.output.sample(len_rng, n),
+                deadline_s=deadline,
             )
+            closed = ARRIVAL_KINDS[src.arrival["kind"]].of(src.arrival).closed_loop()
+            if closed is not None:
+                part = replace(part, clients=closed[0], warmup=closed[1])
+            parts.append(part)
         return Workload.concat(parts)
 
     def _trace_workload(self, src: Source, rng: np.random.Generator) -> Workload:
@@ -517,10 +519,21 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
             raise ScenarioError(
                 f"{source}: missing key 'workload[{i}].deadline_s' (batch sources need one)"
             )
+        arrival = _arrival(w, base)
+        if arrival["kind"] == "closed":
+            if len(raw_sources) > 1:
+                raise ScenarioError(
+                    f"{source}: {w.path('arrival')}: a closed loop must be the scenario's only "
+                    f"workload source (found {len(raw_sources)})"
+                )
+            if klass != RequestClass.INTERACTIVE:
+                raise ScenarioError(
+                    f"{source}: {w.path('class')}: a closed loop sends interactive requests"
+                )
         sources.append(
             Source(
                 klass=klass,
-                arrival=_arrival(w, base),
+                arrival=arrival,
                 prompt=_length(w, "prompt"),
                 output=_length(w, "output"),
                 deadline_s=deadline,

@@ -84,6 +84,11 @@ class VllmBackend(LedgerColumns):
         self.close()
         self._loop = asyncio.new_event_loop()
         self.workload = self.scenario.workload(seed)
+        if self.workload.clients:
+            raise ValueError(
+                f"scenario {self.scenario.name!r}: a closed-loop load (arrival kind 'closed') "
+                "runs on the simulator only; drive real servers with vllm bench serve"
+            )
         self.ledger = Ledger(self.workload)
         self.fail_reason: dict[int, str] = {}
         self.retries = np.zeros(len(self.workload), dtype=np.int8)

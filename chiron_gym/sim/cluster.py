@@ -168,6 +168,9 @@ class Cluster(LedgerColumns):
         self._prompt: list[int] = workload.prompt_tokens.tolist()
         self._output: list[int] = workload.output_tokens.tolist()
         self._deadline: list[float] = workload.deadline_s.tolist()
+        # a closed loop: the next request to send when one ends (``Workload.clients``)
+        self._clients = workload.clients
+        self._released = min(workload.clients, len(workload)) if workload.clients else 0
         for spec in config.pools:
             for _ in range(spec.initial_instances):
                 self._add_instance(spec, ready_s=0.0)
@@ -263,6 +266,12 @@ class Cluster(LedgerColumns):
                 self._stop(inst)
             removed += 1
         return -removed
+
+    def all_decided(self) -> bool:
+        """Every request of the workload has arrived and ended (finished or refused)."""
+        ledger = self.ledger
+        n = len(self._arrival)
+        return ledger.num_arrived == n and not bool(np.any(ledger.outcome == 0))
 
     def instance_stats(self) -> list[InstanceStats]:
         """Counters of every ready or draining instance, for a per-instance control loop."""
@@ -494,6 +503,8 @@ class Cluster(LedgerColumns):
 
     def _reject(self, idx: int, reason: RejectReason) -> None:
         self.ledger.reject(idx, self._klass[idx], reason)
+        if self._clients:
+            self._release()
 
     def _finish(self, r: Request) -> None:
         ttft = r.ttft_s
@@ -502,6 +513,18 @@ class Cluster(LedgerColumns):
         if r.klass == RequestClass.BATCH:
             ok = ok and r.finish_s <= r.deadline_s
         self.ledger.finish_held(r, ok, ttft, itl)
+        if self._clients:
+            self._release()
+
+    def _release(self) -> None:
+        """A closed loop's client whose request ended sends the next one now (requests are
+        released in workload order at non-decreasing times, so arrivals stay sorted)."""
+        k = self._released
+        if k < len(self._arrival):
+            now = self.events.now
+            self._arrival[k] = now
+            self.ledger.release(k, now)
+            self._released = k + 1
 
     def _window_report(self) -> WindowReport:
         pools = {POOL_NAMES[p]: self._pool_report(p) for p in Pool}

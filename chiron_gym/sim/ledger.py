@@ -62,6 +62,8 @@ class Ledger:
     def __init__(self, workload: Workload) -> None:
         self.workload = workload
         n = len(workload)
+        # arrival times: the workload's, and a closed loop's as its requests are released
+        self.arrival_s: npt.NDArray[np.float64] = workload.arrival_s.copy()
         self.outcome: npt.NDArray[np.int8] = np.zeros(n, dtype=np.int8)  # Outcome.PENDING
         self.reject_reason: npt.NDArray[np.int8] = np.zeros(n, dtype=np.int8)
         self.admitted_s: npt.NDArray[np.float64] = np.full(n, np.nan)
@@ -80,6 +82,10 @@ class Ledger:
         self._itl: list[list[float]] = [[], []]
 
     # ---- what happens to a request -------------------------------------------------------------
+
+    def release(self, idx: int, t_s: float) -> None:
+        """A closed loop's request ``idx`` is sent at ``t_s`` (a client's previous one ended)."""
+        self.arrival_s[idx] = t_s
 
     def arrive(self, idx: int, klass: int) -> None:
         """Request ``idx`` (of class ``klass``) arrived; requests arrive in workload order."""
@@ -222,7 +228,7 @@ class Ledger:
                     overdue = w.deadline_s[at] < now
                 else:
                     limit = math.inf if interactive_ttft_s is None else interactive_ttft_s
-                    overdue = np.isnan(self.first_token_s[at]) & (w.arrival_s[at] + limit < now)
+                    overdue = np.isnan(self.first_token_s[at]) & (self.arrival_s[at] + limit < now)
                 report.overdue = int(overdue.sum())
             reasons = np.bincount(
                 self.reject_reason[rejected_at[rejected_class == c]], minlength=len(RejectReason)
@@ -233,9 +239,23 @@ class Ledger:
             report.met_output_tokens = int(w.output_tokens[met_at[met_class == c]].sum())
             if latencies:
                 sel = klass == c
+                if w.warmup:  # a closed loop's warm-up is served, not measured
+                    sel = sel & (np.arange(n) >= w.warmup)
                 done = sel & ((outcome == Outcome.MET) | (outcome == Outcome.LATE))
-                report.ttft_s = percentiles(self.first_token_s[:n][done] - w.arrival_s[:n][done])
-                report.itl_s = percentiles(self._mean_itl(done))
+                arrival = self.arrival_s[:n][done]
+                ttft = self.first_token_s[:n][done] - arrival
+                tpot = self._mean_itl(done)
+                report.ttft_s = percentiles(ttft)
+                report.itl_s = percentiles(tpot)
+                if len(ttft):
+                    report.ttft_mean_s = float(np.mean(ttft))
+                    several = w.output_tokens[:n][done] > 1
+                    if several.any():
+                        report.tpot_mean_s = float(np.mean(tpot[several]))
+                    span = float(np.max(self.finish_s[:n][done]) - np.min(arrival))
+                    if span > 0:
+                        tokens = float(np.sum(w.output_tokens[:n][done]))
+                        report.output_tokens_per_s = tokens / span
             out[CLASS_NAMES[c]] = report
         return out
 

@@ -100,6 +100,12 @@ class ClassReport:
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     ttft_s: tuple[float, float, float] = (math.nan, math.nan, math.nan)
     itl_s: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+    # episode summaries only (finished requests past a closed loop's warm-up): mean TTFT; mean
+    # time per output token after the first (per request, averaged: vLLM bench's TPOT); output
+    # tokens per second from the first measured arrival to the last finish
+    ttft_mean_s: float = math.nan
+    tpot_mean_s: float = math.nan
+    output_tokens_per_s: float = math.nan
 
     @property
     def attainment(self) -> float:

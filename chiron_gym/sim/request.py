@@ -87,6 +87,12 @@ class Workload:
 
     ``deadline_s`` is the absolute completion deadline of batch requests and NaN for interactive
     ones (their objective is the class SLO).
+
+    A closed-loop workload (``clients > 0``, as benchmark tools drive a server with
+    ``--max-concurrency``) holds its requests in the order they will be sent: the first
+    ``clients`` arrive at their ``arrival_s``, every other one (``arrival_s`` = inf here) when an
+    earlier request finishes or is refused (the cluster sets its time). Its first ``warmup``
+    requests are served but left out of the latency statistics.
     """
 
     arrival_s: npt.NDArray[np.float64]
@@ -94,6 +100,8 @@ class Workload:
     prompt_tokens: npt.NDArray[np.int64]
     output_tokens: npt.NDArray[np.int64]
     deadline_s: npt.NDArray[np.float64]
+    clients: int = 0
+    warmup: int = 0
 
     def __post_init__(self) -> None:
         n = len(self.arrival_s)
@@ -102,13 +110,17 @@ class Workload:
                 raise ValueError(
                     f"Workload.{name} has {len(getattr(self, name))} rows, expected {n}"
                 )
-        if n and np.any(np.diff(self.arrival_s) < 0):
+        if n and np.any(self.arrival_s[1:] < self.arrival_s[:-1]):
             raise ValueError("Workload.arrival_s must be sorted in time")
         if n and (self.prompt_tokens.min() < 1 or self.output_tokens.min() < 1):
             raise ValueError("Workload prompt_tokens and output_tokens must be >= 1")
         batch = self.klass == RequestClass.BATCH
         if np.any(np.isnan(self.deadline_s[batch])):
             raise ValueError("Workload.deadline_s must be set for every batch request")
+        if self.clients < 0 or self.warmup < 0:
+            raise ValueError("Workload.clients and Workload.warmup must be >= 0")
+        if self.clients and np.any(batch):
+            raise ValueError("a closed-loop workload carries interactive requests only")
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -143,6 +155,10 @@ class Workload:
         """Merge workloads into one sorted by arrival (ties keep the order of ``parts``)."""
         if not parts:
             return cls.from_columns(arrival_s=[], klass=[], prompt_tokens=[], output_tokens=[])
+        if any(p.clients for p in parts):
+            if len(parts) > 1:
+                raise ValueError("a closed-loop workload cannot be merged with another")
+            return parts[0]
         return cls.from_columns(
             arrival_s=np.concatenate([p.arrival_s for p in parts]),
             klass=np.concatenate([p.klass for p in parts]),

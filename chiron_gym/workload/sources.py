@@ -64,6 +64,10 @@ class ArrivalKind:
         """Arrival times on ``[0, horizon_s)``, sorted."""
         raise NotImplementedError
 
+    def closed_loop(self) -> tuple[int, int] | None:
+        """``(clients, warm-up requests)`` of a closed loop; None for an open arrival process."""
+        return None
+
 
 ARRIVAL_KINDS: dict[str, type[ArrivalKind]] = {}
 K = TypeVar("K", bound=ArrivalKind)
@@ -214,6 +218,39 @@ class Bulk(ArrivalKind):
         return bulk_arrivals(
             count=self.count, first_s=self.first_s, every_s=self.every_s, horizon_s=horizon_s
         )
+
+
+@_kind("closed")
+@dataclass(frozen=True, slots=True)
+class Closed(ArrivalKind):
+    """A closed loop, as ``vllm bench serve --max-concurrency`` drives a server: ``concurrency``
+    clients each send a request, and the next one the moment the previous ends (or is refused),
+    ``requests`` in all; the first ``warmup`` are served but not measured. Interactive, the only
+    source of its scenario; the episode ends when every request has (``chiron simulate``)."""
+
+    concurrency: int = _param(COUNT)
+    requests: int = _param(COUNT)
+    warmup: int = _param(COUNT, 0)
+
+    def invalid(self) -> tuple[str, str] | None:
+        if self.concurrency < 1:
+            return "concurrency", "an integer >= 1"
+        if self.requests < 1:
+            return "requests", "an integer >= 1"
+        if self.warmup >= self.requests:
+            return "warmup", f"fewer than requests ({self.requests})"
+        if self.requests > 10_000_000:
+            return "requests", "at most 10,000,000"
+        return None
+
+    def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
+        first = min(self.concurrency, self.requests)
+        out = np.full(self.requests, np.inf)
+        out[:first] = 0.0
+        return out
+
+    def closed_loop(self) -> tuple[int, int] | None:
+        return self.concurrency, self.warmup
 
 
 def arrival_times(
