@@ -1,4 +1,4 @@
-"""Speed benchmarks B1-B6 (``make bench``, ``chiron bench [NAME] --json``): figures, not tests.
+"""Speed benchmarks B1-B7 (``make bench``, ``chiron bench [NAME] --json``): figures, not tests.
 
 Run one in this process with ``python -m benchmarks.suite B1``.
 
@@ -19,6 +19,10 @@ the simulator core ran compiled (``core``; ``chiron_gym/native.py``). See ``docs
 - **B6** training throughput: SB3 PPO for 20,000 steps on ``default`` with two environments in
   subprocesses (``SubprocVecEnv``), no evaluations or checkpoints: steps per second (>= 400).
   Needs the ``rl`` extra (torch, SB3).
+- **B7** a model nobody profiled, end to end: ``chiron profile build --model qwen3-32b --gpu h100
+  --tp 2`` (composed from the kernel tables in ``../shared/data``, no cache) and ``chiron sweep``
+  of it at concurrency 8, 32 and 128 (closed loop, 1,024 in / 1,024 out, 8 requests per client):
+  wall seconds of each (target: seconds, <= 10 together).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 AZURE_CONV = "azure-llm-2023/AzureLLMInferenceTrace_conv.csv"
-NAMES = ("B1", "B2", "B3", "B4", "B5", "B6")
+NAMES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
 
 
 def data_root() -> Path:
@@ -226,7 +230,36 @@ def b6(timesteps: int = 20_000, n_envs: int = 2) -> dict[str, Any]:
     }
 
 
-BENCHES = {"B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B6": b6}
+def b7() -> dict[str, Any]:
+    from chiron_gym.profiles.compose import BuildSpec, build
+    from chiron_gym.profiles.models import resolve
+    from chiron_gym.sweep import run_point, sweep_scenario
+
+    data = data_root()
+    if not (data / "aiconfigurator").is_dir():
+        raise RuntimeError(f"B7 composes a profile from {data}/aiconfigurator: not found")
+    t0 = time.perf_counter()
+    build(BuildSpec(resolve("qwen3-32b"), "h100", 2), data)
+    build_s = time.perf_counter() - t0
+    profile = {"model": "qwen3-32b", "gpu": "h100", "tp": 2}
+    t1 = time.perf_counter()
+    points = [
+        run_point(sweep_scenario(profile, c, isl=1024, osl=1024, max_num_seqs=1024))
+        for c in (8, 32, 128)
+    ]
+    sweep_s = time.perf_counter() - t1
+    return {
+        "bench": "B7",
+        "what": "profile build qwen3-32b h100 TP2 (uncached) + closed-loop sweep at 8/32/128",
+        "build_wall_s": round(build_s, 2),
+        "sweep_wall_s": round(sweep_s, 2),
+        "requests": sum(p.requests for p in points),
+        "target": "<= 10 s together",
+        "met": build_s + sweep_s <= 10.0,
+    }
+
+
+BENCHES = {"B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B6": b6, "B7": b7}
 
 
 def run_one(name: str) -> dict[str, Any]:

@@ -508,7 +508,7 @@ def _bench_parser(sub: Subparsers) -> None:
         "name",
         nargs="?",
         default="all",
-        help="B1..B6 (train = B6), all (default), or env (every scenario)",
+        help="B1..B7 (train = B6), all (default), or env (every scenario)",
     )
     bench.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
     bench.add_argument("--max-steps", type=int, default=300)
