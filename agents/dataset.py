@@ -69,8 +69,7 @@ def collect(
     import gymnasium as gym
     from tqdm import tqdm
 
-    from agents import agent_env_kwargs
-    from agents.episode import play
+    from agents.episode import env_kwargs_for, play
     from chiron_gym.family import family_of
     from chiron_gym.scenario import load
 
@@ -96,7 +95,7 @@ def collect(
     total = len(agents) * len(sources) * episodes
     bar = tqdm(total=total, unit="episode", disable=not progress, dynamic_ncols=True)
     for agent in agents:
-        kwargs: dict[str, Any] = dict(agent_env_kwargs(agent))
+        kwargs: dict[str, Any] = dict(env_kwargs_for(agent))  # a ppo:PATH's own settings too
         if horizon_s is not None:
             kwargs["horizon_s"] = horizon_s
         env = gym.make("chiron_gym/Autoscale-v0", scenario=sources[0], **kwargs)

@@ -117,6 +117,9 @@ def attainment_with_risk(report: Any, at_risk: int) -> float:
     return float(report.met / known) if known else 1.0
 
 
+ACTING_KWARGS = ("max_step_change", "local_params")
+
+
 def env_kwargs_for(agent: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The environment settings ``agent`` runs under, the caller's ``env_kwargs`` on top.
 
@@ -130,8 +133,12 @@ def env_kwargs_for(agent: str, env_kwargs: dict[str, Any] | None = None) -> dict
         if record.is_file():
             meta = json.loads(record.read_text())
             kwargs.setdefault("action_mode", meta["action_mode"])
-            for k, v in (meta.get("env_kwargs") or {}).items():  # e.g. a residual's step limit
-                kwargs.setdefault(k, v)
+            # the settings that define how the model acts (a residual's step limit, Chiron's
+            # local loop), not the training scenario's horizon or reward weights: every agent
+            # of a table is scored in the caller's environment
+            for k, v in (meta.get("env_kwargs") or {}).items():
+                if k in ACTING_KWARGS:
+                    kwargs.setdefault(k, v)
     return kwargs
 
 

@@ -278,7 +278,10 @@ def train(
         "steps_per_s": None,
         "hyperparams": {k: v for k, v in hp.items()},
     }
-    if checkpoint_freq > 0:  # so that ``ppo:<out>/checkpoints/ppo_<N>_steps.zip`` loads as trained
+    # from the start, so that ``best_model.zip`` and ``checkpoints/ppo_<N>_steps.zip`` load as
+    # trained even if the run is stopped (the final record replaces it)
+    _write_record(out / "train.json", record)
+    if checkpoint_freq > 0:
         _write_record(out / "checkpoints" / "train.json", record)
     callbacks = training_callbacks(
         out,
@@ -470,6 +473,11 @@ class PPOAgent(BaseAgent):
         # added reads the prefix it knows.
         n = int(self.model.observation_space.shape[0])
         if self.residual is not None:
+            if raw.ndim != 1:
+                raise ValueError(
+                    "a residual PPO model acts on one observation at a time (its Chiron keeps "
+                    f"one episode's state), got an array of shape {raw.shape}"
+                )
             first = start is not None and bool(np.any(start))
             proposal = self.residual.propose(raw, first)
             obs = np.concatenate([raw[: n - len(proposal)], proposal])

@@ -356,12 +356,9 @@ def _composed_profile(inst: Reader) -> profiles.Profile:
 
     t = inst.table("profile", {"model", "gpu", "tp", "dtype", "kv_dtype"}, required=True)
     model = t.text("model")
-    if (
-        model.lower() not in REGISTRY
-        and not Path(model).is_absolute()
-        and Path(inst.source).is_file()
-    ):
-        model = str(Path(inst.source).parent / model)  # a config.json beside the scenario
+    beside = Path(inst.source).parent / model
+    if model.lower() not in REGISTRY and Path(inst.source).is_file() and beside.exists():
+        model = str(beside)  # a config.json (or its folder) beside the scenario
     try:
         spec = BuildSpec(
             resolve(model),

@@ -127,7 +127,7 @@ def run_point(scenario: Scenario, seed: int = 0) -> SweepPoint:
         output_tokens_per_s_per_gpu=tput / gpus if math.isfinite(tput) else math.nan,
         preempted_requests=int(np.count_nonzero(cluster.ledger.preemptions)),
         rejected=rep.rejected,
-        sim_seconds=cluster.now,
+        sim_seconds=float(np.nanmax(cluster.ledger.finish_s)) if len(w) else 0.0,
         wall_seconds=wall,
     )
 

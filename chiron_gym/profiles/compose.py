@@ -139,6 +139,11 @@ class BuildSpec:
             raise ProfileError(
                 f"{s.name}: {s.heads} attention heads do not split over TP {self.tp}"
             )
+        if s.kv_heads % self.tp and self.tp % s.kv_heads:
+            raise ProfileError(
+                f"{s.name}: {s.kv_heads} KV heads neither split over TP {self.tp} nor divide it "
+                "(vLLM needs one or the other)"
+            )
         if s.head_dim != 128:
             raise ProfileError(
                 f"{s.name}: head_dim {s.head_dim}: the attention tables cover head_dim 128 only"
@@ -340,7 +345,7 @@ def compose_attention(spec: BuildSpec, data: Path, kind: str) -> Component:
     if not hs or h > hs[-1]:
         raise ProfileError(
             f"{spec.model.shape.name}: {h} query heads per GPU at TP {spec.tp}; the attention "
-            f"table covers at most {hs[-1] if hs else 0} (use a larger --tp)"
+            f"table covers at most {hs[-1] if hs else 0} (use a larger tensor parallelism)"
         )
     fit = fit_prefill_attention if kind == "context" else fit_decode_attention
     kv_dtype = DTYPES[spec.kv_dtype][0]
@@ -523,7 +528,8 @@ def kv_cache(spec: BuildSpec) -> KvCache:
         raise ProfileError(
             f"{s.name} at TP {spec.tp} in {spec.dtype}: the weights "
             f"({weights / spec.tp / 2**30:.1f} GiB per GPU) leave no KV memory on an 80 GiB "
-            f"{gpu.name}; use a larger --tp or --dtype fp8"
+            f"{gpu.name}; use a larger tensor parallelism"
+            + (" or FP8 weights" if spec.gpu == "h100" and spec.dtype != "fp8" else "")
         )
     blocks = int(free // (per_token_gpu * BLOCK_SIZE_TOKENS))
     return KvCache(
@@ -638,36 +644,45 @@ def cache_dir() -> Path:
     return Path(xdg) / "chiron-gym" / "profiles"
 
 
+# the code a composed profile depends on (its sources are part of the cache key)
+_CODE = ("compose", "fit_terms", "forms", "leastsq", "models", "profile", "targets")
+
+
 def _cache_key(spec: BuildSpec, data: Path) -> str:
-    """A digest of what the profile depends on: the build, the shape, the tables' contents."""
+    """A digest of what the profile depends on: the build and the shape, the code that composes
+    it, and every data file it may read (by path, size and modification time)."""
     import hashlib
     import json
 
-    gpu = GPUS[spec.gpu]
-    tables = [
-        data / AICONFIGURATOR.local / f"{gpu.aiconfigurator}/{rel}"
-        for rel in (
-            "gemm/vllm/0.14.0/gemm_perf.parquet",
-            "attention/vllm/0.14.0/context_attention_perf.parquet",
-            "attention/vllm/0.14.0/generation_attention_perf.parquet",
-        )
-    ]
     h = hashlib.sha256()
     h.update(
         json.dumps(
             [COMPOSE_VERSION, spec.gpu, spec.tp, spec.dtype, spec.kv_dtype, repr(spec.model)]
         ).encode()
     )
-    for t in tables:
-        st = t.stat() if t.is_file() else None
-        h.update(f"{t.name}:{st.st_size if st else -1}:{int(st.st_mtime) if st else -1}".encode())
+    here = Path(__file__).resolve().parent
+    for mod in _CODE:
+        h.update(hashlib.sha256((here / f"{mod}.py").read_bytes()).digest())
+    gpu = GPUS[spec.gpu]
+    roots = [
+        data / AICONFIGURATOR.local / gpu.aiconfigurator,
+        data / VIDUR.local / "compute" / gpu.vidur,
+        data / VIDUR.local / "network" / gpu.network,
+        data / VIDUR.local / "a100",
+        data / "cold-start",
+    ]
+    for root in roots:
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+        for p in files:
+            st = p.stat()
+            h.update(f"{p.relative_to(data)}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
 def composed(spec: BuildSpec, data: Path, *, use_cache: bool = True) -> Profile:
-    """``build(spec, data)``, cached on disk (``cache_dir()``) by a digest of the build, the shape
-    and the tables, so that a scenario naming a composed profile loads it in milliseconds after
-    the first time. A cache that cannot be written is skipped silently."""
+    """``build(spec, data)``, cached on disk (``cache_dir()``) by a digest of the build, the
+    shape, the composing code and the data files, so that a scenario naming a composed profile
+    loads it in milliseconds after the first time. A cache that cannot be written is skipped."""
     import json
 
     from chiron_gym.profiles.fit import dumps
@@ -682,11 +697,17 @@ def composed(spec: BuildSpec, data: Path, *, use_cache: bool = True) -> Profile:
             pass  # a damaged cache entry is rebuilt
     profile = build(spec, data)
     if use_cache:
+        import tempfile
+
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(dumps(profile.to_document()))
-            tmp.replace(path)
+            # a file of its own, then an atomic rename: processes building the same profile at
+            # once (vectorised environments, Ray trials) never read a half-written one
+            with tempfile.NamedTemporaryFile(
+                "w", dir=path.parent, prefix=path.stem, suffix=".tmp", delete=False
+            ) as f:
+                f.write(dumps(profile.to_document()))
+            Path(f.name).replace(path)
         except OSError:
             pass
     return profile

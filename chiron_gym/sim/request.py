@@ -121,6 +121,13 @@ class Workload:
             raise ValueError("Workload.clients and Workload.warmup must be >= 0")
         if self.clients and np.any(batch):
             raise ValueError("a closed-loop workload carries interactive requests only")
+        if self.warmup and not self.clients:
+            raise ValueError("Workload.warmup applies to a closed-loop workload (clients > 0)")
+        if self.clients and not np.all(np.isinf(self.arrival_s[self.clients :])):
+            raise ValueError(
+                "a closed-loop workload's requests after the first `clients` have arrival inf "
+                "(the cluster sends them when earlier ones end)"
+            )
 
     def __len__(self) -> int:
         return len(self.arrival_s)

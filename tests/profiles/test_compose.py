@@ -73,6 +73,9 @@ def test_shapes_from_a_config_json_and_clear_errors(tmp_path: Path) -> None:
         from_config({**cfg, "hidden_size": "4096"}, "config.json")
     with pytest.raises(ProfileError, match="did you mean 'qwen3-32b'"):
         resolve("qwen3-23b")
+    odd = from_config({**cfg, "num_attention_heads": 40, "num_key_value_heads": 10}, "odd.json")
+    with pytest.raises(ProfileError, match="10 KV heads neither split over TP 4"):
+        BuildSpec(odd, "h100", 4).check()
 
 
 def test_a_composed_profile_of_qwen3_32b_on_two_h100s() -> None:

@@ -137,3 +137,19 @@ def test_chiron_sweep_shows_kv_running_out_at_high_concurrency(tmp_path: Path) -
         capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
     assert bad.returncode == 2 and "expected integers >= 1" in bad.stderr
+
+
+def test_a_closed_loop_workload_is_checked() -> None:
+    from chiron_gym.sim import Workload
+
+    cols = {
+        "klass": np.zeros(3, dtype=np.int8),
+        "prompt_tokens": np.full(3, 10),
+        "output_tokens": np.full(3, 5),
+        "deadline_s": np.full(3, np.nan),
+    }
+    Workload(arrival_s=np.array([0.0, np.inf, np.inf]), clients=1, warmup=1, **cols)
+    with pytest.raises(ValueError, match="arrival inf"):
+        Workload(arrival_s=np.array([0.0, 1.0, np.inf]), clients=1, **cols)
+    with pytest.raises(ValueError, match="warmup applies to a closed-loop"):
+        Workload(arrival_s=np.array([0.0, 1.0, 2.0]), warmup=1, **cols)
