@@ -736,6 +736,8 @@ def _cmd_trace_stats(args: argparse.Namespace) -> int:
             f"{name:<7} tokens: mean {_fmt(c['mean'])}  median {_fmt(c['median'])}  "
             f"p99 {_fmt(c['p99'])}"
         )
+    if s.get("prefix_block_reuse") is not None:
+        print(f"prefix blocks seen before in the trace: {100 * s['prefix_block_reuse']:.1f}%")
     return 0
 
 

@@ -53,6 +53,9 @@ class Trace:
     prompt_tokens: npt.NDArray[np.int64]
     output_tokens: npt.NDArray[np.int64]
     label: tuple[str, ...] | None = None  # e.g. BurstGPT's Log Type, or a generic column
+    # per request, the hashes of its prompt's KV blocks, in order (Mooncake's ``hash_ids``,
+    # 512-token blocks; equal ids are shareable prefixes); None when the trace has none
+    blocks: tuple[tuple[int, ...], ...] | None = None
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -60,7 +63,10 @@ class Trace:
     def take(self, idx: npt.NDArray[np.int64]) -> Trace:
         """The requests at ``idx`` (in that order)."""
         label = None if self.label is None else tuple(self.label[i] for i in idx)
-        return Trace(self.arrival_s[idx], self.prompt_tokens[idx], self.output_tokens[idx], label)
+        blocks = None if self.blocks is None else tuple(self.blocks[i] for i in idx)
+        return Trace(
+            self.arrival_s[idx], self.prompt_tokens[idx], self.output_tokens[idx], label, blocks
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +184,9 @@ def _csv_rows(
 
 def iter_rows(
     path: Path, fmt: str, columns: ColumnMap | None = None
-) -> Iterator[tuple[float, int, int, str | None]]:
-    """``(time_s, prompt, output, label)`` per request, in file order, one row at a time."""
+) -> Iterator[tuple[float, int, int, str | None, tuple[int, ...] | None]]:
+    """``(time_s, prompt, output, label, blocks)`` per request, in file order, one row at a time
+    (``blocks``: Mooncake's ``hash_ids``, else None)."""
     with path.open(newline="") as f:
         if fmt == "azure":
             for line, row in _csv_rows(path, f, ("TIMESTAMP", "ContextTokens", "GeneratedTokens")):
@@ -187,6 +194,7 @@ def iter_rows(
                     _azure_time(path, line, row["TIMESTAMP"]),
                     _int(path, line, "ContextTokens", row["ContextTokens"]),
                     _int(path, line, "GeneratedTokens", row["GeneratedTokens"]),
+                    None,
                     None,
                 )
         elif fmt == "burstgpt":
@@ -197,6 +205,7 @@ def iter_rows(
                     _int(path, line, "Request tokens", row["Request tokens"]),
                     _int(path, line, "Response tokens", row["Response tokens"]),
                     row.get("Log Type"),
+                    None,
                 )
         elif fmt == "mooncake":
             for line, text in enumerate(f, start=1):
@@ -211,11 +220,18 @@ def iter_rows(
                 for key in ("timestamp", "input_length", "output_length"):
                     if key not in obj:
                         raise TraceError(f"{path}:{line}: missing field {key!r}")
+                ids = obj.get("hash_ids")
+                if ids is not None and (
+                    not isinstance(ids, list)
+                    or not all(isinstance(x, int) and not isinstance(x, bool) for x in ids)
+                ):
+                    raise TraceError(f"{path}:{line}: hash_ids: expected a list of integers")
                 yield (
                     _float(path, line, "timestamp", str(obj["timestamp"])) / 1e3,
                     _int(path, line, "input_length", str(obj["input_length"])),
                     _int(path, line, "output_length", str(obj["output_length"])),
                     None,
+                    None if ids is None else tuple(ids),
                 )
         elif fmt == "generic":
             if columns is None:
@@ -232,6 +248,7 @@ def iter_rows(
                     _int(path, line, columns.prompt, row[columns.prompt]),
                     _int(path, line, columns.output, row[columns.output]),
                     row[columns.label] if columns.label else None,
+                    None,
                 )
         else:
             raise TraceError(f"{path}: unknown trace format {fmt!r}; known: {', '.join(FORMATS)}")
@@ -266,14 +283,18 @@ def read_trace(path: str | Path, fmt: str | None = None, columns: ColumnMap | No
     prompts: list[int] = []
     outputs: list[int] = []
     labels: list[str] = []
-    has_label = False
-    for t, pr, out, lab in iter_rows(p, fmt, columns):
+    blocks: list[tuple[int, ...]] = []
+    has_label = has_blocks = False
+    for t, pr, out, lab, ids in iter_rows(p, fmt, columns):
         times.append(t)
         prompts.append(pr)
         outputs.append(out)
         if lab is not None:
             has_label = True
         labels.append("" if lab is None else lab)
+        if ids is not None:
+            has_blocks = True
+        blocks.append(() if ids is None else ids)
     arrival = np.asarray(times, dtype=np.float64)
     order = np.argsort(arrival, kind="stable")
     arrival = arrival[order]
@@ -284,6 +305,7 @@ def read_trace(path: str | Path, fmt: str | None = None, columns: ColumnMap | No
         np.asarray(prompts, dtype=np.int64)[order],
         np.asarray(outputs, dtype=np.int64)[order],
         tuple(labels[i] for i in order) if has_label else None,
+        tuple(blocks[i] for i in order) if has_blocks else None,
     )
 
 
@@ -345,7 +367,7 @@ def transform(
     idx = np.nonzero(keep)[0]
     sliced = trace.take(idx)
     arrival = (sliced.arrival_s - start_s) * time_scale
-    sliced = Trace(arrival, sliced.prompt_tokens, sliced.output_tokens, sliced.label)
+    sliced = Trace(arrival, sliced.prompt_tokens, sliced.output_tokens, sliced.label, sliced.blocks)
     if rate_scale == 1.0 or len(sliced) == 0:
         return sliced
     n = len(sliced)
@@ -361,7 +383,7 @@ def transform(
     out = sliced.take(rep)
     times = out.arrival_s + shift
     order = np.argsort(times, kind="stable")
-    shifted = Trace(times, out.prompt_tokens, out.output_tokens, out.label)
+    shifted = Trace(times, out.prompt_tokens, out.output_tokens, out.label, out.blocks)
     return shifted.take(order)
 
 
@@ -409,7 +431,27 @@ def stats(trace: Trace) -> dict[str, Any]:
             "median": float(np.median(col)) if n else None,
             "p99": float(np.percentile(col, 99)) if n else None,
         }
+    if trace.blocks is not None:
+        out["prefix_block_reuse"] = prefix_block_reuse(trace)
     return out
+
+
+def prefix_block_reuse(trace: Trace) -> float | None:
+    """The share of prompt blocks (``Trace.blocks``) seen earlier in the trace, in arrival
+    order: the most a prefix cache of unbounded size could serve (Mooncake's hashes chain the
+    prefix, so a block seen before has its whole prefix seen before too)."""
+    if trace.blocks is None:
+        return None
+    seen: set[int] = set()
+    total = reused = 0
+    for ids in trace.blocks:
+        for b in ids:
+            total += 1
+            if b in seen:
+                reused += 1
+            else:
+                seen.add(b)
+    return reused / total if total else None
 
 
 # ------------------------------------------------------------------------------ writers

@@ -176,3 +176,34 @@ def test_trace_stats_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     bad.write_text("{oops\n")
     assert main(["trace", "stats", str(bad)]) == 2
     assert "bad.jsonl:1" in capsys.readouterr().err
+
+
+def test_prefix_block_reuse_counts_blocks_seen_before(tmp_path: Path) -> None:
+    """Mooncake's hash_ids are kept per request (through slicing and sorting); the reuse is the
+    share of prompt blocks seen earlier in arrival order."""
+    rows = [
+        {"timestamp": 2000, "input_length": 1536, "output_length": 5, "hash_ids": [1, 2, 4]},
+        {"timestamp": 0, "input_length": 1024, "output_length": 5, "hash_ids": [1, 2]},
+        {"timestamp": 1000, "input_length": 1536, "output_length": 5, "hash_ids": [1, 2, 3]},
+        {"timestamp": 3000, "input_length": 512, "output_length": 5, "hash_ids": [9]},
+    ]
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    t = read_trace(p)
+    assert t.blocks == ((1, 2), (1, 2, 3), (1, 2, 4), (9,))  # sorted by arrival
+    # 9 blocks: [1, 2] new; [1, 2] seen, 3 new; [1, 2] seen, 4 new; 9 new -> 4 of 9 seen before
+    assert stats(t)["prefix_block_reuse"] == pytest.approx(4 / 9)
+    assert t.take(np.array([3, 0])).blocks == ((9,), (1, 2))
+    p.write_text('{"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": "x"}\n')
+    with pytest.raises(TraceError, match=r":1: hash_ids: expected a list of integers"):
+        read_trace(p)
+
+
+@pytest.mark.real_data
+def test_mooncake_prefix_reuse() -> None:
+    """The shared Mooncake trace: 64% of its prompt blocks repeat one seen before (its README)."""
+    s = stats(read_trace(require_data("mooncake/traces/synthetic_trace.jsonl")))
+    assert s["prefix_block_reuse"] == pytest.approx(0.6396, abs=1e-4)
+    assert "prefix_block_reuse" not in stats(
+        read_trace(require_data("azure-llm-2023/AzureLLMInferenceTrace_code.csv"))
+    )
