@@ -134,7 +134,12 @@ def test_same_seed_same_stream_for_every_kind() -> None:
         "piecewise": {"starts_s": [0.0, 300.0], "rates_per_s": [1.0, 4.0], "cv": 1.5},
         "bulk": {"count": 10, "first_s": 0.0, "every_s": 200.0},
     }
-    assert set(params) == set(ARRIVAL_KINDS) - {"servegen"}
+    assert set(params) == set(ARRIVAL_KINDS) - {"servegen", "closed"}
+    # a closed loop's clients send at 0; the others are sent as requests end (inf until then)
+    closed = arrival_times(
+        "closed", {"concurrency": 3, "requests": 5}, np.random.default_rng(11), 1.0
+    )
+    np.testing.assert_array_equal(closed, [0.0, 0.0, 0.0, np.inf, np.inf])
     for kind, p in params.items():
         a = arrival_times(kind, p, np.random.default_rng(11), 1000.0)
         b = arrival_times(kind, p, np.random.default_rng(11), 1000.0)
