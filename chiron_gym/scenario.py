@@ -369,7 +369,7 @@ def _composed_profile(inst: Reader) -> profiles.Profile:
         )
         return composed(spec, data_root())
     except profiles.ProfileError as e:
-        raise ScenarioError(f"{inst.source}: instance.profile: {e}") from e
+        raise ScenarioError(f"{inst.source}: {inst.path('profile')}: {e}") from e
 
 
 def _instance_spec(inst: Reader) -> InstanceSpec:
@@ -399,14 +399,21 @@ def _instance_spec(inst: Reader) -> InstanceSpec:
                 "placeholder model, 'instance.kv_capacity_blocks')"
             )
         return InstanceSpec(perf_model=LinearPerfModel(), **overrides)
-    if isinstance(inst.data["profile"], dict):
-        prof = _composed_profile(inst)
-    else:
-        name = inst.text("profile")
-        try:
-            prof = profiles.load(name)
-        except profiles.ProfileError as e:
-            raise ScenarioError(f"{inst.source}: instance.profile = {name!r}: {e}") from e
+    return _profile_spec(_profile(inst), overrides)
+
+
+def _profile(r: Reader) -> profiles.Profile:
+    """The profile ``r``'s ``profile`` key names: a shipped name, a file, or a composed table."""
+    if isinstance(r.data["profile"], dict):
+        return _composed_profile(r)
+    name = r.text("profile")
+    try:
+        return profiles.load(name)
+    except profiles.ProfileError as e:
+        raise ScenarioError(f"{r.source}: {r.path('profile')} = {name!r}: {e}") from e
+
+
+def _profile_spec(prof: profiles.Profile, overrides: dict[str, Any]) -> InstanceSpec:
     if prof.kv.block_size_tokens != overrides["block_size_tokens"]:
         prof_blocks = prof.kv.capacity_tokens // overrides["block_size_tokens"]
         overrides.setdefault("kv_capacity_blocks", prof_blocks)
@@ -443,7 +450,16 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
         key = pool.name.lower()
         if key not in pools_t.data:
             continue
-        pt = pools_t.table(key, {"initial", "batch_cap", "min", "max"})
+        pt = pools_t.table(key, {"initial", "batch_cap", "min", "max", "profile", "gpu_price"})
+        pool_inst = spec
+        if "profile" in pt.data:  # its own hardware, with [instance]'s engine settings
+            engine = {
+                "block_size_tokens": spec.block_size_tokens,
+                "max_num_batched_tokens": spec.max_num_batched_tokens,
+                "max_batch_cap": spec.max_batch_cap,
+            }
+            pool_inst = _profile_spec(_profile(pt), engine)
+        price = pt.number("gpu_price", 1.0)
         cap = pt.integer("batch_cap", 64, low=1)
         if cap > spec.max_batch_cap:
             raise pt.fail("batch_cap", f"at most instance.max_batch_cap ({spec.max_batch_cap})")
@@ -455,11 +471,12 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
         pools.append(
             PoolSpec(
                 pool=pool,
-                instance=spec,
+                instance=pool_inst,
                 initial_instances=initial,
                 initial_batch_cap=cap,
                 min_instances=lo,
                 max_instances=hi,
+                gpu_price=price,
             )
         )
     queue = top.table("queue", {"group_granularity_s"})

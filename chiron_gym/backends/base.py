@@ -92,6 +92,10 @@ class Backend(Protocol):
         """GPU-seconds billed so far."""
         ...
 
+    def priced_gpu_seconds(self) -> float:
+        """GPU-seconds billed so far, each pool's at its ``PoolSpec.gpu_price``."""
+        ...
+
     def drain_events(self) -> list[str]:
         """Faults and lifecycle events since the last call (e.g. a server that died)."""
         ...

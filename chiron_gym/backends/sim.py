@@ -109,6 +109,9 @@ class SimBackend:
     def gpu_seconds(self) -> float:
         return self.cluster.gpu_seconds()
 
+    def priced_gpu_seconds(self) -> float:
+        return self.cluster.priced_gpu_seconds()
+
     def drain_events(self) -> list[str]:
         return []
 

@@ -444,6 +444,11 @@ class VllmBackend(LedgerColumns):
         spans = ((s.requested_s, s.stopped_s, gpus[s.pool]) for s in self.servers)
         return gpu_seconds(spans, self._now)
 
+    def priced_gpu_seconds(self) -> float:
+        gpus = {p: spec.instance.gpus * spec.gpu_price for p, spec in self._specs.items()}
+        spans = ((s.requested_s, s.stopped_s, gpus[s.pool]) for s in self.servers)
+        return gpu_seconds(spans, self._now)
+
     def drain_events(self) -> list[str]:
         """Fault and lifecycle events since the last call (the env puts them in ``info``)."""
         return self.fleet.drain_events()

@@ -288,6 +288,9 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self.episode_seed = episode_seed
         self._steps = 0
         self._last_reward = 0.0
+        # pools priced apart (``gpu_price``): the cost term bills each pool's GPUs at its price
+        self._priced = any(p.gpu_price != 1.0 for p in self.scenario.cluster.pools)
+        self._priced_before = 0.0
         window = self.backend.advance(0.0)
         obs, info = self._observe(window, Decision())
         # what this episode runs: a family's draws by key path (none for a plain scenario)
@@ -400,9 +403,13 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         w = self.reward_weights
         met_tokens = sum(c.met_output_tokens for c in window.classes.values())
         violations = sum(c.late + c.rejected for c in window.classes.values())
+        billed = window.gpu_seconds
+        if self._priced:
+            total = self.backend.priced_gpu_seconds()
+            billed, self._priced_before = total - self._priced_before, total
         return {
             "slo_met_work": w["slo_met_work"] * met_tokens / 1000.0,
-            "gpu_cost": -w["gpu_cost"] * window.gpu_seconds / 3600.0,
+            "gpu_cost": -w["gpu_cost"] * billed / 3600.0,
             "violation": -w["violation"] * violations,
             "churn": -w["churn"] * decision.churn,
         }

@@ -129,6 +129,21 @@ FEATURES: tuple[Feature, ...] = (
         "log:10",
         "queued batch requests whose group the estimate says will miss its deadline",
     ),
+    # Appended in the third release (heterogeneous pools): what each pool's hardware is.
+    *(
+        f
+        for p in POOL_NAMES
+        for f in (
+            Feature(f"{p}.gpus_per_instance", "GPUs", "8", "GPUs of one instance of the pool"),
+            Feature(
+                f"{p}.relative_speed",
+                "ratio",
+                "2",
+                "decode tokens/s of one instance (32 sequences, 1,024 tokens of context each) over"
+                " the mean of the scenario's pools (1: all alike; 0: no pool)",
+            ),
+        )
+    ),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 
@@ -157,6 +172,22 @@ class FeatureBuilder:
         self.batch_prompt = prompts[0].mean if prompts else 512.0
         self._specs = specs
         self._capacity: dict[tuple[Pool, int, int], float] = {}
+        # the pools' hardware, fixed for the episode: GPUs per instance, and decode speed at a
+        # reference batch relative to the mean of the pools
+        ref = BatchComposition.with_decodes([], [], [1024] * 32)
+        speed = {
+            POOL_NAMES[p]: 32.0 / s.instance.perf_model.iteration_time_s(ref)
+            for p, s in specs.items()
+        }
+        mean = sum(speed.values()) / len(speed) if speed else 1.0
+        self._hardware: dict[str, float] = {}
+        for p in POOLS:
+            name = POOL_NAMES[p]
+            spec = specs.get(p)
+            self._hardware[f"{name}.gpus_per_instance"] = (
+                float(spec.instance.gpus) if spec is not None else 0.0
+            )
+            self._hardware[f"{name}.relative_speed"] = speed.get(name, 0.0) / mean
 
     def instance_capacity(self, pool: Pool, cap: int, mean_output: float) -> float:
         """Output tokens/s one instance of ``pool`` sustains at batch cap ``cap`` (profile).
@@ -276,6 +307,7 @@ class FeatureBuilder:
         den = self.max_gpus or budget_den or 1
         out["gpus_over_budget"] = gpus / den
         out["time_left"] = max(0.0, 1.0 - backend.now / horizon_s)
+        out.update(self._hardware)
         return out
 
     def vector(

@@ -75,8 +75,15 @@ class PoolSpec:
     initial_batch_cap: int = 64
     min_instances: int = 0
     max_instances: int = UNBOUNDED_INSTANCES
+    # price of one of its GPUs per hour, relative to the reward's ``gpu_cost`` (1: the reference)
+    gpu_price: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (self.gpu_price > 0 and math.isfinite(self.gpu_price)):
+            raise ValueError(
+                f"PoolSpec.gpu_price must be a positive number ({self.pool.name}), "
+                f"got {self.gpu_price!r}"
+            )
         if self.initial_instances < 0:
             raise ValueError(f"PoolSpec.initial_instances must be >= 0 ({self.pool.name})")
         if not 0 <= self.min_instances <= self.max_instances:
@@ -319,6 +326,15 @@ class Cluster(LedgerColumns):
         end = self.now if t1 is None else t1
         spans = ((inst.started_s, inst.stopped_s, inst.spec.gpus) for inst in self.instances)
         return gpu_seconds(spans, end, t0)
+
+    def priced_gpu_seconds(self) -> float:
+        """GPU-seconds of the episode so far, each pool's at its ``gpu_price``."""
+        prices = {p: s.gpu_price for p, s in self._specs.items()}
+        spans = (
+            (inst.started_s, inst.stopped_s, inst.spec.gpus * prices[inst.pool])
+            for inst in self.instances
+        )
+        return gpu_seconds(spans, self.now)
 
     def summary(self, latencies: bool = True) -> dict[str, ClassReport]:
         """Per-class outcomes of every request arrived so far (``Ledger.summary``)."""

@@ -42,8 +42,11 @@ def slo_met(slo: SLO, ttft_s: float, itl_s: float) -> bool:
     )
 
 
-def gpu_seconds(spans: Iterable[tuple[float, float, int]], end_s: float, t0: float = 0.0) -> float:
-    """GPU-seconds billed within ``[t0, end_s]`` by instances ``(started_s, stopped_s, gpus)``.
+def gpu_seconds(
+    spans: Iterable[tuple[float, float, float]], end_s: float, t0: float = 0.0
+) -> float:
+    """GPU-seconds billed within ``[t0, end_s]`` by instances ``(started_s, stopped_s, gpus)``
+    (``gpus`` times a price, for priced GPU-seconds).
 
     An instance counts from the moment it was asked for until it stops (NaN: it has not), cold
     start and draining included.
