@@ -8,7 +8,7 @@ STAMP_ALL := $(VENV)/.installed-all
 # torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint bench clean ppo-model ppo-default-model results native benchmark
+.PHONY: demo test lint bench clean ppo-model ppo-direct-model ppo-default-model results native benchmark
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -77,18 +77,37 @@ bench: $(STAMP_ALL) $(NATIVE)
 
 # The shipped PPO models, each trained from its seed with the hyperparameters of
 # agents/hyperparams/ppo.yml, then its model, normalisation statistics and record copied in.
-# ppo-general (docs/benchmark.md): 2M steps on family:train, 8 environments, about 80 min on 2 cores.
+# ppo-general (docs/benchmark.md): a residual PPO on Chiron (agents/residual.py), 2M steps on
+# family:train with 8 environments (about 80 min on 2 cores); the shipped model is the run's
+# checkpoint at 300,000 steps, the best of its checkpoints (every 100,000 steps) by mean score on
+# the train suite (chiron benchmark --suite train). ppo-general-direct is the earlier model that
+# sets instance changes itself (make ppo-direct-model).
 PPO_GENERAL_RUN := runs/ppo-general/seed0
+PPO_GENERAL_CKPT := 300000
 ppo-model: $(STAMP_ALL) $(NATIVE)
-	$(BIN)/chiron train ppo --scenario family:train --action-mode global --n-envs 8 --seed 0 \
-		--eval-freq 100000 --out $(PPO_GENERAL_RUN)
+	$(BIN)/chiron train ppo --scenario family:train --residual chiron --n-envs 8 --seed 0 \
+		--timesteps 2000000 --eval-freq 100000 --out $(PPO_GENERAL_RUN)
 	mkdir -p agents/models/ppo-general
-	cp $(PPO_GENERAL_RUN)/model.zip $(PPO_GENERAL_RUN)/vecnormalize.pkl \
-		$(PPO_GENERAL_RUN)/train.json agents/models/ppo-general/
+	cp $(PPO_GENERAL_RUN)/checkpoints/ppo_$(PPO_GENERAL_CKPT)_steps.zip agents/models/ppo-general/model.zip
+	cp $(PPO_GENERAL_RUN)/checkpoints/ppo_vecnormalize_$(PPO_GENERAL_CKPT)_steps.pkl \
+		agents/models/ppo-general/vecnormalize.pkl
+	$(BIN)/python -c "import json; r = json.load(open('$(PPO_GENERAL_RUN)/train.json')); \
+		r['checkpoint'] = {'of_run': {k: r[k] for k in ('timesteps', 'wall_s', 'steps_per_s')}, \
+		'file': 'checkpoints/ppo_$(PPO_GENERAL_CKPT)_steps.zip', 'selected_by': 'the best mean score on the train suite (benchmarks/suites/train.toml, seeds 0-4) among the run\'s checkpoints every 100,000 steps (docs/benchmark.md)'}; \
+		r.update(timesteps=$(PPO_GENERAL_CKPT), wall_s=None, steps_per_s=None); \
+		open('agents/models/ppo-general/train.json', 'w').write(json.dumps(r, indent=1, sort_keys=True) + '\n')"
+
+PPO_DIRECT_RUN := runs/ppo-general-direct/seed0
+ppo-direct-model: $(STAMP_ALL) $(NATIVE)
+	$(BIN)/chiron train ppo --scenario family:train --action-mode global --n-envs 8 --seed 0 \
+		--eval-freq 100000 --out $(PPO_DIRECT_RUN)
+	mkdir -p agents/models/ppo-general-direct
+	cp $(PPO_DIRECT_RUN)/model.zip $(PPO_DIRECT_RUN)/vecnormalize.pkl \
+		$(PPO_DIRECT_RUN)/train.json agents/models/ppo-general-direct/
 
 # The benchmark of docs/benchmark.md: every shipped agent on the test suite, seeds 0-4 (the
 # real traces need ../shared/data).
-BENCH_AGENTS := static,chiron,llumnix,llumnix-tuned,queue-threshold,kv-target,ray-serve,dynamo-load,ppo:agents/models/ppo-general
+BENCH_AGENTS := static,chiron,llumnix,llumnix-tuned,queue-threshold,kv-target,ray-serve,dynamo-load,ppo:agents/models/ppo-general,ppo:agents/models/ppo-general-direct,ppo:agents/models/ppo-default
 benchmark: $(STAMP_ALL) $(NATIVE)
 	$(BIN)/chiron benchmark --agents $(BENCH_AGENTS) --suite test --seeds 0-4 --out runs/benchmark
 
