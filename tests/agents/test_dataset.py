@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from agents.dataset import DatasetError, collect, dataset_id
-from chiron_gym.envs import AutoscaleEnv
+from chiron_gym.envs import FEATURE_NAMES, AutoscaleEnv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,9 +30,9 @@ def test_dataset_holds_the_agents_episodes_as_played(
 
     ds = minari.load_dataset("chiron/train-chiron-v0")
     episodes = list(ds.iterate_episodes())
-    assert ds.total_episodes == 3 and ds.spec.observation_space.shape == (45,)
+    assert ds.total_episodes == 3 and ds.spec.observation_space.shape == (len(FEATURE_NAMES),)
     first = episodes[0]
-    assert first.observations.shape == (13, 45) and first.actions.shape[0] == 12
+    assert first.observations.shape == (13, len(FEATURE_NAMES)) and first.actions.shape[0] == 12
     assert bool(first.truncations[-1]) and not first.terminations.any()
     # replay seed 0's draw with the same agent: same observations and actions
     from agents import agent_env_kwargs, make_agent
@@ -46,7 +46,7 @@ def test_dataset_holds_the_agents_episodes_as_played(
         np.testing.assert_array_equal(action, first.actions[t])
         obs, *_ = env.step(action)
     env2 = ds.recover_environment()
-    assert env2.reset(seed=0)[0].shape == (45,)
+    assert env2.reset(seed=0)[0].shape == (len(FEATURE_NAMES),)
 
 
 def test_behaviour_cloning_example_runs(tmp_path: Path) -> None:
