@@ -96,7 +96,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
 
     ## Observation Space
 
-    ``Box(0, 10, (45,), float32)`` of named, roughly normalised features
+    ``Box(0, 10, (51,), float32)`` of named, roughly normalised features
     (``env.unwrapped.feature_names``; table with units and normalisation in ``docs/env.md``): per
     pool ready / starting / draining instances, batch cap, running and waiting requests, KV usage
     and token throughput; per class queue length, arrival rate, TTFT and ITL p95 over the SLO and
