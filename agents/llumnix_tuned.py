@@ -3,8 +3,9 @@ workload, as the Chiron paper's second baseline.
 
 Tuning is a grid search (``GRID``) on the env's reward, on seeds no evaluation uses
 (``TUNE_SEEDS``), of the same scenario. Results for the bundled scenarios ship in
-``agents/tuned/llumnix.json`` (``chiron tune-rules`` rewrites it, with the commit); a scenario not
-in the table is tuned when the agent is first built for it (once per process).
+``agents/tuned/llumnix.json`` (``write_table([scenario, ...], commit)`` tunes and merges entries,
+with the commit; there is no CLI command for it); a scenario not in the table, or whose
+description changed, is tuned when the agent is first built for it (once per process).
 """
 
 from __future__ import annotations
