@@ -37,6 +37,7 @@ from chiron_gym.profiles.compose import (
 )
 from chiron_gym.profiles.fit import dumps
 from chiron_gym.profiles.fit_terms import GEMM_OPS, _mlp_rows
+from chiron_gym.profiles.leastsq import mape_of
 from chiron_gym.profiles.models import ModelSpec
 from chiron_gym.profiles.profile import GEMMS, Profile, load
 from chiron_gym.profiles.targets import TARGETS, Target
@@ -77,10 +78,6 @@ class Check:
     composed_over_fitted: float  # median ratio of iteration times
 
 
-def _mape(pred: Any, meas: Any) -> float:
-    return float(np.mean(np.abs(np.asarray(pred) / np.asarray(meas) - 1.0)) * 100.0)
-
-
 def check_target(target: Target, data: Path) -> tuple[Check, Profile]:
     composed = build(_spec(target), data)
     fitted = load(target.name)
@@ -93,7 +90,7 @@ def check_target(target: Target, data: Path) -> tuple[Check, Profile]:
     for g in GEMMS:
         t = df[f"time_stats.{GEMM_OPS[g]}.median"].to_numpy(dtype=np.float64) / 1e3
         pred = np.array([it.gemm[g](v) for v in n])
-        vs[f"gemm_{g}"] = _mape(pred, t)
+        vs[f"gemm_{g}"] = mape_of(pred, t)
         measured_linear += t
         predicted_linear += pred
     gpu = "a100" if target.gpu.vidur == "a100" else "h100"
@@ -109,11 +106,11 @@ def check_target(target: Target, data: Path) -> tuple[Check, Profile]:
         )
         t = t / 1e3
         pred = np.array([form(v) for v in n])
-        vs[field] = _mape(pred, t)
+        vs[field] = mape_of(pred, t)
         if field == "elementwise":
             measured_linear += t
             predicted_linear += pred
-    vs["layer_linear"] = _mape(predicted_linear, measured_linear)
+    vs["layer_linear"] = mape_of(predicted_linear, measured_linear)
     pc, pf = composed.perf_model(), fitted.perf_model()
     by_kind: dict[str, list[float]] = {}
     ratios = []

@@ -329,9 +329,8 @@ class Cluster(LedgerColumns):
 
     def priced_gpu_seconds(self) -> float:
         """GPU-seconds of the episode so far, each pool's at its ``gpu_price``."""
-        prices = {p: s.gpu_price for p, s in self._specs.items()}
         spans = (
-            (inst.started_s, inst.stopped_s, inst.spec.gpus * prices[inst.pool])
+            (inst.started_s, inst.stopped_s, inst.spec.gpus * self._specs[inst.pool].gpu_price)
             for inst in self.instances
         )
         return gpu_seconds(spans, self.now)
