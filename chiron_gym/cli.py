@@ -45,6 +45,9 @@ def _print_summary(s: dict[str, Any]) -> None:
             f"{name:<12}{c['arrived']:>9}{c['met']:>9}{c['late']:>8}{c['rejected']:>9}"
             f"{c['pending']:>9}{att:>8}{ttft:>24}{itl:>24}"
         )
+    if s.get("prefix_hit_rate"):
+        rates = ", ".join(f"{p} {100 * v:.1f}%" for p, v in s["prefix_hit_rate"].items())
+        print(f"prefix cache hit rate (prompt tokens): {rates}")
 
 
 # --------------------------------------------------------------------------------------- simulate

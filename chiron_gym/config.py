@@ -68,6 +68,14 @@ class Reader:
             raise self.fail(key, f"an integer >= {low}")
         return v
 
+    def boolean(self, key: str, default: bool) -> bool:
+        if key not in self.data:
+            return default
+        v = self.data[key]
+        if not isinstance(v, bool):
+            raise self.fail(key, "true or false")
+        return v
+
     def string(self, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
         if key not in self.data:
             if default is None:

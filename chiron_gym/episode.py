@@ -55,7 +55,7 @@ def summarize(
         row["tpot_mean_s"] = _clean(rep.tpot_mean_s)
         row["output_tokens_per_s"] = _clean(rep.output_tokens_per_s)
         classes[name] = row
-    return {
+    out: dict[str, Any] = {
         "scenario": scenario.name,
         "seed": seed,
         "classes": classes,
@@ -63,6 +63,10 @@ def summarize(
         "sim_seconds": cluster.now,
         "wall_seconds": wall_seconds,
     }
+    hits = cluster.prefix_hit_rates()
+    if hits:  # only where prefix caching looked something up (other outputs stay as they were)
+        out["prefix_hit_rate"] = hits
+    return out
 
 
 def simulate(scenario: Scenario, seed: int, *, fast_forward: bool = True) -> dict[str, Any]:

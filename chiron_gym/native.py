@@ -46,6 +46,7 @@ COMPILED: tuple[str, ...] = (
     "chiron_gym.sim.perf_model",
     "chiron_gym.sim.report",
     "chiron_gym.sim.ledger",
+    "chiron_gym.sim.prefix_cache",
     "chiron_gym.sim.instance",
     "chiron_gym.sim.cluster",
     "chiron_gym.profiles.forms",

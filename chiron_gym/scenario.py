@@ -36,6 +36,7 @@ from chiron_gym.sim import (
     Workload,
 )
 from chiron_gym.workload import LengthDist
+from chiron_gym.workload.prefix import PrefixSpec
 from chiron_gym.workload.sources import (
     ARRIVAL_KINDS,
     COUNT,
@@ -48,6 +49,7 @@ from chiron_gym.workload.sources import (
 from chiron_gym.workload.tables import length_dist
 from chiron_gym.workload.trace import (
     FORMATS,
+    MOONCAKE_BLOCK_TOKENS,
     ClassAssignment,
     ColumnMap,
     TraceError,
@@ -88,6 +90,7 @@ class Source:
     output: LengthDist | None
     deadline_s: float | None  # batch: relative to submission
     trace: TraceSpec | None = None
+    prefix: PrefixSpec | None = None  # shared prompt prefixes (``[workload.prefix]``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +134,21 @@ class Scenario:
             n = len(times)
             assert src.prompt is not None and src.output is not None
             deadline = np.full(n, np.nan) if src.deadline_s is None else times + src.deadline_s
+            prompt = src.prompt.sample(len_rng, n)
+            output = src.output.sample(len_rng, n)
+            chains = None
+            if src.prefix is not None:
+                prompt, chains = src.prefix.apply(
+                    stream(seed, f"prefix/{i}"), prompt, output, first_id=i << 32
+                )
             part = Workload.from_columns(
                 arrival_s=times,
                 klass=np.full(n, int(src.klass)),
-                prompt_tokens=src.prompt.sample(len_rng, n),
-                output_tokens=src.output.sample(len_rng, n),
+                prompt_tokens=prompt,
+                output_tokens=output,
                 deadline_s=deadline,
+                prefix_blocks=chains,
+                prefix_block_tokens=0 if src.prefix is None else src.prefix.block_tokens,
             )
             closed = ARRIVAL_KINDS[src.arrival["kind"]].of(src.arrival).closed_loop()
             if closed is not None:
@@ -169,6 +181,8 @@ class Scenario:
             prompt_tokens=np.maximum(trace.prompt_tokens, 1),
             output_tokens=np.maximum(trace.output_tokens, 1),
             deadline_s=deadline,
+            prefix_blocks=trace.blocks,
+            prefix_block_tokens=MOONCAKE_BLOCK_TOKENS if trace.blocks is not None else 0,
         )
 
 
@@ -254,6 +268,7 @@ _TOP = {
     "pools",
     "workload",
     "queue",
+    "routing",
 }
 _LEN = {"kind", "mean", "cv", "low", "high", "table"}
 
@@ -314,6 +329,31 @@ def _arrival(w: Reader, base: Path) -> dict[str, Any]:
     if bad is not None:
         raise r.fail(*bad)
     return out
+
+
+def _fraction(r: Reader, key: str, default: float) -> float:
+    value = r.number(key, default, strict=False)
+    if value > 1:
+        raise r.fail(key, "a number in [0, 1]")
+    return value
+
+
+def _prefix(w: Reader) -> PrefixSpec:
+    """``[workload.prefix]``: shared system prompts and conversations (``workload/prefix.py``)."""
+    t = w.table(
+        "prefix", {"block_tokens", "system_tokens", "tenants", "turns", "max_prompt_tokens"}
+    )
+    system = t.integer("system_tokens", 0)
+    longest = t.integer("max_prompt_tokens", 32_768, low=1)
+    if longest <= system:
+        raise t.fail("max_prompt_tokens", f"more than system_tokens ({system})")
+    return PrefixSpec(
+        block_tokens=t.integer("block_tokens", 16, low=1),
+        system_tokens=system,
+        tenants=t.integer("tenants", 1, low=1),
+        turns=t.number("turns", 1.0, low=1.0, strict=False),
+        max_prompt_tokens=longest,
+    )
 
 
 def _trace(w: Reader, base: Path) -> TraceSpec:
@@ -380,18 +420,30 @@ def _instance_spec(inst: Reader) -> InstanceSpec:
         "block_size_tokens": inst.integer("block_size_tokens", 16, low=1),
         "max_num_batched_tokens": inst.integer("max_num_batched_tokens", 2048, low=1),
         "max_batch_cap": inst.integer("max_batch_cap", 256, low=1),
+        "prefix_caching": inst.boolean("prefix_caching", False),
     }
     if "kv_capacity_blocks" in inst.data:
         overrides["kv_capacity_blocks"] = inst.integer("kv_capacity_blocks", low=1)
     if "gpus" in inst.data:
         overrides["gpus"] = inst.integer("gpus", low=1)
     if "cold_start" in inst.data:
-        cs = inst.table("cold_start", {"kind", "median_s", "sigma"})
-        overrides["cold_start"] = ColdStart(
-            kind=cs.string("kind", ("fixed", "lognormal"), "fixed"),
-            median_s=cs.number("median_s", 60.0, strict=False),
-            sigma=cs.number("sigma", 0.0, strict=False),
-        )
+        cs = inst.table("cold_start", {"kind", "median_s", "sigma", "phases"})
+        kind = cs.string("kind", ("fixed", "lognormal"), "fixed")
+        sigma = cs.number("sigma", 0.0, strict=False)
+        if "phases" in cs.data:
+            if "median_s" in cs.data:
+                raise cs.fail("median_s", "absent when phases are given (their sum is the median)")
+            ph = cs.table(
+                "phases", set(cs.data["phases"]) if isinstance(cs.data["phases"], dict) else set()
+            )
+            phases = tuple((k, ph.number(k, low=0.0, strict=False)) for k in ph.data)
+            if not phases:
+                raise cs.fail("phases", "a table of phase = seconds, at least one")
+            overrides["cold_start"] = ColdStart.of_phases(phases, kind, sigma)
+        else:
+            overrides["cold_start"] = ColdStart(
+                kind=kind, median_s=cs.number("median_s", 60.0, strict=False), sigma=sigma
+            )
     if "profile" not in inst.data:
         if "kv_capacity_blocks" not in overrides:
             raise ScenarioError(
@@ -440,6 +492,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
             "gpus",
             "cold_start",
             "block_size_tokens",
+            "prefix_caching",
         },
         required=True,
     )
@@ -450,13 +503,27 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
         key = pool.name.lower()
         if key not in pools_t.data:
             continue
-        pt = pools_t.table(key, {"initial", "batch_cap", "min", "max", "profile", "gpu_price"})
+        pt = pools_t.table(
+            key,
+            {
+                "initial",
+                "batch_cap",
+                "min",
+                "max",
+                "profile",
+                "gpu_price",
+                "warm",
+                "wake_s",
+                "sleep_cost",
+            },
+        )
         pool_inst = spec
         if "profile" in pt.data:  # its own hardware, with [instance]'s engine settings
             engine = {
                 "block_size_tokens": spec.block_size_tokens,
                 "max_num_batched_tokens": spec.max_num_batched_tokens,
                 "max_batch_cap": spec.max_batch_cap,
+                "prefix_caching": spec.prefix_caching,
             }
             pool_inst = _profile_spec(_profile(pt), engine)
         price = pt.number("gpu_price", 1.0)
@@ -477,14 +544,19 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
                 min_instances=lo,
                 max_instances=hi,
                 gpu_price=price,
+                warm_instances=pt.integer("warm", 0),
+                wake_s=pt.number("wake_s", 5.0, strict=False),
+                sleep_cost=_fraction(pt, "sleep_cost", 0.1),
             )
         )
     queue = top.table("queue", {"group_granularity_s"})
+    routing = top.table("routing", {"prefix_aware"})
     cluster = ClusterConfig(
         pools=tuple(pools),
         interactive_slo=SLO(ttft_s=si.number("ttft_s", 1.0), itl_s=si.number("itl_s", 0.1)),
         batch_slo=SLO(ttft_s=sb.optional_number("ttft_s"), itl_s=sb.optional_number("itl_s")),
         group_granularity_s=queue.number("group_granularity_s", 60.0),
+        prefix_routing=routing.boolean("prefix_aware", False),
     )
     raw_sources = data.get("workload", [])
     if not isinstance(raw_sources, list) or not raw_sources:
@@ -510,12 +582,13 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
                 "batch_fraction",
                 "batch_prompt_at_least",
                 "batch_labels",
+                "prefix",
             },
         )
         klass = RequestClass[w.string("class", CLASS_NAMES, "interactive").upper()]
         deadline = w.number("deadline_s") if "deadline_s" in raw else None
         if "trace" in raw:
-            for key in ("arrival", "prompt", "output"):
+            for key in ("arrival", "prompt", "output", "prefix"):
                 if key in raw:
                     raise ScenarioError(
                         f"{source}: {w.path(key)}: a trace source takes arrivals and lengths "
@@ -551,6 +624,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
                 prompt=_length(w, "prompt"),
                 output=_length(w, "output"),
                 deadline_s=deadline,
+                prefix=_prefix(w) if "prefix" in raw else None,
             )
         )
     description = data.get("description", "")

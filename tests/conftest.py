@@ -67,6 +67,7 @@ def make_cluster(
     fast_forward: bool = True,
     slo: SLO | None = None,
     seed: int = 0,
+    prefix_routing: bool = False,
 ) -> Cluster:
     """A cluster with ``pools[pool] = (initial instances, batch cap)``."""
     spec = spec or small_spec()
@@ -77,6 +78,7 @@ def make_cluster(
         ),
         interactive_slo=slo or SLO(ttft_s=1.0, itl_s=0.1),
         fast_forward=fast_forward,
+        prefix_routing=prefix_routing,
     )
     return Cluster(config, workload, np.random.default_rng(seed))
 

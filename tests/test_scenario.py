@@ -157,6 +157,31 @@ def test_at_least_the_issue_scenarios_ship() -> None:
             "[reward]\ngpu_costs = 1.0\n\n[slo.interactive]",
             r"unknown key 'reward\.gpu_costs'; did you mean 'reward\.gpu_cost'",
         ),
+        (
+            "max_batch_cap = 256",
+            'max_batch_cap = 256\nprefix_caching = "yes"',
+            r"instance\.prefix_caching = 'yes': expected true or false",
+        ),
+        (
+            "high = 2000 }\n\n",
+            "high = 2000 }\nprefix = { system_tokens = 4000, max_prompt_tokens = 2000 }\n\n",
+            r"workload\[0\]\.prefix\.max_prompt_tokens = 2000: expected more than system_tokens",
+        ),
+        (
+            "[pools.interactive]\ninitial = 2",
+            "[pools.interactive]\nsleep_cost = 2.0\ninitial = 2",
+            r"pools\.interactive\.sleep_cost = 2\.0: expected a number in \[0, 1\]",
+        ),
+        (
+            "max_batch_cap = 256",
+            "max_batch_cap = 256\ncold_start = { median_s = 60.0, phases = { weights = 5.0 } }",
+            r"instance\.cold_start\.median_s = 60\.0: expected absent when phases are given",
+        ),
+        (
+            "[pools.interactive]",
+            "[routing]\nprefix_awre = true\n\n[pools.interactive]",
+            r"unknown key 'routing\.prefix_awre'; did you mean 'routing\.prefix_aware'",
+        ),
     ],
 )
 def test_new_keys_are_validated(tmp_path: Path, old: str, new: str, expected: str) -> None:
@@ -205,3 +230,25 @@ def test_the_paper_scenarios_bind_their_deadlines(name: str) -> None:
     assert deadlines.max() < sc.horizon_s  # the deadline binds inside the episode
     chat = [s for s in sc.sources if s.klass == 0]
     assert chat[0].arrival["kind"] == "gamma" and chat[0].arrival["cv"] > 1
+
+
+def test_prefix_keys_reach_the_cluster(tmp_path: Path) -> None:
+    """``prefix_caching``, ``[routing] prefix_aware``, ``[workload.prefix]``, a warm pool and
+    cold-start phases all land where the simulator reads them."""
+    sc = load("chat-prefix")
+    assert all(p.instance.prefix_caching for p in sc.cluster.pools)
+    assert sc.cluster.prefix_routing
+    w = sc.workload(0)
+    assert w.prefix_blocks is not None and w.prefix_block_tokens == 64
+    warm = load("flash-crowd-warm").cluster.pools[0]
+    assert warm.warm_instances == 2 and warm.wake_s == 1.0 and warm.sleep_cost == 0.1
+    assert dict(warm.instance.cold_start.phases)["weights"] == 4.44
+    assert warm.instance.cold_start.median_s == pytest.approx(74.54)
+    # off by default: every other bundled scenario is as it was
+    for name in scenarios.names():
+        if name not in ("chat-prefix", "flash-crowd-warm"):
+            other = load(name)
+            assert not other.cluster.prefix_routing
+            assert not any(
+                p.instance.prefix_caching or p.warm_instances for p in other.cluster.pools
+            )

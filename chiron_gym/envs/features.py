@@ -144,6 +144,16 @@ FEATURES: tuple[Feature, ...] = (
             ),
         )
     ),
+    # Appended in the fourth release (prefix caching): 0 where the pool caches nothing.
+    *(
+        Feature(
+            f"{p}.prefix_hit_rate",
+            "fraction",
+            "1",
+            "share of the prompt tokens admitted in the window that the prefix cache held",
+        )
+        for p in POOL_NAMES
+    ),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 
@@ -254,6 +264,7 @@ class FeatureBuilder:
             out[f"{name}.waiting"] = float(rep.waiting)
             out[f"{name}.kv_usage"] = float(rep.kv_usage)
             out[f"{name}.tokens_per_s"] = rep.tokens_generated / dur
+            out[f"{name}.prefix_hit_rate"] = rep.prefix_hit_rate
             if st.exists:
                 budget_den += st.max_instances * st.gpus_per_instance
         slos = (self.scenario.cluster.interactive_slo, self.scenario.cluster.batch_slo)

@@ -77,6 +77,14 @@ class PoolSpec:
     max_instances: int = UNBOUNDED_INSTANCES
     # price of one of its GPUs per hour, relative to the reward's ``gpu_cost`` (1: the reference)
     gpu_price: float = 1.0
+    # A warm pool (vLLM's sleep mode, level 1: weights offloaded to CPU memory, the engine's
+    # process, CUDA graphs and compiled kernels kept): up to ``warm_instances`` instances sleep
+    # (the pool starts with that many), each billed ``sleep_cost`` of its GPUs' price; a scale-up
+    # wakes a sleeping one first, ready ``wake_s`` later instead of after a cold start, and a
+    # ready instance that stops goes to sleep while the warm pool has room.
+    warm_instances: int = 0
+    wake_s: float = 5.0
+    sleep_cost: float = 0.1
 
     def __post_init__(self) -> None:
         if not (self.gpu_price > 0 and math.isfinite(self.gpu_price)):
@@ -86,6 +94,12 @@ class PoolSpec:
             )
         if self.initial_instances < 0:
             raise ValueError(f"PoolSpec.initial_instances must be >= 0 ({self.pool.name})")
+        if self.warm_instances < 0:
+            raise ValueError(f"PoolSpec.warm_instances must be >= 0 ({self.pool.name})")
+        if not (self.wake_s >= 0 and math.isfinite(self.wake_s)):
+            raise ValueError(f"PoolSpec.wake_s must be a finite number >= 0 ({self.pool.name})")
+        if not 0 <= self.sleep_cost <= 1:
+            raise ValueError(f"PoolSpec.sleep_cost must be in [0, 1] ({self.pool.name})")
         if not 0 <= self.min_instances <= self.max_instances:
             raise ValueError(
                 f"PoolSpec bounds must satisfy 0 <= min_instances <= max_instances "
@@ -113,6 +127,9 @@ class ClusterConfig:
     # there after this many seconds goes back to the global batch queue, where any instance that
     # serves batch may take it (recomputing its KV); None keeps it on its instance for good.
     swap_requeue_s: float | None = 30.0
+    # Prefix-aware routing: among the instances with room, the one holding the longest cached
+    # prefix of the request's prompt (ties: the least loaded); off, the least loaded.
+    prefix_routing: bool = False
 
     def __post_init__(self) -> None:
         seen = [p.pool for p in self.pools]
@@ -175,12 +192,23 @@ class Cluster(LedgerColumns):
         self._prompt: list[int] = workload.prompt_tokens.tolist()
         self._output: list[int] = workload.output_tokens.tolist()
         self._deadline: list[float] = workload.deadline_s.tolist()
+        self._hashes = workload.prefix_blocks
+        self._unit_tokens = workload.prefix_block_tokens if workload.prefix_blocks else 0
+        self._prefix_routing = config.prefix_routing and self._hashes is not None
+        self._pool_hits = {p: (0, 0) for p in Pool}
         # a closed loop: the next request to send when one ends (``Workload.clients``)
         self._clients = workload.clients
         self._released = min(workload.clients, len(workload)) if workload.clients else 0
+        # Sleeping instances of the warm pools: billing spans [asleep since, woke (NaN: not
+        # yet), GPUs x sleep_cost, pool], and per pool the spans of those asleep now.
+        self.sleep_spans: list[tuple[float, float, float, Pool]] = []
+        self._asleep: dict[Pool, list[int]] = {p: [] for p in Pool}
+        self.wakes = 0
         for spec in config.pools:
             for _ in range(spec.initial_instances):
                 self._add_instance(spec, ready_s=0.0)
+            for _ in range(spec.warm_instances):
+                self._fall_asleep(spec)
 
     # ---- public API ----------------------------------------------------------------------------
 
@@ -248,7 +276,11 @@ class Cluster(LedgerColumns):
             return 0
         if delta > 0:
             for _ in range(delta):
-                delay = spec.instance.cold_start.sample(self._rng)
+                if self._asleep[pool]:
+                    self._wake(pool)
+                    delay = spec.wake_s
+                else:
+                    delay = spec.instance.cold_start.sample(self._rng)
                 inst = self._add_instance(spec, ready_s=self.now + delay)
                 if batch_cap is not None:
                     inst.set_batch_cap(batch_cap)
@@ -325,7 +357,10 @@ class Cluster(LedgerColumns):
         """GPU-seconds billed within ``[t0, t1]`` (default: the episode so far)."""
         end = self.now if t1 is None else t1
         spans = ((inst.started_s, inst.stopped_s, inst.spec.gpus) for inst in self.instances)
-        return gpu_seconds(spans, end, t0)
+        total = gpu_seconds(spans, end, t0)
+        if self.sleep_spans:
+            total += gpu_seconds(((a, b, w) for a, b, w, _ in self.sleep_spans), end, t0)
+        return total
 
     def priced_gpu_seconds(self) -> float:
         """GPU-seconds of the episode so far, each pool's at its ``gpu_price``."""
@@ -333,7 +368,30 @@ class Cluster(LedgerColumns):
             (inst.started_s, inst.stopped_s, inst.spec.gpus * self._specs[inst.pool].gpu_price)
             for inst in self.instances
         )
-        return gpu_seconds(spans, self.now)
+        total = gpu_seconds(spans, self.now)
+        if self.sleep_spans:
+            sleeping = ((a, b, w * self._specs[p].gpu_price) for a, b, w, p in self.sleep_spans)
+            total += gpu_seconds(sleeping, self.now)
+        return total
+
+    def sleeping(self, pool: Pool) -> int:
+        """Instances of ``pool`` asleep in its warm pool now."""
+        return len(self._asleep[pool])
+
+    def prefix_hit_rates(self) -> dict[str, float]:
+        """Per pool with a prefix cache that looked anything up: the share of prompt tokens
+        found cached, over the episode so far (vLLM's prefix cache hit rate)."""
+        out: dict[str, float] = {}
+        for pool in Pool:
+            queries = hits = 0
+            for inst in self.instances:
+                if inst.pool == pool:
+                    q, h = inst.prefix_hits()
+                    queries += q
+                    hits += h
+            if queries:
+                out[POOL_NAMES[pool]] = hits / queries
+        return out
 
     def summary(self, latencies: bool = True) -> dict[str, ClassReport]:
         """Per-class outcomes of every request arrived so far (``Ledger.summary``)."""
@@ -365,7 +423,7 @@ class Cluster(LedgerColumns):
         if tokens > self._max_tokens[c]:
             self._reject(idx, RejectReason.TOO_LONG)
             return
-        inst = self._route(c)
+        inst = self._route(c) if not self._prefix_routing else self._route_prefix(c, idx)
         if inst is not None:
             inst.enqueue(self._request(idx), self.events.now)
             end = inst.truncate_stretch(self.events.now)
@@ -431,6 +489,7 @@ class Cluster(LedgerColumns):
             started_s=now,
             ready_s=ready_s,
             aggregate=self._aggregate,
+            prefix_unit_tokens=self._unit_tokens,
         )
         self.instances.append(inst)
         self._live[spec.pool].append(inst)
@@ -439,9 +498,26 @@ class Cluster(LedgerColumns):
         return inst
 
     def _stop(self, inst: Instance) -> None:
+        loaded = inst.state != InstanceState.STARTING  # a cancelled start has nothing to keep
         inst.state = InstanceState.STOPPED
         inst.stopped_s = self.events.now
         self._live[inst.pool].remove(inst)
+        spec = self._specs[inst.pool]
+        if loaded and len(self._asleep[inst.pool]) < spec.warm_instances:
+            self._fall_asleep(spec)
+
+    def _fall_asleep(self, spec: PoolSpec) -> None:
+        """One instance of ``spec``'s pool goes to sleep (billed at ``sleep_cost``)."""
+        self._asleep[spec.pool].append(len(self.sleep_spans))
+        weight = spec.instance.gpus * spec.sleep_cost
+        self.sleep_spans.append((self.events.now, math.nan, weight, spec.pool))
+
+    def _wake(self, pool: Pool) -> None:
+        """The instance asleep longest in ``pool`` wakes (its sleep span ends now)."""
+        k = self._asleep[pool].pop(0)
+        start, _, weight, _ = self.sleep_spans[k]
+        self.sleep_spans[k] = (start, self.events.now, weight, pool)
+        self.wakes += 1
 
     def _route(self, klass: int) -> Instance | None:
         for pool in ROUTES[klass]:
@@ -452,6 +528,25 @@ class Cluster(LedgerColumns):
                     load = inst.load
                     if best is None or load < best_load:
                         best, best_load = inst, load
+            if best is not None:
+                return best
+        return None
+
+    def _route_prefix(self, klass: int, idx: int) -> Instance | None:
+        """``_route``, preferring the instance whose cache holds the longest prefix of the
+        request's prompt (``ClusterConfig.prefix_routing``)."""
+        assert self._hashes is not None
+        hashes = self._hashes[idx]
+        for pool in ROUTES[klass]:
+            best: Instance | None = None
+            best_key = (0, 0)
+            for inst in self._live[pool]:
+                if inst.room_for(klass):
+                    cache = inst.cache
+                    match = 0 if cache is None else cache.match_units(hashes)
+                    key = (-match, inst.load)
+                    if best is None or key < best_key:
+                        best, best_key = inst, key
             if best is not None:
                 return best
         return None
@@ -508,6 +603,7 @@ class Cluster(LedgerColumns):
             self._prompt[idx],
             self._output[idx],
             self._deadline[idx],
+            () if self._hashes is None else self._hashes[idx],
         )
 
     def _group_deadline(self, idx: int) -> float:
@@ -577,12 +673,19 @@ class Cluster(LedgerColumns):
             rep.waiting += inst.num_waiting
         rep.batch_cap = float(np.mean(caps)) if caps else 0.0
         rep.kv_usage = float(np.mean(kv)) if kv else 0.0
-        tokens = preempt = swaps = 0
+        tokens = preempt = swaps = queries = hits = 0
         for inst in self.instances:
             if inst.pool == pool:
                 tokens += inst.tokens_generated
                 preempt += inst.preemptions
                 swaps += inst.swap_outs
+                q, h = inst.prefix_hits()
+                queries += q
+                hits += h
+        q0, h0 = self._pool_hits[pool]
+        if queries > q0:
+            rep.prefix_hit_rate = (hits - h0) / (queries - q0)
+        self._pool_hits[pool] = (queries, hits)
         before = self._pool_counters[pool]
         rep.tokens_generated = tokens - before[0]
         rep.preemptions = preempt - before[1]

@@ -40,6 +40,7 @@ import numpy as np
 from mypy_extensions import mypyc_attr
 
 from chiron_gym.sim.perf_model import BatchComposition, PerfModel
+from chiron_gym.sim.prefix_cache import PrefixCache
 from chiron_gym.sim.request import Pool, Request, RequestClass
 
 
@@ -55,19 +56,38 @@ class InstanceState(IntEnum):
 @mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True)
 class ColdStart:
-    """Start-up delay of a new instance, seconds: ``fixed`` or ``lognormal`` (median, sigma)."""
+    """Start-up delay of a new instance, seconds: ``fixed`` or ``lognormal`` (median, sigma).
+
+    ``phases`` (optional) says what the median is made of, in order (e.g. container, weights,
+    compile, CUDA graphs, as vLLM's start-up logs time them): the median is then their sum.
+    """
 
     kind: str = "fixed"
     median_s: float = 60.0
     sigma: float = 0.0
+    phases: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
+        for name, seconds in self.phases:
+            if not (seconds >= 0 and math.isfinite(seconds)):
+                raise ValueError(f"ColdStart phase {name!r} must be >= 0 seconds, got {seconds!r}")
         if self.kind not in ("fixed", "lognormal"):
             raise ValueError(f"ColdStart.kind must be 'fixed' or 'lognormal', got {self.kind!r}")
         if not (self.median_s >= 0 and math.isfinite(self.median_s)):
             raise ValueError(f"ColdStart.median_s must be >= 0, got {self.median_s!r}")
         if self.sigma < 0:
             raise ValueError(f"ColdStart.sigma must be >= 0, got {self.sigma!r}")
+        if self.phases and not math.isclose(
+            sum(s for _, s in self.phases), self.median_s, rel_tol=1e-12, abs_tol=1e-12
+        ):
+            raise ValueError("ColdStart.median_s must be the sum of its phases")
+
+    @classmethod
+    def of_phases(
+        cls, phases: tuple[tuple[str, float], ...], kind: str = "fixed", sigma: float = 0.0
+    ) -> ColdStart:
+        """A cold start whose median is the sum of ``phases``."""
+        return cls(kind=kind, median_s=sum(s for _, s in phases), sigma=sigma, phases=phases)
 
     def sample(self, rng: np.random.Generator) -> float:
         """One start-up delay; always draws one number so streams stay aligned."""
@@ -94,6 +114,9 @@ class InstanceSpec:
     # Latency a client sees outside the engine loop (HTTP, tokenization, IPC in and out): added to
     # each request's first-token and finish times; it does not occupy the engine.
     frontend_latency_s: float = 0.0
+    # vLLM's automatic prefix caching (``--enable-prefix-caching``): prompt blocks whose hashes
+    # the workload gives are reused across requests (``sim/prefix_cache.py``)
+    prefix_caching: bool = False
 
     def __post_init__(self) -> None:
         if not (self.frontend_latency_s >= 0 and math.isfinite(self.frontend_latency_s)):
@@ -151,7 +174,10 @@ class Instance:
         started_s: float,
         ready_s: float,
         aggregate: bool = True,
+        prefix_unit_tokens: int = 0,
     ) -> None:
+        """``prefix_unit_tokens``: tokens per prompt hash of the workload (0: none); with the
+        spec's ``prefix_caching`` it turns the prefix cache on."""
         self.instance_id = instance_id
         self.aggregate = aggregate
         self.pool = pool
@@ -204,6 +230,16 @@ class Instance:
         self._rebuild = False  # ... and the aggregates are rebuilt when it ends
         self._admitted = 0  # admissions so far: the next ``Request.order``
         self._interactive_running = 0
+        self.cache: PrefixCache | None = None
+        if spec.prefix_caching and prefix_unit_tokens:
+            if prefix_unit_tokens % self._bs:
+                raise ValueError(
+                    f"prompt hashes of {prefix_unit_tokens} tokens are not a whole number of "
+                    f"KV blocks ({self._bs} tokens)"
+                )
+            self.cache = PrefixCache(
+                self._kv_blocks, prefix_unit_tokens, prefix_unit_tokens // self._bs
+            )
 
     def __repr__(self) -> str:
         return (
@@ -361,7 +397,8 @@ class Instance:
                 float(ctx_sum),
                 k_first,
                 self._steady_blocks_after,
-                self._steady_blocks + n_dec * -(-k_first // bs),  # at most a block per bs each
+                # at most a block per bs each
+                self._steady_blocks - self._shared() + n_dec * -(-k_first // bs),
                 horizon_s,
             )
         return now + dt
@@ -447,7 +484,7 @@ class Instance:
             while need > free:
                 victim = running.pop()
                 n_run -= 1
-                free += victim.blocks
+                free += self._drop(victim, free)
                 self._preempt(victim)
                 changed = True
                 if victim is r:
@@ -498,12 +535,14 @@ class Instance:
         n = len(running)
         computed = np.fromiter((r.computed for r in running), dtype=np.int64, count=n)
 
+        shared = self._shared()
+
         def blocks_after(k: int) -> int:
-            return int(np.sum(-(-(computed + k) // bs)))
+            return int(np.sum(-(-(computed + k) // bs))) - shared
 
         k_max = min(r.output_tokens - r.generated for r in running)
         # ceil((c + k) / bs) <= (c + k) / bs + 1: when even that bound fits, skip the exact sum
-        bound = (int(computed.sum()) + n * k_max) / bs + n
+        bound = (int(computed.sum()) + n * k_max) / bs + n - shared
         return self._plan_stretch(now, dt, n, float(ctx_sum), k_max, blocks_after, bound, horizon_s)
 
     def _admit(
@@ -521,7 +560,8 @@ class Instance:
         allow; the first one that does not fit stops admission (head-of-line, as vLLM V1 does).
 
         Returns free blocks, decodes, their summed context, tokens swapped in, whether any was
-        admitted and whether the token budget left some waiting.
+        admitted and whether one left waiting might be admitted at the next iteration (the
+        token budget ran out, or a prefix-cache hit may shrink).
         """
         bs = self._bs
         running = self.running
@@ -537,16 +577,31 @@ class Instance:
                 break
             r = queue[0]
             c = r.computed
+            units = 0
+            cost = 0
+            cache = self.cache
+            if cache is not None and c == 0 and queue is not self.swapped:
+                units, cost = cache.lookup(r, self._kv_blocks - free)
+                c = units * cache.unit_tokens
             left = r.prompt_tokens + r.generated - c
             n = min(left, budget)
-            need = _blocks(c + n, bs) - r.blocks
+            blocks = _blocks(c + n, bs)
+            need = blocks - r.blocks if cache is None else blocks - units * cache.unit_blocks + cost
             if need > free:
-                break  # head-of-line: vLLM V1 stops admitting at the first request that won't fit
+                # head-of-line: vLLM V1 stops admitting at the first request that won't fit.
+                # With a cache hit it may fit later even as free blocks shrink (an evicted unit
+                # shortens the hit, and a budget-capped chunk then needs fewer new blocks), so
+                # no decode stretch may skip the iterations that look it up again.
+                blocked_by_budget = blocked_by_budget or units > 0
+                break
             queue.popleft()
             if queue is self.swapped:
                 swap_tokens += c
+            elif cache is not None and r.computed == 0:
+                cache.acquire(r, units, self._kv_blocks - free)
+                r.computed = c
             free -= need
-            r.blocks += need
+            r.blocks = blocks
             r.scheduled = n
             budget -= n
             if math.isnan(r.admitted_s):
@@ -641,7 +696,7 @@ class Instance:
         for r in self.running:
             r.blocks = -(-(r.computed + k) // bs)
             used += r.blocks
-        self.used_blocks = used
+        self.used_blocks = used - self._shared()
 
     def truncate_stretch(self, now: float) -> float | None:
         """Cut the stretch in flight after the iteration in progress at ``now``; return its new
@@ -695,7 +750,7 @@ class Instance:
             if k == 1:
                 self._steady_blocks += self._phase[-self.tick % self._bs]
             else:  # a stretch holds exactly the steady requests' blocks after k (none else runs)
-                self._steady_blocks = self.used_blocks
+                self._steady_blocks = self.used_blocks + self._shared()
             self.tick += k
             self._steady_computed += n * k
             self.tokens_generated += n * k
@@ -705,8 +760,7 @@ class Instance:
                 r = heapq.heappop(done_at)[2]
                 self._leave(r)
                 r.finish_s = done_s
-                freed += r.blocks
-                r.blocks = 0
+                freed += self._release(r, freed)
                 finished.append(r)
         active = self.active
         if active:
@@ -714,8 +768,7 @@ class Instance:
             for r in active:
                 step = self._apply(r, done_s)
                 if step == _FINISHED:
-                    freed += r.blocks
-                    r.blocks = 0
+                    freed += self._release(r, freed)
                     finished.append(r)
                 elif step == _SAMPLED or _decodes_next(r):
                     # sampled, or a recomputation (after a preemption or a swap) whose chunk
@@ -761,15 +814,13 @@ class Instance:
                 r.scheduled = 0
                 if g >= r.output_tokens:
                     r.finish_s = done_s
-                    freed += r.blocks
-                    r.blocks = 0
+                    freed += self._release(r, freed)
                     finished.append(r)
             self.tokens_generated += k * len(running)
         else:
             for r in running:
                 if self._apply(r, done_s) == _FINISHED:
-                    freed += r.blocks
-                    r.blocks = 0
+                    freed += self._release(r, freed)
                     finished.append(r)
         if finished:
             running = self.running = [r for r in running if r.generated < r.output_tokens]
@@ -797,6 +848,8 @@ class Instance:
         r.scheduled = 0
         c = r.computed + s
         r.computed = c
+        if self.cache is not None and r.hashes:
+            self.cache.register(r)
         if c != r.prompt_tokens + r.generated:
             return _CHUNK
         g = r.generated + 1
@@ -857,11 +910,12 @@ class Instance:
         self.active = []
 
     def _steady_blocks_after(self, k: int) -> int:
-        """KV blocks the steady requests hold after ``k`` more iterations: request ``i`` gains
-        one at every iteration that starts with its context a multiple of the block size."""
+        """KV blocks in use after ``k`` more iterations of the steady requests alone: request
+        ``i`` gains one at every iteration that starts with its context a multiple of the block
+        size (blocks shared through the prefix cache count once)."""
         bs = self._bs
         tick = self.tick
-        total = self._steady_blocks
+        total = self._steady_blocks - self._shared()
         for q, count in enumerate(self._phase):
             if count:
                 first = (-q - tick) % bs  # iterations until its context is a multiple of bs
@@ -870,6 +924,32 @@ class Instance:
         return total
 
     # ---- helpers -----------------------------------------------------------------------------
+
+    def _shared(self) -> int:
+        """Blocks counted more than once in the requests' ``blocks`` (shared cached units)."""
+        cache = self.cache
+        return 0 if cache is None else cache.excess
+
+    def _release(self, r: Request, freed: int) -> int:
+        """Blocks a finished request gives back (``freed`` already given back by others this
+        iteration); its ``blocks`` drop to 0. Its cached units stay (see ``PrefixCache``)."""
+        n = r.blocks
+        if self.cache is not None:
+            n = self.cache.release(r, self.used_blocks - freed)
+        r.blocks = 0
+        return n
+
+    def _drop(self, r: Request, free: int) -> int:
+        """Blocks a preempted or swapped-out request gives back at ``free`` free blocks."""
+        if self.cache is None:
+            return r.blocks
+        return self.cache.release(r, self._kv_blocks - free)
+
+    def prefix_hits(self) -> tuple[int, int]:
+        """``(prompt tokens looked up, of which cached)`` since the start (0, 0 without a
+        prefix cache)."""
+        cache = self.cache
+        return (0, 0) if cache is None else (cache.query_tokens, cache.hit_tokens)
 
     def release_swapped(self, request: Request) -> bool:
         """Take a swapped request off this instance (its CPU copy of the KV cache is dropped, so
@@ -922,7 +1002,7 @@ class Instance:
                 if victim_at < 0:
                     return moved, free
                 victim = running.pop(victim_at)
-                free += victim.blocks
+                free += self._drop(victim, free)
                 moved += victim.computed
                 victim.blocks = 0
                 victim.scheduled = 0

@@ -129,6 +129,7 @@ class PoolReport:
     tokens_generated: int = 0  # in the window
     preemptions: int = 0  # in the window
     swap_outs: int = 0  # in the window
+    prefix_hit_rate: float = 0.0  # prompt tokens found in the prefix cache, share (window)
 
 
 @mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes

@@ -93,6 +93,10 @@ class Workload:
     ``clients`` arrive at their ``arrival_s``, every other one (``arrival_s`` = inf here) when an
     earlier request finishes or is refused (the cluster sets its time). Its first ``warmup``
     requests are served but left out of the latency statistics.
+
+    ``prefix_blocks`` (optional) gives each request's prompt as a chain of content hashes, one
+    per ``prefix_block_tokens`` tokens (the last may be partial): equal hashes are equal prefixes,
+    which an instance with prefix caching reuses (``sim/prefix_cache.py``).
     """
 
     arrival_s: npt.NDArray[np.float64]
@@ -102,9 +106,18 @@ class Workload:
     deadline_s: npt.NDArray[np.float64]
     clients: int = 0
     warmup: int = 0
+    prefix_blocks: tuple[tuple[int, ...], ...] | None = None
+    prefix_block_tokens: int = 0
 
     def __post_init__(self) -> None:
         n = len(self.arrival_s)
+        if self.prefix_blocks is not None:
+            if len(self.prefix_blocks) != n:
+                raise ValueError(
+                    f"Workload.prefix_blocks has {len(self.prefix_blocks)} rows, expected {n}"
+                )
+            if self.prefix_block_tokens < 1:
+                raise ValueError("Workload.prefix_block_tokens must be >= 1 with prefix_blocks")
         for name in ("klass", "prompt_tokens", "output_tokens", "deadline_s"):
             if len(getattr(self, name)) != n:
                 raise ValueError(
@@ -141,6 +154,8 @@ class Workload:
         prompt_tokens: npt.ArrayLike,
         output_tokens: npt.ArrayLike,
         deadline_s: npt.ArrayLike | None = None,
+        prefix_blocks: tuple[tuple[int, ...], ...] | None = None,
+        prefix_block_tokens: int = 0,
     ) -> Workload:
         """Build a workload from array-likes, sorting by arrival time (stable)."""
         arrival = np.asarray(arrival_s, dtype=np.float64)
@@ -155,6 +170,10 @@ class Workload:
             prompt_tokens=np.asarray(prompt_tokens, dtype=np.int64)[order],
             output_tokens=np.asarray(output_tokens, dtype=np.int64)[order],
             deadline_s=deadline[order],
+            prefix_blocks=None
+            if prefix_blocks is None
+            else tuple(prefix_blocks[i] for i in order.tolist()),
+            prefix_block_tokens=prefix_block_tokens if prefix_blocks is not None else 0,
         )
 
     @classmethod
@@ -166,13 +185,30 @@ class Workload:
             if len(parts) > 1:
                 raise ValueError("a closed-loop workload cannot be merged with another")
             return parts[0]
+        units = {p.prefix_block_tokens for p in parts if p.prefix_blocks is not None}
+        if len(units) > 1:
+            raise ValueError(
+                f"sources hash prompt blocks of different sizes ({sorted(units)} tokens)"
+            )
+        blocks: tuple[tuple[int, ...], ...] | None = None
+        if units:
+            blocks = tuple(
+                row
+                for p in parts
+                for row in (p.prefix_blocks if p.prefix_blocks is not None else ((),) * len(p))
+            )
         return cls.from_columns(
             arrival_s=np.concatenate([p.arrival_s for p in parts]),
             klass=np.concatenate([p.klass for p in parts]),
             prompt_tokens=np.concatenate([p.prompt_tokens for p in parts]),
             output_tokens=np.concatenate([p.output_tokens for p in parts]),
             deadline_s=np.concatenate([p.deadline_s for p in parts]),
+            prefix_blocks=blocks,
+            prefix_block_tokens=units.pop() if units else 0,
         )
+
+
+NO_UNITS: list[int] = []
 
 
 @mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes
@@ -191,11 +227,14 @@ class Request:
         "admitted_s",
         "arrival_s",
         "blocks",
+        "cached",
         "computed",
         "deadline_s",
         "finish_s",
         "first_token_s",
         "generated",
+        "hashed",
+        "hashes",
         "idx",
         "klass",
         "mark",
@@ -216,6 +255,7 @@ class Request:
         prompt_tokens: int,
         output_tokens: int,
         deadline_s: float,
+        hashes: tuple[int, ...] = (),
     ) -> None:
         self.idx = idx
         self.klass = klass
@@ -235,6 +275,11 @@ class Request:
         self.admitted_s = math.nan
         self.first_token_s = math.nan
         self.finish_s = math.nan
+        # prefix caching (``sim/prefix_cache.py``): the prompt's block hashes, the cached units
+        # this request references, and how many of its units registration has looked at
+        self.hashes = hashes
+        self.cached: list[int] = NO_UNITS  # never mutated: replaced by a list of its own
+        self.hashed = 0
 
     def __repr__(self) -> str:
         return (

@@ -41,6 +41,10 @@ from chiron_gym.workload.arrivals import RateCurve
 FORMATS = ("azure", "mooncake", "burstgpt", "generic")
 
 
+# Tokens per ``hash_ids`` entry of the Mooncake traces (their README: 512-token blocks).
+MOONCAKE_BLOCK_TOKENS = 512
+
+
 class TraceError(ValueError):
     """A trace file is malformed; the message names the file, the line and what was expected."""
 
@@ -54,7 +58,7 @@ class Trace:
     output_tokens: npt.NDArray[np.int64]
     label: tuple[str, ...] | None = None  # e.g. BurstGPT's Log Type, or a generic column
     # per request, the hashes of its prompt's KV blocks, in order (Mooncake's ``hash_ids``,
-    # 512-token blocks; equal ids are shareable prefixes); None when the trace has none
+    # ``MOONCAKE_BLOCK_TOKENS`` each; equal ids are shareable prefixes); None when it has none
     blocks: tuple[tuple[int, ...], ...] | None = None
 
     def __len__(self) -> int:

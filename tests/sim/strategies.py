@@ -32,8 +32,12 @@ class Case:
     seed: int
 
 
-def random_case(seed: int, *, scaling: bool = True, perf_model: PerfModel | None = None) -> Case:
-    """A small, stressful case: tight KV (preemptions), mixed pools (swaps), scaling."""
+def random_case(
+    seed: int, *, scaling: bool = True, perf_model: PerfModel | None = None, prefix: bool = False
+) -> Case:
+    """A small, stressful case: tight KV (preemptions), mixed pools (swaps), scaling; with
+    ``prefix``, prompts that share prefixes, served with prefix caching (and, half the time,
+    prefix-aware routing)."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 80))
     horizon = float(rng.uniform(2.0, 30.0))
@@ -98,7 +102,32 @@ def random_case(seed: int, *, scaling: bool = True, perf_model: PerfModel | None
                 cap = int(rng.integers(1, 12)) if rng.random() < 0.5 else None
                 step.append((p.pool, delta, cap))
         actions.append((t, step))
+    if prefix:
+        config, workload = _with_prefixes(rng, config, workload)
     return Case(config=config, workload=workload, actions=actions, seed=seed)
+
+
+def _with_prefixes(
+    rng: np.random.Generator, config: ClusterConfig, workload: Workload
+) -> tuple[ClusterConfig, Workload]:
+    """Prefix caching on, and prompts that start with one of three shared chains of hashes (a
+    random number of their units) followed by units of their own."""
+    from dataclasses import replace
+
+    bs = config.pools[0].instance.block_size_tokens
+    unit = bs * int(rng.choice([1, 2]))
+    shared = [rng.integers(0, 1 << 40, size=40).tolist() for _ in range(3)]
+    chains: list[tuple[int, ...]] = []
+    for i, prompt in enumerate(workload.prompt_tokens.tolist()):
+        units = -(-prompt // unit)
+        k = min(units, int(rng.integers(0, 40)))
+        own = [(1 << 50) + i * 1000 + j for j in range(units - k)]
+        chains.append(tuple(shared[int(rng.integers(3))][:k] + own))
+    pools = tuple(
+        replace(p, instance=replace(p.instance, prefix_caching=True)) for p in config.pools
+    )
+    config = replace(config, pools=pools, prefix_routing=bool(rng.random() < 0.5))
+    return config, replace(workload, prefix_blocks=tuple(chains), prefix_block_tokens=unit)
 
 
 def run_case(

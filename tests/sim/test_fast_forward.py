@@ -30,6 +30,21 @@ def test_fast_forward_matches_reference(seed: int) -> None:
     assert_same_timestamps(run_case(case, fast_forward=True), run_case(case, fast_forward=False))
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_fast_forward_matches_reference_with_prefix_caching(seed: int) -> None:
+    """The same with shared prompt prefixes and prefix caching on: same timestamps, and the
+    same prefix-cache hits on every instance."""
+    case = random_case(seed, prefix=True)
+    ff = run_case(case, fast_forward=True)
+    ref = run_case(case, fast_forward=False)
+    assert_same_timestamps(ff, ref)
+    assert [i.prefix_hits() for i in ff.instances] == [i.prefix_hits() for i in ref.instances]
+    assert [i.cache.evicted_units for i in ff.instances if i.cache] == [
+        i.cache.evicted_units for i in ref.instances if i.cache
+    ]
+
+
 def test_fast_forward_saves_events() -> None:
     """On a decode-heavy case the stretches replace most per-iteration events."""
     from chiron_gym.sim import Pool

@@ -21,8 +21,11 @@ def invariant_checker(errors: list[str]) -> IterationHook:
         if not 0 <= inst.used_blocks <= cap_blocks:
             errors.append(f"KV blocks {inst.used_blocks} outside [0, {cap_blocks}]")
         inst.sync_steady()
-        if inst._stretch == 0 and inst.used_blocks != sum(r.blocks for r in inst.running):
+        shared = 0 if inst.cache is None else inst.cache.excess
+        if inst._stretch == 0 and inst.used_blocks != sum(r.blocks for r in inst.running) - shared:
             errors.append("used blocks differ from the blocks held by running requests")
+        if inst.cache is not None:
+            errors.extend(cache_errors(inst))
         if len(inst.running) > max(inst.batch_cap, running_before):
             errors.append(
                 f"running {len(inst.running)} > cap {inst.batch_cap} (was {running_before})"
@@ -33,6 +36,36 @@ def invariant_checker(errors: list[str]) -> IterationHook:
             errors.append("iteration ends before it starts")
 
     return check
+
+
+def cache_errors(inst: Instance) -> list[str]:
+    """Broken block-accounting invariants of an instance's prefix cache: the free queue holds
+    every block not in use (and, until the next settle, the ones allocated since), each cached
+    unit is referenced by exactly the running requests that hold it or is free, never both."""
+    cache = inst.cache
+    assert cache is not None
+    out: list[str] = []
+    if sum(cache.free.values()) != cache.free_blocks:
+        out.append("free queue's blocks differ from its count")
+    if cache.free_blocks < cache.capacity - inst.used_blocks:
+        out.append(
+            f"free queue {cache.free_blocks} < free blocks {cache.capacity - inst.used_blocks}"
+        )
+    counts: dict[int, int] = {}
+    for r in inst.running:
+        for h in r.cached:
+            counts[h] = counts.get(h, 0) + 1
+    if counts != cache.refs:
+        out.append("cached units' reference counts differ from the running requests' units")
+    if any(k >= 0 and k in cache.refs for k in cache.free):
+        out.append("a unit is both referenced and free")
+    g = cache.unit_blocks
+    if cache.excess != g * sum(c - 1 for c in cache.refs.values()):
+        out.append("shared-block excess is off")
+    for r in (*inst.waiting[0], *inst.waiting[1], *inst.swapped):
+        if r.cached:
+            out.append(f"request {r.idx} holds cached units while not running")
+    return out
 
 
 def check_accounting(cluster: Cluster) -> None:
@@ -84,6 +117,26 @@ def test_accounting_mid_episode(seed: int) -> None:
     for t in np.linspace(0, horizon, 7)[1:]:
         cluster.run_until(float(t))
         check_accounting(cluster)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_prefix_cache_conserves_blocks(seed: int) -> None:
+    """With prefix caching on random clusters: the instance invariants above, blocks conserved
+    with sharing (queue + used = capacity once settled), every request accounted for."""
+    case = random_case(seed, prefix=True)
+    errors: list[str] = []
+    cluster = run_case(case, fast_forward=True, on_iteration=invariant_checker(errors))
+    assert not errors, errors[:5]
+    check_accounting(cluster)
+    assert sum(rep.pending for rep in cluster.summary().values()) == 0
+    for inst in cluster.instances:
+        cache = inst.cache
+        assert cache is not None
+        assert inst.used_blocks == 0 and not cache.refs and cache.excess == 0
+        cache.settle(inst.used_blocks)
+        assert cache.free_blocks == cache.capacity
+        assert cache.hit_tokens <= cache.query_tokens
 
 
 def test_lowering_the_cap_never_drops_running_requests() -> None:
