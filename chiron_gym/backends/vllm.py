@@ -89,6 +89,12 @@ class VllmBackend(LedgerColumns):
                 f"scenario {self.scenario.name!r}: a closed-loop load (arrival kind 'closed') "
                 "runs on the simulator only; drive real servers with vllm bench serve"
             )
+        warm = [p.pool.name.lower() for p in self.scenario.cluster.pools if p.warm_instances]
+        if warm:
+            raise ValueError(
+                f"scenario {self.scenario.name!r}: warm pools ({', '.join(warm)}) are simulated "
+                "only; real servers here start cold (set warm = 0)"
+            )
         self.ledger = Ledger(self.workload)
         self.fail_reason: dict[int, str] = {}
         self.retries = np.zeros(len(self.workload), dtype=np.int8)
