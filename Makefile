@@ -89,8 +89,8 @@ ppo-model: $(STAMP_ALL) $(NATIVE)
 		--timesteps 2000000 --eval-freq 100000 --out $(PPO_GENERAL_RUN)
 	mkdir -p agents/models/ppo-general
 	cp $(PPO_GENERAL_RUN)/checkpoints/ppo_$(PPO_GENERAL_CKPT)_steps.zip agents/models/ppo-general/model.zip
-	cp $(PPO_GENERAL_RUN)/checkpoints/ppo_vecnormalize_$(PPO_GENERAL_CKPT)_steps.pkl \
-		agents/models/ppo-general/vecnormalize.pkl
+	cp $(PPO_GENERAL_RUN)/checkpoints/ppo_vecnormalize_$(PPO_GENERAL_CKPT)_steps.npz \
+		agents/models/ppo-general/vecnormalize.npz
 	$(BIN)/python -c "import json; r = json.load(open('$(PPO_GENERAL_RUN)/train.json')); \
 		r['checkpoint'] = {'of_run': {k: r[k] for k in ('timesteps', 'wall_s', 'steps_per_s')}, \
 		'file': 'checkpoints/ppo_$(PPO_GENERAL_CKPT)_steps.zip', 'selected_by': 'the best mean score on the train suite (benchmarks/suites/train.toml, seeds 0-4) among the run\'s checkpoints every 100,000 steps (docs/benchmark.md)'}; \
@@ -102,7 +102,7 @@ ppo-direct-model: $(STAMP_ALL) $(NATIVE)
 	$(BIN)/chiron train ppo --scenario family:train --action-mode global --n-envs 8 --seed 0 \
 		--eval-freq 100000 --out $(PPO_DIRECT_RUN)
 	mkdir -p agents/models/ppo-general-direct
-	cp $(PPO_DIRECT_RUN)/model.zip $(PPO_DIRECT_RUN)/vecnormalize.pkl \
+	cp $(PPO_DIRECT_RUN)/model.zip $(PPO_DIRECT_RUN)/vecnormalize.npz \
 		$(PPO_DIRECT_RUN)/train.json agents/models/ppo-general-direct/
 
 # The benchmark of docs/benchmark.md: every shipped agent on the test suite, seeds 0-4 (the
@@ -116,7 +116,7 @@ PPO_RUN := runs/ppo-default
 ppo-default-model: $(STAMP_ALL)
 	$(BIN)/chiron train ppo --scenario default --seed 0 --out $(PPO_RUN)
 	mkdir -p agents/models/ppo-default
-	cp $(PPO_RUN)/model.zip $(PPO_RUN)/vecnormalize.pkl $(PPO_RUN)/train.json agents/models/ppo-default/
+	cp $(PPO_RUN)/model.zip $(PPO_RUN)/vecnormalize.npz $(PPO_RUN)/train.json agents/models/ppo-default/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

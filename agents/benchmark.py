@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from agents.episode import Episode
+from chiron_gym.config import InputError
 
 SUITES = Path(__file__).resolve().parents[1] / "benchmarks" / "suites"
 REFERENCES = ("static", "chiron")  # the score's 0 and 1: always run
@@ -49,7 +50,7 @@ METRICS = (
 )
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(InputError):
     """A suite that cannot be read, or bad arguments."""
 
 

@@ -21,6 +21,7 @@ from stable_baselines3.common.logger import Figure
 from stable_baselines3.common.vec_env import VecNormalize
 
 from agents.episode import evaluation_episode
+from agents.model_files import ObsNormalizer, normalizer_name, save_normalizer
 
 MONITOR_KEYS = ("interactive_attainment", "batch_attainment", "gpu_hours")
 TERMS = ("slo_met_work", "gpu_cost", "violation", "churn", "at_risk")
@@ -74,6 +75,20 @@ class EpisodeMetrics(BaseCallback):
                     self.logger.record_mean(tag, v)
                 self.sums[i] = dict.fromkeys(TERMS, 0.0)
         return True
+
+
+class Checkpoints(CheckpointCallback):
+    """SB3's checkpoints, with the observation statistics also as ``.npz`` (loaded without
+    unpickling: ``agents/model_files.py``)."""
+
+    def _on_step(self) -> bool:
+        ok = super()._on_step()
+        if self.n_calls % self.save_freq == 0:
+            vn = self.model.get_vec_normalize_env()
+            if vn is not None:
+                pkl = Path(self._checkpoint_path("vecnormalize_", extension="pkl"))
+                ObsNormalizer.of(vn).save(pkl.with_name(normalizer_name(pkl.name)))
+        return ok
 
 
 def vecnormalize_of(model: Any) -> Any:
@@ -145,7 +160,7 @@ class EvalVsChiron(BaseCallback):
             self.best = ppo
             self.model.save(self.out / "best_model.zip")
             if vn is not None:
-                vn.save(str(self.out / "best_vecnormalize.pkl"))
+                save_normalizer(vn, self.out / "best_vecnormalize.pkl")
         return True
 
 
@@ -186,7 +201,7 @@ def training_callbacks(
     ]
     if checkpoint_freq > 0:
         cbs.append(
-            CheckpointCallback(
+            Checkpoints(
                 checkpoint_freq, str(out / "checkpoints"), name_prefix="ppo", save_vecnormalize=True
             )
         )

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chiron_gym.config import InputError
+
 if TYPE_CHECKING:
     from agents.base import Agent
     from chiron_gym.envs import AgentContext
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """Bad dataset arguments."""
 
 

@@ -12,6 +12,13 @@ is the same requests for every agent), and writes into ``out``:
   time-series figure, the scenario and agent parameters as text);
 - ``failures.json``: the episodes that raised (agent, scenario, seed, error), when any did.
 
+``results.csv`` grows as episodes finish (a row each, flushed), so an interrupt or a crash keeps
+every finished episode; ``resume=True`` (``chiron evaluate --resume``) skips the episodes already
+in it and rebuilds every output from all the rows. At the end it is rewritten in the grid's order
+(scenario, agent, seed), the same bytes as a run that was never interrupted. Ctrl-C stops the
+grid, writes the tables of what finished and raises ``EvaluationInterrupted``. ``out`` is checked
+(a folder, writable) before any episode runs.
+
 Episodes (``agents/episode.py``) run as independent tasks (``agents/executors.py``: in this
 process, a local process pool or Ray); every file is written here, in the driver, from the
 episodes' rows and series (``agents/reporting.py``), so the outputs are the same whichever
@@ -22,6 +29,7 @@ Needs the ``rl`` extra (torch's TensorBoard writer, matplotlib, tqdm).
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from collections.abc import Callable
@@ -31,6 +39,7 @@ from typing import Any
 from agents import reporting
 from agents.episode import Episode, episode_task
 from agents.executors import run_tasks
+from chiron_gym.config import InputError
 
 
 def _portable(spec: str) -> str:
@@ -42,6 +51,55 @@ def _portable(spec: str) -> str:
     if spec.startswith("ppo:"):
         return f"ppo:{Path(spec[4:]).resolve()}"
     return str(Path(spec).resolve()) if spec.endswith(".toml") else spec
+
+
+class OutputError(InputError):
+    """The output folder cannot be used (a file, not writable); nothing ran."""
+
+
+class EvaluationInterrupted(RuntimeError):
+    """Ctrl-C: the finished episodes' rows and tables were kept."""
+
+    def __init__(self, kept: int, total: int, out: Path) -> None:
+        self.kept = kept
+        super().__init__(
+            f"interrupted: {kept} of {total} episodes are in {out / 'results.csv'} (tables "
+            f"rebuilt from them); rerun with --resume to run the other {total - kept}"
+        )
+
+
+def check_out(out: Path) -> None:
+    """``out`` is (or can be made) a writable folder; ``OutputError`` naming it otherwise."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out}: expected a folder, found a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".chiron-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(f"--out {out}: cannot write there ({e.strerror})") from None
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``results.csv`` (values as written; ``summarise`` reads them as numbers)."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and list(rows[0]) != list(reporting.COLUMNS):
+        raise OutputError(f"{path}: not a results.csv of this version (its columns differ)")
+    return rows
+
+
+def _typed(value: Any) -> Any:
+    """A value read back from ``results.csv`` as the number it was written from, if it was."""
+    if not isinstance(value, str):
+        return value
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 class EvaluationFailed(RuntimeError):
@@ -71,29 +129,104 @@ def evaluate(
     on_episode: Callable[[Episode], None] | None = None,
     executor: str = "local",
     ray_address: str | None = None,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the grid and write every output; return the summary rows (the table's rows).
 
     ``executor`` is ``auto``, ``local``, ``process`` or ``ray`` (``agents/executors.py``). When
     episodes raise, the others' outputs are written, with ``failures.json``, and then
-    ``EvaluationFailed`` names each failed (agent, scenario, seed).
+    ``EvaluationFailed`` names each failed (agent, scenario, seed). ``resume``: keep the rows of
+    ``out/results.csv`` and run only the episodes it lacks.
     """
-    import scenarios as bundled
-
-    out.mkdir(parents=True, exist_ok=True)
+    check_out(out)
     jobs = [(s, a, k) for s in scenarios for a in agents for k in seeds]
+    csv_path = out / "results.csv"
+    done: dict[int, dict[str, Any]] = {}  # job index -> a row kept from an earlier run
+    if resume and csv_path.is_file():
+        where = {(s, a, str(k)): i for i, (s, a, k) in enumerate(jobs)}
+        for row in read_rows(csv_path):
+            i = where.get((row["scenario"], row["agent"], row["seed"]))
+            if i is not None:
+                done[i] = row
+    with csv_path.open("w", newline="") as f:  # the kept rows, then each episode as it ends
+        writer = csv.writer(f)
+        writer.writerow(reporting.COLUMNS)
+        for i in sorted(done):
+            writer.writerow([done[i][c] for c in reporting.COLUMNS])
+        f.flush()
+        episodes: dict[int, Episode] = {}
+        failures: dict[int, dict[str, Any]] = {}
+        interrupted = False
+        try:
+            _run(jobs, done, episodes, failures, (f, writer), out, plots, tensorboard,
+                 progress, env_kwargs, on_episode, executor, ray_address)  # fmt: skip
+        except KeyboardInterrupt:
+            interrupted = True
+    rows_by_job: dict[int, dict[str, Any]] = {i: {**r} for i, r in done.items()}
+    rows_by_job.update({i: ep.row for i, ep in episodes.items()})
+    order = sorted(rows_by_job)  # the grid's order, whatever order they finished in
+    rows = [rows_by_job[i] for i in order]
+    reporting.write_csv(csv_path, rows)
+    clean = [{k: _typed(v) for k, v in r.items() if not k.startswith("_")} for r in rows]
+    for i, r in zip(order, clean, strict=True):
+        if i in episodes:
+            r["wall_s"] = round(episodes[i].wall_s, 3)
+    (out / "results.json").write_text(json.dumps(clean, indent=1, sort_keys=True) + "\n")
+    summary = reporting.summarise(rows)
+    (out / "results.md").write_text(reporting.markdown(summary))
+    if plots and not interrupted:
+        (out / "plots").mkdir(exist_ok=True)
+        for scenario in scenarios:
+            if any(e["scenario"] == scenario for e in summary):
+                reporting.compare_plot(
+                    summary, scenario, out / "plots" / f"compare_{reporting.slug(scenario)}.png"
+                )
+    if interrupted:
+        raise EvaluationInterrupted(len(rows), len(jobs), out)
+    failed = [failures[i] for i in sorted(failures)]
+    path = out / "failures.json"
+    if failed:
+        path.write_text(json.dumps(failed, indent=1) + "\n")
+        raise EvaluationFailed(failed, len(jobs), summary)
+    path.unlink(missing_ok=True)
+    return summary
+
+
+def _run(
+    jobs: list[tuple[str, str, int]],
+    done: dict[int, dict[str, Any]],
+    episodes: dict[int, Episode],
+    failures: dict[int, dict[str, Any]],
+    sink: tuple[Any, Any],
+    out: Path,
+    plots: bool,
+    tensorboard: bool,
+    progress: bool,
+    env_kwargs: dict[str, Any] | None,
+    on_episode: Callable[[Episode], None] | None,
+    executor: str,
+    ray_address: str | None,
+) -> None:
+    """Run the jobs not ``done``; put each finished episode (or failure) in ``episodes`` (or
+    ``failures``) by job index as it ends, append its row to the CSV ``sink`` (file, writer),
+    flushed, and write its plot and TensorBoard run. An interrupt leaves what finished."""
     from tqdm import tqdm
 
-    episodes: dict[int, Episode] = {}
-    failures: dict[int, dict[str, Any]] = {}
-    calls = [(_portable(a), _portable(s), k, env_kwargs) for s, a, k in jobs]
+    import scenarios as bundled
+
+    f, writer = sink
+    todo = [i for i in range(len(jobs)) if i not in done]
+    if not todo:
+        return
+    calls = [(_portable(jobs[i][1]), _portable(jobs[i][0]), jobs[i][2], env_kwargs) for i in todo]
     outcomes = run_tasks(episode_task, calls, executor=executor, ray_address=ray_address)
-    bar = tqdm(outcomes, total=len(jobs), disable=not progress, unit="episode", dynamic_ncols=True)
+    bar = tqdm(outcomes, total=len(todo), disable=not progress, unit="episode", dynamic_ncols=True)
     for outcome in bar:
-        scenario, agent, seed = jobs[outcome.index]
+        index = todo[outcome.index]
+        scenario, agent, seed = jobs[index]
         bar.set_description(f"{scenario} {agent} seed {seed}")
         if not outcome.ok:
-            failures[outcome.index] = {
+            failures[index] = {
                 "agent": agent,
                 "scenario": scenario,
                 "seed": seed,
@@ -108,7 +241,9 @@ def evaluate(
             continue
         ep: Episode = outcome.value
         ep.row["agent"], ep.row["scenario"] = agent, scenario  # as given, not as resolved
-        episodes[outcome.index] = ep
+        episodes[index] = ep
+        writer.writerow([reporting.fmt(ep.row[c]) for c in reporting.COLUMNS])
+        f.flush()
         if plots or tensorboard:
             import matplotlib.pyplot as plt
 
@@ -130,27 +265,3 @@ def evaluate(
             plt.close(fig)
         if on_episode:
             on_episode(ep)
-    order = sorted(episodes)  # call order, whatever order they finished in
-    rows = [episodes[i].row for i in order]
-    wall = [episodes[i].wall_s for i in order]
-    reporting.write_csv(out / "results.csv", rows)
-    clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-    for r, w in zip(clean, wall, strict=True):
-        r["wall_s"] = round(w, 3)
-    (out / "results.json").write_text(json.dumps(clean, indent=1, sort_keys=True) + "\n")
-    summary = reporting.summarise(rows)
-    (out / "results.md").write_text(reporting.markdown(summary))
-    if plots:
-        (out / "plots").mkdir(exist_ok=True)
-        for scenario in scenarios:
-            if any(e["scenario"] == scenario for e in summary):
-                reporting.compare_plot(
-                    summary, scenario, out / "plots" / f"compare_{reporting.slug(scenario)}.png"
-                )
-    failed = [failures[i] for i in sorted(failures)]
-    path = out / "failures.json"
-    if failed:
-        path.write_text(json.dumps(failed, indent=1) + "\n")
-        raise EvaluationFailed(failed, len(jobs), summary)
-    path.unlink(missing_ok=True)
-    return summary

@@ -20,6 +20,7 @@ We do not schedule anything ourselves: the pool and Ray do.
 from __future__ import annotations
 
 import os
+import signal
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any
 
+from chiron_gym.config import InputError
+
 EXECUTORS = ("auto", "local", "process", "ray")
 RAY_INSTALL = (
     'Ray is not installed: pip install "chiron-gym[ray]" (or "ray[tune,rllib]==2.60.0"), '
@@ -35,7 +38,7 @@ RAY_INSTALL = (
 )
 
 
-class ExecutorError(RuntimeError):
+class ExecutorError(InputError, RuntimeError):
     """An executor that cannot run here (unknown name, Ray missing or unreachable)."""
 
 
@@ -135,6 +138,8 @@ def _worker_init() -> None:
     # One core per worker: torch and BLAS must not each start a thread per core.
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
+    # Ctrl-C is the driver's to handle (it keeps what finished and stops the workers).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _process(
@@ -142,7 +147,8 @@ def _process(
 ) -> Iterator[Outcome]:
     n = max(1, min(workers or free_cores(), len(calls)))
     # spawn, not fork: the parent may hold torch's and tqdm's threads.
-    with ProcessPoolExecutor(n, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+    pool = ProcessPoolExecutor(n, mp_context=get_context("spawn"), initializer=_worker_init)
+    try:
         pending = {pool.submit(fn, *args): i for i, args in enumerate(calls)}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -150,6 +156,13 @@ def _process(
                 i = pending.pop(fut)
                 exc = fut.exception()
                 yield Outcome(i, error=_error_text(exc)) if exc else Outcome(i, fut.result())
+    except BaseException:  # an interrupt, or the caller stopped early: stop the workers now
+        workers_ = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers_:
+            proc.terminate()
+        raise
+    pool.shutdown(wait=True)
 
 
 def _ray(

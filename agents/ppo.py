@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ast
 import json
-import pickle
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from agents.base import BaseAgent, Observation, Prediction
+from agents.model_files import load_model, load_normalizer, save_normalizer
+from chiron_gym.config import InputError
 from chiron_gym.envs import AgentContext, AutoscaleEnv
 
 HYPERPARAM_DIR = Path(__file__).resolve().parent / "hyperparams"
@@ -76,7 +77,7 @@ PPO_KEYS = {
 TUNABLE = PPO_KEYS | {"normalize"}  # what a Tune trial or ``train(overrides=...)`` may set
 
 
-class TrainError(ValueError):
+class TrainError(InputError):
     """Bad training input (hyperparameter file, scenario, arguments)."""
 
 
@@ -300,7 +301,7 @@ def train(
     wall = time.perf_counter() - t0
     model.save(out / "model.zip")
     if isinstance(venv, VecNormalize):
-        venv.save(str(out / "vecnormalize.pkl"))
+        save_normalizer(venv, out / "vecnormalize.pkl")
     result = TrainResult(out, int(model.num_timesteps), wall)
     record["timesteps"] = result.timesteps
     record["wall_s"] = round(wall, 1)
@@ -450,12 +451,8 @@ class PPOAgent(BaseAgent):
             raise FileNotFoundError(f"{zip_path}: no PPO model here (train one: chiron train ppo)")
         record = folder / "train.json"
         meta = json.loads(record.read_text()) if record.is_file() else {}
-        model = algo_class(meta.get("algo", "ppo")).load(zip_path, device="cpu")
-        vn = None
-        stats = folder / vecnormalize_name(zip_path.name)
-        if stats.is_file():
-            with stats.open("rb") as f:
-                vn = pickle.load(f)
+        model = load_model(zip_path, algo_class(meta.get("algo", "ppo")))
+        vn = load_normalizer(folder / vecnormalize_name(zip_path.name))
         return cls(model, vn, ctx, meta.get("residual_step") if meta.get("residual") else None)
 
     @classmethod

@@ -90,7 +90,8 @@ def slug(agent: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", agent).strip("_")
 
 
-def _fmt(v: Any) -> str:
+def fmt(v: Any) -> str:
+    """A value as ``results.csv`` writes it (floats to 9 decimals, as repr)."""
     if isinstance(v, float):
         return repr(round(v, 9))
     return str(v)
@@ -101,7 +102,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w = csv.writer(f)
         w.writerow(COLUMNS)
         for r in rows:
-            w.writerow([_fmt(r[c]) for c in COLUMNS])
+            w.writerow([fmt(r[c]) for c in COLUMNS])
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chiron_gym import __version__
-from chiron_gym.config import ConfigError
+from chiron_gym.config import InputError
 from chiron_gym.scenario import Scenario, load
-from chiron_gym.workload.trace import TraceError
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -60,7 +61,7 @@ def _simulate_parser(sub: Subparsers) -> None:
         default="default",
         help="bundled scenario name, a .toml path, or a family (family:train: the draw of --seed)",
     )
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--seed", type=seed_arg, default=0)
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument(
         "--per-iteration",
@@ -70,16 +71,46 @@ def _simulate_parser(sub: Subparsers) -> None:
     sim.add_argument("--trace", help="replay this trace file instead of the scenario's traffic")
     sim.add_argument("--trace-format", choices=("azure", "mooncake", "burstgpt", "generic"))
     sim.add_argument("--columns", help="generic CSV: time=COL,prompt=COL,output=COL")
-    sim.add_argument("--time-scale", type=float, default=1.0, help="stretch trace time")
-    sim.add_argument("--rate-scale", type=float, default=1.0, help="thin (<1) or replicate (>1)")
+    positive = _number(0.0, strict=True)
+    sim.add_argument("--time-scale", type=positive, default=1.0, help="stretch trace time")
+    sim.add_argument("--rate-scale", type=positive, default=1.0, help="thin (<1) or replicate (>1)")
     sim.add_argument(
         "--batch-fraction",
-        type=float,
+        type=_number(0.0, strict=False, high=1.0),
         default=0.0,
         help="fraction of trace requests made batch (random, seeded)",
     )
-    sim.add_argument("--batch-deadline-s", type=float, default=3600.0)
+    sim.add_argument("--batch-deadline-s", type=positive, default=3600.0)
     sim.set_defaults(func=_cmd_simulate)
+
+
+def _number(low: float, *, strict: bool, high: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite number ``> low`` (``>= low`` unless ``strict``), ``<= high``."""
+    rel = ">" if strict else ">="
+    expected = f"a number {rel} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}") from None
+        ok = math.isfinite(v) and (v > low if strict else v >= low)
+        if not ok or (high is not None and v > high):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
+        return v
+
+    return parse
+
+
+def seed_arg(text: str) -> int:
+    """An argparse type: a seed, an integer >= 0 (numpy's seeds are non-negative)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0")
+    return v
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -123,18 +154,42 @@ def load_any(spec: str, seed: int) -> Scenario:
     return load(spec) if fam is None else fam.sample(seed)[0]
 
 
+MAX_SEEDS = 10_000  # more seeds than any study runs; a typo (0-1000000000) is refused
+
+
 def parse_seeds(text: str) -> list[int]:
-    """``"0-4"`` or ``"0,2,7"`` (or a mix) to a list of seeds."""
+    """``"0-4"`` or ``"0,2,7"`` (or a mix) to a list of seeds: each >= 0, ranges not empty, no
+    seed twice, at most ``MAX_SEEDS``."""
     seeds: list[int] = []
+    expected = "expected a range like 0-4 or a list like 0,1,2 of seeds >= 0"
     for part in text.split(","):
         lo, sep, hi = part.strip().partition("-")
         try:
-            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+            a, b = int(lo), int(hi) if sep else int(lo)
         except ValueError:
+            raise argparse.ArgumentTypeError(f"seeds {text!r}: {expected}") from None
+        if a < 0:
+            raise argparse.ArgumentTypeError(f"seeds {text!r}: {expected}")
+        if b < a:
+            raise argparse.ArgumentTypeError(f"seeds {text!r}: the range {part.strip()} is empty")
+        if len(seeds) + b - a + 1 > MAX_SEEDS:
             raise argparse.ArgumentTypeError(
-                f"seeds {text!r}: expected a range like 0-4 or a list like 0,1,2"
-            ) from None
+                f"seeds {text!r}: more than {MAX_SEEDS:,} seeds; expected a few (e.g. 0-4)"
+            )
+        seeds += range(a, b + 1)
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds {text!r}: a seed is listed twice")
     return seeds
+
+
+def _unique(kind: str, names: list[str]) -> list[str]:
+    """``names`` (agents, scenarios) with a clear error if one is listed twice."""
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"--{kind}: {', '.join(twice)} listed twice (each runs once per seed)")
+    if not names:
+        raise InputError(f"--{kind}: expected at least one name")
+    return names
 
 
 def _executor_args(p: argparse.ArgumentParser) -> None:
@@ -165,22 +220,28 @@ def _evaluate_parser(sub: Subparsers) -> None:
     ev.add_argument("--json", action="store_true", help="print the table's rows as JSON lines")
     ev.add_argument("--no-plots", action="store_true")
     ev.add_argument("--no-tensorboard", action="store_true")
+    ev.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the episodes already in OUT/results.csv and run only the others",
+    )
     _executor_args(ev)
     ev.set_defaults(func=_cmd_evaluate)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from agents.evaluate import EvaluationFailed, evaluate
+    from agents.evaluate import EvaluationFailed, EvaluationInterrupted, check_out, evaluate
     from agents.executors import ExecutorError
 
-    agents_ = [a.strip() for a in args.agents.split(",") if a.strip()]
+    agents_ = _unique("agents", [a.strip() for a in args.agents.split(",") if a.strip()])
     code = _check_agents(agents_)
     if code:
         return code
-    scenarios_ = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    scenarios_ = _unique("scenarios", [s.strip() for s in args.scenarios.split(",") if s.strip()])
     for s in scenarios_:
         load_any(s, 0)  # fail early, with the scenario's own message
     out = Path(args.out)
+    check_out(out)
     failed: EvaluationFailed | None = None
     try:
         summary = evaluate(
@@ -193,10 +254,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             progress=not args.json,
             executor=args.executor,
             ray_address=args.ray_address,
+            resume=args.resume,
         )
     except ExecutorError as e:
         print(f"chiron: {e}", file=sys.stderr)
         return 2
+    except EvaluationInterrupted as e:
+        print(f"chiron: {e}", file=sys.stderr)
+        return 130
     except EvaluationFailed as e:
         failed, summary = e, e.summary
     code = _print_evaluation(args, out, summary)
@@ -253,7 +318,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         for name, spec in suite.scenarios:  # fail early, naming the suite's entry
             try:
                 sc = load_any(spec, 0)
-            except (ConfigError, TraceError) as e:
+            except InputError as e:
                 print(f"chiron: suite {suite.path}: scenario {name!r}: {e}", file=sys.stderr)
                 return 2
             for src in sc.sources:
@@ -301,7 +366,7 @@ def _dataset_parser(sub: Subparsers) -> None:
     src.add_argument("--scenarios", help="comma-separated names or paths (default: default)")
     src.add_argument("--family", help="a family (train, or a file): each episode a new draw")
     d.add_argument("--episodes", type=int, default=10, help="per scenario (or of the family)")
-    d.add_argument("--seed", type=int, default=0, help="the first episode's traffic seed")
+    d.add_argument("--seed", type=seed_arg, default=0, help="the first episode's traffic seed")
     d.add_argument("--horizon-s", type=float, help="shorter episodes than the scenario's")
     d.add_argument("--out", default="runs/datasets", help="Minari's dataset folder")
     d.set_defaults(func=_cmd_dataset)
@@ -361,7 +426,7 @@ def _train_ppo_parser(tsub: Subparsers) -> None:
     ppo = tsub.add_parser("ppo", help="Stable-Baselines3 PPO on chiron_gym/Autoscale-v0")
     ppo.add_argument("--scenario", default="default", help="a scenario, or a family (family:train)")
     ppo.add_argument("--timesteps", type=int, default=None, help="default: the hyperparameter file")
-    ppo.add_argument("--seed", type=int, default=0)
+    ppo.add_argument("--seed", type=seed_arg, default=0)
     ppo.add_argument(
         "--seeds",
         type=parse_seeds,
@@ -454,7 +519,7 @@ def _tune_ppo_parser(tsub: Subparsers) -> None:
     tp.add_argument("--trials", type=int, default=8, help="samples of the search space")
     tp.add_argument("--space", help="search space YAML (default agents/hyperparams/tune-ppo.yml)")
     tp.add_argument("--timesteps", type=int, default=None, help="per trial (default: ppo.yml)")
-    tp.add_argument("--seed", type=int, default=0, help="training seed and sampler seed")
+    tp.add_argument("--seed", type=seed_arg, default=0, help="training seed and sampler seed")
     tp.add_argument("--compare-seeds", type=parse_seeds, default=[0, 1, 2])
     tp.add_argument(
         "--hyperparams", help="base hyperparameters (default agents/hyperparams/ppo.yml)"
@@ -617,7 +682,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             max_num_batched_tokens=args.max_num_batched_tokens,
             progress=not args.json,
         )
-    except (ConfigError, ValueError) as e:
+    except (InputError, ValueError) as e:
         print(f"chiron sweep: {e}", file=sys.stderr)
         return 2
     label = args.profile or f"{args.model} on {args.gpu} x {args.tp} ({args.dtype})"
@@ -644,7 +709,7 @@ def _fidelity_parser(sub: Subparsers) -> None:
     fid.add_argument(
         "--endpoint", action="append", required=True, help="URL or pool=URL (repeatable)"
     )
-    fid.add_argument("--seed", type=int, default=0)
+    fid.add_argument("--seed", type=seed_arg, default=0)
     fid.add_argument("--drain-s", type=float, default=300.0, help="time allowed after the horizon")
     fid.add_argument("--out", help="also write the report (JSON) here")
     fid.add_argument("--json", action="store_true")
@@ -953,6 +1018,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``chiron``."""
     parser = argparse.ArgumentParser(prog="chiron", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"chiron-gym {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an input error")
+    parser.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="load ppo:PATH models the plain Stable-Baselines3 way, which runs code pickled in "
+        "their files (needed only for models whose files this tool cannot read without it; "
+        "same as CHIRON_TRUST_MODELS=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _simulate_parser(sub)
     _evaluate_parser(sub)
@@ -996,13 +1069,43 @@ def _group(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``chiron`` console script."""
+    """Entry point of the ``chiron`` console script.
+
+    One error path: bad input (``InputError``: a scenario, trace, profile, flag or path, whose
+    message names the file, field or line and what was expected), a file that cannot be read or
+    written, or an input that asks for more memory than the machine has, prints ``chiron: ...``
+    and exits 2, without a traceback unless ``--debug`` (or ``CHIRON_DEBUG=1``); Ctrl-C exits 130.
+    """
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("CHIRON_DEBUG") == "1"
+    if args.trust_model:
+        os.environ["CHIRON_TRUST_MODELS"] = "1"  # read by agents/model_files.py, workers too
     try:
         return int(args.func(args))
-    except (ConfigError, TraceError) as e:
-        print(f"chiron: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("chiron: interrupted", file=sys.stderr)
+        return 130
+    except (InputError, OSError, MemoryError, UnicodeDecodeError) as e:
+        if debug:
+            raise
+        print(f"chiron: {_message(e)}", file=sys.stderr)
         return 2
+
+
+def _message(e: BaseException) -> str:
+    """What went wrong, for the one line ``main`` prints."""
+    if isinstance(e, MemoryError):
+        return (
+            "out of memory: the input asks for more than this machine holds (a count, rate or "
+            "horizon far beyond a real workload?); --debug shows where"
+        )
+    if isinstance(e, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({e.reason} at byte {e.start}); --debug shows which"
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    return str(e)
 
 
 if __name__ == "__main__":

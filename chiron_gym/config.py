@@ -11,7 +11,12 @@ import math
 from typing import Any
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Bad input from the user (a file, a flag, a path, an argument): the CLI prints the message,
+    which names the file, field or line and what was expected, and exits 2."""
+
+
+class ConfigError(InputError):
     """A configuration file is malformed; the message names the file and the key."""
 
 

@@ -210,6 +210,8 @@ def load(name_or_path: str | Path) -> Scenario:
 
         return draw(text)
     p = Path(name_or_path)
+    if p.suffix != ".toml" and p.is_dir():
+        raise ScenarioError(f"{p}: a folder; expected a scenario name or a .toml file")
     if p.suffix != ".toml":
         p = bundled_path("scenario", str(name_or_path), bundled.names(), bundled.path)
     return parse(read_document(p), name=p.stem, source=str(p))
@@ -249,12 +251,15 @@ def read_document(p: Path) -> dict[str, Any]:
     """A scenario (or family) file's TOML document; ``ScenarioError`` naming the file if it
     cannot be read or parsed."""
     try:
-        with p.open("rb") as f:
-            return tomllib.load(f)
+        return tomllib.loads(p.read_bytes().decode("utf-8-sig"))  # a BOM is allowed
     except OSError as e:
         raise ScenarioError(f"{p}: cannot read: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"{p}: not valid TOML: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ScenarioError(
+            f"{p}: not UTF-8 text ({e.reason} at byte {e.start}); expected a TOML file"
+        ) from None
 
 
 _TOP = {
@@ -271,6 +276,7 @@ _TOP = {
     "routing",
 }
 _LEN = {"kind", "mean", "cv", "low", "high", "table"}
+MAX_TOKENS = 10_000_000  # a prompt or output no model takes (a typo guard, checked at load)
 
 
 def _length(r: Reader, key: str) -> LengthDist:
@@ -278,6 +284,10 @@ def _length(r: Reader, key: str) -> LengthDist:
     kind = t.string("kind", ("fixed", "lognormal", "empirical"))
     low = t.integer("low", 1, low=1)
     high = t.integer("high", 32_768, low=1)
+    if high < low:
+        raise t.fail("high", f"at least low ({low})")
+    if high > MAX_TOKENS:
+        raise t.fail("high", f"at most {MAX_TOKENS:,} tokens")
     if kind == "empirical":
         table = t.text("table")
         try:
@@ -302,7 +312,7 @@ _ARRIVAL_VALUES: dict[str, Callable[[Reader, str, Path], Any]] = {
 }
 
 
-def _arrival(w: Reader, base: Path) -> dict[str, Any]:
+def _arrival(w: Reader, base: Path, horizon_s: float) -> dict[str, Any]:
     arr_raw = w.data.get("arrival")
     if not isinstance(arr_raw, dict) or "kind" not in arr_raw:
         raise ScenarioError(
@@ -325,7 +335,8 @@ def _arrival(w: Reader, base: Path) -> dict[str, Any]:
             out[f.name] = f.default
         else:
             out[f.name] = _ARRIVAL_VALUES[f.metadata["value"]](r, f.name, base)
-    bad = ARRIVAL_KINDS[kind].of(out).invalid()
+    arrivals = ARRIVAL_KINDS[kind].of(out)
+    bad = arrivals.invalid() or arrivals.too_big(horizon_s)
     if bad is not None:
         raise r.fail(*bad)
     return out
@@ -459,6 +470,9 @@ def _profile(r: Reader) -> profiles.Profile:
     if isinstance(r.data["profile"], dict):
         return _composed_profile(r)
     name = r.text("profile")
+    beside = Path(r.source).parent / name
+    if name.endswith(".json") and not Path(name).is_absolute() and beside.is_file():
+        name = str(beside)  # a profile file relative to the scenario file, as traces are
     try:
         return profiles.load(name)
     except profiles.ProfileError as e:
@@ -606,7 +620,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
             raise ScenarioError(
                 f"{source}: missing key 'workload[{i}].deadline_s' (batch sources need one)"
             )
-        arrival = _arrival(w, base)
+        arrival = _arrival(w, base, horizon)
         if arrival["kind"] == "closed":
             if len(raw_sources) > 1:
                 raise ScenarioError(

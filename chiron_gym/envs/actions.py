@@ -40,8 +40,9 @@ class ActionLayout:
     def __init__(self, mode: str, k: int) -> None:
         if mode not in MODES:
             raise ValueError(f"action_mode must be one of {MODES}, got {mode!r}")
-        if k < 1:
-            raise ValueError(f"max_step_change must be >= 1, got {k}")
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"max_step_change must be an integer >= 1, got {k!r}")
+        k = int(k)
         self.mode, self.k = mode, k
         self.has_global = mode in ("full", "global")
         self.has_local = mode in ("full", "local")
@@ -57,9 +58,24 @@ class ActionLayout:
 
     def split(self, action: npt.ArrayLike) -> tuple[list[int] | None, list[int] | None]:
         """``(instance deltas, cap choices)``; None for a level the agent does not control."""
-        a = np.asarray(action, dtype=np.int64).reshape(-1)
-        if a.shape[0] != len(self.nvec):
-            raise ValueError(f"action must have {len(self.nvec)} entries, got {a.shape[0]}")
+        raw = np.asarray(action)
+        if raw.shape != (len(self.nvec),):
+            raise ValueError(
+                f"action of shape {raw.shape}: expected shape ({len(self.nvec)},), the "
+                f"MultiDiscrete {self.nvec}"
+            )
+        if raw.dtype.kind not in "iub":
+            if raw.dtype.kind != "f" or not np.all(np.isfinite(raw)):
+                raise ValueError(
+                    f"action {raw.tolist()}: expected integer choices of the MultiDiscrete "
+                    f"{self.nvec}"
+                )
+            if not np.all(raw == np.round(raw)):
+                raise ValueError(
+                    f"action {raw.tolist()}: expected integers, not fractions (choices of the "
+                    f"MultiDiscrete {self.nvec}; a float action is refused, not truncated)"
+                )
+        a = raw.astype(np.int64)
         for i, (v, n) in enumerate(zip(a, self.nvec, strict=True)):
             if not 0 <= v < n:
                 raise ValueError(f"action[{i}] = {v}: expected 0 <= value < {n}")

@@ -198,6 +198,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self._raw: dict[str, float] = {}
         self._last_reward = 0.0
         self._steps = 0
+        self._ended = True  # no episode yet: step() needs a reset() first
         self._episode_scenario: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ configuration
@@ -218,11 +219,11 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             )
             sc = replace(sc, cluster=replace(sc.cluster, pools=pools))
         if horizon_s is not None:
-            if not horizon_s > 0:
-                raise ValueError(f"horizon_s must be > 0, got {horizon_s!r}")
+            if not (horizon_s > 0 and math.isfinite(horizon_s)):
+                raise ValueError(f"horizon_s must be a finite number > 0, got {horizon_s!r}")
             sc = replace(sc, horizon_s=float(horizon_s))
         if decision_interval_s is not None:
-            if not 0 < decision_interval_s <= sc.horizon_s:
+            if not (0 < decision_interval_s <= sc.horizon_s):
                 raise ValueError(
                     f"decision_interval_s must be in (0, horizon_s], got {decision_interval_s!r}"
                 )
@@ -233,7 +234,13 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
                 raise ValueError(
                     f"unknown reward weight {key!r}; known: {', '.join(REWARD_DEFAULTS)}"
                 )
-            weights[key] = float(value)
+            try:
+                w = float(value)
+            except (TypeError, ValueError):
+                w = math.nan
+            if not (w >= 0 and math.isfinite(w)):
+                raise ValueError(f"reward weight {key!r} = {value!r}: expected a number >= 0")
+            weights[key] = w
         self.scenario = sc
         self.reward_weights = weights
         self._features = FeatureBuilder(sc, z=self._z)
@@ -287,6 +294,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self._chiron_global = ChironGlobal(self._global_params, self.cluster_facts())
         self.episode_seed = episode_seed
         self._steps = 0
+        self._ended = False
         self._last_reward = 0.0
         # pools priced apart (``gpu_price``): the cost term bills each pool's GPUs at its price
         self._priced = any(p.gpu_price != 1.0 for p in self.scenario.cluster.pools)
@@ -305,6 +313,13 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
     def step(
         self, action: npt.ArrayLike
     ) -> tuple[npt.NDArray[np.float32], float, bool, bool, dict[str, Any]]:
+        if self._ended:
+            raise gym.error.ResetNeeded(
+                "step() after the episode ended (truncated at its horizon) or before reset(): "
+                "call reset() first"
+                if self._backend is not None
+                else "Cannot call env.step() before calling env.reset()"
+            )
         deltas, caps = self.layout.split(action)
         if deltas is None:
             deltas = self._chiron_global.deltas(self._raw)
@@ -317,6 +332,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         terms = self._reward_terms(window, decision)
         obs, info = self._observe(window, decision)
         truncated = self.backend.now >= self.scenario.horizon_s - 1e-9
+        self._ended = truncated
         # The honest end: what is left at truncation and judged a miss is charged as violations
         # are, so deferring work past the horizon does not pay.
         terms["at_risk"] = (

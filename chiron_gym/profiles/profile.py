@@ -291,7 +291,7 @@ def parse(data: Any, source: str) -> Profile:
         raise val.fail("mape_pct", "a table of component -> percent")
     mape_t = Reader(mape_raw, source, "validation.mape_pct", set(mape_raw), ProfileError)
     frontend = top.table("frontend", {"latency_s", "source"})
-    return Profile(
+    out = Profile(
         frontend_latency_s=frontend.number("latency_s", 0.0, strict=False),
         name=top.text("name"),
         gpu_name=gpu.text("name"),
@@ -313,6 +313,33 @@ def parse(data: Any, source: str) -> Profile:
             frontend_source=frontend.data.get("source", "") if "frontend" in data else None,
         ),
     )
+    _check_positive_times(out, source)
+    return out
+
+
+def _check_positive_times(profile: Profile, source: str) -> None:
+    """Fitted coefficients may be negative (an intercept), but no iteration the simulator can
+    run may take zero or negative time: probe decode and prefill batches across the range."""
+    from chiron_gym.sim.perf_model import BatchComposition
+
+    perf = profile.perf_model()
+    capacity = max(profile.kv.capacity_tokens, 1)
+    probes: list[tuple[str, BatchComposition]] = []
+    for n in (1, 2, 8, 32, 128, 256):
+        for ctx in (1, 512, 8192):
+            if n * ctx <= capacity:
+                probes.append(
+                    (f"{n} decodes of {ctx} tokens", BatchComposition([], [], n, n * ctx))
+                )
+    for chunk in (1, 16, 512, 2048, 8192):
+        probes.append((f"a prefill chunk of {chunk} tokens", BatchComposition([chunk], [0])))
+    for what, batch in probes:
+        t = perf.iteration_time_s(batch)
+        if not (t > 0 and math.isfinite(t)):
+            raise ProfileError(
+                f"{source}: iteration: {what} would take {t:g} s; expected a positive time "
+                "(check the coefficients of 'iteration', e.g. a negative constant)"
+            )
 
 
 def _table(x: Any) -> Any:

@@ -36,6 +36,12 @@ NUMBERS = "a non-empty array of numbers"
 PATH = "a file path, relative to the scenario"
 
 
+# What a sane scenario never reaches, checked when it loads (a typo such as count = 1e9 would
+# otherwise exhaust memory while drawing arrivals): requests per source, pieces of a rate curve.
+MAX_REQUESTS = 10_000_000
+MAX_PIECES = 1_000_000
+
+
 def _param(value: str, default: Any = MISSING) -> Any:
     return field(default=default, metadata={"value": value})
 
@@ -63,6 +69,22 @@ class ArrivalKind:
     def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
         """Arrival times on ``[0, horizon_s)``, sorted."""
         raise NotImplementedError
+
+    def peak_rate(self) -> float | None:
+        """The highest arrival rate it reaches, requests/s (None: not a rate process)."""
+        return None
+
+    def too_big(self, horizon_s: float) -> tuple[str, str] | None:
+        """``(parameter, expected)`` when drawing ``horizon_s`` of arrivals would pass
+        ``MAX_REQUESTS`` (or a rate curve ``MAX_PIECES``), else ``None``."""
+        peak = self.peak_rate()
+        if peak is not None and peak * horizon_s > MAX_REQUESTS:
+            name = next(f.name for f in self.parameters() if "rate" in f.name)
+            return name, (
+                f"at most {MAX_REQUESTS / horizon_s:g} requests/s over this horizon "
+                f"({MAX_REQUESTS:,} requests)"
+            )
+        return None
 
     def closed_loop(self) -> tuple[int, int] | None:
         """``(clients, warm-up requests)`` of a closed loop; None for an open arrival process."""
@@ -92,6 +114,9 @@ class Poisson(ArrivalKind):
     def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
         return poisson_arrivals(rng, self.rate_per_s, horizon_s)
 
+    def peak_rate(self) -> float | None:
+        return self.rate_per_s
+
 
 @_kind("gamma")
 @dataclass(frozen=True, slots=True)
@@ -103,6 +128,9 @@ class Gamma(ArrivalKind):
 
     def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
         return gamma_arrivals(rng, self.rate_per_s, self.cv, horizon_s)
+
+    def peak_rate(self) -> float | None:
+        return self.rate_per_s
 
 
 @_kind("onoff")
@@ -127,6 +155,9 @@ class OnOff(ArrivalKind):
             horizon_s=horizon_s,
         )
 
+    def peak_rate(self) -> float | None:
+        return max(self.rate_on_per_s, self.rate_off_per_s)
+
 
 @_kind("diurnal")
 @dataclass(frozen=True, slots=True)
@@ -141,6 +172,14 @@ class Diurnal(ArrivalKind):
 
     def invalid(self) -> tuple[str, str] | None:
         return ("amplitude", "a number in [0, 1]") if self.amplitude > 1 else None
+
+    def peak_rate(self) -> float | None:
+        return self.mean_rate_per_s * (1 + self.amplitude)
+
+    def too_big(self, horizon_s: float) -> tuple[str, str] | None:
+        if horizon_s / (self.period_s / 96.0) > MAX_PIECES:  # the curve's 96 steps a period
+            return "period_s", f"at least {96 * horizon_s / MAX_PIECES:g} s for this horizon"
+        return ArrivalKind.too_big(self, horizon_s)
 
     def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
         curve = diurnal_curve(
@@ -166,6 +205,9 @@ class FlashCrowd(ArrivalKind):
         )
         return rate_curve_arrivals(rng, curve, horizon_s, self.cv)
 
+    def peak_rate(self) -> float | None:
+        return max(self.base_rate_per_s, self.peak_rate_per_s)
+
 
 @_kind("piecewise")
 @dataclass(frozen=True, slots=True)
@@ -179,7 +221,18 @@ class Piecewise(ArrivalKind):
     def invalid(self) -> tuple[str, str] | None:
         if len(self.starts_s) != len(self.rates_per_s):
             return "rates_per_s", "one rate per entry of starts_s"
+        if self.starts_s[0] != 0:
+            return "starts_s", "a first start of 0 (the rate from the episode's start)"
+        if any(b <= a for a, b in zip(self.starts_s, self.starts_s[1:], strict=False)):
+            return "starts_s", "increasing start times"
+        if any(r < 0 for r in self.rates_per_s):
+            return "rates_per_s", "rates >= 0"
+        if len(self.starts_s) > MAX_PIECES:
+            return "starts_s", f"at most {MAX_PIECES:,} pieces"
         return None
+
+    def peak_rate(self) -> float | None:
+        return max(self.rates_per_s)
 
     def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
         curve = RateCurve(tuple(self.starts_s), tuple(self.rates_per_s))
@@ -193,6 +246,18 @@ class ServeGen(ArrivalKind):
 
     path: str = _param(PATH)
     rate_scale: float = _param(POSITIVE, 1.0)
+
+    def invalid(self) -> tuple[str, str] | None:
+        from pathlib import Path
+
+        if not Path(self.path).is_file():
+            return "path", f"an existing ServeGen rate file ({self.path} is not a file)"
+        return None
+
+    def peak_rate(self) -> float | None:
+        from chiron_gym.workload.trace import read_servegen
+
+        return max(read_servegen(self.path).rates_per_s, default=0.0) * self.rate_scale
 
     def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
         from chiron_gym.workload.trace import read_servegen
@@ -218,6 +283,14 @@ class Bulk(ArrivalKind):
         return bulk_arrivals(
             count=self.count, first_s=self.first_s, every_s=self.every_s, horizon_s=horizon_s
         )
+
+    def too_big(self, horizon_s: float) -> tuple[str, str] | None:
+        jobs = 1.0 if self.every_s is None else max(0.0, horizon_s - self.first_s) / self.every_s
+        if jobs > MAX_PIECES:
+            return "every_s", f"at least {horizon_s / MAX_PIECES:g} s ({MAX_PIECES:,} jobs at most)"
+        if self.count * max(jobs, 1.0) > MAX_REQUESTS:
+            return "count", f"at most {MAX_REQUESTS:,} requests over the horizon in all"
+        return None
 
 
 @_kind("closed")

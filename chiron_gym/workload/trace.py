@@ -36,6 +36,7 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from chiron_gym.config import InputError
 from chiron_gym.workload.arrivals import RateCurve
 
 FORMATS = ("azure", "mooncake", "burstgpt", "generic")
@@ -45,7 +46,7 @@ FORMATS = ("azure", "mooncake", "burstgpt", "generic")
 MOONCAKE_BLOCK_TOKENS = 512
 
 
-class TraceError(ValueError):
+class TraceError(InputError):
     """A trace file is malformed; the message names the file, the line and what was expected."""
 
 
@@ -102,6 +103,15 @@ class ColumnMap:
 # ------------------------------------------------------------------------------ parsing helpers
 
 
+# A token count no request has (a typo guard: larger ones overflow the int64 columns).
+MAX_TOKENS = 10_000_000
+
+
+def _shown(value: str) -> str:
+    """A field's value for a message (a long one cut short)."""
+    return repr(value) if len(value) <= 40 else repr(value[:40]) + f"... ({len(value):,} chars)"
+
+
 def _int(path: Path, line: int, column: str, value: str) -> int:
     try:
         v = int(value)
@@ -112,11 +122,17 @@ def _int(path: Path, line: int, column: str, value: str) -> int:
             f = math.nan
         if not (math.isfinite(f) and f == int(f)):
             raise TraceError(
-                f"{path}:{line}: column {column!r} = {value!r}: expected a non-negative integer"
+                f"{path}:{line}: column {column!r} = {_shown(value)}: expected a non-negative "
+                "integer"
             ) from None
         v = int(f)
     if v < 0:
-        raise TraceError(f"{path}:{line}: column {column!r} = {value!r}: expected >= 0")
+        raise TraceError(f"{path}:{line}: column {column!r} = {_shown(value)}: expected >= 0")
+    if v > MAX_TOKENS:
+        raise TraceError(
+            f"{path}:{line}: column {column!r} = {_shown(value)}: expected at most "
+            f"{MAX_TOKENS:,} tokens"
+        )
     return v
 
 
@@ -175,7 +191,14 @@ def _csv_rows(
         raise TraceError(
             f"{path}:1: header {header!r} lacks column(s) {', '.join(map(repr, missing))}"
         )
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise TraceError(f"{path}:{reader.line_num + 1}: not a CSV row: {e}") from None
         if None in row or any(row[c] is None for c in required):
             raise TraceError(
                 f"{path}:{reader.line_num}: expected {len(header)} fields, got a different count"
@@ -191,7 +214,7 @@ def iter_rows(
 ) -> Iterator[tuple[float, int, int, str | None, tuple[int, ...] | None]]:
     """``(time_s, prompt, output, label, blocks)`` per request, in file order, one row at a time
     (``blocks``: Mooncake's ``hash_ids``, else None)."""
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # a BOM before the header is fine
         if fmt == "azure":
             for line, row in _csv_rows(path, f, ("TIMESTAMP", "ContextTokens", "GeneratedTokens")):
                 yield (
@@ -261,10 +284,12 @@ def iter_rows(
 def detect_format(path: Path) -> str:
     """The format of ``path`` from its first line."""
     try:
-        with path.open(newline="") as f:
-            first = f.readline().strip()
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            first = f.readline(4096).strip()
     except OSError as e:
         raise TraceError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise _not_text(path, e) from None
     if first.startswith("{"):
         return "mooncake"
     if "TIMESTAMP" in first and "ContextTokens" in first:
@@ -282,7 +307,22 @@ def read_trace(path: str | Path, fmt: str | None = None, columns: ColumnMap | No
     p = Path(path)
     if not p.is_file():
         raise TraceError(f"{p}: trace file not found")
-    fmt = fmt or detect_format(p)
+    try:
+        return _read_trace(p, fmt or detect_format(p), columns)
+    except UnicodeDecodeError as e:
+        raise _not_text(p, e) from None
+
+
+def _not_text(p: Path, e: UnicodeDecodeError) -> TraceError:
+    """The error for a trace that is not UTF-8 text (a compressed file said so)."""
+    with p.open("rb") as f:
+        magic = f.read(2)
+    if magic == b"\x1f\x8b":
+        return TraceError(f"{p}: a gzip file; expected a text trace (decompress it with gunzip)")
+    return TraceError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start}); expected a trace")
+
+
+def _read_trace(p: Path, fmt: str, columns: ColumnMap | None) -> Trace:
     times: list[float] = []
     prompts: list[int] = []
     outputs: list[int] = []
