@@ -195,3 +195,16 @@ def load_model(zip_path: Path, algo: Any) -> Any:
     if trusted():
         return algo.load(zip_path, device="cpu")
     return algo.load(zip_path, device="cpu", custom_objects=safe_custom_objects(zip_path, algo))
+
+
+def check_loadable(zip_path: Path, pkl_path: Path, algo: Any) -> None:
+    """Before any episode: ``UntrustedModel`` (or ``InputError``) if loading the model at
+    ``zip_path`` with its statistics ``pkl_path`` would need trust it was not given."""
+    if trusted():
+        return
+    safe_custom_objects(zip_path, algo)
+    npz = pkl_path.with_name(normalizer_name(pkl_path.name))
+    if npz.is_file():
+        ObsNormalizer.load(npz)
+    elif pkl_path.is_file():
+        load_normalizer(pkl_path)  # raises: a pickle only

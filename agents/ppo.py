@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from agents.base import BaseAgent, Observation, Prediction
-from agents.model_files import load_model, load_normalizer, save_normalizer
+from agents.model_files import check_loadable, load_model, load_normalizer, save_normalizer
 from chiron_gym.config import InputError
 from chiron_gym.envs import AgentContext, AutoscaleEnv
 
@@ -442,17 +442,38 @@ class PPOAgent(BaseAgent):
                 )
 
     @classmethod
-    def load(cls, path: str | Path, ctx: AgentContext | None = None) -> PPOAgent:
-        """From a training folder (``model.zip`` + ``vecnormalize.pkl``) or a ``.zip`` path."""
+    def files(cls, path: str | Path) -> tuple[Path, Path, dict[str, Any]]:
+        """``(model zip, its statistics' .pkl name, train.json)`` of a training folder or a
+        ``.zip`` path (the statistics are read from the ``.npz`` of the same name when there is
+        one: ``agents/model_files.py``)."""
         p = Path(path)
         folder = p if p.is_dir() else p.parent
         zip_path = p / "model.zip" if p.is_dir() else p
         if not zip_path.is_file():
-            raise FileNotFoundError(f"{zip_path}: no PPO model here (train one: chiron train ppo)")
+            raise InputError(f"{zip_path}: no PPO model here (train one: chiron train ppo)")
         record = folder / "train.json"
-        meta = json.loads(record.read_text()) if record.is_file() else {}
+        try:
+            meta = json.loads(record.read_text()) if record.is_file() else {}
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InputError(f"{record}: not a JSON training record ({e})") from None
+        if not isinstance(meta, dict):
+            raise InputError(f"{record}: expected a JSON object")
+        return zip_path, folder / vecnormalize_name(zip_path.name), meta
+
+    @classmethod
+    def check(cls, path: str | Path) -> None:
+        """Fail before any episode if the model cannot be loaded as it stands (missing, or
+        needing ``--trust-model``)."""
+        zip_path, stats, meta = cls.files(path)
+        check_loadable(zip_path, stats, algo_class(str(meta.get("algo", "ppo"))))
+
+    @classmethod
+    def load(cls, path: str | Path, ctx: AgentContext | None = None) -> PPOAgent:
+        """From a training folder (``model.zip`` + statistics) or a ``.zip`` path, without
+        running code from the files unless trusted (``agents/model_files.py``)."""
+        zip_path, stats, meta = cls.files(path)
         model = load_model(zip_path, algo_class(meta.get("algo", "ppo")))
-        vn = load_normalizer(folder / vecnormalize_name(zip_path.name))
+        vn = load_normalizer(stats)
         return cls(model, vn, ctx, meta.get("residual_step") if meta.get("residual") else None)
 
     @classmethod

@@ -102,15 +102,23 @@ def _number(low: float, *, strict: bool, high: float | None = None) -> Callable[
     return parse
 
 
-def seed_arg(text: str) -> int:
-    """An argparse type: a seed, an integer >= 0 (numpy's seeds are non-negative)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0")
-    return v
+def _integer(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer ``>= low``."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = low - 1
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= {low}")
+        return v
+
+    return parse
+
+
+positive_int = _integer(1)
+seed_arg = _integer(0)  # a seed: numpy's seeds are non-negative
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -306,13 +314,14 @@ def _benchmark_parser(sub: Subparsers) -> None:
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from agents.benchmark import BenchmarkError, benchmark, load_suite
-    from agents.evaluate import EvaluationFailed
+    from agents.evaluate import EvaluationFailed, check_out
     from agents.executors import ExecutorError
 
-    agents_ = [a.strip() for a in args.agents.split(",") if a.strip()]
+    agents_ = _unique("agents", [a.strip() for a in args.agents.split(",") if a.strip()])
     code = _check_agents(agents_)
     if code:
         return code
+    check_out(Path(args.out))
     try:
         suite = load_suite(args.suite)
         for name, spec in suite.scenarios:  # fail early, naming the suite's entry
@@ -414,6 +423,9 @@ def _check_agents(agents_: list[str]) -> int:
             if not Path(a[4:]).exists():
                 print(f"chiron: agent {a!r}: {a[4:]} does not exist", file=sys.stderr)
                 return 2
+            from agents.ppo import PPOAgent
+
+            PPOAgent.check(a[4:])  # an InputError if it needs --trust-model
         elif a not in agent_names():
             print(
                 f"chiron: unknown agent {a!r}; known: {', '.join(agent_names())}", file=sys.stderr
@@ -425,7 +437,9 @@ def _check_agents(agents_: list[str]) -> int:
 def _train_ppo_parser(tsub: Subparsers) -> None:
     ppo = tsub.add_parser("ppo", help="Stable-Baselines3 PPO on chiron_gym/Autoscale-v0")
     ppo.add_argument("--scenario", default="default", help="a scenario, or a family (family:train)")
-    ppo.add_argument("--timesteps", type=int, default=None, help="default: the hyperparameter file")
+    ppo.add_argument(
+        "--timesteps", type=positive_int, default=None, help="default: the hyperparameter file"
+    )
     ppo.add_argument("--seed", type=seed_arg, default=0)
     ppo.add_argument(
         "--seeds",
@@ -433,7 +447,7 @@ def _train_ppo_parser(tsub: Subparsers) -> None:
         help="independent runs, one per seed (e.g. 0-4), into OUT/seed<k>; see --executor",
     )
     ppo.add_argument("--out", default="runs/ppo")
-    ppo.add_argument("--n-envs", type=int, default=1)
+    ppo.add_argument("--n-envs", type=positive_int, default=1)
     ppo.add_argument(
         "--action-mode",
         choices=("full", "global", "local"),
@@ -475,6 +489,9 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
         "residual_step": args.residual_step,
     }
     out = Path(args.out)
+    from agents.evaluate import check_out
+
+    check_out(out)
     try:
         if args.seeds is None:
             if args.executor != "auto" or args.ray_address:

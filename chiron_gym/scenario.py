@@ -342,6 +342,27 @@ def _arrival(w: Reader, base: Path, horizon_s: float) -> dict[str, Any]:
     return out
 
 
+def _check_prefix_units(sources: list[Source], pools: list[PoolSpec], source: str) -> None:
+    """Every source that hashes its prompts does so in blocks of one size, a whole number of
+    KV blocks of every instance type that caches them."""
+    units = {i: src.prefix.block_tokens for i, src in enumerate(sources) if src.prefix}
+    if len(set(units.values())) > 1:
+        first, *_ = units
+        other = next(i for i, u in units.items() if u != units[first])
+        raise ScenarioError(
+            f"{source}: workload[{other}].prefix.block_tokens = {units[other]}: expected "
+            f"{units[first]}, as workload[{first}] (one block size for the prompt hashes)"
+        )
+    for i, unit in units.items():
+        for p in pools:
+            bs = p.instance.block_size_tokens
+            if p.instance.prefix_caching and unit % bs:
+                raise ScenarioError(
+                    f"{source}: workload[{i}].prefix.block_tokens = {unit}: expected a multiple "
+                    f"of the KV block size ({bs} tokens, pools.{p.pool.name.lower()})"
+                )
+
+
 def _fraction(r: Reader, key: str, default: float) -> float:
     value = r.number(key, default, strict=False)
     if value > 1:
@@ -641,6 +662,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
                 prefix=_prefix(w) if "prefix" in raw else None,
             )
         )
+    _check_prefix_units(sources, pools, source)
     description = data.get("description", "")
     if not isinstance(description, str):
         raise top.fail("description", "a string")

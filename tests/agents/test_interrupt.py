@@ -1,0 +1,54 @@
+"""Ctrl-C during ``chiron evaluate``: every finished episode kept, ``--resume`` completes it."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ARGS = [
+    "-m", "chiron_gym.cli", "evaluate", "--agents", "static,chiron", "--scenarios", "default",
+    "--seeds", "0-11", "--executor", "local", "--no-plots", "--no-tensorboard",
+]  # fmt: skip
+
+
+def rows(path: Path) -> list[list[str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.reader(f))[1:]
+
+
+def test_sigint_keeps_finished_episodes_and_resume_completes(tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    subprocess.run([sys.executable, *ARGS, "--out", str(full)], check=True, capture_output=True)
+    reference = (full / "results.csv").read_bytes()
+    assert len(rows(full / "results.csv")) == 24
+
+    part = tmp_path / "part"
+    proc = subprocess.Popen(
+        [sys.executable, *ARGS, "--out", str(part)], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while len(rows(part / "results.csv")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    kept = rows(part / "results.csv")
+    assert 3 <= len(kept) < 24, err
+    assert f"interrupted: {len(kept)} of 24 episodes are in" in err and "--resume" in err
+    assert "Traceback" not in err
+    # the kept rows are those of the full run, and the tables were rebuilt from them
+    assert all(r in rows(full / "results.csv") for r in kept)
+    md = (part / "results.md").read_text()
+    assert "### default" in md and "static" in md
+
+    done = subprocess.run(
+        [sys.executable, *ARGS, "--out", str(part), "--resume"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert (part / "results.csv").read_bytes() == reference  # as if never interrupted
