@@ -365,10 +365,12 @@ def benchmark(
     ray_address: str | None = None,
     progress: bool = True,
     tensorboard: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run ``agents`` (static and Chiron added) on ``suite`` over ``seeds``; write the outputs
-    into ``out`` and return what ``benchmark.json`` holds."""
-    from agents.evaluate import evaluate
+    into ``out`` and return what ``benchmark.json`` holds. ``resume``: keep the episodes already
+    in ``out/episodes/results.csv`` (``chiron benchmark --resume``)."""
+    from agents.evaluate import evaluate, read_rows, typed_row
 
     s = load_suite(suite)
     if not seeds:
@@ -395,7 +397,15 @@ def benchmark(
         on_episode=keep,
         executor=executor,
         ray_address=ray_address,
+        resume=resume,
     )
+    if resume:  # the kept episodes' rows, as results.csv has them, beside those run now
+        ran = {(r["agent"], r["scenario"], str(r["seed"])) for r in rows}
+        rows += [
+            typed_row(r)
+            for r in read_rows(out / "episodes" / "results.csv")
+            if (r["agent"], r["scenario"], r["seed"]) not in ran
+        ]
     cells = scores(rows, names)
     order = {n: i for i, (n, _) in enumerate(s.scenarios)}
     cells.sort(key=lambda c: (order[c["scenario"]], run.index(c["agent"])))

@@ -57,8 +57,8 @@ class OutputError(InputError):
     """The output folder cannot be used (a file, not writable); nothing ran."""
 
 
-class EvaluationInterrupted(RuntimeError):
-    """Ctrl-C: the finished episodes' rows and tables were kept."""
+class EvaluationInterrupted(KeyboardInterrupt):
+    """Ctrl-C: the finished episodes' rows and tables were kept (the message says where)."""
 
     def __init__(self, kept: int, total: int, out: Path) -> None:
         self.kept = kept
@@ -88,6 +88,11 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     if rows and list(rows[0]) != list(reporting.COLUMNS):
         raise OutputError(f"{path}: not a results.csv of this version (its columns differ)")
     return rows
+
+
+def typed_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``results.csv`` row with its numbers as numbers."""
+    return {k: _typed(v) for k, v in row.items()}
 
 
 def _typed(value: Any) -> Any:

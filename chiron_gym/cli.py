@@ -128,11 +128,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.trace:
         from pathlib import Path
 
-        from chiron_gym.scenario import TraceSpec
+        from chiron_gym.scenario import TraceSpec, data_path
         from chiron_gym.workload.trace import ClassAssignment, ColumnMap
 
         spec = TraceSpec(
-            path=Path(args.trace),
+            path=data_path(args.trace, Path.cwd()),  # data:REL under ../shared/data, as scenarios
             fmt=args.trace_format,
             columns=ColumnMap.parse(args.columns) if args.columns else None,
             start_s=0.0,
@@ -305,6 +305,11 @@ def _benchmark_parser(sub: Subparsers) -> None:
     )
     b.add_argument("--suite", default="test", help="test, train, or a suite file")
     b.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2, 3, 4], help="e.g. 0-4")
+    b.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the episodes already in OUT/episodes/results.csv and run only the others",
+    )
     b.add_argument("--out", default="runs/benchmark", help="output folder")
     b.add_argument("--json", action="store_true", help="print benchmark.json")
     b.add_argument("--no-tensorboard", action="store_true")
@@ -348,6 +353,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             ray_address=args.ray_address,
             progress=not args.json,
             tensorboard=not args.no_tensorboard,
+            resume=args.resume,
         )
     except (BenchmarkError, ExecutorError) as e:
         print(f"chiron: {e}", file=sys.stderr)
@@ -1099,10 +1105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["CHIRON_TRUST_MODELS"] = "1"  # read by agents/model_files.py, workers too
     try:
         return int(args.func(args))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # an evaluation's says what it kept
         if debug:
             raise
-        print("chiron: interrupted", file=sys.stderr)
+        print(f"chiron: {e or 'interrupted'}", file=sys.stderr)
         return 130
     except (InputError, OSError, MemoryError, UnicodeDecodeError) as e:
         if debug:

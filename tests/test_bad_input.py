@@ -273,6 +273,10 @@ FLAG_CASES: list[tuple[list[str], str]] = [
     (["simulate", "--batch-deadline-s", "-5"], r"--batch-deadline-s: '-5'"),
     (["simulate", "--seed", "-1"], r"--seed: '-1': expected an integer >= 0"),
     (
+        ["simulate", "--trace", "data:azure-llm-2023/absent.csv"],
+        r"azure-llm-2023/absent\.csv: trace file not found",
+    ),
+    (
         ["simulate", "--batch-fraction", "2"],
         r"--batch-fraction: '2': expected a number >= 0 and <= 1",
     ),
@@ -406,3 +410,42 @@ def test_step_after_the_end_raises_as_order_enforcing_expects() -> None:
         env.step(np.array([2, 2, 2, 1, 1, 1]))
     env.reset(seed=0)
     env.step(np.array([2, 2, 2, 1, 1, 1]))  # a new episode steps again
+
+
+def test_trace_replicated_past_the_limit_names_rate_scale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = tmp_path / "t.csv"
+    p.write_text(AZURE_HEADER + AZURE_ROW * 10)
+    code, err = chiron(capsys, "simulate", "--trace", str(p), "--rate-scale", "1e7")
+    assert code == 2 and "rate_scale = 1e+07: expected at most 1e+06" in err, err
+
+
+def test_evaluate_takes_scenarios_by_absolute_and_relative_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Output folders come from a safe slug of the scenario, whatever the path."""
+    sc = tmp_path / "sc" / "mine.toml"
+    sc.parent.mkdir()
+    sc.write_text(DEFAULT.replace("horizon_s = 600.0", "horizon_s = 30.0"))
+    monkeypatch.chdir(tmp_path)
+    for spec in (str(sc), "sc/mine.toml"):
+        out = tmp_path / ("out" + str(len(spec)))
+        code = main(["evaluate", "--agents", "static", "--scenarios", spec, "--out", str(out),
+                     "--executor", "local"])  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        assert (out / "results.csv").read_text().count("\n") == 2
+        plots = list((out / "plots").rglob("*.png"))
+        assert plots and all(p.resolve().is_relative_to(out.resolve()) for p in plots)
+
+
+def test_profile_path_is_relative_to_the_scenario_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As trace paths are: ``profile = "p.json"`` beside the scenario, from any folder."""
+    (tmp_path / "p.json").write_text(PROFILE.read_text())
+    s = tmp_path / "s.toml"
+    s.write_text(DEFAULT.replace('"a100-llama3-8b-tp1"', '"p.json"', 1))
+    monkeypatch.chdir(Path("/"))
+    code, err = chiron(capsys, "simulate", "--scenario", str(s))
+    assert code == 0, err

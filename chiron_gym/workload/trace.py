@@ -103,6 +103,8 @@ class ColumnMap:
 # ------------------------------------------------------------------------------ parsing helpers
 
 
+# Requests a replayed trace may grow to by replication (``rate_scale`` > 1).
+MAX_REQUESTS = 10_000_000
 # A token count no request has (a typo guard: larger ones overflow the int64 columns).
 MAX_TOKENS = 10_000_000
 
@@ -415,6 +417,11 @@ def transform(
     if rate_scale == 1.0 or len(sliced) == 0:
         return sliced
     n = len(sliced)
+    if n * rate_scale > MAX_REQUESTS:
+        raise TraceError(
+            f"rate_scale = {rate_scale:g}: expected at most {MAX_REQUESTS / n:g} for this trace "
+            f"({n:,} requests; {MAX_REQUESTS:,} at most after replication)"
+        )
     copies = np.full(n, int(rate_scale))
     frac = rate_scale - int(rate_scale)
     copies += (rng.random(n) < frac).astype(np.int64)

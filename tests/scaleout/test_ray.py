@@ -86,8 +86,14 @@ def test_a_failed_episode_is_named_and_the_others_are_kept(ray_local: Any, tmp_p
 
 
 def test_cli_evaluate_on_ray_reports_the_failed_task(
-    ray_local: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ray_local: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Trusted, the model is not opened before the grid starts, so the broken file fails inside
+    # its Ray task (untrusted, the CLI refuses it up front with exit 2: tests/test_bad_input.py).
+    monkeypatch.setenv("CHIRON_TRUST_MODELS", "1")
     bad = _broken_model(tmp_path)
     out = tmp_path / "cli"
     args = ["evaluate", "--agents", f"static,ppo:{bad}", "--scenarios", "default"]
