@@ -147,6 +147,13 @@ def run_episode(
 ) -> Episode:
     """Run one episode of ``agent`` on ``scenario`` with traffic seed ``seed``; its row."""
     env = AutoscaleEnv(scenario, **env_kwargs_for(agent, env_kwargs))
+    try:  # closed whatever happens: on the real backend, closing stops the servers
+        return _episode_row(env, agent, scenario, seed)
+    finally:
+        env.close()
+
+
+def _episode_row(env: AutoscaleEnv, agent: str, scenario: str, seed: int) -> Episode:
     t0 = time.perf_counter()
     run = play(env, lambda ctx: make_agent(agent, ctx, seed=seed), seed, record_series=True)
     info = run.info
@@ -186,7 +193,6 @@ def run_episode(
     }
     params = getattr(run.policy, "params", None)
     row["_params"] = params() if callable(params) else {}
-    env.close()
     return Episode(row, run.series, time.perf_counter() - t0)
 
 

@@ -233,8 +233,101 @@ def _evaluate_parser(sub: Subparsers) -> None:
         action="store_true",
         help="keep the episodes already in OUT/results.csv and run only the others",
     )
+    ev.add_argument(
+        "--backend",
+        choices=("sim", "vllm"),
+        default="sim",
+        help="sim (default), or vllm: real vLLM servers that each episode starts, scales and "
+        "stops (docs/real-backend.md); episodes then run one at a time, in this process",
+    )
+    ev.add_argument(
+        "--server-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --backend vllm, how to start a server (repeatable): model=PATH (required), "
+        "python, max_num_seqs, max_model_len, port_base, startup_timeout_s, log_dir, "
+        "served_name, token_id",
+    )
+    ev.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="POOL=URL",
+        help="with --backend vllm, a running server to adopt as one of POOL's first instances "
+        "(repeatable); more are started from --server-option",
+    )
     _executor_args(ev)
     ev.set_defaults(func=_cmd_evaluate)
+
+
+SERVER_OPTIONS = {
+    "model": str,
+    "python": str,
+    "served_name": str,
+    "max_num_seqs": int,
+    "max_model_len": int,
+    "port_base": int,
+    "startup_timeout_s": float,
+    "log_dir": str,
+    "token_id": int,
+}
+
+
+def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The env's ``backend``/``backend_options`` from ``--backend``, ``--server-option`` and
+    ``--endpoint`` (``InputError`` naming the flag otherwise)."""
+    from chiron_gym.sim.request import POOL_NAMES
+
+    if args.backend == "sim":
+        for flag, given in (("--server-option", args.server_option), ("--endpoint", args.endpoint)):
+            if given:
+                raise InputError(f"{flag}: only with --backend vllm")
+        return {}
+    if args.executor not in ("auto", "local"):
+        raise InputError(
+            f"--executor {args.executor}: --backend vllm runs episodes one at a time in this "
+            "process (its servers hold ports and cores); use --executor local"
+        )
+    server: dict[str, Any] = {}
+    for item in args.server_option:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in SERVER_OPTIONS:
+            raise InputError(
+                f"--server-option {item!r}: expected KEY=VALUE with KEY one of "
+                f"{', '.join(SERVER_OPTIONS)}"
+            )
+        kind = SERVER_OPTIONS[key]
+        try:
+            server[key] = kind(value)
+        except ValueError:
+            raise InputError(f"--server-option {key}={value!r}: expected {kind.__name__}") from None
+        if kind is not str and not (isinstance(server[key], int | float) and server[key] > 0):
+            raise InputError(f"--server-option {key}={value}: expected a positive number")
+    endpoints: dict[str, list[str]] = {}
+    for item in args.endpoint:
+        pool, sep, url = item.partition("=")
+        if not sep or pool not in POOL_NAMES or not url.startswith("http://"):
+            raise InputError(
+                f"--endpoint {item!r}: expected POOL=http://HOST:PORT with POOL one of "
+                f"{', '.join(POOL_NAMES)}"
+            )
+        endpoints.setdefault(pool, []).append(url.rstrip("/"))
+    if "model" not in server and not endpoints:
+        raise InputError(
+            "--backend vllm: give --server-option model=PATH (a model folder vLLM can load "
+            "offline) to start servers, or --endpoint POOL=URL to adopt running ones"
+        )
+    for key in ("model", "python"):
+        if key in server and not Path(server[key]).exists():
+            raise InputError(f"--server-option {key}={server[key]}: no such file or folder")
+    options: dict[str, Any] = {}
+    if server:
+        options["server"] = server
+    if endpoints:
+        options["endpoints"] = endpoints
+    return {"backend": "vllm", "backend_options": options}
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -248,6 +341,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     scenarios_ = _unique("scenarios", [s.strip() for s in args.scenarios.split(",") if s.strip()])
     for s in scenarios_:
         load_any(s, 0)  # fail early, with the scenario's own message
+    real = backend_kwargs(args)
     out = Path(args.out)
     check_out(out)
     failed: EvaluationFailed | None = None
@@ -260,7 +354,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             plots=not args.no_plots,
             tensorboard=not args.no_tensorboard,
             progress=not args.json,
-            executor=args.executor,
+            env_kwargs=real or None,
+            executor="local" if real else args.executor,
             ray_address=args.ray_address,
             resume=args.resume,
         )
@@ -599,7 +694,7 @@ def _bench_parser(sub: Subparsers) -> None:
         "name",
         nargs="?",
         default="all",
-        help="B1..B7 (train = B6), all (default), or env (every scenario)",
+        help="B1..B8 (train = B6), all (default), or env (every scenario)",
     )
     bench.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
     bench.add_argument("--max-steps", type=int, default=300)

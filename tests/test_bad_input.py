@@ -288,6 +288,32 @@ FLAG_CASES: list[tuple[list[str], str]] = [
     (["evaluate", "--scenarios", "default,default"], r"--scenarios: default listed twice"),
     (["evaluate", "--agents", "chirn"], r"unknown agent 'chirn'"),
     (["evaluate", "--agents", "ppo:/nonexistent/model"], r"/nonexistent/model does not exist"),
+    (["evaluate", "--server-option", "model=/m"], r"--server-option: only with --backend vllm"),
+    (["evaluate", "--backend", "vllm"], r"--backend vllm: give --server-option model=PATH"),
+    (
+        ["evaluate", "--backend", "vllm", "--server-option", "gpu=1"],
+        r"--server-option 'gpu=1': expected KEY=VALUE with KEY one of model, python",
+    ),
+    (
+        ["evaluate", "--backend", "vllm", "--server-option", "max_num_seqs=many"],
+        r"--server-option max_num_seqs='many': expected int",
+    ),
+    (
+        ["evaluate", "--backend", "vllm", "--server-option", "max_num_seqs=0"],
+        r"--server-option max_num_seqs=0: expected a positive number",
+    ),
+    (
+        ["evaluate", "--backend", "vllm", "--server-option", "model=/nonexistent/tiny"],
+        r"--server-option model=/nonexistent/tiny: no such file or folder",
+    ),
+    (
+        ["evaluate", "--backend", "vllm", "--endpoint", "localhost:8000"],
+        r"--endpoint 'localhost:8000': expected POOL=http://HOST:PORT",
+    ),
+    (
+        ["evaluate", "--backend", "vllm", "--executor", "ray", "--endpoint", "x=http://h:1"],
+        r"--executor ray: --backend vllm runs episodes one at a time",
+    ),
 ]
 
 

@@ -268,7 +268,7 @@ class VllmBackend(LedgerColumns):
         )
         model = self.cfg.served_name if self.cfg else ServerConfig.served_name
         try:
-            t_first, t_last = await self._client.stream_completion(
+            got = await self._client.stream_completion(
                 s.url, model, prompt, int(w.output_tokens[idx]), self._clock
             )
         except Exception as e:
@@ -286,9 +286,16 @@ class VllmBackend(LedgerColumns):
         s.in_flight.discard(idx)
         arrival = float(w.arrival_s[idx])
         c = int(w.klass[idx])
+        t_first, t_last = got.first_s, got.last_s
+        asked = int(w.output_tokens[idx])
+        if got.tokens is not None and got.tokens != asked:
+            self.fleet.events.append(
+                f"request {idx} on server {s.server_id}: asked for {asked} tokens, got {got.tokens}"
+            )
+        tokens = asked if got.tokens is None else got.tokens
         ttft = (t_first - arrival) * self.time_scale  # measured latency, wall seconds
-        # per output token (a chunk may carry several tokens when the client falls behind)
-        itl = (t_last - t_first) * self.time_scale / max(1, int(w.output_tokens[idx]) - 1)
+        # per output token (a chunk may carry several tokens when the server's output runs ahead)
+        itl = (t_last - t_first) * self.time_scale / max(1, tokens - 1)
         if c == RequestClass.INTERACTIVE:
             ok = slo_met(self.scenario.cluster.slo(c), ttft, itl)
         else:  # batch: its deadline, in scenario time

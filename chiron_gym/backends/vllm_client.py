@@ -1,17 +1,19 @@
 """The HTTP client of the real backend: health, ``/metrics`` and timed streamed completions.
 
-One ``httpx.AsyncClient`` for every vLLM server of an episode; the backend modules import no
-other HTTP library and speak HTTP only through this one (``tests/test_layering.py``). What a
-request carries (exact-length prompts of token ids) and how a stream is read are in
-``chiron_gym/openai_stream.py``, shared with live calibration.
+The backend modules speak HTTP only through this one (``tests/test_layering.py``), and this one
+through the lean client of ``chiron_gym/http_lean.py``: the client shares the host with the
+servers it measures, so it timestamps each streamed chunk as it arrives and decodes no token
+chunk (``docs/real-backend.md``, "The client"). What a request carries (exact-length prompts of
+token ids) and how a stream is read are in ``chiron_gym/openai_stream.py``, shared with live
+calibration.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
-from chiron_gym.openai_stream import sse_chunks
+from chiron_gym.http_lean import HttpError, LeanClient
+from chiron_gym.openai_stream import CompletionStream, completion_body, stream_completion
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -56,48 +58,28 @@ class VllmClient:
     """Asks vLLM OpenAI-compatible servers, by base URL, for health, metrics and completions."""
 
     def __init__(self, request_timeout_s: float) -> None:
-        import httpx
-
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(request_timeout_s, connect=5.0))
+        self._http = LeanClient(idle_timeout_s=request_timeout_s)
 
     async def healthy(self, url: str) -> bool:
         """Whether ``GET /health`` answers 200 (raises if the server does not answer)."""
-        r = await self._http.get(f"{url}/health", timeout=2.0)
-        return r.status_code == 200
+        status, _ = await self._http.get(url, "/health", timeout_s=2.0)
+        return status == 200
 
     async def metrics(self, url: str) -> dict[str, float]:
         """The server's ``/metrics``, parsed (``parse_metrics``)."""
-        r = await self._http.get(f"{url}/metrics", timeout=5.0)
-        return parse_metrics(r.text)
+        status, body = await self._http.get(url, "/metrics", timeout_s=5.0)
+        if status != 200:
+            raise HttpError(f"{url}/metrics: HTTP {status}")
+        return parse_metrics(body.decode("utf-8", errors="replace"))
 
     async def stream_completion(
         self, url: str, model: str, prompt: list[int], max_tokens: int, clock: Callable[[], float]
-    ) -> tuple[float, float]:
-        """Stream a completion of exactly ``max_tokens`` tokens (``ignore_eos``, greedy);
-        ``clock()`` at its first and its last text chunk.
-
-        NaN for both when no text came; raises on an HTTP error status or a broken stream.
-        """
-        body = {
-            "model": model,
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "ignore_eos": True,
-            "temperature": 0.0,
-            "stream": True,
-        }
-        t_first = math.nan
-        t_last = math.nan
-        async with self._http.stream("POST", f"{url}/v1/completions", json=body) as resp:
-            if resp.status_code != 200:
-                raise RuntimeError(f"HTTP {resp.status_code}")
-            async for chunk in sse_chunks(resp):
-                if chunk.get("choices") and chunk["choices"][0].get("text") is not None:
-                    now = clock()
-                    if math.isnan(t_first):
-                        t_first = now
-                    t_last = now
-        return t_first, t_last
+    ) -> CompletionStream:
+        """Stream a completion of exactly ``max_tokens`` tokens (``ignore_eos``, greedy), timed
+        by ``clock()`` at each token chunk's arrival (``first_s``, ``last_s``; NaN if none came);
+        raises on an HTTP error status, an error reported in the stream, or a broken stream."""
+        body = completion_body(model, prompt, max_tokens)
+        return await stream_completion(self._http, url, body, clock)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        """Nothing held between requests (one connection per request)."""

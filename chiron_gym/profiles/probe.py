@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from chiron_gym.openai_stream import prompt_ids, sse_chunks
+from chiron_gym.http_lean import HttpError, LeanClient
+from chiron_gym.openai_stream import StreamError, completion_body, prompt_ids, stream_completion
 
 _SERIAL = itertools.count(time.time_ns() // 1000)  # distinct prompts, run after run (prefix cache)
 WINDOW = 8  # output tokens per decode-gap sample
@@ -147,7 +149,7 @@ class MeasureError(RuntimeError):
 
 
 async def _stream(
-    client: Any,
+    client: LeanClient,
     url: str,
     model: str,
     prompt: int,
@@ -158,31 +160,17 @@ async def _stream(
 ) -> list[tuple[float, int]]:
     """``(seconds since t0, cumulative tokens)`` at each streamed chunk of one request (into
     ``marks`` as they come, when given)."""
-    body = {
-        "model": model,
-        "prompt": prompt_ids(next(_SERIAL), prompt, token_id),
-        "max_tokens": output,
-        "ignore_eos": True,
-        "temperature": 0.0,
-        "stream": True,
-        # the cumulative token count on every chunk: exact even if chunks merge (unlike
-        # logprobs, which would make each token ~25% slower on a small model)
-        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
-    }
+    # the cumulative token count on every chunk: exact even if chunks merge (unlike logprobs,
+    # which would make each token ~25% slower on a small model); read without decoding the chunk
+    body = completion_body(
+        model, prompt_ids(next(_SERIAL), prompt, token_id), output, usage_per_chunk=True
+    )
     marks = [] if marks is None else marks
-    total = 0
-    async with client.stream("POST", f"{url}/v1/completions", json=body) as resp:
-        if resp.status_code != 200:
-            text = (await resp.aread()).decode(errors="replace")[:300]
-            raise MeasureError(f"{url}/v1/completions: HTTP {resp.status_code}: {text}")
-        async for chunk in sse_chunks(resp):
-            if not chunk.get("choices"):
-                continue  # the final usage-only chunk
-            usage = chunk.get("usage") or {}
-            count = int(usage.get("completion_tokens") or total + 1)
-            if count > total:
-                total = count
-                marks.append((time.monotonic() - t0, total))
+    try:
+        await stream_completion(client, url, body, time.monotonic, marks, t0)
+    except (HttpError, StreamError) as e:
+        raise MeasureError(str(e)) from e
+    total = marks[-1][1] if marks else 0
     if total != output:
         raise MeasureError(
             f"{url}: asked for {output} tokens with ignore_eos, got {total} "
@@ -224,57 +212,53 @@ def decode_points(
 async def _probe(
     url: str, plan: ProbePlan, token_id: int, progress: Any
 ) -> tuple[str, int, str, list[DecodePoint], list[PrefillPoint], list[InterferencePoint]]:
-    import httpx
-
-    async with httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=5.0)) as client:
-        try:
-            r = await client.get(f"{url}/v1/models")
-            r.raise_for_status()
-            card = r.json()["data"][0]
-        except Exception as e:
-            raise MeasureError(f"{url}/v1/models: cannot read the served model: {e!r}") from e
-        model = str(card["id"])
-        max_len = int(card.get("max_model_len") or 2048)
-        plan = plan.clipped(max_len)
-        if not plan.decode_prompts or not plan.prefill_prompts:
-            raise MeasureError(f"{url}: max_model_len {max_len} is too small for the probe plan")
-        # warm-up: the first requests of a fresh server pay one-off costs (allocations, caches)
-        for b in (1, 4, 16, 4, 1):
-            await asyncio.gather(
+    client = LeanClient(idle_timeout_s=300.0)
+    try:
+        status, text = await client.get(url, "/v1/models", timeout_s=30.0)
+        if status != 200:
+            raise HttpError(f"HTTP {status}")
+        card = json.loads(text)["data"][0]
+    except Exception as e:
+        raise MeasureError(f"{url}/v1/models: cannot read the served model: {e!r}") from e
+    model = str(card["id"])
+    max_len = int(card.get("max_model_len") or 2048)
+    plan = plan.clipped(max_len)
+    if not plan.decode_prompts or not plan.prefill_prompts:
+        raise MeasureError(f"{url}: max_model_len {max_len} is too small for the probe plan")
+    # warm-up: the first requests of a fresh server pay one-off costs (allocations, caches)
+    for b in (1, 4, 16, 4, 1):
+        await asyncio.gather(
+            *(_stream(client, url, model, 128, 32, token_id, time.monotonic()) for _ in range(b))
+        )
+    decode: list[DecodePoint] = []
+    prefill: list[PrefillPoint] = []
+    for b in plan.decode_batches:
+        for p in plan.decode_prompts:
+            t0 = time.monotonic()
+            runs = await asyncio.gather(
                 *(
-                    _stream(client, url, model, 128, 32, token_id, time.monotonic())
+                    _stream(client, url, model, p, plan.decode_output, token_id, t0)
                     for _ in range(b)
                 )
             )
-        decode: list[DecodePoint] = []
-        prefill: list[PrefillPoint] = []
-        for b in plan.decode_batches:
-            for p in plan.decode_prompts:
+            decode += decode_points(b, p, list(runs))
+            progress(1)
+    for _ in range(plan.repeats):
+        for b in plan.prefill_batches:
+            for p in plan.prefill_prompts:
                 t0 = time.monotonic()
                 runs = await asyncio.gather(
-                    *(
-                        _stream(client, url, model, p, plan.decode_output, token_id, t0)
-                        for _ in range(b)
-                    )
+                    *(_stream(client, url, model, p, 1, token_id, t0) for _ in range(b))
                 )
-                decode += decode_points(b, p, list(runs))
+                prefill.append(PrefillPoint(b, p, max(m[0][0] for m in runs)))
                 progress(1)
-        for _ in range(plan.repeats):
-            for b in plan.prefill_batches:
-                for p in plan.prefill_prompts:
-                    t0 = time.monotonic()
-                    runs = await asyncio.gather(
-                        *(_stream(client, url, model, p, 1, token_id, t0) for _ in range(b))
-                    )
-                    prefill.append(PrefillPoint(b, p, max(m[0][0] for m in runs)))
-                    progress(1)
-        inter = []
-        for rate in plan.interference_rates:
-            point = await _interference(client, url, model, token_id, rate, max_len)
-            if point is not None:
-                inter.append(point)
-            progress(1)
-        return model, max_len, str(card.get("root") or model), decode, prefill, inter
+    inter = []
+    for rate in plan.interference_rates:
+        point = await _interference(client, url, model, token_id, rate, max_len)
+        if point is not None:
+            inter.append(point)
+        progress(1)
+    return model, max_len, str(card.get("root") or model), decode, prefill, inter
 
 
 def _gap_between(marks: list[tuple[float, int]], lo: float, hi: float) -> float:
@@ -286,7 +270,7 @@ def _gap_between(marks: list[tuple[float, int]], lo: float, hi: float) -> float:
 
 
 async def _interference(
-    client: Any, url: str, model: str, token_id: int, rate: float, max_len: int
+    client: LeanClient, url: str, model: str, token_id: int, rate: float, max_len: int
 ) -> InterferencePoint | None:
     """Four background requests decode; after a quiet spell, requests of ``ARRIVAL_PROMPT``
     tokens (one output token) arrive every ``1 / rate`` s; compare the background gaps. ``None``

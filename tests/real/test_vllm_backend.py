@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 from pathlib import Path
@@ -11,11 +12,13 @@ import pytest
 
 from agents import make_agent
 from chiron_gym.backends.vllm import ServerState
+from chiron_gym.cli import main
 from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.sim import Outcome
 from tests.real.conftest import server_options
 
 SCENARIO = str(Path(__file__).with_name("real-steady.toml"))
+CLI_SCENARIO = Path(__file__).with_name("real-cli.toml")
 pytestmark = pytest.mark.slow
 
 
@@ -112,3 +115,31 @@ def test_a_killed_server_is_reported_and_loses_no_request(
                 assert finished or backend.retries[idx] >= 1  # type: ignore[attr-defined]
     finally:
         env.close()
+
+
+def test_cli_evaluates_an_agent_on_real_servers(
+    vllm_python: Path, tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``chiron evaluate --backend vllm``: the same table, plots and TensorBoard as on the
+    simulator, from an episode the agent played on a real server it started."""
+    out = tmp_path / "eval"
+    args = ["evaluate", "--agents", "chiron", "--scenarios", str(CLI_SCENARIO), "--seeds", "0"]
+    args += ["--out", str(out), "--backend", "vllm"]
+    for option in (
+        f"model={tiny_model}",
+        f"python={vllm_python}",
+        "max_num_seqs=16",
+        "port_base=8800",
+        f"log_dir={tmp_path / 'logs'}",
+    ):
+        args += ["--server-option", option]
+    assert main(args) == 0, capsys.readouterr().err
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["agent"], r["seed"]) for r in rows] == [("chiron", "0")]
+    row = rows[0]
+    assert int(row["interactive_arrived"]) > 60  # 4 req/s for 30 s
+    assert 0.0 <= float(row["interactive_attainment"]) <= 1.0
+    assert float(row["gpu_hours"]) > 0
+    assert any((out / "plots").rglob("*.png"))
+    assert any((out / "tb").rglob("events.out.tfevents.*"))
+    assert (tmp_path / "logs" / "server-8800.log").is_file()  # its own server, stopped after
