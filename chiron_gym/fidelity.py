@@ -10,6 +10,7 @@ latency are compared on the requests both finished.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -116,7 +117,7 @@ def fixed_scenario(scenario: Scenario, counts: dict[str, int], profile: str | No
     return replace(scenario, cluster=replace(scenario.cluster, pools=tuple(pools)))
 
 
-def _drive(backend: Any, scenario: Scenario, drain_s: float) -> None:
+def drive(backend: Any, scenario: Scenario, drain_s: float) -> None:
     """Advance with no actions to the horizon, then until every arrived request is done (or
     ``drain_s`` more seconds)."""
     t = 0.0
@@ -141,14 +142,20 @@ def run_sim(scenario: Scenario, seed: int, drain_s: float = 300.0) -> Run:
     t0 = time.perf_counter()
     b = SimBackend(scenario)
     b.reset(seed)
-    _drive(b, scenario, drain_s)
+    drive(b, scenario, drain_s)
     c = b.cluster
     return Run(c.first_token_s.copy(), c.finish_s.copy(), time.perf_counter() - t0)
 
 
 def run_real(
-    scenario: Scenario, seed: int, endpoints: dict[str, list[str]], drain_s: float = 300.0
+    scenario: Scenario,
+    seed: int,
+    endpoints: dict[str, list[str]],
+    drain_s: float = 300.0,
+    on_start: Callable[[Any], None] | None = None,
 ) -> Run:
+    """Serve the requests on the servers at ``endpoints``; ``on_start(backend)`` is called once
+    its clock has started (``backend.origin_monotonic``), before the first request."""
     import time
 
     from chiron_gym.backends.vllm import VllmBackend
@@ -158,7 +165,9 @@ def run_real(
     b = VllmBackend(scenario, endpoints=endpoints)
     b.reset(seed)
     try:
-        _drive(b, scenario, drain_s)
+        if on_start is not None:
+            on_start(b)
+        drive(b, scenario, drain_s)
         return Run(b.first_token_s.copy(), b.finish_s.copy(), time.perf_counter() - t0)
     finally:
         b.close()

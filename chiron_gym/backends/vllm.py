@@ -208,6 +208,12 @@ class VllmBackend(LedgerColumns):
     def _clock(self) -> float:
         return (time.monotonic() - self._t0_wall) / self.time_scale
 
+    @property
+    def origin_monotonic(self) -> float:
+        """``time.monotonic()`` at this episode's time 0 (set by ``reset``): the clock is the
+        host's, so another process can replay requests beside the episode on the same time."""
+        return self._t0_wall
+
     def _arrive(self, idx: int) -> None:
         c = int(self.workload.klass[idx])
         self.ledger.arrive(idx, c)
