@@ -261,17 +261,15 @@ def _evaluate_parser(sub: Subparsers) -> None:
     ev.set_defaults(func=_cmd_evaluate)
 
 
-SERVER_OPTIONS = {
-    "model": str,
-    "python": str,
-    "served_name": str,
-    "max_num_seqs": int,
-    "max_model_len": int,
-    "port_base": int,
-    "startup_timeout_s": float,
-    "log_dir": str,
-    "token_id": int,
-}
+def server_option_types() -> dict[str, type]:
+    """The ``ServerConfig`` fields ``--server-option`` may set (the scalar ones), with their
+    types; ``argv`` and ``env`` are set from Python."""
+    from typing import get_type_hints
+
+    from chiron_gym.backends.vllm_servers import ServerConfig
+
+    scalar = {str: str, int: int, float: float, str | None: str}
+    return {k: scalar[t] for k, t in get_type_hints(ServerConfig).items() if t in scalar}
 
 
 def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -289,16 +287,16 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             f"--executor {args.executor}: --backend vllm runs episodes one at a time in this "
             "process (its servers hold ports and cores); use --executor local"
         )
+    kinds = server_option_types()
     server: dict[str, Any] = {}
     for item in args.server_option:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in SERVER_OPTIONS:
+        if not sep or key not in kinds:
             raise InputError(
-                f"--server-option {item!r}: expected KEY=VALUE with KEY one of "
-                f"{', '.join(SERVER_OPTIONS)}"
+                f"--server-option {item!r}: expected KEY=VALUE with KEY one of {', '.join(kinds)}"
             )
-        kind = SERVER_OPTIONS[key]
+        kind = kinds[key]
         try:
             server[key] = kind(value)
         except ValueError:

@@ -117,7 +117,7 @@ def fixed_scenario(scenario: Scenario, counts: dict[str, int], profile: str | No
     return replace(scenario, cluster=replace(scenario.cluster, pools=tuple(pools)))
 
 
-def drive(backend: Any, scenario: Scenario, drain_s: float) -> None:
+def _drive(backend: Any, scenario: Scenario, drain_s: float) -> None:
     """Advance with no actions to the horizon, then until every arrived request is done (or
     ``drain_s`` more seconds)."""
     t = 0.0
@@ -142,7 +142,7 @@ def run_sim(scenario: Scenario, seed: int, drain_s: float = 300.0) -> Run:
     t0 = time.perf_counter()
     b = SimBackend(scenario)
     b.reset(seed)
-    drive(b, scenario, drain_s)
+    _drive(b, scenario, drain_s)
     c = b.cluster
     return Run(c.first_token_s.copy(), c.finish_s.copy(), time.perf_counter() - t0)
 
@@ -167,7 +167,7 @@ def run_real(
     try:
         if on_start is not None:
             on_start(b)
-        drive(b, scenario, drain_s)
+        _drive(b, scenario, drain_s)
         return Run(b.first_token_s.copy(), b.finish_s.copy(), time.perf_counter() - t0)
     finally:
         b.close()

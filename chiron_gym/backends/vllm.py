@@ -137,7 +137,6 @@ class VllmBackend(LedgerColumns):
                 t.cancel()
             with contextlib.suppress(Exception):
                 loop.run_until_complete(asyncio.sleep(0))
-                loop.run_until_complete(self._client.aclose())
             loop.close()
             self._loop = None
 

@@ -80,6 +80,3 @@ class VllmClient:
         raises on an HTTP error status, an error reported in the stream, or a broken stream."""
         body = completion_body(model, prompt, max_tokens)
         return await stream_completion(self._http, url, body, clock)
-
-    async def aclose(self) -> None:
-        """Nothing held between requests (one connection per request)."""

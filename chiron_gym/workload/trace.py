@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from chiron_gym.config import InputError
 from chiron_gym.workload.arrivals import RateCurve
+from chiron_gym.workload.sources import MAX_REQUESTS  # also what replication may grow a trace to
 
 FORMATS = ("azure", "mooncake", "burstgpt", "generic")
 
@@ -103,8 +104,6 @@ class ColumnMap:
 # ------------------------------------------------------------------------------ parsing helpers
 
 
-# Requests a replayed trace may grow to by replication (``rate_scale`` > 1).
-MAX_REQUESTS = 10_000_000
 # A token count no request has (a typo guard: larger ones overflow the int64 columns).
 MAX_TOKENS = 10_000_000
 
