@@ -902,11 +902,12 @@ def _trace_stats_parser(tsub: Subparsers) -> None:
 
 
 def _cmd_trace_stats(args: argparse.Namespace) -> int:
+    from chiron_gym.scenario import data_path
     from chiron_gym.workload.trace import ColumnMap, read_trace, stats
 
     columns = ColumnMap.parse(args.columns) if args.columns else None
     fmt = args.format or ("generic" if columns else None)
-    s = stats(read_trace(args.path, fmt, columns))
+    s = stats(read_trace(data_path(args.path, Path.cwd()), fmt, columns))  # data:REL too
     if args.json:
         print(json.dumps(s, sort_keys=True))
         return 0

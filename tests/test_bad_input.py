@@ -276,6 +276,10 @@ FLAG_CASES: list[tuple[list[str], str]] = [
         ["simulate", "--trace", "data:azure-llm-2023/absent.csv"],
         r"azure-llm-2023/absent\.csv: trace file not found",
     ),
+    (  # data:REL resolved under the data root, as for scenarios and simulate --trace
+        ["trace", "stats", "data:azure-llm-2023/absent.csv"],
+        r"data/azure-llm-2023/absent\.csv: trace file not found",
+    ),
     (
         ["simulate", "--batch-fraction", "2"],
         r"--batch-fraction: '2': expected a number >= 0 and <= 1",
