@@ -61,7 +61,7 @@ class EpisodeMetrics(BaseCallback):
             zip(self.locals["infos"], self.locals["dones"], strict=True)
         ):
             for k, v in info.get("reward_terms", {}).items():
-                self.sums[i][k] += v
+                self.sums[i][k] = self.sums[i].get(k, 0.0) + v  # a wrapper may add terms
             if done and "episode" in info:
                 ep = info["episode"]
                 for key in MONITOR_KEYS:

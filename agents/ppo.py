@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -144,9 +145,11 @@ def env_factory(
     action_mode: str,
     env_kwargs: dict[str, Any] | None = None,
     residual_step: int | None = None,
+    deviation_cost: float = 0.0,
 ) -> Callable[[], Any]:
     """A picklable environment constructor (``make_vec_env`` adds the Monitor); with
-    ``residual_step``, the environment as a residual policy on Chiron sees it."""
+    ``residual_step``, the environment as a residual policy on Chiron sees it (charged
+    ``deviation_cost`` per instance of correction, a training-only term)."""
 
     def make() -> Any:
         env = AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
@@ -154,7 +157,7 @@ def env_factory(
             return env
         from agents.residual import ResidualWrapper
 
-        return ResidualWrapper(env, residual_step)
+        return ResidualWrapper(env, residual_step, deviation_cost)
 
     return make
 
@@ -190,12 +193,15 @@ def train(
     algo: str = "ppo",
     residual: str | None = None,
     residual_step: int = 1,
+    residual_penalty: float = 0.0,
 ) -> TrainResult:
     """Train PPO; write ``model.zip``, ``vecnormalize.pkl``, ``train.json`` and TensorBoard runs.
 
     ``scenario`` is a scenario or a family (``family:train``: a new draw every episode).
     ``overrides`` replace entries of the hyperparameter file (a Tune trial's sample).
-    ``residual="chiron"`` trains a correction of Chiron's global loop (``agents/residual.py``).
+    ``residual="chiron"`` trains a correction of Chiron's global loop (``agents/residual.py``);
+    ``residual_penalty`` charges each instance of correction that many reward units per decision
+    during training (not in evaluation).
     """
     import torch
     from stable_baselines3.common.env_util import make_vec_env
@@ -205,6 +211,8 @@ def train(
 
     cls = algo_class(algo)
     step: int | None = None
+    if residual is None and residual_penalty != 0.0:
+        raise TrainError("--residual-penalty goes with --residual")
     if residual is not None:
         from agents.residual import RESIDUAL_ENV_KWARGS, RESIDUALS
 
@@ -216,6 +224,8 @@ def train(
             raise TrainError(f"--residual goes with --algo ppo, not {algo!r}")
         if residual_step < 1:
             raise TrainError(f"--residual-step must be >= 1, got {residual_step}")
+        if not (residual_penalty >= 0.0 and math.isfinite(residual_penalty)):
+            raise TrainError(f"--residual-penalty must be a number >= 0, got {residual_penalty}")
         step = residual_step
         # Chiron's environment settings (its step limit), the action mode passed on its own
         merged = {**RESIDUAL_ENV_KWARGS, **(env_kwargs or {})}
@@ -243,7 +253,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     venv = make_vec_env(
-        env_factory(scenario, action_mode, env_kwargs, step),
+        env_factory(scenario, action_mode, env_kwargs, step, residual_penalty),
         n_envs=n_envs,
         seed=seed,
         vec_env_cls=SubprocVecEnv if n_envs > 1 else DummyVecEnv,
@@ -273,6 +283,7 @@ def train(
         "env_kwargs": env_kwargs or {},
         "residual": residual,
         "residual_step": step,
+        "residual_penalty": residual_penalty if step is not None else None,
         "n_envs": n_envs,
         "timesteps": None,
         "wall_s": None,

@@ -78,9 +78,15 @@ class ChironResidual:
 class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
     """``AutoscaleEnv`` (action mode ``global``) seen by a residual policy on Chiron."""
 
-    def __init__(self, env: AutoscaleEnv, step: int = 1) -> None:
+    def __init__(self, env: AutoscaleEnv, step: int = 1, deviation_cost: float = 0.0) -> None:
         super().__init__(env)
+        if not (deviation_cost >= 0.0 and np.isfinite(deviation_cost)):
+            raise ValueError(f"deviation_cost must be a finite number >= 0, got {deviation_cost}")
         self.step_size = step
+        # training only: reward units charged per instance of correction per decision, so that
+        # the policy leaves Chiron only where that pays (``step`` reports it as the reward term
+        # ``deviation``; evaluation plays the environment's own reward)
+        self.deviation_cost = float(deviation_cost)
         self._residual: ChironResidual | None = None
         base = env.observation_space
         assert isinstance(base, gym.spaces.Box)
@@ -107,6 +113,11 @@ class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         assert self._residual is not None, "reset() before step()"
         obs, reward, terminated, truncated, info = self.env.step(self._residual.compose(action))
+        if self.deviation_cost > 0.0:
+            r = np.asarray(action, dtype=np.int64).reshape(-1)
+            charge = self.deviation_cost * float(np.abs(r - self.step_size).sum())
+            reward = float(reward) - charge
+            info = {**info, "reward_terms": {**info["reward_terms"], "deviation": -charge}}
         return self._observe(obs, False), float(reward), terminated, truncated, info
 
 

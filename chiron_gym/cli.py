@@ -569,6 +569,13 @@ def _train_ppo_parser(tsub: Subparsers) -> None:
     ppo.add_argument(
         "--residual-step", type=int, default=1, help="the correction's range per pool, +-N"
     )
+    ppo.add_argument(
+        "--residual-penalty",
+        type=float,
+        default=0.0,
+        help="training only: reward units charged per instance of correction per decision "
+        "(default 0; 2.78 is one GPU for 10 s at the default weights)",
+    )
     ppo.add_argument("--eval-freq", type=int, default=10_000, help="steps between evaluations")
     _executor_args(ppo)
     ppo.set_defaults(func=_cmd_train_ppo)
@@ -586,6 +593,7 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
         "algo": args.algo,
         "residual": args.residual,
         "residual_step": args.residual_step,
+        "residual_penalty": args.residual_penalty,
     }
     out = Path(args.out)
     from agents.evaluate import check_out

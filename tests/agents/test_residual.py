@@ -80,6 +80,27 @@ def test_a_residual_model_trains_and_plays_as_chiron_at_first(tmp_path: Path) ->
     assert run_episode(f"ppo:{ckpt}", "default", 1, env_kwargs=kw).row["reward"] == ppo["reward"]
 
 
+def test_the_deviation_penalty_charges_each_instance_of_correction() -> None:
+    """Training's ``--residual-penalty``: the same episode, less the cost times the corrections
+    made, named ``deviation`` among the reward terms; no correction, no charge."""
+    actions = [np.array([(t + p) % 3 for p in range(3)], dtype=np.int64) for t in range(40)]
+    plain = ResidualWrapper(AutoscaleEnv("default", horizon_s=400.0, **CHIRON_ENV))
+    charged = ResidualWrapper(AutoscaleEnv("default", horizon_s=400.0, **CHIRON_ENV), 1, 2.5)
+    plain.reset(seed=1)
+    charged.reset(seed=1)
+    for a in actions:
+        o1, r1, *_, i1 = plain.step(a)
+        o2, r2, *_, i2 = charged.step(a)
+        corrections = int(np.abs(a - 1).sum())
+        assert (o1 == o2).all()
+        assert r2 == pytest.approx(r1 - 2.5 * corrections)
+        assert i2["reward_terms"]["deviation"] == -2.5 * corrections
+        assert sum(i2["reward_terms"].values()) == pytest.approx(r2)
+        assert "deviation" not in i1["reward_terms"]
+    with pytest.raises(ValueError, match="deviation_cost"):
+        ResidualWrapper(AutoscaleEnv("default", **CHIRON_ENV), 1, -1.0)
+
+
 def test_residual_arguments_are_checked(tmp_path: Path) -> None:
     with pytest.raises(TrainError, match="action mode global"):
         train("default", 64, 0, tmp_path, action_mode="full", residual="chiron")
@@ -88,4 +109,16 @@ def test_residual_arguments_are_checked(tmp_path: Path) -> None:
     with pytest.raises(TrainError, match="--algo ppo"):
         train(
             "default", 64, 0, tmp_path, action_mode="global", residual="chiron", algo="maskable-ppo"
+        )
+    with pytest.raises(TrainError, match="--residual-penalty goes with --residual"):
+        train("default", 64, 0, tmp_path, residual_penalty=1.0)
+    with pytest.raises(TrainError, match="--residual-penalty must be"):
+        train(
+            "default",
+            64,
+            0,
+            tmp_path,
+            action_mode="global",
+            residual="chiron",
+            residual_penalty=float("nan"),
         )
