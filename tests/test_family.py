@@ -23,6 +23,22 @@ def test_bundled_training_family_draws_valid_varied_scenarios() -> None:
     assert kinds == {"poisson", "gamma", "diurnal", "flash_crowd"}
 
 
+def test_the_wide_family_adds_on_off_arrivals_long_prompts_and_4k_chunks() -> None:
+    """``family:wide`` is ``family:train`` plus on/off arrivals, prompts to 16k tokens and 4k
+    prefill chunks (its header says where each comes from)."""
+    fam = load_family("family:wide")
+    assert "wide" in names()
+    kinds, chunks, longest = set(), set(), 0
+    for seed in range(80):
+        sc, drawn = fam.sample(seed)
+        kinds.add(sc.sources[0].arrival["kind"])
+        chunks.add(drawn["instance.max_num_batched_tokens"])
+        longest = max(longest, int(sc.workload(seed).prompt_tokens.max()))
+    assert kinds == {"poisson", "gamma", "diurnal", "flash_crowd", "onoff"}
+    assert chunks == {2048, 4096}
+    assert 8000 < longest <= 16000
+
+
 def test_same_seed_same_scenario() -> None:
     fam = load_family("family:train")
     (a, da), (b, db) = fam.sample(11), fam.sample(11)
