@@ -40,8 +40,13 @@ def test_sigint_keeps_finished_episodes_and_resume_completes(tmp_path: Path) -> 
     assert len(rows(full / "results.csv")) == 12
 
     part = tmp_path / "part"
+    # Ctrl-C's default action in the child, whatever this process inherited: a shell without job
+    # control starts background jobs (``make test &``) with SIGINT ignored, and children inherit it
     proc = subprocess.Popen(
-        [sys.executable, *ARGS, "--out", str(part)], stderr=subprocess.PIPE, text=True
+        [sys.executable, *ARGS, "--out", str(part)],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while len(rows(part / "results.csv")) < 2 and time.monotonic() < deadline:
