@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -214,7 +213,7 @@ def train(
     if residual is None and residual_penalty != 0.0:
         raise TrainError("--residual-penalty goes with --residual")
     if residual is not None:
-        from agents.residual import RESIDUAL_ENV_KWARGS, RESIDUALS
+        from agents.residual import RESIDUAL_ENV_KWARGS, RESIDUALS, deviation_cost_error
 
         if residual not in RESIDUALS:
             raise TrainError(f"--residual {residual!r}: known: {', '.join(RESIDUALS)}")
@@ -224,8 +223,9 @@ def train(
             raise TrainError(f"--residual goes with --algo ppo, not {algo!r}")
         if residual_step < 1:
             raise TrainError(f"--residual-step must be >= 1, got {residual_step}")
-        if not (residual_penalty >= 0.0 and math.isfinite(residual_penalty)):
-            raise TrainError(f"--residual-penalty must be a number >= 0, got {residual_penalty}")
+        error = deviation_cost_error(residual_penalty)
+        if error is not None:
+            raise TrainError(f"--residual-penalty {error}")
         step = residual_step
         # Chiron's environment settings (its step limit), the action mode passed on its own
         merged = {**RESIDUAL_ENV_KWARGS, **(env_kwargs or {})}

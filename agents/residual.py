@@ -75,13 +75,21 @@ class ChironResidual:
         return out
 
 
+def deviation_cost_error(cost: float) -> str | None:
+    """What is wrong with a deviation cost (training's ``--residual-penalty``), or None."""
+    if cost >= 0.0 and np.isfinite(cost):
+        return None
+    return f"must be a finite number >= 0, got {cost}"
+
+
 class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
     """``AutoscaleEnv`` (action mode ``global``) seen by a residual policy on Chiron."""
 
     def __init__(self, env: AutoscaleEnv, step: int = 1, deviation_cost: float = 0.0) -> None:
         super().__init__(env)
-        if not (deviation_cost >= 0.0 and np.isfinite(deviation_cost)):
-            raise ValueError(f"deviation_cost must be a finite number >= 0, got {deviation_cost}")
+        error = deviation_cost_error(deviation_cost)
+        if error is not None:
+            raise ValueError(f"deviation_cost {error}")
         self.step_size = step
         # training only: reward units charged per instance of correction per decision, so that
         # the policy leaves Chiron only where that pays (``step`` reports it as the reward term
@@ -137,4 +145,5 @@ __all__ = [
     "ChironResidual",
     "ResidualWrapper",
     "bias_towards_zero",
+    "deviation_cost_error",
 ]
