@@ -242,10 +242,13 @@ class Piecewise(ArrivalKind):
 @_kind("servegen")
 @dataclass(frozen=True, slots=True)
 class ServeGen(ArrivalKind):
-    """A ServeGen rate file (per-window rates and CVs), its rates times ``rate_scale``."""
+    """A ServeGen rate file (per-window rates and CVs), its rates times ``rate_scale``; its
+    clock stretched by ``time_scale`` as a trace replay's is (the same requests, at times x
+    ``time_scale``: 1/12 plays a day's 10-minute windows as a 2-hour day of 50-second ones)."""
 
     path: str = _param(PATH)
     rate_scale: float = _param(POSITIVE, 1.0)
+    time_scale: float = _param(POSITIVE, 1.0)
 
     def invalid(self) -> tuple[str, str] | None:
         from pathlib import Path
@@ -257,14 +260,22 @@ class ServeGen(ArrivalKind):
     def peak_rate(self) -> float | None:
         from chiron_gym.workload.trace import read_servegen
 
-        return max(read_servegen(self.path).rates_per_s, default=0.0) * self.rate_scale
+        return max(read_servegen(self.path).rates_per_s, default=0.0) * self._factor
+
+    @property
+    def _factor(self) -> float:
+        return self.rate_scale / self.time_scale
 
     def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
         from chiron_gym.workload.trace import read_servegen
 
         curve = read_servegen(self.path)
+        if self.time_scale != 1.0:
+            curve = RateCurve(
+                tuple(s * self.time_scale for s in curve.starts_s), curve.rates_per_s, curve.cvs
+            )
         scaled = RateCurve(
-            curve.starts_s, tuple(r * self.rate_scale for r in curve.rates_per_s), curve.cvs
+            curve.starts_s, tuple(r * self._factor for r in curve.rates_per_s), curve.cvs
         )
         return rate_curve_arrivals(rng, scaled, horizon_s)
 

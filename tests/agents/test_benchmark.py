@@ -22,6 +22,8 @@ from agents.benchmark import (
 )
 from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.scenario import load
+from chiron_gym.sim.request import RequestClass
+from chiron_gym.workload.trace import read_servegen
 from tests.conftest import require_data
 
 
@@ -120,7 +122,7 @@ def test_suite_errors_name_the_file_and_entry(tmp_path: Path) -> None:
         load_suite(str(bad))
     with pytest.raises(BenchmarkError, match="listed twice"):
         benchmark(["chiron", "chiron"], "train", [0], tmp_path / "o")
-    assert {"test", "train"} <= set(suite_names())
+    assert {"test", "train", "val"} <= set(suite_names())
 
 
 def test_the_test_suite_loads_and_replays_real_traces() -> None:
@@ -137,3 +139,36 @@ def test_the_test_suite_loads_and_replays_real_traces() -> None:
         assert sc.horizon_s >= 1000.0, name
     arrived = load(suite.scenarios[0][1]).workload(0)
     assert len(arrived) == 8819  # the whole Azure code trace, at its real timing
+
+
+def test_the_validation_suite_plays_servegen_days_in_two_hours() -> None:
+    """The ``val`` suite's four ServeGen clients load, start, and carry a day's requests in 2
+    hours at about the stated 6 req/s mean (needs ../shared/data)."""
+    require_data("servegen/language/m-large/chunk-142-trace.csv")
+    suite = load_suite("val")
+    assert [name for name, _ in suite.scenarios] == [
+        "servegen-142",
+        "servegen-61",
+        "servegen-104",
+        "servegen-143",
+    ]
+    for name, spec in suite.scenarios:
+        sc = load(spec)
+        assert sc.horizon_s == 7200.0, name
+        w = sc.workload(0)
+        interactive = w.arrival_s[w.klass == int(RequestClass.INTERACTIVE)]
+        # a day at a 6 req/s mean in 2 hours: 43,200 requests in expectation (renewal noise at
+        # the windows' real CVs, up to 34, moves a seed's count by several percent)
+        assert 0.8 * 43_200 < len(interactive) < 1.25 * 43_200, (name, len(interactive))
+        # the file's windows on the 12x faster clock: 50 s each, the idle ones empty, and the
+        # last request in the day's last busy window
+        src = sc.sources[0].arrival
+        curve = read_servegen(src["path"])
+        assert src["time_scale"] == pytest.approx(1 / 12)
+        rates = np.asarray(curve.rates_per_s[:144])
+        window = np.minimum((interactive // 50.0).astype(int), 143)
+        assert np.all(rates[window] > 0), name
+        assert window.max() == np.flatnonzero(rates > 0).max(), name
+        env = AutoscaleEnv(sc, horizon_s=30.0)
+        env.reset(seed=0)
+        env.step(np.asarray(env.layout.nvec) // 2)

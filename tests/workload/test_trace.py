@@ -59,6 +59,33 @@ def test_servegen_rate_file_round_trip(tmp_path: Path) -> None:
     assert back.cvs == (1.5, 1.0, 3.0)
 
 
+def test_servegen_time_scale_plays_the_same_requests_faster(tmp_path: Path) -> None:
+    """``time_scale`` stretches a ServeGen curve's clock as a trace replay's: the windows start
+    at times x ``time_scale`` and carry the same requests, so a quarter of the time sees the same
+    count (rates x 4); ``rate_scale`` still multiplies the count."""
+    from chiron_gym.workload.arrivals import RateCurve
+    from chiron_gym.workload.sources import ServeGen
+
+    curve = RateCurve((0.0, 600.0, 1200.0), (4.0, 0.0, 8.0), (1.0, 1.0, 2.0))
+    path = str(write_servegen(tmp_path / "chunk-1-trace.csv", curve))
+    real = ServeGen(path=path).times(np.random.default_rng(0), 1800.0)
+    fast = ServeGen(path=path, time_scale=0.25).times(np.random.default_rng(0), 450.0)
+    assert fast.max() < 450.0
+    # nothing in the silent window [600, 1200) s of the real clock, [150, 300) s of the fast one
+    assert not np.any((real >= 600.0) & (real < 1200.0))
+    assert not np.any((fast >= 150.0) & (fast < 300.0))
+    n = 4.0 * 600 + 8.0 * 600  # expected requests in both: 7,200
+    assert abs(len(real) - n) < 0.1 * n and abs(len(fast) - n) < 0.1 * n
+    assert ServeGen(path=path, time_scale=0.25).peak_rate() == 32.0
+    half = ServeGen(path=path, time_scale=0.25, rate_scale=0.5).times(
+        np.random.default_rng(1), 450.0
+    )
+    assert abs(len(half) - n / 2) < 0.1 * n / 2
+    # the default clock is the file's: identical draws with and without time_scale = 1
+    again = ServeGen(path=path, time_scale=1.0).times(np.random.default_rng(0), 1800.0)
+    np.testing.assert_array_equal(real, again)
+
+
 @pytest.mark.parametrize(
     ("text", "fmt", "expected"),
     [
