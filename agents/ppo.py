@@ -496,22 +496,26 @@ class PPOAgent(BaseAgent):
     def reset(self) -> None:
         pass  # a residual's Chiron is reset by ``propose`` at the episode's start
 
-    def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
+    def policy_input(self, obs: Observation, start: Any) -> Observation:
+        """What the policy reads for the environment's ``obs`` (before normalisation): for a
+        residual, the observation with Chiron's proposal appended (Chiron runs here, once)."""
         raw = np.asarray(obs, dtype=np.float32)
         # Features are only ever appended (docs/env.md): a model trained before a feature was
         # added reads the prefix it knows.
         n = int(self.model.observation_space.shape[0])
-        if self.residual is not None:
-            if raw.ndim != 1:
-                raise ValueError(
-                    "a residual PPO model acts on one observation at a time (its Chiron keeps "
-                    f"one episode's state), got an array of shape {raw.shape}"
-                )
-            first = start is not None and bool(np.any(start))
-            proposal = self.residual.propose(raw, first)
-            obs = np.concatenate([raw[: n - len(proposal)], proposal])
-        else:
-            obs = raw[..., :n] if raw.shape[-1] > n else raw
+        if self.residual is None:
+            return raw[..., :n] if raw.shape[-1] > n else raw
+        if raw.ndim != 1:
+            raise ValueError(
+                "a residual PPO model acts on one observation at a time (its Chiron keeps "
+                f"one episode's state), got an array of shape {raw.shape}"
+            )
+        first = start is not None and bool(np.any(start))
+        proposal = self.residual.propose(raw, first)
+        return np.concatenate([raw[: n - len(proposal)], proposal])
+
+    def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
+        obs = self.policy_input(obs, start)
         if self.vn is not None:
             obs = self.vn.normalize_obs(obs)
         action, state = self.model.predict(

@@ -522,9 +522,13 @@ def _check_agents(agents_: list[str]) -> int:
             if not Path(a[4:]).exists():
                 print(f"chiron: agent {a!r}: {a[4:]} does not exist", file=sys.stderr)
                 return 2
+            from agents.ensemble import EnsembleAgent, ensemble_record
             from agents.ppo import PPOAgent
 
-            PPOAgent.check(a[4:])  # an InputError if it needs --trust-model
+            if ensemble_record(a[4:]) is not None:
+                EnsembleAgent.check(a[4:])
+            else:
+                PPOAgent.check(a[4:])  # an InputError if it needs --trust-model
         elif a not in agent_names():
             print(
                 f"chiron: unknown agent {a!r}; known: {', '.join(agent_names())}", file=sys.stderr
@@ -1139,6 +1143,25 @@ def _cmd_profile_compare(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ entry point
 
 
+def _ensemble_parser(sub: Subparsers) -> None:
+    e = sub.add_parser(
+        "ensemble",
+        help="a median ensemble of trained PPO models (several seeds vote; play it as ppo:OUT)",
+    )
+    e.add_argument("out", help="the ensemble folder to write (new or empty)")
+    e.add_argument("members", nargs="+", help="training folders or checkpoint .zip files (odd)")
+    e.add_argument("--selected-by", help="how the members were chosen (recorded in train.json)")
+    e.set_defaults(func=_cmd_ensemble)
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from agents.ensemble import write_ensemble
+
+    path = write_ensemble(args.members, args.out, args.selected_by)  # InputError: exit 2
+    print(f"{path}: a median ensemble of {len(args.members)} models; play it as ppo:{path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``chiron``."""
     parser = argparse.ArgumentParser(prog="chiron", description=__doc__.split("\n\n")[0])
@@ -1156,6 +1179,7 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluate_parser(sub)
     _benchmark_parser(sub)
     _dataset_parser(sub)
+    _ensemble_parser(sub)
     _group(sub, "train", "train a learned autoscaler", "train_command", _train_ppo_parser)
     _group(sub, "tune", "hyperparameter search with Ray Tune", "what", _tune_ppo_parser)
     _bench_parser(sub)

@@ -1,0 +1,191 @@
+"""A median ensemble of PPO models: several training seeds' policies vote on each action.
+
+Seeds of one PPO configuration differ more from each other than configurations do
+(docs/benchmark.md): one seed over-provisions everywhere while another stays near Chiron. An
+ensemble plays, per action dimension, the median of its members' actions (an odd number of
+members, so the median is one of their actions): a member that alone wants more instances is
+outvoted. For residual models on Chiron (``agents/residual.py``) Chiron proposes once per
+decision, every member sees the same observation (the environment's plus Chiron's proposal,
+each normalised by the member's own statistics) and the median correction is applied to Chiron's
+proposal.
+
+An ensemble is a folder (``write_ensemble``; ``chiron ensemble OUT MEMBER...``):
+
+    train.json          the members' shared acting settings (algorithm, action mode, residual,
+                        the environment settings that define how they act) and "ensemble":
+                        {"combine": "median", "members": ["member-0", ...], "sources": [...]}
+    member-<i>/         model.zip, vecnormalize.npz and train.json of each member
+
+``ppo:FOLDER`` plays it like any model (``agents.make_agent``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.base import BaseAgent, Observation, Prediction
+from agents.model_files import load_model, load_normalizer, normalizer_name
+from agents.ppo import PPOAgent, algo_class
+from chiron_gym.config import InputError
+from chiron_gym.envs import AgentContext
+
+ENSEMBLE_KEY = "ensemble"
+# what must be equal across members for them to vote on the same actions
+ACTING = ("algo", "action_mode", "env_kwargs", "residual", "residual_step")
+
+
+def ensemble_record(path: str | Path) -> dict[str, Any] | None:
+    """The ensemble's ``train.json`` if ``path`` is an ensemble folder, else None."""
+    record = Path(path) / "train.json"
+    if not record.is_file():
+        return None
+    try:
+        meta = json.loads(record.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"{record}: not a JSON training record ({e})") from None
+    return meta if isinstance(meta, dict) and ENSEMBLE_KEY in meta else None
+
+
+def _members(path: Path, meta: dict[str, Any]) -> list[Path]:
+    spec = meta[ENSEMBLE_KEY]
+    names = spec.get("members") if isinstance(spec, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise InputError(f"{path / 'train.json'}: ensemble.members: expected a list of folders")
+    if spec.get("combine", "median") != "median":
+        raise InputError(
+            f"{path / 'train.json'}: ensemble.combine = {spec.get('combine')!r}: expected 'median'"
+        )
+    if len(names) % 2 == 0:
+        raise InputError(
+            f"{path / 'train.json'}: ensemble.members: an odd number of members (so that the "
+            f"median is one of their actions), got {len(names)}"
+        )
+    return [path / n for n in names]
+
+
+def _bare(path: Path) -> PPOAgent:
+    """A member as a bare policy: its model and statistics, no Chiron of its own (the ensemble
+    proposes once for all)."""
+    zip_path, stats, meta = PPOAgent.files(path)
+    return PPOAgent(
+        load_model(zip_path, algo_class(meta.get("algo", "ppo"))), load_normalizer(stats)
+    )
+
+
+class EnsembleAgent(BaseAgent):
+    """The median action of several PPO models (see the module's docstring)."""
+
+    name = "ppo-ensemble"
+
+    def __init__(
+        self, members: list[PPOAgent], ctx: AgentContext, residual_step: int | None = None
+    ) -> None:
+        if not members or len(members) % 2 == 0:
+            raise ValueError(f"an ensemble needs an odd number of members, got {len(members)}")
+        # the first member checks the layout against the environment and holds Chiron (for a
+        # residual); the others act on the observation it builds
+        self.lead = PPOAgent(members[0].model, members[0].vn, ctx, residual_step)
+        super().__init__(ctx)
+        self.members = members
+        want = tuple(int(n) for n in self.lead.model.action_space.nvec)
+        for i, m in enumerate(members):
+            got = tuple(int(n) for n in m.model.action_space.nvec)
+            if got != want:
+                raise ValueError(
+                    f"ensemble member {i} acts on {list(got)}, member 0 on {list(want)}"
+                )
+
+    @classmethod
+    def load(cls, path: str | Path, ctx: AgentContext) -> EnsembleAgent:
+        p = Path(path)
+        meta = ensemble_record(p)
+        if meta is None:
+            raise InputError(f"{p}: not an ensemble folder (no train.json with 'ensemble')")
+        members = [_bare(m) for m in _members(p, meta)]
+        step = meta.get("residual_step") if meta.get("residual") else None
+        return cls(members, ctx, step)
+
+    @classmethod
+    def check(cls, path: str | Path) -> None:
+        """Fail before any episode if a member is missing or needs ``--trust-model``."""
+        p = Path(path)
+        meta = ensemble_record(p)
+        if meta is None:
+            raise InputError(f"{p}: not an ensemble folder (no train.json with 'ensemble')")
+        for m in _members(p, meta):
+            PPOAgent.check(m)
+
+    def reset(self) -> None:
+        pass  # a residual's Chiron is reset by ``propose`` at the episode's start
+
+    def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
+        x = self.lead.policy_input(obs, start)  # Chiron proposes once, for every member
+        votes = np.stack([m.act(x, None, None, deterministic)[0] for m in self.members])
+        action = np.median(votes, axis=0).astype(np.int64)  # odd count: one member's action
+        if self.lead.residual is not None:
+            return self.lead.residual.compose(action), None
+        return action, None
+
+
+def write_ensemble(
+    members: list[str | Path], out: str | Path, selected_by: str | None = None
+) -> Path:
+    """An ensemble folder at ``out`` from trained models (folders or checkpoint ``.zip`` files,
+    each with its ``.npz`` statistics): their files copied in, their records kept."""
+    if not members or len(members) % 2 == 0:
+        raise InputError(f"an ensemble needs an odd number of members, got {len(members)}")
+    dest = Path(out)
+    records: list[dict[str, Any]] = []
+    files: list[tuple[Path, Path]] = []
+    for m in members:
+        zip_path, pkl, meta = PPOAgent.files(m)
+        npz = pkl.with_name(normalizer_name(pkl.name))
+        if not npz.is_file():
+            raise InputError(f"{m}: no observation statistics {npz.name} beside the model")
+        if "action_mode" not in meta:
+            raise InputError(f"{m}: no train.json with its action_mode beside the model")
+        # older records lack the residual fields: they mean no residual
+        records.append(
+            {
+                "algo": "ppo",
+                "env_kwargs": {},
+                "residual": None,
+                "residual_step": None,
+                **meta,
+                "source": str(m),
+            }
+        )
+        files.append((zip_path, npz))
+    for i, r in enumerate(records[1:], start=1):
+        diff = [k for k in ACTING if r[k] != records[0][k]]
+        if diff:
+            raise InputError(
+                f"{members[i]}: acts differently from {members[0]} ({', '.join(diff)} differ)"
+            )
+    if dest.exists() and any(dest.iterdir()):
+        raise InputError(f"{dest}: exists and is not empty")
+    names = [f"member-{i}" for i in range(len(members))]
+    for name, (zip_path, npz), record in zip(names, files, records, strict=True):
+        folder = dest / name
+        folder.mkdir(parents=True)
+        shutil.copyfile(zip_path, folder / "model.zip")
+        shutil.copyfile(npz, folder / "vecnormalize.npz")
+        (folder / "train.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    top: dict[str, Any] = {k: records[0][k] for k in ACTING}
+    top[ENSEMBLE_KEY] = {
+        "combine": "median",
+        "members": names,
+        "sources": [str(m) for m in members],
+    }
+    if selected_by:
+        top[ENSEMBLE_KEY]["selected_by"] = selected_by
+    (dest / "train.json").write_text(json.dumps(top, indent=1, sort_keys=True) + "\n")
+    return dest
+
+
+__all__ = ["EnsembleAgent", "ensemble_record", "write_ensemble"]

@@ -1,0 +1,107 @@
+"""Median ensembles of PPO models (agents/ensemble.py): the vote is the median member's action,
+the folder round-trips through ``chiron ensemble`` and ``ppo:FOLDER``, bad sets are refused.
+
+The members are the shipped residual model with its action head's bias pushed so that it always
+answers one correction (-1, 0 or +1 on every pool): real models, whose votes we know."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.ensemble import EnsembleAgent, write_ensemble
+from agents.episode import run_episode
+from agents.model_files import load_model
+from agents.ppo import PPOAgent, algo_class
+from chiron_gym.cli import main
+from chiron_gym.config import InputError
+from chiron_gym.envs import AutoscaleEnv
+
+SHIPPED = Path(__file__).resolve().parents[2] / "agents" / "models" / "ppo-general"
+KW = {"horizon_s": 600.0}
+
+
+def fixed(tmp: Path, name: str, correction: int) -> Path:
+    """The shipped residual model, made to answer ``correction`` on every pool."""
+    import torch
+
+    zip_path, _, _ = PPOAgent.files(SHIPPED)
+    model = load_model(zip_path, algo_class("ppo"))
+    with torch.no_grad():
+        model.policy.action_net.bias[:] = 0.0
+        model.policy.action_net.bias[correction + 1 :: 3] = 100.0  # r = correction wins
+    folder = tmp / name
+    folder.mkdir()
+    model.save(folder / "model.zip")
+    shutil.copyfile(SHIPPED / "vecnormalize.npz", folder / "vecnormalize.npz")
+    shutil.copyfile(SHIPPED / "train.json", folder / "train.json")
+    return folder
+
+
+def test_the_median_vote_is_played(tmp_path: Path) -> None:
+    down, zero, up = (fixed(tmp_path, n, c) for n, c in (("down", -1), ("zero", 0), ("up", 1)))
+    # one of each: the median is 0, which is Chiron step for step
+    mixed = write_ensemble([up, down, zero], tmp_path / "mixed")
+    row = run_episode(f"ppo:{mixed}", "default", 2, env_kwargs=KW).row
+    chiron = run_episode("chiron", "default", 2, env_kwargs=KW).row
+    assert row["reward"] == chiron["reward"] and row["gpu_hours"] == chiron["gpu_hours"]
+    # two answer +1: the ensemble plays +1, as the +1 member alone does
+    ups = write_ensemble([up, zero, up], tmp_path / "ups")
+    alone = run_episode(f"ppo:{up}", "default", 2, env_kwargs=KW).row
+    voted = run_episode(f"ppo:{ups}", "default", 2, env_kwargs=KW).row
+    assert voted["reward"] == alone["reward"] and voted["gpu_hours"] == alone["gpu_hours"]
+    assert voted["gpu_hours"] > chiron["gpu_hours"]  # +1 on every pool holds more GPUs
+
+
+def test_the_ensemble_acts_on_chirons_proposal_once_per_decision(tmp_path: Path) -> None:
+    zero, up = fixed(tmp_path, "zero", 0), fixed(tmp_path, "up", 1)
+    ens = write_ensemble([zero, up, up], tmp_path / "ens")
+    env = AutoscaleEnv("default", action_mode="global", max_step_change=16)
+    obs, _ = env.reset(seed=0)
+    agent = EnsembleAgent.load(ens, env.agent_context())
+    action, _ = agent.predict(obs, episode_start=np.array([True]))
+    proposal = agent.lead.residual.proposal
+    assert (action == np.clip(proposal + 1, 0, 32)).all()
+    record = json.loads((ens / "train.json").read_text())
+    assert record["ensemble"]["members"] == ["member-0", "member-1", "member-2"]
+    assert record["residual"] == "chiron" and record["action_mode"] == "global"
+    assert json.loads((ens / "member-1" / "train.json").read_text())["source"] == str(up)
+
+
+def test_bad_ensembles_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    zero = fixed(tmp_path, "zero", 0)
+    with pytest.raises(InputError, match="an odd number of members, got 2"):
+        write_ensemble([zero, zero], tmp_path / "even")
+    direct = SHIPPED.parent / "ppo-general-direct"
+    with pytest.raises(InputError, match=r"acts differently from .*residual, residual_step differ"):
+        write_ensemble([zero, zero, direct], tmp_path / "mixed")
+    write_ensemble([zero], tmp_path / "one")
+    with pytest.raises(InputError, match="exists and is not empty"):
+        write_ensemble([zero], tmp_path / "one")
+    # a hand-edited record: an even member list is named with the file
+    bad = tmp_path / "one" / "train.json"
+    record = json.loads(bad.read_text())
+    record["ensemble"]["members"] = ["member-0", "member-0"]
+    bad.write_text(json.dumps(record))
+    code = main(["evaluate", "--agents", f"ppo:{tmp_path / 'one'}", "--scenarios", "default"])
+    assert code == 2
+    assert f"{bad}: ensemble.members: an odd number of members" in capsys.readouterr().err
+
+
+def test_the_ensemble_command_writes_a_playable_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    zero = fixed(tmp_path, "zero", 0)
+    out = tmp_path / "ens"
+    assert (
+        main(["ensemble", str(out), str(zero), str(zero), str(zero), "--selected-by", "a test"])
+        == 0
+    )
+    assert f"play it as ppo:{out}" in capsys.readouterr().out
+    assert json.loads((out / "train.json").read_text())["ensemble"]["selected_by"] == "a test"
+    assert main(["ensemble", str(tmp_path / "e2"), str(zero), str(zero)]) == 2
+    assert "an odd number of members" in capsys.readouterr().err
