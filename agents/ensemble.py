@@ -93,11 +93,18 @@ class EnsembleAgent(BaseAgent):
         super().__init__(ctx)
         self.members = members
         want = tuple(int(n) for n in self.lead.model.action_space.nvec)
+        shape = self.lead.model.observation_space.shape
         for i, m in enumerate(members):
             got = tuple(int(n) for n in m.model.action_space.nvec)
             if got != want:
                 raise ValueError(
                     f"ensemble member {i} acts on {list(got)}, member 0 on {list(want)}"
+                )
+            # every member reads the observation the lead builds (a residual's proposal last)
+            if m.model.observation_space.shape != shape:
+                raise ValueError(
+                    f"ensemble member {i} reads observations of shape "
+                    f"{m.model.observation_space.shape}, member 0 {shape}"
                 )
 
     @classmethod
@@ -149,6 +156,10 @@ def write_ensemble(
             raise InputError(f"{m}: no observation statistics {npz.name} beside the model")
         if "action_mode" not in meta:
             raise InputError(f"{m}: no train.json with its action_mode beside the model")
+        if meta.get("algo") == "recurrent-ppo":
+            raise InputError(
+                f"{m}: a recurrent policy keeps a state per episode: not in an ensemble"
+            )
         # older records lack the residual fields: they mean no residual
         records.append(
             {

@@ -79,6 +79,11 @@ def test_bad_ensembles_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture
     direct = SHIPPED.parent / "ppo-general-direct"
     with pytest.raises(InputError, match=r"acts differently from .*residual, residual_step differ"):
         write_ensemble([zero, zero, direct], tmp_path / "mixed")
+    recurrent = fixed(tmp_path, "recurrent", 0)
+    record = json.loads((recurrent / "train.json").read_text())
+    (recurrent / "train.json").write_text(json.dumps({**record, "algo": "recurrent-ppo"}))
+    with pytest.raises(InputError, match="a recurrent policy keeps a state"):
+        write_ensemble([zero, zero, recurrent], tmp_path / "rec")
     write_ensemble([zero], tmp_path / "one")
     with pytest.raises(InputError, match="exists and is not empty"):
         write_ensemble([zero], tmp_path / "one")
