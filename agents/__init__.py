@@ -74,12 +74,9 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
     ``ppo:PATH`` loads a trained PPO model (a ``chiron train ppo`` folder or a ``.zip``).
     """
     if spec.startswith("ppo:"):
-        from agents.ensemble import EnsembleAgent, ensemble_record
-        from agents.ppo import PPOAgent
+        from agents.ensemble import model_class  # a model, or a median ensemble of models
 
-        if ensemble_record(spec[4:]) is not None:  # a median ensemble (agents/ensemble.py)
-            return EnsembleAgent.load(spec[4:], ctx)
-        return PPOAgent.load(spec[4:], ctx)
+        return model_class(spec[4:]).load(spec[4:], ctx)
     spec, overrides = split_spec(spec)
     if overrides:
         gp = {

@@ -139,6 +139,12 @@ class EnsembleAgent(BaseAgent):
         return action, None
 
 
+def model_class(path: str | Path) -> type[PPOAgent] | type[EnsembleAgent]:
+    """What plays ``ppo:PATH``: an ensemble folder's ``EnsembleAgent``, else ``PPOAgent`` (both
+    have ``load(path, ctx)`` and ``check(path)``)."""
+    return EnsembleAgent if ensemble_record(path) is not None else PPOAgent
+
+
 def write_ensemble(
     members: list[str | Path], out: str | Path, selected_by: str | None = None
 ) -> Path:
@@ -199,4 +205,4 @@ def write_ensemble(
     return dest
 
 
-__all__ = ["EnsembleAgent", "ensemble_record", "write_ensemble"]
+__all__ = ["EnsembleAgent", "ensemble_record", "model_class", "write_ensemble"]

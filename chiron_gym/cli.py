@@ -522,13 +522,9 @@ def _check_agents(agents_: list[str]) -> int:
             if not Path(a[4:]).exists():
                 print(f"chiron: agent {a!r}: {a[4:]} does not exist", file=sys.stderr)
                 return 2
-            from agents.ensemble import EnsembleAgent, ensemble_record
-            from agents.ppo import PPOAgent
+            from agents.ensemble import model_class
 
-            if ensemble_record(a[4:]) is not None:
-                EnsembleAgent.check(a[4:])
-            else:
-                PPOAgent.check(a[4:])  # an InputError if it needs --trust-model
+            model_class(a[4:]).check(a[4:])  # an InputError if it needs --trust-model
         elif a not in agent_names():
             print(
                 f"chiron: unknown agent {a!r}; known: {', '.join(agent_names())}", file=sys.stderr

@@ -270,12 +270,10 @@ class ServeGen(ArrivalKind):
         from chiron_gym.workload.trace import read_servegen
 
         curve = read_servegen(self.path)
-        if self.time_scale != 1.0:
-            curve = RateCurve(
-                tuple(s * self.time_scale for s in curve.starts_s), curve.rates_per_s, curve.cvs
-            )
-        scaled = RateCurve(
-            curve.starts_s, tuple(r * self._factor for r in curve.rates_per_s), curve.cvs
+        scaled = RateCurve(  # x 1.0 is exact: the defaults leave the file's curve as it is
+            tuple(s * self.time_scale for s in curve.starts_s),
+            tuple(r * self._factor for r in curve.rates_per_s),
+            curve.cvs,
         )
         return rate_curve_arrivals(rng, scaled, horizon_s)
 
