@@ -1,7 +1,7 @@
 """Offline datasets of the heuristic agents' trajectories, in Minari's format (``chiron dataset``).
 
 One Minari dataset per agent, ``chiron/<source>-<agent>-v0``, under ``out`` (Minari's
-``MINARI_DATASETS_PATH``): observations (the env's 51 features), the agent's actions (in the
+``MINARI_DATASETS_PATH``): observations (the env's 57 features), the agent's actions (in the
 action mode it runs in, e.g. Chiron's ``MultiDiscrete([33, 33, 33])`` instance changes), rewards,
 terminations and truncations, collected by ``minari.DataCollector`` from
 ``gym.make("chiron_gym/Autoscale-v0", ...)`` so that the dataset records the environment's spec.

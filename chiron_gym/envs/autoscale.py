@@ -96,14 +96,16 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
 
     ## Observation Space
 
-    ``Box(0, 10, (51,), float32)`` of named, roughly normalised features
+    ``Box(0, 10, (57,), float32)`` of named, roughly normalised features
     (``env.unwrapped.feature_names``; table with units and normalisation in ``docs/env.md``): per
     pool ready / starting / draining instances, batch cap, running and waiting requests, KV usage
     and token throughput; per class queue length, arrival rate, TTFT and ITL p95 over the SLO and
     SLO attainment in the last window; the batch queue's waiting-time estimate over the time to
     its nearest deadline; GPUs held over the budget; the share of the episode left; interactive
     work on mixed instances, the batch capacity, required rate and requests at risk (appended in
-    the second release). Raw values are in ``info["raw"]``.
+    the second release); each pool's hardware and prefix-cache hit rate; the interactive arrival
+    rate over the last 1 and 5 minutes and the 5 minutes' peak over mean (appended in the fifth
+    release). Raw values are in ``info["raw"]``.
 
     ## Rewards
 
@@ -146,6 +148,9 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
     - v0, third release: the episode's end is charged (the ``at_risk`` reward term, at
       truncation; ``info["at_risk"]`` every step); ``scenario`` may be a family, sampled per
       reset (``info["scenario"]``).
+    - v0, fourth and fifth releases: each pool's hardware and prefix-cache hit rate (45 -> 54),
+      then the interactive arrival history (54 -> 57: rate over 1 and 5 minutes, the 5 minutes'
+      peak over mean). A model trained on fewer features reads the prefix.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012 (Gymnasium API)
@@ -299,6 +304,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         # pools priced apart (``gpu_price``): the cost term bills each pool's GPUs at its price
         self._priced = any(p.gpu_price != 1.0 for p in self.scenario.cluster.pools)
         self._priced_before = 0.0
+        self._features.reset()
         window = self.backend.advance(0.0)
         obs, info = self._observe(window, Decision())
         # what this episode runs: a family's draws by key path (none for a plain scenario)

@@ -9,6 +9,7 @@ or not, so a policy trained on one scenario runs on another.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -154,8 +155,69 @@ FEATURES: tuple[Feature, ...] = (
         )
         for p in POOL_NAMES
     ),
+    # Appended in the fifth release (arrival history): what the interactive traffic has been doing
+    # over the last minutes, so that a policy can tell a calm stream from a bursty one and see a
+    # trend (one window of 10 s cannot).
+    Feature(
+        "interactive.arrival_rate_1m",
+        "requests/s",
+        "log:5",
+        "interactive arrivals per second over the last 60 s (the windows that ended in it)",
+    ),
+    Feature(
+        "interactive.arrival_rate_5m",
+        "requests/s",
+        "log:5",
+        "interactive arrivals per second over the last 300 s (the windows that ended in it)",
+    ),
+    Feature(
+        "interactive.arrival_peak_over_mean_5m",
+        "ratio",
+        "4",
+        "the busiest window's interactive arrival rate in the last 300 s over the 300 s mean"
+        " (1: flat or no arrivals)",
+    ),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+
+
+HISTORY_SPANS_S = (60.0, 300.0)  # the arrival-history features' spans (fifth release)
+
+
+class ArrivalHistory:
+    """The interactive arrivals of the recent windows: ``(end time, duration, arrivals)``."""
+
+    def __init__(self, keep_s: float = max(HISTORY_SPANS_S)) -> None:
+        self.keep_s = keep_s
+        self._windows: deque[tuple[float, float, int]] = deque()
+
+    def clear(self) -> None:
+        self._windows.clear()
+
+    def add(self, end_s: float, duration_s: float, arrived: int) -> None:
+        """Record one window (a zero-length one, like reset's, records nothing)."""
+        if duration_s > 0:
+            self._windows.append((end_s, duration_s, arrived))
+        while self._windows and self._windows[0][0] <= end_s - self.keep_s + 1e-9:
+            self._windows.popleft()
+
+    def rate(self, now_s: float, span_s: float) -> float:
+        """Arrivals per second over the windows that ended in the last ``span_s`` (0: none)."""
+        n = 0
+        dur = 0.0
+        for end, d, a in self._windows:
+            if end > now_s - span_s + 1e-9:
+                n += a
+                dur += d
+        return n / dur if dur > 0 else 0.0
+
+    def peak_over_mean(self, now_s: float, span_s: float) -> float:
+        """The busiest window's rate over the span's mean rate (1: flat or no arrivals)."""
+        mean = self.rate(now_s, span_s)
+        if mean <= 0:
+            return 1.0
+        peak = max(a / d for end, d, a in self._windows if end > now_s - span_s + 1e-9)
+        return peak / mean
 
 
 def _ratio(value: float, slo: float | None) -> float:
@@ -182,6 +244,7 @@ class FeatureBuilder:
         self.batch_prompt = prompts[0].mean if prompts else 512.0
         self._specs = specs
         self._capacity: dict[tuple[Pool, int, int], float] = {}
+        self.history = ArrivalHistory()  # cleared by ``reset`` at each episode's start
         # the pools' hardware, fixed for the episode: GPUs per instance, and decode speed at a
         # reference batch relative to the mean of the pools
         ref = BatchComposition.with_decodes([], [], [1024] * 32)
@@ -233,6 +296,10 @@ class FeatureBuilder:
         self._capacity[key] = value
         return value
 
+    def reset(self) -> None:
+        """Forget the previous episode (its arrival history)."""
+        self.history.clear()
+
     def observe(
         self, backend: Backend, window: WindowReport, horizon_s: float
     ) -> tuple[dict[str, float], npt.NDArray[np.float32]]:
@@ -276,6 +343,12 @@ class FeatureBuilder:
             out[f"{name}.itl_p95_over_slo"] = _ratio(rep_c.itl_s[1], slos[c].itl_s)
             att = rep_c.attainment
             out[f"{name}.attainment"] = 1.0 if math.isnan(att) else att
+        now = backend.now
+        self.history.add(now, window.duration_s, window.classes[CLASS_NAMES[0]].arrived)
+        short, long = HISTORY_SPANS_S
+        out["interactive.arrival_rate_1m"] = self.history.rate(now, short)
+        out["interactive.arrival_rate_5m"] = self.history.rate(now, long)
+        out["interactive.arrival_peak_over_mean_5m"] = self.history.peak_over_mean(now, long)
         mu, sigma, n = backend.output_length_stats(1)
         if n < 10:
             mu, sigma = self.fallback_output, self.fallback_output

@@ -262,3 +262,26 @@ def test_reset_options_keep_what_they_do_not_set() -> None:
     assert env.reward_weights["gpu_cost"] == 0.0
     env.reset(seed=0, options={"horizon_s": 30.0})
     assert env.scenario.horizon_s == 30.0 and env.reward_weights["gpu_cost"] == 0.0
+
+
+def test_arrival_history_features_follow_the_recent_windows() -> None:
+    # interactive-bursty: 10 s windows, so the last minute is 6 windows and 5 minutes 30
+    env = AutoscaleEnv("interactive-bursty", action_mode="global")
+    hold = env.action_space.nvec // 2  # every pool's delta 0
+    for _ in range(2):  # the second episode must not remember the first
+        _, info = env.reset(seed=3)
+        raw = info["raw"]
+        assert raw["interactive.arrival_rate_1m"] == 0.0
+        assert raw["interactive.arrival_peak_over_mean_5m"] == 1.0
+        rates: list[float] = []
+        for _ in range(40):
+            _, _, _, _, info = env.step(hold)
+            raw = info["raw"]
+            rates.append(raw["interactive.arrival_rate"])
+            last_1m, last_5m = rates[-6:], rates[-30:]
+            mean_5m = sum(last_5m) / len(last_5m)
+            assert raw["interactive.arrival_rate_1m"] == pytest.approx(sum(last_1m) / len(last_1m))
+            assert raw["interactive.arrival_rate_5m"] == pytest.approx(mean_5m)
+            peak = max(last_5m) / mean_5m if mean_5m > 0 else 1.0
+            assert raw["interactive.arrival_peak_over_mean_5m"] == pytest.approx(peak)
+        assert max(rates[-30:]) > 1.2 * min(rates[-30:]), "a bursty stream should vary"
