@@ -144,11 +144,11 @@ def env_factory(
     action_mode: str,
     env_kwargs: dict[str, Any] | None = None,
     residual_step: int | None = None,
-    deviation_cost: float = 0.0,
+    residual_penalty: float = 0.0,
 ) -> Callable[[], Any]:
     """A picklable environment constructor (``make_vec_env`` adds the Monitor); with
     ``residual_step``, the environment as a residual policy on Chiron sees it (charged
-    ``deviation_cost`` per instance of correction, a training-only term)."""
+    ``residual_penalty`` per instance of correction, a training-only term)."""
 
     def make() -> Any:
         env = AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
@@ -156,7 +156,7 @@ def env_factory(
             return env
         from agents.residual import ResidualWrapper
 
-        return ResidualWrapper(env, residual_step, deviation_cost)
+        return ResidualWrapper(env, residual_step, residual_penalty)
 
     return make
 
@@ -213,7 +213,7 @@ def train(
     if residual is None and residual_penalty != 0.0:
         raise TrainError("--residual-penalty goes with --residual")
     if residual is not None:
-        from agents.residual import RESIDUAL_ENV_KWARGS, RESIDUALS, deviation_cost_error
+        from agents.residual import RESIDUAL_ENV_KWARGS, RESIDUALS, residual_penalty_error
 
         if residual not in RESIDUALS:
             raise TrainError(f"--residual {residual!r}: known: {', '.join(RESIDUALS)}")
@@ -223,7 +223,7 @@ def train(
             raise TrainError(f"--residual goes with --algo ppo, not {algo!r}")
         if residual_step < 1:
             raise TrainError(f"--residual-step must be >= 1, got {residual_step}")
-        error = deviation_cost_error(residual_penalty)
+        error = residual_penalty_error(residual_penalty)
         if error is not None:
             raise TrainError(f"--residual-penalty {error}")
         step = residual_step

@@ -75,8 +75,8 @@ class ChironResidual:
         return out
 
 
-def deviation_cost_error(cost: float) -> str | None:
-    """What is wrong with a deviation cost (training's ``--residual-penalty``), or None."""
+def residual_penalty_error(cost: float) -> str | None:
+    """What is wrong with a residual penalty (training's ``--residual-penalty``), or None."""
     if cost >= 0.0 and np.isfinite(cost):
         return None
     return f"must be a finite number >= 0, got {cost}"
@@ -85,16 +85,16 @@ def deviation_cost_error(cost: float) -> str | None:
 class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
     """``AutoscaleEnv`` (action mode ``global``) seen by a residual policy on Chiron."""
 
-    def __init__(self, env: AutoscaleEnv, step: int = 1, deviation_cost: float = 0.0) -> None:
+    def __init__(self, env: AutoscaleEnv, step: int = 1, residual_penalty: float = 0.0) -> None:
         super().__init__(env)
-        error = deviation_cost_error(deviation_cost)
+        error = residual_penalty_error(residual_penalty)
         if error is not None:
-            raise ValueError(f"deviation_cost {error}")
+            raise ValueError(f"residual_penalty {error}")
         self.step_size = step
         # training only: reward units charged per instance of correction per decision, so that
         # the policy leaves Chiron only where that pays (``step`` reports it as the reward term
         # ``deviation``; evaluation plays the environment's own reward)
-        self.deviation_cost = float(deviation_cost)
+        self.residual_penalty = float(residual_penalty)
         self._residual: ChironResidual | None = None
         base = env.observation_space
         assert isinstance(base, gym.spaces.Box)
@@ -121,9 +121,9 @@ class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         assert self._residual is not None, "reset() before step()"
         obs, reward, terminated, truncated, info = self.env.step(self._residual.compose(action))
-        if self.deviation_cost > 0.0:
+        if self.residual_penalty > 0.0:
             r = np.asarray(action, dtype=np.int64).reshape(-1)
-            charge = self.deviation_cost * float(np.abs(r - self.step_size).sum())
+            charge = self.residual_penalty * float(np.abs(r - self.step_size).sum())
             reward = float(reward) - charge
             info = {**info, "reward_terms": {**info["reward_terms"], "deviation": -charge}}
         return self._observe(obs, False), float(reward), terminated, truncated, info
@@ -145,5 +145,5 @@ __all__ = [
     "ChironResidual",
     "ResidualWrapper",
     "bias_towards_zero",
-    "deviation_cost_error",
+    "residual_penalty_error",
 ]

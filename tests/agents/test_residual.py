@@ -97,7 +97,7 @@ def test_the_deviation_penalty_charges_each_instance_of_correction() -> None:
         assert i2["reward_terms"]["deviation"] == -2.5 * corrections
         assert sum(i2["reward_terms"].values()) == pytest.approx(r2)
         assert "deviation" not in i1["reward_terms"]
-    with pytest.raises(ValueError, match="deviation_cost"):
+    with pytest.raises(ValueError, match="residual_penalty"):
         ResidualWrapper(AutoscaleEnv("default", **CHIRON_ENV), 1, -1.0)
 
 
