@@ -39,6 +39,24 @@ def test_the_wide_family_adds_on_off_arrivals_long_prompts_and_4k_chunks() -> No
     assert 8000 < longest <= 16000
 
 
+def test_the_wide_prod_family_is_as_bursty_as_production() -> None:
+    """``family:wide-prod`` draws fewer bursty episodes than ``family:wide``: about 19% burstier
+    than a CV of 4.3 (on/off, or a Gamma CV above it), as ServeGen's traffic is (15%)."""
+
+    def bursty_share(name: str) -> float:
+        fam = load_family(name)
+        bursty = 0
+        for seed in range(400):
+            arrival = fam.sample(seed)[0].sources[0].arrival
+            bursty += arrival["kind"] == "onoff" or (
+                arrival["kind"] == "gamma" and arrival["cv"] > 4.3
+            )
+        return bursty / 400
+
+    prod, wide = bursty_share("family:wide-prod"), bursty_share("family:wide")
+    assert 0.12 < prod < 0.26 and wide > 0.25 and prod < wide - 0.07
+
+
 def test_same_seed_same_scenario() -> None:
     fam = load_family("family:train")
     (a, da), (b, db) = fam.sample(11), fam.sample(11)
