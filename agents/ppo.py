@@ -35,7 +35,8 @@ import numpy as np
 from agents.base import BaseAgent, Observation, Prediction
 from agents.model_files import check_loadable, load_model, load_normalizer, save_normalizer
 from chiron_gym.config import InputError
-from chiron_gym.envs import AgentContext, AutoscaleEnv
+from chiron_gym.envs import FEATURES, AgentContext, AutoscaleEnv
+from chiron_gym.envs.features import HIGH
 
 HYPERPARAM_DIR = Path(__file__).resolve().parent / "hyperparams"
 HYPERPARAMS = HYPERPARAM_DIR / "ppo.yml"
@@ -145,18 +146,28 @@ def env_factory(
     env_kwargs: dict[str, Any] | None = None,
     residual_step: int | None = None,
     residual_penalty: float = 0.0,
+    features: int | None = None,
 ) -> Callable[[], Any]:
     """A picklable environment constructor (``make_vec_env`` adds the Monitor); with
     ``residual_step``, the environment as a residual policy on Chiron sees it (charged
-    ``residual_penalty`` per instance of correction, a training-only term)."""
+    ``residual_penalty`` per instance of correction, a training-only term); with ``features``,
+    the policy reads only the observation's first ``features`` (an earlier release's)."""
 
     def make() -> Any:
         env = AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
-        if residual_step is None:
-            return env
-        from agents.residual import ResidualWrapper
+        if residual_step is not None:
+            from agents.residual import ResidualWrapper
 
-        return ResidualWrapper(env, residual_step, residual_penalty)
+            return ResidualWrapper(env, residual_step, residual_penalty, features)
+        if features is not None:
+            import gymnasium as gym
+
+            return gym.wrappers.TransformObservation(
+                env,
+                lambda obs: obs[:features],
+                gym.spaces.Box(0.0, HIGH, (features,), dtype=np.float32),
+            )
+        return env
 
     return make
 
@@ -193,6 +204,7 @@ def train(
     residual: str | None = None,
     residual_step: int = 1,
     residual_penalty: float = 0.0,
+    observation_features: int | None = None,
 ) -> TrainResult:
     """Train PPO; write ``model.zip``, ``vecnormalize.pkl``, ``train.json`` and TensorBoard runs.
 
@@ -200,7 +212,9 @@ def train(
     ``overrides`` replace entries of the hyperparameter file (a Tune trial's sample).
     ``residual="chiron"`` trains a correction of Chiron's global loop (``agents/residual.py``);
     ``residual_penalty`` charges each instance of correction that many reward units per decision
-    during training (not in evaluation).
+    during training (not in evaluation). ``observation_features`` trains on the observation's
+    first N features (an earlier release's; ``docs/env.md``), e.g. to reproduce a model trained
+    before features were appended; the model then reads that prefix wherever it plays.
     """
     import torch
     from stable_baselines3.common.env_util import make_vec_env
@@ -212,6 +226,11 @@ def train(
     step: int | None = None
     if residual is None and residual_penalty != 0.0:
         raise TrainError("--residual-penalty goes with --residual")
+    if observation_features is not None and not 1 <= observation_features <= len(FEATURES):
+        raise TrainError(
+            f"--observation-features {observation_features}: expected 1 to {len(FEATURES)} "
+            "(the observation's features, docs/env.md)"
+        )
     if residual is not None:
         from agents.residual import RESIDUAL_ENV_KWARGS, RESIDUALS, residual_penalty_error
 
@@ -253,7 +272,9 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     venv = make_vec_env(
-        env_factory(scenario, action_mode, env_kwargs, step, residual_penalty),
+        env_factory(
+            scenario, action_mode, env_kwargs, step, residual_penalty, observation_features
+        ),
         n_envs=n_envs,
         seed=seed,
         vec_env_cls=SubprocVecEnv if n_envs > 1 else DummyVecEnv,
@@ -290,6 +311,8 @@ def train(
         "steps_per_s": None,
         "hyperparams": {k: v for k, v in hp.items()},
     }
+    if observation_features is not None:  # recorded only when given: earlier records unchanged
+        record["observation_features"] = observation_features
     # from the start, so that ``best_model.zip`` and ``checkpoints/ppo_<N>_steps.zip`` load as
     # trained even if the run is stopped (the final record replaces it)
     _write_record(out / "train.json", record)

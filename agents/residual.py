@@ -85,7 +85,13 @@ def residual_penalty_error(cost: float) -> str | None:
 class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
     """``AutoscaleEnv`` (action mode ``global``) seen by a residual policy on Chiron."""
 
-    def __init__(self, env: AutoscaleEnv, step: int = 1, residual_penalty: float = 0.0) -> None:
+    def __init__(
+        self,
+        env: AutoscaleEnv,
+        step: int = 1,
+        residual_penalty: float = 0.0,
+        features: int | None = None,
+    ) -> None:
         super().__init__(env)
         error = residual_penalty_error(residual_penalty)
         if error is not None:
@@ -98,18 +104,22 @@ class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
         self._residual: ChironResidual | None = None
         base = env.observation_space
         assert isinstance(base, gym.spaces.Box)
+        # the policy reads the first ``features`` of the environment's (an earlier release's
+        # observation; Chiron's proposal still reads them all)
+        self.features = base.shape[0] if features is None else features
         k = env.layout.k
         n = len(POOL_NAMES)
         self.observation_space = gym.spaces.Box(
-            low=np.concatenate([base.low, np.full(n, -k, dtype=np.float32)]),
-            high=np.concatenate([base.high, np.full(n, k, dtype=np.float32)]),
+            low=np.concatenate([base.low[: self.features], np.full(n, -k, dtype=np.float32)]),
+            high=np.concatenate([base.high[: self.features], np.full(n, k, dtype=np.float32)]),
             dtype=np.float32,
         )
         self.action_space = gym.spaces.MultiDiscrete([2 * step + 1] * n)
 
     def _observe(self, obs: Any, start: bool) -> npt.NDArray[np.float32]:
         assert self._residual is not None
-        return np.concatenate([obs, self._residual.propose(obs, start)]).astype(np.float32)
+        proposal = self._residual.propose(obs, start)
+        return np.concatenate([obs[: self.features], proposal]).astype(np.float32)
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)

@@ -576,6 +576,12 @@ def _train_ppo_parser(tsub: Subparsers) -> None:
         help="training only: reward units charged per instance of correction per decision "
         "(default 0; 2.78 is one GPU for 10 s at the default weights)",
     )
+    ppo.add_argument(
+        "--observation-features",
+        type=int,
+        help="train on the observation's first N features (an earlier release's, docs/env.md; "
+        "default all)",
+    )
     ppo.add_argument("--eval-freq", type=int, default=10_000, help="steps between evaluations")
     _executor_args(ppo)
     ppo.set_defaults(func=_cmd_train_ppo)
@@ -594,6 +600,7 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
         "residual": args.residual,
         "residual_step": args.residual_step,
         "residual_penalty": args.residual_penalty,
+        "observation_features": args.observation_features,
     }
     out = Path(args.out)
     from agents.evaluate import check_out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -122,3 +123,39 @@ def test_residual_arguments_are_checked(tmp_path: Path) -> None:
             residual="chiron",
             residual_penalty=float("nan"),
         )
+
+
+def test_a_model_trains_on_an_earlier_releases_features_and_plays_on_todays(
+    tmp_path: Path,
+) -> None:
+    """``observation_features=N``: the policy reads the first N features (Chiron's proposal,
+    for a residual, still reads them all); the model then plays on the full observation."""
+    from agents.model_files import load_model
+    from agents.ppo import PPOAgent, algo_class
+    from chiron_gym.envs import FEATURES
+
+    hp = tmp_path / "hp.yml"
+    hp.write_text(
+        "default:\n  n_steps: 64\n  batch_size: 32\n  n_epochs: 1\n  learning_rate: 1.0e-9\n"
+        '  normalize: true\n  policy_kwargs: "dict(net_arch=[16])"\n'
+    )
+    kw = {"horizon_s": 300.0}
+    common: dict[str, Any] = dict(
+        hyperparams=hp, eval_freq=0, checkpoint_freq=0, progress=False, env_kwargs=kw
+    )
+    res, direct = tmp_path / "res", tmp_path / "direct"
+    train("default", 64, 0, res, action_mode="global", residual="chiron",
+          observation_features=54, **common)  # fmt: skip
+    train("default", 64, 0, direct, action_mode="global", observation_features=40, **common)
+    for out, features, policy_input in ((res, 54, 54 + 3), (direct, 40, 40)):
+        assert json.loads((out / "train.json").read_text())["observation_features"] == features
+        zip_path = PPOAgent.files(out)[0]
+        assert load_model(zip_path, algo_class("ppo")).observation_space.shape == (policy_input,)
+    # the residual plays as Chiron at first (a learning rate of ~0 keeps r = 0 favoured)
+    ppo = run_episode(f"ppo:{res}", "default", 1, env_kwargs=kw).row
+    chiron = run_episode("chiron", "default", 1, env_kwargs=kw).row
+    assert ppo["reward"] == chiron["reward"] and ppo["gpu_hours"] == chiron["gpu_hours"]
+    assert run_episode(f"ppo:{direct}", "default", 1, env_kwargs=kw).row["gpu_hours"] > 0
+    for bad in (0, len(FEATURES) + 1):
+        with pytest.raises(TrainError, match="--observation-features"):
+            train("default", 64, 0, tmp_path / "x", observation_features=bad)
