@@ -102,7 +102,7 @@ ppo-model: $(STAMP_ALL) $(NATIVE)
 PPO_DIRECT_RUN := runs/ppo-general-direct/seed0
 ppo-direct-model: $(STAMP_ALL) $(NATIVE)
 	$(BIN)/chiron train ppo --scenario family:train --action-mode global --n-envs 8 --seed 0 \
-		--eval-freq 100000 --out $(PPO_DIRECT_RUN)
+		--observation-features 45 --eval-freq 100000 --out $(PPO_DIRECT_RUN)
 	mkdir -p agents/models/ppo-general-direct
 	cp $(PPO_DIRECT_RUN)/model.zip $(PPO_DIRECT_RUN)/vecnormalize.npz \
 		$(PPO_DIRECT_RUN)/train.json agents/models/ppo-general-direct/
@@ -113,10 +113,11 @@ BENCH_AGENTS := static,chiron,llumnix,llumnix-tuned,queue-threshold,kv-target,ra
 benchmark: $(STAMP_ALL) $(NATIVE)
 	$(BIN)/chiron benchmark --agents $(BENCH_AGENTS) --suite test --seeds 0-4 --out runs/benchmark
 
-# ppo-default (docs/results.md): 60,000 steps on the default scenario.
+# ppo-default (docs/results.md): 60,000 steps on the default scenario, on the first release's 40
+# observation features (as it was trained; ppo-general-direct had the second release's 45).
 PPO_RUN := runs/ppo-default
 ppo-default-model: $(STAMP_ALL)
-	$(BIN)/chiron train ppo --scenario default --seed 0 --out $(PPO_RUN)
+	$(BIN)/chiron train ppo --scenario default --seed 0 --observation-features 40 --out $(PPO_RUN)
 	mkdir -p agents/models/ppo-default
 	cp $(PPO_RUN)/model.zip $(PPO_RUN)/vecnormalize.npz $(PPO_RUN)/train.json agents/models/ppo-default/
 
