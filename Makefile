@@ -81,14 +81,16 @@ bench: $(STAMP_ALL) $(NATIVE)
 # family:wide, seed 4, 8 environments, 300,000 steps (about 25 min alone on 2 cores); the shipped
 # model is that run's checkpoint at 100,000 steps, chosen by the validation rule of
 # docs/benchmark.md (the val suite, benchmarks/suites/val.toml) among every 100,000-step
-# checkpoint of five family:wide seeds and earlier runs. The earlier ppo-general (family:train,
-# seed 0, its 300k checkpoint) is in git history (commit aee9a6b). ppo-general-direct is the
-# first model, which sets instance changes itself (make ppo-direct-model).
+# checkpoint of five family:wide seeds and earlier runs. It reads the fourth release's 54
+# observation features (the env has 57 since; --observation-features keeps the training as it was).
+# The earlier ppo-general (family:train, seed 0, its 300k checkpoint) is in git history (commit
+# aee9a6b). ppo-general-direct is the first model, which sets instance changes itself
+# (make ppo-direct-model).
 PPO_GENERAL_RUN := runs/ppo-general/seed4
 PPO_GENERAL_CKPT := 100000
 ppo-model: $(STAMP_ALL) $(NATIVE)
 	$(BIN)/chiron train ppo --scenario family:wide --residual chiron --n-envs 8 --seed 4 \
-		--timesteps 300000 --eval-freq 100000 --out $(PPO_GENERAL_RUN)
+		--observation-features 54 --timesteps 300000 --eval-freq 100000 --out $(PPO_GENERAL_RUN)
 	mkdir -p agents/models/ppo-general
 	cp $(PPO_GENERAL_RUN)/checkpoints/ppo_$(PPO_GENERAL_CKPT)_steps.zip agents/models/ppo-general/model.zip
 	cp $(PPO_GENERAL_RUN)/checkpoints/ppo_vecnormalize_$(PPO_GENERAL_CKPT)_steps.npz \
