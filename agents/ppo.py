@@ -36,7 +36,6 @@ from agents.base import BaseAgent, Observation, Prediction
 from agents.model_files import check_loadable, load_model, load_normalizer, save_normalizer
 from chiron_gym.config import InputError
 from chiron_gym.envs import FEATURES, AgentContext, AutoscaleEnv
-from chiron_gym.envs.features import HIGH
 
 HYPERPARAM_DIR = Path(__file__).resolve().parent / "hyperparams"
 HYPERPARAMS = HYPERPARAM_DIR / "ppo.yml"
@@ -162,10 +161,12 @@ def env_factory(
         if features is not None:
             import gymnasium as gym
 
+            box = env.observation_space
+            assert isinstance(box, gym.spaces.Box)
             return gym.wrappers.TransformObservation(
                 env,
                 lambda obs: obs[:features],
-                gym.spaces.Box(0.0, HIGH, (features,), dtype=np.float32),
+                gym.spaces.Box(box.low[:features], box.high[:features], dtype=np.float32),
             )
         return env
 

@@ -185,10 +185,10 @@ HISTORY_SPANS_S = (60.0, 300.0)  # the arrival-history features' spans (fifth re
 
 
 class ArrivalHistory:
-    """The interactive arrivals of the recent windows: ``(end time, duration, arrivals)``."""
+    """The interactive arrivals of the windows that ended in the last ``HISTORY_SPANS_S[-1]``
+    seconds: ``(end time, duration, arrivals)``."""
 
-    def __init__(self, keep_s: float = max(HISTORY_SPANS_S)) -> None:
-        self.keep_s = keep_s
+    def __init__(self) -> None:
         self._windows: deque[tuple[float, float, int]] = deque()
 
     def clear(self) -> None:
@@ -198,26 +198,26 @@ class ArrivalHistory:
         """Record one window (a zero-length one, like reset's, records nothing)."""
         if duration_s > 0:
             self._windows.append((end_s, duration_s, arrived))
-        while self._windows and self._windows[0][0] <= end_s - self.keep_s + 1e-9:
+        while self._windows and self._windows[0][0] <= end_s - HISTORY_SPANS_S[-1] + 1e-9:
             self._windows.popleft()
 
-    def rate(self, now_s: float, span_s: float) -> float:
-        """Arrivals per second over the windows that ended in the last ``span_s`` (0: none)."""
-        n = 0
-        dur = 0.0
+    def features(self, now_s: float) -> tuple[float, float, float]:
+        """Arrivals per second over the last 60 s and 300 s (0: no window), and the busiest
+        window's rate over the 300 s mean (1: flat or no arrivals). Every kept window ended in
+        the last 300 s."""
+        n_short = n_long = 0
+        dur_short = dur_long = 0.0
         for end, d, a in self._windows:
-            if end > now_s - span_s + 1e-9:
-                n += a
-                dur += d
-        return n / dur if dur > 0 else 0.0
-
-    def peak_over_mean(self, now_s: float, span_s: float) -> float:
-        """The busiest window's rate over the span's mean rate (1: flat or no arrivals)."""
-        mean = self.rate(now_s, span_s)
-        if mean <= 0:
-            return 1.0
-        peak = max(a / d for end, d, a in self._windows if end > now_s - span_s + 1e-9)
-        return peak / mean
+            n_long += a
+            dur_long += d
+            if end > now_s - HISTORY_SPANS_S[0] + 1e-9:
+                n_short += a
+                dur_short += d
+        short = n_short / dur_short if dur_short > 0 else 0.0
+        long = n_long / dur_long if dur_long > 0 else 0.0
+        if long <= 0:
+            return short, long, 1.0
+        return short, long, max(a / d for _, d, a in self._windows) / long
 
 
 def _ratio(value: float, slo: float | None) -> float:
@@ -343,12 +343,12 @@ class FeatureBuilder:
             out[f"{name}.itl_p95_over_slo"] = _ratio(rep_c.itl_s[1], slos[c].itl_s)
             att = rep_c.attainment
             out[f"{name}.attainment"] = 1.0 if math.isnan(att) else att
-        now = backend.now
-        self.history.add(now, window.duration_s, window.classes[CLASS_NAMES[0]].arrived)
-        short, long = HISTORY_SPANS_S
-        out["interactive.arrival_rate_1m"] = self.history.rate(now, short)
-        out["interactive.arrival_rate_5m"] = self.history.rate(now, long)
-        out["interactive.arrival_peak_over_mean_5m"] = self.history.peak_over_mean(now, long)
+        self.history.add(backend.now, window.duration_s, window.classes[CLASS_NAMES[0]].arrived)
+        (
+            out["interactive.arrival_rate_1m"],
+            out["interactive.arrival_rate_5m"],
+            out["interactive.arrival_peak_over_mean_5m"],
+        ) = self.history.features(backend.now)
         mu, sigma, n = backend.output_length_stats(1)
         if n < 10:
             mu, sigma = self.fallback_output, self.fallback_output
