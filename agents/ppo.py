@@ -146,18 +146,26 @@ def env_factory(
     residual_step: int | None = None,
     residual_penalty: float = 0.0,
     features: int | None = None,
+    relative_reward: bool = False,
 ) -> Callable[[], Any]:
     """A picklable environment constructor (``make_vec_env`` adds the Monitor); with
     ``residual_step``, the environment as a residual policy on Chiron sees it (charged
-    ``residual_penalty`` per instance of correction, a training-only term); with ``features``,
-    the policy reads only the observation's first ``features`` (an earlier release's)."""
+    ``residual_penalty`` per instance of correction, a training-only term; with
+    ``relative_reward``, paid its reward relative to Chiron's on the same draw); with
+    ``features``, the policy reads only the observation's first ``features`` (an earlier
+    release's)."""
 
     def make() -> Any:
         env = AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
         if residual_step is not None:
             from agents.residual import ResidualWrapper
 
-            return ResidualWrapper(env, residual_step, residual_penalty, features)
+            baseline = (
+                AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
+                if relative_reward
+                else None
+            )
+            return ResidualWrapper(env, residual_step, residual_penalty, features, baseline)
         if features is not None:
             import gymnasium as gym
 
@@ -206,6 +214,7 @@ def train(
     residual_step: int = 1,
     residual_penalty: float = 0.0,
     observation_features: int | None = None,
+    relative_reward: bool = False,
 ) -> TrainResult:
     """Train PPO; write ``model.zip``, ``vecnormalize.pkl``, ``train.json`` and TensorBoard runs.
 
@@ -216,6 +225,8 @@ def train(
     during training (not in evaluation). ``observation_features`` trains on the observation's
     first N features (an earlier release's; ``docs/env.md``), e.g. to reproduce a model trained
     before features were appended; the model then reads that prefix wherever it plays.
+    ``relative_reward`` (with ``residual``) pays the policy its reward relative to Chiron's on the
+    same draw, per step, in units of Chiron's mean per-step reward there (``agents/residual.py``).
     """
     import torch
     from stable_baselines3.common.env_util import make_vec_env
@@ -227,6 +238,8 @@ def train(
     step: int | None = None
     if residual is None and residual_penalty != 0.0:
         raise TrainError("--residual-penalty goes with --residual")
+    if residual is None and relative_reward:
+        raise TrainError("--relative-reward goes with --residual (Chiron is the baseline)")
     if observation_features is not None and not 1 <= observation_features <= len(FEATURES):
         raise TrainError(
             f"--observation-features {observation_features}: expected 1 to {len(FEATURES)} "
@@ -274,7 +287,13 @@ def train(
     torch.set_num_threads(1)
     venv = make_vec_env(
         env_factory(
-            scenario, action_mode, env_kwargs, step, residual_penalty, observation_features
+            scenario,
+            action_mode,
+            env_kwargs,
+            step,
+            residual_penalty,
+            observation_features,
+            relative_reward,
         ),
         n_envs=n_envs,
         seed=seed,
@@ -314,6 +333,8 @@ def train(
     }
     if observation_features is not None:  # recorded only when given: earlier records unchanged
         record["observation_features"] = observation_features
+    if relative_reward:
+        record["relative_reward"] = True
     # from the start, so that ``best_model.zip`` and ``checkpoints/ppo_<N>_steps.zip`` load as
     # trained even if the run is stopped (the final record replaces it)
     _write_record(out / "train.json", record)

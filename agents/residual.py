@@ -17,6 +17,17 @@ action head's bias favours r = 0 (``bias_towards_zero``).
 ``ResidualWrapper`` is the training side (a Gymnasium wrapper); ``ChironResidual`` the shared
 arithmetic that ``PPOAgent`` also uses when it plays a residual model (``train.json`` says
 ``"residual": "chiron"``).
+
+**Relative reward** (training only, ``--relative-reward``): at each reset Chiron plays the same
+draw (the episode's seed) to the end in a second environment, and the policy is paid, per step,
+
+    (r_t - r_t^Chiron) / s,   s = max(mean_t |r_t^Chiron|, one GPU for one decision)
+
+so an episode's return is its margin over Chiron in units of Chiron's own per-step reward on that
+draw. Subtracting Chiron's reward (which no action changes) removes the draw's difficulty from the
+return; dividing by ``s`` weighs a calm draw's idle GPUs as much as a burst's misses, where the raw
+reward lets the bursts (rewards of -10^4 to -10^5 per episode) outweigh the rest. A policy that
+always answers r = 0 earns exactly 0 (``tests/agents/test_residual.py``).
 """
 
 from __future__ import annotations
@@ -75,6 +86,42 @@ class ChironResidual:
         return out
 
 
+class ChironBaseline:
+    """Chiron's per-step rewards on a draw: Chiron plays ``env`` (a second environment built like
+    the training one) from ``reset(seed)`` to the episode's end."""
+
+    def __init__(self, env: AutoscaleEnv, step: int = 1) -> None:
+        self.env = env
+        self.step = step
+        self.rewards: list[float] = []
+        self.scale = 1.0
+
+    def play(self, seed: int) -> None:
+        obs, _ = self.env.reset(seed=seed)
+        chiron = ChironResidual(self.env.agent_context(), self.step)
+        zero = np.full(chiron.n, self.step, dtype=np.int64)  # r = 0: Chiron's own action
+        rewards: list[float] = []
+        start, done = True, False
+        while not done:
+            chiron.propose(obs, start)
+            obs, reward, terminated, truncated, _ = self.env.step(chiron.compose(zero))
+            rewards.append(float(reward))
+            start, done = False, terminated or truncated
+        self.rewards = rewards
+        # one GPU for one decision at this scenario's weights: the scale's floor, so that a draw
+        # on which Chiron earns almost nothing does not blow the relative reward up
+        gpu_decision = (
+            self.env.reward_weights["gpu_cost"] * self.env.scenario.decision_interval_s / 3600.0
+        )
+        mean_abs = float(np.mean(np.abs(rewards))) if rewards else 0.0
+        self.scale = max(mean_abs, gpu_decision, 1e-9)
+
+    def relative(self, t: int, reward: float) -> float:
+        """Step ``t``'s reward relative to Chiron's at the same step of the same draw."""
+        base = self.rewards[t] if t < len(self.rewards) else 0.0
+        return (reward - base) / self.scale
+
+
 def residual_penalty_error(cost: float) -> str | None:
     """What is wrong with a residual penalty (training's ``--residual-penalty``), or None."""
     if cost >= 0.0 and np.isfinite(cost):
@@ -91,6 +138,7 @@ class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
         step: int = 1,
         residual_penalty: float = 0.0,
         features: int | None = None,
+        baseline_env: AutoscaleEnv | None = None,
     ) -> None:
         super().__init__(env)
         error = residual_penalty_error(residual_penalty)
@@ -115,6 +163,9 @@ class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
             dtype=np.float32,
         )
         self.action_space = gym.spaces.MultiDiscrete([2 * step + 1] * n)
+        # training only: the reward relative to Chiron's on the same draw (module docstring)
+        self.baseline = None if baseline_env is None else ChironBaseline(baseline_env, step)
+        self._t = 0
 
     def _observe(self, obs: Any, start: bool) -> npt.NDArray[np.float32]:
         assert self._residual is not None
@@ -126,6 +177,9 @@ class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
         # the context changes with each family draw: Chiron is built for this episode's cluster
         ctx = self.env.unwrapped.agent_context()  # type: ignore[attr-defined]
         self._residual = ChironResidual(ctx, self.step_size)
+        self._t = 0
+        if self.baseline is not None:
+            self.baseline.play(self.env.unwrapped.episode_seed)  # type: ignore[attr-defined]
         return self._observe(obs, True), info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
@@ -136,7 +190,15 @@ class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
             charge = self.residual_penalty * float(np.abs(r - self.step_size).sum())
             reward = float(reward) - charge
             info = {**info, "reward_terms": {**info["reward_terms"], "deviation": -charge}}
+        if self.baseline is not None:
+            reward = self.baseline.relative(self._t, float(reward))
+        self._t += 1
         return self._observe(obs, False), float(reward), terminated, truncated, info
+
+    def close(self) -> None:
+        if self.baseline is not None:
+            self.baseline.env.close()
+        super().close()  # type: ignore[no-untyped-call]
 
 
 def bias_towards_zero(model: Any, step: int, logit: float = 2.0) -> None:
@@ -152,6 +214,7 @@ def bias_towards_zero(model: Any, step: int, logit: float = 2.0) -> None:
 __all__ = [
     "RESIDUALS",
     "RESIDUAL_ENV_KWARGS",
+    "ChironBaseline",
     "ChironResidual",
     "ResidualWrapper",
     "bias_towards_zero",

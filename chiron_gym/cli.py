@@ -582,6 +582,12 @@ def _train_ppo_parser(tsub: Subparsers) -> None:
         help="train on the observation's first N features (an earlier release's, docs/env.md; "
         "default all)",
     )
+    ppo.add_argument(
+        "--relative-reward",
+        action="store_true",
+        help="training only, with --residual: pay the policy its reward minus Chiron's on the "
+        "same draw, in units of Chiron's mean per-step reward there (agents/residual.py)",
+    )
     ppo.add_argument("--eval-freq", type=int, default=10_000, help="steps between evaluations")
     _executor_args(ppo)
     ppo.set_defaults(func=_cmd_train_ppo)
@@ -601,6 +607,7 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
         "residual_step": args.residual_step,
         "residual_penalty": args.residual_penalty,
         "observation_features": args.observation_features,
+        "relative_reward": args.relative_reward,
     }
     out = Path(args.out)
     from agents.evaluate import check_out
