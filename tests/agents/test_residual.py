@@ -102,6 +102,47 @@ def test_the_deviation_penalty_charges_each_instance_of_correction() -> None:
         ResidualWrapper(AutoscaleEnv("default", **CHIRON_ENV), 1, -1.0)
 
 
+def test_the_relative_reward_is_the_margin_over_chiron_on_the_same_draw() -> None:
+    """Training's ``--relative-reward``: on each draw (unseeded resets of a family, as in
+    training) Chiron's own play earns exactly 0 at every step; any other play earns its reward
+    minus Chiron's at the same step of the same draw, over Chiron's mean per-step magnitude."""
+    kw: dict[str, Any] = {"horizon_s": 200.0, **CHIRON_ENV}
+    rel = ResidualWrapper(
+        AutoscaleEnv("family:wide", **kw), baseline_env=AutoscaleEnv("family:wide", **kw)
+    )
+    rel.reset(seed=5)
+    seeds = []
+    for _ in range(2):  # Chiron's play: zero, draw after draw
+        rel.reset()
+        seeds.append(rel.unwrapped.episode_seed)  # type: ignore[attr-defined]
+        done = False
+        while not done:
+            _, r, term, trunc, _ = rel.step(np.ones(3, dtype=np.int64))
+            assert r == 0.0
+            done = term or trunc
+    assert seeds[0] != seeds[1]
+    # one more instance on every pool at every step: the raw episode, less Chiron's, scaled
+    assert rel.baseline is not None
+    raw = ResidualWrapper(AutoscaleEnv("family:wide", **kw))
+    rel.reset()
+    seed = rel.unwrapped.episode_seed  # type: ignore[attr-defined]
+    chiron = list(rel.baseline.rewards)
+    gpu_decision = 1000.0 * 10.0 / 3600.0  # the default weights and decision interval
+    scale = max(float(np.mean(np.abs(chiron))), gpu_decision)
+    assert rel.baseline.scale == pytest.approx(scale) and len(chiron) == 20
+    raw.reset(seed=seed)
+    got, want, done = [], [], False
+    while not done:
+        _, r_rel, *_ = rel.step(np.full(3, 2, dtype=np.int64))
+        _, r_raw, term, trunc, _ = raw.step(np.full(3, 2, dtype=np.int64))
+        got.append(r_rel)
+        want.append((r_raw - chiron[len(want)]) / scale)
+        done = term or trunc
+    assert got == pytest.approx(want) and any(g != 0.0 for g in got)
+    with pytest.raises(TrainError, match="--relative-reward goes with --residual"):
+        train("default", 64, 0, Path("unused"), relative_reward=True)
+
+
 def test_residual_arguments_are_checked(tmp_path: Path) -> None:
     with pytest.raises(TrainError, match="action mode global"):
         train("default", 64, 0, tmp_path, action_mode="full", residual="chiron")
