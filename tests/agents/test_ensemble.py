@@ -1,8 +1,9 @@
 """Median ensembles of PPO models (agents/ensemble.py): the vote is the median member's action,
 the folder round-trips through ``chiron ensemble`` and ``ppo:FOLDER``, bad sets are refused.
 
-The members are the shipped residual model with its action head's bias pushed so that it always
-answers one correction (-1, 0 or +1 on every pool): real models, whose votes we know."""
+The members are a shipped residual model (the first member of ``ppo-general``) with its action
+head's bias pushed so that it always answers one correction (-1, 0 or +1 on every pool): real
+models, whose votes we know."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from chiron_gym.cli import main
 from chiron_gym.config import InputError
 from chiron_gym.envs import AutoscaleEnv
 
-SHIPPED = Path(__file__).resolve().parents[2] / "agents" / "models" / "ppo-general"
+MODELS = Path(__file__).resolve().parents[2] / "agents" / "models"
+SHIPPED = MODELS / "ppo-general" / "member-0"  # one residual model: the shipped ensemble's first
 KW = {"horizon_s": 600.0}
 
 
@@ -76,7 +78,7 @@ def test_bad_ensembles_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture
     zero = fixed(tmp_path, "zero", 0)
     with pytest.raises(InputError, match="an odd number of members, got 2"):
         write_ensemble([zero, zero], tmp_path / "even")
-    direct = SHIPPED.parent / "ppo-general-direct"
+    direct = MODELS / "ppo-general-direct"
     with pytest.raises(InputError, match=r"acts differently from .*residual, residual_step differ"):
         write_ensemble([zero, zero, direct], tmp_path / "mixed")
     recurrent = fixed(tmp_path, "recurrent", 0)
