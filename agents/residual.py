@@ -87,26 +87,20 @@ class ChironResidual:
 
 
 class ChironBaseline:
-    """Chiron's per-step rewards on a draw: Chiron plays ``env`` (a second environment built like
-    the training one) from ``reset(seed)`` to the episode's end."""
+    """Chiron's per-step rewards on a draw: the ``chiron`` agent plays ``env`` (a second
+    environment built like the training one) from ``reset(seed)`` to the episode's end, through
+    the shared episode loop (the same actions as a residual answering r = 0)."""
 
-    def __init__(self, env: AutoscaleEnv, step: int = 1) -> None:
+    def __init__(self, env: AutoscaleEnv) -> None:
         self.env = env
-        self.step = step
         self.rewards: list[float] = []
         self.scale = 1.0
 
     def play(self, seed: int) -> None:
-        obs, _ = self.env.reset(seed=seed)
-        chiron = ChironResidual(self.env.agent_context(), self.step)
-        zero = np.full(chiron.n, self.step, dtype=np.int64)  # r = 0: Chiron's own action
-        rewards: list[float] = []
-        start, done = True, False
-        while not done:
-            chiron.propose(obs, start)
-            obs, reward, terminated, truncated, _ = self.env.step(chiron.compose(zero))
-            rewards.append(float(reward))
-            start, done = False, terminated or truncated
+        from agents.episode import play  # the one episode loop (agents/episode.py)
+
+        run = play(self.env, ChironAgent, seed, record_series=True)
+        rewards = run.series.get("reward/step", [])
         self.rewards = rewards
         # one GPU for one decision at this scenario's weights: the scale's floor, so that a draw
         # on which Chiron earns almost nothing does not blow the relative reward up
@@ -164,7 +158,7 @@ class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
         )
         self.action_space = gym.spaces.MultiDiscrete([2 * step + 1] * n)
         # training only: the reward relative to Chiron's on the same draw (module docstring)
-        self.baseline = None if baseline_env is None else ChironBaseline(baseline_env, step)
+        self.baseline = None if baseline_env is None else ChironBaseline(baseline_env)
         self._t = 0
 
     def _observe(self, obs: Any, start: bool) -> npt.NDArray[np.float32]:
