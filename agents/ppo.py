@@ -155,16 +155,15 @@ def env_factory(
     ``features``, the policy reads only the observation's first ``features`` (an earlier
     release's)."""
 
+    def build() -> AutoscaleEnv:
+        return AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
+
     def make() -> Any:
-        env = AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
+        env = build()
         if residual_step is not None:
             from agents.residual import ResidualWrapper
 
-            baseline = (
-                AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
-                if relative_reward
-                else None
-            )
+            baseline = build() if relative_reward else None  # Chiron's play of the same draw
             return ResidualWrapper(env, residual_step, residual_penalty, features, baseline)
         if features is not None:
             import gymnasium as gym

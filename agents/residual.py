@@ -100,8 +100,7 @@ class ChironBaseline:
         from agents.episode import play  # the one episode loop (agents/episode.py)
 
         run = play(self.env, ChironAgent, seed, record_series=True)
-        rewards = run.series.get("reward/step", [])
-        self.rewards = rewards
+        self.rewards = rewards = run.series.get("reward/step", [])
         # one GPU for one decision at this scenario's weights: the scale's floor, so that a draw
         # on which Chiron earns almost nothing does not blow the relative reward up
         gpu_decision = (
