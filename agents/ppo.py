@@ -33,7 +33,13 @@ from typing import Any
 import numpy as np
 
 from agents.base import BaseAgent, Observation, Prediction
-from agents.model_files import check_loadable, load_model, load_normalizer, save_normalizer
+from agents.model_files import (
+    ObsNormalizer,
+    check_loadable,
+    load_model,
+    load_normalizer,
+    save_normalizer,
+)
 from chiron_gym.config import InputError
 from chiron_gym.envs import FEATURES, AgentContext, AutoscaleEnv
 
@@ -214,6 +220,7 @@ def train(
     residual_penalty: float = 0.0,
     observation_features: int | None = None,
     relative_reward: bool = False,
+    init: Path | None = None,
 ) -> TrainResult:
     """Train PPO; write ``model.zip``, ``vecnormalize.pkl``, ``train.json`` and TensorBoard runs.
 
@@ -226,6 +233,8 @@ def train(
     before features were appended; the model then reads that prefix wherever it plays.
     ``relative_reward`` (with ``residual``) pays the policy its reward relative to Chiron's on the
     same draw, per step, in units of Chiron's mean per-step reward there (``agents/residual.py``).
+    ``init`` (a trained model's folder or ``.zip``) starts from that model's weights, optimiser
+    state and observation statistics instead of a fresh policy (fine-tuning; ``warm_start``).
     """
     import torch
     from stable_baselines3.common.env_util import make_vec_env
@@ -311,7 +320,8 @@ def train(
         tensorboard_log=str(out / "tb"),
         **kwargs,
     )
-    if step is not None:
+    started_from = warm_start(model, venv, init) if init is not None else None
+    if step is not None and started_from is None:
         from agents.residual import bias_towards_zero
 
         bias_towards_zero(model, step)
@@ -334,6 +344,8 @@ def train(
         record["observation_features"] = observation_features
     if relative_reward:
         record["relative_reward"] = True
+    if started_from is not None:
+        record["init"] = started_from
     # from the start, so that ``best_model.zip`` and ``checkpoints/ppo_<N>_steps.zip`` load as
     # trained even if the run is stopped (the final record replaces it)
     _write_record(out / "train.json", record)
@@ -364,6 +376,77 @@ def train(
     _write_record(out / "train.json", record)
     venv.close()
     return result
+
+
+def warm_start(model: Any, venv: Any, init: Path) -> dict[str, Any]:
+    """Load the model at ``init`` (a training folder or ``.zip``) into ``model`` and its
+    observation statistics into ``venv`` (a ``VecNormalize``), as SB3 users resume a run.
+
+    The weights and the optimiser's state must match ``model``'s shapes (same network, same
+    observation features, same action layout): a :class:`TrainError` names the first that does
+    not. Nothing in the file is unpickled (``load_from_zip_file(load_data=False)`` reads the
+    tensors with ``weights_only``). The observation statistics continue from the model's, counted
+    as the steps it was trained for; the reward's scale starts afresh (the new run's reward may be
+    another one, e.g. ``--relative-reward``). Returns what ``train.json`` records of the start.
+    """
+    import hashlib
+
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+    from stable_baselines3.common.save_util import load_from_zip_file
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    zip_path, stats_path, meta = PPOAgent.files(init)
+    if meta.get("ensemble"):
+        raise TrainError(f"--init {init}: an ensemble; give one of its members")
+    _, params, _ = load_from_zip_file(zip_path, device="cpu", load_data=False)
+    own = model.get_parameters()
+    if set(params) != set(own):
+        raise TrainError(
+            f"--init {zip_path}: holds {sorted(params)}, this run's model {sorted(own)} "
+            "(another algorithm?)"
+        )
+    theirs, mine = params["policy"], own["policy"]
+    for key, tensor in mine.items():
+        if key not in theirs or tuple(theirs[key].shape) != tuple(tensor.shape):
+            got = tuple(theirs[key].shape) if key in theirs else "nothing"
+            raise TrainError(
+                f"--init {zip_path}: policy.{key} is {got}, this run's is {tuple(tensor.shape)} "
+                f"(the model was trained with {meta.get('observation_features', 'all its')} "
+                "observation features, a residual, action mode and net_arch of its own: "
+                "pass the same, e.g. --observation-features)"
+            )
+    model.set_parameters(params, exact_match=True, device="cpu")
+    steps = _trained_steps(zip_path, meta)
+    if isinstance(venv, VecNormalize):
+        stats = load_normalizer(stats_path)
+        if stats is None:
+            raise TrainError(f"--init {zip_path}: no observation statistics beside it")
+        vn = ObsNormalizer.of(stats) if not isinstance(stats, ObsNormalizer) else stats
+        rms = venv.obs_rms
+        if not isinstance(rms, RunningMeanStd):  # a dict observation: not this env's
+            raise TrainError(f"--init {zip_path}: this run's observation is not one vector")
+        if vn.mean.shape != rms.mean.shape:
+            raise TrainError(
+                f"--init {stats_path}: statistics of {vn.mean.shape[0]} features, this run's "
+                f"observation has {rms.mean.shape[0]}"
+            )
+        rms.mean, rms.var, rms.count = vn.mean.copy(), vn.var.copy(), float(max(steps, 1))
+    return {
+        "model": str(zip_path),
+        "sha256": hashlib.sha256(zip_path.read_bytes()).hexdigest(),
+        "steps": steps,
+    }
+
+
+def _trained_steps(zip_path: Path, meta: dict[str, Any]) -> int:
+    """How many steps the model at ``zip_path`` was trained for (a checkpoint's name says; a
+    model's record says ``timesteps``)."""
+    import re
+
+    m = re.fullmatch(r".*_(\d+)_steps\.zip", zip_path.name)
+    if m:
+        return int(m.group(1))
+    return int(meta.get("timesteps") or 0)
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:

@@ -588,6 +588,11 @@ def _train_ppo_parser(tsub: Subparsers) -> None:
         help="training only, with --residual: pay the policy its reward minus Chiron's on the "
         "same draw, in units of Chiron's mean per-step reward there (agents/residual.py)",
     )
+    ppo.add_argument(
+        "--init",
+        help="start from this trained model (its folder or .zip): weights, optimiser state and "
+        "observation statistics (fine-tuning; agents/ppo.py warm_start)",
+    )
     ppo.add_argument("--eval-freq", type=int, default=10_000, help="steps between evaluations")
     _executor_args(ppo)
     ppo.set_defaults(func=_cmd_train_ppo)
@@ -608,6 +613,7 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
         "residual_penalty": args.residual_penalty,
         "observation_features": args.observation_features,
         "relative_reward": args.relative_reward,
+        "init": Path(args.init).resolve() if args.init else None,
     }
     out = Path(args.out)
     from agents.evaluate import check_out

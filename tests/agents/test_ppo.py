@@ -200,3 +200,51 @@ def test_the_episode_loop_carries_a_recurrent_state() -> None:
     env = AutoscaleEnv("default", horizon_s=50.0)
     run = play(env, lambda ctx: Counter(), 0)  # type: ignore[arg-type,return-value]
     assert run.steps == 5 and seen == [None, 1, 2, 3, 4]
+
+
+def test_init_starts_from_the_models_weights_optimiser_and_statistics(tmp_path: Path) -> None:
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents.model_files import ObsNormalizer
+    from agents.ppo import warm_start
+
+    kw = dict(hyperparams=_hp(tmp_path), eval_freq=0, progress=False, env_kwargs=SMALL)
+    train("default", 256, 0, tmp_path / "a", checkpoint_freq=0, **kw)  # type: ignore[arg-type]
+    trained = PPOAgent.load(tmp_path / "a").model
+    venv = VecNormalize(make_vec_env(lambda: AutoscaleEnv("default", **SMALL), n_envs=1))
+    fresh = PPO("MlpPolicy", venv, n_steps=64, batch_size=32, policy_kwargs={"net_arch": [32, 32]})
+    assert not torch.equal(  # a fresh policy differs before the start ...
+        fresh.policy.state_dict()["action_net.weight"],
+        trained.policy.state_dict()["action_net.weight"],
+    )
+    started = warm_start(fresh, venv, tmp_path / "a")
+    for key, tensor in trained.policy.state_dict().items():  # ... and is the trained one after
+        assert torch.equal(fresh.policy.state_dict()[key], tensor), key
+    assert fresh.policy.optimizer.state_dict()["state"]  # Adam's moments, not a fresh optimiser
+    stats = ObsNormalizer.load(tmp_path / "a" / "vecnormalize.npz")
+    assert np.array_equal(venv.obs_rms.mean, stats.mean)
+    assert np.array_equal(venv.obs_rms.var, stats.var)
+    assert started["steps"] >= 256 and started["model"].endswith("model.zip")
+    # training from it records where it started; a model of another shape is refused by name
+    train("default", 64, 1, tmp_path / "b", checkpoint_freq=0, init=tmp_path / "a", **kw)  # type: ignore[arg-type]
+    import json
+
+    assert json.loads((tmp_path / "b" / "train.json").read_text())["init"] == started
+    wide = tmp_path / "wide.yml"
+    wide.write_text(_hp(tmp_path).read_text().replace("[32, 32]", "[16]"))
+    with pytest.raises(TrainError, match=r"policy\.mlp_extractor.*\(16, "):
+        train(
+            "default",
+            64,
+            1,
+            tmp_path / "c",
+            hyperparams=wide,
+            eval_freq=0,
+            progress=False,
+            env_kwargs=SMALL,
+            checkpoint_freq=0,
+            init=tmp_path / "a",
+        )
