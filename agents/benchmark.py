@@ -176,6 +176,10 @@ def scores(rows: list[dict[str, Any]], names: dict[str, str]) -> list[dict[str, 
         # or undefined: shown, but left out of the leaderboard's mean and median
         c["chiron_above_static"] = bool(static and chiron and chiron["reward"] > static["reward"])
         c["beats_chiron"] = bool(chiron and c["reward"] > chiron["reward"])
+        # the same mean reward as Chiron's (e.g. a residual that plays Chiron's actions): not a win
+        c["ties_chiron"] = bool(
+            chiron and c["agent"] != "chiron" and c["reward"] == chiron["reward"]
+        )
         c["attainment_vs_chiron"] = (
             c["interactive_attainment"] - chiron["interactive_attainment"] if chiron else math.nan
         )
@@ -198,6 +202,7 @@ def leaderboard(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "mean_score": _mean(sc),
                 "median_score": float(np.median(sc)) if sc else math.nan,
                 "beats_chiron": sum(c["beats_chiron"] for c in cs),
+                "ties_chiron": sum(c["ties_chiron"] for c in cs),
                 # reward above Chiron's with interactive attainment at most a point below
                 "beats_chiron_within_1pt": sum(
                     c["beats_chiron"] and c["attainment_vs_chiron"] >= -0.01 - 1e-9 for c in cs
@@ -304,7 +309,8 @@ def markdown(
     for b in board:
         lines.append(
             f"| {b['agent']} | {_fmt(b['mean_score'], '{:.2f}')} | "
-            f"{_fmt(b['median_score'], '{:.2f}')} | {b['beats_chiron']}/{b['scenarios']} | "
+            f"{_fmt(b['median_score'], '{:.2f}')} | {b['beats_chiron']}/{b['scenarios']}"
+            f"{f' ({t} tied)' if (t := b['ties_chiron']) else ''} | "
             f"{b['beats_chiron_within_1pt']}/{b['scenarios']} | "
             f"{_fmt(b['interactive_attainment'], '{:.3f}')} | "
             f"{_fmt(b['batch_attainment'], '{:.3f}')} | {b['gpu_hours']:.2f} |"

@@ -86,6 +86,7 @@ def test_score_and_leaderboard_arithmetic() -> None:
         ("static", (0.0, 0.0), 0.90),
         ("chiron", (10.0, -5.0), 0.95),
         ("x", (20.0, 0.0), 0.945),
+        ("y", (10.0, -6.0), 0.95),  # Chiron's reward on p: a tie, not a win
     ):
         for s, r in zip(("p", "q"), rewards, strict=True):
             rows.append(
@@ -107,6 +108,8 @@ def test_score_and_leaderboard_arithmetic() -> None:
     assert board["x"]["mean_score"] == pytest.approx(2.0) and board["x"]["scored"] == 1
     assert board["x"]["beats_chiron"] == 2
     assert board["x"]["beats_chiron_within_1pt"] == 2  # 0.5 points below Chiron
+    assert board["x"]["ties_chiron"] == 0 and board["chiron"]["ties_chiron"] == 0
+    assert board["y"]["beats_chiron"] == 0 and board["y"]["ties_chiron"] == 1
     assert pareto_front([(1.0, 0.5), (2.0, 0.9), (1.5, 0.4), (3.0, 0.9)]) == [0, 1]
 
 
