@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -55,6 +56,26 @@ def test_the_wide_prod_family_is_as_bursty_as_production() -> None:
 
     prod, wide = bursty_share("family:wide-prod"), bursty_share("family:wide")
     assert 0.12 < prod < 0.26 and wide > 0.25 and prod < wide - 0.07
+
+
+def test_the_wide_peak_family_draws_production_sized_surges() -> None:
+    """``family:wide-peak`` draws surges above 25 req/s (``family:wide``'s ceiling) in about one
+    episode of six, up to 100 req/s, and is ``family:wide`` otherwise."""
+
+    def peak(arrival: dict[str, Any]) -> float:
+        key = {"flash_crowd": "peak_rate_per_s", "onoff": "rate_on_per_s"}.get(arrival["kind"])
+        return float(arrival[key]) if key else 0.0
+
+    fam, wide = load_family("family:wide-peak"), load_family("family:wide")
+    peaks = [peak(fam.sample(seed)[0].sources[0].arrival) for seed in range(400)]
+    assert 0.10 < np.mean(np.array(peaks) > 25.0) < 0.25 and 25.0 < max(peaks) <= 100.0
+    assert max(peak(wide.sample(seed)[0].sources[0].arrival) for seed in range(400)) <= 25.0
+    a, b = fam.sample(3)[0], wide.sample(3)[0]  # the deployment's bounds are family:wide's
+
+    def bounds(sc: Any) -> list[tuple[int, int]]:
+        return [(p.min_instances, p.max_instances) for p in sc.cluster.pools]
+
+    assert bounds(a) == bounds(b) and a.horizon_s == b.horizon_s and a.max_gpus == b.max_gpus
 
 
 def test_same_seed_same_scenario() -> None:
