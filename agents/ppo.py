@@ -441,12 +441,16 @@ def warm_start(model: Any, venv: Any, init: Path) -> dict[str, Any]:
 def _trained_steps(zip_path: Path, meta: dict[str, Any]) -> int:
     """How many steps the model at ``zip_path`` was trained for (a checkpoint's name says; a
     model's record says ``timesteps``)."""
+    checkpoint = _checkpoint_name(zip_path.name)
+    return int(checkpoint[1]) if checkpoint else int(meta.get("timesteps") or 0)
+
+
+def _checkpoint_name(zip_name: str) -> tuple[str, str] | None:
+    """``ppo_<N>_steps.zip`` (SB3's ``CheckpointCallback``) -> ``("ppo", "<N>")``; else None."""
     import re
 
-    m = re.fullmatch(r".*_(\d+)_steps\.zip", zip_path.name)
-    if m:
-        return int(m.group(1))
-    return int(meta.get("timesteps") or 0)
+    m = re.fullmatch(r"(.*)_(\d+)_steps", zip_name.removesuffix(".zip"))
+    return (m.group(1), m.group(2)) if m else None
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:
@@ -534,13 +538,10 @@ def vecnormalize_name(zip_name: str) -> str:
     """The observation statistics saved beside a model: ``model.zip`` -> ``vecnormalize.pkl``,
     ``best_model.zip`` -> ``best_vecnormalize.pkl``, a checkpoint ``ppo_<N>_steps.zip`` ->
     ``ppo_vecnormalize_<N>_steps.pkl`` (SB3's ``CheckpointCallback``)."""
-    import re
-
-    stem = zip_name.removesuffix(".zip")
-    m = re.fullmatch(r"(.*)_(\d+)_steps", stem)
-    if m:
-        return f"{m.group(1)}_vecnormalize_{m.group(2)}_steps.pkl"
-    return stem.replace("model", "vecnormalize") + ".pkl"
+    checkpoint = _checkpoint_name(zip_name)
+    if checkpoint:
+        return f"{checkpoint[0]}_vecnormalize_{checkpoint[1]}_steps.pkl"
+    return zip_name.removesuffix(".zip").replace("model", "vecnormalize") + ".pkl"
 
 
 class PPOAgent(BaseAgent):
