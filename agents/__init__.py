@@ -44,8 +44,8 @@ def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``chiron[headroom_instances=4;z=2.33]`` -> ``("chiron", {...})``: parameter overrides of
     a Chiron agent (its ``GlobalParams`` and ``LocalParams`` fields, and the estimator's ``z``),
     for sensitivity sweeps."""
-    if not spec.endswith("]") or "[" not in spec:
-        return spec, {}
+    if spec.startswith("ppo:") or not spec.endswith("]") or "[" not in spec:
+        return spec, {}  # a model's options: ``split_ppo_spec``
     base, _, inner = spec[:-1].partition("[")
     out: dict[str, Any] = {}
     for item in filter(None, inner.split(";")):
@@ -63,6 +63,34 @@ def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return base, out
 
 
+PPO_OPTIONS = ("defer_above",)  # ``ppo:PATH[defer_above=X]``: agents/defer.py
+
+
+def split_ppo_spec(spec: str) -> tuple[str, dict[str, float]]:
+    """``ppo:PATH[defer_above=20]`` -> ``("PATH", {"defer_above": 20.0})``: a PPO model's path
+    and its acting options (``PPO_OPTIONS``)."""
+    if not spec.startswith("ppo:"):
+        raise ValueError(f"agent {spec!r}: not a ppo:PATH spec")
+    body = spec[4:]
+    if not body.endswith("]") or "[" not in body:
+        return body, {}
+    path, _, inner = body[:-1].rpartition("[")
+    out: dict[str, float] = {}
+    for item in filter(None, inner.split(";")):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in PPO_OPTIONS:
+            raise ValueError(
+                f"agent {spec!r}: expected key=value with a key of {', '.join(PPO_OPTIONS)}, "
+                f"got {item!r}"
+            )
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ValueError(f"agent {spec!r}: {key}: expected a number, got {value!r}") from None
+    return path, out
+
+
 def names() -> list[str]:
     """Agent names ``make_agent`` knows (plus ``ppo:PATH`` once PPO lands)."""
     return list(AGENTS)
@@ -76,7 +104,11 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
     if spec.startswith("ppo:"):
         from agents.ensemble import model_class  # a model, or a median ensemble of models
 
-        return model_class(spec[4:]).load(spec[4:], ctx)
+        path, options = split_ppo_spec(spec)
+        agent = model_class(path).load(path, ctx)
+        if "defer_above" in options:
+            agent.defer_above(options["defer_above"])
+        return agent
     spec, overrides = split_spec(spec)
     if overrides:
         gp = {
@@ -98,4 +130,13 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
     return cls(ctx)  # type: ignore[no-any-return]
 
 
-__all__ = ["AGENTS", "Agent", "agent_env_kwargs", "make_agent", "names", "split_spec"]
+__all__ = [
+    "AGENTS",
+    "PPO_OPTIONS",
+    "Agent",
+    "agent_env_kwargs",
+    "make_agent",
+    "names",
+    "split_ppo_spec",
+    "split_spec",
+]

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from agents import split_ppo_spec
 from agents.episode import Episode
 from chiron_gym.config import InputError
 
@@ -232,7 +233,10 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def _label(agent: str) -> str:
-    return f"ppo:{Path(agent[4:]).name}" if agent.startswith("ppo:") else agent
+    if not agent.startswith("ppo:"):
+        return agent
+    path = split_ppo_spec(agent)[0]
+    return f"ppo:{Path(path).name}{agent[4 + len(path) :]}"
 
 
 def pareto_figure(cells: list[dict[str, Any]], title: str) -> Any:

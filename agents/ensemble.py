@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from agents.base import BaseAgent, Observation, Prediction
+from agents.defer import DEFER_KEY, Deferral
 from agents.model_files import load_model, load_normalizer, normalizer_name
 from agents.ppo import PPOAgent, algo_class
 from chiron_gym.config import InputError
@@ -115,7 +116,16 @@ class EnsembleAgent(BaseAgent):
             raise InputError(f"{p}: not an ensemble folder (no train.json with 'ensemble')")
         members = [_bare(m) for m in _members(p, meta)]
         step = meta.get("residual_step") if meta.get("residual") else None
-        return cls(members, ctx, step)
+        agent = cls(members, ctx, step)
+        agent.set_defer(Deferral.from_record(meta.get(DEFER_KEY), str(p)))
+        return agent
+
+    def set_defer(self, defer: Deferral | None) -> None:
+        """Play Chiron's action while ``defer`` is active (``agents/defer.py``)."""
+        self.lead.set_defer(defer)
+
+    def defer_above(self, above: float) -> None:
+        self.lead.defer_above(above)
 
     @classmethod
     def check(cls, path: str | Path) -> None:
@@ -132,6 +142,8 @@ class EnsembleAgent(BaseAgent):
 
     def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
         x = self.lead.policy_input(obs, start)  # Chiron proposes once, for every member
+        if self.lead.defer is not None and self.lead.defer.active(obs):
+            return self.lead.residual.chiron_action(), None
         votes = np.stack([m.act(x, None, None, deterministic)[0] for m in self.members])
         action = np.median(votes, axis=0).astype(np.int64)  # odd count: one member's action
         if self.lead.residual is not None:
@@ -146,7 +158,11 @@ def model_class(path: str | Path) -> type[PPOAgent] | type[EnsembleAgent]:
 
 
 def write_ensemble(
-    members: list[str | Path], out: str | Path, selected_by: str | None = None
+    members: list[str | Path],
+    out: str | Path,
+    selected_by: str | None = None,
+    defer: Deferral | None = None,
+    defer_source: str | None = None,
 ) -> Path:
     """An ensemble folder at ``out`` from trained models (folders or checkpoint ``.zip`` files,
     each with its ``.npz`` statistics): their files copied in, their records kept."""
@@ -184,6 +200,8 @@ def write_ensemble(
             raise InputError(
                 f"{members[i]}: acts differently from {members[0]} ({', '.join(diff)} differ)"
             )
+    if defer is not None and not records[0]["residual"]:
+        raise InputError(f"{members[0]}: not a residual model: it has no Chiron to defer to")
     if dest.exists() and any(dest.iterdir()):
         raise InputError(f"{dest}: exists and is not empty")
     names = [f"member-{i}" for i in range(len(members))]
@@ -201,6 +219,8 @@ def write_ensemble(
     }
     if selected_by:
         top[ENSEMBLE_KEY]["selected_by"] = selected_by
+    if defer is not None:
+        top[DEFER_KEY] = defer.record(defer_source)
     (dest / "train.json").write_text(json.dumps(top, indent=1, sort_keys=True) + "\n")
     return dest
 

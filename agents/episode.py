@@ -24,7 +24,7 @@ from typing import Any, cast
 import gymnasium as gym
 import numpy as np
 
-from agents import agent_env_kwargs, make_agent
+from agents import agent_env_kwargs, make_agent, split_ppo_spec
 from agents.base import Agent
 from chiron_gym.envs import AgentContext, AutoscaleEnv
 from chiron_gym.sim import CLASS_NAMES, POOL_NAMES
@@ -41,6 +41,7 @@ class EpisodeRun:
     scale_actions: int = 0  # pool changes applied (a pool scaled in a step counts once)
     info: dict[str, Any] = field(default_factory=dict)  # the last step's
     series: dict[str, list[float]] = field(default_factory=dict)  # with ``record_series``
+    raw: dict[str, list[float]] = field(default_factory=dict)  # with ``record_raw``: per step
 
 
 def series_point(info: dict[str, Any], reward: float) -> dict[str, float]:
@@ -71,10 +72,12 @@ def play(
     *,
     deterministic: bool = True,
     record_series: bool = False,
+    record_raw: tuple[str, ...] = (),
     options: dict[str, Any] | None = None,
 ) -> EpisodeRun:
     """Reset ``env`` with ``seed`` (and reset ``options``), build the policy for it, and step
-    until the episode ends. ``env`` may be wrapped (e.g. by Minari's ``DataCollector``)."""
+    until the episode ends. ``env`` may be wrapped (e.g. by Minari's ``DataCollector``).
+    ``record_raw`` names raw features (``info["raw"]``) to keep at every step."""
     obs, info = env.reset(seed=seed, options=options)
     ctx = cast(AutoscaleEnv, env.unwrapped).agent_context()
     run = EpisodeRun(make_policy(ctx), info=info)
@@ -96,6 +99,8 @@ def play(
         if record_series:
             for k, v in series_point(info, reward).items():
                 run.series.setdefault(k, []).append(float(v))
+        for name in record_raw:
+            run.raw.setdefault(name, []).append(float(info["raw"][name]))
         done = terminated or truncated
     run.info = info
     return run
@@ -128,7 +133,7 @@ def env_kwargs_for(agent: str, env_kwargs: dict[str, Any] | None = None) -> dict
     """
     kwargs = {**agent_env_kwargs(agent), **(env_kwargs or {})}
     if agent.startswith("ppo:"):
-        record = Path(agent[4:])
+        record = Path(split_ppo_spec(agent)[0])
         record = (record if record.is_dir() else record.parent) / "train.json"
         if record.is_file():
             meta = json.loads(record.read_text())

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agents import reporting
+from agents import reporting, split_ppo_spec
 from agents.episode import Episode, episode_task
 from agents.executors import run_tasks
 from chiron_gym.config import InputError
@@ -49,7 +49,8 @@ def _portable(spec: str) -> str:
     working directory; bundled names pass through.
     """
     if spec.startswith("ppo:"):
-        return f"ppo:{Path(spec[4:]).resolve()}"
+        path = split_ppo_spec(spec)[0]
+        return f"ppo:{Path(path).resolve()}{spec[4 + len(path) :]}"
     return str(Path(spec).resolve()) if spec.endswith(".toml") else spec
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from agents.base import BaseAgent, Observation, Prediction
+from agents.defer import DEFER_FEATURE, DEFER_KEY, Deferral, check_defer
 from agents.model_files import (
     ObsNormalizer,
     check_loadable,
@@ -563,6 +564,7 @@ class PPOAgent(BaseAgent):
         self.model = model
         self.vn = obs_normalizer
         self.residual: Any = None
+        self.defer: Deferral | None = None  # play Chiron out of the training support
         if residual_step is not None:
             from agents.residual import ChironResidual
 
@@ -613,7 +615,9 @@ class PPOAgent(BaseAgent):
         zip_path, stats, meta = cls.files(path)
         model = load_model(zip_path, algo_class(meta.get("algo", "ppo")))
         vn = load_normalizer(stats)
-        return cls(model, vn, ctx, meta.get("residual_step") if meta.get("residual") else None)
+        agent = cls(model, vn, ctx, meta.get("residual_step") if meta.get("residual") else None)
+        agent.set_defer(Deferral.from_record(meta.get(DEFER_KEY), str(zip_path.parent)))
+        return agent
 
     @classmethod
     def from_model(
@@ -623,6 +627,15 @@ class PPOAgent(BaseAgent):
 
     def reset(self) -> None:
         pass  # a residual's Chiron is reset by ``propose`` at the episode's start
+
+    def set_defer(self, defer: Deferral | None) -> None:
+        """Play Chiron's action while ``defer`` is active (``agents/defer.py``)."""
+        self.defer = check_defer(defer, self.residual)
+
+    def defer_above(self, above: float) -> None:
+        """``ppo:PATH[defer_above=X]``: the deferral's threshold set to ``above``."""
+        feature = self.defer.feature if self.defer is not None else DEFER_FEATURE
+        self.set_defer(Deferral(above, feature))
 
     def policy_input(self, obs: Observation, start: Any) -> Observation:
         """What the policy reads for the environment's ``obs`` (before normalisation): for a
@@ -643,7 +656,10 @@ class PPOAgent(BaseAgent):
         return np.concatenate([raw[: n - len(proposal)], proposal])
 
     def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
+        raw = obs
         obs = self.policy_input(obs, start)
+        if self.defer is not None and self.defer.active(raw):
+            return self.residual.chiron_action(), state
         if self.vn is not None:
             obs = self.vn.normalize_obs(obs)
         action, state = self.model.predict(

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from agents import split_ppo_spec
 from agents.episode import Episode
 from chiron_gym.sim import CLASS_NAMES, POOL_NAMES
 
@@ -198,7 +199,10 @@ def _plain_ticks() -> Any:
 
 def _label(agent: str) -> str:
     """A short axis label: ``ppo:runs/tune/best`` -> ``ppo:best``."""
-    return f"ppo:{Path(agent[4:]).name}" if agent.startswith("ppo:") else agent
+    if not agent.startswith("ppo:"):
+        return agent
+    path = split_ppo_spec(agent)[0]
+    return f"ppo:{Path(path).name}{agent[4 + len(path) :]}"
 
 
 def compare_plot(summary: list[dict[str, Any]], scenario: str, path: Path) -> None:

@@ -85,6 +85,10 @@ class ChironResidual:
         out: npt.NDArray[np.int64] = np.clip(self.proposal + r - self.step, 0, 2 * self.k)
         return out
 
+    def chiron_action(self) -> npt.NDArray[np.int64]:
+        """Chiron's own action (the residual r = 0), for the last proposal."""
+        return self.compose(np.full(self.n, self.step, dtype=np.int64))
+
 
 class ChironBaseline:
     """Chiron's per-step rewards on a draw: the ``chiron`` agent plays ``env`` (a second

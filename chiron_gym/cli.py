@@ -519,12 +519,19 @@ def _check_agents(agents_: list[str]) -> int:
 
     for a in agents_:
         if a.startswith("ppo:"):
-            if not Path(a[4:]).exists():
-                print(f"chiron: agent {a!r}: {a[4:]} does not exist", file=sys.stderr)
+            from agents import split_ppo_spec
+
+            try:
+                path, _ = split_ppo_spec(a)
+            except ValueError as e:
+                print(f"chiron: {e}", file=sys.stderr)
+                return 2
+            if not Path(path).exists():
+                print(f"chiron: agent {a!r}: {path} does not exist", file=sys.stderr)
                 return 2
             from agents.ensemble import model_class
 
-            model_class(a[4:]).check(a[4:])  # an InputError if it needs --trust-model
+            model_class(path).check(path)  # an InputError if it needs --trust-model
         elif a not in agent_names():
             print(
                 f"chiron: unknown agent {a!r}; known: {', '.join(agent_names())}", file=sys.stderr
@@ -1167,14 +1174,81 @@ def _ensemble_parser(sub: Subparsers) -> None:
     e.add_argument("out", help="the ensemble folder to write (new or empty)")
     e.add_argument("members", nargs="+", help="training folders or checkpoint .zip files (odd)")
     e.add_argument("--selected-by", help="how the members were chosen (recorded in train.json)")
+    e.add_argument(
+        "--defer-above",
+        type=float,
+        metavar="RATE",
+        help="play Chiron's own action while the interactive arrival rate over the last minute "
+        "is above RATE req/s (residual models; read it off the training family with chiron "
+        "support; docs/ppo.md)",
+    )
+    e.add_argument("--defer-source", help="where --defer-above came from (recorded)")
     e.set_defaults(func=_cmd_ensemble)
 
 
 def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from agents.defer import Deferral
     from agents.ensemble import write_ensemble
 
-    path = write_ensemble(args.members, args.out, args.selected_by)  # InputError: exit 2
+    defer = None if args.defer_above is None else Deferral(args.defer_above)
+    # InputError: exit 2
+    path = write_ensemble(args.members, args.out, args.selected_by, defer, args.defer_source)
     print(f"{path}: a median ensemble of {len(args.members)} models; play it as ppo:{path}")
+    return 0
+
+
+def _support_parser(sub: Subparsers) -> None:
+    s = sub.add_parser(
+        "support",
+        help="quantiles of an observation feature over a scenario family's draws (what a "
+        "policy trained on it has seen; the threshold of --defer-above)",
+    )
+    s.add_argument("scenario", help="a family (family:NAME or a .toml), one draw per seed")
+    s.add_argument(
+        "--seeds", type=parse_seeds, default="10000-10999", help="draws (default 10000-10999)"
+    )
+    s.add_argument(
+        "--quantiles",
+        default="0.9,0.99,0.999",
+        help="comma-separated, in [0, 1] (default 0.9,0.99,0.999)",
+    )
+    s.add_argument(
+        "--feature",
+        default=None,
+        help="a feature of docs/env.md's table (default interactive.arrival_rate_1m)",
+    )
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_support)
+
+
+def _cmd_support(args: argparse.Namespace) -> int:
+    from agents.defer import DEFER_FEATURE, support_quantile
+
+    try:
+        qs = [float(q) for q in args.quantiles.split(",")]
+    except ValueError:
+        print(f"chiron: --quantiles: expected numbers, got {args.quantiles!r}", file=sys.stderr)
+        return 2
+    if not qs or any(not 0.0 <= q <= 1.0 for q in qs):
+        print(f"chiron: --quantiles: each in [0, 1], got {args.quantiles!r}", file=sys.stderr)
+        return 2
+    out = support_quantile(
+        args.scenario,
+        args.seeds,
+        qs,
+        args.feature or DEFER_FEATURE,
+        progress=not args.json,
+    )
+    if args.json:
+        print(json.dumps(out, sort_keys=True))
+    else:
+        print(
+            f"{out['feature']} over {out['decisions']} decisions of {len(out['seeds'])} draws "
+            f"of {out['scenario']}:"
+        )
+        for q, v in out["quantiles"].items():
+            print(f"  q{q}: {v:.4g}")
+        print(f"  max: {out['max']:.4g}")
     return 0
 
 
@@ -1196,6 +1270,7 @@ def build_parser() -> argparse.ArgumentParser:
     _benchmark_parser(sub)
     _dataset_parser(sub)
     _ensemble_parser(sub)
+    _support_parser(sub)
     _group(sub, "train", "train a learned autoscaler", "train_command", _train_ppo_parser)
     _group(sub, "tune", "hyperparameter search with Ray Tune", "what", _tune_ppo_parser)
     _bench_parser(sub)

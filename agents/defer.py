@@ -1,0 +1,145 @@
+"""Deference outside the training support: a residual policy plays Chiron's own action while the
+traffic is beyond what its training family drew.
+
+A learned correction is only as good as the states it was trained on. A policy trained on draws
+whose interactive traffic stays below some rate has never seen a longer, larger surge; there its
+corrections are extrapolation (docs/benchmark.md, "Lever 4": fine-tuned policies that hold back
+Chiron's scale-out through a surge beyond their family's ceiling). A residual policy has a safe
+fallback by construction: the controller it corrects. While the interactive arrival rate over the
+last minute (the feature ``interactive.arrival_rate_1m``) is above ``above`` requests/s, the agent
+answers r = 0, Chiron's action; below it, the policy's. The threshold is read off the training
+family, not off any evaluation scenario: a high quantile of that feature over the decisions of
+many family draws (``support_quantile``, ``chiron support``), so the policy defers where it was
+rarely or never trained.
+
+A model folder carries its deferral in ``train.json`` (``"defer": {"feature", "above",
+"source"}``); ``ppo:PATH[defer_above=X]`` sets or overrides it for one run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from chiron_gym.config import InputError
+from chiron_gym.envs.features import FEATURE_NAMES, FEATURES
+
+DEFER_FEATURE = "interactive.arrival_rate_1m"
+DEFER_KEY = "defer"
+
+
+@dataclass(frozen=True)
+class Deferral:
+    """Play Chiron while feature ``feature`` (raw units) is above ``above``."""
+
+    above: float
+    feature: str = DEFER_FEATURE
+
+    def __post_init__(self) -> None:
+        if self.feature not in FEATURE_NAMES:
+            raise InputError(f"defer.feature: {self.feature!r} is not an observation feature")
+        f = FEATURES[FEATURE_NAMES.index(self.feature)]
+        if not f.scale.startswith("log:") and not _is_number(f.scale):
+            # per-pool scales need the pool's bounds to decode: not supported here
+            raise InputError(
+                f"defer.feature: {self.feature!r} is scaled by {f.scale!r}; a deferral reads "
+                "features with a fixed scale (a number or log:<n>)"
+            )
+        if not (math.isfinite(self.above) and self.above >= 0.0):
+            raise InputError(f"defer.above: expected a finite number >= 0, got {self.above}")
+
+    @property
+    def index(self) -> int:
+        return FEATURE_NAMES.index(self.feature)
+
+    def raw(self, obs: npt.ArrayLike) -> float:
+        """The feature's raw value in the environment's (normalised) observation ``obs``."""
+        f = FEATURES[self.index]
+        x = float(np.asarray(obs, dtype=np.float64).reshape(-1)[self.index])
+        if f.scale.startswith("log:"):
+            return math.expm1(x * float(f.scale[4:]))
+        return x * float(f.scale)
+
+    def active(self, obs: npt.ArrayLike) -> bool:
+        return self.raw(obs) > self.above
+
+    def record(self, source: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"feature": self.feature, "above": self.above}
+        if source:
+            out["source"] = source
+        return out
+
+    @classmethod
+    def from_record(cls, value: Any, where: str) -> Deferral | None:
+        """A ``train.json``'s ``defer`` entry (None: no deferral)."""
+        if value is None:
+            return None
+        if not isinstance(value, dict) or not isinstance(value.get("above"), int | float):
+            raise InputError(
+                f"{where}: defer: expected {{'above': <number>, 'feature': <name>}}, got {value!r}"
+            )
+        try:
+            return cls(float(value["above"]), str(value.get("feature", DEFER_FEATURE)))
+        except InputError as e:
+            raise InputError(f"{where}: {e}") from None
+
+
+def check_defer(defer: Deferral | None, residual: Any) -> Deferral | None:
+    """``defer`` if the agent it is for has a controller to defer to (a residual on Chiron)."""
+    if defer is not None and residual is None:
+        raise InputError(
+            "defer: only a residual policy (on Chiron) can defer to Chiron; this model acts alone"
+        )
+    return defer
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def support_quantile(
+    scenario: str,
+    seeds: Sequence[int],
+    quantiles: Sequence[float],
+    feature: str = DEFER_FEATURE,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Quantiles of ``feature`` (raw units) over every decision of Chiron playing ``scenario``
+    (a family: one draw per seed). The traffic does not depend on the agent; Chiron plays
+    because a residual policy's environment is Chiron's."""
+    from tqdm import tqdm
+
+    from agents.chiron import ChironAgent
+    from agents.episode import play
+    from chiron_gym.envs import AutoscaleEnv
+
+    Deferral(0.0, feature)  # the feature must be readable
+    values: list[float] = []
+    for seed in tqdm(list(seeds), desc=f"support of {feature}", disable=not progress):
+        env = AutoscaleEnv(scenario, **ChironAgent.env_kwargs)
+        try:
+            run = play(env, ChironAgent, seed, record_raw=(feature,))
+        finally:
+            env.close()
+        values.extend(run.raw[feature])
+    x = np.asarray(values, dtype=np.float64)
+    return {
+        "scenario": scenario,
+        "feature": feature,
+        "seeds": [int(s) for s in seeds],
+        "decisions": int(x.size),
+        "max": float(x.max()) if x.size else 0.0,
+        "quantiles": {f"{q:g}": float(np.quantile(x, q)) if x.size else 0.0 for q in quantiles},
+    }
+
+
+__all__ = ["DEFER_FEATURE", "DEFER_KEY", "Deferral", "check_defer", "support_quantile"]
