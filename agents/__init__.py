@@ -63,19 +63,20 @@ def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return base, out
 
 
-PPO_OPTIONS = ("defer_above",)  # ``ppo:PATH[defer_above=X]``: agents/defer.py
+# ``ppo:PATH[defer_above=X;defer_feature=NAME]``: agents/defer.py
+PPO_OPTIONS = ("defer_above", "defer_feature")
 
 
-def split_ppo_spec(spec: str) -> tuple[str, dict[str, float]]:
+def split_ppo_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``ppo:PATH[defer_above=20]`` -> ``("PATH", {"defer_above": 20.0})``: a PPO model's path
-    and its acting options (``PPO_OPTIONS``)."""
+    and its acting options (``PPO_OPTIONS``; ``defer_above`` a number, ``defer_feature`` a name)."""
     if not spec.startswith("ppo:"):
         raise ValueError(f"agent {spec!r}: not a ppo:PATH spec")
     body = spec[4:]
     if not body.endswith("]") or "[" not in body:
         return body, {}
     path, _, inner = body[:-1].rpartition("[")
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     for item in filter(None, inner.split(";")):
         key, sep, value = item.partition("=")
         key = key.strip()
@@ -84,10 +85,15 @@ def split_ppo_spec(spec: str) -> tuple[str, dict[str, float]]:
                 f"agent {spec!r}: expected key=value with a key of {', '.join(PPO_OPTIONS)}, "
                 f"got {item!r}"
             )
+        if key == "defer_feature":
+            out[key] = value.strip()
+            continue
         try:
             out[key] = float(value)
         except ValueError:
             raise ValueError(f"agent {spec!r}: {key}: expected a number, got {value!r}") from None
+    if "defer_feature" in out and "defer_above" not in out:
+        raise ValueError(f"agent {spec!r}: defer_feature needs defer_above (its threshold)")
     return path, out
 
 
@@ -107,7 +113,7 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
         path, options = split_ppo_spec(spec)
         agent = model_class(path).load(path, ctx)
         if "defer_above" in options:
-            agent.defer_above(options["defer_above"])
+            agent.defer_above(options["defer_above"], options.get("defer_feature"))
         return agent
     spec, overrides = split_spec(spec)
     if overrides:

@@ -31,6 +31,15 @@ from chiron_gym.envs.features import FEATURE_NAMES, FEATURES
 
 DEFER_FEATURE = "interactive.arrival_rate_1m"
 DEFER_KEY = "defer"
+# quantities a deferral may read that are products of two observation features: the busiest
+# 10-s window's interactive arrival rate in the last 5 minutes (a surge's memory: it stays high
+# for 5 minutes after the surge's busiest window, through the lulls of on/off traffic)
+DERIVED: dict[str, tuple[str, str]] = {
+    "interactive.arrival_peak_5m": (
+        "interactive.arrival_rate_5m",
+        "interactive.arrival_peak_over_mean_5m",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -41,29 +50,46 @@ class Deferral:
     feature: str = DEFER_FEATURE
 
     def __post_init__(self) -> None:
-        if self.feature not in FEATURE_NAMES:
-            raise InputError(f"defer.feature: {self.feature!r} is not an observation feature")
-        f = FEATURES[FEATURE_NAMES.index(self.feature)]
-        if not f.scale.startswith("log:") and not _is_number(f.scale):
-            # per-pool scales need the pool's bounds to decode: not supported here
-            raise InputError(
-                f"defer.feature: {self.feature!r} is scaled by {f.scale!r}; a deferral reads "
-                "features with a fixed scale (a number or log:<n>)"
-            )
+        for name in self.inputs:
+            if name not in FEATURE_NAMES:
+                known = ", ".join(sorted(DERIVED))
+                raise InputError(
+                    f"defer.feature: {name!r} is not an observation feature (nor one of {known})"
+                )
+            f = FEATURES[FEATURE_NAMES.index(name)]
+            if not f.scale.startswith("log:") and not _is_number(f.scale):
+                # per-pool scales need the pool's bounds to decode: not supported here
+                raise InputError(
+                    f"defer.feature: {name!r} is scaled by {f.scale!r}; a deferral reads "
+                    "features with a fixed scale (a number or log:<n>)"
+                )
         if not (math.isfinite(self.above) and self.above >= 0.0):
             raise InputError(f"defer.above: expected a finite number >= 0, got {self.above}")
 
     @property
-    def index(self) -> int:
-        return FEATURE_NAMES.index(self.feature)
+    def inputs(self) -> tuple[str, ...]:
+        """The observation features the deferral reads."""
+        return DERIVED.get(self.feature, (self.feature,))
+
+    def value(self, raw: dict[str, float]) -> float:
+        """The deferral's quantity from raw feature values (``info["raw"]`` or decoded)."""
+        out = 1.0
+        for name in self.inputs:
+            out *= raw[name]
+        return out
 
     def raw(self, obs: npt.ArrayLike) -> float:
-        """The feature's raw value in the environment's (normalised) observation ``obs``."""
-        f = FEATURES[self.index]
-        x = float(np.asarray(obs, dtype=np.float64).reshape(-1)[self.index])
-        if f.scale.startswith("log:"):
-            return math.expm1(x * float(f.scale[4:]))
-        return x * float(f.scale)
+        """The quantity's raw value in the environment's (normalised) observation ``obs``."""
+        x = np.asarray(obs, dtype=np.float64).reshape(-1)
+        raw: dict[str, float] = {}
+        for name in self.inputs:
+            i = FEATURE_NAMES.index(name)
+            scale = FEATURES[i].scale
+            if scale.startswith("log:"):
+                raw[name] = math.expm1(float(x[i]) * float(scale[4:]))
+            else:
+                raw[name] = float(x[i]) * float(scale)
+        return self.value(raw)
 
     def active(self, obs: npt.ArrayLike) -> bool:
         return self.raw(obs) > self.above
@@ -122,15 +148,16 @@ def support_quantile(
     from agents.episode import play
     from chiron_gym.envs import AutoscaleEnv
 
-    Deferral(0.0, feature)  # the feature must be readable
+    gauge = Deferral(0.0, feature)  # the feature must be readable
     values: list[float] = []
     for seed in tqdm(list(seeds), desc=f"support of {feature}", disable=not progress):
         env = AutoscaleEnv(scenario, **ChironAgent.env_kwargs)
         try:
-            run = play(env, ChironAgent, seed, record_raw=(feature,))
+            run = play(env, ChironAgent, seed, record_raw=gauge.inputs)
         finally:
             env.close()
-        values.extend(run.raw[feature])
+        steps = zip(*(run.raw[name] for name in gauge.inputs), strict=True)
+        values.extend(gauge.value(dict(zip(gauge.inputs, v, strict=True))) for v in steps)
     x = np.asarray(values, dtype=np.float64)
     return {
         "scenario": scenario,
@@ -142,4 +169,4 @@ def support_quantile(
     }
 
 
-__all__ = ["DEFER_FEATURE", "DEFER_KEY", "Deferral", "check_defer", "support_quantile"]
+__all__ = ["DEFER_FEATURE", "DEFER_KEY", "DERIVED", "Deferral", "check_defer", "support_quantile"]

@@ -124,8 +124,8 @@ class EnsembleAgent(BaseAgent):
         """Play Chiron's action while ``defer`` is active (``agents/defer.py``)."""
         self.lead.set_defer(defer)
 
-    def defer_above(self, above: float) -> None:
-        self.lead.defer_above(above)
+    def defer_above(self, above: float, feature: str | None = None) -> None:
+        self.lead.defer_above(above, feature)
 
     @classmethod
     def check(cls, path: str | Path) -> None:

@@ -119,6 +119,16 @@ def load_hyperparams(scenario: str, path: Path | None = None) -> dict[str, Any]:
         raise TrainError(f"{p}: cannot read hyperparameters: {e}") from e
     if not isinstance(doc, dict) or ("default" not in doc and scenario not in doc):
         raise TrainError(f"{p}: expected a mapping with a {scenario!r} or 'default' entry")
+    if scenario.startswith("family:") and scenario not in doc:
+        import warnings
+
+        # a family is a training mix chosen on purpose: its network and rollout length silently
+        # becoming the default's confounded one comparison already (docs/benchmark.md, Lever 2)
+        warnings.warn(
+            f"{p}: no entry for {scenario}: training with the 'default' hyperparameters (add "
+            f"'{scenario}: *family' to share family:train's)",
+            stacklevel=2,
+        )
     entry = doc.get(scenario, doc.get("default"))
     if not isinstance(entry, dict):
         raise TrainError(f"{p}: {scenario}: expected a mapping of hyperparameters")
@@ -632,9 +642,11 @@ class PPOAgent(BaseAgent):
         """Play Chiron's action while ``defer`` is active (``agents/defer.py``)."""
         self.defer = check_defer(defer, self.residual)
 
-    def defer_above(self, above: float) -> None:
-        """``ppo:PATH[defer_above=X]``: the deferral's threshold set to ``above``."""
-        feature = self.defer.feature if self.defer is not None else DEFER_FEATURE
+    def defer_above(self, above: float, feature: str | None = None) -> None:
+        """``ppo:PATH[defer_above=X;defer_feature=NAME]``: the deferral's threshold set to
+        ``above`` (on ``feature``, else the model's, else the default)."""
+        if feature is None:
+            feature = self.defer.feature if self.defer is not None else DEFER_FEATURE
         self.set_defer(Deferral(above, feature))
 
     def policy_input(self, obs: Observation, start: Any) -> Observation:

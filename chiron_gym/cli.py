@@ -1182,15 +1182,25 @@ def _ensemble_parser(sub: Subparsers) -> None:
         "is above RATE req/s (residual models; read it off the training family with chiron "
         "support; docs/ppo.md)",
     )
+    e.add_argument(
+        "--defer-feature",
+        help="what --defer-above reads (default interactive.arrival_rate_1m; also "
+        "interactive.arrival_peak_5m, the busiest 10-s window's rate in the last 5 minutes)",
+    )
     e.add_argument("--defer-source", help="where --defer-above came from (recorded)")
     e.set_defaults(func=_cmd_ensemble)
 
 
 def _cmd_ensemble(args: argparse.Namespace) -> int:
-    from agents.defer import Deferral
+    from agents.defer import DEFER_FEATURE, Deferral
     from agents.ensemble import write_ensemble
 
-    defer = None if args.defer_above is None else Deferral(args.defer_above)
+    if args.defer_feature and args.defer_above is None:
+        print("chiron: --defer-feature needs --defer-above (its threshold)", file=sys.stderr)
+        return 2
+    defer = None
+    if args.defer_above is not None:
+        defer = Deferral(args.defer_above, args.defer_feature or DEFER_FEATURE)
     # InputError: exit 2
     path = write_ensemble(args.members, args.out, args.selected_by, defer, args.defer_source)
     print(f"{path}: a median ensemble of {len(args.members)} models; play it as ppo:{path}")

@@ -78,6 +78,11 @@ def test_an_ensemble_carries_its_deferral_in_train_json(tmp_path: Path) -> None:
     assert from_file == _steps(f"ppo:{up}[defer_above={above}]")
     # the spec's threshold overrides the file's
     assert all(not c for _, c in _steps(f"ppo:{tmp_path / 'ens'}[defer_above=1e9]"))
+    # and its quantity: on the five-minute peak, at the same threshold, it defers at least as often
+    peak = _steps(
+        f"ppo:{tmp_path / 'ens'}[defer_above={above};defer_feature=interactive.arrival_peak_5m]"
+    )
+    assert sum(c for _, c in peak) > sum(c for _, c in from_file)
 
 
 def test_bad_deferrals_are_refused_with_where_and_what(tmp_path: Path) -> None:
@@ -85,6 +90,7 @@ def test_bad_deferrals_are_refused_with_where_and_what(tmp_path: Path) -> None:
     for spec, match in (
         (f"ppo:{up}[defer_abov=3]", "key of defer_above"),
         (f"ppo:{up}[defer_above=fast]", "expected a number"),
+        (f"ppo:{up}[defer_feature=interactive.arrival_peak_5m]", "needs defer_above"),
     ):
         with pytest.raises(ValueError, match=match):
             split_ppo_spec(spec)
@@ -126,3 +132,21 @@ def test_support_reads_the_feature_over_every_decision_of_each_draw(
     assert json.loads(capsys.readouterr().out)["quantiles"]["0.5"] == q["0.5"]
     assert main(["support", "default", "--quantiles", "1.5"]) == 2
     assert "each in [0, 1]" in capsys.readouterr().err
+
+
+def test_the_five_minute_peak_is_read_from_the_observation_as_the_env_computed_it() -> None:
+    """The derived quantity (the busiest window's rate in the last 5 minutes) decoded from the
+    float32 observation equals the one from the environment's raw values, and stays up for five
+    minutes after a burst while the one-minute rate falls."""
+    peak, rate = Deferral(0.0, "interactive.arrival_peak_5m"), Deferral(0.0)
+    assert peak.inputs == ("interactive.arrival_rate_5m", "interactive.arrival_peak_over_mean_5m")
+    env = AutoscaleEnv("default", action_mode="global", max_step_change=16)
+    obs, _ = env.reset(seed=0)
+    seen = []
+    for _ in range(40):
+        obs, _, _, _, info = env.step(np.full(3, 16, dtype=np.int64))
+        seen.append((peak.raw(obs), peak.value(info["raw"]), rate.raw(obs)))
+    assert all(abs(a - b) <= 1e-4 * max(1.0, b) for a, b, _ in seen)
+    assert all(p >= r - 1e-3 for p, _, r in seen[6:])  # the peak window is at least the mean
+    out = support_quantile("default", [0], [1.0], feature=peak.feature, progress=False)
+    assert out["max"] >= max(r for _, _, r in seen) > 0

@@ -127,6 +127,11 @@ def test_hyperparameter_file_errors_are_clear(tmp_path: Path) -> None:
         load_hyperparams("default", p)
     hp = load_hyperparams("flash-crowd")  # falls back to the default entry
     assert hp["policy_kwargs"] == {"net_arch": [64, 64]} and np.isfinite(hp["learning_rate"])
+    # a family without its own entry falls back too, but says so (a family is a training mix
+    # chosen on purpose; the default's 64x64 network for it is rarely what was meant)
+    with pytest.warns(UserWarning, match=r"no entry for family:wide-prod: training with the"):
+        assert load_hyperparams("family:wide-prod")["policy_kwargs"] == {"net_arch": [64, 64]}
+    assert load_hyperparams("family:wide")["policy_kwargs"]["net_arch"] != [64, 64]
 
 
 @pytest.mark.parametrize("algo", ["maskable-ppo", "recurrent-ppo"])
