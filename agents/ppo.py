@@ -125,8 +125,8 @@ def load_hyperparams(scenario: str, path: Path | None = None) -> dict[str, Any]:
         # a family is a training mix chosen on purpose: its network and rollout length silently
         # becoming the default's confounded one comparison already (docs/benchmark.md, Lever 2)
         warnings.warn(
-            f"{p}: no entry for {scenario}: training with the 'default' hyperparameters (add "
-            f"'{scenario}: *family' to share family:train's)",
+            f"{p}: no entry for {scenario}: training with the 'default' hyperparameters (give "
+            "the family an entry; a YAML alias shares another's)",
             stacklevel=2,
         )
     entry = doc.get(scenario, doc.get("default"))
