@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from agents import split_ppo_spec
 from agents.episode import Episode
+from agents.reporting import short_label
 from chiron_gym.config import InputError
 
 SUITES = Path(__file__).resolve().parents[1] / "benchmarks" / "suites"
@@ -232,13 +232,6 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _label(agent: str) -> str:
-    if not agent.startswith("ppo:"):
-        return agent
-    path = split_ppo_spec(agent)[0]
-    return f"ppo:{Path(path).name}{agent[4 + len(path) :]}"
-
-
 def pareto_figure(cells: list[dict[str, Any]], title: str) -> Any:
     """Attainment against GPU-hours, a panel per scenario and class; the frontier drawn."""
     import matplotlib
@@ -266,7 +259,7 @@ def pareto_figure(cells: list[dict[str, Any]], title: str) -> Any:
                     ms=10 if star else 5,
                     color=f"C{k % 10}",
                     capsize=2,
-                    label=_label(c["agent"]),
+                    label=short_label(c["agent"]),
                 )
             if not cs:
                 ax.text(0.5, 0.5, "no batch work", ha="center", va="center", transform=ax.transAxes)

@@ -197,8 +197,9 @@ def _plain_ticks() -> Any:
     return FuncFormatter(lambda v, _pos: f"{v:,.0f}" if abs(v) >= 10 or v == 0 else f"{v:g}")
 
 
-def _label(agent: str) -> str:
-    """A short axis label: ``ppo:runs/tune/best`` -> ``ppo:best``."""
+def short_label(agent: str) -> str:
+    """A short axis label: ``ppo:runs/tune/best`` -> ``ppo:best`` (options kept:
+    ``ppo:best[defer_above=30]``)."""
     if not agent.startswith("ppo:"):
         return agent
     path = split_ppo_spec(agent)[0]
@@ -212,7 +213,7 @@ def compare_plot(summary: list[dict[str, Any]], scenario: str, path: Path) -> No
     import matplotlib.pyplot as plt
 
     rows = [e for e in summary if e["scenario"] == scenario]
-    names = [_label(e["agent"]) for e in rows]
+    names = [short_label(e["agent"]) for e in rows]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
     for ax, key, label in zip(
         axes[:3],
@@ -287,6 +288,7 @@ __all__ = [
     "compare_plot",
     "episode_figure",
     "markdown",
+    "short_label",
     "slug",
     "summarise",
     "tensorboard",

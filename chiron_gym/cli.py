@@ -522,7 +522,7 @@ def _check_agents(agents_: list[str]) -> int:
             from agents import split_ppo_spec
 
             try:
-                path, _ = split_ppo_spec(a)
+                path, options = split_ppo_spec(a)
             except ValueError as e:
                 print(f"chiron: {e}", file=sys.stderr)
                 return 2
@@ -532,6 +532,16 @@ def _check_agents(agents_: list[str]) -> int:
             from agents.ensemble import model_class
 
             model_class(path).check(path)  # an InputError if it needs --trust-model
+            if options:  # a deferral: a readable quantity, and a model with Chiron beneath it
+                from agents.defer import DEFER_FEATURE, Deferral, check_defer
+                from agents.ensemble import ensemble_record
+                from agents.ppo import PPOAgent
+
+                meta = ensemble_record(path) or PPOAgent.files(path)[2]
+                defer = Deferral(
+                    options["defer_above"], options.get("defer_feature", DEFER_FEATURE)
+                )
+                check_defer(defer, meta.get("residual"))  # InputError: exit 2, before any episode
         elif a not in agent_names():
             print(
                 f"chiron: unknown agent {a!r}; known: {', '.join(agent_names())}", file=sys.stderr

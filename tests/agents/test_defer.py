@@ -85,7 +85,9 @@ def test_an_ensemble_carries_its_deferral_in_train_json(tmp_path: Path) -> None:
     assert sum(c for _, c in peak) > sum(c for _, c in from_file)
 
 
-def test_bad_deferrals_are_refused_with_where_and_what(tmp_path: Path) -> None:
+def test_bad_deferrals_are_refused_with_where_and_what(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     up = fixed(tmp_path, "up", 1)
     for spec, match in (
         (f"ppo:{up}[defer_abov=3]", "key of defer_above"),
@@ -111,6 +113,17 @@ def test_bad_deferrals_are_refused_with_where_and_what(tmp_path: Path) -> None:
     ctx = AutoscaleEnv("default", **_direct_env(direct)).agent_context()
     with pytest.raises(InputError, match="only a residual policy"):
         make_agent(f"ppo:{direct}[defer_above=3]", ctx)
+    # and the command line says so before any episode runs
+    out = tmp_path / "eval"
+    for spec, says in (
+        (f"ppo:{direct}[defer_above=3]", "only a residual policy"),
+        (f"ppo:{up}[defer_above=3;defer_feature=batch.queue_2m]", "not an observation feature"),
+        (f"ppo:{up}[defer_abov=3]", "key of defer_above"),
+    ):
+        args = ["evaluate", "--agents", spec, "--scenarios", "default", "--out", str(out)]
+        assert main(args) == 2
+        assert says in capsys.readouterr().err
+    assert not out.exists()
 
 
 def _direct_env(folder: Path) -> dict[str, object]:
