@@ -21,13 +21,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from chiron_gym.config import InputError
-from chiron_gym.envs.features import FEATURE_NAMES, FEATURES
+from chiron_gym.envs.features import FEATURE_NAMES, FEATURES, denormalise
 
 DEFER_FEATURE = "interactive.arrival_rate_1m"
 DEFER_KEY = "defer"
@@ -78,17 +79,16 @@ class Deferral:
             out *= raw[name]
         return out
 
+    @cached_property
+    def _slots(self) -> tuple[int, ...]:
+        """Where the inputs are in the observation (looked up once, not at every decision)."""
+        return tuple(FEATURE_NAMES.index(name) for name in self.inputs)
+
     def raw(self, obs: npt.ArrayLike) -> float:
-        """The quantity's raw value in the environment's (normalised) observation ``obs``."""
+        """The quantity's raw value in the environment's (normalised) observation ``obs``: the
+        environment's own ``denormalise`` (fixed scales need no pool bounds)."""
         x = np.asarray(obs, dtype=np.float64).reshape(-1)
-        raw: dict[str, float] = {}
-        for name in self.inputs:
-            i = FEATURE_NAMES.index(name)
-            scale = FEATURES[i].scale
-            if scale.startswith("log:"):
-                raw[name] = math.expm1(float(x[i]) * float(scale[4:]))
-            else:
-                raw[name] = float(x[i]) * float(scale)
+        raw = {FEATURES[i].name: denormalise(FEATURES[i], float(x[i]), {}, {}) for i in self._slots}
         return self.value(raw)
 
     def active(self, obs: npt.ArrayLike) -> bool:
