@@ -63,13 +63,15 @@ def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return base, out
 
 
-# ``ppo:PATH[defer_above=X;defer_feature=NAME]``: agents/defer.py
-PPO_OPTIONS = ("defer_above", "defer_feature")
+# ``ppo:PATH[defer_above=X;defer_feature=NAME]``: agents/defer.py; ``[combine=quantile:Q]``, an
+# ensemble's vote: agents/ensemble.py
+PPO_OPTIONS = ("defer_above", "defer_feature", "combine")
 
 
 def split_ppo_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``ppo:PATH[defer_above=20]`` -> ``("PATH", {"defer_above": 20.0})``: a PPO model's path
-    and its acting options (``PPO_OPTIONS``; ``defer_above`` a number, ``defer_feature`` a name)."""
+    and its acting options (``PPO_OPTIONS``; ``defer_above`` a number, ``defer_feature`` a name,
+    ``combine`` an ensemble's vote, ``median`` or ``quantile:Q``)."""
     if not spec.startswith("ppo:"):
         raise ValueError(f"agent {spec!r}: not a ppo:PATH spec")
     body = spec[4:]
@@ -85,7 +87,7 @@ def split_ppo_spec(spec: str) -> tuple[str, dict[str, Any]]:
                 f"agent {spec!r}: expected key=value with a key of {', '.join(PPO_OPTIONS)}, "
                 f"got {item!r}"
             )
-        if key == "defer_feature":
+        if key in ("defer_feature", "combine"):
             out[key] = value.strip()
             continue
         try:
@@ -114,6 +116,12 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
         agent = model_class(path).load(path, ctx)
         if "defer_above" in options:
             agent.defer_above(options["defer_above"], options.get("defer_feature"))
+        if "combine" in options:
+            from agents.ensemble import EnsembleAgent
+
+            if not isinstance(agent, EnsembleAgent):
+                raise ValueError(f"agent {spec!r}: combine applies to an ensemble folder only")
+            agent.set_combine(options["combine"])
         return agent
     spec, overrides = split_spec(spec)
     if overrides:

@@ -4,16 +4,19 @@ Seeds of one PPO configuration differ more from each other than configurations d
 (docs/benchmark.md): one seed over-provisions everywhere while another stays near Chiron. An
 ensemble plays, per action dimension, the median of its members' actions (an odd number of
 members, so the median is one of their actions): a member that alone wants more instances is
-outvoted. For residual models on Chiron (``agents/residual.py``) Chiron proposes once per
-decision, every member sees the same observation (the environment's plus Chiron's proposal,
-each normalised by the member's own statistics) and the median correction is applied to Chiron's
-proposal.
+outvoted. The vote may instead be a quantile (``"combine": "quantile:Q"``, ``combine_rank``): the
+members' actions sorted and the one at rank round(Q (n - 1)) played, so Q = 0.25 of five members
+adds an instance only when four of them want it (``median`` is Q = 0.5). For residual models on
+Chiron (``agents/residual.py``) Chiron proposes once per decision, every member sees the same
+observation (the environment's plus Chiron's proposal, each normalised by the member's own
+statistics) and the voted correction is applied to Chiron's proposal.
 
 An ensemble is a folder (``write_ensemble``; ``chiron ensemble OUT MEMBER...``):
 
     train.json          the members' shared acting settings (algorithm, action mode, residual,
                         the environment settings that define how they act) and "ensemble":
-                        {"combine": "median", "members": ["member-0", ...], "sources": [...]}
+                        {"combine": "median" or "quantile:Q", "members": ["member-0", ...],
+                        "sources": [...]}
     member-<i>/         model.zip, vecnormalize.npz and train.json of each member
 
 ``ppo:FOLDER`` plays it like any model (``agents.make_agent``).
@@ -52,15 +55,40 @@ def ensemble_record(path: str | Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) and ENSEMBLE_KEY in meta else None
 
 
+MEDIAN = "median"
+
+
+def combine_quantile(combine: object) -> float:
+    """The quantile a vote ``combine`` names: ``"median"`` is 0.5, ``"quantile:Q"`` is Q in
+    [0, 1]; ValueError naming what was expected otherwise."""
+    if combine == MEDIAN:
+        return 0.5
+    text = combine if isinstance(combine, str) else ""
+    head, sep, value = text.partition(":")
+    try:
+        q = float(value) if head == "quantile" and sep else float("nan")
+    except ValueError:
+        q = float("nan")
+    if not 0.0 <= q <= 1.0:  # nan fails too
+        raise ValueError(f"{combine!r}: expected 'median' or 'quantile:Q' with Q in [0, 1]")
+    return q
+
+
+def combine_rank(combine: object, n: int) -> int:
+    """The rank (0 = fewest instances) of the member action a vote plays among ``n`` sorted ones:
+    round(Q (n - 1)), halves up; the median's is (n - 1) / 2 for an odd ``n``."""
+    return int(np.floor(combine_quantile(combine) * (n - 1) + 0.5))
+
+
 def _members(path: Path, meta: dict[str, Any]) -> list[Path]:
     spec = meta[ENSEMBLE_KEY]
     names = spec.get("members") if isinstance(spec, dict) else None
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise InputError(f"{path / 'train.json'}: ensemble.members: expected a list of folders")
-    if spec.get("combine", "median") != "median":
-        raise InputError(
-            f"{path / 'train.json'}: ensemble.combine = {spec.get('combine')!r}: expected 'median'"
-        )
+    try:
+        combine_quantile(spec.get("combine", MEDIAN))
+    except ValueError as e:
+        raise InputError(f"{path / 'train.json'}: ensemble.combine = {e}") from None
     if len(names) % 2 == 0:
         raise InputError(
             f"{path / 'train.json'}: ensemble.members: an odd number of members (so that the "
@@ -79,15 +107,21 @@ def _bare(path: Path) -> PPOAgent:
 
 
 class EnsembleAgent(BaseAgent):
-    """The median action of several PPO models (see the module's docstring)."""
+    """The median (or another quantile) of several PPO models' actions (the module's docstring)."""
 
     name = "ppo-ensemble"
 
     def __init__(
-        self, members: list[PPOAgent], ctx: AgentContext, residual_step: int | None = None
+        self,
+        members: list[PPOAgent],
+        ctx: AgentContext,
+        residual_step: int | None = None,
+        combine: str = MEDIAN,
     ) -> None:
         if not members or len(members) % 2 == 0:
             raise ValueError(f"an ensemble needs an odd number of members, got {len(members)}")
+        self.combine = combine
+        self.rank = combine_rank(combine, len(members))
         # the first member checks the layout against the environment and holds Chiron (for a
         # residual); the others act on the observation it builds
         self.lead = PPOAgent(members[0].model, members[0].vn, ctx, residual_step)
@@ -116,9 +150,14 @@ class EnsembleAgent(BaseAgent):
             raise InputError(f"{p}: not an ensemble folder (no train.json with 'ensemble')")
         members = [_bare(m) for m in _members(p, meta)]
         step = meta.get("residual_step") if meta.get("residual") else None
-        agent = cls(members, ctx, step)
+        agent = cls(members, ctx, step, meta[ENSEMBLE_KEY].get("combine", MEDIAN))
         agent.set_defer(Deferral.from_record(meta.get(DEFER_KEY), str(p)))
         return agent
+
+    def set_combine(self, combine: str) -> None:
+        """Vote by ``combine`` (``"median"`` or ``"quantile:Q"``) instead of the record's."""
+        self.rank = combine_rank(combine, len(self.members))
+        self.combine = combine
 
     def set_defer(self, defer: Deferral | None) -> None:
         """Play Chiron's action while ``defer`` is active (``agents/defer.py``)."""
@@ -145,7 +184,8 @@ class EnsembleAgent(BaseAgent):
         if self.lead.defer is not None and self.lead.defer.active(obs):
             return self.lead.residual.chiron_action(), None
         votes = np.stack([m.act(x, None, None, deterministic)[0] for m in self.members])
-        action = np.median(votes, axis=0).astype(np.int64)  # odd count: one member's action
+        # per dimension, the member action at the vote's rank (the median's: the middle one)
+        action = np.sort(votes, axis=0)[self.rank].astype(np.int64)
         if self.lead.residual is not None:
             return self.lead.residual.compose(action), None
         return action, None
@@ -163,11 +203,16 @@ def write_ensemble(
     selected_by: str | None = None,
     defer: Deferral | None = None,
     defer_source: str | None = None,
+    combine: str = MEDIAN,
 ) -> Path:
     """An ensemble folder at ``out`` from trained models (folders or checkpoint ``.zip`` files,
     each with its ``.npz`` statistics): their files copied in, their records kept."""
     if not members or len(members) % 2 == 0:
         raise InputError(f"an ensemble needs an odd number of members, got {len(members)}")
+    try:
+        combine_quantile(combine)
+    except ValueError as e:
+        raise InputError(f"--combine {e}") from None
     dest = Path(out)
     records: list[dict[str, Any]] = []
     files: list[tuple[Path, Path]] = []
@@ -213,7 +258,7 @@ def write_ensemble(
         (folder / "train.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     top: dict[str, Any] = {k: records[0][k] for k in ACTING}
     top[ENSEMBLE_KEY] = {
-        "combine": "median",
+        "combine": combine,
         "members": names,
         "sources": [str(m) for m in members],
     }
@@ -225,4 +270,11 @@ def write_ensemble(
     return dest
 
 
-__all__ = ["EnsembleAgent", "ensemble_record", "model_class", "write_ensemble"]
+__all__ = [
+    "EnsembleAgent",
+    "combine_quantile",
+    "combine_rank",
+    "ensemble_record",
+    "model_class",
+    "write_ensemble",
+]

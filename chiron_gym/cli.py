@@ -532,7 +532,21 @@ def _check_agents(agents_: list[str]) -> int:
             from agents.ensemble import model_class
 
             model_class(path).check(path)  # an InputError if it needs --trust-model
-            if options:  # a deferral: a readable quantity, and a model with Chiron beneath it
+            if "combine" in options:  # a vote: an ensemble's, by a known rule
+                from agents.ensemble import combine_quantile, ensemble_record
+
+                if ensemble_record(path) is None:
+                    print(
+                        f"chiron: agent {a!r}: combine applies to an ensemble folder only",
+                        file=sys.stderr,
+                    )
+                    return 2
+                try:
+                    combine_quantile(options["combine"])
+                except ValueError as e:
+                    print(f"chiron: agent {a!r}: combine = {e}", file=sys.stderr)
+                    return 2
+            if "defer_above" in options:  # a readable quantity, and a model with Chiron beneath
                 from agents.defer import DEFER_FEATURE, Deferral, check_defer
                 from agents.ensemble import ensemble_record
                 from agents.ppo import PPOAgent
@@ -1179,7 +1193,7 @@ def _cmd_profile_compare(args: argparse.Namespace) -> int:
 def _ensemble_parser(sub: Subparsers) -> None:
     e = sub.add_parser(
         "ensemble",
-        help="a median ensemble of trained PPO models (several seeds vote; play it as ppo:OUT)",
+        help="an ensemble of trained PPO models (several seeds vote; play it as ppo:OUT)",
     )
     e.add_argument("out", help="the ensemble folder to write (new or empty)")
     e.add_argument("members", nargs="+", help="training folders or checkpoint .zip files (odd)")
@@ -1198,6 +1212,12 @@ def _ensemble_parser(sub: Subparsers) -> None:
         "interactive.arrival_peak_5m, the busiest 10-s window's rate in the last 5 minutes)",
     )
     e.add_argument("--defer-source", help="where --defer-above came from (recorded)")
+    e.add_argument(
+        "--combine",
+        default="median",
+        help="the vote: median (default) or quantile:Q, the members' action at rank "
+        "round(Q (n - 1)) of n sorted (Q = 0.25 of five adds an instance when four want it)",
+    )
     e.set_defaults(func=_cmd_ensemble)
 
 
@@ -1212,8 +1232,13 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     if args.defer_above is not None:
         defer = Deferral(args.defer_above, args.defer_feature or DEFER_FEATURE)
     # InputError: exit 2
-    path = write_ensemble(args.members, args.out, args.selected_by, defer, args.defer_source)
-    print(f"{path}: a median ensemble of {len(args.members)} models; play it as ppo:{path}")
+    path = write_ensemble(
+        args.members, args.out, args.selected_by, defer, args.defer_source, args.combine
+    )
+    print(
+        f"{path}: an ensemble of {len(args.members)} models voting by {args.combine}; "
+        f"play it as ppo:{path}"
+    )
     return 0
 
 

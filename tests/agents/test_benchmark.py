@@ -125,7 +125,7 @@ def test_suite_errors_name_the_file_and_entry(tmp_path: Path) -> None:
         load_suite(str(bad))
     with pytest.raises(BenchmarkError, match="listed twice"):
         benchmark(["chiron", "chiron"], "train", [0], tmp_path / "o")
-    assert {"test", "train", "val"} <= set(suite_names())
+    assert {"test", "train", "val", "val2"} <= set(suite_names())
 
 
 def test_the_test_suite_loads_and_replays_real_traces() -> None:
@@ -144,17 +144,18 @@ def test_the_test_suite_loads_and_replays_real_traces() -> None:
     assert len(arrived) == 8819  # the whole Azure code trace, at its real timing
 
 
-def test_the_validation_suite_plays_servegen_days_in_two_hours() -> None:
-    """The ``val`` suite's four ServeGen clients load, start, and carry a day's requests in 2
-    hours at about the stated 6 req/s mean (needs ../shared/data)."""
+@pytest.mark.parametrize(
+    ("suite_name", "clients"),
+    [("val", ["142", "61", "104", "143"]), ("val2", ["148", "112", "120", "34"])],
+)
+def test_the_validation_suites_play_servegen_days_in_two_hours(
+    suite_name: str, clients: list[str]
+) -> None:
+    """The ``val`` and ``val2`` suites' four ServeGen clients each load, start, and carry a day's
+    requests in 2 hours at about the stated 6 req/s mean (needs ../shared/data)."""
     require_data("servegen/language/m-large/chunk-142-trace.csv")
-    suite = load_suite("val")
-    assert [name for name, _ in suite.scenarios] == [
-        "servegen-142",
-        "servegen-61",
-        "servegen-104",
-        "servegen-143",
-    ]
+    suite = load_suite(suite_name)
+    assert [name for name, _ in suite.scenarios] == [f"servegen-{c}" for c in clients]
     for name, spec in suite.scenarios:
         sc = load(spec)
         assert sc.horizon_s == 7200.0, name

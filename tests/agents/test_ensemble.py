@@ -1,5 +1,6 @@
-"""Median ensembles of PPO models (agents/ensemble.py): the vote is the median member's action,
-the folder round-trips through ``chiron ensemble`` and ``ppo:FOLDER``, bad sets are refused.
+"""Ensembles of PPO models (agents/ensemble.py): the vote is the median member's action (or the
+one at a stated quantile), the folder round-trips through ``chiron ensemble`` and ``ppo:FOLDER``,
+bad sets are refused.
 
 The members are a shipped residual model (the first member of ``ppo-general``) with its action
 head's bias pushed so that it always answers one correction (-1, 0 or +1 on every pool): real
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.ensemble import EnsembleAgent, write_ensemble
+from agents.ensemble import EnsembleAgent, combine_quantile, combine_rank, write_ensemble
 from agents.episode import run_episode
 from agents.model_files import load_model
 from agents.ppo import PPOAgent, algo_class
@@ -112,3 +113,70 @@ def test_the_ensemble_command_writes_a_playable_folder(
     assert json.loads((out / "train.json").read_text())["ensemble"]["selected_by"] == "a test"
     assert main(["ensemble", str(tmp_path / "e2"), str(zero), str(zero)]) == 2
     assert "an odd number of members" in capsys.readouterr().err
+    q = tmp_path / "q"
+    assert (
+        main(["ensemble", str(q), str(zero), str(zero), str(zero), "--combine", "quantile:0.25"])
+        == 0
+    )
+    assert "voting by quantile:0.25" in capsys.readouterr().out
+    assert json.loads((q / "train.json").read_text())["ensemble"]["combine"] == "quantile:0.25"
+    assert main(["ensemble", str(tmp_path / "e3"), str(zero), "--combine", "mean"]) == 2
+    assert "--combine 'mean': expected 'median' or 'quantile:Q'" in capsys.readouterr().err
+
+
+def test_a_quantile_vote_plays_the_member_at_its_rank(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Five members answering -1, 0, 0, +1, +1: the median plays 0 (Chiron), quantile 0.75 the
+    +1 of rank 3, quantile 0 the -1; recorded in train.json or set per run, and the same."""
+    down, zero, up = (fixed(tmp_path, n, c) for n, c in (("down", -1), ("zero", 0), ("up", 1)))
+    five = [up, down, zero, up, zero]
+    median = write_ensemble(five, tmp_path / "median")
+    lean = write_ensemble(five, tmp_path / "lean", combine="quantile:0")
+    assert json.loads((lean / "train.json").read_text())["ensemble"]["combine"] == "quantile:0"
+    rows = {
+        name: run_episode(spec, "default", 2, env_kwargs=KW).row
+        for name, spec in {
+            "chiron": "chiron",
+            "median": f"ppo:{median}",
+            "q0.5": f"ppo:{median}[combine=quantile:0.5]",
+            "q0.75": f"ppo:{median}[combine=quantile:0.75]",
+            "q0": f"ppo:{median}[combine=quantile:0]",
+            "lean": f"ppo:{lean}",
+            "up": f"ppo:{up}",
+            "down": f"ppo:{down}",
+        }.items()
+    }
+    keys = ("reward", "gpu_hours")
+    same = [
+        ("median", "chiron"),
+        ("q0.5", "chiron"),
+        ("q0.75", "up"),
+        ("q0", "down"),
+        ("lean", "down"),
+    ]
+    for a, b in same:
+        assert [rows[a][k] for k in keys] == [rows[b][k] for k in keys], (a, b)
+    assert rows["up"]["gpu_hours"] > rows["chiron"]["gpu_hours"] > rows["down"]["gpu_hours"]
+    # the rank: round(Q (n - 1)), halves up; median is the middle of an odd count
+    assert [
+        combine_rank(c, 5) for c in ("median", "quantile:0", "quantile:0.25", "quantile:1")
+    ] == [2, 0, 1, 4]
+    assert combine_rank("quantile:0.125", 5) == 1 and combine_quantile("median") == 0.5
+    for bad in ("mean", "quantile:", "quantile:1.5", "quantile:nan", "quantile:x", 3):
+        with pytest.raises(ValueError, match="expected 'median' or 'quantile:Q' with Q in"):
+            combine_quantile(bad)
+    # refused before any episode, naming the spec or the file
+    code = main(
+        ["evaluate", "--agents", f"ppo:{median}[combine=quantile:2]", "--scenarios", "default"]
+    )
+    assert code == 2 and "combine = 'quantile:2': expected" in capsys.readouterr().err
+    code = main(["evaluate", "--agents", f"ppo:{up}[combine=median]", "--scenarios", "default"])
+    assert code == 2 and "combine applies to an ensemble folder only" in capsys.readouterr().err
+    with pytest.raises(InputError, match="--combine 'max': expected"):
+        write_ensemble(five, tmp_path / "bad", combine="max")
+    record = json.loads((lean / "train.json").read_text())
+    record["ensemble"]["combine"] = "mode"
+    (lean / "train.json").write_text(json.dumps(record))
+    with pytest.raises(InputError, match=r"lean/train.json: ensemble.combine = 'mode': expected"):
+        EnsembleAgent.check(lean)
