@@ -4,12 +4,13 @@ Seeds of one PPO configuration differ more from each other than configurations d
 (docs/benchmark.md): one seed over-provisions everywhere while another stays near Chiron. An
 ensemble plays, per action dimension, the median of its members' actions (an odd number of
 members, so the median is one of their actions): a member that alone wants more instances is
-outvoted. The vote may instead be a quantile (``"combine": "quantile:Q"``, ``combine_rank``): the
+outvoted. The vote may instead be a quantile (``"combine": "quantile:Q"``, ``vote``): the
 members' actions sorted and the one at rank round(Q (n - 1)) played, so Q = 0.25 of five members
-adds an instance only when four of them want it (``median`` is Q = 0.5). For residual models on
-Chiron (``agents/residual.py``) Chiron proposes once per decision, every member sees the same
-observation (the environment's plus Chiron's proposal, each normalised by the member's own
-statistics) and the voted correction is applied to Chiron's proposal.
+adds an instance only when four of them want it (``median`` is Q = 0.5); or, for residual models,
+a consensus (``"consensus:Q"``): a correction of Chiron only as far as four of five agree on it.
+For residual models on Chiron (``agents/residual.py``) Chiron proposes once per decision, every
+member sees the same observation (the environment's plus Chiron's proposal, each normalised by
+the member's own statistics) and the voted correction is applied to Chiron's proposal.
 
 An ensemble is a folder (``write_ensemble``; ``chiron ensemble OUT MEMBER...``):
 
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from agents.base import BaseAgent, Observation, Prediction
 from agents.defer import DEFER_KEY, Deferral
@@ -56,28 +58,54 @@ def ensemble_record(path: str | Path) -> dict[str, Any] | None:
 
 
 MEDIAN = "median"
+# how the members' actions become one (``vote``; docs/benchmark.md, levers 8 and 9)
+VOTES = ("quantile", "consensus")
 
 
-def combine_quantile(combine: object) -> float:
-    """The quantile a vote ``combine`` names: ``"median"`` is 0.5, ``"quantile:Q"`` is Q in
-    [0, 1]; ValueError naming what was expected otherwise."""
+def parse_combine(combine: object) -> tuple[str, float]:
+    """The vote ``combine`` names, as (kind, Q): ``"median"`` is ("quantile", 0.5);
+    ``"quantile:Q"`` with Q in [0, 1]; ``"consensus:Q"`` with Q in [0, 0.5]. ValueError naming
+    what was expected otherwise."""
     if combine == MEDIAN:
-        return 0.5
+        return "quantile", 0.5
     text = combine if isinstance(combine, str) else ""
-    head, sep, value = text.partition(":")
+    kind, sep, value = text.partition(":")
     try:
-        q = float(value) if head == "quantile" and sep else float("nan")
+        q = float(value) if kind in VOTES and sep else float("nan")
     except ValueError:
         q = float("nan")
-    if not 0.0 <= q <= 1.0:  # nan fails too
-        raise ValueError(f"{combine!r}: expected 'median' or 'quantile:Q' with Q in [0, 1]")
-    return q
+    top = 0.5 if kind == "consensus" else 1.0
+    if not 0.0 <= q <= top:  # nan fails too
+        raise ValueError(
+            f"{combine!r}: expected 'median', 'quantile:Q' with Q in [0, 1] or 'consensus:Q' "
+            "with Q in [0, 0.5]"
+        )
+    return kind, q
 
 
 def combine_rank(combine: object, n: int) -> int:
-    """The rank (0 = fewest instances) of the member action a vote plays among ``n`` sorted ones:
+    """The rank (0 = fewest instances) of the member action a vote reads among ``n`` sorted ones:
     round(Q (n - 1)), halves up; the median's is (n - 1) / 2 for an odd ``n``."""
-    return int(np.floor(combine_quantile(combine) * (n - 1) + 0.5))
+    return int(np.floor(parse_combine(combine)[1] * (n - 1) + 0.5))
+
+
+def vote(votes: npt.NDArray[np.int64], combine: str, zero: int) -> npt.NDArray[np.int64]:
+    """One action from the members' ``votes`` (one row each), per dimension.
+
+    ``quantile:Q`` plays the action at rank round(Q (n - 1)) of the sorted votes. ``consensus:Q``
+    bounds the votes by the ranks round(Q (n - 1)) and n - 1 - round(Q (n - 1)) and plays the
+    action in that range nearest ``zero`` (a residual's "no correction"): a correction is made
+    only as far as all but round(Q (n - 1)) members on either side want it (Q = 0.25 of five:
+    four members must agree to add an instance, and four to remove one)."""
+    kind, _ = parse_combine(combine)
+    ranked = np.sort(votes, axis=0)
+    k = combine_rank(combine, len(votes))
+    out: npt.NDArray[np.int64]
+    if kind == "quantile":
+        out = ranked[k].astype(np.int64)
+    else:
+        out = np.clip(zero, ranked[k], ranked[len(votes) - 1 - k]).astype(np.int64)
+    return out
 
 
 def _members(path: Path, meta: dict[str, Any]) -> list[Path]:
@@ -86,7 +114,7 @@ def _members(path: Path, meta: dict[str, Any]) -> list[Path]:
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise InputError(f"{path / 'train.json'}: ensemble.members: expected a list of folders")
     try:
-        combine_quantile(spec.get("combine", MEDIAN))
+        parse_combine(spec.get("combine", MEDIAN))
     except ValueError as e:
         raise InputError(f"{path / 'train.json'}: ensemble.combine = {e}") from None
     if len(names) % 2 == 0:
@@ -120,8 +148,8 @@ class EnsembleAgent(BaseAgent):
     ) -> None:
         if not members or len(members) % 2 == 0:
             raise ValueError(f"an ensemble needs an odd number of members, got {len(members)}")
+        parse_combine(combine)  # ValueError for an unknown vote
         self.combine = combine
-        self.rank = combine_rank(combine, len(members))
         # the first member checks the layout against the environment and holds Chiron (for a
         # residual); the others act on the observation it builds
         self.lead = PPOAgent(members[0].model, members[0].vn, ctx, residual_step)
@@ -150,13 +178,18 @@ class EnsembleAgent(BaseAgent):
             raise InputError(f"{p}: not an ensemble folder (no train.json with 'ensemble')")
         members = [_bare(m) for m in _members(p, meta)]
         step = meta.get("residual_step") if meta.get("residual") else None
-        agent = cls(members, ctx, step, meta[ENSEMBLE_KEY].get("combine", MEDIAN))
+        agent = cls(members, ctx, step)
+        try:
+            agent.set_combine(meta[ENSEMBLE_KEY].get("combine", MEDIAN))
+        except ValueError as e:
+            raise InputError(f"{p / 'train.json'}: ensemble.combine = {e}") from None
         agent.set_defer(Deferral.from_record(meta.get(DEFER_KEY), str(p)))
         return agent
 
     def set_combine(self, combine: str) -> None:
-        """Vote by ``combine`` (``"median"`` or ``"quantile:Q"``) instead of the record's."""
-        self.rank = combine_rank(combine, len(self.members))
+        """Vote by ``combine`` (``vote``'s rules) instead of the record's."""
+        if parse_combine(combine)[0] == "consensus" and self.lead.residual is None:
+            raise ValueError(f"{combine!r}: a consensus leans towards Chiron: residual models only")
         self.combine = combine
 
     def set_defer(self, defer: Deferral | None) -> None:
@@ -184,8 +217,10 @@ class EnsembleAgent(BaseAgent):
         if self.lead.defer is not None and self.lead.defer.active(obs):
             return self.lead.residual.chiron_action(), None
         votes = np.stack([m.act(x, None, None, deterministic)[0] for m in self.members])
-        # per dimension, the member action at the vote's rank (the median's: the middle one)
-        action = np.sort(votes, axis=0)[self.rank].astype(np.int64)
+        # per dimension, the member action at the vote's rank (the median's: the middle one), or
+        # a consensus's correction towards Chiron
+        zero = self.lead.residual.step if self.lead.residual is not None else 0
+        action = vote(votes, self.combine, zero)
         if self.lead.residual is not None:
             return self.lead.residual.compose(action), None
         return action, None
@@ -210,7 +245,7 @@ def write_ensemble(
     if not members or len(members) % 2 == 0:
         raise InputError(f"an ensemble needs an odd number of members, got {len(members)}")
     try:
-        combine_quantile(combine)
+        parse_combine(combine)
     except ValueError as e:
         raise InputError(f"--combine {e}") from None
     dest = Path(out)
@@ -245,6 +280,10 @@ def write_ensemble(
             raise InputError(
                 f"{members[i]}: acts differently from {members[0]} ({', '.join(diff)} differ)"
             )
+    if parse_combine(combine)[0] == "consensus" and not records[0]["residual"]:
+        raise InputError(
+            f"--combine {combine!r}: a consensus leans towards Chiron: residual models only"
+        )
     if defer is not None and not records[0]["residual"]:
         raise InputError(f"{members[0]}: not a residual model: it has no Chiron to defer to")
     if dest.exists() and any(dest.iterdir()):
@@ -272,9 +311,10 @@ def write_ensemble(
 
 __all__ = [
     "EnsembleAgent",
-    "combine_quantile",
     "combine_rank",
     "ensemble_record",
     "model_class",
+    "parse_combine",
+    "vote",
     "write_ensemble",
 ]

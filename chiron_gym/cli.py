@@ -533,18 +533,21 @@ def _check_agents(agents_: list[str]) -> int:
 
             model_class(path).check(path)  # an InputError if it needs --trust-model
             if "combine" in options:  # a vote: an ensemble's, by a known rule
-                from agents.ensemble import combine_quantile, ensemble_record
+                from agents.ensemble import ensemble_record, parse_combine
 
-                if ensemble_record(path) is None:
-                    print(
-                        f"chiron: agent {a!r}: combine applies to an ensemble folder only",
-                        file=sys.stderr,
-                    )
-                    return 2
+                record = ensemble_record(path)
+                problem = None if record else "combine applies to an ensemble folder only"
                 try:
-                    combine_quantile(options["combine"])
+                    kind = parse_combine(options["combine"])[0]
                 except ValueError as e:
-                    print(f"chiron: agent {a!r}: combine = {e}", file=sys.stderr)
+                    problem = problem or f"combine = {e}"
+                else:
+                    if kind == "consensus" and record and not record.get("residual"):
+                        problem = (
+                            problem or "a consensus leans towards Chiron: residual models only"
+                        )
+                if problem:
+                    print(f"chiron: agent {a!r}: {problem}", file=sys.stderr)
                     return 2
             if "defer_above" in options:  # a readable quantity, and a model with Chiron beneath
                 from agents.defer import DEFER_FEATURE, Deferral, check_defer
@@ -1215,8 +1218,10 @@ def _ensemble_parser(sub: Subparsers) -> None:
     e.add_argument(
         "--combine",
         default="median",
-        help="the vote: median (default) or quantile:Q, the members' action at rank "
-        "round(Q (n - 1)) of n sorted (Q = 0.25 of five adds an instance when four want it)",
+        help="the vote: median (default); quantile:Q, the members' action at rank "
+        "round(Q (n - 1)) of n sorted (Q = 0.25 of five adds an instance when four want it); "
+        "consensus:Q (residual models), a correction of Chiron only as far as all but "
+        "round(Q (n - 1)) members on its side want it",
     )
     e.set_defaults(func=_cmd_ensemble)
 

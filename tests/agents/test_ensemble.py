@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.ensemble import EnsembleAgent, combine_quantile, combine_rank, write_ensemble
+from agents.ensemble import EnsembleAgent, combine_rank, parse_combine, vote, write_ensemble
 from agents.episode import run_episode
 from agents.model_files import load_model
 from agents.ppo import PPOAgent, algo_class
@@ -121,7 +121,7 @@ def test_the_ensemble_command_writes_a_playable_folder(
     assert "voting by quantile:0.25" in capsys.readouterr().out
     assert json.loads((q / "train.json").read_text())["ensemble"]["combine"] == "quantile:0.25"
     assert main(["ensemble", str(tmp_path / "e3"), str(zero), "--combine", "mean"]) == 2
-    assert "--combine 'mean': expected 'median' or 'quantile:Q'" in capsys.readouterr().err
+    assert "--combine 'mean': expected 'median', 'quantile:Q'" in capsys.readouterr().err
 
 
 def test_a_quantile_vote_plays_the_member_at_its_rank(
@@ -162,15 +162,23 @@ def test_a_quantile_vote_plays_the_member_at_its_rank(
     assert [
         combine_rank(c, 5) for c in ("median", "quantile:0", "quantile:0.25", "quantile:1")
     ] == [2, 0, 1, 4]
-    assert combine_rank("quantile:0.125", 5) == 1 and combine_quantile("median") == 0.5
-    for bad in ("mean", "quantile:", "quantile:1.5", "quantile:nan", "quantile:x", 3):
-        with pytest.raises(ValueError, match="expected 'median' or 'quantile:Q' with Q in"):
-            combine_quantile(bad)
+    assert combine_rank("quantile:0.125", 5) == 1 and parse_combine("median") == ("quantile", 0.5)
+    for bad in (
+        "mean",
+        "quantile:",
+        "quantile:1.5",
+        "quantile:nan",
+        "quantile:x",
+        3,
+        "consensus:0.6",
+    ):
+        with pytest.raises(ValueError, match="expected 'median', 'quantile:Q' with Q in"):
+            parse_combine(bad)
     # refused before any episode, naming the spec or the file
     code = main(
         ["evaluate", "--agents", f"ppo:{median}[combine=quantile:2]", "--scenarios", "default"]
     )
-    assert code == 2 and "combine = 'quantile:2': expected" in capsys.readouterr().err
+    assert code == 2 and "combine = 'quantile:2': expected 'median'" in capsys.readouterr().err
     code = main(["evaluate", "--agents", f"ppo:{up}[combine=median]", "--scenarios", "default"])
     assert code == 2 and "combine applies to an ensemble folder only" in capsys.readouterr().err
     with pytest.raises(InputError, match="--combine 'max': expected"):
@@ -180,3 +188,39 @@ def test_a_quantile_vote_plays_the_member_at_its_rank(
     (lean / "train.json").write_text(json.dumps(record))
     with pytest.raises(InputError, match=r"lean/train.json: ensemble.combine = 'mode': expected"):
         EnsembleAgent.check(lean)
+
+
+def test_a_consensus_corrects_chiron_only_as_far_as_all_but_a_few_members_agree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``consensus:Q``: the range between the ranks round(Q (n - 1)) and n - 1 - round(Q (n - 1))
+    of the sorted votes, and the action in it nearest no correction."""
+    zero = 1  # a residual of step 1: indices 0, 1, 2 are -1, 0, +1
+    votes = np.array([[2, 2, 0], [2, 2, 0], [2, 1, 0], [2, 1, 0], [0, 0, 2]])  # 5 members x 3 pools
+    # four of five want +1 on pool 0, three on pool 1, four want -1 on pool 2
+    assert vote(votes, "consensus:0.25", zero).tolist() == [2, 1, 0]
+    assert vote(votes, "consensus:0", zero).tolist() == [1, 1, 1]  # unanimity: none
+    assert vote(votes, "consensus:0.5", zero).tolist() == vote(votes, "median", zero).tolist()
+    assert vote(votes, "quantile:0.25", zero).tolist() == [2, 1, 0]
+    assert vote(votes, "quantile:0.75", zero).tolist() == [2, 2, 0]
+    # played: three +1 members and two -1 ones: a consensus of four plays Chiron; the median +1
+    down, up = fixed(tmp_path, "down", -1), fixed(tmp_path, "up", 1)
+    ens = write_ensemble([up, up, down, up, down], tmp_path / "ens", combine="consensus:0.25")
+    rows = {
+        spec: run_episode(spec, "default", 2, env_kwargs=KW).row
+        for spec in ("chiron", f"ppo:{ens}", f"ppo:{ens}[combine=median]", f"ppo:{up}")
+    }
+    keys = ("reward", "gpu_hours")
+    assert [rows[f"ppo:{ens}"][k] for k in keys] == [rows["chiron"][k] for k in keys]
+    assert [rows[f"ppo:{ens}[combine=median]"][k] for k in keys] == [
+        rows[f"ppo:{up}"][k] for k in keys
+    ]
+    # a consensus needs Chiron beneath the members
+    direct = MODELS / "ppo-general-direct"
+    with pytest.raises(InputError, match="a consensus leans towards Chiron: residual models only"):
+        write_ensemble([direct], tmp_path / "direct", combine="consensus:0")
+    one = write_ensemble([direct], tmp_path / "one")
+    code = main(
+        ["evaluate", "--agents", f"ppo:{one}[combine=consensus:0]", "--scenarios", "default"]
+    )
+    assert code == 2 and "residual models only" in capsys.readouterr().err
