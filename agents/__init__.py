@@ -63,15 +63,15 @@ def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return base, out
 
 
-# ``ppo:PATH[defer_above=X;defer_feature=NAME]``: agents/defer.py; ``[combine=quantile:Q]``, an
-# ensemble's vote: agents/ensemble.py
+# ``ppo:PATH[defer_above=X;defer_feature=NAME]``: agents/defer.py; ``[combine=VOTE]``, an
+# ensemble's vote (median, quantile:Q, consensus:Q): agents/ensemble.py
 PPO_OPTIONS = ("defer_above", "defer_feature", "combine")
 
 
 def split_ppo_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``ppo:PATH[defer_above=20]`` -> ``("PATH", {"defer_above": 20.0})``: a PPO model's path
     and its acting options (``PPO_OPTIONS``; ``defer_above`` a number, ``defer_feature`` a name,
-    ``combine`` an ensemble's vote, ``median`` or ``quantile:Q``)."""
+    ``combine`` an ensemble's vote: ``median``, ``quantile:Q`` or ``consensus:Q``)."""
     if not spec.startswith("ppo:"):
         raise ValueError(f"agent {spec!r}: not a ppo:PATH spec")
     body = spec[4:]
@@ -110,7 +110,7 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
     ``ppo:PATH`` loads a trained PPO model (a ``chiron train ppo`` folder or a ``.zip``).
     """
     if spec.startswith("ppo:"):
-        from agents.ensemble import model_class  # a model, or a median ensemble of models
+        from agents.ensemble import model_class  # a model, or an ensemble of models
 
         path, options = split_ppo_spec(spec)
         agent = model_class(path).load(path, ctx)
@@ -121,7 +121,10 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
 
             if not isinstance(agent, EnsembleAgent):
                 raise ValueError(f"agent {spec!r}: combine applies to an ensemble folder only")
-            agent.set_combine(options["combine"])
+            try:
+                agent.set_combine(options["combine"])
+            except ValueError as e:
+                raise ValueError(f"agent {spec!r}: combine = {e}") from None
         return agent
     spec, overrides = split_spec(spec)
     if overrides:

@@ -1,4 +1,4 @@
-"""A median ensemble of PPO models: several training seeds' policies vote on each action.
+"""An ensemble of PPO models: several training seeds' policies vote on each action.
 
 Seeds of one PPO configuration differ more from each other than configurations do
 (docs/benchmark.md): one seed over-provisions everywhere while another stays near Chiron. An
@@ -7,7 +7,8 @@ members, so the median is one of their actions): a member that alone wants more 
 outvoted. The vote may instead be a quantile (``"combine": "quantile:Q"``, ``vote``): the
 members' actions sorted and the one at rank round(Q (n - 1)) played, so Q = 0.25 of five members
 adds an instance only when four of them want it (``median`` is Q = 0.5); or, for residual models,
-a consensus (``"consensus:Q"``): a correction of Chiron only as far as four of five agree on it.
+a consensus (``"consensus:Q"``): a correction of Chiron only as far as all but round(Q (n - 1))
+members on its side want it (``consensus:0``: only where all agree).
 For residual models on Chiron (``agents/residual.py``) Chiron proposes once per decision, every
 member sees the same observation (the environment's plus Chiron's proposal, each normalised by
 the member's own statistics) and the voted correction is applied to Chiron's proposal.
@@ -16,8 +17,8 @@ An ensemble is a folder (``write_ensemble``; ``chiron ensemble OUT MEMBER...``):
 
     train.json          the members' shared acting settings (algorithm, action mode, residual,
                         the environment settings that define how they act) and "ensemble":
-                        {"combine": "median" or "quantile:Q", "members": ["member-0", ...],
-                        "sources": [...]}
+                        {"combine": "median", "quantile:Q" or "consensus:Q",
+                        "members": ["member-0", ...], "sources": [...]}
     member-<i>/         model.zip, vecnormalize.npz and train.json of each member
 
 ``ppo:FOLDER`` plays it like any model (``agents.make_agent``).
@@ -83,6 +84,14 @@ def parse_combine(combine: object) -> tuple[str, float]:
     return kind, q
 
 
+def check_combine(combine: object, residual: object) -> str:
+    """``combine`` if it names a vote that members with this ``residual`` (a record's value:
+    ``"chiron"`` or None) can play; ValueError saying what was expected otherwise."""
+    if parse_combine(combine)[0] == "consensus" and not residual:
+        raise ValueError(f"{combine!r}: a consensus leans towards Chiron: residual models only")
+    return str(combine)
+
+
 def combine_rank(combine: object, n: int) -> int:
     """The rank (0 = fewest instances) of the member action a vote reads among ``n`` sorted ones:
     round(Q (n - 1)), halves up; the median's is (n - 1) / 2 for an odd ``n``."""
@@ -98,6 +107,8 @@ def vote(votes: npt.NDArray[np.int64], combine: str, zero: int) -> npt.NDArray[n
     only as far as all but round(Q (n - 1)) members on either side want it (Q = 0.25 of five:
     four members must agree to add an instance, and four to remove one)."""
     kind, _ = parse_combine(combine)
+    if kind == "consensus" and len(votes) % 2 == 0:
+        raise ValueError(f"a consensus needs an odd number of votes, got {len(votes)}")
     ranked = np.sort(votes, axis=0)
     k = combine_rank(combine, len(votes))
     out: npt.NDArray[np.int64]
@@ -114,7 +125,7 @@ def _members(path: Path, meta: dict[str, Any]) -> list[Path]:
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise InputError(f"{path / 'train.json'}: ensemble.members: expected a list of folders")
     try:
-        parse_combine(spec.get("combine", MEDIAN))
+        check_combine(spec.get("combine", MEDIAN), meta.get("residual"))
     except ValueError as e:
         raise InputError(f"{path / 'train.json'}: ensemble.combine = {e}") from None
     if len(names) % 2 == 0:
@@ -135,7 +146,7 @@ def _bare(path: Path) -> PPOAgent:
 
 
 class EnsembleAgent(BaseAgent):
-    """The median (or another quantile) of several PPO models' actions (the module's docstring)."""
+    """Several PPO models' actions, voted: median, quantile or consensus (module docstring)."""
 
     name = "ppo-ensemble"
 
@@ -148,8 +159,6 @@ class EnsembleAgent(BaseAgent):
     ) -> None:
         if not members or len(members) % 2 == 0:
             raise ValueError(f"an ensemble needs an odd number of members, got {len(members)}")
-        parse_combine(combine)  # ValueError for an unknown vote
-        self.combine = combine
         # the first member checks the layout against the environment and holds Chiron (for a
         # residual); the others act on the observation it builds
         self.lead = PPOAgent(members[0].model, members[0].vn, ctx, residual_step)
@@ -169,6 +178,8 @@ class EnsembleAgent(BaseAgent):
                     f"ensemble member {i} reads observations of shape "
                     f"{m.model.observation_space.shape}, member 0 {shape}"
                 )
+        self.combine = MEDIAN
+        self.set_combine(combine)  # ValueError for a vote these members cannot play
 
     @classmethod
     def load(cls, path: str | Path, ctx: AgentContext) -> EnsembleAgent:
@@ -178,19 +189,14 @@ class EnsembleAgent(BaseAgent):
             raise InputError(f"{p}: not an ensemble folder (no train.json with 'ensemble')")
         members = [_bare(m) for m in _members(p, meta)]
         step = meta.get("residual_step") if meta.get("residual") else None
-        agent = cls(members, ctx, step)
-        try:
-            agent.set_combine(meta[ENSEMBLE_KEY].get("combine", MEDIAN))
-        except ValueError as e:
-            raise InputError(f"{p / 'train.json'}: ensemble.combine = {e}") from None
+        # the vote was checked against the record by ``_members``
+        agent = cls(members, ctx, step, meta[ENSEMBLE_KEY].get("combine", MEDIAN))
         agent.set_defer(Deferral.from_record(meta.get(DEFER_KEY), str(p)))
         return agent
 
     def set_combine(self, combine: str) -> None:
         """Vote by ``combine`` (``vote``'s rules) instead of the record's."""
-        if parse_combine(combine)[0] == "consensus" and self.lead.residual is None:
-            raise ValueError(f"{combine!r}: a consensus leans towards Chiron: residual models only")
-        self.combine = combine
+        self.combine = check_combine(combine, self.lead.residual is not None)
 
     def set_defer(self, defer: Deferral | None) -> None:
         """Play Chiron's action while ``defer`` is active (``agents/defer.py``)."""
@@ -244,10 +250,6 @@ def write_ensemble(
     each with its ``.npz`` statistics): their files copied in, their records kept."""
     if not members or len(members) % 2 == 0:
         raise InputError(f"an ensemble needs an odd number of members, got {len(members)}")
-    try:
-        parse_combine(combine)
-    except ValueError as e:
-        raise InputError(f"--combine {e}") from None
     dest = Path(out)
     records: list[dict[str, Any]] = []
     files: list[tuple[Path, Path]] = []
@@ -280,10 +282,10 @@ def write_ensemble(
             raise InputError(
                 f"{members[i]}: acts differently from {members[0]} ({', '.join(diff)} differ)"
             )
-    if parse_combine(combine)[0] == "consensus" and not records[0]["residual"]:
-        raise InputError(
-            f"--combine {combine!r}: a consensus leans towards Chiron: residual models only"
-        )
+    try:
+        check_combine(combine, records[0]["residual"])
+    except ValueError as e:
+        raise InputError(f"--combine {e}") from None
     if defer is not None and not records[0]["residual"]:
         raise InputError(f"{members[0]}: not a residual model: it has no Chiron to defer to")
     if dest.exists() and any(dest.iterdir()):
@@ -311,6 +313,7 @@ def write_ensemble(
 
 __all__ = [
     "EnsembleAgent",
+    "check_combine",
     "combine_rank",
     "ensemble_record",
     "model_class",

@@ -529,32 +529,24 @@ def _check_agents(agents_: list[str]) -> int:
             if not Path(path).exists():
                 print(f"chiron: agent {a!r}: {path} does not exist", file=sys.stderr)
                 return 2
-            from agents.ensemble import model_class
+            from agents.ensemble import check_combine, ensemble_record, model_class
 
             model_class(path).check(path)  # an InputError if it needs --trust-model
-            if "combine" in options:  # a vote: an ensemble's, by a known rule
-                from agents.ensemble import ensemble_record, parse_combine
-
-                record = ensemble_record(path)
-                problem = None if record else "combine applies to an ensemble folder only"
+            record = ensemble_record(path)
+            if "combine" in options:  # a vote: an ensemble's, by a rule its members can play
+                problem = "combine applies to an ensemble folder only" if record is None else ""
                 try:
-                    kind = parse_combine(options["combine"])[0]
+                    check_combine(options["combine"], record and record.get("residual"))
                 except ValueError as e:
                     problem = problem or f"combine = {e}"
-                else:
-                    if kind == "consensus" and record and not record.get("residual"):
-                        problem = (
-                            problem or "a consensus leans towards Chiron: residual models only"
-                        )
                 if problem:
                     print(f"chiron: agent {a!r}: {problem}", file=sys.stderr)
                     return 2
             if "defer_above" in options:  # a readable quantity, and a model with Chiron beneath
                 from agents.defer import DEFER_FEATURE, Deferral, check_defer
-                from agents.ensemble import ensemble_record
                 from agents.ppo import PPOAgent
 
-                meta = ensemble_record(path) or PPOAgent.files(path)[2]
+                meta = record or PPOAgent.files(path)[2]
                 defer = Deferral(
                     options["defer_above"], options.get("defer_feature", DEFER_FEATURE)
                 )

@@ -156,9 +156,10 @@ def test_the_validation_suites_play_servegen_days_in_two_hours(
     require_data("servegen/language/m-large/chunk-142-trace.csv")
     suite = load_suite(suite_name)
     assert [name for name, _ in suite.scenarios] == [f"servegen-{c}" for c in clients]
-    for name, spec in suite.scenarios:
+    for i, (name, spec) in enumerate(suite.scenarios):
         sc = load(spec)
         assert sc.horizon_s == 7200.0, name
+        assert len(sc.sources) == (2 if i in (1, 3) else 1), name  # the 2nd and 4th: a batch job
         w = sc.workload(0)
         interactive = w.arrival_s[w.klass == int(RequestClass.INTERACTIVE)]
         # a day at a 6 req/s mean in 2 hours: 43,200 requests in expectation (renewal noise at
@@ -170,6 +171,8 @@ def test_the_validation_suites_play_servegen_days_in_two_hours(
         curve = read_servegen(src["path"])
         assert src["time_scale"] == pytest.approx(1 / 12)
         rates = np.asarray(curve.rates_per_s[:144])
+        # the day's mean scaled to 6 req/s on the 12x faster clock
+        assert src["rate_scale"] == pytest.approx(6 / 12 / rates.mean(), rel=1e-3), name
         window = np.minimum((interactive // 50.0).astype(int), 143)
         assert np.all(rates[window] > 0), name
         assert window.max() == np.flatnonzero(rates > 0).max(), name

@@ -175,11 +175,21 @@ def test_a_quantile_vote_plays_the_member_at_its_rank(
         with pytest.raises(ValueError, match="expected 'median', 'quantile:Q' with Q in"):
             parse_combine(bad)
     # refused before any episode, naming the spec or the file
+    out = ["--out", str(tmp_path / "out")]  # nothing is written if the check works
     code = main(
-        ["evaluate", "--agents", f"ppo:{median}[combine=quantile:2]", "--scenarios", "default"]
+        [
+            "evaluate",
+            "--agents",
+            f"ppo:{median}[combine=quantile:2]",
+            "--scenarios",
+            "default",
+            *out,
+        ]
     )
     assert code == 2 and "combine = 'quantile:2': expected 'median'" in capsys.readouterr().err
-    code = main(["evaluate", "--agents", f"ppo:{up}[combine=median]", "--scenarios", "default"])
+    code = main(
+        ["evaluate", "--agents", f"ppo:{up}[combine=median]", "--scenarios", "default", *out]
+    )
     assert code == 2 and "combine applies to an ensemble folder only" in capsys.readouterr().err
     with pytest.raises(InputError, match="--combine 'max': expected"):
         write_ensemble(five, tmp_path / "bad", combine="max")
@@ -188,6 +198,7 @@ def test_a_quantile_vote_plays_the_member_at_its_rank(
     (lean / "train.json").write_text(json.dumps(record))
     with pytest.raises(InputError, match=r"lean/train.json: ensemble.combine = 'mode': expected"):
         EnsembleAgent.check(lean)
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_consensus_corrects_chiron_only_as_far_as_all_but_a_few_members_agree(
@@ -203,6 +214,18 @@ def test_a_consensus_corrects_chiron_only_as_far_as_all_but_a_few_members_agree(
     assert vote(votes, "consensus:0.5", zero).tolist() == vote(votes, "median", zero).tolist()
     assert vote(votes, "quantile:0.25", zero).tolist() == [2, 1, 0]
     assert vote(votes, "quantile:0.75", zero).tolist() == [2, 2, 0]
+    # where they differ: two members want -1, three +1; quantile 0.25 removes on the two's word,
+    # a consensus of four keeps Chiron's proposal
+    split = np.array([[0], [0], [2], [2], [2]])
+    assert vote(split, "quantile:0.25", zero).tolist() == [0]
+    assert vote(split, "consensus:0.25", zero).tolist() == [1]
+    # the median is numpy's median of an odd count of integer votes
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 5, 7):
+        v = rng.integers(0, 3, size=(n, 3))
+        assert (vote(v, "median", zero) == np.median(v, axis=0).astype(np.int64)).all()
+    with pytest.raises(ValueError, match="a consensus needs an odd number of votes, got 4"):
+        vote(votes[:4], "consensus:0.5", zero)
     # played: three +1 members and two -1 ones: a consensus of four plays Chiron; the median +1
     down, up = fixed(tmp_path, "down", -1), fixed(tmp_path, "up", 1)
     ens = write_ensemble([up, up, down, up, down], tmp_path / "ens", combine="consensus:0.25")
@@ -220,7 +243,17 @@ def test_a_consensus_corrects_chiron_only_as_far_as_all_but_a_few_members_agree(
     with pytest.raises(InputError, match="a consensus leans towards Chiron: residual models only"):
         write_ensemble([direct], tmp_path / "direct", combine="consensus:0")
     one = write_ensemble([direct], tmp_path / "one")
+    out = ["--out", str(tmp_path / "out")]  # nothing is written if the check works
     code = main(
-        ["evaluate", "--agents", f"ppo:{one}[combine=consensus:0]", "--scenarios", "default"]
+        ["evaluate", "--agents", f"ppo:{one}[combine=consensus:0]", "--scenarios", "default", *out]
     )
     assert code == 2 and "residual models only" in capsys.readouterr().err
+    # a hand-edited record asking the same is refused naming the file
+    record = json.loads((one / "train.json").read_text())
+    record["ensemble"]["combine"] = "consensus:0"
+    (one / "train.json").write_text(json.dumps(record))
+    with pytest.raises(InputError, match=r"one/train.json: ensemble.combine = 'consensus:0': a"):
+        EnsembleAgent.check(one)
+    code = main(["evaluate", "--agents", f"ppo:{one}", "--scenarios", "default", *out])
+    assert code == 2 and "one/train.json: ensemble.combine" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
