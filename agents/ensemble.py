@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -67,21 +68,28 @@ def parse_combine(combine: object) -> tuple[str, float]:
     """The vote ``combine`` names, as (kind, Q): ``"median"`` is ("quantile", 0.5);
     ``"quantile:Q"`` with Q in [0, 1]; ``"consensus:Q"`` with Q in [0, 0.5]. ValueError naming
     what was expected otherwise."""
-    if combine == MEDIAN:
-        return "quantile", 0.5
-    text = combine if isinstance(combine, str) else ""
-    kind, sep, value = text.partition(":")
-    try:
-        q = float(value) if kind in VOTES and sep else float("nan")
-    except ValueError:
-        q = float("nan")
-    top = 0.5 if kind == "consensus" else 1.0
-    if not 0.0 <= q <= top:  # nan fails too
+    parsed = _parse_vote(combine) if isinstance(combine, str) else None
+    if parsed is None:
         raise ValueError(
             f"{combine!r}: expected 'median', 'quantile:Q' with Q in [0, 1] or 'consensus:Q' "
             "with Q in [0, 0.5]"
         )
-    return kind, q
+    return parsed
+
+
+@lru_cache(maxsize=64)
+def _parse_vote(text: str) -> tuple[str, float] | None:
+    """``parse_combine`` of a string, or None; cached, since an ensemble reads its vote at every
+    decision."""
+    if text == MEDIAN:
+        return "quantile", 0.5
+    kind, sep, value = text.partition(":")
+    try:
+        q = float(value) if kind in VOTES and sep else float("nan")
+    except ValueError:
+        return None
+    top = 0.5 if kind == "consensus" else 1.0
+    return (kind, q) if 0.0 <= q <= top else None  # nan fails too
 
 
 def check_combine(combine: object, residual: object) -> str:
@@ -178,7 +186,6 @@ class EnsembleAgent(BaseAgent):
                     f"ensemble member {i} reads observations of shape "
                     f"{m.model.observation_space.shape}, member 0 {shape}"
                 )
-        self.combine = MEDIAN
         self.set_combine(combine)  # ValueError for a vote these members cannot play
 
     @classmethod
