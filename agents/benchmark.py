@@ -155,7 +155,10 @@ def scores(rows: list[dict[str, Any]], names: dict[str, str]) -> list[dict[str, 
     for r in rows:
         cells.setdefault((r["agent"], names.get(r["scenario"], r["scenario"])), []).append(r)
     out: list[dict[str, Any]] = []
-    for (agent, scenario), rs in cells.items():
+    for (agent, scenario), unordered in cells.items():
+        # by seed, not by when each episode finished: the means' float sums then do not depend
+        # on the executor's completion order
+        rs = sorted(unordered, key=lambda r: int(r.get("seed", 0)))
         cell: dict[str, Any] = {"agent": agent, "scenario": scenario, "seeds": len(rs)}
         for m in METRICS:
             vals = [float(r[m]) for r in rs]

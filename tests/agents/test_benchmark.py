@@ -113,6 +113,31 @@ def test_score_and_leaderboard_arithmetic() -> None:
     assert pareto_front([(1.0, 0.5), (2.0, 0.9), (1.5, 0.4), (3.0, 0.9)]) == [0, 1]
 
 
+def test_scores_do_not_depend_on_the_order_episodes_finished() -> None:
+    """A process pool hands episodes back as they finish; the means are taken in seed order, so
+    the same episodes give the same figures to the last bit (these floats' sum depends on order)."""
+    values = [0.1, 1e16, 0.7, -1e16, 0.3]
+    rows = [
+        {
+            "agent": a,
+            "scenario": "p",
+            "seed": seed,
+            "reward": v if a == "x" else float(seed),
+            "interactive_attainment": v,
+            "batch_attainment": 1.0,
+            "gpu_hours": v,
+            "interactive_at_risk": 0,
+            "batch_at_risk": 0,
+            "batch_arrived": 1,
+        }
+        for a in ("static", "chiron", "x")
+        for seed, v in enumerate(values)
+    ]
+    shuffled = [rows[i] for i in (4, 2, 0, 3, 1, 9, 7, 5, 8, 6, 14, 12, 10, 13, 11)]
+    assert sum(values) != sum(values[i] for i in (4, 2, 0, 3, 1))  # order matters for these
+    assert scores(shuffled, {}) == scores(rows, {})
+
+
 def test_suite_errors_name_the_file_and_entry(tmp_path: Path) -> None:
     with pytest.raises(BenchmarkError, match="unknown suite 'tset'"):
         load_suite("tset")
