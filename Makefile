@@ -67,9 +67,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy chiron_gym agents benchmarks
 
-# Every table and figure of docs/results.md (agents/results.py): about 1.5 h on 2 cores.
+# Every table and figure of docs/results.md (agents/run/results.py): about 1.5 h on 2 cores.
 results: $(STAMP_ALL)
-	$(BIN)/python -m agents.results
+	$(BIN)/python -m agents.run.results
 
 # B6 trains PPO: the rl extra (torch) is needed.
 bench: $(STAMP_ALL) $(NATIVE)

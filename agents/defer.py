@@ -145,7 +145,7 @@ def support_quantile(
     from tqdm import tqdm
 
     from agents.chiron import ChironAgent
-    from agents.episode import play
+    from agents.run.episode import play
     from chiron_gym.envs import AutoscaleEnv
 
     gauge = Deferral(0.0, feature)  # the feature must be readable

@@ -65,7 +65,7 @@ class LlumnixTunedAgent(LlumnixAgent):
 
 
 def _score(scenario: Scenario, up: float, mult: float, cap: int, seed: int) -> float:
-    from agents.episode import play  # agents.episode imports this package's registry
+    from agents.run.episode import play  # agents.run.episode imports this package's registry
     from chiron_gym.envs import AutoscaleEnv
 
     env = AutoscaleEnv(

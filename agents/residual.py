@@ -101,7 +101,7 @@ class ChironBaseline:
         self.scale = 1.0
 
     def play(self, seed: int) -> None:
-        from agents.episode import play  # the one episode loop (agents/episode.py)
+        from agents.run.episode import play  # the one episode loop (agents/run/episode.py)
 
         run = play(self.env, ChironAgent, seed, record_series=True)
         self.rewards = rewards = run.series.get("reward/step", [])

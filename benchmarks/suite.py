@@ -82,7 +82,7 @@ def _b1_scenario() -> tuple[Any, str]:
 
 def _static_run(scenario: Any, fast_forward: bool) -> tuple[float, float, int]:
     """``(simulated seconds, wall seconds, requests)`` of a fixed-policy run, workload included."""
-    from chiron_gym.episode import run_static
+    from chiron_gym.backends.simulate import run_static
 
     t0 = time.perf_counter()
     cluster, _ = run_static(scenario, 0, fast_forward=fast_forward)
@@ -148,7 +148,7 @@ def b3(steps: int = 3000) -> dict[str, Any]:
 
 def b4(count: int = 700_000) -> dict[str, Any]:
     from agents import agent_env_kwargs, make_agent
-    from agents.episode import play
+    from agents.run.episode import play
     from chiron_gym.envs import AutoscaleEnv
     from chiron_gym.scenario import load
     from chiron_gym.sim import RequestClass
@@ -206,7 +206,7 @@ def b6(timesteps: int = 20_000, n_envs: int = 2) -> dict[str, Any]:
         raise RuntimeError(
             'B6 trains PPO: it needs the rl extra (pip install -e ".[rl]"; make bench)'
         )
-    from agents.ppo import train
+    from agents.train.ppo import train
 
     with tempfile.TemporaryDirectory() as tmp:
         result = train(

@@ -122,7 +122,7 @@ seed_arg = _integer(0)  # a seed: numpy's seeds are non-negative
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from chiron_gym.episode import simulate
+    from chiron_gym.backends.simulate import simulate
 
     scenario = load_any(args.scenario, args.seed)
     if args.trace:
@@ -329,8 +329,8 @@ def backend_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from agents.evaluate import EvaluationFailed, EvaluationInterrupted, check_out, evaluate
-    from agents.executors import ExecutorError
+    from agents.run.evaluate import EvaluationFailed, EvaluationInterrupted, check_out, evaluate
+    from agents.run.executors import ExecutorError
 
     agents_ = _unique("agents", [a.strip() for a in args.agents.split(",") if a.strip()])
     code = _check_agents(agents_)
@@ -411,9 +411,9 @@ def _benchmark_parser(sub: Subparsers) -> None:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from agents.benchmark import BenchmarkError, benchmark, load_suite
-    from agents.evaluate import EvaluationFailed, check_out
-    from agents.executors import ExecutorError
+    from agents.run.benchmark import BenchmarkError, benchmark, load_suite
+    from agents.run.evaluate import EvaluationFailed, check_out
+    from agents.run.executors import ExecutorError
 
     agents_ = _unique("agents", [a.strip() for a in args.agents.split(",") if a.strip()])
     code = _check_agents(agents_)
@@ -481,7 +481,7 @@ def _dataset_parser(sub: Subparsers) -> None:
 
 
 def _cmd_dataset(args: argparse.Namespace) -> int:
-    from agents.dataset import DatasetError, collect
+    from agents.run.dataset import DatasetError, collect
 
     agents_ = [a.strip() for a in args.agents.split(",") if a.strip()]
     code = _check_agents(agents_)
@@ -617,7 +617,7 @@ def _train_ppo_parser(tsub: Subparsers) -> None:
     ppo.add_argument(
         "--init",
         help="start from this trained model (its folder or .zip): weights, optimiser state and "
-        "observation statistics (fine-tuning; agents/ppo.py warm_start)",
+        "observation statistics (fine-tuning; agents/train/ppo.py warm_start)",
     )
     ppo.add_argument("--eval-freq", type=int, default=10_000, help="steps between evaluations")
     _executor_args(ppo)
@@ -625,8 +625,8 @@ def _train_ppo_parser(tsub: Subparsers) -> None:
 
 
 def _cmd_train_ppo(args: argparse.Namespace) -> int:
-    from agents.executors import ExecutorError
-    from agents.ppo import TrainError, train, train_seeds
+    from agents.run.executors import ExecutorError
+    from agents.train.ppo import TrainError, train, train_seeds
 
     kwargs: dict[str, Any] = {
         "n_envs": args.n_envs,
@@ -642,7 +642,7 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
         "init": Path(args.init).resolve() if args.init else None,
     }
     out = Path(args.out)
-    from agents.evaluate import check_out
+    from agents.run.evaluate import check_out
 
     check_out(out)
     try:
@@ -703,9 +703,9 @@ def _tune_ppo_parser(tsub: Subparsers) -> None:
 
 
 def _cmd_tune_ppo(args: argparse.Namespace) -> int:
-    from agents.executors import ExecutorError
-    from agents.ppo import TrainError
-    from agents.tune import METRIC, tune_ppo
+    from agents.run.executors import ExecutorError
+    from agents.train.ppo import TrainError
+    from agents.train.tune import METRIC, tune_ppo
 
     try:
         report = tune_ppo(
@@ -1361,7 +1361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("CHIRON_DEBUG") == "1"
     if args.trust_model:
-        os.environ["CHIRON_TRUST_MODELS"] = "1"  # read by agents/model_files.py, workers too
+        os.environ["CHIRON_TRUST_MODELS"] = "1"  # read by agents/train/model_files.py, workers too
     try:
         return int(args.func(args))
     except KeyboardInterrupt as e:  # an evaluation's says what it kept

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from chiron_gym.episode import run_static
+from chiron_gym.backends.simulate import run_static
 from chiron_gym.scenario import Scenario, parse
 
 

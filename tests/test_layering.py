@@ -113,7 +113,7 @@ def test_env_sees_the_cluster_only_through_the_backend(path: Path) -> None:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
             assert not node.module.startswith("chiron_gym.sim."), node.module
-            assert node.module not in ("chiron_gym.episode", "chiron_gym.backends.sim")
+            assert node.module not in ("chiron_gym.backends.simulate", "chiron_gym.backends.sim")
             if node.module == "chiron_gym.sim":
                 names = {a.name for a in node.names}
                 assert not names & {"Cluster", "Instance", "EventQueue"}, names
@@ -141,10 +141,10 @@ def _calls_step(path: Path) -> list[int]:
 
 
 def test_one_episode_loop() -> None:
-    """Agents and benchmarks step environments only in ``agents/episode.py`` (the runner every
+    """Agents and benchmarks step environments only in ``agents/run/episode.py`` (the runner every
     evaluation, PPO callback, Tune trial and tuning grid uses) and in the random-action speed
     benchmark ``benchmarks/env.py``."""
-    allowed = {REPO / "agents" / "episode.py", REPO / "benchmarks" / "env.py"}
+    allowed = {REPO / "agents" / "run" / "episode.py", REPO / "benchmarks" / "env.py"}
     for path in sorted((REPO / "agents").rglob("*.py")) + sorted(
         (REPO / "benchmarks").rglob("*.py")
     ):
@@ -154,18 +154,20 @@ def test_one_episode_loop() -> None:
 
 
 def test_reporting_writes_rows_and_series_only() -> None:
-    """``agents/reporting.py`` never builds an environment or backend: it writes what episodes
+    """``agents/run/reporting.py`` never builds an environment or backend: it writes what episodes
     returned, so the files do not depend on where the episodes ran."""
-    names = imports_of(REPO / "agents" / "reporting.py")
+    names = imports_of(REPO / "agents" / "run" / "reporting.py")
     assert not {n for n in names if n.startswith(("chiron_gym.envs", "chiron_gym.backends"))}
-    assert "agents.evaluate" not in names
+    assert "agents.run.evaluate" not in names
 
 
 def test_sb3_callbacks_are_imported_only_when_training() -> None:
-    """``agents/callbacks.py`` imports SB3 at module level: only ``agents/ppo.py`` may import it,
-    and only inside a function (``chiron evaluate`` must not pay for SB3)."""
+    """``agents/train/callbacks.py`` imports SB3 at module level: only ``agents/train/ppo.py`` may
+    import it, and only inside a function (``chiron evaluate`` must not pay for SB3)."""
     for path in [*sorted((REPO / "agents").rglob("*.py")), REPO / "chiron_gym" / "cli.py"]:
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in tree.body:  # module level only
-            if isinstance(node, ast.ImportFrom) and node.module == "agents.callbacks":
-                raise AssertionError(f"{path.relative_to(REPO)} imports agents.callbacks at import")
+            if isinstance(node, ast.ImportFrom) and node.module == "agents.train.callbacks":
+                raise AssertionError(
+                    f"{path.relative_to(REPO)} imports agents.train.callbacks at import"
+                )

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chiron_gym.episode import simulate
+from chiron_gym.backends.simulate import simulate
 from chiron_gym.scenario import parse
 
 

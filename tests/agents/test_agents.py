@@ -9,7 +9,7 @@ import pytest
 
 import scenarios
 from agents import make_agent, names
-from agents.episode import play, run_episode
+from agents.run.episode import play, run_episode
 from chiron_gym.control.qlm import estimate, max_pressure
 from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.scenario import load

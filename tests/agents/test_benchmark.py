@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import scenarios
-from agents.benchmark import (
+from agents.run.benchmark import (
     BenchmarkError,
     benchmark,
     leaderboard,

@@ -211,7 +211,7 @@ def test_chiron_agent_asks_for_its_environment() -> None:
 def test_batch_work_deferred_past_the_horizon_is_at_risk() -> None:
     """Release every instance that serves batch, 3,000 batch requests queued, deadline after the
     horizon: the estimate puts them all at risk and the table's batch attainment counts them."""
-    from agents.episode import attainment_with_risk
+    from agents.run.episode import attainment_with_risk
 
     env = AutoscaleEnv("default", horizon_s=60.0, max_step_change=2)
     env.reset(seed=0)

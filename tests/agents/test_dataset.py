@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.dataset import DatasetError, collect, dataset_id
+from agents.run.dataset import DatasetError, collect, dataset_id
 from chiron_gym.envs import FEATURE_NAMES, AutoscaleEnv
 
 REPO = Path(__file__).resolve().parents[2]

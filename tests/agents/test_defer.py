@@ -16,7 +16,7 @@ import pytest
 
 from agents import make_agent, split_ppo_spec
 from agents.defer import DEFER_FEATURE, Deferral, support_quantile
-from agents.episode import run_episode
+from agents.run.episode import run_episode
 from chiron_gym.cli import main
 from chiron_gym.config import InputError
 from chiron_gym.envs import AutoscaleEnv

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.reporting import COLUMNS, TB_EPISODE, TB_SCALARS
+from agents.run.reporting import COLUMNS, TB_EPISODE, TB_SCALARS
 from chiron_gym.cli import main
 
 
@@ -73,7 +73,7 @@ def test_bad_arguments_are_clear(capsys: pytest.CaptureFixture[str], tmp_path: P
 
 
 def test_agent_specs_become_safe_file_names() -> None:
-    from agents.reporting import slug
+    from agents.run.reporting import slug
 
     assert slug("ppo:agents/models/ppo-default") == "ppo_agents_models_ppo-default"
     assert slug("chiron") == "chiron"

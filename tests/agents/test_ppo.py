@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from agents import make_agent
-from agents.ppo import PPOAgent, TrainError, load_hyperparams, train
+from agents.ppo import PPOAgent
+from agents.train.ppo import TrainError, load_hyperparams, train
 from chiron_gym.envs import AutoscaleEnv
 
 SMALL = {"horizon_s": 300.0}  # 30 decisions per episode keeps the tests quick
@@ -188,7 +189,7 @@ def test_training_on_a_family_logs_each_episode_draws(tmp_path: Path) -> None:
 
 def test_the_episode_loop_carries_a_recurrent_state() -> None:
     """``play`` hands each step's returned state back to the policy (RecurrentPPO's memory)."""
-    from agents.episode import play
+    from agents.run.episode import play
 
     seen: list[object] = []
 
@@ -214,8 +215,8 @@ def test_init_starts_from_the_models_weights_optimiser_and_statistics(tmp_path: 
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from agents.model_files import ObsNormalizer
-    from agents.ppo import warm_start
+    from agents.train.model_files import ObsNormalizer
+    from agents.train.ppo import warm_start
 
     kw = dict(hyperparams=_hp(tmp_path), eval_freq=0, progress=False, env_kwargs=SMALL)
     train("default", 256, 0, tmp_path / "a", checkpoint_freq=0, **kw)  # type: ignore[arg-type]

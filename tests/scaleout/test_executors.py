@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.executors import ExecutorError, resolve, run_tasks
+from agents.run.executors import ExecutorError, resolve, run_tasks
 from tests.scaleout.conftest import require_ray
 
 
@@ -52,8 +52,8 @@ def test_without_ray_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPat
 )
 def test_search_space_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     require_ray()
-    from agents.ppo import TrainError
-    from agents.tune import load_space
+    from agents.train.ppo import TrainError
+    from agents.train.tune import load_space
 
     p = tmp_path / "space.yml"
     p.write_text(text)
@@ -64,7 +64,7 @@ def test_search_space_errors_name_file_and_key(tmp_path: Path, text: str, messag
 
 def test_shipped_search_space_loads() -> None:
     require_ray()
-    from agents.tune import load_space
+    from agents.train.tune import load_space
 
     space = load_space()
     assert {"learning_rate", "n_steps", "gamma"} <= set(space)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agents.evaluate import EvaluationFailed, evaluate
+from agents.run.evaluate import EvaluationFailed, evaluate
 from chiron_gym.cli import main
 from tests.scaleout.conftest import QUIET
 
@@ -131,7 +131,7 @@ def test_training_seeds_run_as_ray_tasks(
 
 def test_a_run_on_another_host_ships_its_files_back(tmp_path: Path) -> None:
     """The multi-node path: the task trains in a temporary folder and returns the files."""
-    from agents.ppo import train_task
+    from agents.train.ppo import train_task
 
     kwargs = {"hyperparams": _hp(tmp_path), "eval_freq": 0, "checkpoint_freq": 0}
     kwargs |= {"progress": False, "env_kwargs": SMALL}
@@ -143,7 +143,7 @@ def test_a_run_on_another_host_ships_its_files_back(tmp_path: Path) -> None:
 def test_tune_two_trials_reports_a_best_trial(
     ray_local: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from agents.tune import METRIC
+    from agents.train.tune import METRIC
 
     space = tmp_path / "space.yml"
     space.write_text(
@@ -168,7 +168,7 @@ def test_tune_two_trials_reports_a_best_trial(
 
 
 def test_rllib_ppo_trains_two_iterations_on_the_env(ray_local: Any) -> None:
-    from agents.rllib_ppo import train
+    from agents.train.rllib_ppo import train
 
     rows = train(
         2,

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from agents.evaluate import evaluate
+from agents.run.evaluate import evaluate
 from tests.scaleout.conftest import QUIET, require_ray
 
 BIN = Path(sys.executable).parent

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chiron_gym.episode import run_static
+from chiron_gym.backends.simulate import run_static
 from chiron_gym.scenario import ScenarioError, load
 from tests.conftest import REPO
 

@@ -166,7 +166,7 @@ def test_mooncake_hit_rate_with_one_instance_matches_an_lru_replay() -> None:
     same memory (880 units of 512 tokens), within 1.5 points; unbounded memory would give 65%."""
     from collections import OrderedDict
 
-    from chiron_gym.episode import simulate
+    from chiron_gym.backends.simulate import simulate
     from chiron_gym.scenario import load
     from chiron_gym.workload.trace import read_trace
     from tests.conftest import REPO, require_data

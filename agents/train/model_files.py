@@ -208,3 +208,26 @@ def check_loadable(zip_path: Path, pkl_path: Path, algo: Any) -> None:
         ObsNormalizer.load(npz)
     elif pkl_path.is_file():
         load_normalizer(pkl_path)  # raises: a pickle only
+
+
+class TrainError(InputError):
+    """Bad training input (hyperparameter file, scenario, arguments) or a model file that
+    cannot serve it (an unknown algorithm)."""
+
+
+def checkpoint_name(zip_name: str) -> tuple[str, str] | None:
+    """``ppo_<N>_steps.zip`` (SB3's ``CheckpointCallback``) -> ``("ppo", "<N>")``; else None."""
+    import re
+
+    m = re.fullmatch(r"(.*)_(\d+)_steps", zip_name.removesuffix(".zip"))
+    return (m.group(1), m.group(2)) if m else None
+
+
+def vecnormalize_name(zip_name: str) -> str:
+    """The observation statistics saved beside a model: ``model.zip`` -> ``vecnormalize.pkl``,
+    ``best_model.zip`` -> ``best_vecnormalize.pkl``, a checkpoint ``ppo_<N>_steps.zip`` ->
+    ``ppo_vecnormalize_<N>_steps.pkl`` (SB3's ``CheckpointCallback``)."""
+    checkpoint = checkpoint_name(zip_name)
+    if checkpoint:
+        return f"{checkpoint[0]}_vecnormalize_{checkpoint[1]}_steps.pkl"
+    return zip_name.removesuffix(".zip").replace("model", "vecnormalize") + ".pkl"

@@ -1,6 +1,6 @@
 """RLlib's PPO on ``chiron_gym/Autoscale-v0``, the environment as it is (docs/rllib.md).
 
-    python -m agents.rllib_ppo --scenario default --iterations 20 [--num-env-runners 2]
+    python -m agents.train.rllib_ppo --scenario default --iterations 20 [--num-env-runners 2]
 
 RLlib builds the environment in its own worker processes from the Gymnasium id. The id is given
 as ``chiron_gym:chiron_gym/Autoscale-v0``: Gymnasium imports the module before the ``:`` (which
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.executors import ExecutorError, ray_session
+from agents.run.executors import ExecutorError, ray_session
 from chiron_gym import ENV_ID
 
 ENV = f"chiron_gym:{ENV_ID}"
@@ -89,7 +89,7 @@ def train(
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m agents.rllib_ppo", description=__doc__.split("\n")[0]
+        prog="python -m agents.train.rllib_ppo", description=__doc__.split("\n")[0]
     )
     p.add_argument("--scenario", default="default")
     p.add_argument("--iterations", type=int, default=20)

@@ -1,6 +1,6 @@
 """What an evaluation writes: the results table, its markdown summary, figures and TensorBoard.
 
-Pure functions of episodes' rows and time series (``agents/episode.py``), so that the files are
+Pure functions of episodes' rows and time series (``agents/run/episode.py``), so that the files are
 the same whichever executor ran the episodes:
 
 - ``write_csv`` (``results.csv``: ``COLUMNS``, deterministic for a given agent, scenario, seed);
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from agents import split_ppo_spec
-from agents.episode import Episode
+from agents.run.episode import Episode
 from chiron_gym.sim import CLASS_NAMES, POOL_NAMES
 
 # Columns of results.csv, in order (all deterministic for a given agent, scenario and seed).

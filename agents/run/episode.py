@@ -6,7 +6,7 @@ comparison of autoscalers needs: the reward and each reward term summed, scale a
 built after ``reset`` from the environment's ``AgentContext``.
 
 ``run_episode(agent, scenario, seed)`` is the same for an agent named by its spec (``chiron``,
-``ppo:PATH``, ``chiron[k=v]``), and returns the ``results.csv`` row (``agents/reporting.py``
+``ppo:PATH``, ``chiron[k=v]``), and returns the ``results.csv`` row (``agents/run/reporting.py``
 writes the files). ``chiron evaluate``, PPO's evaluation callback, Ray Tune trials,
 ``llumnix-tuned``'s grid search and benchmark B4 all run their episodes here.
 """
@@ -218,7 +218,7 @@ def evaluation_episode(
         "gpu_hours": run.info["gpu_hours"],
     }
     if series:
-        from agents.reporting import episode_figure
+        from agents.run.reporting import episode_figure
 
         out["figure"] = episode_figure(run.series, f"evaluation episode, seed {seed}")
     env.close()

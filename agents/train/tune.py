@@ -10,12 +10,12 @@ The search space is a YAML mapping of hyperparameter to a distribution (default
     clip_range: {grid: [0.1, 0.2]}    # every value, times --trials samples of the rest
     normalize: true                   # a plain value is fixed
 
-Keys are ``agents.ppo.TUNABLE`` (PPO's arguments and ``normalize``); the rest of each trial's
-hyperparameters come from ``agents/hyperparams/ppo.yml``. Each trial is a Tune function trainable
-(one CPU) that trains PPO with ``agents.ppo.train``, scores it on evaluation seeds, and reports
-``eval_reward`` (mean episode reward) with the trained model as its checkpoint. Trials are drawn
-by Tune's ``BasicVariantGenerator`` seeded with ``--seed``, so the same seed draws the same
-configurations. Outputs in ``out``: ``ray/`` (Tune's experiment folder), ``trials.csv``,
+Keys are ``agents.train.ppo.TUNABLE`` (PPO's arguments and ``normalize``); the rest of each
+trial's hyperparameters come from ``agents/hyperparams/ppo.yml``. Each trial is a Tune function
+trainable (one CPU) that trains PPO with ``agents.train.ppo.train``, scores it on evaluation seeds,
+and reports ``eval_reward`` (mean episode reward) with the trained model as its checkpoint. Trials
+are drawn by Tune's ``BasicVariantGenerator`` seeded with ``--seed``, so the same seed draws the
+same configurations. Outputs in ``out``: ``ray/`` (Tune's experiment folder), ``trials.csv``,
 ``best/`` (the best trial's model, loadable as ``ppo:out/best``), ``best.json`` and
 ``vs-chiron/`` (``chiron evaluate`` of the best model and Chiron on the comparison seeds).
 """
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.ppo import TUNABLE, TrainError
+from agents.train.ppo import TUNABLE, TrainError
 
-SPACE = Path(__file__).resolve().parent / "hyperparams" / "tune-ppo.yml"
+SPACE = Path(__file__).resolve().parents[1] / "hyperparams" / "tune-ppo.yml"
 KINDS = ("uniform", "loguniform", "randint", "choice", "grid")
 METRIC = "eval_reward"
 
@@ -72,7 +72,7 @@ def load_space(path: Path | None = None) -> dict[str, Any]:
     """The YAML search space as Tune domains; errors name the file, key and what was expected."""
     import yaml
 
-    from agents.executors import import_ray
+    from agents.run.executors import import_ray
 
     import_ray()
     from ray import tune
@@ -106,8 +106,8 @@ def trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     from ray import tune
 
     from agents import make_agent
-    from agents.episode import evaluation_episode
-    from agents.ppo import train
+    from agents.run.episode import evaluation_episode
+    from agents.train.ppo import train
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp)
@@ -168,8 +168,8 @@ def tune_ppo(
     ``storage`` is Tune's ``storage_path`` (default ``out/ray``): on a multi-node cluster a
     folder every node can write, or a cloud URI.
     """
-    from agents.evaluate import evaluate
-    from agents.executors import ray_session
+    from agents.run.evaluate import evaluate
+    from agents.run.executors import ray_session
     from chiron_gym.scenario import load
 
     load(scenario)

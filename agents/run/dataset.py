@@ -43,7 +43,7 @@ def dataset_id(source: str, agent: str) -> str:
     """``chiron/<source>-<agent>-v0`` with the characters Minari allows."""
     import re
 
-    from agents.reporting import slug
+    from agents.run.reporting import slug
 
     text = slug(f"{source}-{agent}").replace("_", "-").replace(".", "-").lower()
     return f"chiron/{re.sub('-+', '-', text).strip('-')}-v0"
@@ -71,7 +71,7 @@ def collect(
     import gymnasium as gym
     from tqdm import tqdm
 
-    from agents.episode import env_kwargs_for, play
+    from agents.run.episode import env_kwargs_for, play
     from chiron_gym.family import family_of
     from chiron_gym.scenario import load
 

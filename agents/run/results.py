@@ -24,10 +24,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from agents.evaluate import evaluate
-from agents.reporting import markdown
+from agents.run.evaluate import evaluate
+from agents.run.reporting import markdown
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "results.md"
 FIGURES = REPO / "docs" / "figures"
 
@@ -168,7 +168,7 @@ def run_sweep(seeds: list[int], out: Path, executor: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m agents.results", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m agents.run.results", description=__doc__)
     ap.add_argument("--parts", default="paper,others,sweep")
     ap.add_argument("--seeds", default="0-4")
     ap.add_argument("--sweep-seeds", default="0-1")

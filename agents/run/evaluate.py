@@ -19,9 +19,9 @@ in it and rebuilds every output from all the rows. At the end it is rewritten in
 grid, writes the tables of what finished and raises ``EvaluationInterrupted``. ``out`` is checked
 (a folder, writable) before any episode runs.
 
-Episodes (``agents/episode.py``) run as independent tasks (``agents/executors.py``: in this
+Episodes (``agents/run/episode.py``) run as independent tasks (``agents/run/executors.py``: in this
 process, a local process pool or Ray); every file is written here, in the driver, from the
-episodes' rows and series (``agents/reporting.py``), so the outputs are the same whichever
+episodes' rows and series (``agents/run/reporting.py``), so the outputs are the same whichever
 executor ran them.
 
 Needs the ``rl`` extra (torch's TensorBoard writer, matplotlib, tqdm).
@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from agents import reporting, split_ppo_spec
-from agents.episode import Episode, episode_task
-from agents.executors import run_tasks
+from agents.run.episode import Episode, episode_task
+from agents.run.executors import run_tasks
 from chiron_gym.config import InputError
 
 
@@ -139,7 +139,7 @@ def evaluate(
 ) -> list[dict[str, Any]]:
     """Run the grid and write every output; return the summary rows (the table's rows).
 
-    ``executor`` is ``auto``, ``local``, ``process`` or ``ray`` (``agents/executors.py``). When
+    ``executor`` is ``auto``, ``local``, ``process`` or ``ray`` (``agents/run/executors.py``). When
     episodes raise, the others' outputs are written, with ``failures.json``, and then
     ``EvaluationFailed`` names each failed (agent, scenario, seed). ``resume``: keep the rows of
     ``out/results.csv`` and run only the episodes it lacks.

@@ -20,8 +20,8 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.logger import Figure
 from stable_baselines3.common.vec_env import VecNormalize
 
-from agents.episode import evaluation_episode
-from agents.model_files import ObsNormalizer, normalizer_name, save_normalizer
+from agents.run.episode import evaluation_episode
+from agents.train.model_files import ObsNormalizer, normalizer_name, save_normalizer
 
 MONITOR_KEYS = ("interactive_attainment", "batch_attainment", "gpu_hours")
 TERMS = ("slo_met_work", "gpu_cost", "violation", "churn", "at_risk")
@@ -79,7 +79,7 @@ class EpisodeMetrics(BaseCallback):
 
 class Checkpoints(CheckpointCallback):
     """SB3's checkpoints, with the observation statistics also as ``.npz`` (loaded without
-    unpickling: ``agents/model_files.py``)."""
+    unpickling: ``agents/train/model_files.py``)."""
 
     def _on_step(self) -> bool:
         ok = super()._on_step()

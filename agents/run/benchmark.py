@@ -3,7 +3,7 @@
 A *suite* is a fixed list of scenarios (``benchmarks/suites/<name>.toml``): ``test`` holds
 scenarios no learned agent of ours trains on (real-trace replays, unseen family draws, a longer
 day), ``train`` fixed draws of the training family. ``benchmark(agents, suite, seeds, out)``
-plays every agent on every scenario and seed (``agents.evaluate``, any executor), then scores:
+plays every agent on every scenario and seed (``agents.run.evaluate``, any executor), then scores:
 
 - per scenario, each agent's mean reward, attainment per class, GPU-hours and requests at risk
   over the seeds, and a *normalised score* ``(reward - static) / (chiron - static)`` (static = 0,
@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from agents.episode import Episode
-from agents.reporting import short_label
+from agents.run.episode import Episode
+from agents.run.reporting import short_label
 from chiron_gym.config import InputError
 
-SUITES = Path(__file__).resolve().parents[1] / "benchmarks" / "suites"
+SUITES = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
 REFERENCES = ("static", "chiron")  # the score's 0 and 1: always run
 METRICS = (
     "reward",
@@ -112,7 +112,7 @@ def load_suite(name_or_path: str) -> Suite:
 
 def commit() -> str:
     """The repository's commit (``+dirty`` with uncommitted changes), or ``unknown``."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
@@ -343,7 +343,7 @@ def _tensorboard(
 ) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    from agents.reporting import slug
+    from agents.run.reporting import slug
 
     for b in board:
         w = SummaryWriter(log_dir=str(out / "tb" / slug(b["agent"])))
@@ -376,7 +376,7 @@ def benchmark(
     """Run ``agents`` (static and Chiron added) on ``suite`` over ``seeds``; write the outputs
     into ``out`` and return what ``benchmark.json`` holds. ``resume``: keep the episodes already
     in ``out/episodes/results.csv`` (``chiron benchmark --resume``)."""
-    from agents.evaluate import evaluate, read_rows, typed_row
+    from agents.run.evaluate import evaluate, read_rows, typed_row
 
     s = load_suite(suite)
     if not seeds:
@@ -450,7 +450,7 @@ def benchmark(
 
 def _shown(p: Path) -> str:
     """A path as the repository names it (absolute outside it)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
 
 
