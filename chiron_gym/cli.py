@@ -156,7 +156,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def load_any(spec: str, seed: int) -> Scenario:
     """A scenario, or for a family (``family:NAME`` or a file with draws) its draw for ``seed``
     (what ``reset(seed=seed)`` runs)."""
-    from chiron_gym.family import family_of
+    from chiron_gym.scenario.families import family_of
 
     fam = family_of(spec)
     return load(spec) if fam is None else fam.sample(seed)[0]

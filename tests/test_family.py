@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import chiron_gym  # noqa: F401  (registers the environment)
-from chiron_gym.family import FamilyError, is_family, load_family, names
+from chiron_gym.scenario.families import FamilyError, is_family, load_family, names
 
 
 def test_bundled_training_family_draws_valid_varied_scenarios() -> None:

@@ -72,8 +72,7 @@ def collect(
     from tqdm import tqdm
 
     from agents.run.episode import env_kwargs_for, play
-    from chiron_gym.family import family_of
-    from chiron_gym.scenario import load
+    from chiron_gym.scenario import check_spec
 
     if episodes < 1:
         raise DatasetError(f"--episodes must be >= 1, got {episodes}")
@@ -82,8 +81,7 @@ def collect(
     if len(set(agents)) != len(agents):
         raise DatasetError(f"an agent is listed twice: {agents}")
     for s in sources:
-        if family_of(s) is None:
-            load(s)  # its own message, before anything runs
+        check_spec(s)  # its own message, before anything runs
     name = sources[0] if len(sources) == 1 else f"{len(sources)}-scenarios"
     ids = {a: dataset_id(name.removeprefix("family:"), a) for a in agents}
     for did in ids.values():  # before any episode runs: Minari refuses to overwrite

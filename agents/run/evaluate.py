@@ -36,7 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agents import reporting, split_ppo_spec
+from agents import split_ppo_spec
+from agents.run import reporting
 from agents.run.episode import Episode, episode_task
 from agents.run.executors import run_tasks
 from chiron_gym.config import InputError

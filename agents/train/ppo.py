@@ -119,11 +119,9 @@ def check_scenario(scenario: str) -> str:
     """Load ``scenario`` (a scenario or a family) for its errors; its hyperparameter key (its
     name when bundled, else ``default``)."""
     import scenarios as bundled
-    from chiron_gym.family import family_of
-    from chiron_gym.scenario import load
+    from chiron_gym.scenario import check_spec
 
-    if family_of(scenario) is None:
-        load(scenario)
+    check_spec(scenario)
     return scenario if scenario in bundled.names() or scenario.startswith("family:") else "default"
 
 

@@ -31,8 +31,8 @@ from chiron_gym.envs.features import (
     FeatureBuilder,
     PoolStatic,
 )
-from chiron_gym.family import family_of
 from chiron_gym.scenario import REWARD_DEFAULTS, Scenario, load
+from chiron_gym.scenario.families import family_of
 from chiron_gym.sim import POOL_NAMES, POOLS, Pool, WindowReport
 
 

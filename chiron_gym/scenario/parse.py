@@ -1,27 +1,22 @@
-"""Scenarios: a TOML file describing the cluster, its SLOs and its traffic, loaded by name or path.
-
-Validation rejects unknown keys (suggesting the nearest valid one), wrong types and impossible
-values, and every message names the file and the key. One module of about 490 lines: ``parse``
+"""Parsing a scenario document: validation rejects unknown keys (suggesting the nearest valid
+one), wrong types and impossible values, and every message names the file and the key. ``parse``
 checks the sections against one another (pool caps against the instance, the budget against the
-initial pools, batch sources against deadlines) and builds the types defined here.
+initial pools, batch sources against deadlines) and builds the types of ``scenario/spec.py``.
+About 480 lines in one module on purpose: those cross-checks read every section, and splitting
+the sections apart would pass the half-built scenario between modules.
 """
 
 from __future__ import annotations
 
-import difflib
-import os
-import tomllib
-import zlib
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, replace
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-import scenarios as bundled
 from chiron_gym import profiles
-from chiron_gym.config import ConfigError, Reader
+from chiron_gym.config import Reader
+from chiron_gym.scenario.paths import data_path, data_root
+from chiron_gym.scenario.spec import REWARD_DEFAULTS, Scenario, ScenarioError, Source, TraceSpec
 from chiron_gym.sim import (
     CLASS_NAMES,
     POOL_NAMES,
@@ -33,7 +28,6 @@ from chiron_gym.sim import (
     Pool,
     PoolSpec,
     RequestClass,
-    Workload,
 )
 from chiron_gym.workload import LengthDist
 from chiron_gym.workload.prefix import PrefixSpec
@@ -44,222 +38,18 @@ from chiron_gym.workload.sources import (
     NUMBERS,
     PATH,
     POSITIVE,
-    arrival_times,
 )
 from chiron_gym.workload.tables import length_dist
 from chiron_gym.workload.trace import (
     FORMATS,
-    MOONCAKE_BLOCK_TOKENS,
     ClassAssignment,
     ColumnMap,
     TraceError,
-    read_trace,
-    transform,
 )
-
-
-class ScenarioError(ConfigError):
-    """A scenario file is malformed; the message names the file and the key."""
 
 
 def _reader(data: dict[str, Any], source: str, prefix: str, allowed: set[str]) -> Reader:
     return Reader(data, source, prefix, allowed, ScenarioError)
-
-
-@dataclass(frozen=True, slots=True)
-class TraceSpec:
-    """A trace replayed as a source: file, format, slicing, scaling and class assignment."""
-
-    path: Path
-    fmt: str | None
-    columns: ColumnMap | None
-    start_s: float
-    end_s: float | None
-    time_scale: float
-    rate_scale: float
-    classes: ClassAssignment
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """One traffic source: arrivals (a kind and its parameters, or a trace) and lengths."""
-
-    klass: RequestClass
-    arrival: dict[str, Any]  # {"kind": ..., parameters}; empty for a trace
-    prompt: LengthDist | None  # None for a trace (its own lengths)
-    output: LengthDist | None
-    deadline_s: float | None  # batch: relative to submission
-    trace: TraceSpec | None = None
-    prefix: PrefixSpec | None = None  # shared prompt prefixes (``[workload.prefix]``)
-
-
-@dataclass(frozen=True, slots=True)
-class Scenario:
-    """A parsed, validated scenario."""
-
-    name: str
-    description: str
-    horizon_s: float
-    decision_interval_s: float
-    cluster: ClusterConfig
-    sources: tuple[Source, ...]
-    profile: str | None = None
-    max_gpus: int | None = None
-    reward: tuple[tuple[str, float], ...] = ()
-
-    def pool_spec(self, pool: Pool) -> PoolSpec | None:
-        """The spec of ``pool`` (instance type, initial state, scaling bounds), if it exists."""
-        return next((p for p in self.cluster.pools if p.pool == pool), None)
-
-    def reward_weights(self) -> dict[str, float]:
-        """The reward weights (defaults filled in)."""
-        return {**REWARD_DEFAULTS, **dict(self.reward)}
-
-    def with_trace(self, trace: TraceSpec, deadline_s: float | None = None) -> Scenario:
-        """This scenario with its traffic replaced by a trace replay (``--trace``)."""
-        src = Source(RequestClass.INTERACTIVE, {}, None, None, deadline_s, trace)
-        return replace(self, sources=(src,))
-
-    def workload(self, seed: int) -> Workload:
-        """The episode's requests: a pure function of the scenario and the seed."""
-        parts: list[Workload] = []
-        for i, src in enumerate(self.sources):
-            if src.trace is not None:
-                parts.append(self._trace_workload(src, stream(seed, f"trace/{i}")))
-                continue
-            times = arrival_times(
-                src.arrival["kind"], src.arrival, stream(seed, f"arrivals/{i}"), self.horizon_s
-            )
-            len_rng = stream(seed, f"lengths/{i}")
-            n = len(times)
-            assert src.prompt is not None and src.output is not None
-            deadline = np.full(n, np.nan) if src.deadline_s is None else times + src.deadline_s
-            prompt = src.prompt.sample(len_rng, n)
-            output = src.output.sample(len_rng, n)
-            chains = None
-            if src.prefix is not None:
-                prompt, chains = src.prefix.apply(
-                    stream(seed, f"prefix/{i}"), prompt, output, first_id=i << 32
-                )
-            part = Workload.from_columns(
-                arrival_s=times,
-                klass=np.full(n, int(src.klass)),
-                prompt_tokens=prompt,
-                output_tokens=output,
-                deadline_s=deadline,
-                prefix_blocks=chains,
-                prefix_block_tokens=0 if src.prefix is None else src.prefix.block_tokens,
-            )
-            closed = ARRIVAL_KINDS[src.arrival["kind"]].of(src.arrival).closed_loop()
-            if closed is not None:
-                part = replace(part, clients=closed[0], warmup=closed[1])
-            parts.append(part)
-        return Workload.concat(parts)
-
-    def _trace_workload(self, src: Source, rng: np.random.Generator) -> Workload:
-        spec = src.trace
-        assert spec is not None
-        trace = transform(
-            read_trace(spec.path, spec.fmt, spec.columns),
-            rng,
-            start_s=spec.start_s,
-            end_s=spec.end_s,
-            time_scale=spec.time_scale,
-            rate_scale=spec.rate_scale,
-        )
-        keep = trace.arrival_s < self.horizon_s
-        trace = trace.take(np.nonzero(keep)[0])
-        is_batch = spec.classes.is_batch(trace, rng)
-        if src.klass == RequestClass.BATCH:
-            is_batch[:] = True
-        if is_batch.any() and src.deadline_s is None:
-            raise ScenarioError(f"{spec.path}: batch requests in the trace need deadline_s")
-        deadline = np.where(is_batch, trace.arrival_s + (src.deadline_s or 0.0), np.nan)
-        return Workload.from_columns(
-            arrival_s=trace.arrival_s,
-            klass=is_batch.astype(np.int8),
-            prompt_tokens=np.maximum(trace.prompt_tokens, 1),
-            output_tokens=np.maximum(trace.output_tokens, 1),
-            deadline_s=deadline,
-            prefix_blocks=trace.blocks,
-            prefix_block_tokens=MOONCAKE_BLOCK_TOKENS if trace.blocks is not None else 0,
-        )
-
-
-REWARD_DEFAULTS: dict[str, float] = {
-    "slo_met_work": 1.0,  # per 1,000 output tokens of requests that met their SLO
-    "gpu_cost": 1000.0,  # per GPU-hour: $2 per GPU-hour against $2 per million good tokens
-    "violation": 5.0,  # per request that missed its SLO or was rejected
-    "churn": 1.0,  # per instance started or stopped
-}
-
-
-def stream(seed: int, name: str) -> np.random.Generator:
-    """A named child random stream of ``seed`` (independent of every other name)."""
-    return np.random.Generator(
-        np.random.PCG64(np.random.SeedSequence([seed, zlib.crc32(name.encode())]))
-    )
-
-
-def load(name_or_path: str | Path) -> Scenario:
-    """Load a bundled scenario by name, a scenario file by path, or one draw of a family,
-    ``family:NAME@SEED`` (the scenario ``NAME@SEED``, the same for the same seed)."""
-    text = str(name_or_path)
-    if text.startswith("family:") and "@" in text:
-        from chiron_gym.family import draw  # family.py builds on this module
-
-        return draw(text)
-    p = Path(name_or_path)
-    if p.suffix != ".toml" and p.is_dir():
-        raise ScenarioError(f"{p}: a folder; expected a scenario name or a .toml file")
-    if p.suffix != ".toml":
-        p = bundled_path("scenario", str(name_or_path), bundled.names(), bundled.path)
-    return parse(read_document(p), name=p.stem, source=str(p))
-
-
-DATA_PREFIX = "data:"
-
-
-def data_root() -> Path:
-    """The folder of real data that ``data:`` paths name: ``$CHIRON_DATA``, else ``shared/data``
-    beside the repository (``../shared/data``; the tests' ``require_data`` looks there too)."""
-    env = os.environ.get("CHIRON_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def data_path(text: str, base: Path) -> Path:
-    """A trace path of a scenario file: ``data:REL`` under ``data_root()``, else relative to the
-    file's folder ``base``."""
-    if text.startswith(DATA_PREFIX):
-        return (data_root() / text[len(DATA_PREFIX) :]).resolve()
-    return (base / text).resolve()
-
-
-def bundled_path(what: str, name: str, known: list[str], path_of: Callable[[str], Path]) -> Path:
-    """The file of a bundled ``what`` (scenario, family) called ``name``; ``ScenarioError`` with
-    the nearest known name and the list otherwise."""
-    if name not in known:
-        near = difflib.get_close_matches(name, known, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ScenarioError(f"unknown {what} {name!r}{hint}; known: {', '.join(known)}")
-    return path_of(name)
-
-
-def read_document(p: Path) -> dict[str, Any]:
-    """A scenario (or family) file's TOML document; ``ScenarioError`` naming the file if it
-    cannot be read or parsed."""
-    try:
-        return tomllib.loads(p.read_bytes().decode("utf-8-sig"))  # a BOM is allowed
-    except OSError as e:
-        raise ScenarioError(f"{p}: cannot read: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(f"{p}: not valid TOML: {e}") from e
-    except UnicodeDecodeError as e:
-        raise ScenarioError(
-            f"{p}: not UTF-8 text ({e.reason} at byte {e.start}); expected a TOML file"
-        ) from None
 
 
 _TOP = {

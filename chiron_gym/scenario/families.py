@@ -25,14 +25,10 @@ from typing import Any
 import numpy as np
 
 import scenarios as bundled
-from chiron_gym.scenario import (
-    Scenario,
-    ScenarioError,
-    bundled_path,
-    parse,
-    read_document,
-    stream,
-)
+from chiron_gym.scenario.parse import parse
+from chiron_gym.scenario.paths import bundled_path, read_document
+from chiron_gym.scenario.spec import Scenario, ScenarioError
+from chiron_gym.scenario.streams import stream
 
 PREFIX = "family:"
 DRAWS = ("range", "log_range", "int_range", "choice")
