@@ -201,30 +201,6 @@ def _episode_row(env: AutoscaleEnv, agent: str, scenario: str, seed: int) -> Epi
     return Episode(row, run.series, time.perf_counter() - t0)
 
 
-def evaluation_episode(
-    make_policy: Callable[[AgentContext], Agent],
-    scenario: str,
-    action_mode: str,
-    seed: int,
-    env_kwargs: dict[str, Any] | None,
-    series: bool = False,
-) -> dict[str, Any]:
-    """A scored episode (PPO's evaluations, Tune trials); with ``series`` its figure too."""
-    env = AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
-    run = play(env, make_policy, seed, record_series=series)
-    out: dict[str, Any] = {
-        "reward": run.reward,
-        "interactive_attainment": run.info["interactive_attainment"],
-        "gpu_hours": run.info["gpu_hours"],
-    }
-    if series:
-        from agents.run.reporting import episode_figure
-
-        out["figure"] = episode_figure(run.series, f"evaluation episode, seed {seed}")
-    env.close()
-    return out
-
-
 def episode_task(
     agent: str, scenario: str, seed: int, env_kwargs: dict[str, Any] | None
 ) -> Episode:
@@ -238,7 +214,6 @@ __all__ = [
     "attainment_with_risk",
     "env_kwargs_for",
     "episode_task",
-    "evaluation_episode",
     "play",
     "run_episode",
     "series_point",

@@ -20,8 +20,8 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.logger import Figure
 from stable_baselines3.common.vec_env import VecNormalize
 
-from agents.run.episode import evaluation_episode
 from agents.train.model_files import ObsNormalizer, normalizer_name, save_normalizer
+from agents.train.scoring import evaluation_episode
 
 MONITOR_KEYS = ("interactive_attainment", "batch_attainment", "gpu_hours")
 TERMS = ("slo_met_work", "gpu_cost", "violation", "churn", "at_risk")

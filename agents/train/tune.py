@@ -106,8 +106,8 @@ def trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     from ray import tune
 
     from agents import make_agent
-    from agents.run.episode import evaluation_episode
     from agents.train.ppo import train
+    from agents.train.scoring import evaluation_episode
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp)
