@@ -77,7 +77,7 @@ bench: $(STAMP_ALL) $(NATIVE)
 
 # The shipped PPO models, each trained from its seed with the hyperparameters of
 # agents/hyperparams/ppo.yml, then its model, normalisation statistics and record copied in.
-# ppo-general (docs/benchmark.md, "Lever 9"): an ensemble of five residual PPOs on Chiron
+# ppo-general (docs/study-benchmark.md, "Lever 9"): an ensemble of five residual PPOs on Chiron
 # (agents/residual.py, agents/ensemble.py) that corrects Chiron only where all five agree
 # (--combine consensus:0) and defers to Chiron in surges (agents/defer.py).
 # 1. The single residual model of stops 30-31: family:wide, seed 4, raw reward, 54 observation

@@ -3,7 +3,7 @@ traffic is beyond what its training family drew.
 
 A learned correction is only as good as the states it was trained on. A policy trained on draws
 whose interactive traffic stays below some rate has never seen a longer, larger surge; there its
-corrections are extrapolation (docs/benchmark.md, "Lever 4": fine-tuned policies that hold back
+corrections are extrapolation (docs/study-benchmark.md, Lever 4: fine-tuned policies that hold back
 Chiron's scale-out through a surge beyond their family's ceiling). A residual policy has a safe
 fallback by construction: the controller it corrects. While the interactive arrival rate over the
 last minute (the feature ``interactive.arrival_rate_1m``) is above ``above`` requests/s, the agent

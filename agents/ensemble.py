@@ -1,7 +1,7 @@
 """An ensemble of PPO models: several training seeds' policies vote on each action.
 
 Seeds of one PPO configuration differ more from each other than configurations do
-(docs/benchmark.md): one seed over-provisions everywhere while another stays near Chiron. An
+(docs/study-benchmark.md): one seed over-provisions everywhere while another stays near Chiron. An
 ensemble plays, per action dimension, the median of its members' actions (an odd number of
 members, so the median is one of their actions): a member that alone wants more instances is
 outvoted. The vote may instead be a quantile (``"combine": "quantile:Q"``, ``vote``): the
@@ -60,7 +60,7 @@ def ensemble_record(path: str | Path) -> dict[str, Any] | None:
 
 
 MEDIAN = "median"
-# how the members' actions become one (``vote``; docs/benchmark.md, levers 8 and 9)
+# how the members' actions become one (``vote``; docs/study-benchmark.md, levers 8 and 9)
 VOTES = ("quantile", "consensus")
 
 

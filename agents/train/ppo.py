@@ -94,7 +94,8 @@ def load_hyperparams(scenario: str, path: Path | None = None) -> dict[str, Any]:
         import warnings
 
         # a family is a training mix chosen on purpose: its network and rollout length silently
-        # becoming the default's confounded one comparison already (docs/benchmark.md, Lever 2)
+        # becoming the default's confounded one comparison already (docs/study-benchmark.md,
+        # Lever 2)
         warnings.warn(
             f"{p}: no entry for {scenario}: training with the 'default' hyperparameters (give "
             "the family an entry; a YAML alias shares another's)",
