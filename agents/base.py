@@ -21,6 +21,8 @@ from chiron_gym.envs import AgentContext, decode
 from chiron_gym.envs.actions import ActionLayout
 from chiron_gym.sim import POOL_NAMES
 
+N_POOLS = len(POOL_NAMES)  # the pool count, from the vocabulary (``sim/request.py``)
+
 Observation = npt.NDArray[np.float32]
 Prediction = tuple[npt.NDArray[np.int64], Any]  # (action, recurrent state), as SB3's ``predict``
 
@@ -165,10 +167,9 @@ class RuleAgent(BaseAgent):
         raise NotImplementedError
 
     def clamp(self, pool: PoolView, delta: int) -> int:
-        st = self.ctx.pools[pool.name]
+        """``delta`` within the pool's bounds and the step limit."""
         k = self.ctx.max_step_change
-        delta = max(st.min_instances - pool.live, min(st.max_instances - pool.live, delta))
-        return max(-k, min(k, delta))
+        return max(-k, min(k, self.ctx.pools[pool.name].clamp(pool.live, delta)))
 
     def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
         deltas, caps = self.decide(decode(obs, self.ctx.pools))

@@ -13,7 +13,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.base import KV_RULE_ENV, BaseAgent, Observation, PoolView, Prediction, RuleAgent
+from agents.base import (
+    KV_RULE_ENV,
+    N_POOLS,
+    BaseAgent,
+    Observation,
+    PoolView,
+    Prediction,
+    RuleAgent,
+)
 from chiron_gym.envs import AgentContext
 
 
@@ -23,7 +31,7 @@ class StaticAgent(RuleAgent):
     name = "static"
 
     def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
-        return [0, 0, 0], None
+        return [0] * N_POOLS, None
 
 
 class RandomAgent(BaseAgent):
@@ -72,7 +80,7 @@ class LlumnixAgent(RuleAgent):
         return math.inf if held_per_instance <= 0 else free_blocks / held_per_instance
 
     def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
-        out = [0, 0, 0]
+        out = [0] * N_POOLS
         if not self.every(self.p.period_s):
             return out, None
         for i, pool in self.existing(raw):
@@ -103,10 +111,10 @@ class QueueThresholdAgent(RuleAgent):
 
     def reset(self) -> None:
         super().reset()
-        self.last_change = [-math.inf] * 3
+        self.last_change = [-math.inf] * N_POOLS
 
     def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
-        out = [0, 0, 0]
+        out = [0] * N_POOLS
         if not self.every(self.p.polling_s):
             return out, None
         for i, pool in self.existing(raw):
@@ -143,10 +151,10 @@ class KvTargetAgent(RuleAgent):
 
     def reset(self) -> None:
         super().reset()
-        self.last_change = [-math.inf] * 3
+        self.last_change = [-math.inf] * N_POOLS
 
     def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
-        out = [0, 0, 0]
+        out = [0] * N_POOLS
         p = self.p
         for i, pool in self.existing(raw):
             if pool.live < 1:
@@ -186,11 +194,11 @@ class RayServeAgent(RuleAgent):
 
     def reset(self) -> None:
         super().reset()
-        self.up_since = [math.inf] * 3
-        self.down_since = [math.inf] * 3
+        self.up_since = [math.inf] * N_POOLS
+        self.down_since = [math.inf] * N_POOLS
 
     def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
-        out = [0, 0, 0]
+        out = [0] * N_POOLS
         for i, pool in self.existing(raw):
             desired = max(1, math.ceil(pool.held / self.p.target_ongoing_requests))
             if desired > pool.live:
@@ -237,10 +245,10 @@ class DynamoLoadAgent(RuleAgent):
 
     def reset(self) -> None:
         super().reset()
-        self.hold = [0, 0, 0]
+        self.hold = [0] * N_POOLS
 
     def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
-        out = [0, 0, 0]
+        out = [0] * N_POOLS
         if not self.every(self.p.adjustment_interval_s):
             return out, None
         for i, pool in self.existing(raw):

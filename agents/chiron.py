@@ -16,11 +16,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, ClassVar
 
-from agents.base import RULE_MAX_STEP, BaseAgent, Observation, Prediction
+from agents.base import N_POOLS, RULE_MAX_STEP, BaseAgent, Observation, Prediction
 from chiron_gym.control.chiron import ChironGlobal, ChironLocal, GlobalParams, LocalParams
 from chiron_gym.envs import AgentContext, decode
 from chiron_gym.envs.actions import KEEP
-from chiron_gym.envs.autoscale import cluster_facts
 
 
 class ChironAgent(BaseAgent):
@@ -42,7 +41,7 @@ class ChironAgent(BaseAgent):
         gp = global_ or GlobalParams()
         gp.max_step = ctx.max_step_change
         self.local = ChironLocal(local, ctx.decision_interval_s)
-        self.global_ = ChironGlobal(gp, cluster_facts(ctx))
+        self.global_ = ChironGlobal(gp, ctx.cluster_facts())
         self.max_caps = {n: s.max_batch_cap for n, s in ctx.pools.items()}
 
     @classmethod
@@ -51,7 +50,7 @@ class ChironAgent(BaseAgent):
         agent = cls(ctx)
         global_.max_step = ctx.max_step_change
         agent.local = ChironLocal(local, ctx.decision_interval_s)
-        agent.global_ = ChironGlobal(global_, cluster_facts(ctx))
+        agent.global_ = ChironGlobal(global_, ctx.cluster_facts())
         return agent
 
     def reset(self) -> None:
@@ -82,7 +81,7 @@ class ChironGlobalOnly(ChironAgent):
     env_kwargs: ClassVar[dict[str, Any]] = {"action_mode": "full", "max_step_change": RULE_MAX_STEP}
 
     def caps(self, raw: dict[str, float]) -> list[int]:
-        return [KEEP] * 3
+        return [KEEP] * N_POOLS
 
 
 class ChironLocalOnly(ChironAgent):
@@ -91,7 +90,7 @@ class ChironLocalOnly(ChironAgent):
     name = "chiron-local-only"
 
     def deltas(self, raw: dict[str, float]) -> list[int]:
-        return [0, 0, 0]
+        return [0] * N_POOLS
 
 
 class ChironNoTbp(ChironAgent):

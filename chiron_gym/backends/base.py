@@ -5,27 +5,76 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from chiron_gym.sim import ClassReport, InstanceStats, Pool, WindowReport
+from chiron_gym.sim import ClassReport, InstanceStats, Pool, PoolSpec, WindowReport
+
+
+@dataclass(frozen=True, slots=True)
+class PoolBounds:
+    """A pool's bounds, the one record of them that the backends, the environment, Chiron's
+    controllers and the agents share: whether the scenario has the pool, its instance range, its
+    largest batch cap, GPUs and KV capacity per instance; ``clamp`` keeps an instance change
+    within the range."""
+
+    exists: bool
+    min_instances: int
+    max_instances: int
+    max_batch_cap: int
+    gpus_per_instance: int
+    kv_capacity_tokens: int = 0
+    block_size_tokens: int = 16
+
+    @classmethod
+    def of(cls, spec: PoolSpec | None, max_batch_cap: int | None = None) -> PoolBounds:
+        """The bounds of a scenario's pool (``None``: a pool the scenario does not have);
+        ``max_batch_cap`` where the engine's setting replaces the instance's."""
+        if spec is None:
+            return ABSENT
+        inst = spec.instance
+        return cls(
+            exists=True,
+            min_instances=spec.min_instances,
+            max_instances=spec.max_instances,
+            max_batch_cap=inst.max_batch_cap if max_batch_cap is None else max_batch_cap,
+            gpus_per_instance=inst.gpus,
+            kv_capacity_tokens=inst.kv_capacity_blocks * inst.block_size_tokens,
+            block_size_tokens=inst.block_size_tokens,
+        )
+
+    def clamp(self, live: int, delta: int) -> int:
+        """``delta`` instances for a pool of ``live`` (starting or ready) ones, clipped so that
+        the pool stays within ``[min_instances, max_instances]``."""
+        return max(self.min_instances - live, min(delta, self.max_instances - live))
+
+    def allows(self, live: int, delta: int) -> bool:
+        """Whether ``live + delta`` instances are within the range."""
+        return self.min_instances <= live + delta <= self.max_instances
+
+
+ABSENT = PoolBounds(False, 0, 0, 1, 1, 0, 16)  # a pool the scenario does not have
 
 
 @dataclass(frozen=True, slots=True)
 class PoolState:
-    """What the environment needs to know of a pool to act on it."""
+    """What the environment needs to know of a pool to act on it: its instances by state, its
+    (mean) batch cap and its bounds."""
 
-    exists: bool
     starting: int
     ready: int
     draining: int
     batch_cap: int
-    max_batch_cap: int
-    gpus_per_instance: int
-    min_instances: int
-    max_instances: int
+    bounds: PoolBounds
+
+    @property
+    def exists(self) -> bool:
+        return self.bounds.exists
 
     @property
     def live(self) -> int:
         """Instances that count against the pool's bounds (starting or ready)."""
         return self.starting + self.ready
+
+
+ABSENT_STATE = PoolState(0, 0, 0, 0, ABSENT)
 
 
 class Backend(Protocol):

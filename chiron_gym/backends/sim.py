@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chiron_gym.backends.base import PoolState
+from chiron_gym.backends.base import ABSENT_STATE, PoolBounds, PoolState
 from chiron_gym.scenario import Scenario, stream
 from chiron_gym.sim import (
     ClassReport,
@@ -23,6 +23,7 @@ class SimBackend:
         self._cluster: Cluster | None = None
         self._caps: dict[Pool, int] = {}
         self._specs = {p.pool: p for p in scenario.cluster.pools}
+        self._bounds = {pool: PoolBounds.of(spec) for pool, spec in self._specs.items()}
 
     @property
     def cluster(self) -> Cluster:
@@ -56,7 +57,7 @@ class SimBackend:
     def pool_state(self, pool: Pool) -> PoolState:
         spec = self._specs.get(pool)
         if spec is None:
-            return PoolState(False, 0, 0, 0, 0, 1, 1, 0, 0)
+            return ABSENT_STATE
         counts = {s: 0 for s in InstanceState}
         caps: list[int] = []
         for inst in self.cluster.live_instances(pool):
@@ -64,16 +65,12 @@ class SimBackend:
             if inst.state == InstanceState.READY:
                 caps.append(inst.batch_cap)
         return PoolState(
-            exists=True,
             starting=counts[InstanceState.STARTING],
             ready=counts[InstanceState.READY],
             draining=counts[InstanceState.DRAINING],
             # per-instance caps (Chiron's local loop) may differ: their mean, rounded
             batch_cap=round(sum(caps) / len(caps)) if caps else self._caps[pool],
-            max_batch_cap=spec.instance.max_batch_cap,
-            gpus_per_instance=spec.instance.gpus,
-            min_instances=spec.min_instances,
-            max_instances=spec.max_instances,
+            bounds=self._bounds[pool],
         )
 
     def scale(self, pool: Pool, delta: int) -> int:

@@ -24,6 +24,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+from chiron_gym.backends.base import PoolBounds
 from chiron_gym.control.caps import DOUBLE, HALVE, INCREASE, KEEP, new_cap
 from chiron_gym.sim.report import InstanceStats
 from chiron_gym.sim.request import POOL_NAMES
@@ -132,7 +133,7 @@ class InstanceLimits:
 class ChironLocal:
     """Per-instance batch caps from latency and throughput backpressure."""
 
-    def __init__(self, params: LocalParams | None = None, interval_s: float = 10.0) -> None:
+    def __init__(self, params: LocalParams | None, interval_s: float) -> None:
         self.p = params or LocalParams()
         self.interval_s = interval_s  # the decision interval, for the pool-level ``choices``
         self.states: dict[int, _CapState] = {}
@@ -248,20 +249,10 @@ class ChironLocal:
 
 
 @dataclass(frozen=True, slots=True)
-class PoolFacts:
-    """Static facts of one pool the global loop needs."""
-
-    exists: bool
-    min_instances: int
-    max_instances: int
-    gpus_per_instance: int
-
-
-@dataclass(frozen=True, slots=True)
 class ClusterFacts:
     """Static facts of the cluster: pools, GPU budget, cold start, decision interval."""
 
-    pools: dict[str, PoolFacts]
+    pools: dict[str, PoolBounds]
     max_gpus: int | None
     cold_start_s: float
     decision_interval_s: float
@@ -300,7 +291,7 @@ class GlobalState:
 class ChironGlobal:
     """Instance counts from interactive utilisation and batch waiting-time backpressure."""
 
-    def __init__(self, params: GlobalParams | None = None, facts: ClusterFacts | None = None):
+    def __init__(self, params: GlobalParams | None, facts: ClusterFacts) -> None:
         self.p = params or GlobalParams()
         self.facts = facts
         self.s = GlobalState()
@@ -309,14 +300,14 @@ class ChironGlobal:
         self.s = GlobalState()
 
     def _hold_s(self, cold_starts: float | None = None) -> float:
-        cold = self.facts.cold_start_s if self.facts else 60.0
+        cold = self.facts.cold_start_s
         n = self.p.down_hold_cold_starts if cold_starts is None else cold_starts
         return max(self.p.min_down_hold_s, n * cold)
 
     def deltas(self, raw: dict[str, float]) -> list[int]:
         """Instance change per pool (interactive, mixed, batch)."""
         p = self.p
-        dt = self.facts.decision_interval_s if self.facts else 10.0
+        dt = self.facts.decision_interval_s
         exists = {n: raw[f"{n}.exists"] > 0.5 for n in POOL_NAMES}
         live = {n: raw[f"{n}.ready"] + raw[f"{n}.starting"] for n in POOL_NAMES}
         cap = {n: max(1.0, raw[f"{n}.batch_cap"]) for n in POOL_NAMES}
@@ -402,16 +393,11 @@ class ChironGlobal:
         p = self.p
         out = dict(want)
         facts = self.facts
-        if facts is not None:
-            for n in POOL_NAMES:
-                pf = facts.pools[n]
-                if not pf.exists:
-                    out[n] = 0
-                    continue
-                lv = round(live[n])
-                out[n] = max(pf.min_instances - lv, min(pf.max_instances - lv, out[n]))
+        for n in POOL_NAMES:
+            pf = facts.pools[n]
+            out[n] = pf.clamp(round(live[n]), out[n]) if pf.exists else 0
         out = {n: max(-p.max_step, min(p.max_step, d)) for n, d in out.items()}
-        if facts is not None and facts.max_gpus is not None:
+        if facts.max_gpus is not None:
             used = round(raw["gpus_over_budget"] * facts.max_gpus)
             room = facts.max_gpus - used  # draining instances hold their GPUs until done
             gpus = {n: facts.pools[n].gpus_per_instance for n in POOL_NAMES}
@@ -448,6 +434,5 @@ __all__ = [
     "GlobalParams",
     "InstanceLimits",
     "LocalParams",
-    "PoolFacts",
     "cap_rule",
 ]

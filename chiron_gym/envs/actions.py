@@ -114,9 +114,9 @@ class ActionLayout:
                     if not st.exists:
                         m[i] = d == 0
                         continue
-                    ok = st.min_instances <= st.live + d <= st.max_instances
+                    ok = st.bounds.allows(st.live, d)
                     if d > 0 and max_gpus is not None:
-                        ok &= gpus_in_use + d * st.gpus_per_instance <= max_gpus
+                        ok &= gpus_in_use + d * st.bounds.gpus_per_instance <= max_gpus
                     if d < 0:
                         ok &= st.live + d >= 0
                     m[i] = ok or d == 0
@@ -129,7 +129,7 @@ class ActionLayout:
                     m[KEEP] = True
                 else:
                     m[HALVE] = st.batch_cap > 1
-                    m[INCREASE] = m[DOUBLE] = st.batch_cap < st.max_batch_cap
+                    m[INCREASE] = m[DOUBLE] = st.batch_cap < st.bounds.max_batch_cap
                 parts.append(m)
         return np.concatenate(parts)
 
@@ -146,7 +146,7 @@ def apply(
     if caps is not None:
         for pool, name, st, choice in zip(POOLS, POOL_NAMES, states, caps, strict=True):
             if st.exists:
-                cap = new_cap(st.batch_cap, choice, st.max_batch_cap)
+                cap = new_cap(st.batch_cap, choice, st.bounds.max_batch_cap)
                 if cap != st.batch_cap:
                     backend.set_batch_cap(pool, cap)
                 d.caps[name] = cap
@@ -157,9 +157,9 @@ def apply(
             if not st.exists:
                 applied = 0
             else:
-                applied = max(st.min_instances - st.live, min(want, st.max_instances - st.live))
+                applied = st.bounds.clamp(st.live, want)
                 if applied > 0 and max_gpus is not None:
-                    room = (max_gpus - backend.gpus_in_use()) // st.gpus_per_instance
+                    room = (max_gpus - backend.gpus_in_use()) // st.bounds.gpus_per_instance
                     applied = max(0, min(applied, room))
                 applied = backend.scale(pool, applied) if applied else 0
             d.deltas[name] = applied

@@ -12,6 +12,7 @@ import numpy.typing as npt
 from gymnasium import spaces
 
 from chiron_gym.backends import Backend, make_backend
+from chiron_gym.backends.base import PoolBounds
 from chiron_gym.control.chiron import (
     ChironGlobal,
     ChironLocal,
@@ -19,7 +20,6 @@ from chiron_gym.control.chiron import (
     GlobalParams,
     InstanceLimits,
     LocalParams,
-    PoolFacts,
 )
 from chiron_gym.control.qlm import Z_DEFAULT
 from chiron_gym.envs import render as _render
@@ -29,7 +29,6 @@ from chiron_gym.envs.features import (
     FEATURES,
     HIGH,
     FeatureBuilder,
-    PoolStatic,
 )
 from chiron_gym.scenario import REWARD_DEFAULTS, Scenario, load
 from chiron_gym.scenario.families import family_of
@@ -47,24 +46,21 @@ class AgentContext:
     decision_interval_s: float
     horizon_s: float
     max_gpus: int | None
-    pools: dict[str, PoolStatic]
+    pools: dict[str, PoolBounds]
     interactive_ttft_s: float | None
     interactive_itl_s: float | None
     cold_start_s: float
     scenario: Scenario | None = None  # for agents tuned per workload (``llumnix-tuned``)
 
-
-def cluster_facts(ctx: AgentContext) -> ClusterFacts:
-    """Chiron's global loop's static facts, from an agent context."""
-    return ClusterFacts(
-        pools={
-            n: PoolFacts(s.exists, s.min_instances, s.max_instances, s.gpus_per_instance)
-            for n, s in ctx.pools.items()
-        },
-        max_gpus=ctx.max_gpus,
-        cold_start_s=ctx.cold_start_s,
-        decision_interval_s=ctx.decision_interval_s,
-    )
+    def cluster_facts(self) -> ClusterFacts:
+        """Chiron's global loop's static facts: the pools' bounds, budget, cold start and
+        decision interval."""
+        return ClusterFacts(
+            pools=self.pools,
+            max_gpus=self.max_gpus,
+            cold_start_s=self.cold_start_s,
+            decision_interval_s=self.decision_interval_s,
+        )
 
 
 class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
@@ -295,7 +291,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             self._backend.close()
         self._backend = make_backend(self.backend_name, self.scenario, self.backend_options)
         self._backend.reset(episode_seed)
-        self._chiron_local = ChironLocal(self._local_params)
+        self._chiron_local = ChironLocal(self._local_params, self.scenario.decision_interval_s)
         self._chiron_global = ChironGlobal(self._global_params, self.cluster_facts())
         self.episode_seed = episode_seed
         self._steps = 0
@@ -370,12 +366,12 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
 
     def cluster_facts(self) -> ClusterFacts:
         """What Chiron's global loop knows of the cluster besides observations."""
-        return cluster_facts(self.agent_context())
+        return self.agent_context().cluster_facts()
 
     def agent_context(self) -> AgentContext:
         """What an agent may know besides observations: names, layout, static pool facts."""
         pools = {
-            name: PoolStatic.of(self.scenario.pool_spec(pool))
+            name: PoolBounds.of(self.scenario.pool_spec(pool))
             for pool, name in zip(POOLS, POOL_NAMES, strict=True)
         }
         slo = self.scenario.cluster
@@ -468,4 +464,4 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         return obs, info
 
 
-__all__ = ["CAP_CHOICES", "AgentContext", "AutoscaleEnv", "cluster_facts"]
+__all__ = ["CAP_CHOICES", "AgentContext", "AutoscaleEnv"]

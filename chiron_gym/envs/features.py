@@ -12,12 +12,11 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from chiron_gym.backends.base import Backend, PoolState
+from chiron_gym.backends.base import Backend, PoolBounds, PoolState
 from chiron_gym.control.qlm import (
     at_risk,
     estimate,
@@ -32,7 +31,6 @@ from chiron_gym.sim import (
     POOLS,
     BatchComposition,
     Pool,
-    PoolSpec,
     WindowReport,
 )
 
@@ -306,7 +304,7 @@ class FeatureBuilder:
         """The raw features and the normalised observation, from one read of the pools' state."""
         states = {name: backend.pool_state(p) for p, name in zip(POOLS, POOL_NAMES, strict=True)}
         raw = self.raw(backend, window, horizon_s, states)
-        return raw, self.vector(raw, states)
+        return raw, self.vector(raw, {name: st.bounds for name, st in states.items()})
 
     def raw(
         self,
@@ -333,7 +331,7 @@ class FeatureBuilder:
             out[f"{name}.tokens_per_s"] = rep.tokens_generated / dur
             out[f"{name}.prefix_hit_rate"] = rep.prefix_hit_rate
             if st.exists:
-                budget_den += st.max_instances * st.gpus_per_instance
+                budget_den += st.bounds.max_instances * st.bounds.gpus_per_instance
         slos = (self.scenario.cluster.interactive_slo, self.scenario.cluster.batch_slo)
         for c, name in enumerate(CLASS_NAMES):
             rep_c = window.classes[name]
@@ -395,24 +393,13 @@ class FeatureBuilder:
         return out
 
     def vector(
-        self, raw: dict[str, float], states: Mapping[str, PoolBounds]
+        self, raw: dict[str, float], pools: Mapping[str, PoolBounds]
     ) -> npt.NDArray[np.float32]:
         """The normalised observation (pool bounds as the backend states them)."""
         vec = np.empty(len(FEATURES), dtype=np.float64)
         for i, f in enumerate(FEATURES):
-            vec[i] = normalise(f, raw[f.name], raw, states)
+            vec[i] = normalise(f, raw[f.name], raw, pools)
         return np.clip(vec, 0.0, HIGH).astype(np.float32)
-
-
-class PoolBounds(Protocol):
-    """What normalising a pool's features needs (``PoolState`` and ``PoolStatic`` have it)."""
-
-    @property
-    def exists(self) -> bool: ...
-    @property
-    def max_instances(self) -> int: ...
-    @property
-    def max_batch_cap(self) -> int: ...
 
 
 def _scale(f: Feature, raw: Mapping[str, float], pools: Mapping[str, PoolBounds]) -> float:
@@ -453,36 +440,7 @@ def denormalise(
     return x * scale
 
 
-@dataclass(frozen=True, slots=True)
-class PoolStatic:
-    """What does not change within an episode about a pool (for decoding and for agents)."""
-
-    exists: bool
-    min_instances: int
-    max_instances: int
-    max_batch_cap: int
-    gpus_per_instance: int
-    kv_capacity_tokens: int
-    block_size_tokens: int
-
-    @classmethod
-    def of(cls, spec: PoolSpec | None) -> PoolStatic:
-        """The facts of a scenario's pool (``None``: a pool the scenario does not have)."""
-        if spec is None:
-            return cls(False, 0, 0, 1, 1, 0, 16)
-        inst = spec.instance
-        return cls(
-            exists=True,
-            min_instances=spec.min_instances,
-            max_instances=spec.max_instances,
-            max_batch_cap=inst.max_batch_cap,
-            gpus_per_instance=inst.gpus,
-            kv_capacity_tokens=inst.kv_capacity_blocks * inst.block_size_tokens,
-            block_size_tokens=inst.block_size_tokens,
-        )
-
-
-def decode(obs: npt.ArrayLike, pools: dict[str, PoolStatic]) -> dict[str, float]:
+def decode(obs: npt.ArrayLike, pools: Mapping[str, PoolBounds]) -> dict[str, float]:
     """Raw feature values back from a normalised observation (exact below the clip at 10)."""
     x = np.asarray(obs, dtype=np.float64).reshape(-1)
     raw: dict[str, float] = {}

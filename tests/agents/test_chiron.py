@@ -17,11 +17,10 @@ from chiron_gym.control.chiron import (
     GlobalParams,
     InstanceLimits,
     LocalParams,
-    PoolFacts,
     _CapState,
     cap_rule,
 )
-from chiron_gym.envs import AutoscaleEnv
+from chiron_gym.envs import AutoscaleEnv, PoolBounds
 from chiron_gym.envs.features import FEATURE_NAMES
 from chiron_gym.sim import (
     Cluster,
@@ -51,7 +50,7 @@ def raw_features(**values: float) -> dict[str, float]:
 def facts(max_gpus: int | None = None, **pools: tuple[int, int]) -> ClusterFacts:
     bounds = {"interactive": (1, 10), "mixed": (0, 10), "batch": (0, 10), **pools}
     return ClusterFacts(
-        pools={n: PoolFacts(True, lo, hi, 1) for n, (lo, hi) in bounds.items()},
+        pools={n: PoolBounds(True, lo, hi, 256, 1) for n, (lo, hi) in bounds.items()},
         max_gpus=max_gpus,
         cold_start_s=60.0,
         decision_interval_s=10.0,
@@ -82,7 +81,7 @@ def test_throughput_backpressure_is_a_ratio_judged_only_while_the_cap_binds() ->
 
 def test_local_loop_runs_per_instance_at_its_own_period() -> None:
     """Two instances of one pool get their own caps from their own latency, every period."""
-    loop = ChironLocal(LocalParams(period_s=2.0, settle_s=0.0))
+    loop = ChironLocal(LocalParams(period_s=2.0, settle_s=0.0), interval_s=10.0)
     limits = {0: InstanceLimits(256, 0.1)}
     for t in (0.0, 2.0):
         fast = InstanceStats(0, 0, True, 64, 64, 5, 0, int(1000 * t), int(1000 * t), 20.0 * t)
