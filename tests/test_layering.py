@@ -171,3 +171,85 @@ def test_sb3_callbacks_are_imported_only_when_training() -> None:
                 raise AssertionError(
                     f"{path.relative_to(REPO)} imports agents.train.callbacks at import"
                 )
+
+
+PACKAGES = ("chiron_gym", "agents", "benchmarks")
+
+
+def _modules() -> dict[str, Path]:
+    files = [p for d in PACKAGES for p in sorted((REPO / d).rglob("*.py"))]
+    return {
+        ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in files
+    }
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports, anywhere in its file (inside functions and
+    ``TYPE_CHECKING`` blocks too), relative imports resolved; an import of a package's
+    ``__init__`` (a re-export) is not an edge, as in ``shared/tools/mutual_imports.py``."""
+    mods = _modules()
+    edges: dict[str, set[str]] = {m: set() for m in mods}
+    for m, p in mods.items():
+        pkg = m if p.name == "__init__.py" else m.rpartition(".")[0]
+        for node in ast.walk(ast.parse(p.read_text(), filename=str(p))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = pkg.split(".")[: len(pkg.split(".")) - (node.level - 1)]
+                    base = ".".join(parts + ([base] if base else []))
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            for n in names:
+                while n and n not in mods:
+                    n = n.rpartition(".")[0]
+                if n and n != m and mods[n].name != "__init__.py":
+                    edges[m].add(n)
+    return edges
+
+
+def test_no_two_modules_import_each_other() -> None:
+    """No pair of modules imports each other, not even inside a function: one of them owns the
+    shared piece, or a third, lower module does (design.md)."""
+    edges = _import_graph()
+    pairs = sorted({tuple(sorted((a, b))) for a in edges for b in edges[a] if a in edges[b]})
+    assert not pairs, " ".join(f"{a}<->{b}" for a, b in pairs)
+
+
+def test_the_graph_sees_imports_inside_functions() -> None:
+    """The check above reads imports inside functions (a mutual import hidden there is found)."""
+    edges = _import_graph()
+    # agents/run/benchmark.py imports the evaluation only inside a function
+    text = (REPO / "agents" / "run" / "benchmark.py").read_text()
+    assert "    from agents.run.evaluate import" in text
+    assert "agents.run.evaluate" in edges["agents.run.benchmark"]
+
+
+@pytest.mark.parametrize("path", list(_modules().values()), ids=lambda p: str(p.relative_to(REPO)))
+def test_module_size(path: Path) -> None:
+    """No module over 600 lines; one over 450 says in its docstring why (a sentence naming its
+    lines)."""
+    n = len(path.read_text().splitlines())
+    assert n <= 600, f"{path.relative_to(REPO)}: {n} lines (at most 600)"
+    if n > 450:
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        assert "lines" in doc, f"{path.relative_to(REPO)}: {n} lines, and no word on why"
+
+
+def test_agents_run_does_not_reach_into_training() -> None:
+    """``agents/run/`` (episodes, evaluation, reporting) never imports ``agents/train/``:
+    training builds on running, not the other way round."""
+    for path in sorted((REPO / "agents" / "run").rglob("*.py")):
+        bad = {n for n in imports_of(path) if n.startswith("agents.train")}
+        assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
+
+
+def test_scenario_layer_imports_only_lower_layers() -> None:
+    """``chiron_gym/scenario/`` builds on sim, workload, profiles and config only: never the
+    backends, environments, controllers or the CLI above it."""
+    above = ("chiron_gym.backends", "chiron_gym.envs", "chiron_gym.control", "chiron_gym.cli")
+    for path in sorted((REPO / "chiron_gym" / "scenario").rglob("*.py")):
+        bad = {n for n in imports_of(path) if n.startswith(above)}
+        assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"

@@ -1,4 +1,8 @@
-"""``chiron_gym/Autoscale-v0``: autoscale an LLM-serving cluster."""
+"""``chiron_gym/Autoscale-v0``: autoscale an LLM-serving cluster.
+
+About 470 lines: the environment's class docstring is its manual (Gymnasium's sections: spaces,
+reward, episode end, arguments), a third of the module; ``step`` itself is short.
+"""
 
 from __future__ import annotations
 
