@@ -148,7 +148,7 @@ def env_factory(
     def make() -> Any:
         env = build()
         if residual_step is not None:
-            from agents.residual import ResidualWrapper
+            from agents.train.residual_env import ResidualWrapper
 
             baseline = build() if relative_reward else None  # Chiron's play of the same draw
             return ResidualWrapper(env, residual_step, residual_penalty, features, baseline)
@@ -235,7 +235,8 @@ def train(
             "(the observation's features, docs/env.md)"
         )
     if residual is not None:
-        from agents.residual import RESIDUAL_ENV_KWARGS, RESIDUALS, residual_penalty_error
+        from agents.residual import RESIDUAL_ENV_KWARGS, RESIDUALS
+        from agents.train.residual_env import residual_penalty_error
 
         if residual not in RESIDUALS:
             raise TrainError(f"--residual {residual!r}: known: {', '.join(RESIDUALS)}")
@@ -303,7 +304,7 @@ def train(
     )
     started_from = warm_start(model, venv, init) if init is not None else None
     if step is not None and started_from is None:
-        from agents.residual import bias_towards_zero
+        from agents.train.residual_env import bias_towards_zero
 
         bias_towards_zero(model, step)
     record: dict[str, Any] = {

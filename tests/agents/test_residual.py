@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.residual import ChironResidual, ResidualWrapper
+from agents.residual import ChironResidual
 from agents.run.episode import run_episode
 from agents.train.ppo import TrainError, train
+from agents.train.residual_env import ResidualWrapper
 from chiron_gym.envs import AutoscaleEnv
 
 CHIRON_ENV = {"action_mode": "global", "max_step_change": 16}
