@@ -9,7 +9,7 @@ fallback by construction: the controller it corrects. While the interactive arri
 last minute (the feature ``interactive.arrival_rate_1m``) is above ``above`` requests/s, the agent
 answers r = 0, Chiron's action; below it, the policy's. The threshold is read off the training
 family, not off any evaluation scenario: a high quantile of that feature over the decisions of
-many family draws (``support_quantile``, ``chiron support``), so the policy defers where it was
+many family draws (``agents/run/support.py``, ``chiron support``), so the policy defers where it was
 rarely or never trained.
 
 A model folder carries its deferral in ``train.json`` (``"defer": {"feature", "above",
@@ -19,7 +19,6 @@ A model folder carries its deferral in ``train.json`` (``"defer": {"feature", "a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -132,41 +131,4 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def support_quantile(
-    scenario: str,
-    seeds: Sequence[int],
-    quantiles: Sequence[float],
-    feature: str = DEFER_FEATURE,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Quantiles of ``feature`` (raw units) over every decision of Chiron playing ``scenario``
-    (a family: one draw per seed). The traffic does not depend on the agent; Chiron plays
-    because a residual policy's environment is Chiron's."""
-    from tqdm import tqdm
-
-    from agents.chiron import ChironAgent
-    from agents.run.episode import play
-    from chiron_gym.envs import AutoscaleEnv
-
-    gauge = Deferral(0.0, feature)  # the feature must be readable
-    values: list[float] = []
-    for seed in tqdm(list(seeds), desc=f"support of {feature}", disable=not progress):
-        env = AutoscaleEnv(scenario, **ChironAgent.env_kwargs)
-        try:
-            run = play(env, ChironAgent, seed, record_raw=gauge.inputs)
-        finally:
-            env.close()
-        steps = zip(*(run.raw[name] for name in gauge.inputs), strict=True)
-        values.extend(gauge.value(dict(zip(gauge.inputs, v, strict=True))) for v in steps)
-    x = np.asarray(values, dtype=np.float64)
-    return {
-        "scenario": scenario,
-        "feature": feature,
-        "seeds": [int(s) for s in seeds],
-        "decisions": int(x.size),
-        "max": float(x.max()) if x.size else 0.0,
-        "quantiles": {f"{q:g}": float(np.quantile(x, q)) if x.size else 0.0 for q in quantiles},
-    }
-
-
-__all__ = ["DEFER_FEATURE", "DEFER_KEY", "DERIVED", "Deferral", "check_defer", "support_quantile"]
+__all__ = ["DEFER_FEATURE", "DEFER_KEY", "DERIVED", "Deferral", "check_defer"]

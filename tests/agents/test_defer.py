@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from agents import make_agent, split_ppo_spec
-from agents.defer import DEFER_FEATURE, Deferral, support_quantile
+from agents.defer import DEFER_FEATURE, Deferral
 from agents.run.episode import run_episode
+from agents.run.support import support_quantile
 from chiron_gym.cli import main
 from chiron_gym.config import InputError
 from chiron_gym.envs import AutoscaleEnv
