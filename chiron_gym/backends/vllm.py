@@ -18,6 +18,10 @@
 Latencies are compared with the scenario's SLOs as measured (not time-scaled); GPU-seconds are
 instance-seconds of scenario time. What became of each request is kept by the simulator's ledger
 (``sim/ledger.py``); all HTTP goes through ``vllm_client.py``.
+
+Why one module of over 450 lines: it is one class, ``VllmBackend``, the Backend protocol's
+methods over the router's queues and the fleet; the servers' life cycle (``vllm_servers.py``),
+the HTTP client (``vllm_client.py``) and the ledger are modules of their own.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from chiron_gym.backends.base import PoolState
+from chiron_gym.backends.base import ABSENT_STATE, PoolBounds, PoolState
 from chiron_gym.backends.vllm_client import VllmClient, parse_metrics
 from chiron_gym.backends.vllm_servers import Fleet, Server, ServerConfig, ServerState
 from chiron_gym.openai_stream import PROMPT_ALPHABET, prompt_ids
@@ -213,22 +217,26 @@ class VllmBackend(LedgerColumns):
         host's, so another process can replay requests beside the episode on the same time."""
         return self._t0_wall
 
+    def _enqueue(self, idx: int, c: int, *, front: bool = False) -> None:
+        """Queue request ``idx`` of class ``c``: interactive first come first served (at the
+        front when ``front``: a retry), batch earliest deadline first."""
+        if c != RequestClass.INTERACTIVE:
+            heapq.heappush(self.queues[1], (float(self.workload.deadline_s[idx]), idx))
+        elif front:
+            self.queues[0].appendleft(idx)
+        else:
+            self.queues[0].append(idx)
+
     def _arrive(self, idx: int) -> None:
         c = int(self.workload.klass[idx])
         self.ledger.arrive(idx, c)
-        if c == RequestClass.INTERACTIVE:
-            self.queues[0].append(idx)
-        else:
-            heapq.heappush(self.queues[1], (float(self.workload.deadline_s[idx]), idx))
+        self._enqueue(idx, c)
 
     def _requeue_or_reject(self, idx: int, why: str) -> None:
         c = int(self.workload.klass[idx])
         if self.retries[idx] < self.max_retries:
             self.retries[idx] += 1
-            if c == RequestClass.INTERACTIVE:
-                self.queues[0].appendleft(idx)
-            else:
-                heapq.heappush(self.queues[1], (float(self.workload.deadline_s[idx]), idx))
+            self._enqueue(idx, c, front=True)
             return
         if self.ledger.reject(idx, c, RejectReason.NO_POOL):
             self.fail_reason[idx] = why
@@ -394,29 +402,28 @@ class VllmBackend(LedgerColumns):
             out.append(s.stats(cap, interactive, self.time_scale))
         return out
 
+    def _max_cap(self, pool: Pool) -> int:
+        """The largest batch cap in ``pool``: the servers' ``max_num_seqs`` when this backend
+        starts them, else (adopted endpoints) the pool's ``instance.max_batch_cap``."""
+        return self.cfg.max_num_seqs if self.cfg else self._specs[pool].instance.max_batch_cap
+
     def set_instance_cap(self, instance_id: int, cap: int) -> None:
-        max_cap = self.cfg.max_num_seqs if self.cfg else cap
         for s in self.servers:
             if s.server_id == instance_id:
-                s.cap = max(1, min(cap, max_cap))
+                s.cap = max(1, min(cap, self._max_cap(s.pool)))
         self._dispatch()
 
     def pool_state(self, pool: Pool) -> PoolState:
         spec = self._specs.get(pool)
         if spec is None:
-            return PoolState(False, 0, 0, 0, 0, 1, 1, 0, 0)
+            return ABSENT_STATE
         live = self.fleet.live(pool)
-        max_cap = self.cfg.max_num_seqs if self.cfg else spec.instance.max_batch_cap
         return PoolState(
-            exists=True,
             starting=sum(s.state == ServerState.STARTING for s in live),
             ready=sum(s.state == ServerState.READY for s in live),
             draining=sum(s.state == ServerState.DRAINING for s in live),
             batch_cap=self._caps[pool],
-            max_batch_cap=max_cap,
-            gpus_per_instance=spec.instance.gpus,
-            min_instances=spec.min_instances,
-            max_instances=spec.max_instances,
+            bounds=PoolBounds.of(spec, self._max_cap(pool)),
         )
 
     def scale(self, pool: Pool, delta: int) -> int:
@@ -430,8 +437,7 @@ class VllmBackend(LedgerColumns):
 
     def set_batch_cap(self, pool: Pool, cap: int) -> None:
         if pool in self._specs:
-            max_cap = self.cfg.max_num_seqs if self.cfg else cap
-            self._caps[pool] = max(1, min(cap, max_cap))
+            self._caps[pool] = max(1, min(cap, self._max_cap(pool)))
             for s in self.servers:
                 if s.pool == pool:
                     s.cap = None

@@ -1,9 +1,10 @@
 """The HTTP client of the real backend: health, ``/metrics`` and timed streamed completions.
 
-The backend modules speak HTTP only through this one (``tests/test_layering.py``), and this one
-through the lean client of ``chiron_gym/http_lean.py``: the client shares the host with the
-servers it measures, so it timestamps each streamed chunk as it arrives and decodes no token
-chunk (``docs/real-backend.md``, "The client"). What a request carries (exact-length prompts of
+The backend modules speak HTTP only through this one (``tests/test_layering.py``; live
+calibration, ``profiles/probe.py``, reads ``/metrics`` through it too), and this one through the
+lean client of ``chiron_gym/http_lean.py``: the client shares the host with the servers it
+measures, so it timestamps each streamed chunk as it arrives and decodes no token chunk
+(``docs/real-backend.md``, "The client"). What a request carries (exact-length prompts of
 token ids) and how a stream is read are in ``chiron_gym/openai_stream.py``, shared with live
 calibration.
 """
@@ -54,6 +55,21 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
+def parse_cache_config(text: str) -> tuple[int | None, int | None]:
+    """``(num_gpu_blocks, block_size)`` from the ``vllm:cache_config_info`` gauge of a
+    ``/metrics`` text (``None, None`` when it has none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "vllm:cache_config_info":
+            for s in fam.samples:
+                blocks = s.labels.get("num_gpu_blocks")
+                size = s.labels.get("block_size")
+                if blocks not in (None, "None") and size not in (None, "None"):
+                    return int(blocks), int(size)
+    return None, None
+
+
 class VllmClient:
     """Asks vLLM OpenAI-compatible servers, by base URL, for health, metrics and completions."""
 
@@ -67,10 +83,14 @@ class VllmClient:
 
     async def metrics(self, url: str) -> dict[str, float]:
         """The server's ``/metrics``, parsed (``parse_metrics``)."""
-        status, body = await self._http.get(url, "/metrics", timeout_s=5.0)
+        return parse_metrics(await self.metrics_text(url))
+
+    async def metrics_text(self, url: str, timeout_s: float = 5.0) -> str:
+        """The server's ``/metrics`` as text (raises unless it answers 200)."""
+        status, body = await self._http.get(url, "/metrics", timeout_s=timeout_s)
         if status != 200:
             raise HttpError(f"{url}/metrics: HTTP {status}")
-        return parse_metrics(body.decode("utf-8", errors="replace"))
+        return body.decode("utf-8", errors="replace")
 
     async def stream_completion(
         self, url: str, model: str, prompt: list[int], max_tokens: int, clock: Callable[[], float]

@@ -6,7 +6,8 @@ form is documented in ``forms.py`` and ``docs/profiles.md``; ``fit.py`` regenera
 files from the raw data (``chiron profile fit``).
 """
 
+from chiron_gym.profiles.parts import ModelShape
 from chiron_gym.profiles.perf import ProfilePerfModel
-from chiron_gym.profiles.profile import ModelShape, Profile, ProfileError, load, names
+from chiron_gym.profiles.profile import Profile, ProfileError, load, names
 
 __all__ = ["ModelShape", "Profile", "ProfileError", "ProfilePerfModel", "load", "names"]

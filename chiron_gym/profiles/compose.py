@@ -6,8 +6,8 @@ Where ``fit.py`` fits a profile to per-operator measurements of *that* model (Vi
 
 - each GEMM of a layer (QKV, O, gate+up merged, down) at its ``(m, n, k)`` for the TP shard, read
   from the GEMM table (bf16, or fp8 on H100) and interpolated bilinearly in ``(n, k)`` at every
-  ``m`` of the grid (proportionally beyond its edges), then summarised by the ``FlatThenLinear``
-  form in ``m`` = tokens;
+  ``m`` of the grid (proportionally beyond its edges; ``kernels.GemmTable``), then summarised by
+  the ``FlatThenLinear`` form in ``m`` = tokens;
 - prefill and decode attention from the attention tables at the model's query and KV heads per
   GPU (bf16 or fp8 KV cache), the forms' coefficients interpolated linearly between the two
   nearest head counts the table has;
@@ -15,19 +15,23 @@ Where ``fit.py`` fits a profile to per-operator measurements of *that* model (Vi
 - the all-reduce (vLLM's custom kernel, NCCL above 8 MiB) as ``fit.py`` does;
 - what the kernel tables do not time: the element-wise ops and the embedding from a bandwidth law
   fitted on every model Vidur profiled on that GPU (``time = const + a * elements per token *
-  tokens``), and the CPU overhead from Vidur's table for the nearest model at the same TP;
+  tokens``; ``kernels.fit_bandwidth_law``), and the CPU overhead from Vidur's table for the
+  nearest model at the same TP;
 - KV capacity from GPU memory minus the weights in the chosen dtype and the activation reserve.
 
 The output is a profile document of the same schema as the fitted ones (``profile.parse`` reads
 it), with the tables, their commits and SHA-256, and the shape's source in its provenance. Its
 ``validation.mape_pct`` is the error of each form against the table points it summarises (20%
 held out, as ``fit.py``); how the composed profiles compare with measured ones is
-``compose_check.py``'s question (``docs/profiles.md``).
+``compose_check.py``'s question (``docs/profiles.md``). ``composed`` caches a build on disk.
+
+Why one module of over 450 lines: every term's composition reads the same ``BuildSpec`` (its
+shard shapes, heads per GPU, dtypes) and the same ``Target`` it makes for the shared fitters, so
+the terms sit beside the spec; the table lookups that need no spec are in ``kernels.py``.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 import re
 from dataclasses import dataclass, replace
@@ -36,10 +40,10 @@ from typing import Any
 
 import numpy as np
 
+from chiron_gym.profiles.fit import assemble, dumps, heldout_mape
 from chiron_gym.profiles.fit_terms import (
     QUANTA,
     Component,
-    _read_csv,
     _read_parquet,
     _source,
     _split,
@@ -49,46 +53,25 @@ from chiron_gym.profiles.fit_terms import (
     fit_decode_attention,
     fit_prefill_attention,
 )
-from chiron_gym.profiles.forms import (
-    Affine,
-    DecodeAttention,
-    FlatThenLinear,
-    PrefillAttention,
-)
-from chiron_gym.profiles.leastsq import FloatArray, fit_flat_linear, round6, wls
+from chiron_gym.profiles.forms import DecodeAttention, FlatThenLinear, PrefillAttention
+from chiron_gym.profiles.kernels import LAWS, GemmTable, fit_bandwidth_law
+from chiron_gym.profiles.leastsq import FloatArray, fit_flat_linear, round6
 from chiron_gym.profiles.models import ModelSpec
-from chiron_gym.profiles.profile import (
-    IterationCoefficients,
-    KvCache,
-    ModelShape,
-    Profile,
-    ProfileError,
-    Record,
-)
+from chiron_gym.profiles.parts import KvCache
+from chiron_gym.profiles.profile import Profile, ProfileError, parse
 from chiron_gym.profiles.targets import (
-    A100,
     AICONFIGURATOR,
     BLOCK_SIZE_TOKENS,
     GPU_MEMORY_UTILIZATION,
-    H100,
-    HELDOUT_FRACTION,
+    GPUS,
     RESERVE_BYTES_PER_GPU,
-    SPLIT_SEED,
     VIDUR,
-    Gpu,
     Target,
 )
 
-GPUS: dict[str, Gpu] = {"a100": A100, "h100": H100}
 DTYPES = {"bf16": ("bfloat16", 2.0), "fp8": ("fp8", 1.0)}  # --dtype, --kv-dtype: table name, bytes
 TP_SIZES = (1, 2, 4, 8)
 MAX_GEMM_M = 8192  # the GEMM table's largest m; the form extrapolates linearly beyond
-# Vidur's profiled models per GPU (folders under compute/<gpu>/): the element-wise and embedding
-# bandwidth laws are fitted on all of them
-VIDUR_MODELS = {
-    "a100": ("meta-llama/Llama-2-7b-hf", "meta-llama/Meta-Llama-3-8B", "meta-llama/Llama-2-70b-hf"),
-    "h100": ("meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-70b-hf"),
-}
 # Vidur's CPU-overhead table: (model, TP, parameters in billions)
 CPU_MODELS = (
     ("microsoft/phi-2", 1, 2.7),
@@ -98,7 +81,6 @@ CPU_MODELS = (
     ("meta-llama/Llama-2-70b-hf", 4, 69.0),
     ("Qwen/Qwen-72B", 4, 72.0),
 )
-ELEMENTWISE_OPS = ("input_layernorm", "attn_rope", "post_attention_layernorm", "mlp_act", "add")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,71 +139,6 @@ class BuildSpec:
 
 
 # ------------------------------------------------------------------------------------ GEMMs
-
-
-class GemmTable:
-    """AIConfigurator's GEMM latencies (seconds) at one dtype, looked up at any ``(m, n, k)`` of
-    the table's ``m`` grid: bilinear in ``(n, k)`` between grid points, proportional beyond."""
-
-    def __init__(self, df: Any, where: str) -> None:
-        if df.empty:
-            raise ProfileError(f"{where}: no GEMM rows")
-        self.m = sorted(int(v) for v in df["m"].unique())
-        self.n = sorted(int(v) for v in df["n"].unique())
-        self.k = sorted(int(v) for v in df["k"].unique())
-        self.t: dict[tuple[int, int, int], float] = {
-            (int(a), int(b), int(c)): float(lat) / 1e3
-            for a, b, c, lat in zip(df["m"], df["n"], df["k"], df["latency"], strict=True)
-        }
-        # A GEMM with more rows is never faster: each (n, k) series is made non-decreasing in m
-        # by a running minimum from the largest m down. It removes the table's few artifacts (a
-        # point two to seven times its larger neighbour, e.g. H100 bf16 m=4096, n=2560, k=8192)
-        # and flattens jitter of a few percent at small m.
-        self.artifacts = 0  # points lowered by more than 30%
-        for n in self.n:
-            for k in self.k:
-                low = math.inf
-                for m in reversed(self.m):
-                    t = self.t.get((m, n, k))
-                    if t is None:
-                        continue
-                    if t > low:
-                        self.artifacts += t > 1.3 * low
-                        self.t[(m, n, k)] = low
-                    else:
-                        low = t
-
-    def _point(self, m: int, n: int, k: int) -> float:
-        t = self.t.get((m, n, k))
-        if t is not None:
-            return t
-        # a missing corner (the table lacks n = k = 65536): scale from the next k down
-        i = self.k.index(k)
-        return self._point(m, n, self.k[i - 1]) * k / self.k[i - 1]
-
-    @staticmethod
-    def _bracket(grid: list[int], x: float) -> tuple[int, int, float, float]:
-        """Two grid values around ``x``, the weight of the upper one, and a proportional factor
-        (``x`` over the edge value when outside the grid, else 1)."""
-        if x <= grid[0]:
-            return grid[0], grid[0], 0.0, x / grid[0]
-        if x >= grid[-1]:
-            return grid[-1], grid[-1], 0.0, x / grid[-1]
-        j = bisect.bisect_left(grid, x)
-        lo, hi = grid[j - 1], grid[j]
-        return lo, hi, (x - lo) / (hi - lo), 1.0
-
-    def __call__(self, m: int, n: float, k: float) -> float:
-        n0, n1, wn, fn = self._bracket(self.n, n)
-        k0, k1, wk, fk = self._bracket(self.k, k)
-        t = (
-            (1 - wn) * (1 - wk) * self._point(m, n0, k0)
-            + wn * (1 - wk) * self._point(m, n1, k0)
-            + (1 - wn) * wk * self._point(m, n0, k1)
-            + wn * wk * self._point(m, n1, k1)
-        )
-        # below the grid a GEMM is no faster (launch-bound); above it, proportionally slower
-        return t * max(fn, 1.0) * max(fk, 1.0)
 
 
 def gemm_shapes(spec: BuildSpec) -> dict[str, tuple[int, int]]:
@@ -387,87 +304,11 @@ def compose_attention(spec: BuildSpec, data: Path, kind: str) -> Component:
 # ------------------------------------------------- element-wise, embedding: bandwidth laws
 
 
-def _elements_per_token(shape: ModelShape, tp: int) -> float:
-    """Activation elements the element-wise ops of a layer touch per token on one GPU: two
-    RMSNorms and the residual add over the hidden state, RoPE over the query and key heads, and
-    the gated activation (reads gate and up, writes one)."""
-    h = shape.heads // tp
-    kv = max(1, shape.kv_heads // tp)
-    return 3.0 * shape.hidden + (h + kv) * shape.head_dim + 3.0 * shape.ffn / tp
-
-
-def _vidur_rows(gpu: str, data: Path) -> list[tuple[str, int, Any, str]]:
-    """``(model, TP, its mlp.csv rows, path)`` of every model Vidur profiled on ``gpu``."""
-    out = []
-    for model in VIDUR_MODELS[gpu]:
-        rel = f"compute/{GPUS[gpu].vidur}/{model}/mlp.csv"
-        df = _read_csv(data / VIDUR.local / rel)
-        for tp in sorted(int(v) for v in df["num_tensor_parallel_workers"].unique()):
-            out.append((model, tp, df[df["num_tensor_parallel_workers"] == tp], rel))
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class BandwidthLaw:
-    """``const + per_element * elements * tokens``, fitted across Vidur's models on one GPU."""
-
-    const_s: float
-    per_element_s: float
-
-    def form(self, elements: float) -> Affine:
-        return Affine(round6(self.const_s), round6(self.per_element_s * elements))
-
-
-def fit_bandwidth_law(
-    gpu: str, data: Path, ops: tuple[str, ...], elements: Any, leave_out: str | None = None
-) -> tuple[BandwidthLaw, list[dict[str, str]]]:
-    """The law for the sum of ``ops`` (Vidur op names) with ``elements(shape, tp)`` per token,
-    fitted on every (model, TP) of Vidur on ``gpu`` except the model ``leave_out``."""
-    rows_a: list[FloatArray] = []
-    rows_t: list[FloatArray] = []
-    sources: list[dict[str, str]] = []
-    for model, tp, df, rel in _vidur_rows(gpu, data):
-        if model == leave_out:
-            continue
-        r = df.iloc[0]
-        shape = ModelShape(
-            model,
-            1,
-            int(r["n_head"]),
-            int(r["n_kv_head"]),
-            int(r["n_embd"]) // int(r["n_head"]),
-            int(r["n_embd"]),
-            int(r["n_expanded_embd"]),
-            int(r["vocab_size"]),
-        )
-        n = df["num_tokens"].to_numpy(dtype=np.float64)
-        t = sum(
-            (df[f"time_stats.{op}.median"].to_numpy(dtype=np.float64) for op in ops),
-            np.zeros(len(n)),
-        )
-        rows_a.append(np.c_[np.ones(len(n)), n * elements(shape, tp)])
-        rows_t.append(t / 1e3)
-        src = _source(VIDUR, rel, data, f"{'+'.join(ops)}: a bandwidth law across models")
-        if src not in sources:
-            sources.append(src)
-    if not rows_a:
-        raise ProfileError(f"no Vidur rows for {gpu} to fit {ops}")
-    x = wls(np.vstack(rows_a), np.concatenate(rows_t))
-    return BandwidthLaw(float(x[0]), float(x[1])), sources
-
-
-def _embedding_elements(shape: ModelShape, tp: int) -> float:
-    return float(shape.hidden)
-
-
 def compose_pointwise(spec: BuildSpec, data: Path) -> tuple[Component, Component]:
     """The element-wise ops and the embedding, by bandwidth laws fitted on Vidur's models."""
     s = spec.model.shape
     out = []
-    for field, ops, elements in (
-        ("elementwise", ELEMENTWISE_OPS, _elements_per_token),
-        ("embedding", ("emb",), _embedding_elements),
-    ):
+    for field, ops, elements in LAWS:
         law, sources = fit_bandwidth_law(spec.gpu, data, ops, elements)
         out.append(
             Component(
@@ -523,7 +364,7 @@ def kv_cache(spec: BuildSpec) -> KvCache:
     weights = spec.model.weight_bytes(DTYPES[spec.dtype][1])
     free = GPU_MEMORY_UTILIZATION * gpu.memory_bytes - weights / spec.tp - RESERVE_BYTES_PER_GPU
     _, kv_gpu = spec.heads_per_gpu
-    per_token_gpu = 2 * s.layers * kv_gpu * s.head_dim * kv_bytes
+    per_token_gpu = s.kv_bytes_per_token(kv_bytes, kv_heads=kv_gpu)
     if free <= per_token_gpu * BLOCK_SIZE_TOKENS:
         raise ProfileError(
             f"{s.name} at TP {spec.tp} in {spec.dtype}: the weights "
@@ -564,50 +405,29 @@ def build(spec: BuildSpec, data: Path) -> Profile:
     ar = fit_allreduce(_target(spec), data) if spec.tp > 1 else None
     if ar is not None:
         components["allreduce"] = ar
-    terms: dict[str, Any] = {"allreduce": None}
-    sources: list[dict[str, str]] = []
-    notes = [
-        f"composed from kernel tables by chiron profile build: {spec.model.shape.name} on "
-        f"{GPUS[spec.gpu].name}, TP {spec.tp}, weights {spec.dtype}, KV cache {spec.kv_dtype}",
-        f"model shape: {spec.model.source}",
-        *spec.model.notes,
-    ]
-    for c in components.values():
-        terms.update(c.terms)
-        for src in c.sources:
-            if src not in sources:
-                sources.append(src)
-        notes.extend(c.notes)
-    cold, observations, cold_source = fit_cold_start(_target(spec), data)
-    notes.append(
-        f"KV capacity: {GPU_MEMORY_UTILIZATION} x GPU memory - weights ({spec.dtype} linear "
-        f"layers, bf16 embedding, LM head and norms) / TP - "
-        f"{RESERVE_BYTES_PER_GPU / 2**30:g} GiB reserve per GPU; KV cache in {spec.kv_dtype}"
-    )
-    measured = {k: c for k, c in components.items() if len(c.heldout_ape)}
-    mape = {k: round6(float(np.mean(c.heldout_ape))) for k, c in measured.items()}
-    mape["pooled"] = round6(
-        float(np.mean(np.concatenate([c.heldout_ape for c in measured.values()])))
-    )
+    cold = fit_cold_start(_target(spec), data)
+    # the held-out error of the components fitted to table points (not the bandwidth laws)
+    mape = heldout_mape({k: c for k, c in components.items() if len(c.heldout_ape)})
     shape = replace(spec.model.shape, weight_bytes=spec.model.weight_bytes(DTYPES[spec.dtype][1]))
-    return Profile(
-        name=spec.name,
-        gpu_name=GPUS[spec.gpu].name,
-        gpu_memory_bytes=GPUS[spec.gpu].memory_bytes,
-        tensor_parallel=spec.tp,
-        model=shape,
-        kv=kv_cache(spec),
-        iteration=IterationCoefficients(**terms),
-        cold_start=cold,
-        record=Record(
-            sources=sources,
-            notes=notes,
-            heldout_fraction=HELDOUT_FRACTION,
-            seed=SPLIT_SEED,
-            mape_pct=mape,
-            points={k: c.points for k, c in components.items()},
-            cold_start_observations_s=observations,
-            cold_start_source=cold_source,
+    return assemble(
+        spec.name,
+        GPUS[spec.gpu],
+        spec.tp,
+        shape,
+        kv_cache(spec),
+        components,
+        cold,
+        mape=mape,
+        notes=[
+            f"composed from kernel tables by chiron profile build: {spec.model.shape.name} on "
+            f"{GPUS[spec.gpu].name}, TP {spec.tp}, weights {spec.dtype}, KV cache {spec.kv_dtype}",
+            f"model shape: {spec.model.source}",
+            *spec.model.notes,
+        ],
+        kv_note=(
+            f"KV capacity: {GPU_MEMORY_UTILIZATION} x GPU memory - weights ({spec.dtype} linear "
+            f"layers, bf16 embedding, LM head and norms) / TP - "
+            f"{RESERVE_BYTES_PER_GPU / 2**30:g} GiB reserve per GPU; KV cache in {spec.kv_dtype}"
         ),
     )
 
@@ -615,13 +435,10 @@ def build(spec: BuildSpec, data: Path) -> Profile:
 __all__ = [
     "DTYPES",
     "GPUS",
-    "BandwidthLaw",
     "BuildSpec",
-    "GemmTable",
     "build",
     "cache_dir",
     "composed",
-    "fit_bandwidth_law",
     "gemm_shapes",
     "kv_cache",
 ]
@@ -645,7 +462,18 @@ def cache_dir() -> Path:
 
 
 # the code a composed profile depends on (its sources are part of the cache key)
-_CODE = ("compose", "fit_terms", "forms", "leastsq", "models", "profile", "targets")
+_CODE = (
+    "compose",
+    "fit",
+    "fit_terms",
+    "forms",
+    "kernels",
+    "leastsq",
+    "models",
+    "parts",
+    "profile",
+    "targets",
+)
 
 
 def _cache_key(spec: BuildSpec, data: Path) -> str:
@@ -684,9 +512,6 @@ def composed(spec: BuildSpec, data: Path, *, use_cache: bool = True) -> Profile:
     shape, the composing code and the data files, so that a scenario naming a composed profile
     loads it in milliseconds after the first time. A cache that cannot be written is skipped."""
     import json
-
-    from chiron_gym.profiles.fit import dumps
-    from chiron_gym.profiles.profile import parse
 
     spec.check()
     path = cache_dir() / f"{spec.name}-{_cache_key(spec, Path(data))}.json"

@@ -27,19 +27,14 @@ from typing import Any
 import numpy as np
 
 from chiron_gym.profiles.compare import compare_all
-from chiron_gym.profiles.compose import (
-    ELEMENTWISE_OPS,
-    BuildSpec,
-    _elements_per_token,
-    _embedding_elements,
-    build,
-    fit_bandwidth_law,
-)
+from chiron_gym.profiles.compose import BuildSpec, build
 from chiron_gym.profiles.fit import dumps
 from chiron_gym.profiles.fit_terms import GEMM_OPS, _mlp_rows
+from chiron_gym.profiles.kernels import LAWS, fit_bandwidth_law
 from chiron_gym.profiles.leastsq import mape_of
 from chiron_gym.profiles.models import ModelSpec
-from chiron_gym.profiles.profile import GEMMS, Profile, load
+from chiron_gym.profiles.parts import GEMMS
+from chiron_gym.profiles.profile import Profile, load
 from chiron_gym.profiles.targets import TARGETS, Target
 from chiron_gym.sim import BatchComposition
 
@@ -94,10 +89,7 @@ def check_target(target: Target, data: Path) -> tuple[Check, Profile]:
         measured_linear += t
         predicted_linear += pred
     gpu = "a100" if target.gpu.vidur == "a100" else "h100"
-    for field, ops, elements in (
-        ("elementwise", ELEMENTWISE_OPS, _elements_per_token),
-        ("embedding", ("emb",), _embedding_elements),
-    ):
+    for field, ops, elements in LAWS:
         law, _ = fit_bandwidth_law(gpu, data, ops, elements, leave_out=target.shape.name)
         form = law.form(elements(target.shape, target.tp))
         t = sum(

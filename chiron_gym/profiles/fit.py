@@ -12,7 +12,7 @@ Needs pandas and pyarrow (``pip install chiron-gym[data]``); loading a profile d
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,8 @@ from chiron_gym.profiles.fit_terms import (
     fit_prefill_attention,
 )
 from chiron_gym.profiles.leastsq import round6
-from chiron_gym.profiles.profile import (
-    IterationCoefficients,
-    KvCache,
-    Profile,
-    ProfileError,
-    Record,
-    parse,
-)
+from chiron_gym.profiles.parts import IterationCoefficients, KvCache, ModelShape, Record
+from chiron_gym.profiles.profile import Profile, ProfileError, parse
 from chiron_gym.profiles.targets import (
     BLOCK_SIZE_TOKENS,
     GPU_MEMORY_UTILIZATION,
@@ -45,8 +39,10 @@ from chiron_gym.profiles.targets import (
     RESERVE_BYTES_PER_GPU,
     SPLIT_SEED,
     TARGETS,
+    Gpu,
     Target,
 )
+from chiron_gym.sim import ColdStart
 
 
 def fit_profile(target: Target, data: Path) -> dict[str, Any]:
@@ -64,7 +60,7 @@ def fit_profile(target: Target, data: Path) -> dict[str, Any]:
     ar = fit_allreduce(target, data)
     if ar is not None:
         components["allreduce"] = ar
-    kv_bytes_per_token = 2 * s.layers * s.kv_heads * s.head_dim * 2
+    kv_bytes_per_token = s.kv_bytes_per_token(2)
     per_gpu_free = (
         GPU_MEMORY_UTILIZATION * target.gpu.memory_bytes
         - s.weight_bytes / target.tp
@@ -74,51 +70,90 @@ def fit_profile(target: Target, data: Path) -> dict[str, Any]:
         raise ProfileError(f"{target.name}: the weights do not fit in GPU memory")
     tokens = int(per_gpu_free // (kv_bytes_per_token / target.tp))
     blocks = tokens // BLOCK_SIZE_TOKENS
+    kv = KvCache(
+        block_size_tokens=BLOCK_SIZE_TOKENS,
+        gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
+        reserve_bytes=RESERVE_BYTES_PER_GPU * target.tp,
+        bytes_per_token=kv_bytes_per_token,
+        capacity_tokens=blocks * BLOCK_SIZE_TOKENS,
+        capacity_blocks=blocks,
+    )
+    mape = heldout_mape(components)
+    profile = assemble(
+        target.name,
+        target.gpu,
+        target.tp,
+        s,
+        kv,
+        components,
+        fit_cold_start(target, data),
+        mape=mape,
+        kv_note=(
+            f"KV capacity: {GPU_MEMORY_UTILIZATION} x GPU memory - weights / TP - "
+            f"{RESERVE_BYTES_PER_GPU / 2**30:g} GiB reserve per GPU (activations, CUDA graphs)"
+        ),
+        more_sources=[cold_start_source(data)],
+    )
+    return profile.to_document()
+
+
+def heldout_mape(components: dict[str, Component]) -> dict[str, float]:
+    """Held-out MAPE (%) of each component, and ``pooled`` over all their held-out points."""
     mape = {name: round6(float(np.mean(c.heldout_ape))) for name, c in components.items()}
     pooled = np.concatenate([c.heldout_ape for c in components.values()])
     mape["pooled"] = round6(float(np.mean(pooled)))
-    sources: list[dict[str, str]] = []
-    notes: list[str] = []
+    return mape
+
+
+def assemble(
+    name: str,
+    gpu: Gpu,
+    tp: int,
+    model: ModelShape,
+    kv: KvCache,
+    components: dict[str, Component],
+    cold: tuple[ColdStart, list[float], str],
+    *,
+    mape: dict[str, float],
+    notes: Sequence[str] = (),
+    kv_note: str,
+    more_sources: Sequence[dict[str, str]] = (),
+) -> Profile:
+    """The profile of ``components`` (fitted here, or composed by ``compose.py``): their terms
+    (no all-reduce unless one of them has it), their sources (each once, then
+    ``more_sources``), ``notes`` then theirs then ``kv_note``, and the cold start of
+    ``fit_cold_start``; held out as ``fit_terms`` splits."""
     terms: dict[str, Any] = {"allreduce": None}
+    sources: list[dict[str, str]] = []
+    all_notes = list(notes)
     for c in components.values():
+        terms.update(c.terms)
         for src in c.sources:
             if src not in sources:
                 sources.append(src)
-        notes.extend(c.notes)
-        terms.update(c.terms)
-    cold, observations, cold_source = fit_cold_start(target, data)
-    notes.append(
-        f"KV capacity: {GPU_MEMORY_UTILIZATION} x GPU memory - weights / TP - "
-        f"{RESERVE_BYTES_PER_GPU / 2**30:g} GiB reserve per GPU (activations, CUDA graphs)"
-    )
-    profile = Profile(
-        name=target.name,
-        gpu_name=target.gpu.name,
-        gpu_memory_bytes=target.gpu.memory_bytes,
-        tensor_parallel=target.tp,
-        model=s,
-        kv=KvCache(
-            block_size_tokens=BLOCK_SIZE_TOKENS,
-            gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
-            reserve_bytes=RESERVE_BYTES_PER_GPU * target.tp,
-            bytes_per_token=kv_bytes_per_token,
-            capacity_tokens=blocks * BLOCK_SIZE_TOKENS,
-            capacity_blocks=blocks,
-        ),
+        all_notes.extend(c.notes)
+    all_notes.append(kv_note)
+    cold_start, observations, cold_source = cold
+    return Profile(
+        name=name,
+        gpu_name=gpu.name,
+        gpu_memory_bytes=gpu.memory_bytes,
+        tensor_parallel=tp,
+        model=model,
+        kv=kv,
         iteration=IterationCoefficients(**terms),
-        cold_start=cold,
+        cold_start=cold_start,
         record=Record(
-            sources=[*sources, cold_start_source(data)],
-            notes=notes,
+            sources=[*sources, *more_sources],
+            notes=all_notes,
             heldout_fraction=HELDOUT_FRACTION,
             seed=SPLIT_SEED,
             mape_pct=mape,
-            points={name: c.points for name, c in components.items()},
+            points={k: c.points for k, c in components.items()},
             cold_start_observations_s=observations,
             cold_start_source=cold_source,
         ),
     )
-    return profile.to_document()
 
 
 def dumps(doc: dict[str, Any]) -> str:

@@ -26,7 +26,8 @@ from chiron_gym.profiles.forms import (
     PrefillAttention,
 )
 from chiron_gym.profiles.leastsq import FloatArray, fit_flat_linear, fit_max, round6, wls
-from chiron_gym.profiles.profile import GEMMS, ProfileError
+from chiron_gym.profiles.parts import GEMMS
+from chiron_gym.profiles.profile import ProfileError
 from chiron_gym.profiles.targets import (
     AICONFIGURATOR,
     COLD_START,

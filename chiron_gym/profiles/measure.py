@@ -40,6 +40,7 @@ import numpy as np
 from chiron_gym.config import Reader
 from chiron_gym.profiles.forms import Affine, DecodeAttention, FlatThenLinear, PrefillAttention
 from chiron_gym.profiles.leastsq import robust_fit
+from chiron_gym.profiles.parts import GEMMS, IterationCoefficients, KvCache, ModelShape, Record
 from chiron_gym.profiles.probe import (
     DecodePoint,
     InterferencePoint,
@@ -47,16 +48,7 @@ from chiron_gym.profiles.probe import (
     Measurements,
     PrefillPoint,
 )
-from chiron_gym.profiles.profile import (
-    GEMMS,
-    IterationCoefficients,
-    KvCache,
-    ModelShape,
-    Profile,
-    ProfileError,
-    Record,
-    parse,
-)
+from chiron_gym.profiles.profile import Profile, ProfileError, parse
 from chiron_gym.sim import ColdStart
 
 HELDOUT_FRACTION = 0.2
@@ -231,7 +223,7 @@ def build_profile(
     source = f"<measured profile {name}>"
     layers = shape.layers
     block = m.block_size or 16
-    bytes_per_token = 2 * layers * shape.kv_heads * shape.head_dim * dtype_bytes
+    bytes_per_token = shape.kv_bytes_per_token(dtype_bytes)
     blocks = m.kv_blocks or max(1, memory_bytes // (bytes_per_token * block))
     zero = FlatThenLinear(0.0, 0.0, 0.0, 1)
     # the loader's own message for a cold start it would reject (ColdStart raises a bare one)

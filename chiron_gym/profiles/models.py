@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chiron_gym.profiles.profile import ModelShape, ProfileError, read_json
+from chiron_gym.profiles.parts import ModelShape
+from chiron_gym.profiles.profile import ProfileError, read_json
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from chiron_gym.profiles.forms import DecodeAttention
 from chiron_gym.sim import BatchComposition
 
 if TYPE_CHECKING:
-    from chiron_gym.profiles.profile import Profile
+    from chiron_gym.profiles.parts import Calibrated
 
 
 @mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes
@@ -28,7 +28,7 @@ class ProfilePerfModel:
         "profile",
     )
 
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Calibrated) -> None:
         self.profile = profile
         self._c = profile.iteration
         self._prefill = profile.iteration.prefill_attention

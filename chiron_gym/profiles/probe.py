@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from chiron_gym.backends.vllm_client import VllmClient, parse_cache_config
 from chiron_gym.http_lean import HttpError, LeanClient
 from chiron_gym.openai_stream import StreamError, completion_body, prompt_ids, stream_completion
 
@@ -305,23 +306,14 @@ async def _interference(
     return InterferencePoint(rate, ARRIVAL_PROMPT, float(np.median(q)), float(np.median(b)))
 
 
-def _cache_config(url: str) -> tuple[int | None, int | None]:
-    """``(num_gpu_blocks, block_size)`` from vLLM's ``vllm:cache_config_info`` gauge."""
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
+async def _cache_config(url: str) -> tuple[int | None, int | None]:
+    """``(num_gpu_blocks, block_size)`` from vLLM's ``vllm:cache_config_info`` gauge (``None,
+    None`` when ``/metrics`` does not answer or has none)."""
     try:
-        text = httpx.get(f"{url}/metrics", timeout=10.0).text
+        text = await VllmClient(request_timeout_s=10.0).metrics_text(url, timeout_s=10.0)
     except Exception:
         return None, None
-    for fam in text_string_to_metric_families(text):
-        if fam.name == "vllm:cache_config_info":
-            for s in fam.samples:
-                blocks = s.labels.get("num_gpu_blocks")
-                size = s.labels.get("block_size")
-                if blocks not in (None, "None") and size not in (None, "None"):
-                    return int(blocks), int(size)
-    return None, None
+    return parse_cache_config(text)
 
 
 def probe(
@@ -349,7 +341,7 @@ def probe(
     finally:
         if bar is not None:
             bar.close()
-    blocks, size = _cache_config(url)
+    blocks, size = asyncio.run(_cache_config(url))
     return Measurements(
         url, model, max_len, root, decode, prefill, inter, blocks, size, time.monotonic() - start
     )

@@ -2,9 +2,9 @@
 
 A profile holds the model's shape, the GPU memory and the KV capacity it implies, the fitted
 coefficients of every term of ``forms.py``, the cold-start distribution, the provenance of the
-data it was fitted on, and its held-out error. ``parse`` reads a profile's document and
-``Profile.to_document`` writes it; ``ProfilePerfModel`` (``perf.py``) turns one into the
-simulator's ``PerfModel``.
+data it was fitted on, and its held-out error (those parts are the types of ``parts.py``).
+``parse`` reads a profile's document and ``Profile.to_document`` writes it;
+``ProfilePerfModel`` (``perf.py``) turns one into the simulator's ``PerfModel``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -26,86 +26,15 @@ from chiron_gym.profiles.forms import (
     FlatThenLinear,
     PrefillAttention,
 )
+from chiron_gym.profiles.parts import GEMMS, IterationCoefficients, KvCache, ModelShape, Record
 from chiron_gym.profiles.perf import ProfilePerfModel
 from chiron_gym.sim import ColdStart, InstanceSpec
 
-GEMMS = ("qkv", "o", "up", "down")
 SCHEMA = 1
 
 
 class ProfileError(ConfigError):
     """A profile file is missing, malformed or mistyped; the message names the file and field."""
-
-
-@dataclass(frozen=True, slots=True)
-class ModelShape:
-    """The transformer's shape (whole model, before tensor parallelism) and its weights' size."""
-
-    name: str
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    hidden: int
-    ffn: int
-    vocab: int
-    weight_bytes: int = 0  # until counted: ``with_llama_weights``
-
-    def with_llama_weights(self, dtype_bytes: int = 2, *, norms: bool = True) -> ModelShape:
-        """This shape with ``weight_bytes`` counted for a Llama-style model at ``dtype_bytes``.
-
-        Parameters: untied embedding and LM head, gated MLP, and with ``norms`` two RMSNorms per
-        layer and a final one (``chiron profile measure`` counts without them).
-        """
-        h = self.hidden
-        attn = h * self.heads * self.head_dim * 2 + 2 * h * self.kv_heads * self.head_dim
-        layer = attn + 3 * h * self.ffn + (2 * h if norms else 0)
-        params = 2 * self.vocab * h + self.layers * layer + (h if norms else 0)
-        return replace(self, weight_bytes=params * dtype_bytes)
-
-
-@dataclass(frozen=True, slots=True)
-class KvCache:
-    """KV memory per instance (all GPUs together)."""
-
-    block_size_tokens: int
-    gpu_memory_utilization: float
-    reserve_bytes: int
-    bytes_per_token: int
-    capacity_tokens: int
-    capacity_blocks: int
-
-
-@dataclass(frozen=True, slots=True)
-class IterationCoefficients:
-    """The fitted terms of ``forms.py``, seconds."""
-
-    cpu: Affine
-    embedding: Affine
-    lm_head: FlatThenLinear
-    gemm: dict[str, FlatThenLinear]
-    elementwise: Affine
-    allreduce: AllReduce | None
-    prefill_attention: PrefillAttention
-    decode_attention: DecodeAttention
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """What a profile says of itself: sources, held-out error, cold-start data (not the model).
-
-    ``parse`` keeps these fields as the document has them (it checks only ``mape_pct``).
-    """
-
-    sources: list[dict[str, Any]]
-    notes: list[str]
-    heldout_fraction: float
-    seed: int
-    mape_pct: dict[str, float]
-    points: dict[str, int]
-    cold_start_observations_s: list[float]
-    cold_start_source: str
-    frontend_source: str | None = None  # None: the document has no ``frontend`` table
 
 
 @dataclass(frozen=True, slots=True)

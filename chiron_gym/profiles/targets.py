@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chiron_gym.profiles.profile import ModelShape
+from chiron_gym.profiles.parts import ModelShape
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +84,7 @@ class Gpu:
 
 A100 = Gpu("A100-SXM4-80GB", 80 * 2**30, "a100", "a100_dgx", "a100_sxm")
 H100 = Gpu("H100-SXM-80GB", 80 * 2**30, "h100", "h100_dgx", "h100_sxm")
+GPUS: dict[str, Gpu] = {"a100": A100, "h100": H100}  # by the key --gpu takes (profile build)
 
 
 @dataclass(frozen=True, slots=True)

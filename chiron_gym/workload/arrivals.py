@@ -9,6 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+# What a sane scenario never reaches, checked when it loads (a typo such as count = 1e9 would
+# otherwise exhaust memory while drawing arrivals): requests per source (also what replicating a
+# trace may grow it to), pieces of a rate curve.
+MAX_REQUESTS = 10_000_000
+MAX_PIECES = 1_000_000
+
 
 def poisson_arrivals(
     rng: np.random.Generator, rate_per_s: float, horizon_s: float

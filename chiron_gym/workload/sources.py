@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from chiron_gym.workload.arrivals import (
+    MAX_PIECES,
+    MAX_REQUESTS,
     RateCurve,
     bulk_arrivals,
     diurnal_curve,
@@ -25,6 +28,7 @@ from chiron_gym.workload.arrivals import (
     poisson_arrivals,
     rate_curve_arrivals,
 )
+from chiron_gym.workload.trace import read_servegen
 
 Times = npt.NDArray[np.float64]
 
@@ -34,12 +38,6 @@ POSITIVE = "a number > 0"
 COUNT = "an integer >= 0"
 NUMBERS = "a non-empty array of numbers"
 PATH = "a file path, relative to the scenario"
-
-
-# What a sane scenario never reaches, checked when it loads (a typo such as count = 1e9 would
-# otherwise exhaust memory while drawing arrivals): requests per source, pieces of a rate curve.
-MAX_REQUESTS = 10_000_000
-MAX_PIECES = 1_000_000
 
 
 def _param(value: str, default: Any = MISSING) -> Any:
@@ -251,15 +249,11 @@ class ServeGen(ArrivalKind):
     time_scale: float = _param(POSITIVE, 1.0)
 
     def invalid(self) -> tuple[str, str] | None:
-        from pathlib import Path
-
         if not Path(self.path).is_file():
             return "path", f"an existing ServeGen rate file ({self.path} is not a file)"
         return None
 
     def peak_rate(self) -> float | None:
-        from chiron_gym.workload.trace import read_servegen
-
         return max(read_servegen(self.path).rates_per_s, default=0.0) * self._factor
 
     @property
@@ -267,8 +261,6 @@ class ServeGen(ArrivalKind):
         return self.rate_scale / self.time_scale
 
     def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
-        from chiron_gym.workload.trace import read_servegen
-
         curve = read_servegen(self.path)
         scaled = RateCurve(  # x 1.0 is exact: the defaults leave the file's curve as it is
             tuple(s * self.time_scale for s in curve.starts_s),
@@ -321,8 +313,8 @@ class Closed(ArrivalKind):
             return "requests", "an integer >= 1"
         if self.warmup >= self.requests:
             return "warmup", f"fewer than requests ({self.requests})"
-        if self.requests > 10_000_000:
-            return "requests", "at most 10,000,000"
+        if self.requests > MAX_REQUESTS:
+            return "requests", f"at most {MAX_REQUESTS:,}"
         return None
 
     def times(self, rng: np.random.Generator, horizon_s: float) -> Times:

@@ -37,8 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from chiron_gym.config import InputError
-from chiron_gym.workload.arrivals import RateCurve
-from chiron_gym.workload.sources import MAX_REQUESTS  # also what replication may grow a trace to
+from chiron_gym.workload.arrivals import MAX_REQUESTS, RateCurve
 
 FORMATS = ("azure", "mooncake", "burstgpt", "generic")
 

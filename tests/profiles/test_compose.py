@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chiron_gym.profiles.compose import BuildSpec, GemmTable, build, composed, gemm_shapes
+from chiron_gym.profiles.compose import BuildSpec, build, composed, gemm_shapes
 from chiron_gym.profiles.compose_check import check_target
 from chiron_gym.profiles.fit import dumps
+from chiron_gym.profiles.kernels import GemmTable
 from chiron_gym.profiles.models import REGISTRY, from_config, resolve
 from chiron_gym.profiles.profile import ProfileError, parse
 from chiron_gym.profiles.targets import TARGETS

@@ -3,6 +3,7 @@ writes loads and reproduces the fitted iteration times through the simulator's f
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -139,3 +140,29 @@ def test_interference_probe_charges_each_arrival_its_engine_time() -> None:
     assert fit.frontend_latency_s == pytest.approx(
         TRUE.frontend_latency_s - fit.engine_per_seq_s, rel=1e-6
     )
+
+
+CACHE_CONFIG = (
+    "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n"
+    "# TYPE vllm:cache_config_info gauge\n"
+    'vllm:cache_config_info{block_size="16",cache_dtype="auto",num_gpu_blocks="2048"} 1.0\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "expected"),
+    [(200, CACHE_CONFIG, (2048, 16)), (200, "# nothing\n", (None, None)), (404, "", (None, None))],
+)
+def test_kv_capacity_is_read_from_the_metrics_endpoint(
+    status: int, text: str, expected: tuple[int | None, int | None]
+) -> None:
+    """The probe reads ``vllm:cache_config_info`` through the real backend's client (its
+    ``/metrics`` call); no gauge, or no answer, leaves the capacity to ``--memory-bytes``."""
+    from chiron_gym.profiles.probe import _cache_config
+    from tests.test_http_lean import with_server
+
+    body = text.encode()
+    response = f"HTTP/1.1 {status} X\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+    got, request = asyncio.run(with_server(response, 7, _cache_config))
+    assert got == expected
+    assert request.startswith(b"GET /metrics HTTP/1.1")
