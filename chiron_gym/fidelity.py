@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from chiron_gym.backends import SimBackend
+from chiron_gym.backends.options import parse_endpoints as backend_endpoints
 from chiron_gym.profiles import load as load_profile
 from chiron_gym.scenario import Scenario
 from chiron_gym.sim import CLASS_NAMES, POOL_NAMES, Workload
@@ -81,18 +82,10 @@ def _pct(x: float) -> str:
 
 
 def parse_endpoints(specs: list[str], scenario: Scenario) -> dict[str, list[str]]:
-    """``URL`` (the scenario's first pool) or ``pool=URL``, repeatable, into pool -> URLs."""
-    first = POOL_NAMES[int(scenario.cluster.pools[0].pool)]
-    out: dict[str, list[str]] = {}
-    for spec in specs:
-        pool, sep, url = spec.partition("=")
-        if not sep or "://" in pool:
-            pool, url = first, spec
-        if pool not in POOL_NAMES:
-            raise ValueError(f"--endpoint {spec!r}: unknown pool {pool!r}; known: {POOL_NAMES}")
-        if pool not in {POOL_NAMES[int(p.pool)] for p in scenario.cluster.pools}:
-            raise ValueError(f"--endpoint {spec!r}: the scenario has no {pool!r} pool")
-        out.setdefault(pool, []).append(url.rstrip("/"))
+    """``URL`` (the scenario's first pool) or ``pool=URL``, repeatable, into pool -> URLs (the
+    backends' one endpoint parser, held to the scenario's pools)."""
+    pools = [POOL_NAMES[int(p.pool)] for p in scenario.cluster.pools]
+    out = backend_endpoints(specs, default_pool=pools[0], pools=pools)
     if not out:
         raise ValueError("fidelity needs at least one --endpoint")
     return out

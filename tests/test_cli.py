@@ -116,3 +116,19 @@ def test_benchmark_and_dataset_commands(capsys: pytest.CaptureFixture[str], tmp_
     assert "--episodes must be >= 1" in capsys.readouterr().err
     assert main(["simulate", "--scenario", "family:train", "--seed", "5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["scenario"] == "train@5"
+
+
+def test_evaluate_accepts_chiron_parameters(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An agent spec with parameters (docs/agents.md) passes the up-front check, which uses the
+    parser ``make_agent`` builds from; a parameter Chiron lacks exits 2 naming it."""
+    args = ["evaluate", "--scenarios", "default", "--seeds", "0", "--executor", "local"]
+    args += ["--no-plots", "--no-tensorboard", "--json"]
+    spec = "chiron[headroom_instances=4]"
+    assert main([*args, "--agents", spec, "--out", str(tmp_path / "a")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["agent"] for r in rows] == [spec]
+    assert main([*args, "--agents", "chiron[nope=1]", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "agent 'chiron[nope=1]': unknown parameter 'nope'" in err and "Traceback" not in err

@@ -1,9 +1,10 @@
 """The benchmark protocol (``chiron benchmark``, ``docs/benchmark.md``).
 
-A *suite* is a fixed list of scenarios (``benchmarks/suites/<name>.toml``): ``test`` holds
-scenarios no learned agent of ours trains on (real-trace replays, unseen family draws, a longer
-day), ``train`` fixed draws of the training family. ``benchmark(agents, suite, seeds, out)``
-plays every agent on every scenario and seed (``agents.run.evaluate``, any executor), then scores:
+A *suite* is a fixed list of scenarios (``benchmarks/suites/<name>.toml``, read by
+``agents/run/suite.py``): ``test`` holds scenarios no learned agent of ours trains on
+(real-trace replays, unseen family draws, a longer day), ``train`` fixed draws of the training
+family. ``benchmark(agents, suite, seeds, out)`` plays every agent on every scenario and seed
+(``agents.run.evaluate``, any executor), then scores:
 
 - per scenario, each agent's mean reward, attainment per class, GPU-hours and requests at risk
   over the seeds, and a *normalised score* ``(reward - static) / (chiron - static)`` (static = 0,
@@ -21,15 +22,12 @@ Every output carries its provenance (command, commit, suite file and its SHA-256
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +35,8 @@ import numpy as np
 
 from agents.run.episode import Episode
 from agents.run.reporting import short_label
-from chiron_gym.config import InputError
+from agents.run.suite import SUITES, BenchmarkError, Suite, check_suite, load_suite, suite_names
 
-SUITES = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
 REFERENCES = ("static", "chiron")  # the score's 0 and 1: always run
 METRICS = (
     "reward",
@@ -49,65 +46,6 @@ METRICS = (
     "interactive_at_risk",
     "batch_at_risk",
 )
-
-
-class BenchmarkError(InputError):
-    """A suite that cannot be read, or bad arguments."""
-
-
-@dataclass(frozen=True)
-class Suite:
-    """A named, fixed list of scenarios: ``(name, spec)`` pairs."""
-
-    name: str
-    path: Path
-    description: str
-    scenarios: tuple[tuple[str, str], ...]
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
-
-
-def suite_names() -> list[str]:
-    """The bundled suites (``benchmarks/suites/*.toml``)."""
-    return sorted(p.stem for p in SUITES.glob("*.toml"))
-
-
-def load_suite(name_or_path: str) -> Suite:
-    """A bundled suite by name, or a suite file; errors name the file and the entry."""
-    p = Path(name_or_path)
-    if p.suffix != ".toml":
-        if name_or_path not in suite_names():
-            raise BenchmarkError(
-                f"unknown suite {name_or_path!r}; known: {', '.join(suite_names())} "
-                "(or a suite file)"
-            )
-        p = SUITES / f"{name_or_path}.toml"
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise BenchmarkError(f"{p}: cannot read the suite: {e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise BenchmarkError(f"{p}: not valid TOML: {e}") from None
-    entries = doc.get("scenario")
-    if not isinstance(entries, list) or not entries:
-        raise BenchmarkError(f"{p}: expected [[scenario]] entries with a name and a spec")
-    out: list[tuple[str, str]] = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or set(entry) != {"name", "spec"}:
-            raise BenchmarkError(f"{p}: scenario[{i}]: expected exactly the keys name and spec")
-        name, spec = entry["name"], entry["spec"]
-        if not isinstance(name, str) or not isinstance(spec, str) or not name or not spec:
-            raise BenchmarkError(f"{p}: scenario[{i}]: name and spec must be non-empty strings")
-        if name in {n for n, _ in out}:
-            raise BenchmarkError(f"{p}: scenario[{i}]: name {name!r} is used twice")
-        if spec.endswith(".toml"):  # a file, relative to the suite's folder
-            spec = str((p.parent / spec).resolve())
-        if spec in {s for _, s in out}:
-            raise BenchmarkError(f"{p}: scenario[{i}]: spec {entry['spec']!r} is listed twice")
-        out.append((name, spec))
-    return Suite(p.stem, p.resolve(), str(doc.get("description", "")), tuple(out))
 
 
 def commit() -> str:
@@ -471,6 +409,7 @@ __all__ = [
     "BenchmarkError",
     "Suite",
     "benchmark",
+    "check_suite",
     "leaderboard",
     "load_suite",
     "pareto_front",

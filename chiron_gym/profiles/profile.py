@@ -65,6 +65,19 @@ class Profile:
         """The simulator's iteration-time model for this profile."""
         return ProfilePerfModel(self)
 
+    def figures(self) -> dict[str, float]:
+        """Its speed in two figures (what ``chiron profile build`` prints): the iteration time
+        in seconds of a decode of 32 sequences of 1,024 tokens and of a prefill of 2,048."""
+        from chiron_gym.sim.perf_model import BatchComposition
+
+        pm = self.perf_model()
+        return {
+            "decode_32x1024_s": pm.iteration_time_s(
+                BatchComposition.with_decodes([], [], [1024] * 32)
+            ),
+            "prefill_2048_s": pm.iteration_time_s(BatchComposition.with_decodes([2048], [0], [])),
+        }
+
     def instance_spec(self, **overrides: Any) -> InstanceSpec:
         """An ``InstanceSpec`` with this profile's model, KV capacity, GPUs and cold start."""
         fields: dict[str, Any] = {

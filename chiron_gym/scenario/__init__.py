@@ -10,7 +10,8 @@ The scenario layer, one module per job:
 - ``streams``: the named random streams of a seed;
 - ``load``: ``load(name_or_path)`` and ``load_any(spec, seed)``, the one scenario-or-family
   resolver every caller uses,
-  and ``check_spec(spec)``, which loads either for its errors before anything runs.
+  and ``check_spec(spec)``, which loads either for its errors before anything runs, and
+  ``check_traces(scenario)``, which looks for the trace files it replays.
 
 Imports point one way: ``streams`` <- ``spec`` <- ``paths`` <- ``parse`` <- ``families`` <-
 ``load``. This package re-exports the names callers use.
@@ -19,7 +20,7 @@ Imports point one way: ``streams`` <- ``spec`` <- ``paths`` <- ``parse`` <- ``fa
 from __future__ import annotations
 
 from chiron_gym.scenario.families import Family, FamilyError, family_of, is_family, load_family
-from chiron_gym.scenario.load import check_spec, load, load_any
+from chiron_gym.scenario.load import check_spec, check_traces, load, load_any
 from chiron_gym.scenario.parse import parse
 from chiron_gym.scenario.paths import DATA_PREFIX, data_path, data_root, read_document
 from chiron_gym.scenario.spec import REWARD_DEFAULTS, Scenario, ScenarioError, Source, TraceSpec
@@ -35,6 +36,7 @@ __all__ = [
     "Source",
     "TraceSpec",
     "check_spec",
+    "check_traces",
     "data_path",
     "data_root",
     "family_of",

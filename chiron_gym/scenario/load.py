@@ -1,6 +1,7 @@
 """Loading what a user names: a bundled scenario, a scenario file, one draw of a family
 (``family:NAME@SEED``), or a scenario-or-family spec resolved for a seed (``load_any``): the one
-resolver the CLI, training, datasets and the environment use."""
+resolver the CLI, training, datasets and the environment use; ``check_spec`` and ``check_traces``,
+the checks before anything runs."""
 
 from __future__ import annotations
 
@@ -39,3 +40,14 @@ def check_spec(spec: str) -> None:
     before anything runs; ``ScenarioError`` naming the file and key otherwise."""
     if family_of(spec) is None:
         load(spec)
+
+
+def check_traces(scenario: Scenario) -> None:
+    """Look for the trace files ``scenario`` replays, before anything runs (a replay reads its
+    file only when its workload is generated); ``ScenarioError`` naming the missing one."""
+    for src in scenario.sources:
+        if src.trace is not None and not src.trace.path.is_file():
+            raise ScenarioError(
+                f"trace {src.trace.path} not found (../shared/data beside the repository, or "
+                "set CHIRON_DATA)"
+            )

@@ -1,0 +1,197 @@
+"""Agent specs: the strings that name an agent (``chiron``, ``chiron[headroom_instances=4;z=2.33]``,
+``ppo:PATH[defer_above=20;combine=median]``), parsed, checked and built in one place.
+
+``split_spec`` and ``split_ppo_spec`` parse a spec; ``check_specs`` checks a list of them before
+anything runs (what ``chiron evaluate``, ``benchmark`` and ``dataset`` do first), with the same
+parsers ``make_agent`` builds from; ``agent_env_kwargs`` is the environment a spec assumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from agents.base import Agent
+from agents.baselines import BASELINES
+from agents.chiron import CHIRON_AGENTS
+from agents.llumnix_tuned import LlumnixTunedAgent
+from chiron_gym.config import InputError
+from chiron_gym.control.chiron import GlobalParams, LocalParams
+from chiron_gym.envs import AgentContext
+
+AGENTS: dict[str, Any] = {**CHIRON_AGENTS, **BASELINES, "llumnix-tuned": LlumnixTunedAgent}
+
+
+def agent_env_kwargs(spec: str) -> dict[str, Any]:
+    """The environment settings agent ``spec`` assumes (action mode, step limit, engine caps).
+
+    ``run_episode`` applies them under any the caller gives. PPO models carry theirs in
+    ``train.json``.
+    """
+    base, overrides = split_spec(spec)
+    cls = AGENTS.get(base)
+    out = dict(getattr(cls, "env_kwargs", {})) if cls is not None else {}
+    local = {k: v for k, v in overrides.items() if k in _LOCAL_FIELDS}
+    if local:  # Chiron's local loop runs in the environment
+        out["local_params"] = {**out.get("local_params", {}), **local}
+    if "z" in overrides:
+        out["z"] = overrides["z"]
+    return out
+
+
+_LOCAL_FIELDS = {f.name for f in fields(LocalParams)}
+_GLOBAL_FIELDS = {f.name for f in fields(GlobalParams)}
+
+
+def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``chiron[headroom_instances=4;z=2.33]`` -> ``("chiron", {...})``: parameter overrides of
+    a Chiron agent (its ``GlobalParams`` and ``LocalParams`` fields, and the estimator's ``z``),
+    for sensitivity sweeps."""
+    if spec.startswith("ppo:") or not spec.endswith("]") or "[" not in spec:
+        return spec, {}  # a model's options: ``split_ppo_spec``
+    base, _, inner = spec[:-1].partition("[")
+    out: dict[str, Any] = {}
+    for item in filter(None, inner.split(";")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"agent {spec!r}: expected key=value, got {item!r}")
+        key = key.strip()
+        if key not in _LOCAL_FIELDS | _GLOBAL_FIELDS | {"z"}:
+            known = ", ".join(sorted(_LOCAL_FIELDS | _GLOBAL_FIELDS | {"z"}))
+            raise ValueError(f"agent {spec!r}: unknown parameter {key!r}; known: {known}")
+        v = value.strip()
+        out[key] = v.lower() == "true" if v.lower() in ("true", "false") else float(v)
+    if base not in CHIRON_AGENTS:
+        raise ValueError(f"agent {spec!r}: parameters apply to Chiron agents only")
+    return base, out
+
+
+# ``ppo:PATH[defer_above=X;defer_feature=NAME]``: agents/defer.py; ``[combine=VOTE]``, an
+# ensemble's vote (median, quantile:Q, consensus:Q): agents/ensemble.py
+PPO_OPTIONS = ("defer_above", "defer_feature", "combine")
+
+
+def split_ppo_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``ppo:PATH[defer_above=20]`` -> ``("PATH", {"defer_above": 20.0})``: a PPO model's path
+    and its acting options (``PPO_OPTIONS``; ``defer_above`` a number, ``defer_feature`` a name,
+    ``combine`` an ensemble's vote: ``median``, ``quantile:Q`` or ``consensus:Q``)."""
+    if not spec.startswith("ppo:"):
+        raise ValueError(f"agent {spec!r}: not a ppo:PATH spec")
+    body = spec[4:]
+    if not body.endswith("]") or "[" not in body:
+        return body, {}
+    path, _, inner = body[:-1].rpartition("[")
+    out: dict[str, Any] = {}
+    for item in filter(None, inner.split(";")):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in PPO_OPTIONS:
+            raise ValueError(
+                f"agent {spec!r}: expected key=value with a key of {', '.join(PPO_OPTIONS)}, "
+                f"got {item!r}"
+            )
+        if key in ("defer_feature", "combine"):
+            out[key] = value.strip()
+            continue
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ValueError(f"agent {spec!r}: {key}: expected a number, got {value!r}") from None
+    if "defer_feature" in out and "defer_above" not in out:
+        raise ValueError(f"agent {spec!r}: defer_feature needs defer_above (its threshold)")
+    return path, out
+
+
+def names() -> list[str]:
+    """Agent names ``make_agent`` knows (plus ``ppo:PATH`` once PPO lands)."""
+    return list(AGENTS)
+
+
+def check_specs(specs: list[str]) -> None:
+    """Check agent specs before anything runs: each names a known agent (with parameters its
+    parser accepts: ``split_spec``, as ``make_agent``), or a ``ppo:PATH`` model that exists, may
+    be loaded, and can play its options (an ensemble's vote, a deferral); ``InputError`` naming
+    the spec otherwise."""
+    for a in specs:
+        if a.startswith("ppo:"):
+            _check_ppo_spec(a)
+            continue
+        try:
+            base, _ = split_spec(a)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        if base not in AGENTS:
+            raise InputError(f"unknown agent {a!r}; known: {', '.join(names())}")
+
+
+def _check_ppo_spec(spec: str) -> None:
+    """``check_specs`` of one ``ppo:PATH[...]`` spec."""
+    try:
+        path, options = split_ppo_spec(spec)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if not Path(path).exists():
+        raise InputError(f"agent {spec!r}: {path} does not exist")
+    from agents.ensemble import check_combine, ensemble_record, model_class
+
+    model_class(path).check(path)  # an InputError if it needs --trust-model
+    record = ensemble_record(path)
+    if "combine" in options:  # a vote: an ensemble's, by a rule its members can play
+        problem = "combine applies to an ensemble folder only" if record is None else ""
+        try:
+            check_combine(options["combine"], record and record.get("residual"))
+        except ValueError as e:
+            problem = problem or f"combine = {e}"
+        if problem:
+            raise InputError(f"agent {spec!r}: {problem}")
+    if "defer_above" in options:  # a readable quantity, and a model with Chiron beneath
+        from agents.defer import DEFER_FEATURE, Deferral, check_defer
+        from agents.ppo import PPOAgent
+
+        meta = record or PPOAgent.files(path)[2]
+        defer = Deferral(options["defer_above"], options.get("defer_feature", DEFER_FEATURE))
+        check_defer(defer, meta.get("residual"))  # InputError, before any episode
+
+
+def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
+    """The agent called ``spec`` for an environment with context ``ctx``.
+
+    ``ppo:PATH`` loads a trained PPO model (a ``chiron train ppo`` folder or a ``.zip``).
+    """
+    if spec.startswith("ppo:"):
+        from agents.ensemble import model_class  # a model, or an ensemble of models
+
+        path, options = split_ppo_spec(spec)
+        agent = model_class(path).load(path, ctx)
+        if "defer_above" in options:
+            agent.defer_above(options["defer_above"], options.get("defer_feature"))
+        if "combine" in options:
+            from agents.ensemble import EnsembleAgent
+
+            if not isinstance(agent, EnsembleAgent):
+                raise ValueError(f"agent {spec!r}: combine applies to an ensemble folder only")
+            try:
+                agent.set_combine(options["combine"])
+            except ValueError as e:
+                raise ValueError(f"agent {spec!r}: combine = {e}") from None
+        return agent
+    spec, overrides = split_spec(spec)
+    if overrides:
+        gp = {
+            k: (int(v) if isinstance(getattr(GlobalParams(), k), int) else v)
+            for k, v in overrides.items()
+            if k in _GLOBAL_FIELDS
+        }
+        lp = {k: v for k, v in overrides.items() if k in _LOCAL_FIELDS}
+        return CHIRON_AGENTS[spec].build(ctx, LocalParams(**lp), GlobalParams(**gp))
+    if spec not in AGENTS:
+        import difflib
+
+        near = difflib.get_close_matches(spec, list(AGENTS), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"unknown agent {spec!r}{hint}; known: {', '.join(AGENTS)}")
+    cls = AGENTS[spec]
+    if spec == "random":
+        return cls(ctx, seed=seed)  # type: ignore[no-any-return]
+    return cls(ctx)  # type: ignore[no-any-return]

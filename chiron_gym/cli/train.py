@@ -1,0 +1,295 @@
+"""``chiron train ppo`` and ``chiron tune ppo`` (learned autoscalers), ``chiron ensemble``
+(trained models voting) and ``chiron support`` (what a family's draws show a policy).
+
+Agents, SB3 and Ray are imported inside the handlers (tests/test_layering.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chiron_gym.cli.args import executor_args, parse_seeds, positive_int, seed_arg
+from chiron_gym.config import InputError
+
+if TYPE_CHECKING:
+    from chiron_gym.cli.args import Subparsers
+
+
+def train_ppo_parser(tsub: Subparsers) -> None:
+    ppo = tsub.add_parser("ppo", help="Stable-Baselines3 PPO on chiron_gym/Autoscale-v0")
+    ppo.add_argument("--scenario", default="default", help="a scenario, or a family (family:train)")
+    ppo.add_argument(
+        "--timesteps", type=positive_int, default=None, help="default: the hyperparameter file"
+    )
+    ppo.add_argument("--seed", type=seed_arg, default=0)
+    ppo.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        help="independent runs, one per seed (e.g. 0-4), into OUT/seed<k>; see --executor",
+    )
+    ppo.add_argument("--out", default="runs/ppo")
+    ppo.add_argument("--n-envs", type=positive_int, default=1)
+    ppo.add_argument(
+        "--action-mode",
+        choices=("full", "global", "local"),
+        help="default: full (global with --residual)",
+    )
+    ppo.add_argument(
+        "--algo",
+        choices=("ppo", "maskable-ppo", "recurrent-ppo"),
+        default="ppo",
+        help="SB3's PPO, or sb3-contrib's MaskablePPO (action masks) or RecurrentPPO (LSTM)",
+    )
+    ppo.add_argument(
+        "--hyperparams", help="zoo-format YAML (default agents/hyperparams/<algo>.yml)"
+    )
+    ppo.add_argument(
+        "--residual",
+        choices=("chiron",),
+        help="learn a correction of Chiron's global loop (action mode global; agents/residual.py)",
+    )
+    ppo.add_argument(
+        "--residual-step", type=int, default=1, help="the correction's range per pool, +-N"
+    )
+    ppo.add_argument(
+        "--residual-penalty",
+        type=float,
+        default=0.0,
+        help="training only: reward units charged per instance of correction per decision "
+        "(default 0; 2.78 is one GPU for 10 s at the default weights)",
+    )
+    ppo.add_argument(
+        "--observation-features",
+        type=int,
+        help="train on the observation's first N features (an earlier release's, docs/env.md; "
+        "default all)",
+    )
+    ppo.add_argument(
+        "--relative-reward",
+        action="store_true",
+        help="training only, with --residual: pay the policy its reward minus Chiron's on the "
+        "same draw, in units of Chiron's mean per-step reward there (agents/residual.py)",
+    )
+    ppo.add_argument(
+        "--init",
+        help="start from this trained model (its folder or .zip): weights, optimiser state and "
+        "observation statistics (fine-tuning; agents/train/ppo.py warm_start)",
+    )
+    ppo.add_argument("--eval-freq", type=int, default=10_000, help="steps between evaluations")
+    executor_args(ppo)
+    ppo.set_defaults(func=_cmd_train_ppo)
+
+
+def _cmd_train_ppo(args: argparse.Namespace) -> int:
+    from agents.run.evaluate import check_out
+    from agents.train.ppo import train, train_seeds
+
+    kwargs: dict[str, Any] = {
+        "n_envs": args.n_envs,
+        "action_mode": args.action_mode or ("global" if args.residual else "full"),
+        "hyperparams": Path(args.hyperparams) if args.hyperparams else None,
+        "eval_freq": args.eval_freq,
+        "algo": args.algo,
+        "residual": args.residual,
+        "residual_step": args.residual_step,
+        "residual_penalty": args.residual_penalty,
+        "observation_features": args.observation_features,
+        "relative_reward": args.relative_reward,
+        "init": Path(args.init).resolve() if args.init else None,
+    }
+    out = Path(args.out)
+    check_out(out)
+    if args.seeds is None:
+        if args.executor != "auto" or args.ray_address:
+            raise InputError("--executor and --ray-address go with --seeds")
+        results = [train(args.scenario, args.timesteps, args.seed, out, **kwargs)]
+        failures: list[dict[str, Any]] = []
+    else:
+        results, failures = train_seeds(
+            args.scenario,
+            args.timesteps,
+            args.seeds,
+            out,
+            executor=args.executor,
+            ray_address=args.ray_address,
+            **kwargs,
+        )
+    for result in results:
+        print(
+            f"{result.out}: trained {result.timesteps} steps in {result.wall_s:.1f} s: "
+            f"{result.steps_per_s:.1f} steps/s"
+        )
+    if results:
+        print(
+            f"model: <run>/model.zip (+ vecnormalize.pkl); TensorBoard: tensorboard --logdir {out}"
+        )
+        print(
+            f"evaluate it: chiron evaluate --agents chiron,ppo:{results[0].out} "
+            f"--scenarios {args.scenario}"
+        )
+    for f in failures:
+        print(f"chiron: run failed: seed {f['seed']}: {f['error']}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def tune_ppo_parser(tsub: Subparsers) -> None:
+    tp = tsub.add_parser("ppo", help="Ray Tune over PPO's hyperparameters, best vs Chiron")
+    tp.add_argument("--scenario", default="default")
+    tp.add_argument("--trials", type=int, default=8, help="samples of the search space")
+    tp.add_argument("--space", help="search space YAML (default agents/hyperparams/tune-ppo.yml)")
+    tp.add_argument("--timesteps", type=int, default=None, help="per trial (default: ppo.yml)")
+    tp.add_argument("--seed", type=seed_arg, default=0, help="training seed and sampler seed")
+    tp.add_argument("--compare-seeds", type=parse_seeds, default=[0, 1, 2])
+    tp.add_argument(
+        "--hyperparams", help="base hyperparameters (default agents/hyperparams/ppo.yml)"
+    )
+    tp.add_argument("--out", default="runs/tune")
+    tp.add_argument("--ray-address", help="an existing Ray cluster (default: a local Ray)")
+    tp.add_argument(
+        "--storage", help="Tune's storage_path (default OUT/ray; shared or s3:// on a cluster)"
+    )
+    tp.set_defaults(func=_cmd_tune_ppo)
+
+
+def _cmd_tune_ppo(args: argparse.Namespace) -> int:
+    from agents.train.tune import METRIC, tune_ppo
+
+    report = tune_ppo(
+        args.scenario,
+        args.trials,
+        Path(args.out),
+        space=Path(args.space) if args.space else None,
+        timesteps=args.timesteps,
+        seed=args.seed,
+        compare_seeds=tuple(args.compare_seeds),
+        hyperparams=Path(args.hyperparams) if args.hyperparams else None,
+        ray_address=args.ray_address,
+        storage=args.storage,
+    )
+    best = report.best
+    failed = [t for t in report.trials if "error" in t]
+    print(f"{len(report.trials)} trials ({len(failed)} failed): {report.out / 'trials.csv'}")
+    for t in failed:
+        print(f"  trial {t['trial']} failed: {t['error']}")
+    print(f"best trial {best['trial']}: {METRIC} {best[METRIC]:.1f}")
+    for k, v in sorted(best["hyperparams"].items()):
+        print(f"  {k}: {v}")
+    print(f"model: {best['model']} (evaluate it as ppo:{best['model']})")
+    print()
+    print((report.out / "vs-chiron" / "results.md").read_text())
+    return 0
+
+
+def ensemble_parser(sub: Subparsers) -> None:
+    e = sub.add_parser(
+        "ensemble",
+        help="an ensemble of trained PPO models (several seeds vote; play it as ppo:OUT)",
+    )
+    e.add_argument("out", help="the ensemble folder to write (new or empty)")
+    e.add_argument("members", nargs="+", help="training folders or checkpoint .zip files (odd)")
+    e.add_argument("--selected-by", help="how the members were chosen (recorded in train.json)")
+    e.add_argument(
+        "--defer-above",
+        type=float,
+        metavar="RATE",
+        help="play Chiron's own action while the interactive arrival rate over the last minute "
+        "is above RATE req/s (residual models; read it off the training family with chiron "
+        "support; docs/ppo.md)",
+    )
+    e.add_argument(
+        "--defer-feature",
+        help="what --defer-above reads (default interactive.arrival_rate_1m; also "
+        "interactive.arrival_peak_5m, the busiest 10-s window's rate in the last 5 minutes)",
+    )
+    e.add_argument("--defer-source", help="where --defer-above came from (recorded)")
+    e.add_argument(
+        "--combine",
+        default="median",
+        help="the vote: median (default); quantile:Q, the members' action at rank "
+        "round(Q (n - 1)) of n sorted (Q = 0.25 of five adds an instance when four want it); "
+        "consensus:Q (residual models), a correction of Chiron only as far as all but "
+        "round(Q (n - 1)) members on its side want it",
+    )
+    e.set_defaults(func=_cmd_ensemble)
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from agents.defer import DEFER_FEATURE, Deferral
+    from agents.ensemble import write_ensemble
+
+    if args.defer_feature and args.defer_above is None:
+        raise InputError("--defer-feature needs --defer-above (its threshold)")
+    defer = None
+    if args.defer_above is not None:
+        defer = Deferral(args.defer_above, args.defer_feature or DEFER_FEATURE)
+    path = write_ensemble(
+        args.members, args.out, args.selected_by, defer, args.defer_source, args.combine
+    )
+    print(
+        f"{path}: an ensemble of {len(args.members)} models voting by {args.combine}; "
+        f"play it as ppo:{path}"
+    )
+    return 0
+
+
+def support_parser(sub: Subparsers) -> None:
+    s = sub.add_parser(
+        "support",
+        help="quantiles of an observation feature over a scenario family's draws (what a "
+        "policy trained on it has seen; the threshold of --defer-above)",
+    )
+    s.add_argument("scenario", help="a family (family:NAME or a .toml), one draw per seed")
+    s.add_argument(
+        "--seeds", type=parse_seeds, default="10000-10999", help="draws (default 10000-10999)"
+    )
+    s.add_argument(
+        "--quantiles",
+        default="0.9,0.99,0.999",
+        help="comma-separated, in [0, 1] (default 0.9,0.99,0.999)",
+    )
+    s.add_argument(
+        "--feature",
+        default=None,
+        help="a feature of docs/env.md's table (default interactive.arrival_rate_1m)",
+    )
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_support)
+
+
+def _quantiles(text: str) -> list[float]:
+    """``--quantiles``: comma-separated numbers in [0, 1]."""
+    try:
+        qs = [float(q) for q in text.split(",")]
+    except ValueError:
+        raise InputError(f"--quantiles: expected numbers, got {text!r}") from None
+    if not qs or any(not 0.0 <= q <= 1.0 for q in qs):
+        raise InputError(f"--quantiles: each in [0, 1], got {text!r}")
+    return qs
+
+
+def _cmd_support(args: argparse.Namespace) -> int:
+    from agents.defer import DEFER_FEATURE
+    from agents.run.support import support_quantile
+
+    out = support_quantile(
+        args.scenario,
+        args.seeds,
+        _quantiles(args.quantiles),
+        args.feature or DEFER_FEATURE,
+        progress=not args.json,
+    )
+    if args.json:
+        print(json.dumps(out, sort_keys=True))
+    else:
+        print(
+            f"{out['feature']} over {out['decisions']} decisions of {len(out['seeds'])} draws "
+            f"of {out['scenario']}:"
+        )
+        for q, v in out["quantiles"].items():
+            print(f"  q{q}: {v:.4g}")
+        print(f"  max: {out['max']:.4g}")
+    return 0
