@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.train.ppo import TUNABLE, TrainError
+from agents.train.model_files import TrainError
+from agents.train.ppo import TUNABLE
 
 SPACE = Path(__file__).resolve().parents[1] / "hyperparams" / "tune-ppo.yml"
 KINDS = ("uniform", "loguniform", "randint", "choice", "grid")
