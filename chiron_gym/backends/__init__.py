@@ -4,10 +4,10 @@ The environment talks to a backend only through ``Backend``; the real vLLM backe
 implements the same protocol on wall-clock time.
 """
 
-from chiron_gym.backends.base import Backend, PoolState
+from chiron_gym.backends.base import Backend, PoolBounds, PoolState
 from chiron_gym.backends.sim import SimBackend
 
-__all__ = ["Backend", "PoolState", "SimBackend", "make_backend"]
+__all__ = ["Backend", "PoolBounds", "PoolState", "SimBackend", "make_backend"]
 
 
 def make_backend(name: str, scenario: object, options: dict[str, object] | None = None) -> Backend:
