@@ -7,9 +7,9 @@ stable-baselines3 or an HTTP library (``tests/test_layering.py`` checks it), and
 randomness except from a ``numpy.random.Generator`` handed in by the caller.
 """
 
-from chiron_gym.sim.cluster import Cluster, ClusterConfig, PoolSpec
+from chiron_gym.sim.cluster import Cluster
 from chiron_gym.sim.events import EventQueue
-from chiron_gym.sim.instance import ColdStart, Instance, InstanceSpec, InstanceState
+from chiron_gym.sim.instance import Instance
 from chiron_gym.sim.perf_model import BatchComposition, LinearPerfModel, PerfModel
 from chiron_gym.sim.report import ClassReport, InstanceStats, WindowReport
 from chiron_gym.sim.request import (
@@ -24,6 +24,7 @@ from chiron_gym.sim.request import (
     RequestClass,
     Workload,
 )
+from chiron_gym.sim.specs import ClusterConfig, ColdStart, InstanceSpec, InstanceState, PoolSpec
 
 __all__ = [
     "CLASS_NAMES",

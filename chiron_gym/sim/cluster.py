@@ -10,16 +10,18 @@ Accounting is the ledger's (``sim/ledger.py``): every arrived request is, at any
 one ``Outcome``; GPU-seconds count every instance from the moment it was asked for until it stops,
 cold start and draining included.
 
+The cluster's specs (``PoolSpec``, ``ClusterConfig``) are in ``sim/specs.py``; what its reports
+say about the instances is read off them in ``sim/instance_report.py``.
+
 Why one module of over 450 lines: it is one class whose event handlers, routing, pulls and
 scaling all act on the same instances and queues in one event order; the accounting, the
-instance model, the queues and the reports already live in their own modules.
+instance model, the queues, the specs and the reports already live in their own modules.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 from mypy_extensions import mypyc_attr
@@ -30,20 +32,13 @@ from chiron_gym.sim.events import (
     PRIORITY_READY,
     EventQueue,
 )
-from chiron_gym.sim.instance import Instance, InstanceSpec, InstanceState
+from chiron_gym.sim.instance import Instance
+from chiron_gym.sim.instance_report import PoolWindows, instance_stats, prefix_hit_rates
 from chiron_gym.sim.ledger import Ledger, LedgerColumns, gpu_seconds, slo_met
 from chiron_gym.sim.queues import GroupQueue
-from chiron_gym.sim.report import ClassReport, InstanceStats, PoolReport, WindowReport
-from chiron_gym.sim.request import (
-    POOL_NAMES,
-    SLO,
-    UNBOUNDED_INSTANCES,
-    Pool,
-    RejectReason,
-    Request,
-    RequestClass,
-    Workload,
-)
+from chiron_gym.sim.report import ClassReport, InstanceStats, WindowReport
+from chiron_gym.sim.request import POOL_NAMES, Pool, RejectReason, Request, RequestClass, Workload
+from chiron_gym.sim.specs import ClusterConfig, InstanceState, PoolSpec
 
 PRIORITY_KICK = PRIORITY_ARRIVAL + 1  # an idle instance starts after same-instant arrivals
 _ITERATION_END, _READY, _KICK, _REQUEUE = 0, 1, 2, 3
@@ -61,88 +56,6 @@ PULLS: dict[Pool, tuple[int, ...]] = {
     Pool.MIXED: (RequestClass.INTERACTIVE, RequestClass.BATCH),
     Pool.BATCH: (RequestClass.BATCH,),
 }
-
-
-@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
-@dataclass(frozen=True, slots=True)
-class PoolSpec:
-    """One pool: its instance type, how many instances it starts with (ready) and their cap, and
-    the bounds an autoscaler may scale it within (the simulator itself never enforces them)."""
-
-    pool: Pool
-    instance: InstanceSpec
-    initial_instances: int = 1
-    initial_batch_cap: int = 64
-    min_instances: int = 0
-    max_instances: int = UNBOUNDED_INSTANCES
-    # price of one of its GPUs per hour, relative to the reward's ``gpu_cost`` (1: the reference)
-    gpu_price: float = 1.0
-    # A warm pool (vLLM's sleep mode, level 1: weights offloaded to CPU memory, the engine's
-    # process, CUDA graphs and compiled kernels kept): up to ``warm_instances`` instances sleep
-    # (the pool starts with that many), each billed ``sleep_cost`` of its GPUs' price; a scale-up
-    # wakes a sleeping one first, ready ``wake_s`` later instead of after a cold start, and a
-    # ready instance that stops goes to sleep while the warm pool has room.
-    warm_instances: int = 0
-    wake_s: float = 5.0
-    sleep_cost: float = 0.1
-
-    def __post_init__(self) -> None:
-        if not (self.gpu_price > 0 and math.isfinite(self.gpu_price)):
-            raise ValueError(
-                f"PoolSpec.gpu_price must be a positive number ({self.pool.name}), "
-                f"got {self.gpu_price!r}"
-            )
-        if self.initial_instances < 0:
-            raise ValueError(f"PoolSpec.initial_instances must be >= 0 ({self.pool.name})")
-        if self.warm_instances < 0:
-            raise ValueError(f"PoolSpec.warm_instances must be >= 0 ({self.pool.name})")
-        if not (self.wake_s >= 0 and math.isfinite(self.wake_s)):
-            raise ValueError(f"PoolSpec.wake_s must be a finite number >= 0 ({self.pool.name})")
-        if not 0 <= self.sleep_cost <= 1:
-            raise ValueError(f"PoolSpec.sleep_cost must be in [0, 1] ({self.pool.name})")
-        if not 0 <= self.min_instances <= self.max_instances:
-            raise ValueError(
-                f"PoolSpec bounds must satisfy 0 <= min_instances <= max_instances "
-                f"({self.pool.name}), got {self.min_instances} and {self.max_instances}"
-            )
-        if not 1 <= self.initial_batch_cap <= self.instance.max_batch_cap:
-            raise ValueError(
-                f"PoolSpec.initial_batch_cap must be in [1, {self.instance.max_batch_cap}] "
-                f"({self.pool.name}), got {self.initial_batch_cap}"
-            )
-
-
-@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
-@dataclass(frozen=True, slots=True)
-class ClusterConfig:
-    """Pools, per-class SLOs and queue settings of a cluster."""
-
-    pools: tuple[PoolSpec, ...]
-    interactive_slo: SLO = field(default_factory=lambda: SLO(ttft_s=1.0, itl_s=0.1))
-    batch_slo: SLO = field(default_factory=SLO)  # a relaxed ITL, if any; deadlines per request
-    group_granularity_s: float = 60.0  # request groups: deadlines rounded to this window
-    max_queue: tuple[int | None, int | None] = (None, None)  # per class; None: unbounded
-    fast_forward: bool = True
-    # A batch request swapped out of a mixed instance (for interactive work) that has not resumed
-    # there after this many seconds goes back to the global batch queue, where any instance that
-    # serves batch may take it (recomputing its KV); None keeps it on its instance for good.
-    swap_requeue_s: float | None = 30.0
-    # Prefix-aware routing: among the instances with room, the one holding the longest cached
-    # prefix of the request's prompt (ties: the least loaded); off, the least loaded.
-    prefix_routing: bool = False
-
-    def __post_init__(self) -> None:
-        seen = [p.pool for p in self.pools]
-        if len(set(seen)) != len(seen):
-            raise ValueError("ClusterConfig.pools lists a pool twice")
-        if not self.group_granularity_s > 0:
-            raise ValueError("ClusterConfig.group_granularity_s must be > 0")
-        if self.swap_requeue_s is not None and not self.swap_requeue_s >= 0:
-            raise ValueError("ClusterConfig.swap_requeue_s must be >= 0 or None")
-
-    def slo(self, klass: int) -> SLO:
-        """The SLO of a class."""
-        return self.interactive_slo if klass == RequestClass.INTERACTIVE else self.batch_slo
 
 
 @mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes
@@ -185,7 +98,7 @@ class Cluster(LedgerColumns):
         self._resume: dict[int, Request] = {}
         self._horizon_s = 0.0
         self._max_tokens = [self._largest_kv_tokens(c) for c in RequestClass]
-        self._pool_counters = {p: (0, 0, 0) for p in Pool}
+        self._pool_windows = PoolWindows()  # the per-pool counters as of the last report
         # Arrival columns as Python lists: scalar reads from them are several times faster.
         self._arrival: list[float] = workload.arrival_s.tolist()
         self._klass: list[int] = workload.klass.tolist()
@@ -195,7 +108,6 @@ class Cluster(LedgerColumns):
         self._hashes = workload.prefix_blocks
         self._unit_tokens = workload.prefix_block_tokens if workload.prefix_blocks else 0
         self._prefix_routing = config.prefix_routing and self._hashes is not None
-        self._pool_hits = {p: (0, 0) for p in Pool}
         # a closed loop: the next request to send when one ends (``Workload.clients``)
         self._clients = workload.clients
         self._released = min(workload.clients, len(workload)) if workload.clients else 0
@@ -314,28 +226,7 @@ class Cluster(LedgerColumns):
 
     def instance_stats(self) -> list[InstanceStats]:
         """Counters of every ready or draining instance, for a per-instance control loop."""
-        out: list[InstanceStats] = []
-        for pool in Pool:
-            for inst in self._live[pool]:
-                if inst.state == InstanceState.STARTING:
-                    continue
-                out.append(
-                    InstanceStats(
-                        instance_id=inst.instance_id,
-                        pool=pool,
-                        ready=inst.state == InstanceState.READY,
-                        batch_cap=inst.batch_cap,
-                        running=len(inst.running),
-                        waiting=inst.num_waiting,
-                        interactive_held=inst.interactive_load,
-                        tokens_generated=inst.tokens_generated,
-                        first_tokens=inst.first_tokens,
-                        ttft_sum_s=inst.ttft_sum_s,
-                        decode_tokens=inst.decode_tokens,
-                        decode_token_time_s=inst.decode_token_time_s,
-                    )
-                )
-        return out
+        return instance_stats(self._live)
 
     def set_instance_cap(self, instance_id: int, cap: int) -> None:
         """Set one live instance's batch cap (the local loop of Chiron runs per instance)."""
@@ -381,17 +272,7 @@ class Cluster(LedgerColumns):
     def prefix_hit_rates(self) -> dict[str, float]:
         """Per pool with a prefix cache that looked anything up: the share of prompt tokens
         found cached, over the episode so far (vLLM's prefix cache hit rate)."""
-        out: dict[str, float] = {}
-        for pool in Pool:
-            queries = hits = 0
-            for inst in self.instances:
-                if inst.pool == pool:
-                    q, h = inst.prefix_hits()
-                    queries += q
-                    hits += h
-            if queries:
-                out[POOL_NAMES[pool]] = hits / queries
-        return out
+        return prefix_hit_rates(self.instances)
 
     def summary(self, latencies: bool = True) -> dict[str, ClassReport]:
         """Per-class outcomes of every request arrived so far (``Ledger.summary``)."""
@@ -638,7 +519,8 @@ class Cluster(LedgerColumns):
             self._released = k + 1
 
     def _window_report(self) -> WindowReport:
-        pools = {POOL_NAMES[p]: self._pool_report(p) for p in Pool}
+        windows, live, instances = self._pool_windows, self._live, self.instances
+        pools = {POOL_NAMES[p]: windows.report(p, live[p], instances) for p in Pool}
         queued = [len(q) for q in self.queues]
         return self.ledger.close_window(
             self.now, self._class_totals(), queued, pools, self.gpu_seconds()
@@ -654,41 +536,3 @@ class Cluster(LedgerColumns):
                 held[0] += len(inst.waiting[0])
                 held[1] += len(inst.waiting[1]) + len(inst.swapped)
         return held
-
-    def _pool_report(self, pool: Pool) -> PoolReport:
-        rep = PoolReport()
-        caps: list[int] = []
-        kv: list[float] = []
-        for inst in self._live[pool]:
-            if inst.state == InstanceState.STARTING:
-                rep.starting += 1
-                continue
-            if inst.state == InstanceState.READY:
-                rep.ready += 1
-                caps.append(inst.batch_cap)
-                kv.append(inst.kv_usage)
-            else:
-                rep.draining += 1
-            rep.running += len(inst.running)
-            rep.waiting += inst.num_waiting
-        rep.batch_cap = float(np.mean(caps)) if caps else 0.0
-        rep.kv_usage = float(np.mean(kv)) if kv else 0.0
-        tokens = preempt = swaps = queries = hits = 0
-        for inst in self.instances:
-            if inst.pool == pool:
-                tokens += inst.tokens_generated
-                preempt += inst.preemptions
-                swaps += inst.swap_outs
-                q, h = inst.prefix_hits()
-                queries += q
-                hits += h
-        q0, h0 = self._pool_hits[pool]
-        if queries > q0:
-            rep.prefix_hit_rate = (hits - h0) / (queries - q0)
-        self._pool_hits[pool] = (queries, hits)
-        before = self._pool_counters[pool]
-        rep.tokens_generated = tokens - before[0]
-        rep.preemptions = preempt - before[1]
-        rep.swap_outs = swaps - before[2]
-        self._pool_counters[pool] = (tokens, preempt, swaps)
-        return rep

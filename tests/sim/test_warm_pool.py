@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chiron_gym.sim import ColdStart, InstanceState, Pool, PoolSpec, Workload
-from chiron_gym.sim.cluster import Cluster, ClusterConfig
+from chiron_gym.sim import (
+    Cluster,
+    ClusterConfig,
+    ColdStart,
+    InstanceState,
+    Pool,
+    PoolSpec,
+    Workload,
+)
 from tests.conftest import small_spec
 
 

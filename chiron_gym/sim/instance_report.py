@@ -1,0 +1,110 @@
+"""What the reports say about the instances, read off them.
+
+Each ready or draining instance's counters (``instance_stats``, for a per-instance control loop),
+each pool's prefix-cache hit rate over the episode (``prefix_hit_rates``) and, for each window
+report, each pool's instances' states, caps and KV usage and what their counters gained in the
+window (``PoolWindows``). ``Cluster`` (``sim/cluster.py``) holds the instances and asks these.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mypy_extensions import mypyc_attr
+
+from chiron_gym.sim.instance import Instance
+from chiron_gym.sim.report import InstanceStats, PoolReport
+from chiron_gym.sim.request import POOL_NAMES, Pool
+from chiron_gym.sim.specs import InstanceState
+
+
+def instance_stats(live: dict[Pool, list[Instance]]) -> list[InstanceStats]:
+    """Counters of every ready or draining instance (``live``: the instances not stopped, by
+    pool), for a per-instance control loop."""
+    out: list[InstanceStats] = []
+    for pool in Pool:
+        for inst in live[pool]:
+            if inst.state == InstanceState.STARTING:
+                continue
+            out.append(
+                InstanceStats(
+                    instance_id=inst.instance_id,
+                    pool=pool,
+                    ready=inst.state == InstanceState.READY,
+                    batch_cap=inst.batch_cap,
+                    running=len(inst.running),
+                    waiting=inst.num_waiting,
+                    interactive_held=inst.interactive_load,
+                    tokens_generated=inst.tokens_generated,
+                    first_tokens=inst.first_tokens,
+                    ttft_sum_s=inst.ttft_sum_s,
+                    decode_tokens=inst.decode_tokens,
+                    decode_token_time_s=inst.decode_token_time_s,
+                )
+            )
+    return out
+
+
+def prefix_hit_rates(instances: list[Instance]) -> dict[str, float]:
+    """Per pool with a prefix cache that looked anything up: the share of prompt tokens
+    found cached by ``instances``, over the episode so far (vLLM's prefix cache hit rate)."""
+    out: dict[str, float] = {}
+    for pool in Pool:
+        queries = hits = 0
+        for inst in instances:
+            if inst.pool == pool:
+                q, h = inst.prefix_hits()
+                queries += q
+                hits += h
+        if queries:
+            out[POOL_NAMES[pool]] = hits / queries
+    return out
+
+
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes
+class PoolWindows:
+    """Per pool, its instances' counters as of the last window report: a report gives what they
+    gained since."""
+
+    def __init__(self) -> None:
+        self._counters = {p: (0, 0, 0) for p in Pool}  # tokens generated, preemptions, swap-outs
+        self._hits = {p: (0, 0) for p in Pool}  # prompt tokens looked up, of which cached
+
+    def report(self, pool: Pool, live: list[Instance], instances: list[Instance]) -> PoolReport:
+        """``pool``'s report: the states, caps and KV usage of its ``live`` instances (those not
+        stopped) now, and what its ``instances`` (all it ever had) gained since the last one."""
+        rep = PoolReport()
+        caps: list[int] = []
+        kv: list[float] = []
+        for inst in live:
+            if inst.state == InstanceState.STARTING:
+                rep.starting += 1
+                continue
+            if inst.state == InstanceState.READY:
+                rep.ready += 1
+                caps.append(inst.batch_cap)
+                kv.append(inst.kv_usage)
+            else:
+                rep.draining += 1
+            rep.running += len(inst.running)
+            rep.waiting += inst.num_waiting
+        rep.batch_cap = float(np.mean(caps)) if caps else 0.0
+        rep.kv_usage = float(np.mean(kv)) if kv else 0.0
+        tokens = preempt = swaps = queries = hits = 0
+        for inst in instances:
+            if inst.pool == pool:
+                tokens += inst.tokens_generated
+                preempt += inst.preemptions
+                swaps += inst.swap_outs
+                q, h = inst.prefix_hits()
+                queries += q
+                hits += h
+        q0, h0 = self._hits[pool]
+        if queries > q0:
+            rep.prefix_hit_rate = (hits - h0) / (queries - q0)
+        self._hits[pool] = (queries, hits)
+        before = self._counters[pool]
+        rep.tokens_generated = tokens - before[0]
+        rep.preemptions = preempt - before[1]
+        rep.swap_outs = swaps - before[2]
+        self._counters[pool] = (tokens, preempt, swaps)
+        return rep
