@@ -163,10 +163,10 @@ def measure(
 ) -> dict[str, Any]:
     fn = CLIENTS[name]
     factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
-    if loop == "uvloop":
-        import uvloop
+    if loop == "uvloop":  # optional, not a dependency: imported by name, untyped
+        import importlib
 
-        factory = uvloop.new_event_loop
+        factory = importlib.import_module("uvloop").new_event_loop
 
     async def run() -> tuple[int, float, float]:
         session = _session(name)

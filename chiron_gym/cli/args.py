@@ -4,15 +4,16 @@ flags, a check of name lists, and the two small printers several commands use.""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, TypeAlias
 
 from chiron_gym.config import InputError
 
-if TYPE_CHECKING:
-    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+# what ``add_subparsers`` returns (argparse's class is not generic at run time: a string alias)
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def number(low: float, *, strict: bool, high: float | None = None) -> Callable[[str], float]:
@@ -124,6 +125,11 @@ def executor_args(p: argparse.ArgumentParser) -> None:
 def fmt(x: float | None, unit: str = "", scale: float = 1.0) -> str:
     """A figure to three significant digits (``-`` for none)."""
     return "-" if x is None else f"{x * scale:.3g}{unit}"
+
+
+def emit(obj: Any, as_json: bool, text: Callable[[], str]) -> None:
+    """Print ``obj`` as one JSON line (``--json``: keys sorted), else the lines ``text()`` makes."""
+    print(json.dumps(obj, sort_keys=True) if as_json else text())
 
 
 def print_paths(paths: list[Path]) -> int:

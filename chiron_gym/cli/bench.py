@@ -6,14 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from chiron_gym.cli.args import int_list, seed_arg
+from chiron_gym.cli.args import Subparsers, emit, int_list, seed_arg
 from chiron_gym.config import InputError
-
-if TYPE_CHECKING:
-    from chiron_gym.cli.args import Subparsers
 
 
 def bench_parser(sub: Subparsers) -> None:
@@ -30,6 +28,13 @@ def bench_parser(sub: Subparsers) -> None:
     bench.set_defaults(func=_cmd_bench)
 
 
+def _env_row(row: dict[str, Any]) -> str:
+    return (
+        f"{row['scenario']:<20} {row['steps_per_s']:>8} steps/s  ({row['steps']} steps, "
+        f"{row['sim_s_per_wall_s']} simulated s per wall s)"
+    )
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.env import env_bench
     from benchmarks.suite import NAMES, run_isolated
@@ -37,13 +42,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.name == "env":
         rows = env_bench(args.scenario or None, max_steps=args.max_steps)
         for row in rows:
-            if args.json:
-                print(json.dumps(row, sort_keys=True))
-            else:
-                print(
-                    f"{row['scenario']:<20} {row['steps_per_s']:>8} steps/s  ({row['steps']} "
-                    f"steps, {row['sim_s_per_wall_s']} simulated s per wall s)"
-                )
+            emit(row, args.json, partial(_env_row, row))
         return 0
     alias = {"all": list(NAMES), "train": ["B6"]}
     names = alias.get(args.name, [args.name.upper()])

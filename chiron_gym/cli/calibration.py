@@ -8,12 +8,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from chiron_gym.cli.args import fmt, print_paths
-
-if TYPE_CHECKING:
-    from chiron_gym.cli.args import Subparsers
+from chiron_gym.cli.args import Subparsers, fmt, print_paths
 
 # ------------------------------------------------------------------------------------------ trace
 

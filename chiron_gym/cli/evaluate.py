@@ -11,12 +11,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from chiron_gym.cli.args import comma_list, executor_args, parse_seeds, seed_arg, unique
-
-if TYPE_CHECKING:
-    from chiron_gym.cli.args import Subparsers
+from chiron_gym.cli.args import Subparsers, comma_list, executor_args, parse_seeds, seed_arg, unique
 
 
 def evaluate_parser(sub: Subparsers) -> None:

@@ -8,14 +8,11 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from chiron_gym import __version__
 from chiron_gym.cli import bench, calibration, evaluate, simulate, train
+from chiron_gym.cli.args import Subparsers
 from chiron_gym.config import InputError
-
-if TYPE_CHECKING:
-    from chiron_gym.cli.args import Subparsers
 
 DESCRIPTION = "The ``chiron`` command: the composition root, and the only module that prints."
 

@@ -6,13 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from chiron_gym.cli.args import fmt, number, seed_arg
+from chiron_gym.cli.args import Subparsers, fmt, number, seed_arg
 from chiron_gym.scenario import load, load_any
-
-if TYPE_CHECKING:
-    from chiron_gym.cli.args import Subparsers
 
 
 def simulate_parser(sub: Subparsers) -> None:

@@ -7,16 +7,12 @@ Agents, SB3 and Ray are imported inside the handlers (tests/test_layering.py).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from chiron_gym.cli.args import executor_args, parse_seeds, positive_int, seed_arg
+from chiron_gym.cli.args import Subparsers, emit, executor_args, parse_seeds, positive_int, seed_arg
 from chiron_gym.config import InputError
-
-if TYPE_CHECKING:
-    from chiron_gym.cli.args import Subparsers
 
 
 def train_ppo_parser(tsub: Subparsers) -> None:
@@ -282,14 +278,16 @@ def _cmd_support(args: argparse.Namespace) -> int:
         args.feature or DEFER_FEATURE,
         progress=not args.json,
     )
-    if args.json:
-        print(json.dumps(out, sort_keys=True))
-    else:
-        print(
-            f"{out['feature']} over {out['decisions']} decisions of {len(out['seeds'])} draws "
-            f"of {out['scenario']}:"
-        )
-        for q, v in out["quantiles"].items():
-            print(f"  q{q}: {v:.4g}")
-        print(f"  max: {out['max']:.4g}")
+    emit(
+        out,
+        args.json,
+        lambda: "\n".join(
+            [
+                f"{out['feature']} over {out['decisions']} decisions of {len(out['seeds'])} draws "
+                f"of {out['scenario']}:",
+                *(f"  q{q}: {v:.4g}" for q, v in out["quantiles"].items()),
+                f"  max: {out['max']:.4g}",
+            ]
+        ),
+    )
     return 0

@@ -296,7 +296,9 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self._backend = make_backend(self.backend_name, self.scenario, self.backend_options)
         self._backend.reset(episode_seed)
         self._chiron_local = ChironLocal(self._local_params, self.scenario.decision_interval_s)
-        self._chiron_global = ChironGlobal(self._global_params, self.cluster_facts())
+        self._chiron_global = ChironGlobal(
+            self._global_params, self.agent_context().cluster_facts()
+        )
         self.episode_seed = episode_seed
         self._steps = 0
         self._ended = False
@@ -367,10 +369,6 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             changes = self._chiron_local.update(t, stats, limits, backend.queue_lengths())
             for iid, cap in changes.items():
                 backend.set_instance_cap(iid, cap)
-
-    def cluster_facts(self) -> ClusterFacts:
-        """What Chiron's global loop knows of the cluster besides observations."""
-        return self.agent_context().cluster_facts()
 
     def agent_context(self) -> AgentContext:
         """What an agent may know besides observations: names, layout, static pool facts."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +14,22 @@ from agents.train.ppo import TrainError, load_hyperparams, train
 from chiron_gym.envs import AutoscaleEnv
 
 SMALL = {"horizon_s": 300.0}  # 30 decisions per episode keeps the tests quick
+
+
+def _quick(tmp: Path, steps: int, seed: int, out: str, **kw: Any) -> Any:
+    """``train`` on ``default`` with the small settings: no evaluation, no checkpoints."""
+    return train(
+        "default",
+        steps,
+        seed,
+        tmp / out,
+        hyperparams=kw.pop("hyperparams", None) or _hp(tmp),
+        eval_freq=kw.pop("eval_freq", 0),
+        checkpoint_freq=0,
+        progress=False,
+        env_kwargs=SMALL,
+        **kw,
+    )
 
 
 def _hp(tmp: Path, n_steps: int = 64) -> Path:
@@ -39,17 +56,7 @@ def _actions(agent: object, seed: int = 5, steps: int = 20) -> list[list[int]]:
 
 
 def test_smoke_run_saves_a_model_that_evaluate_can_load(tmp_path: Path) -> None:
-    res = train(
-        "default",
-        256,
-        0,
-        tmp_path / "run",
-        hyperparams=_hp(tmp_path),
-        eval_freq=0,
-        checkpoint_freq=0,
-        progress=False,
-        env_kwargs=SMALL,
-    )
+    res = _quick(tmp_path, 256, 0, "run")
     assert res.timesteps >= 256 and (tmp_path / "run" / "model.zip").is_file()
     assert (tmp_path / "run" / "vecnormalize.pkl").is_file()
     env = AutoscaleEnv("default", **SMALL)
@@ -65,17 +72,7 @@ def test_smoke_run_saves_a_model_that_evaluate_can_load(tmp_path: Path) -> None:
 def test_same_seed_same_actions_after_512_steps(tmp_path: Path) -> None:
     runs = []
     for name in ("a", "b"):
-        train(
-            "default",
-            512,
-            7,
-            tmp_path / name,
-            hyperparams=_hp(tmp_path),
-            eval_freq=0,
-            checkpoint_freq=0,
-            progress=False,
-            env_kwargs=SMALL,
-        )
+        _quick(tmp_path, 512, 7, name)
         runs.append(_actions(PPOAgent.load(tmp_path / name)))
     assert runs[0] == runs[1]
 
@@ -83,18 +80,7 @@ def test_same_seed_same_actions_after_512_steps(tmp_path: Path) -> None:
 def test_tensorboard_has_the_custom_tags(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train(
-        "default",
-        128,
-        0,
-        tmp_path / "tb",
-        hyperparams=_hp(tmp_path, n_steps=64),
-        eval_freq=64,
-        eval_seeds=(1000,),
-        checkpoint_freq=0,
-        progress=False,
-        env_kwargs=SMALL,
-    )
+    _quick(tmp_path, 128, 0, "tb", eval_freq=64, eval_seeds=(1000,))
     runs = list((tmp_path / "tb" / "tb").iterdir())
     acc = EventAccumulator(str(runs[0]), size_guidance={"scalars": 0, "images": 0})
     acc.Reload()
@@ -141,18 +127,7 @@ def test_sb3_contrib_algorithms_train_and_evaluate(tmp_path: Path, algo: str) ->
     ``ppo:PATH`` loads with the right class and plays the same actions twice."""
     import json
 
-    train(
-        "default",
-        128,
-        0,
-        tmp_path / "run",
-        hyperparams=_hp(tmp_path),
-        eval_freq=0,
-        checkpoint_freq=0,
-        progress=False,
-        env_kwargs=SMALL,
-        algo=algo,
-    )
+    _quick(tmp_path, 128, 0, "run", algo=algo)
     assert json.loads((tmp_path / "run" / "train.json").read_text())["algo"] == algo
     env = AutoscaleEnv("default", **SMALL)
     agent = make_agent(f"ppo:{tmp_path / 'run'}", env.agent_context())
