@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -241,7 +242,8 @@ def test_module_size(path: Path) -> None:
     assert n <= 600, f"{path.relative_to(REPO)}: {n} lines (at most 600)"
     if n > 450:
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-        assert "lines" in doc, f"{path.relative_to(REPO)}: {n} lines, and no word on why"
+        why = re.search(r"\b\d+ lines\b", doc)  # "Why one module of over 450 lines: ..."
+        assert why, f"{path.relative_to(REPO)}: {n} lines, and no word on why"
 
 
 def test_agents_run_does_not_reach_into_training() -> None:
