@@ -35,7 +35,7 @@ import numpy as np
 
 from agents.run.episode import Episode
 from agents.run.reporting import short_label
-from agents.run.suite import SUITES, BenchmarkError, Suite, check_suite, load_suite, suite_names
+from agents.run.suite import BenchmarkError, load_suite
 
 REFERENCES = ("static", "chiron")  # the score's 0 and 1: always run
 METRICS = (
@@ -405,15 +405,9 @@ def _no_nan(v: Any) -> Any:
 
 __all__ = [
     "REFERENCES",
-    "SUITES",
-    "BenchmarkError",
-    "Suite",
     "benchmark",
-    "check_suite",
     "leaderboard",
-    "load_suite",
     "pareto_front",
     "score_of",
     "scores",
-    "suite_names",
 ]

@@ -10,16 +10,8 @@ import numpy as np
 import pytest
 
 import scenarios
-from agents.run.benchmark import (
-    BenchmarkError,
-    benchmark,
-    leaderboard,
-    load_suite,
-    pareto_front,
-    score_of,
-    scores,
-    suite_names,
-)
+from agents.run.benchmark import benchmark, leaderboard, pareto_front, score_of, scores
+from agents.run.suite import BenchmarkError, load_suite, suite_names
 from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.scenario import load
 from chiron_gym.sim.request import RequestClass
