@@ -37,8 +37,8 @@ import numpy.typing as npt
 
 from agents.base import BaseAgent, Observation, Prediction
 from agents.defer import DEFER_KEY, Deferral
+from agents.model_files import load_model, load_normalizer, normalizer_name
 from agents.ppo import PPOAgent, algo_class
-from agents.train.model_files import load_model, load_normalizer, normalizer_name
 from chiron_gym.config import InputError
 from chiron_gym.envs import AgentContext
 

@@ -1,7 +1,7 @@
 """The PPO agent that acts: a trained Stable-Baselines3 model with the agents' ``predict``.
 
 ``PPOAgent.load(path)`` reads ``model.zip`` and its observation statistics without running code
-from the files (``agents/train/model_files.py``); ``chiron evaluate --agents ppo:PATH`` runs it
+from the files (``agents/model_files.py``); ``chiron evaluate --agents ppo:PATH`` runs it
 beside the others. Training is ``agents/train/ppo.py`` (``chiron train ppo``).
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from agents.base import BaseAgent, Observation, Prediction
 from agents.defer import DEFER_FEATURE, DEFER_KEY, Deferral, check_defer
-from agents.train.model_files import (
+from agents.model_files import (
     TrainError,
     check_loadable,
     load_model,
@@ -88,7 +88,7 @@ class PPOAgent(BaseAgent):
     def files(cls, path: str | Path) -> tuple[Path, Path, dict[str, Any]]:
         """``(model zip, its statistics' .pkl name, train.json)`` of a training folder or a
         ``.zip`` path (the statistics are read from the ``.npz`` of the same name when there is
-        one: ``agents/train/model_files.py``)."""
+        one: ``agents/model_files.py``)."""
         p = Path(path)
         folder = p if p.is_dir() else p.parent
         zip_path = p / "model.zip" if p.is_dir() else p
@@ -113,7 +113,7 @@ class PPOAgent(BaseAgent):
     @classmethod
     def load(cls, path: str | Path, ctx: AgentContext | None = None) -> PPOAgent:
         """From a training folder (``model.zip`` + statistics) or a ``.zip`` path, without
-        running code from the files unless trusted (``agents/train/model_files.py``)."""
+        running code from the files unless trusted (``agents/model_files.py``)."""
         zip_path, stats, meta = cls.files(path)
         model = load_model(zip_path, algo_class(meta.get("algo", "ppo")))
         vn = load_normalizer(stats)

@@ -12,7 +12,7 @@ per-instance local loop as it does for ``chiron`` (action mode ``global``). The 
 environment's observation with Chiron's proposed change appended (one feature per pool, in
 instances), so it can learn when to overrule it. A policy that always answers r = 0 *is*
 Chiron, step for step (``tests/agents/test_residual.py``); training starts near it, because the
-action head's bias favours r = 0 (``bias_towards_zero``).
+action head's bias favours r = 0 (``bias_towards_zero`` in ``agents/train/residual_env.py``).
 
 ``ChironResidual`` (here) is the arithmetic that ``PPOAgent`` uses when it plays a residual model
 (``train.json`` says ``"residual": "chiron"``); the training side, ``ResidualWrapper`` (a

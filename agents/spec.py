@@ -104,7 +104,7 @@ def split_ppo_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def names() -> list[str]:
-    """Agent names ``make_agent`` knows (plus ``ppo:PATH`` once PPO lands)."""
+    """Agent names ``make_agent`` knows (and any ``ppo:PATH``)."""
     return list(AGENTS)
 
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from agents.run.episode import Episode
 from agents.run.reporting import short_label
-from agents.run.suite import BenchmarkError, load_suite
+from agents.run.suite import BenchmarkError, check_suite, load_suite
 
 REFERENCES = ("static", "chiron")  # the score's 0 and 1: always run
 METRICS = (
@@ -317,6 +317,7 @@ def benchmark(
     from agents.run.evaluate import evaluate, read_rows, typed_row
 
     s = load_suite(suite)
+    check_suite(s)  # every scenario and trace, before any episode runs
     if not seeds:
         raise BenchmarkError("no seeds to run")
     if len(set(agents)) != len(agents):

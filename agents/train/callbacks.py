@@ -20,7 +20,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.logger import Figure
 from stable_baselines3.common.vec_env import VecNormalize
 
-from agents.train.model_files import ObsNormalizer, normalizer_name, save_normalizer
+from agents.model_files import ObsNormalizer, normalizer_name, save_normalizer
 from agents.train.scoring import evaluation_episode
 
 MONITOR_KEYS = ("interactive_attainment", "batch_attainment", "gpu_hours")
@@ -79,7 +79,7 @@ class EpisodeMetrics(BaseCallback):
 
 class Checkpoints(CheckpointCallback):
     """SB3's checkpoints, with the observation statistics also as ``.npz`` (loaded without
-    unpickling: ``agents/train/model_files.py``)."""
+    unpickling: ``agents/model_files.py``)."""
 
     def _on_step(self) -> bool:
         ok = super()._on_step()

@@ -36,14 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from agents.ppo import PPOAgent, algo_class
-from agents.train.model_files import (
+from agents.model_files import (
     ObsNormalizer,
     TrainError,
     checkpoint_name,
     load_normalizer,
     save_normalizer,
 )
+from agents.ppo import PPOAgent, algo_class
 from chiron_gym.envs import FEATURES, AutoscaleEnv
 
 HYPERPARAM_DIR = Path(__file__).resolve().parents[1] / "hyperparams"

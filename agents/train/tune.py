@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.train.model_files import TrainError
-from agents.train.ppo import TUNABLE
+from agents.model_files import TrainError
+from agents.train.ppo import HYPERPARAM_DIR, TUNABLE
 
-SPACE = Path(__file__).resolve().parents[1] / "hyperparams" / "tune-ppo.yml"
+SPACE = HYPERPARAM_DIR / "tune-ppo.yml"
 KINDS = ("uniform", "loguniform", "randint", "choice", "grid")
 METRIC = "eval_reward"
 

@@ -36,7 +36,7 @@ class PoolBounds:
             max_instances=spec.max_instances,
             max_batch_cap=inst.max_batch_cap if max_batch_cap is None else max_batch_cap,
             gpus_per_instance=inst.gpus,
-            kv_capacity_tokens=inst.kv_capacity_blocks * inst.block_size_tokens,
+            kv_capacity_tokens=inst.kv_capacity_tokens,
             block_size_tokens=inst.block_size_tokens,
         )
 

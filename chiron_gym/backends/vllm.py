@@ -74,6 +74,9 @@ class VllmBackend(LedgerColumns):
         self.request_timeout_s = request_timeout_s
         self.max_retries = max_retries
         self._specs = {p.pool: p for p in scenario.cluster.pools}
+        self._bounds = {
+            pool: PoolBounds.of(spec, self._max_cap(pool)) for pool, spec in self._specs.items()
+        }
         self._loop: asyncio.AbstractEventLoop | None = None
         self.fleet = Fleet(server)
 
@@ -423,7 +426,7 @@ class VllmBackend(LedgerColumns):
             ready=sum(s.state == ServerState.READY for s in live),
             draining=sum(s.state == ServerState.DRAINING for s in live),
             batch_cap=self._caps[pool],
-            bounds=PoolBounds.of(spec, self._max_cap(pool)),
+            bounds=self._bounds[pool],
         )
 
     def scale(self, pool: Pool, delta: int) -> int:

@@ -141,12 +141,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from agents import check_specs
     from agents.run.benchmark import benchmark
     from agents.run.evaluate import EvaluationFailed, check_out
-    from agents.run.suite import check_suite, load_suite
 
     agents_ = unique("agents", comma_list(args.agents))
     check_specs(agents_)
     check_out(Path(args.out))
-    check_suite(load_suite(args.suite))  # fail early, naming the suite's entry
     try:
         benchmark(
             agents_,

@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("CHIRON_DEBUG") == "1"
     if args.trust_model:
-        os.environ["CHIRON_TRUST_MODELS"] = "1"  # read by agents/train/model_files.py, workers too
+        os.environ["CHIRON_TRUST_MODELS"] = "1"  # read by agents/model_files.py, workers too
     try:
         return int(args.func(args))
     except KeyboardInterrupt as e:  # an evaluation's says what it kept

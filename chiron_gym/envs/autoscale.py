@@ -34,8 +34,7 @@ from chiron_gym.envs.features import (
     HIGH,
     FeatureBuilder,
 )
-from chiron_gym.scenario import REWARD_DEFAULTS, Scenario, load
-from chiron_gym.scenario.families import family_of
+from chiron_gym.scenario import REWARD_DEFAULTS, Scenario, family_of, load
 from chiron_gym.sim import POOL_NAMES, POOLS, Pool, WindowReport
 
 

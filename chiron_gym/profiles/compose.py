@@ -434,7 +434,6 @@ def build(spec: BuildSpec, data: Path) -> Profile:
 
 __all__ = [
     "DTYPES",
-    "GPUS",
     "BuildSpec",
     "build",
     "cache_dir",

@@ -269,7 +269,9 @@ class Request:
         self.scheduled = 0
         self.preemptions = 0
         self.swaps = 0
-        self.mark = -1  # while steady on an instance: the tick its counts are as of (``Instance``)
+        self.mark = (
+            -1
+        )  # while steady on an instance: the tick its counts are as of (``SteadyDecoders.tick``)
         self.order = 0  # admission number on its instance: the running order
         self.routed_s = math.nan  # when an instance took it (its TTFT there counts from this)
         self.admitted_s = math.nan

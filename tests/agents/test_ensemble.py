@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from agents.ensemble import EnsembleAgent, combine_rank, parse_combine, vote, write_ensemble
+from agents.model_files import load_model
 from agents.ppo import PPOAgent, algo_class
 from agents.run.episode import run_episode
-from agents.train.model_files import load_model
 from chiron_gym.cli import main
 from chiron_gym.config import InputError
 from chiron_gym.envs import AutoscaleEnv

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agents.model_files import ObsNormalizer, UntrustedModel
 from agents.ppo import PPOAgent
-from agents.train.model_files import ObsNormalizer, UntrustedModel
 from chiron_gym.cli import main
 from tests.conftest import REPO
 

@@ -190,7 +190,7 @@ def test_init_starts_from_the_models_weights_optimiser_and_statistics(tmp_path: 
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from agents.train.model_files import ObsNormalizer
+    from agents.model_files import ObsNormalizer
     from agents.train.ppo import warm_start
 
     kw = dict(hyperparams=_hp(tmp_path), eval_freq=0, progress=False, env_kwargs=SMALL)

@@ -172,8 +172,8 @@ def test_a_model_trains_on_an_earlier_releases_features_and_plays_on_todays(
 ) -> None:
     """``observation_features=N``: the policy reads the first N features (Chiron's proposal,
     for a residual, still reads them all); the model then plays on the full observation."""
+    from agents.model_files import load_model
     from agents.ppo import PPOAgent, algo_class
-    from agents.train.model_files import load_model
     from chiron_gym.envs import FEATURES
 
     hp = tmp_path / "hp.yml"

@@ -173,11 +173,7 @@ def safe_custom_objects(zip_path: Path, algo: Any) -> dict[str, Any]:
             aliases = algo.policy_aliases
             name = "MlpLstmPolicy" if "MlpLstmPolicy" in aliases else "MlpPolicy"  # RecurrentPPO
             out[key] = aliases[name]
-        elif key == "rollout_buffer_class" or key in (
-            "_last_obs",
-            "_last_episode_starts",
-            "_last_original_obs",
-        ):
+        elif key in _EMPTY:
             out[key] = None
         elif key in ("ep_info_buffer", "ep_success_buffer"):
             out[key] = deque(maxlen=100)
@@ -217,8 +213,6 @@ class TrainError(InputError):
 
 def checkpoint_name(zip_name: str) -> tuple[str, str] | None:
     """``ppo_<N>_steps.zip`` (SB3's ``CheckpointCallback``) -> ``("ppo", "<N>")``; else None."""
-    import re
-
     m = re.fullmatch(r"(.*)_(\d+)_steps", zip_name.removesuffix(".zip"))
     return (m.group(1), m.group(2)) if m else None
 
