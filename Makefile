@@ -8,7 +8,7 @@ STAMP_ALL := $(VENV)/.installed-all
 # torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint bench clean ppo-model ppo-direct-model ppo-default-model results native benchmark
+.PHONY: demo test lint bench clean ppo-model ppo-direct-model ppo-default-model results tuned native benchmark
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ lint: $(STAMP)
 # Every table and figure of docs/results.md (agents/run/results.py): about 1.5 h on 2 cores.
 results: $(STAMP_ALL)
 	$(BIN)/python -m agents.run.results
+
+# The tuned agents' tables (agents/tuned/*.json): llumnix-tuned and chiron-tuned, every bundled
+# scenario, one procedure and budget (agents/tuning.py).
+tuned: $(STAMP_ALL) $(NATIVE)
+	$(BIN)/python -m agents.run.tuned_tables
 
 # B6 trains PPO: the rl extra (torch) is needed.
 bench: $(STAMP_ALL) $(NATIVE)

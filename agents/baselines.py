@@ -62,7 +62,8 @@ class LlumnixParams:
 
 
 class LlumnixAgent(RuleAgent):
-    """Freeness = free KV blocks / requests held per instance; +1 below 10, -1 above 60."""
+    """Freeness = free KV blocks / requests held per instance; +1 below 10; -1 when the freeness
+    without one instance would be above 60."""
 
     name = "llumnix"
     # Llumnix runs vLLM with its default max_num_seqs: its freeness rule is about KV blocks.
@@ -87,7 +88,11 @@ class LlumnixAgent(RuleAgent):
             f = self.freeness(pool)
             if f < self.p.scale_up_below:
                 out[i] = self.clamp(pool, 1)
-            elif f > self.p.scale_down_above and pool.starting < 1:
+            # Llumnix judges a scale-down on the freeness the others would have without one
+            # instance (its free blocks gone, its requests spread over the rest)
+            elif f * (pool.ready - 1) / max(1.0, pool.ready) > self.p.scale_down_above and (
+                pool.starting < 1
+            ):
                 out[i] = self.clamp(pool, -1)
         return out, None
 

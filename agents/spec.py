@@ -15,12 +15,18 @@ from typing import Any
 from agents.base import Agent
 from agents.baselines import BASELINES
 from agents.chiron import CHIRON_AGENTS
+from agents.chiron_tuned import ChironTunedAgent
 from agents.llumnix_tuned import LlumnixTunedAgent
 from chiron_gym.config import InputError
 from chiron_gym.control.chiron import GlobalParams, LocalParams
 from chiron_gym.envs import AgentContext
 
-AGENTS: dict[str, Any] = {**CHIRON_AGENTS, **BASELINES, "llumnix-tuned": LlumnixTunedAgent}
+AGENTS: dict[str, Any] = {
+    **CHIRON_AGENTS,
+    "chiron-tuned": ChironTunedAgent,
+    **BASELINES,
+    "llumnix-tuned": LlumnixTunedAgent,
+}
 
 
 def agent_env_kwargs(spec: str) -> dict[str, Any]:

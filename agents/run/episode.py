@@ -153,12 +153,12 @@ def run_episode(
     """Run one episode of ``agent`` on ``scenario`` with traffic seed ``seed``; its row."""
     env = AutoscaleEnv(scenario, **env_kwargs_for(agent, env_kwargs))
     try:  # closed whatever happens: on the real backend, closing stops the servers
-        return _episode_row(env, agent, scenario, seed)
+        return episode_row(env, agent, scenario, seed)
     finally:
         env.close()
 
 
-def _episode_row(env: AutoscaleEnv, agent: str, scenario: str, seed: int) -> Episode:
+def episode_row(env: AutoscaleEnv, agent: str, scenario: str, seed: int) -> Episode:
     t0 = time.perf_counter()
     run = play(env, lambda ctx: make_agent(agent, ctx, seed=seed), seed, record_series=True)
     info = run.info

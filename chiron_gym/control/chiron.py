@@ -3,11 +3,12 @@
 ``ChironLocal`` is the fast loop that lives on each instance: every ``period_s`` it sets the
 instance's batch cap from local backpressure (latency: observed ITL over the SLO; throughput: the
 token rate before the last cap increase over the rate after it, measured only while the cap
-binds). ``ChironGlobal`` is the slow loop over the cluster: instance counts from interactive
-utilisation (interactive work over the capacity the local caps advertise, with hysteresis and
-headroom kept in the mixed pool) and from the batch queue's waiting-time estimate against its
-deadlines (capacity from the profile, not the last window's throughput), interactive first when
-the GPU budget binds.
+binds and only when the increase raised the running batch), growing it below 1 and shrinking it
+above, with a hold band. ``ChironGlobal`` is the slow loop over the cluster: instance counts from
+interactive utilisation (interactive work over the capacity the local caps advertise, or the
+window's p95 latency over its SLO when that is higher, with hysteresis and headroom kept in the
+mixed pool) and from the batch queue's waiting-time estimate against its deadlines (capacity from
+the profile, not the last window's throughput), interactive first when the GPU budget binds.
 
 The environment runs the local loop per instance when ``action_mode="global"`` and the global
 loop when ``action_mode="local"``; ``agents/chiron.py`` composes them as an agent. Every number
@@ -37,7 +38,7 @@ class LocalParams:
     """Local loop (per instance)."""
 
     period_s: float = 2.0  # (paper: a fast loop; value ours) seconds between two updates
-    ewma_alpha: float = 0.5  # (ours) weight of the newest backpressure sample
+    ewma_alpha: float = 0.5  # (ours) weight of the newest latency backpressure sample
     # (ours) ITL and TTFT are measured over this sliding window (token-weighted, as vLLM's
     # histograms): the prefills a cap increase admits stall decodes for a moment, not for life
     latency_window_s: float = 10.0
@@ -45,11 +46,20 @@ class LocalParams:
     # on the instance (from routing) over ``ttft_share`` x its SLO; docs/agents.md measures it
     use_ttft: bool = False
     ttft_share: float = 1.0
-    # (ours) a cap is judged (throughput compared, or grown) after this long binding at it:
+    # (ours) an increase is judged (throughput compared) after the new cap has bound this long:
     # one period's token count at a small cap is too noisy to compare
     settle_s: float = 6.0
-    throughput_gain: float = 0.05  # (ours) an increase that raised tokens/s by less: a plateau
+    # (ours) throughput before / after an increase is evidence only when the running batch grew
+    # by at least this share: evictions, or too little demand, kept the increase from acting
+    occupancy_gain: float = 0.1
+    # (paper: grow below 1, shrink above; the band is ours) backpressure in [grow_below, 1]:
+    # hold. An increase that raised tokens/s by less than 1 / grow_below - 1 (11 %) is a plateau
+    grow_below: float = 0.9
     double_below: float = 0.5  # (ours) grow by doubling while backpressure is under this
+    # (ours) grow only while the running batch is at least this share of the cap: a cap far
+    # above demand limits nothing, and it is the capacity the instance advertises to the global
+    # loop (a cap grown to max_num_seqs at low load would advertise what the SLO cannot hold)
+    grow_reach: float = 0.75
     use_throughput: bool = True  # False: the ``chiron-no-tbp`` ablation
     min_cap: int = 1  # (paper: not below a minimum)
 
@@ -58,11 +68,14 @@ class LocalParams:
 class _CapState:
     """What the rule remembers of one instance (or one pool)."""
 
-    bp: float = 0.0  # smoothed local backpressure
-    increased: bool = False  # the cap was last changed by an increase
+    bp: float = 0.0  # smoothed latency backpressure
+    tbp: float = 0.0  # throughput backpressure of the current cap, once judged (0: none)
+    judging: bool = False  # an increase waits to be judged
     rate_before: float = math.nan  # tokens/s while binding at the cap before the last change
-    bound_tokens: float = 0.0  # tokens and seconds while binding at the current cap
+    occ_before: float = math.nan  # mean running batch then
+    bound_tokens: float = 0.0  # tokens, seconds and running-seconds while binding at the cap
     bound_s: float = 0.0
+    bound_occ: float = 0.0
     tokens: int = 0  # counters at the previous update
     decode_tokens: int = 0
     decode_token_time_s: float = 0.0
@@ -83,42 +96,60 @@ def cap_rule(
     tokens: float,
     dt: float,
     binding: bool,
+    running: float,
 ) -> tuple[int, float]:
-    """The AIMD rule: the new cap, and the throughput backpressure used (0: not evaluated).
+    """The local rule: the new cap, and the throughput backpressure judged now (0: none).
 
     ``latency`` is observed ITL over the SLO (0 when nothing decoded or there is no SLO);
-    ``tokens`` were generated in the ``dt`` seconds since the last update; ``binding`` says the
-    cap limited the instance (at its cap with work waiting for it). Throughput backpressure is
-    ``rate before the last increase / rate since``, both measured while binding and only once
-    the new cap has bound for ``settle_s`` (demand-driven throughput says nothing about the
-    cap). Smoothed backpressure above 1: halve (then it needs fresh evidence to halve again).
-    Else grow while binding, doubling while backpressure is low, unless the last increase
-    bought less than ``throughput_gain`` (a plateau: hold).
+    ``tokens`` were generated in the ``dt`` seconds since the last update, ``running`` requests
+    run now; ``binding`` says the cap limits the instance (at its cap with work waiting for it).
+
+    Backpressure is the larger of smoothed latency backpressure and the current cap's throughput
+    backpressure, ``tokens/s before the last increase / tokens/s since``, both measured while the
+    cap binds and judged once the new cap has bound for ``settle_s``, and only when the running
+    batch grew by ``occupancy_gain`` (an increase that evictions or a lack of demand kept from
+    acting says nothing of the engine). Above 1: halve (the smoothed latency then restarts from
+    at most 1, so that a second halving needs fresh evidence). Under ``grow_below``: grow, to
+    ``max_cap`` (the engine's ``max_num_seqs``) at most, doubling under ``double_below``; a cap
+    that binds is grown only once judged. In between: hold.
     """
     if binding:
         s.bound_tokens += tokens
         s.bound_s += dt
-    judged = s.bound_s > 0 and s.bound_s >= p.settle_s
-    rate = s.bound_tokens / s.bound_s if s.bound_s > 0 else 0.0
-    tbp = 0.0
-    if p.use_throughput and binding and s.increased and judged and s.rate_before > 0:
-        tbp = s.rate_before / rate if rate > 0 else 2.0
+        s.bound_occ += running * dt
+    settled = s.bound_s >= p.settle_s and s.bound_s > 0
+    judged_now = 0.0
+    if s.judging and not binding:
+        s.judging = False  # the increase never bound: no evidence, nothing to hold
+    elif s.judging and settled:
+        s.judging = False
+        rate, occ = s.bound_tokens / s.bound_s, s.bound_occ / s.bound_s
+        if occ >= s.occ_before * (1.0 + p.occupancy_gain):
+            s.tbp = judged_now = s.rate_before / rate if rate > 0 else 2.0
     a = p.ewma_alpha
-    s.bp = a * max(latency, tbp) + (1 - a) * s.bp
-    plateau = tbp > 1.0 / (1.0 + p.throughput_gain)
-    if s.bp > 1.0:
+    s.bp = a * latency + (1 - a) * s.bp
+    bp = max(s.bp, s.tbp if p.use_throughput else 0.0)
+    if bp > 1.0:
         choice = HALVE
         s.bp = min(s.bp, 1.0)
-    elif binding and judged and not plateau:
-        choice = DOUBLE if s.bp < p.double_below else INCREASE
+    elif (
+        bp < p.grow_below
+        and not s.judging
+        and (settled or not binding)
+        and running >= p.grow_reach * cap
+    ):
+        choice = DOUBLE if bp < p.double_below else INCREASE
     else:
         choice = KEEP
     out = max(p.min_cap, new_cap(cap, choice, max_cap))
     if out != cap:
-        s.rate_before = rate if s.bound_s > 0 else math.nan
-        s.bound_tokens = s.bound_s = 0.0
-        s.increased = out > cap
-    return out, tbp
+        measured = settled and binding
+        s.rate_before = s.bound_tokens / s.bound_s if measured else math.nan
+        s.occ_before = s.bound_occ / s.bound_s if measured else math.nan
+        s.bound_tokens = s.bound_s = s.bound_occ = 0.0
+        s.tbp = 0.0
+        s.judging = out > cap and measured and p.use_throughput
+    return out, judged_now
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +231,7 @@ class ChironLocal:
                 tokens=d_tok,
                 dt=dt,
                 binding=binding,
+                running=st.running,
             )
             self.last_tbp[st.instance_id] = tbp
             if cap != st.batch_cap:
@@ -238,6 +270,7 @@ class ChironLocal:
                 tokens=raw[f"{pool}.tokens_per_s"] / max(1.0, ready) * self.interval_s,
                 dt=self.interval_s,
                 binding=binding,
+                running=raw[f"{pool}.running"] / max(1.0, ready),
             )
             out.append(HALVE if new < cap else INCREASE if new > cap else KEEP)
             if new > cap and new >= 2 * cap:
@@ -278,6 +311,11 @@ class GlobalParams:
     batch_remove_below: float = 0.5  # (ours) ample slack: shrink to what the estimate needs
     batch_target: float = 0.8  # (ours) size batch capacity for this waiting time / slack
     max_step: int = 2  # instances per pool per decision (the env's k)
+    # (ours) interactive utilisation is at least the window's p95 TTFT and ITL over their SLOs
+    # times this: caps near max_num_seqs advertise more than the SLO holds (prefills of long
+    # prompts stall decodes whatever the cap), so latency itself must reach the global loop
+    latency_weight: float = 1.0
+    latency_max: float = 2.0  # (ours) the most latency backpressure one decision sizes for
 
 
 @dataclass
@@ -312,6 +350,7 @@ class ChironGlobal:
         live = {n: raw[f"{n}.ready"] + raw[f"{n}.starting"] for n in POOL_NAMES}
         cap = {n: max(1.0, raw[f"{n}.batch_cap"]) for n in POOL_NAMES}
         want = dict.fromkeys(POOL_NAMES, 0)
+        urgent = False
 
         # Interactive backpressure: interactive work held over the capacity the caps advertise
         # on the instances that serve it (batch work on mixed instances does not count).
@@ -323,6 +362,10 @@ class ChironGlobal:
         serving = [n for n in ("interactive", "mixed") if exists[n]]
         capacity = sum(cap[n] * live[n] for n in serving)
         util = held / capacity if capacity > 0 else (math.inf if held > 0 else 0.0)
+        lat = p.latency_weight * max(
+            raw["interactive.ttft_p95_over_slo"], raw["interactive.itl_p95_over_slo"]
+        )
+        util = max(util, lat)
         self.s.above = self.s.above + 1 if util > p.upper_utilisation else 0
         hist = self.s.history
         hist.append((dt, util, held))
@@ -339,13 +382,24 @@ class ChironGlobal:
         base = "interactive" if exists["interactive"] else "mixed" if exists["mixed"] else None
         if base is not None:
             per = cap[base]
-            needed = math.ceil(held / (p.upper_utilisation * per)) if held > 0 else 0
+            need_held = math.ceil(held / (p.upper_utilisation * per)) if held > 0 else 0
+            needed = need_held
+            # Latency-bound: in proportion to the excess (at most x2.5 of the pool at once), and
+            # once per cold start: while added instances start, the latency they will relieve
+            # is still the old one (sizing on it again would compound)
+            starting = raw[f"{base}.starting"] >= 0.5
+            if lat > p.upper_utilisation and not starting:
+                excess = min(lat, p.latency_max) / p.upper_utilisation
+                needed = max(needed, math.ceil(live[base] * excess))
             headroom = max(p.headroom_instances, math.ceil(p.headroom_share * needed))
             # The headroom lives in the mixed pool when there is one (batch work fills it).
             headroom_pool = "mixed" if exists["mixed"] else base
+            in_base = headroom if headroom_pool == base else 0
             if self.s.above >= p.up_windows:
-                short = needed + (headroom if headroom_pool == base else 0) - live[base]
+                short = needed + in_base - live[base]
                 want[base] += max(1, math.ceil(short))
+                # held work the pool cannot hold takes GPUs from batch; latency alone does not
+                urgent = need_held + in_base > live[base]
                 self.s.above = 0
                 hist.clear()
             elif quiet:
@@ -353,8 +407,12 @@ class ChironGlobal:
                 spare = live[base] - need_peak - (headroom if headroom_pool == base else 0)
                 if spare >= 1:
                     want[base] -= max(1, math.floor(spare / 2))
-                elif headroom_pool != base and live[headroom_pool] > headroom:
-                    want[headroom_pool] -= 1
+                if headroom_pool != base:
+                    # the headroom follows the peak's needs down too, by half the excess
+                    keep = max(p.headroom_instances, math.ceil(p.headroom_share * need_peak))
+                    excess_h = live[headroom_pool] - keep
+                    if excess_h >= 1:
+                        want[headroom_pool] -= max(1, math.floor(excess_h / 2))
                 hist.clear()
             if headroom_pool != base:
                 want[headroom_pool] += max(0, headroom - round(live[headroom_pool]))
@@ -384,12 +442,13 @@ class ChironGlobal:
                     self.s.batch_slack_s = 0.0
             else:
                 self.s.batch_slack_s = 0.0
-        return self._fit(want, live, raw)
+        return self._fit(want, live, raw, urgent)
 
     def _fit(
-        self, want: dict[str, int], live: dict[str, float], raw: dict[str, float]
+        self, want: dict[str, int], live: dict[str, float], raw: dict[str, float], urgent: bool
     ) -> list[int]:
-        """Bounds, step limit, and the GPU budget: interactive first, batch gives way."""
+        """Bounds, step limit, and the GPU budget: interactive first; the batch pool gives GPUs
+        back when interactive work is ``urgent`` (held work the pools cannot hold)."""
         p = self.p
         out = dict(want)
         facts = self.facts
@@ -409,7 +468,7 @@ class ChironGlobal:
                     continue
                 fit = min(d, max(0, room) // gpus[n])
                 short = (d - fit) * gpus[n] - freeing
-                if short > 0 and n != "batch" and facts.pools["batch"].exists:
+                if short > 0 and urgent and n != "batch" and facts.pools["batch"].exists:
                     # interactive work first: the batch pool gives GPUs back (they free when
                     # its instances have drained; the next decisions take them)
                     down = min(0, out["batch"])

@@ -60,23 +60,94 @@ def facts(max_gpus: int | None = None, **pools: tuple[int, int]) -> ClusterFacts
 # ---- the local loop -----------------------------------------------------------------------------
 
 
+def _judging(**kw: float) -> _CapState:
+    """The state after an increase from a cap that ran 64 requests at 1,000 tokens/s."""
+    return _CapState(judging=True, rate_before=1000.0, occ_before=64.0, **kw)
+
+
 def test_throughput_backpressure_is_a_ratio_judged_only_while_the_cap_binds() -> None:
-    """The first version set 1.5 whenever tokens/s failed to grow after an increase, binding or
-    not, and halved caps whose ITL sat far under the SLO. Now: demand-driven throughput that does
-    not grow is no signal; a binding cap whose increase lost throughput gives before / after."""
+    """Demand-driven throughput that does not grow is no signal; a binding cap whose increase
+    raised the running batch but lost throughput gives before / after, and halves."""
     p = LocalParams(settle_s=0.0)
-    s = _CapState(increased=True, rate_before=1000.0)
-    cap, tbp = cap_rule(p, s, cap=64, max_cap=256, latency=0.1, tokens=500.0, dt=1.0, binding=False)
-    assert tbp == 0.0 and cap == 64  # not binding: no throughput signal, no change
-    s = _CapState(increased=True, rate_before=1000.0)
-    cap, tbp = cap_rule(p, s, cap=64, max_cap=256, latency=0.1, tokens=400.0, dt=1.0, binding=True)
-    assert tbp == pytest.approx(2.5) and cap == 32  # continuous ratio, above 1: halve
-    s = _CapState(increased=True, rate_before=1000.0)
-    cap, tbp = cap_rule(p, s, cap=64, max_cap=256, latency=0.1, tokens=1020.0, dt=1.0, binding=True)
-    assert tbp == pytest.approx(1000 / 1020) and cap == 64  # a plateau: hold
-    s = _CapState(increased=True, rate_before=1000.0)
-    cap, _ = cap_rule(p, s, cap=64, max_cap=256, latency=0.1, tokens=1500.0, dt=1.0, binding=True)
-    assert cap > 64  # the increase paid: grow again
+    s = _judging()
+    cap, tbp = cap_rule(
+        p, s, cap=80, max_cap=256, latency=0.1, tokens=500.0, dt=1.0, binding=False, running=40
+    )
+    assert tbp == 0.0 and not s.judging  # not binding: no evidence, the judgment is dropped
+    s = _judging()
+    cap, tbp = cap_rule(
+        p, s, cap=80, max_cap=256, latency=0.1, tokens=400.0, dt=1.0, binding=True, running=80
+    )
+    assert tbp == pytest.approx(2.5) and cap == 40  # throughput fell as the batch grew: halve
+    s = _judging()
+    cap, tbp = cap_rule(
+        p, s, cap=80, max_cap=256, latency=0.1, tokens=1020.0, dt=1.0, binding=True, running=80
+    )
+    assert tbp == pytest.approx(1000 / 1020) and cap == 80  # a plateau: hold
+    for _ in range(5):  # and it holds while the cap stays (the plateau is the cap's, not a blip)
+        cap, _ = cap_rule(
+            p, s, cap=cap, max_cap=256, latency=0.1, tokens=1020.0, dt=1.0, binding=True, running=80
+        )
+    assert cap == 80
+    s = _judging()
+    cap, _ = cap_rule(
+        p, s, cap=80, max_cap=256, latency=0.1, tokens=1500.0, dt=1.0, binding=True, running=80
+    )
+    assert cap > 80  # the increase paid: grow again
+
+
+def test_evictions_and_new_prefills_do_not_read_as_a_plateau() -> None:
+    """The issue-38 case: on a mixed instance interactive arrivals evict batch requests, so the
+    tokens/s after an increase fall with the running batch (before: 64 running, 1,000 tokens/s;
+    after: 50 running, 700 tokens/s). The last version read 1.43 and halved; the running batch
+    did not grow, so the increase never acted and there is no evidence about the engine."""
+    p = LocalParams(settle_s=0.0)
+    s = _judging()
+    cap, tbp = cap_rule(
+        p, s, cap=80, max_cap=256, latency=0.3, tokens=700.0, dt=1.0, binding=True, running=50
+    )
+    assert tbp == 0.0 and cap == 80  # no halving (and no growth: demand is under the reach)
+    # the same tokens/s with the batch grown to 80: a saturated engine, halve
+    s = _judging()
+    cap, tbp = cap_rule(
+        p, s, cap=80, max_cap=256, latency=0.3, tokens=700.0, dt=1.0, binding=True, running=80
+    )
+    assert tbp == pytest.approx(1000 / 700) and cap == 40
+
+
+def test_caps_grow_back_whenever_backpressure_is_low_and_hold_in_the_band() -> None:
+    """The last version grew a cap only while it bound: a halved cap stayed halved. Now a cap
+    grows whenever backpressure is under ``grow_below`` and demand reaches it (running at least
+    ``grow_reach`` of the cap), up to ``max_num_seqs``; between ``grow_below`` and 1 it holds."""
+    p = LocalParams(settle_s=0.0)
+    s = _CapState()
+    cap, _ = cap_rule(
+        p, s, cap=64, max_cap=256, latency=3.0, tokens=100.0, dt=2.0, binding=True, running=64
+    )
+    assert cap == 32
+    for _ in range(20):  # latency recovers; demand keeps the instance near its cap
+        cap, _ = cap_rule(
+            p,
+            s,
+            cap=cap,
+            max_cap=256,
+            latency=0.2,
+            tokens=100.0,
+            dt=2.0,
+            binding=False,
+            running=cap,
+        )
+    assert cap == 256  # back up, to max_num_seqs and no further
+    s = _CapState(bp=0.95)
+    cap, _ = cap_rule(
+        p, s, cap=64, max_cap=256, latency=0.95, tokens=100.0, dt=2.0, binding=False, running=64
+    )
+    assert cap == 64  # in the hold band
+    s = _CapState()
+    cap, _ = cap_rule(
+        p, s, cap=64, max_cap=256, latency=0.2, tokens=100.0, dt=2.0, binding=False, running=10
+    )
+    assert cap == 64  # demand far below the cap: the cap limits nothing, and is not inflated
 
 
 def test_local_loop_runs_per_instance_at_its_own_period() -> None:
@@ -247,19 +318,32 @@ def test_parameter_specs_reach_the_loops() -> None:
         split_spec("llumnix[z=1]")
 
 
-def test_llumnix_tuned_has_a_current_entry_for_every_bundled_scenario() -> None:
-    """The shipped table covers every bundled scenario as it is now (a stale entry, whose
-    description changed, would be re-tuned silently at evaluation time)."""
+@pytest.mark.parametrize("agent", ["llumnix-tuned", "chiron-tuned"])
+def test_tuned_agents_have_a_current_entry_for_every_bundled_scenario(agent: str) -> None:
+    """Each shipped table covers every bundled scenario as it is now (a stale entry, whose
+    description changed, would be re-tuned silently at evaluation time), no tuned value sits on
+    an edge of its grid unless that edge is a bound of the parameter's domain, and the agent
+    plays the table's values."""
     import json
 
     import scenarios
-    from agents.llumnix_tuned import TABLE
+    from agents.chiron_tuned import AXES as CHIRON_AXES
+    from agents.llumnix_tuned import AXES as LLUMNIX_AXES
+    from agents.tuning import TUNED
     from chiron_gym.scenario import load
 
-    table = json.loads(TABLE.read_text())["scenarios"]
+    axes = {"llumnix-tuned": LLUMNIX_AXES, "chiron-tuned": CHIRON_AXES}[agent]
+    table = json.loads((TUNED / f"{agent}.json").read_text())["scenarios"]
     for name in scenarios.names():
-        assert table[name]["description"] == load(name).description, name
-    env = AutoscaleEnv("default", **agent_env_kwargs("llumnix-tuned"))
+        entry = table[name]
+        assert entry["description"] == load(name).description, name
+        for ax in axes:
+            grid, value = entry["grid"][ax.name], entry[ax.name]
+            if value in (grid[0], grid[-1]):
+                assert value in (ax.low, ax.high), (name, ax.name, value, grid)
+    env = AutoscaleEnv("default", **agent_env_kwargs(agent))
     env.reset(seed=0)
-    agent = make_agent("llumnix-tuned", env.agent_context())
-    assert agent.params()["scale_up_below"] == table["default"]["scale_up_below"]  # type: ignore[attr-defined]
+    played = make_agent(agent, env.agent_context()).params()  # type: ignore[attr-defined]
+    flat = {**played, **played.get("global", {})}
+    name = axes[0].name
+    assert flat[name] == table["default"][name]
