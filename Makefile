@@ -67,7 +67,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy chiron_gym agents benchmarks
 
-# Every table and figure of docs/results.md (agents/run/results.py): about 1.5 h on 2 cores.
+# Every table and figure of docs/results.md (agents/run/results.py): about an hour on 2 cores.
 results: $(STAMP_ALL)
 	$(BIN)/python -m agents.run.results
 

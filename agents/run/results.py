@@ -1,13 +1,17 @@
 """``make results``: every table and figure of ``docs/results.md``, regenerated.
 
-Three parts, each an ``evaluate`` grid on the process (or Ray) executor:
+Parts, each an ``evaluate`` grid on the process (or Ray) executor:
 
+- ``loops``: the validation suite Chiron's rules were chosen on (``benchmarks/suites/loops.toml``):
+  Chiron, the variants it was chosen against, its ablations, and the cheapest fixed allocation in
+  hindsight (``agents/run/fixed.py``), 3 seeds;
 - ``paper``: the scenarios closest to the Chiron paper (``large-70b``, ``chiron-paper``,
-  ``chiron-paper-70b``), Chiron, its ablations and every baseline, 5 seeds;
+  ``chiron-paper-70b``, at vLLM's default engine settings), Chiron, its ablations, ``chiron-tuned``
+  and every baseline, 5 seeds: the table, paired differences with 95 % bootstrap intervals, the
+  attainment / GPU-hours plane, and the ranking as the price of a violation changes;
 - ``others``: the other bundled mixed and interactive scenarios, the same agents and the shipped
   PPO model;
-- ``sweep``: Chiron's sensitivity to its headroom, scale-down window, utilisation bounds and the
-  estimator's z, one figure per scenario.
+- ``sweep``: Chiron's sensitivity to the parameters of both loops, one figure per scenario.
 
 Each table goes into ``docs/results.md`` between ``<!-- results:NAME -->`` markers, with the
 commit, seeds and machine it was made on; figures go to ``docs/figures/``.
@@ -24,14 +28,22 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from agents.run.evaluate import evaluate
+from agents.run.evaluate import evaluate, read_rows, typed_row
+from agents.run.fixed import fixed_grid
 from agents.run.reporting import markdown
+from agents.run.results_tables import (
+    fixed_lines,
+    means,
+    paired_table,
+    pareto_figure,
+    price_table,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "results.md"
 FIGURES = REPO / "docs" / "figures"
 
-CHIRON = ["chiron", "chiron-global-only", "chiron-local-only", "chiron-no-tbp"]
+CHIRON = ["chiron", "chiron-global-only", "chiron-local-only", "chiron-no-tbp", "chiron-tuned"]
 BASELINES = [
     "static",
     "llumnix",
@@ -45,14 +57,58 @@ PAPER_SCENARIOS = ["large-70b", "chiron-paper", "chiron-paper-70b"]
 OTHER_SCENARIOS = ["mixed-diurnal", "batch-flood", "interactive-bursty", "default"]
 OTHER_AGENTS = [*CHIRON, *BASELINES, "random", "ppo:agents/models/ppo-default"]
 SWEEP_SCENARIOS = ["chiron-paper-70b", "large-70b", "mixed-diurnal", "interactive-bursty"]
-# parameter -> values (the default marked in the figure); "bounds" sets upper and lower together
+# parameter -> values (the default marked in the figure); "bounds" sets upper and lower together.
+# Global loop first, then the local loop's parameters.
 SWEEP: dict[str, list[Any]] = {
     "headroom_instances": [0, 1, 2, 4],
     "down_hold_cold_starts": [1.0, 2.0, 4.0],
     "bounds": [(0.7, 0.3), (0.8, 0.4), (0.9, 0.6)],
+    "latency_weight": [0.0, 0.7, 1.0, 1.4],
     "z": [0.0, 1.645, 3.0],
+    "period_s": [1.0, 2.0, 5.0],
+    "ewma_alpha": [0.3, 0.5, 0.8],
+    "settle_s": [2.0, 6.0, 12.0],
+    "occupancy_gain": [0.05, 0.1, 0.2],
+    "grow_below": [0.8, 0.9, 0.95],
+    "grow_reach": [0.0, 0.5, 0.75, 0.9],
+    "double_below": [0.25, 0.5, 0.75],
 }
-DEFAULTS = {"headroom_instances": 2, "down_hold_cold_starts": 2.0, "bounds": (0.8, 0.4), "z": 1.645}
+DEFAULTS = {
+    "headroom_instances": 0,
+    "down_hold_cold_starts": 2.0,
+    "bounds": (0.8, 0.4),
+    "latency_weight": 1.0,
+    "z": 1.645,
+    "period_s": 2.0,
+    "ewma_alpha": 0.5,
+    "settle_s": 6.0,
+    "occupancy_gain": 0.1,
+    "grow_below": 0.9,
+    "grow_reach": 0.75,
+    "double_below": 0.5,
+}
+LOOPS = REPO / "benchmarks" / "suites" / "loops"
+LOOP_SCENARIOS = [
+    "lp-a100-8b-12",
+    "lp-a100-8b-20",
+    "lp-h100-70b-4",
+    "lp-h100-70b-5",
+]
+# Chiron as chosen, and what it was chosen against (docs/results.md, "How the loops were chosen")
+LOOP_AGENTS = [
+    "chiron",
+    "chiron[grow_reach=0]",
+    "chiron[latency_weight=0]",
+    "chiron[latency_weight=0;use_ttft=True]",
+    "chiron-global-only",
+    "chiron-local-only",
+    "chiron-no-tbp",
+    "static",
+]
+FIXED_GRID = {  # instance counts of the fixed allocations, per loops scenario's GPU
+    "a100": {"interactive": list(range(3, 15)), "mixed": [0, 1, 2], "batch": [0, 1, 2]},
+    "h100": {"interactive": list(range(2, 10)), "mixed": [0, 1, 2], "batch": [0, 1]},
+}
 
 
 def _spec(param: str, value: Any) -> str:
@@ -110,8 +166,65 @@ def run_part(
         ep = out / name / "plots" / sc / "chiron_seed0.png"
         if ep.is_file():
             (FIGURES / f"episode_chiron_{sc}.png").write_bytes(ep.read_bytes())
-    put(name, provenance(seeds, executor) + "\n\n" + markdown(summary))
+    text = provenance(seeds, executor) + "\n\n" + markdown(summary)
+    if name == "paper":
+        text += "\n\n" + paper_comparisons(out / name, scenarios)
+    put(name, text)
     return summary
+
+
+def paper_comparisons(out: Path, scenarios: list[str]) -> str:
+    """Per scenario: full Chiron minus each other agent, seed by seed with 95 % intervals; the
+    attainment / GPU-hours plane; the ranking as the price of a violation changes."""
+    rows = [typed_row(r) for r in read_rows(out / "results.csv")]
+    parts = []
+    for sc in scenarios:
+        agents = sorted({r["agent"] for r in rows if r["scenario"] == sc} - {"chiron"})
+        order = [a for a in CHIRON + ["static"] if a in agents]
+        order += [a for a in agents if a not in order]
+        best = pareto_figure(rows, sc, FIGURES / f"pareto_{sc}.png")
+        m = means(rows, sc)
+        parts.append(
+            f"#### {sc}: paired differences, the front, the price of a violation\n\n"
+            + paired_table(rows, sc, "chiron", order)
+            + "\n\nThe front (no agent beats these on both interactive attainment and GPU-hours): "
+            + ", ".join(
+                f"`{a}` ({m[a]['interactive_attainment']:.3f}, {m[a]['gpu_hours']:.1f} GPU-h)"
+                for a in best
+            )
+            + f". ![{sc}](figures/pareto_{sc}.png)\n\n"
+            + price_table(rows, sc)
+        )
+    return "\n\n".join(parts)
+
+
+def run_loops(seeds: list[int], out: Path, executor: str) -> None:
+    """The validation suite: Chiron, its variants and ablations, and the fixed allocations."""
+    paths = [str(LOOPS / f"{n}.toml") for n in LOOP_SCENARIOS]
+    evaluate(
+        LOOP_AGENTS, paths, seeds, out / "loops", plots=False, tensorboard=False, executor=executor
+    )
+    rows = [typed_row(r) for r in read_rows(out / "loops" / "results.csv")]
+    text = [provenance(seeds, executor)]
+    for name, path in zip(LOOP_SCENARIOS, paths, strict=True):
+        gpu = "h100" if "h100" in name else "a100"
+        fixed = fixed_grid(path, FIXED_GRID[gpu], seeds)
+        m = means(rows, path)
+        lines = [
+            f"#### {name}",
+            "",
+            "| agent | interactive att. | batch att. | GPU-h | reward |",
+            "|---|---|---|---|---|",
+        ]
+        for a in LOOP_AGENTS:
+            e = m[a]
+            lines.append(
+                f"| {a} | {e['interactive_attainment']:.3f} | {e['batch_attainment']:.3f} | "
+                f"{e['gpu_hours']:.2f} | {e['reward']:,.0f} |"
+            )
+        lines += ["", fixed_lines(m["chiron"], fixed, "chiron")]
+        text.append("\n".join(lines))
+    put("loops", "\n\n".join(text))
 
 
 def run_sweep(seeds: list[int], out: Path, executor: str) -> None:
@@ -136,8 +249,9 @@ def run_sweep(seeds: list[int], out: Path, executor: str) -> None:
         "|---|---|---|---|---|---|",
     ]
     for sc in SWEEP_SCENARIOS:
-        fig, axes = plt.subplots(1, len(SWEEP), figsize=(4 * len(SWEEP), 3.4))
-        for ax, (param, values) in zip(axes, SWEEP.items(), strict=True):
+        cols = (len(SWEEP) + 1) // 2
+        fig, grid = plt.subplots(2, cols, figsize=(3.6 * cols, 6.4))
+        for ax, (param, values) in zip(grid.flat, SWEEP.items(), strict=False):
             rows = [by[(sc, specs[(param, str(v))])] for v in values]
             x = range(len(values))
             ax.errorbar(
@@ -169,7 +283,8 @@ def run_sweep(seeds: list[int], out: Path, executor: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m agents.run.results", description=__doc__)
-    ap.add_argument("--parts", default="paper,others,sweep")
+    ap.add_argument("--parts", default="loops,paper,others,sweep")
+    ap.add_argument("--loop-seeds", default="0-2")
     ap.add_argument("--seeds", default="0-4")
     ap.add_argument("--sweep-seeds", default="0-1")
     ap.add_argument("--out", default="runs/results")
@@ -182,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     parts = args.parts.split(",")
+    if "loops" in parts:
+        run_loops(seeds(args.loop_seeds), out, args.executor)
     if "paper" in parts:
         run_part(
             "paper", [*CHIRON, *BASELINES], PAPER_SCENARIOS, seeds(args.seeds), out, args.executor
