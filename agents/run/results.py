@@ -180,7 +180,7 @@ def paper_comparisons(out: Path, scenarios: list[str]) -> str:
     parts = []
     for sc in scenarios:
         agents = sorted({r["agent"] for r in rows if r["scenario"] == sc} - {"chiron"})
-        order = [a for a in CHIRON + ["static"] if a in agents]
+        order = [a for a in [*CHIRON, "static"] if a in agents]
         order += [a for a in agents if a not in order]
         best = pareto_figure(rows, sc, FIGURES / f"pareto_{sc}.png")
         m = means(rows, sc)
