@@ -231,7 +231,9 @@ class DynamoLoadParams:
     adjustment_interval_s: float = 30.0
     kv_up: float = 0.9  # decode-kv-scale-up-threshold
     kv_down: float = 0.5  # decode-kv-scale-down-threshold
-    prefill_queue_up: float = 5.0  # prefill-queue-scale-up-threshold (pending per worker)
+    # prefill-queue-scale-up-threshold (pending per worker): 5.0 is the planner code's default
+    # (``LoadPlannerDefaults``); its load_planner.md lists 0.5. We follow the code
+    prefill_queue_up: float = 5.0
     prefill_queue_down: float = 0.2  # prefill-queue-scale-down-threshold
     hold_after_add: int = 3  # intervals without scale-down after adding
 
