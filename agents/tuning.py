@@ -5,8 +5,10 @@ scenario itself, with the same budget for every agent (``GRID_POINTS`` points), 
 where the best point sits on an edge: an axis whose best value is its first or last is extended
 by one more step that way (and the new points scored), until the best is inside the grid or at a
 bound of the parameter's own domain (a batch cap cannot exceed the engine's ``max_num_seqs``, a
-headroom cannot be negative), at most ``MAX_WIDEN`` times per axis. A choice at a domain bound is
-recorded as such (``at_bound``) so that tables can say so.
+headroom cannot be negative), at most ``MAX_WIDEN`` times per axis. Equal scores go to the point
+furthest inside the grid (a rule that saturates, such as a scale-up threshold past which Llumnix
+always adds, scores the same at every larger value). A choice on an edge of the final grid is
+recorded (``at_bound``) so that tables can say so.
 
 Tables ship in ``agents/tuned/<agent>.json``: one entry per bundled scenario, with the grid as
 widened, every point's score, the seeds and the commit; a scenario missing from the table, or
@@ -29,7 +31,7 @@ from chiron_gym.scenario import Scenario
 TUNED = Path(__file__).resolve().parent / "tuned"
 TUNE_SEEDS = (1000,)
 GRID_POINTS = 24  # the grid every tuned agent starts from has this many points
-MAX_WIDEN = 4
+MAX_WIDEN = 8
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,15 @@ def grid_search(
     score_all([tuple(map(float, p)) for p in product(*values)])
     widened = [0] * len(axes)
     at_bound: list[str] = []
+
+    def edges(p: Point) -> int:
+        return sum(len(v) > 1 and p[i] in (v[0], v[-1]) for i, v in enumerate(values))
+
     while True:
-        best = max(scores, key=lambda p: (scores[p], p))
+        # the best score; among equal scores (a rule that saturates: past some threshold it
+        # always adds) the point furthest inside the grid, then the smallest
+        top = max(scores.values())
+        best = min((p for p in scores if scores[p] == top), key=lambda p: (edges(p), p))
         grew = False
         for i, ax in enumerate(axes):
             vals = values[i]
