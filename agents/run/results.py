@@ -198,7 +198,7 @@ def paper_comparisons(out: Path, scenarios: list[str]) -> str:
     return "\n\n".join(parts)
 
 
-def run_loops(seeds: list[int], out: Path, executor: str) -> None:
+def run_loops(seeds: list[int], out: Path, executor: str, fixed_seeds: list[int]) -> None:
     """The validation suite: Chiron, its variants and ablations, and the fixed allocations."""
     paths = [str(LOOPS / f"{n}.toml") for n in LOOP_SCENARIOS]
     evaluate(
@@ -208,7 +208,7 @@ def run_loops(seeds: list[int], out: Path, executor: str) -> None:
     text = [provenance(seeds, executor)]
     for name, path in zip(LOOP_SCENARIOS, paths, strict=True):
         gpu = "h100" if "h100" in name else "a100"
-        fixed = fixed_grid(path, FIXED_GRID[gpu], seeds)
+        fixed = fixed_grid(path, FIXED_GRID[gpu], fixed_seeds)
         m = means(rows, path)
         lines = [
             f"#### {name}",
@@ -222,12 +222,20 @@ def run_loops(seeds: list[int], out: Path, executor: str) -> None:
                 f"| {a} | {e['interactive_attainment']:.3f} | {e['batch_attainment']:.3f} | "
                 f"{e['gpu_hours']:.2f} | {e['reward']:,.0f} |"
             )
-        lines += ["", fixed_lines(m["chiron"], fixed, "chiron")]
+        span = (
+            f"{fixed_seeds[0]}-{fixed_seeds[-1]}" if len(fixed_seeds) > 1 else str(fixed_seeds[0])
+        )
+        lines += [
+            "",
+            f"Fixed allocations on seeds {span}: " + fixed_lines(m["chiron"], fixed, "chiron"),
+        ]
         text.append("\n".join(lines))
     put("loops", "\n\n".join(text))
 
 
-def run_sweep(seeds: list[int], out: Path, executor: str) -> None:
+def run_sweep(
+    seeds: list[int], out: Path, executor: str, scenarios: list[str] = SWEEP_SCENARIOS
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -236,7 +244,7 @@ def run_sweep(seeds: list[int], out: Path, executor: str) -> None:
     specs = {(p, str(v)): _spec(p, v) for p, values in SWEEP.items() for v in values}
     summary = evaluate(
         sorted(set(specs.values())),
-        SWEEP_SCENARIOS,
+        scenarios,
         seeds,
         out / "sweep",
         plots=False,
@@ -248,7 +256,7 @@ def run_sweep(seeds: list[int], out: Path, executor: str) -> None:
         "| scenario | parameter | value | interactive att. | GPU-hours | reward |",
         "|---|---|---|---|---|---|",
     ]
-    for sc in SWEEP_SCENARIOS:
+    for sc in scenarios:
         cols = (len(SWEEP) + 1) // 2
         fig, grid = plt.subplots(2, cols, figsize=(3.6 * cols, 6.4))
         for ax, (param, values) in zip(grid.flat, SWEEP.items(), strict=False):
@@ -285,8 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m agents.run.results", description=__doc__)
     ap.add_argument("--parts", default="loops,paper,others,sweep")
     ap.add_argument("--loop-seeds", default="0-2")
+    ap.add_argument("--fixed-seeds", default="0-2")
     ap.add_argument("--seeds", default="0-4")
     ap.add_argument("--sweep-seeds", default="0-1")
+    ap.add_argument("--sweep-scenarios", default=",".join(SWEEP_SCENARIOS))
     ap.add_argument("--out", default="runs/results")
     ap.add_argument("--executor", default="process", choices=["local", "process", "ray"])
     args = ap.parse_args(argv)
@@ -298,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     parts = args.parts.split(",")
     if "loops" in parts:
-        run_loops(seeds(args.loop_seeds), out, args.executor)
+        run_loops(seeds(args.loop_seeds), out, args.executor, seeds(args.fixed_seeds))
     if "paper" in parts:
         run_part(
             "paper", [*CHIRON, *BASELINES], PAPER_SCENARIOS, seeds(args.seeds), out, args.executor
@@ -306,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     if "others" in parts:
         run_part("others", OTHER_AGENTS, OTHER_SCENARIOS, seeds(args.seeds), out, args.executor)
     if "sweep" in parts:
-        run_sweep(seeds(args.sweep_seeds), out, args.executor)
+        run_sweep(seeds(args.sweep_seeds), out, args.executor, args.sweep_scenarios.split(","))
     print(json.dumps({"doc": str(DOC), "figures": str(FIGURES)}))  # noqa: T201 (the CLI's answer)
     return 0
 
