@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from agents.base import RULE_MAX_STEP
 from agents.chiron import ChironAgent
 from agents.tuning import Axis, TunedTable, grid_search
 from chiron_gym.control.chiron import GlobalParams
@@ -60,4 +59,4 @@ def tune(scenario: Scenario, progress: bool = True) -> dict[str, Any]:
 
 TABLE = TunedTable("chiron-tuned", "chiron-tuned headroom_instances and latency_weight", tune)
 
-__all__ = ["RULE_MAX_STEP", "TABLE", "ChironTunedAgent", "tune"]
+__all__ = ["TABLE", "ChironTunedAgent", "tune"]

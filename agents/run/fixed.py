@@ -25,7 +25,7 @@ import numpy as np
 from agents.run.episode import episode_row
 from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.scenario import Scenario, load
-from chiron_gym.sim.request import POOL_NAMES, Pool
+from chiron_gym.sim.request import POOL_NAMES
 
 KEYS = ("interactive_attainment", "batch_attainment", "gpu_hours", "reward")
 
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Pool", "cheapest", "fixed_grid", "pareto", "with_counts"]
+__all__ = ["cheapest", "fixed_grid", "pareto", "with_counts"]
 
 if __name__ == "__main__":
     raise SystemExit(main())
