@@ -8,7 +8,6 @@ description changed, is tuned when the agent is first built for it.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from agents.chiron import ChironAgent
@@ -29,12 +28,8 @@ class ChironTunedAgent(ChironAgent):
     name = "chiron-tuned"
 
     def __init__(self, ctx: AgentContext, tuned: dict[str, Any] | None = None) -> None:
-        if tuned is None:
-            if ctx.scenario is None:
-                raise ValueError("chiron-tuned needs the scenario in its AgentContext")
-            tuned = TABLE.params(ctx.scenario)
-        gp = replace(
-            GlobalParams(),
+        tuned = TABLE.params(ctx.scenario) if tuned is None else tuned
+        gp = GlobalParams(
             headroom_instances=int(tuned["headroom_instances"]),
             latency_weight=float(tuned["latency_weight"]),
         )

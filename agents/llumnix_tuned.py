@@ -36,10 +36,7 @@ class LlumnixTunedAgent(LlumnixAgent):
     name = "llumnix-tuned"
 
     def __init__(self, ctx: AgentContext, tuned: dict[str, Any] | None = None) -> None:
-        if tuned is None:
-            if ctx.scenario is None:
-                raise ValueError("llumnix-tuned needs the scenario in its AgentContext")
-            tuned = TABLE.params(ctx.scenario)
+        tuned = TABLE.params(ctx.scenario) if tuned is None else tuned
         self.target_cap = int(tuned["batch_cap"])
         super().__init__(
             ctx,

@@ -21,6 +21,7 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +79,6 @@ def grid_search(
     progress: bool = True,
 ) -> dict[str, Any]:
     """The best point of ``axes``' grid (widened at its edges) by mean reward on TUNE_SEEDS."""
-    from itertools import product
-
     from tqdm import tqdm
 
     names = tuple(a.name for a in axes)
@@ -152,8 +151,10 @@ class TunedTable:
         self.tune = tune
         self._cache: dict[str, dict[str, Any]] = {}
 
-    def params(self, scenario: Scenario) -> dict[str, Any]:
+    def params(self, scenario: Scenario | None) -> dict[str, Any]:
         """The shipped entry for ``scenario``, else tuned now (cached in this process)."""
+        if scenario is None:
+            raise ValueError(f"{self.agent} needs the scenario in its AgentContext")
         key = f"{scenario.name}|{scenario.description}"
         if key in self._cache:
             return self._cache[key]

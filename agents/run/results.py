@@ -156,6 +156,7 @@ def run_part(
     seeds: list[int],
     out: Path,
     executor: str,
+    comparisons: bool = False,
 ) -> list[dict[str, Any]]:
     summary = evaluate(agents, scenarios, seeds, out / name, tensorboard=False, executor=executor)
     for sc in scenarios:
@@ -167,7 +168,7 @@ def run_part(
         if ep.is_file():
             (FIGURES / f"episode_chiron_{sc}.png").write_bytes(ep.read_bytes())
     text = provenance(seeds, executor) + "\n\n" + markdown(summary)
-    if name == "paper":
+    if comparisons:
         text += "\n\n" + paper_comparisons(out / name, scenarios)
     put(name, text)
     return summary
@@ -311,7 +312,13 @@ def main(argv: list[str] | None = None) -> int:
         run_loops(seeds(args.loop_seeds), out, args.executor, seeds(args.fixed_seeds))
     if "paper" in parts:
         run_part(
-            "paper", [*CHIRON, *BASELINES], PAPER_SCENARIOS, seeds(args.seeds), out, args.executor
+            "paper",
+            [*CHIRON, *BASELINES],
+            PAPER_SCENARIOS,
+            seeds(args.seeds),
+            out,
+            args.executor,
+            comparisons=True,
         )
     if "others" in parts:
         run_part("others", OTHER_AGENTS, OTHER_SCENARIOS, seeds(args.seeds), out, args.executor)
