@@ -8,6 +8,7 @@ parsers ``make_agent`` builds from; ``agent_env_kwargs`` is the environment a sp
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,31 @@ def agent_env_kwargs(spec: str) -> dict[str, Any]:
     if "z" in overrides:
         out["z"] = overrides["z"]
     return out
+
+
+ACTING_KWARGS = ("max_step_change", "local_params")
+
+
+def env_kwargs_for(agent: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The environment settings ``agent`` runs under, the caller's ``env_kwargs`` on top.
+
+    A ``ppo:PATH`` agent runs in the action mode it was trained in (``train.json``): PPO-global
+    with Chiron's local loop, PPO-local with Chiron's global loop.
+    """
+    kwargs = {**agent_env_kwargs(agent), **(env_kwargs or {})}
+    if agent.startswith("ppo:"):
+        record = Path(split_ppo_spec(agent)[0])
+        record = (record if record.is_dir() else record.parent) / "train.json"
+        if record.is_file():
+            meta = json.loads(record.read_text())
+            kwargs.setdefault("action_mode", meta["action_mode"])
+            # the settings that define how the model acts (a residual's step limit, Chiron's
+            # local loop), not the training scenario's horizon or reward weights: every agent
+            # of a table is scored in the caller's environment
+            for k, v in (meta.get("env_kwargs") or {}).items():
+                if k in ACTING_KWARGS:
+                    kwargs.setdefault(k, v)
+    return kwargs
 
 
 _LOCAL_FIELDS = {f.name for f in fields(LocalParams)}
@@ -109,9 +135,13 @@ def split_ppo_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return path, out
 
 
+# hindsight references (``agents/hindsight.py``): plans, not policies; ``run_episode`` plays them
+HINDSIGHT = ("planner", "static-best")
+
+
 def names() -> list[str]:
-    """Agent names ``make_agent`` knows (and any ``ppo:PATH``)."""
-    return list(AGENTS)
+    """Agent names ``make_agent`` knows (and any ``ppo:PATH``), and the hindsight references."""
+    return [*AGENTS, *HINDSIGHT]
 
 
 def check_specs(specs: list[str]) -> None:
@@ -127,7 +157,7 @@ def check_specs(specs: list[str]) -> None:
             base, _ = split_spec(a)
         except ValueError as e:
             raise InputError(str(e)) from None
-        if base not in AGENTS:
+        if base not in AGENTS and a not in HINDSIGHT:
             raise InputError(f"unknown agent {a!r}; known: {', '.join(names())}")
 
 
@@ -165,6 +195,12 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
 
     ``ppo:PATH`` loads a trained PPO model (a ``chiron train ppo`` folder or a ``.zip``).
     """
+    if spec in HINDSIGHT:
+        raise ValueError(
+            f"{spec!r} is a hindsight reference that plans the whole episode before it starts: "
+            "run it by name through run_episode (chiron evaluate, chiron benchmark), not as a "
+            "policy"
+        )
     if spec.startswith("ppo:"):
         from agents.ensemble import model_class  # a model, or an ensemble of models
 

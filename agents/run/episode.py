@@ -13,19 +13,19 @@ writes the files). ``chiron evaluate``, PPO's evaluation callback, Ray Tune tria
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
 
-from agents import agent_env_kwargs, make_agent, split_ppo_spec
+from agents import make_agent
 from agents.base import Agent
+from agents.hindsight import HINDSIGHT, ReplayAgent, plan_for
+from agents.spec import env_kwargs_for
 from chiron_gym.envs import AgentContext, AutoscaleEnv
 from chiron_gym.sim import CLASS_NAMES, POOL_NAMES
 
@@ -122,35 +122,32 @@ def attainment_with_risk(report: Any, at_risk: int) -> float:
     return float(report.met / known) if known else 1.0
 
 
-ACTING_KWARGS = ("max_step_change", "local_params")
-
-
-def env_kwargs_for(agent: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The environment settings ``agent`` runs under, the caller's ``env_kwargs`` on top.
-
-    A ``ppo:PATH`` agent runs in the action mode it was trained in (``train.json``): PPO-global
-    with Chiron's local loop, PPO-local with Chiron's global loop.
-    """
-    kwargs = {**agent_env_kwargs(agent), **(env_kwargs or {})}
-    if agent.startswith("ppo:"):
-        record = Path(split_ppo_spec(agent)[0])
-        record = (record if record.is_dir() else record.parent) / "train.json"
-        if record.is_file():
-            meta = json.loads(record.read_text())
-            kwargs.setdefault("action_mode", meta["action_mode"])
-            # the settings that define how the model acts (a residual's step limit, Chiron's
-            # local loop), not the training scenario's horizon or reward weights: every agent
-            # of a table is scored in the caller's environment
-            for k, v in (meta.get("env_kwargs") or {}).items():
-                if k in ACTING_KWARGS:
-                    kwargs.setdefault(k, v)
-    return kwargs
-
-
 def run_episode(
     agent: str, scenario: str, seed: int, *, env_kwargs: dict[str, Any] | None = None
 ) -> Episode:
-    """Run one episode of ``agent`` on ``scenario`` with traffic seed ``seed``; its row."""
+    """Run one episode of ``agent`` on ``scenario`` with traffic seed ``seed``; its row.
+
+    A hindsight reference (``planner``, ``static-best``: ``agents/hindsight.py``) first plans
+    the episode knowing its traffic (in the caller's ``env_kwargs`` over each base's own
+    settings); its plan is then replayed here in a fresh environment of the plan's settings and
+    scored as any agent is.
+    """
+    if agent in HINDSIGHT:
+        t0 = time.perf_counter()
+        made = plan_for(agent, scenario, seed, env_kwargs)
+        env = AutoscaleEnv(scenario, **made.env_kwargs)
+        try:
+            ep = episode_row(env, agent, scenario, seed, lambda ctx: ReplayAgent(ctx, made))
+        finally:
+            env.close()
+        if abs(ep.row["reward"] - made.reward) > 1e-6 * max(1.0, abs(made.reward)):
+            raise RuntimeError(
+                f"{agent} on {scenario} seed {seed}: the replayed plan scored "
+                f"{ep.row['reward']!r}, the planner's own evaluation {made.reward!r} (the "
+                "simulator should be deterministic)"
+            )
+        ep.row["_params"] = made.params()
+        return Episode(ep.row, ep.series, time.perf_counter() - t0)
     env = AutoscaleEnv(scenario, **env_kwargs_for(agent, env_kwargs))
     try:  # closed whatever happens: on the real backend, closing stops the servers
         return episode_row(env, agent, scenario, seed)
@@ -158,9 +155,16 @@ def run_episode(
         env.close()
 
 
-def episode_row(env: AutoscaleEnv, agent: str, scenario: str, seed: int) -> Episode:
+def episode_row(
+    env: AutoscaleEnv,
+    agent: str,
+    scenario: str,
+    seed: int,
+    make_policy: Callable[[AgentContext], Agent] | None = None,
+) -> Episode:
     t0 = time.perf_counter()
-    run = play(env, lambda ctx: make_agent(agent, ctx, seed=seed), seed, record_series=True)
+    build = make_policy or (lambda ctx: make_agent(agent, ctx, seed=seed))
+    run = play(env, build, seed, record_series=True)
     info = run.info
     totals = {"slo_met_work": 0.0, "gpu_cost": 0.0, "violation": 0.0, "churn": 0.0, "at_risk": 0.0}
     totals.update(run.reward_terms)

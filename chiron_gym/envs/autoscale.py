@@ -6,6 +6,7 @@ reward, episode end, arguments), a third of the module; ``step`` itself is short
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 from typing import Any
@@ -64,6 +65,19 @@ class AgentContext:
             cold_start_s=self.cold_start_s,
             decision_interval_s=self.decision_interval_s,
         )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An episode's whole state at a decision point (``AutoscaleEnv.snapshot``); opaque."""
+
+    state: dict[str, Any]
+    steps: int  # decisions taken when it was taken
+    obs: npt.NDArray[np.float32]  # the observation then (``restore`` returns it)
+
+
+# the spaces (and their sampling streams) belong to the caller, not to the episode
+_NOT_SNAPSHOT = frozenset({"action_space", "observation_space", "render_mode"})
 
 
 class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
@@ -200,6 +214,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self._configure(scenario, decision_interval_s, horizon_s, reward_weights)
         self._backend: Backend | None = None
         self._raw: dict[str, float] = {}
+        self._obs = np.zeros(len(FEATURES), dtype=np.float32)
         self._last_reward = 0.0
         self._steps = 0
         self._ended = True  # no episode yet: step() needs a reset() first
@@ -403,6 +418,36 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             return _render.rgb(self._raw)
         return None
 
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> Snapshot:
+        """An exact copy of the episode in progress: ``restore`` it (as often as wanted) and the
+        same actions give the same episode, bit for bit, as from here (``tests/envs``).
+
+        Everything the episode holds is copied (the simulator, its random streams and future
+        arrivals, the in-environment loops, the feature history); the spaces and their sampling
+        streams are not. The simulator backend only: a live vLLM server cannot be copied.
+        """
+        if self._backend is None:
+            raise RuntimeError("snapshot() needs an episode in progress: call reset() first")
+        if self.backend_name != "sim":
+            raise NotImplementedError(
+                f"snapshot() needs the simulator backend, not {self.backend_name!r}: "
+                "a live server's state cannot be copied"
+            )
+        state = {k: v for k, v in vars(self).items() if k not in _NOT_SNAPSHOT}
+        return Snapshot(copy.deepcopy(state), self._steps, self._obs.copy())
+
+    def restore(self, snapshot: Snapshot) -> npt.NDArray[np.float32]:
+        """Return to ``snapshot`` (taken by this environment or another one of the same settings)
+        and give its observation; the snapshot stays unchanged, to be restored again."""
+        if not isinstance(snapshot, Snapshot):
+            raise TypeError(f"restore() takes a Snapshot from snapshot(), got {type(snapshot)!r}")
+        if self._backend is not None:
+            self._backend.close()
+        vars(self).update(copy.deepcopy(snapshot.state))
+        return snapshot.obs.copy()
+
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
@@ -438,6 +483,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
     ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
         raw, obs = self._features.observe(self.backend, window, self.scenario.horizon_s)
         self._raw = raw
+        self._obs = obs
         summary = self.backend.summary(latencies=False)  # info needs the counts only
         info: dict[str, Any] = {
             "sim_time_s": self.backend.now,
@@ -465,4 +511,4 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         return obs, info
 
 
-__all__ = ["CAP_CHOICES", "AgentContext", "AutoscaleEnv"]
+__all__ = ["CAP_CHOICES", "AgentContext", "AutoscaleEnv", "Snapshot"]

@@ -1,0 +1,381 @@
+"""Hindsight references: plans made knowing the episode's own future, by forking the simulator.
+
+Two references bound what any autoscaler could do on an episode (a scenario and a traffic seed):
+
+- ``static-best``: the best fixed allocation in hindsight. Each pool is sent to a target instance
+  count at the start (at most the step limit per decision, as any agent) and held there; the
+  targets are searched by coordinate descent on the episode's reward, each candidate a whole
+  episode on the same traffic.
+- ``planner``: model-predictive search over the episode's actions with the true future. It starts
+  from the best episode of its bases (``static-best``, the rule agents and the shipped PPO models
+  by default: the agents a table compares), then, block by block in time order, forks the
+  simulator (``AutoscaleEnv.snapshot``) and tries one more or one fewer instance of each pool for
+  one block or for the rest of the episode; a change is screened on the next two blocks' reward
+  and kept if the whole episode's reward rises. It never returns a plan worse than its best base,
+  so a table whose agents are among its bases cannot show an agent above it.
+
+Neither is an agent one could deploy: each knows its episode's traffic before it starts. A plan
+is an open-loop list of actions with the environment settings it was made in; ``run_episode``
+replays it in a fresh environment, scored as every agent is (the replay's reward equals the
+plan's, the simulator being deterministic). ``Plan.wall_s`` over ``Plan.decisions`` is the
+planner's cost per decision (``docs/benchmark.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agents.base import BaseAgent, Observation, Prediction
+from agents.baselines import BASELINES
+from agents.spec import HINDSIGHT, env_kwargs_for, make_agent
+from chiron_gym.envs import AgentContext, AutoscaleEnv, Snapshot
+from chiron_gym.envs.actions import ActionLayout
+from chiron_gym.sim import POOL_NAMES, POOLS
+
+Action = npt.NDArray[np.int64]
+# every rule agent but ``random`` (which the normaliser's floor uses), in a table's order
+RULE_BASES = ("chiron", *(b for b in BASELINES if b != "random"), "llumnix-tuned")
+MODELS = Path(__file__).resolve().parent / "models"
+SHIPPED_MODELS = ("ppo-general", "ppo-general-direct", "ppo-default")
+BLOCKS = 24  # the planner's blocks per episode
+FULL_TRIES = 2  # changes per block evaluated to the episode's end (the best screened ones)
+EPS = 1e-6  # a change is kept only if it raises the episode's reward by more than this
+
+
+def default_bases() -> tuple[str, ...]:
+    """``static-best``, the rule agents, and the shipped PPO models found on disk."""
+    models = tuple(f"ppo:{MODELS / m}" for m in SHIPPED_MODELS if (MODELS / m).is_dir())
+    return ("static-best", *RULE_BASES, *models)
+
+
+@dataclass
+class Plan:
+    """An episode's actions chosen in hindsight, and what choosing them cost."""
+
+    agent: str
+    base: str  # the base whose episode the plan started from
+    env_kwargs: dict[str, Any]
+    actions: list[Action]
+    reward: float
+    wall_s: float = 0.0
+    simulated_decisions: int = 0  # decisions simulated while planning (every fork's included)
+    kept: int = 0  # changes kept by the planner's search
+    bases: dict[str, float] = field(default_factory=dict)  # each base's reward
+
+    @property
+    def decisions(self) -> int:
+        return len(self.actions)
+
+    def params(self) -> dict[str, Any]:
+        """What a results row records of the plan (``_params``)."""
+        return {
+            "base": self.base,
+            "planned_reward": self.reward,
+            "wall_s_per_decision": self.wall_s / max(1, self.decisions),
+            "simulated_decisions": self.simulated_decisions,
+            "changes_kept": self.kept,
+            "base_rewards": dict(self.bases),
+        }
+
+
+class ReplayAgent(BaseAgent):
+    """Plays a plan's actions in order (open loop)."""
+
+    name = "replay"
+
+    def __init__(self, ctx: AgentContext, plan: Plan) -> None:
+        super().__init__(ctx)
+        self.plan = plan
+        self.i = 0
+
+    def reset(self) -> None:
+        self.i = 0
+
+    def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
+        if self.i >= len(self.plan.actions):
+            raise RuntimeError(
+                f"{self.plan.agent}: the plan has {len(self.plan.actions)} decisions and the "
+                "episode asks for more: it is replayed in an environment it was not made for"
+            )
+        self.i += 1
+        return self.plan.actions[self.i - 1].copy(), state
+
+
+@dataclass
+class _Track:
+    """One trajectory: actions, per-decision rewards, and snapshots at block starts."""
+
+    actions: list[Action]
+    rewards: list[float]
+    snaps: dict[int, Snapshot]
+
+
+def _play(
+    env: AutoscaleEnv,
+    choose: Any,
+    *,
+    start: Snapshot | None,
+    seed: int,
+    snap_at: frozenset[int] = frozenset(),
+    until: int | None = None,
+) -> _Track:
+    """Step ``env`` from a reset (``start`` None) or from ``start``, asking ``choose(obs, i)``
+    for each action, to the episode's end or ``until``; snapshots before the steps in
+    ``snap_at``."""
+    if start is None:
+        obs, _ = env.reset(seed=seed)
+        i = 0
+    else:
+        obs, i = env.restore(start), start.steps
+    out = _Track([], [], {})
+    done = False
+    while not done and (until is None or i < until):
+        if i in snap_at:
+            out.snaps[i] = env.snapshot()
+        action = np.asarray(choose(obs, i), dtype=np.int64)
+        obs, r, term, trunc, _ = env.step(action)
+        out.actions.append(action)
+        out.rewards.append(float(r))
+        done = term or trunc
+        i += 1
+    return out
+
+
+def _from(actions: list[Action], offset: int) -> Any:
+    """``choose`` for ``_play``: ``actions`` in order, the first one at decision ``offset``."""
+    return lambda obs, i: actions[i - offset]
+
+
+def _closed_loop(spec: str, scenario: str, seed: int, extra: dict[str, Any] | None) -> _Track:
+    env = AutoscaleEnv(scenario, **env_kwargs_for(spec, extra))
+    try:
+        env.reset(seed=seed)
+        policy = make_agent(spec, env.agent_context(), seed=seed)
+        first = [True]
+
+        def choose(obs: Observation, i: int) -> Action:
+            action, _ = policy.predict(obs, episode_start=np.array(first), deterministic=True)
+            first[0] = False
+            return np.asarray(action)
+
+        return _play(env, choose, start=None, seed=seed)
+    finally:
+        env.close()
+
+
+# ------------------------------------------------------------------------------ static-best
+
+
+def _targets_track(env: AutoscaleEnv, seed: int, targets: dict[str, int]) -> _Track:
+    layout = ActionLayout(env.action_mode, env.layout.k)
+
+    def choose(obs: Observation, i: int) -> Action:
+        deltas = []
+        for pool, name in zip(POOLS, POOL_NAMES, strict=True):
+            live = env.backend.pool_state(pool).live
+            d = targets.get(name, live) - live
+            deltas.append(max(-layout.k, min(layout.k, d)))
+        return layout.join(deltas, None)
+
+    return _play(env, choose, start=None, seed=seed)
+
+
+def static_best(scenario: str, seed: int, env_kwargs: dict[str, Any] | None = None) -> Plan:
+    """The fixed allocation with the best reward on this episode (coordinate descent), in the
+    environment ``static`` runs in with the caller's ``env_kwargs`` on top."""
+    t0 = time.perf_counter()
+    kwargs = env_kwargs_for("static", env_kwargs)
+    env = AutoscaleEnv(scenario, **kwargs)
+    try:
+        env.reset(seed=seed)
+        ctx = env.agent_context()
+        bounds = {n: b for n, b in ctx.pools.items() if b.exists}
+        current = {
+            n: env.backend.pool_state(p).live for p, n in zip(POOLS, POOL_NAMES, strict=True)
+        }
+        current = {n: v for n, v in current.items() if n in bounds}
+        seen: dict[tuple[int, ...], _Track] = {}
+        simulated = 0
+
+        def score(t: dict[str, int]) -> float:
+            nonlocal simulated
+            key = tuple(t[n] for n in bounds)
+            if key not in seen:
+                seen[key] = _targets_track(env, seed, t)
+                simulated += len(seen[key].actions)
+            return sum(seen[key].rewards)
+
+        best = score(current)
+        improved = True
+        while improved:
+            improved = False
+            for name, b in bounds.items():
+                for step in (1, -1):
+                    while b.min_instances <= current[name] + step <= b.max_instances:
+                        trial = {**current, name: current[name] + step}
+                        r = score(trial)
+                        if r <= best + EPS:
+                            break
+                        best, current, improved = r, trial, True
+        track = seen[tuple(current[n] for n in bounds)]
+    finally:
+        env.close()
+    return Plan(
+        "static-best",
+        f"static-best{current}",
+        kwargs,
+        track.actions,
+        sum(track.rewards),
+        time.perf_counter() - t0,
+        simulated,
+    )
+
+
+# ------------------------------------------------------------------------------ planner
+
+
+def _changed(
+    layout: ActionLayout, actions: list[Action], i: int, pool: int, sign: int, length: int | None
+) -> list[Action] | None:
+    """``actions`` from ``i`` on with one instance more (``sign`` 1) or fewer of ``pool`` from
+    decision ``i``, for ``length`` decisions (None: to the end); None if outside the step limit."""
+    out = [a.copy() for a in actions[i:]]
+    for j, s in ((0, sign), (length, -sign)):
+        if j is None or j >= len(out):
+            continue
+        deltas, caps = layout.split(out[j])
+        assert deltas is not None
+        deltas[pool] += s
+        if abs(deltas[pool]) > layout.k:
+            return None
+        out[j] = layout.join(deltas, caps)
+    return out
+
+
+def _best_base(
+    scenario: str, seed: int, bases: tuple[str, ...], env_kwargs: dict[str, Any] | None
+) -> tuple[str, list[Action], dict[str, Any], dict[str, float], int]:
+    """The base with the best reward: its name, actions and settings; every base's reward; the
+    decisions simulated."""
+    rewards: dict[str, float] = {}
+    best: tuple[str, list[Action], dict[str, Any]] | None = None
+    simulated = 0
+    for spec in bases:
+        if spec == "static-best":
+            sb = static_best(scenario, seed, env_kwargs)
+            simulated += sb.simulated_decisions
+            actions, reward, kwargs = sb.actions, sb.reward, sb.env_kwargs
+        else:
+            track = _closed_loop(spec, scenario, seed, env_kwargs)
+            simulated += len(track.actions)
+            actions, reward = track.actions, sum(track.rewards)
+            kwargs = env_kwargs_for(spec, env_kwargs)
+        if best is None or reward > rewards[best[0]] + EPS:
+            best = (spec, actions, kwargs)
+        rewards[spec] = reward
+    if best is None:
+        raise ValueError("the planner needs at least one base")
+    return (*best, rewards, simulated)
+
+
+class _Search:
+    """The planner's search around an incumbent episode, in one environment (module docstring)."""
+
+    def __init__(self, env: AutoscaleEnv, seed: int, actions: list[Action]) -> None:
+        self.env, self.seed = env, seed
+        n = len(actions)
+        self.block = max(1, math.ceil(n / BLOCKS))
+        self.starts = frozenset(range(0, n, self.block))
+        # the incumbent again, open loop: its rewards per decision and its snapshots
+        self.track = _play(env, _from(actions, 0), start=None, seed=seed, snap_at=self.starts)
+        self.simulated = n
+        self.kept = 0
+        exists = env.agent_context().pools
+        # an agent of caps only leaves the search nothing to change
+        self.pools = [
+            k for k, name in enumerate(POOL_NAMES) if exists[name].exists and env.layout.has_global
+        ]
+
+    def _rollout(self, i: int, actions: list[Action], **kw: Any) -> _Track:
+        out = _play(self.env, _from(actions, i), start=self.track.snaps[i], seed=self.seed, **kw)
+        self.simulated += len(out.rewards)
+        return out
+
+    def improve(self, i: int) -> None:
+        """Screen every change at block ``i`` on the next two blocks; keep the first of the
+        best ``FULL_TRIES`` that raises the whole episode's reward."""
+        track, n = self.track, len(self.track.actions)
+        horizon = min(n, i + 2 * self.block)
+        tries: list[tuple[float, list[Action]]] = []
+        for pool in self.pools:
+            for sign in (1, -1):
+                for length in (self.block, None):
+                    acts = _changed(self.env.layout, track.actions, i, pool, sign, length)
+                    if acts is not None:
+                        screen = self._rollout(i, acts, until=horizon)
+                        tries.append((sum(screen.rewards) - sum(track.rewards[i:horizon]), acts))
+        tries.sort(key=lambda t: -t[0])
+        for gain, acts in tries[:FULL_TRIES]:
+            if gain <= EPS:
+                return
+            rest = self._rollout(i, acts, snap_at=frozenset(s for s in self.starts if s > i))
+            if sum(track.rewards[:i]) + sum(rest.rewards) > sum(track.rewards) + EPS:
+                self.track = _Track(
+                    track.actions[:i] + rest.actions,
+                    track.rewards[:i] + rest.rewards,
+                    {**{s: v for s, v in track.snaps.items() if s <= i}, **rest.snaps},
+                )
+                self.kept += 1
+                return
+
+
+def plan(
+    scenario: str,
+    seed: int,
+    bases: tuple[str, ...] | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> Plan:
+    """The planner's plan for ``scenario`` with traffic ``seed`` (module docstring); each base
+    runs in its own environment settings with the caller's ``env_kwargs`` on top."""
+    t0 = time.perf_counter()
+    chosen = bases if bases is not None else default_bases()
+    base, actions, kwargs, rewards, simulated = _best_base(scenario, seed, chosen, env_kwargs)
+    env = AutoscaleEnv(scenario, **kwargs)
+    try:
+        search = _Search(env, seed, actions)
+        for i in sorted(search.starts):
+            search.improve(i)
+    finally:
+        env.close()
+    return Plan(
+        "planner",
+        base,
+        kwargs,
+        search.track.actions,
+        sum(search.track.rewards),
+        time.perf_counter() - t0,
+        simulated + search.simulated,
+        search.kept,
+        rewards,
+    )
+
+
+def plan_for(
+    agent: str, scenario: str, seed: int, env_kwargs: dict[str, Any] | None = None
+) -> Plan:
+    """The plan of hindsight reference ``agent`` (one of ``HINDSIGHT``)."""
+    if agent == "planner":
+        return plan(scenario, seed, env_kwargs=env_kwargs)
+    if agent == "static-best":
+        return static_best(scenario, seed, env_kwargs)
+    raise ValueError(f"unknown hindsight reference {agent!r}; known: {', '.join(HINDSIGHT)}")
+
+
+__all__ = ["HINDSIGHT", "Plan", "ReplayAgent", "default_bases", "plan", "plan_for", "static_best"]

@@ -1,0 +1,46 @@
+"""The hindsight references: never below their bases, replayed exactly, within the step limit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.hindsight import _changed, plan, static_best
+from agents.run.episode import run_episode
+from chiron_gym.envs.actions import ActionLayout
+
+SCENARIO = "default"  # 10 minutes, 60 decisions: an episode in a fraction of a second
+
+
+def test_planner_is_at_least_its_best_base_and_its_replay_scores_the_same() -> None:
+    made = plan(SCENARIO, 3, bases=("static", "chiron", "llumnix"))
+    assert set(made.bases) == {"static", "chiron", "llumnix"}
+    assert made.reward >= max(made.bases.values())
+    assert made.decisions == 60
+    assert made.base == max(made.bases, key=lambda k: made.bases[k])
+    # each base, scored as an agent, gives the reward the planner saw for it
+    for spec, reward in made.bases.items():
+        assert run_episode(spec, SCENARIO, 3).row["reward"] == pytest.approx(reward, abs=1e-9)
+
+
+def test_static_best_beats_or_equals_static_and_replays_exactly() -> None:
+    best = static_best(SCENARIO, 5)
+    static = run_episode("static", SCENARIO, 5).row
+    assert best.reward >= static["reward"] - 1e-9
+    ep = run_episode("static-best", SCENARIO, 5)  # raises if the replay differs from the plan
+    assert ep.row["reward"] == pytest.approx(best.reward, abs=1e-6)
+    assert ep.row["_params"]["base"].startswith("static-best{")
+    assert ep.row["_params"]["wall_s_per_decision"] > 0
+
+
+def test_a_change_stays_within_the_step_limit_and_is_undone_after_its_block() -> None:
+    layout = ActionLayout("global", 2)
+    actions = [layout.join([0, 0, 0], None) for _ in range(6)]
+    out = _changed(layout, actions, 2, 1, 1, 2)
+    assert out is not None and len(out) == 4
+    assert [layout.split(a)[0] for a in out] == [[0, 1, 0], [0, 0, 0], [0, -1, 0], [0, 0, 0]]
+    full = [layout.join([0, 2, 0], None)] * 3
+    assert _changed(layout, full, 0, 1, 1, None) is None  # +3 is past k = 2
+    rest = _changed(layout, full, 0, 1, -1, None)
+    assert rest is not None and [layout.split(a)[0][1] for a in rest] == [1, 2, 2]
+    assert all(isinstance(a, np.ndarray) for a in rest)
