@@ -40,8 +40,8 @@ from chiron_gym.envs.actions import ActionLayout
 from chiron_gym.sim import POOL_NAMES, POOLS
 
 Action = npt.NDArray[np.int64]
-# every rule agent but ``random`` (which the normaliser's floor uses), in a table's order
-RULE_BASES = ("chiron", *(b for b in BASELINES if b != "random"), "llumnix-tuned")
+# every rule agent (``random`` with the episode's seed, as a table plays it)
+RULE_BASES = ("chiron", *BASELINES, "llumnix-tuned")
 MODELS = Path(__file__).resolve().parent / "models"
 SHIPPED_MODELS = ("ppo-general", "ppo-general-direct", "ppo-default")
 BLOCKS = 24  # the planner's blocks per episode

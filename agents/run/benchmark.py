@@ -34,10 +34,15 @@ from typing import Any
 import numpy as np
 
 from agents.run.episode import Episode
+from agents.run.evidence import evidence, evidence_markdown, profile_figure
+from agents.run.ledger import append as ledger_append
+from agents.run.ledger import check_purpose, is_sealed
 from agents.run.reporting import short_label
 from agents.run.suite import BenchmarkError, check_suite, load_suite
 
 REFERENCES = ("static", "chiron")  # the score's 0 and 1: always run
+# the ceiling-normalised score's (``agents/run/evidence.py``): run unless ``ceiling=False``
+CEILING_REFERENCES = ("random", "planner")
 METRICS = (
     "reward",
     "interactive_attainment",
@@ -310,19 +315,25 @@ def benchmark(
     progress: bool = True,
     tensorboard: bool = True,
     resume: bool = False,
+    ceiling: bool = True,
+    purpose: str = "",
 ) -> dict[str, Any]:
-    """Run ``agents`` (static and Chiron added) on ``suite`` over ``seeds``; write the outputs
-    into ``out`` and return what ``benchmark.json`` holds. ``resume``: keep the episodes already
-    in ``out/episodes/results.csv`` (``chiron benchmark --resume``)."""
+    """Run ``agents`` (static and Chiron added; random and the hindsight planner too unless
+    ``ceiling`` is False) on ``suite`` over ``seeds``; write the outputs into ``out`` and return
+    what ``benchmark.json`` holds. ``resume``: keep the episodes already in
+    ``out/episodes/results.csv`` (``chiron benchmark --resume``). A run of the sealed ``test``
+    suite needs a ``purpose`` and is appended to its ledger (``agents/run/ledger.py``)."""
     from agents.run.evaluate import evaluate, read_rows, typed_row
 
     s = load_suite(suite)
+    check_purpose(s, purpose)  # the sealed suite says why it runs, before anything else
     check_suite(s)  # every scenario and trace, before any episode runs
     if not seeds:
         raise BenchmarkError("no seeds to run")
     if len(set(agents)) != len(agents):
         raise BenchmarkError(f"an agent is listed twice: {agents}")
-    run = [*(a for a in REFERENCES if a not in agents), *agents]
+    refs = (*REFERENCES, *CEILING_REFERENCES) if ceiling else REFERENCES
+    run = [*(a for a in refs if a not in agents), *agents]
     out.mkdir(parents=True, exist_ok=True)
     names = {spec: name for name, spec in s.scenarios}
     rows: list[dict[str, Any]] = []
@@ -355,9 +366,10 @@ def benchmark(
     order = {n: i for i, (n, _) in enumerate(s.scenarios)}
     cells.sort(key=lambda c: (order[c["scenario"]], run.index(c["agent"])))
     board = leaderboard(cells)
-    provenance = {
-        "command": command or " ".join(["chiron", *sys.argv[1:]]),
-        "commit": commit(),
+    shown_command, at = command or " ".join(["chiron", *sys.argv[1:]]), commit()
+    provenance: dict[str, Any] = {
+        "command": shown_command,
+        "commit": at,
         "suite": s.name,
         "suite_file": _shown(s.path),
         "suite_sha256": s.sha256,
@@ -367,20 +379,34 @@ def benchmark(
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "wall_s": time.perf_counter() - t0,
     }
-    text = markdown(board, cells, provenance)
+    ev = evidence(rows, names)
+    text = markdown(board, cells, provenance) + "\n" + evidence_markdown(ev)
     (out / "leaderboard.md").write_text(text)
     with (out / "scores.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(cells[0]))
         writer.writeheader()
         writer.writerows(cells)
+    if is_sealed(s):
+        provenance["ledger"] = ledger_append(
+            commit=at,
+            command=shown_command,
+            agents=run,
+            seeds=seed_label(seeds),
+            purpose=purpose,
+            scores=out / "scores.csv",
+        )
     fig = pareto_figure(cells, f"suite {s.name}, seeds {seed_label(seeds)}")
     fig.savefig(out / "pareto.png", dpi=90)
-    if tensorboard:
-        _tensorboard(out, cells, board, fig, text)
     import matplotlib.pyplot as plt
 
+    if any("profile" in a for a in ev["agents"].values()):
+        profiles = profile_figure(ev)
+        profiles.savefig(out / "profiles.png", dpi=90)
+        plt.close(profiles)
+    if tensorboard:
+        _tensorboard(out, cells, board, fig, text)
     plt.close(fig)
-    result = {"provenance": provenance, "leaderboard": board, "scores": cells}
+    result = {"provenance": provenance, "leaderboard": board, "scores": cells, "evidence": ev}
     (out / "benchmark.json").write_text(
         json.dumps(_no_nan(result), indent=1, sort_keys=True) + "\n"
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.run.evidence import price_ranks
 from agents.run.stats import paired_interval, verdict
 
 METRICS = (  # (column, label, format, higher is better)
@@ -139,11 +140,7 @@ def price_table(
     mean = means(rows, scenario)
     head = "| agent | " + " | ".join(f"rank, violation x{f:g}" for f in factors) + " |"
     lines = [head, "|---" * (len(factors) + 1) + "|"]
-    ranks: dict[str, list[int]] = defaultdict(list)
-    for f in factors:
-        score = {a: m["reward"] + (f - 1.0) * m["reward_violation"] for a, m in mean.items()}
-        for k, a in enumerate(sorted(score, key=lambda a: -score[a]), start=1):
-            ranks[a].append(k)
+    ranks = price_ranks(mean, factors)
     for a in sorted(ranks, key=lambda a: ranks[a][1]):
         lines.append(f"| {a} | " + " | ".join(str(k) for k in ranks[a]) + " |")
     return "\n".join(lines)

@@ -121,9 +121,22 @@ def benchmark_parser(sub: Subparsers) -> None:
     b.add_argument(
         "--agents",
         default="chiron,static",
-        help="comma-separated (static and chiron always run: they define the score)",
+        help="comma-separated (static, chiron, random and the planner always run: they define "
+        "the scores)",
     )
-    b.add_argument("--suite", default="test", help="test, train, or a suite file")
+    b.add_argument(
+        "--suite", default="test", help="test (sealed: needs --purpose), val, train, or a file"
+    )
+    b.add_argument(
+        "--purpose",
+        default="",
+        help="why the sealed test suite runs: appended with the run to its ledger",
+    )
+    b.add_argument(
+        "--no-ceiling",
+        action="store_true",
+        help="skip the hindsight planner and random (no ceiling-normalised scores)",
+    )
     b.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2, 3, 4], help="e.g. 0-4")
     b.add_argument(
         "--resume",
@@ -156,6 +169,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             progress=not args.json,
             tensorboard=not args.no_tensorboard,
             resume=args.resume,
+            ceiling=not args.no_ceiling,
+            purpose=args.purpose,
         )
     except EvaluationFailed as e:
         print(f"chiron: {e}\nthe finished episodes are in {args.out}/episodes", file=sys.stderr)
@@ -165,7 +180,9 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         print((out / "benchmark.json").read_text(), end="")
         return 0
     print((out / "leaderboard.md").read_text())
-    print(f"files: {out}/leaderboard.md, benchmark.json, scores.csv, pareto.png, episodes/")
+    print(
+        f"files: {out}/leaderboard.md, benchmark.json, scores.csv, pareto.png, profiles.png, episodes/"
+    )
     if not args.no_tensorboard:
         print(f"TensorBoard: tensorboard --logdir {out / 'tb'}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 import scenarios
+from agents.run import ledger
 from agents.run.benchmark import benchmark, leaderboard, pareto_front, score_of, scores
 from agents.run.suite import BenchmarkError, load_suite, suite_names
 from chiron_gym.envs import AutoscaleEnv
@@ -51,7 +53,8 @@ def test_a_small_suite_end_to_end(tmp_path: Path) -> None:
         command="chiron benchmark (test)",
     )
     cells = {(c["agent"], c["scenario"]): c for c in result["scores"]}
-    assert {a for a, _ in cells} == {"static", "chiron", "queue-threshold"}  # references added
+    # references added: static and Chiron (the score), random and the planner (the ceiling's)
+    assert {a for a, _ in cells} == {"static", "chiron", "random", "planner", "queue-threshold"}
     for s in ("a", "b"):
         if cells[("chiron", s)]["chiron_above_static"]:
             assert cells[("static", s)]["score"] == pytest.approx(0.0)
@@ -68,6 +71,66 @@ def test_a_small_suite_end_to_end(tmp_path: Path) -> None:
     assert "chiron benchmark (test)" in text and "| queue-threshold |" in text
     assert (out / "episodes" / "results.csv").is_file()
     assert any((out / "tb").rglob("events.out.tfevents.*"))
+    # the evidence: a ceiling no agent beats on any seed, its score 1, intervals around estimates
+    ev = doc["evidence"]
+    episodes = [r for r in csv.DictReader((out / "episodes" / "results.csv").open())]
+    for r in episodes:
+        best = max(
+            float(x["reward"])
+            for x in episodes
+            if x["scenario"] == r["scenario"] and x["seed"] == r["seed"]
+        )
+        if r["agent"] == "planner":
+            assert float(r["reward"]) == pytest.approx(best, abs=1e-6)
+    for c in ev["cells"]:
+        if c["agent"] == "planner" and "ceiling_score" in c:
+            assert c["ceiling_score"] == pytest.approx(1.0)
+    for name in ("static", "chiron", "random", "planner", "queue-threshold"):
+        a = ev["agents"][name]
+        assert a["seeds"] == 2
+        if "iqm" in a:
+            assert a["iqm_low"] <= a["iqm"] <= a["iqm_high"]
+        if name != "chiron":
+            assert 0.0 <= a["p_improve_low"] <= a["p_improve"] <= a["p_improve_high"] <= 1.0
+            n = sum(a[f"scenarios_{v}"] for v in ("better", "tie", "worse"))
+            assert n == 2
+    assert "## Intervals" in text and "fewer than the protocol's 20" in text
+    assert (out / "profiles.png").is_file() == any("iqm" in a for a in ev["agents"].values())
+
+
+def test_the_sealed_suite_needs_a_purpose_and_each_run_is_a_ledger_line(tmp_path: Path) -> None:
+    with pytest.raises(BenchmarkError, match="sealed"):
+        benchmark(["chiron"], "test", [0], tmp_path / "o", executor="local", progress=False)
+    assert not (tmp_path / "o" / "episodes").exists()  # refused before any episode
+    scores = tmp_path / "scores.csv"
+    scores.write_text("agent,reward\nchiron,1\n")
+    book = tmp_path / "ledger.csv"
+    first = ledger.append(
+        commit="abc",
+        command="c",
+        agents=["static", "chiron"],
+        seeds="0-19",
+        purpose="p1",
+        scores=scores,
+        path=book,
+    )
+    second = ledger.append(
+        commit="abd",
+        command="c",
+        agents=["chiron", "ppo:x"],
+        seeds="0-19",
+        purpose="p2",
+        scores=scores,
+        path=book,
+    )
+    assert first["new_candidates"] == "static;chiron" and second["new_candidates"] == "ppo:x"
+    rows = ledger.read(book)
+    assert [r["purpose"] for r in rows] == ["p1", "p2"]
+    assert ledger.candidates(rows) == ["static", "chiron", "ppo:x"]
+    assert tuple(rows[0]) == ledger.FIELDS
+    # the committed ledger has the same columns, and every line a purpose and a commit
+    committed = ledger.read()
+    assert committed and all(r["purpose"] and len(r["commit"]) == 40 for r in committed)
 
 
 def test_score_and_leaderboard_arithmetic() -> None:

@@ -1,0 +1,99 @@
+"""The sealed test suite's ledger (``benchmarks/suites/test-ledger.csv``, ``docs/benchmark.md``).
+
+Every run of the bundled ``test`` suite appends one line: date, stop, commit, command, the
+agents and seeds it ran, the purpose its caller gave (required: a run of the sealed suite without
+a stated purpose is refused before any episode), the candidates that met the suite for the first
+time (agents no earlier line names), and the SHA-256 of its ``scores.csv``. Models are chosen on
+validation suites; the ledger is how a reader counts the candidates that have met the test suite.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import time
+from pathlib import Path
+
+from agents.run.suite import SUITES, BenchmarkError, Suite
+
+LEDGER = SUITES / "test-ledger.csv"
+SEALED = SUITES / "test.toml"
+FIELDS = (
+    "date_utc",
+    "stop",
+    "commit",
+    "command",
+    "agents",
+    "seeds",
+    "purpose",
+    "new_candidates",
+    "scores_csv_sha256",
+)
+
+
+def is_sealed(suite: Suite) -> bool:
+    return suite.path.resolve() == SEALED.resolve()
+
+
+def check_purpose(suite: Suite, purpose: str) -> None:
+    """Refuse a run of the sealed suite without a purpose (before anything runs)."""
+    if is_sealed(suite) and not purpose.strip():
+        raise BenchmarkError(
+            "the test suite is sealed: say why it runs (chiron benchmark --purpose TEXT); the "
+            f"run is appended to {LEDGER.name}. Choose models on the validation suites (val, "
+            "val2, loops)"
+        )
+
+
+def read(path: Path = LEDGER) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def candidates(rows: list[dict[str, str]]) -> list[str]:
+    """Every agent any line names, in the order they first met the suite."""
+    seen: dict[str, None] = {}
+    for r in rows:
+        for a in (r.get("agents") or "").split(";"):
+            if a:
+                seen.setdefault(a, None)
+    return list(seen)
+
+
+def append(
+    *,
+    commit: str,
+    command: str,
+    agents: list[str],
+    seeds: str,
+    purpose: str,
+    scores: Path,
+    path: Path = LEDGER,
+) -> dict[str, str]:
+    """Append a run's line (``CHIRON_STOP`` names the stop, when set); the line."""
+    rows = read(path)
+    known = set(candidates(rows))
+    line = {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "stop": os.environ.get("CHIRON_STOP", ""),
+        "commit": commit,
+        "command": command,
+        "agents": ";".join(agents),
+        "seeds": seeds,
+        "purpose": purpose.strip(),
+        "new_candidates": ";".join(a for a in agents if a not in known) or "none",
+        "scores_csv_sha256": hashlib.sha256(scores.read_bytes()).hexdigest(),
+    }
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow(line)
+    return line
+
+
+__all__ = ["FIELDS", "LEDGER", "append", "candidates", "check_purpose", "is_sealed", "read"]

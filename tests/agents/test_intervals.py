@@ -1,0 +1,79 @@
+"""Interval statistics as rliable defines them, checked against scipy and hand-made cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from agents.run.intervals import (
+    _resample,
+    improvement_interval,
+    iqm,
+    performance_profile,
+    probability_of_improvement,
+    stratified_interval,
+)
+
+
+def test_iqm_is_the_mean_of_the_middle_half_pooled_over_tasks() -> None:
+    m = np.array([[1.0, 8.0], [2.0, 7.0], [3.0, 6.0], [4.0, 5.0]])  # pooled: 1..8
+    assert iqm(m) == pytest.approx(4.5)  # (3 + 4 + 5 + 6) / 4
+    rng = np.random.default_rng(1)
+    big = rng.normal(size=(20, 6))
+    assert iqm(big) == pytest.approx(stats.trim_mean(big, 0.25, axis=None))
+    odd = rng.normal(size=(7, 3))  # 21 values: int(5.25) = 5 cut at each end
+    assert iqm(odd) == pytest.approx(stats.trim_mean(odd, 0.25, axis=None))
+
+
+def test_probability_of_improvement_is_mann_whitney_u_over_pairs_averaged_over_tasks() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 5, size=(7, 3)).astype(float)  # integers: ties happen
+    y = rng.integers(0, 5, size=(9, 3)).astype(float)
+    want = np.mean(
+        [
+            stats.mannwhitneyu(x[:, t], y[:, t], alternative="greater").statistic / (7 * 9)
+            for t in range(3)
+        ]
+    )
+    assert probability_of_improvement(x, y) == pytest.approx(want, abs=1e-12)
+    assert probability_of_improvement(x, x) == 0.5
+    assert probability_of_improvement(x + 10, x) == 1.0
+
+
+def test_the_bootstrap_resamples_runs_within_each_task() -> None:
+    m = np.array([[0.0, 10.0], [1.0, 11.0], [2.0, 12.0]])
+    r = _resample(m, np.random.default_rng(0))
+    assert set(r[:, 0]) <= {0.0, 1.0, 2.0} and set(r[:, 1]) <= {10.0, 11.0, 12.0}
+
+
+def test_intervals_hold_their_point_estimate_and_shrink_with_more_runs() -> None:
+    rng = np.random.default_rng(3)
+    few, many = rng.normal(size=(5, 4)), rng.normal(size=(80, 4))
+    for m in (few, many):
+        est, lo, hi = stratified_interval(m)
+        assert lo <= est <= hi
+    assert np.ptp(stratified_interval(many)[1:]) < np.ptp(stratified_interval(few)[1:])
+    same = np.full((6, 3), 2.0)
+    assert stratified_interval(same) == (2.0, 2.0, 2.0)
+    # X clearly above Y: the whole interval above one half; equal: around one half
+    p, lo, hi = improvement_interval(many + 3.0, many)
+    assert lo > 0.5 and p > 0.95
+    p, lo, hi = improvement_interval(many, many)
+    assert p == 0.5 and lo < 0.5 < hi
+
+
+def test_performance_profile_falls_from_one_to_zero() -> None:
+    m = np.arange(12, dtype=float).reshape(4, 3)
+    prof = performance_profile(m, [-1.0, 5.5, 20.0], reps=200)
+    assert [round(p[1], 6) for p in prof] == [1.0, 0.5, 0.0]
+    assert all(p[2] <= p[1] <= p[3] for p in prof)
+
+
+def test_bad_scores_are_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match="runs x tasks"):
+        iqm(np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="finite"):
+        iqm(np.array([[1.0, np.nan]]))
+    with pytest.raises(ValueError, match="same tasks"):
+        probability_of_improvement(np.zeros((2, 2)), np.zeros((2, 3)))
