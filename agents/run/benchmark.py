@@ -390,6 +390,7 @@ def benchmark(
         provenance["ledger"] = ledger_append(
             commit=at,
             command=shown_command,
+            suite=s,
             agents=run,
             seeds=seed_label(seeds),
             purpose=purpose,

@@ -1,10 +1,11 @@
 """The sealed test suite's ledger (``benchmarks/suites/test-ledger.csv``, ``docs/benchmark.md``).
 
-Every run of the bundled ``test`` suite appends one line: date, stop, commit, command, the
-agents and seeds it ran, the purpose its caller gave (required: a run of the sealed suite without
-a stated purpose is refused before any episode), the candidates that met the suite for the first
-time (agents no earlier line names), and the SHA-256 of its ``scores.csv``. Models are chosen on
-validation suites; the ledger is how a reader counts the candidates that have met the test suite.
+Every run of the bundled ``test`` suite appends one line: date, stop, commit, command, the suite
+and its SHA-256, the agents and seeds it ran, the purpose its caller gave (required: a run of the
+sealed suite without a stated purpose is refused before any episode), the candidates that met
+the suite for the first time (agents no earlier line of the same suite names), and the SHA-256
+of its ``scores.csv``. Models are chosen on validation suites; the ledger is how a reader counts
+the candidates that have met the test suite.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ FIELDS = (
     "stop",
     "commit",
     "command",
+    "suite",
+    "suite_sha256",
     "agents",
     "seeds",
     "purpose",
@@ -67,20 +70,24 @@ def append(
     *,
     commit: str,
     command: str,
+    suite: Suite,
     agents: list[str],
     seeds: str,
     purpose: str,
     scores: Path,
     path: Path = LEDGER,
 ) -> dict[str, str]:
-    """Append a run's line (``CHIRON_STOP`` names the stop, when set); the line."""
+    """Append a run's line (``CHIRON_STOP`` names the stop, when set); the line. Candidates are
+    new when no earlier line of the same suite (by its SHA-256) names them."""
     rows = read(path)
-    known = set(candidates(rows))
+    known = set(candidates([r for r in rows if r.get("suite_sha256") == suite.sha256]))
     line = {
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "stop": os.environ.get("CHIRON_STOP", ""),
         "commit": commit,
         "command": command,
+        "suite": suite.name,
+        "suite_sha256": suite.sha256,
         "agents": ";".join(agents),
         "seeds": seeds,
         "purpose": purpose.strip(),

@@ -181,7 +181,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         return 0
     print((out / "leaderboard.md").read_text())
     print(
-        f"files: {out}/leaderboard.md, benchmark.json, scores.csv, pareto.png, profiles.png, episodes/"
+        f"files: {out}/leaderboard.md, benchmark.json, scores.csv, pareto.png, profiles.png, "
+        "episodes/"
     )
     if not args.no_tensorboard:
         print(f"TensorBoard: tensorboard --logdir {out / 'tb'}")

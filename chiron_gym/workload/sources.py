@@ -242,15 +242,21 @@ class Piecewise(ArrivalKind):
 class ServeGen(ArrivalKind):
     """A ServeGen rate file (per-window rates and CVs), its rates times ``rate_scale``; its
     clock stretched by ``time_scale`` as a trace replay's is (the same requests, at times x
-    ``time_scale``: 1/12 plays a day's 10-minute windows as a 2-hour day of 50-second ones)."""
+    ``time_scale``: 1/12 plays a day's 10-minute windows as a 2-hour day of 50-second ones).
+    ``start_s`` (file seconds, before ``time_scale``) starts the replay later in the file: 604800
+    plays the second week from its first window."""
 
     path: str = _param(PATH)
     rate_scale: float = _param(POSITIVE, 1.0)
     time_scale: float = _param(POSITIVE, 1.0)
+    start_s: float = _param(NONNEG, 0.0)
 
     def invalid(self) -> tuple[str, str] | None:
         if not Path(self.path).is_file():
             return "path", f"an existing ServeGen rate file ({self.path} is not a file)"
+        last = read_servegen(self.path).starts_s[-1]
+        if self.start_s > last:
+            return "start_s", f"at most {last:g} (the file's last window starts there)"
         return None
 
     def peak_rate(self) -> float | None:
@@ -262,6 +268,13 @@ class ServeGen(ArrivalKind):
 
     def times(self, rng: np.random.Generator, horizon_s: float) -> Times:
         curve = read_servegen(self.path)
+        if self.start_s > 0:  # from the window holding ``start_s``, rebased to 0
+            k = max(i for i, s in enumerate(curve.starts_s) if s <= self.start_s)
+            curve = RateCurve(
+                (0.0, *(s - self.start_s for s in curve.starts_s[k + 1 :])),
+                curve.rates_per_s[k:],
+                curve.cvs[k:] if curve.cvs is not None else None,
+            )
         scaled = RateCurve(  # x 1.0 is exact: the defaults leave the file's curve as it is
             tuple(s * self.time_scale for s in curve.starts_s),
             tuple(r * self._factor for r in curve.rates_per_s),

@@ -13,7 +13,7 @@ import pytest
 import scenarios
 from agents.run import ledger
 from agents.run.benchmark import benchmark, leaderboard, pareto_front, score_of, scores
-from agents.run.suite import BenchmarkError, load_suite, suite_names
+from agents.run.suite import SUITES, BenchmarkError, load_suite, suite_names
 from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.scenario import load
 from chiron_gym.sim.request import RequestClass
@@ -105,7 +105,9 @@ def test_the_sealed_suite_needs_a_purpose_and_each_run_is_a_ledger_line(tmp_path
     scores = tmp_path / "scores.csv"
     scores.write_text("agent,reward\nchiron,1\n")
     book = tmp_path / "ledger.csv"
+    sealed = load_suite("test")
     first = ledger.append(
+        suite=sealed,
         commit="abc",
         command="c",
         agents=["static", "chiron"],
@@ -115,6 +117,7 @@ def test_the_sealed_suite_needs_a_purpose_and_each_run_is_a_ledger_line(tmp_path
         path=book,
     )
     second = ledger.append(
+        suite=sealed,
         commit="abd",
         command="c",
         agents=["chiron", "ppo:x"],
@@ -127,7 +130,7 @@ def test_the_sealed_suite_needs_a_purpose_and_each_run_is_a_ledger_line(tmp_path
     rows = ledger.read(book)
     assert [r["purpose"] for r in rows] == ["p1", "p2"]
     assert ledger.candidates(rows) == ["static", "chiron", "ppo:x"]
-    assert tuple(rows[0]) == ledger.FIELDS
+    assert tuple(rows[0]) == ledger.FIELDS and rows[0]["suite_sha256"] == sealed.sha256
     # the committed ledger has the same columns, and every line a purpose and a commit
     committed = ledger.read()
     assert committed and all(r["purpose"] and len(r["commit"]) == 40 for r in committed)
@@ -208,20 +211,31 @@ def test_suite_errors_name_the_file_and_entry(tmp_path: Path) -> None:
     assert {"test", "train", "val", "val2"} <= set(suite_names())
 
 
-def test_the_test_suite_loads_and_replays_real_traces() -> None:
-    """Every test-suite scenario loads and starts (the real traces need ../shared/data)."""
+def test_the_sealed_and_the_retired_test_suites_load_and_start() -> None:
+    """Every scenario of the sealed test suite (unseen ServeGen clients on an unseen day, and a
+    reasoning client) and of the retired first one loads and starts (needs ../shared/data); no
+    agent runs here: the sealed suite is run only by a ledger line."""
     require_data("azure-llm-2023/AzureLLMInferenceTrace_code.csv")
-    require_data("mooncake/traces/synthetic_trace.jsonl")
-    suite = load_suite("test")
-    assert len(suite.scenarios) == 6
-    for name, spec in suite.scenarios:
+    require_data("servegen/reason/deepseek-r1/chunk-35-trace.csv")
+    sealed = load_suite("test")
+    assert [n for n, _ in sealed.scenarios] == [
+        "sg73-day9",
+        "sg21-day9-batch",
+        "sg41-day9-70b",
+        "r1-35-reason",
+    ]
+    retired = load_suite(str(SUITES / "retired" / "test-1.toml"))
+    assert len(retired.scenarios) == 6
+    for name, spec in sealed.scenarios + retired.scenarios:
         sc = load(spec)
         env = AutoscaleEnv(sc, horizon_s=30.0)
         env.reset(seed=0)
         env.step(np.asarray(env.layout.nvec) // 2)  # no change
         assert sc.horizon_s >= 1000.0, name
-    arrived = load(suite.scenarios[0][1]).workload(0)
-    assert len(arrived) == 8819  # the whole Azure code trace, at its real timing
+    assert len(load(retired.scenarios[0][1]).workload(0)) == 8819  # the Azure code trace
+    # the sealed suite's traffic differs from seed to seed (ServeGen's windows are drawn anew)
+    first = load(sealed.scenarios[0][1])
+    assert len(first.workload(0)) != len(first.workload(1))
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from chiron_gym.workload import LengthDist, bulk_arrivals, poisson_arrivals
@@ -157,3 +159,30 @@ def test_empirical_lengths_reproduce_their_table() -> None:
     for q in (0.1, 0.5, 0.9):
         want = np.interp(q, d.probs, d.values)
         assert abs(np.quantile(x, q) - want) / want < 0.02, q
+
+
+def test_a_servegen_replay_from_start_s_is_the_file_from_that_window(tmp_path: Path) -> None:
+    """``start_s`` replays the rate file from the window holding it: the same draws as a file
+    that begins there; past the file's last window it is refused, naming the field."""
+    from chiron_gym.workload.arrivals import RateCurve
+    from chiron_gym.workload.sources import ServeGen
+    from chiron_gym.workload.trace import write_servegen
+
+    starts = tuple(600.0 * k for k in range(6))
+    full = RateCurve(starts, (1.0, 0.0, 3.0, 0.5, 2.0, 1.0), (1.0, 1.0, 2.0, 1.5, 1.0, 3.0))
+    a = write_servegen(tmp_path / "full.csv", full)
+    # from 1200 s (a window's start): the file from its third window; from 1500 s (inside that
+    # window): the same, the rest of that window first (the next one starts 300 s in)
+    for start, cut in ((1200.0, starts[:4]), (1500.0, (0.0, 300.0, 900.0, 1500.0))):
+        rest = RateCurve(cut, full.rates_per_s[2:], full.cvs[2:])  # type: ignore[index]
+        b = write_servegen(tmp_path / f"from-{start:g}.csv", rest)
+        got = ServeGen(path=str(a), start_s=start, time_scale=0.5).times(
+            np.random.default_rng(3), 1000.0
+        )
+        want = ServeGen(path=str(b), time_scale=0.5).times(np.random.default_rng(3), 1000.0)
+        np.testing.assert_array_equal(got, want)
+        assert len(got) > 100
+    assert ServeGen(path=str(a), start_s=9000.0).invalid() == (
+        "start_s",
+        "at most 3000 (the file's last window starts there)",
+    )
