@@ -288,13 +288,16 @@ def _best_base(
 class _Search:
     """The planner's search around an incumbent episode, in one environment (module docstring)."""
 
-    def __init__(self, env: AutoscaleEnv, seed: int, actions: list[Action]) -> None:
-        self.env, self.seed = env, seed
+    def __init__(
+        self, env: AutoscaleEnv, seed: int, actions: list[Action], blocks: int, tries: int
+    ) -> None:
+        self.env, self.seed, self.tries = env, seed, tries
         n = len(actions)
-        self.block = max(1, math.ceil(n / BLOCKS))
-        self.starts = frozenset(range(0, n, self.block))
-        # the incumbent again, open loop: its rewards per decision and its snapshots
-        self.track = _play(env, _from(actions, 0), start=None, seed=seed, snap_at=self.starts)
+        self.block = max(1, math.ceil(n / blocks))
+        self.starts = sorted(range(0, n, self.block))
+        # the incumbent again, open loop: its rewards per decision, and the snapshot at the first
+        # block (``advance`` takes each next one: one held at a time)
+        self.track = _play(env, _from(actions, 0), start=None, seed=seed, snap_at=frozenset({0}))
         self.simulated = n
         self.kept = 0
         exists = env.agent_context().pools
@@ -310,7 +313,7 @@ class _Search:
 
     def improve(self, i: int) -> None:
         """Screen every change at block ``i`` on the next two blocks; keep the first of the
-        best ``FULL_TRIES`` that raises the whole episode's reward."""
+        best ``tries`` that raises the whole episode's reward."""
         track, n = self.track, len(self.track.actions)
         horizon = min(n, i + 2 * self.block)
         tries: list[tuple[float, list[Action]]] = []
@@ -322,18 +325,23 @@ class _Search:
                         screen = self._rollout(i, acts, until=horizon)
                         tries.append((sum(screen.rewards) - sum(track.rewards[i:horizon]), acts))
         tries.sort(key=lambda t: -t[0])
-        for gain, acts in tries[:FULL_TRIES]:
+        for gain, acts in tries[: self.tries]:
             if gain <= EPS:
                 return
-            rest = self._rollout(i, acts, snap_at=frozenset(s for s in self.starts if s > i))
+            rest = self._rollout(i, acts)
             if sum(track.rewards[:i]) + sum(rest.rewards) > sum(track.rewards) + EPS:
                 self.track = _Track(
-                    track.actions[:i] + rest.actions,
-                    track.rewards[:i] + rest.rewards,
-                    {**{s: v for s, v in track.snaps.items() if s <= i}, **rest.snaps},
+                    track.actions[:i] + rest.actions, track.rewards[:i] + rest.rewards, track.snaps
                 )
                 self.kept += 1
                 return
+
+    def advance(self, i: int) -> None:
+        """From block ``i``'s snapshot to the next block's, along the incumbent."""
+        j = i + self.block
+        if j < len(self.track.actions):
+            self._rollout(i, self.track.actions[i:j], until=j)
+            self.track.snaps = {j: self.env.snapshot()}
 
 
 def plan(
@@ -341,17 +349,22 @@ def plan(
     seed: int,
     bases: tuple[str, ...] | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    *,
+    blocks: int = BLOCKS,
+    tries: int = FULL_TRIES,
 ) -> Plan:
     """The planner's plan for ``scenario`` with traffic ``seed`` (module docstring); each base
-    runs in its own environment settings with the caller's ``env_kwargs`` on top."""
+    runs in its own environment settings with the caller's ``env_kwargs`` on top. ``blocks``
+    per episode and ``tries`` per block are its search budget."""
     t0 = time.perf_counter()
     chosen = bases if bases is not None else default_bases()
     base, actions, kwargs, rewards, simulated = _best_base(scenario, seed, chosen, env_kwargs)
     env = AutoscaleEnv(scenario, **kwargs)
     try:
-        search = _Search(env, seed, actions)
-        for i in sorted(search.starts):
+        search = _Search(env, seed, actions, blocks, tries)
+        for i in search.starts:
             search.improve(i)
+            search.advance(i)
     finally:
         env.close()
     return Plan(

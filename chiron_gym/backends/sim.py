@@ -38,6 +38,10 @@ class SimBackend:
         self._cluster = Cluster(config, self.scenario.workload(seed), stream(seed, "cold_start"))
         self._caps = {p: spec.initial_batch_cap for p, spec in self._specs.items()}
 
+    def unchanging(self) -> tuple[object, ...]:
+        """What a snapshot may share rather than copy: the scenario, and the cluster's own."""
+        return (self.scenario, *self._specs.values(), *self.cluster.unchanging())
+
     @property
     def now(self) -> float:
         return self.cluster.now

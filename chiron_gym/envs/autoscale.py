@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -18,6 +18,7 @@ from gymnasium import spaces
 
 from chiron_gym.backends import Backend, make_backend
 from chiron_gym.backends.base import PoolBounds
+from chiron_gym.backends.sim import SimBackend
 from chiron_gym.control.chiron import (
     ChironGlobal,
     ChironLocal,
@@ -78,6 +79,13 @@ class Snapshot:
 
 # the spaces (and their sampling streams) belong to the caller, not to the episode
 _NOT_SNAPSHOT = frozenset({"action_space", "observation_space", "render_mode"})
+
+
+def _shared_in(state: dict[str, Any]) -> dict[int, Any]:
+    """The scenario and what the simulator says never changes (``SimBackend.unchanging``), by
+    ``id``: a memo that makes ``deepcopy`` share them (the episode's state is copied)."""
+    keep: list[object] = [state["scenario"], *cast(SimBackend, state["_backend"]).unchanging()]
+    return {id(x): x for x in keep}
 
 
 class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
@@ -436,7 +444,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
                 "a live server's state cannot be copied"
             )
         state = {k: v for k, v in vars(self).items() if k not in _NOT_SNAPSHOT}
-        return Snapshot(copy.deepcopy(state), self._steps, self._obs.copy())
+        return Snapshot(copy.deepcopy(state, self._shared()), self._steps, self._obs.copy())
 
     def restore(self, snapshot: Snapshot) -> npt.NDArray[np.float32]:
         """Return to ``snapshot`` (taken by this environment or another one of the same settings)
@@ -445,8 +453,12 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             raise TypeError(f"restore() takes a Snapshot from snapshot(), got {type(snapshot)!r}")
         if self._backend is not None:
             self._backend.close()
-        vars(self).update(copy.deepcopy(snapshot.state))
+        vars(self).update(copy.deepcopy(snapshot.state, _shared_in(snapshot.state)))
         return snapshot.obs.copy()
+
+    def _shared(self) -> dict[int, Any]:
+        """``deepcopy``'s memo: the parts no episode changes, shared rather than copied."""
+        return _shared_in(vars(self))
 
     def close(self) -> None:
         if self._backend is not None:

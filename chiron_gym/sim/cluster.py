@@ -124,6 +124,23 @@ class Cluster(LedgerColumns):
 
     # ---- public API ----------------------------------------------------------------------------
 
+    def unchanging(self) -> tuple[object, ...]:
+        """What never changes once built (the configuration, the pools' instance types and
+        performance models, the workload and its columns): a snapshot shares it rather than
+        copying it (``AutoscaleEnv.snapshot``)."""
+        return (
+            self.config,
+            self.workload,
+            *self._specs.values(),
+            *(p.instance for p in self._specs.values()),
+            *(p.instance.perf_model for p in self._specs.values()),
+            self._klass,
+            self._prompt,
+            self._output,
+            self._deadline,
+            self._hashes,
+        )
+
     @property
     def now(self) -> float:
         """Simulated time, seconds."""
