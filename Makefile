@@ -127,8 +127,14 @@ ppo-direct-model: $(STAMP_ALL) $(NATIVE)
 # The benchmark of docs/benchmark.md: every shipped agent on the test suite, seeds 0-4 (the
 # real traces need ../shared/data).
 BENCH_AGENTS := static,chiron,llumnix,llumnix-tuned,queue-threshold,kv-target,ray-serve,dynamo-load,ppo:agents/models/ppo-general,ppo:agents/models/ppo-general-direct,ppo:agents/models/ppo-default
+# The sealed test suite: every run is a ledger line (benchmarks/suites/test-ledger.csv) and needs
+# its purpose: make benchmark PURPOSE="..." (SUITE=val to choose on a validation suite instead)
+SUITE ?= test
+SEEDS ?= 0-19
+PURPOSE ?=
 benchmark: $(STAMP_ALL) $(NATIVE)
-	$(BIN)/chiron benchmark --agents $(BENCH_AGENTS) --suite test --seeds 0-4 --out runs/benchmark
+	$(BIN)/chiron benchmark --agents $(BENCH_AGENTS) --suite $(SUITE) --seeds $(SEEDS) \
+		--purpose "$(PURPOSE)" --out runs/benchmark-$(SUITE)
 
 # ppo-default (docs/results.md): 60,000 steps on the default scenario, on the first release's 40
 # observation features (as it was trained; ppo-general-direct had the second release's 45).
