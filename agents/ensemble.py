@@ -225,6 +225,10 @@ class EnsembleAgent(BaseAgent):
     def reset(self) -> None:
         pass  # a residual's Chiron is reset by ``propose`` at the episode's start
 
+    def params(self) -> dict[str, Any]:
+        """How often the vote's action was not Chiron's this episode (residual ensembles)."""
+        return self.lead.params()
+
     def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
         x = self.lead.policy_input(obs, start)  # Chiron proposes once, for every member
         if self.lead.defer is not None and self.lead.defer.active(obs):

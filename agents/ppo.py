@@ -159,6 +159,10 @@ class PPOAgent(BaseAgent):
         proposal = self.residual.propose(raw, first)
         return np.concatenate([raw[: n - len(proposal)], proposal])
 
+    def params(self) -> dict[str, Any]:
+        """A residual model's departures from Chiron this episode (none for a direct model)."""
+        return self.residual.departure_stats() if self.residual is not None else {}
+
     def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
         raw = obs
         obs = self.policy_input(obs, start)

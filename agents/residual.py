@@ -63,6 +63,9 @@ class ChironResidual:
         self.k = ctx.max_step_change
         self.n = len(POOL_NAMES)
         self.proposal = np.full(self.n, self.k, dtype=np.int64)  # Chiron's action (indices)
+        # this episode's decisions, and those whose action is not Chiron's (``departures``)
+        self.decisions = 0
+        self.departures = 0
 
     @property
     def action_space(self) -> gym.spaces.MultiDiscrete:
@@ -72,6 +75,8 @@ class ChironResidual:
         """Run Chiron's global loop on ``obs`` (once per decision, as the ``chiron`` agent does);
         its proposed instance changes, as features."""
         action, _ = self.chiron.predict(obs, episode_start=np.array([start]))
+        if start:
+            self.decisions = self.departures = 0
         self.proposal = np.asarray(action, dtype=np.int64)
         return (self.proposal - self.k).astype(np.float32)
 
@@ -83,7 +88,14 @@ class ChironResidual:
                 f"a residual action is {self.n} integers in [0, {2 * self.step}], got {r.tolist()}"
             )
         out: npt.NDArray[np.int64] = np.clip(self.proposal + r - self.step, 0, 2 * self.k)
+        self.decisions += 1
+        self.departures += int(np.any(out != np.clip(self.proposal, 0, 2 * self.k)))
         return out
+
+    def departure_stats(self) -> dict[str, float]:
+        """How often this episode's actions were not Chiron's (for results rows' ``_params``)."""
+        rate = self.departures / self.decisions if self.decisions else 0.0
+        return {"decisions": self.decisions, "departures": self.departures, "departure_rate": rate}
 
     def chiron_action(self) -> npt.NDArray[np.int64]:
         """Chiron's own action (the residual r = 0), for the last proposal."""

@@ -106,11 +106,18 @@ def evidence(rows: list[dict[str, Any]], names: dict[str, str]) -> dict[str, Any
             m = (m - lo) / (hi - lo)
         return m
 
+    departures: dict[str, list[float]] = defaultdict(list)
+    for r in rows:  # residual and ensemble agents: how often they did not play Chiron's action
+        rate = (r.get("_params") or {}).get("departure_rate")
+        if rate is not None:
+            departures[r["agent"]].append(float(rate))
     per_agent: dict[str, dict[str, Any]] = {}
     base_norm = matrix(BASE, tasks, "reward", True)
     base_iqm = iqm(base_norm) if base_norm is not None else math.nan
     for a in agents:
         out: dict[str, Any] = {"seeds": len(seeds_of(a, scenarios))}
+        if departures.get(a):
+            out["departure_rate"] = float(np.mean(departures[a]))
         m = matrix(a, tasks, "reward", True)
         if m is not None:
             est, lo, hi = stratified_interval(m)
@@ -200,7 +207,8 @@ def evidence_markdown(ev: dict[str, Any]) -> str:
         "averaged over scenarios; a win needs the interval above 0.5",
         "- better / tie / worse: scenarios where the paired reward difference from Chiron has its "
         "95 % interval above 0, around 0, below 0; dominates / dominated: in (interactive "
-        "attainment, GPU-hours) against Chiron's means",
+        "attainment, GPU-hours) against Chiron's means; departs from Chiron: the share of a "
+        "residual or ensemble agent's decisions whose action was not Chiron's",
     ]
     if fewest < ev["min_seeds_for_claims"]:
         lines.append(
@@ -210,8 +218,8 @@ def evidence_markdown(ev: dict[str, Any]) -> str:
     lines += [
         "",
         "| agent | IQM score [95 %] | gap to ceiling closed | P(improve) over Chiron [95 %] "
-        "| better / tie / worse | dominates / dominated |",
-        "|---|---|---|---|---|---|",
+        "| better / tie / worse | dominates / dominated | departs from Chiron |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, a in sorted(per.items(), key=lambda kv: -(kv[1].get("iqm") or -1e18)):
         iqm_text = (
@@ -225,7 +233,8 @@ def evidence_markdown(ev: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {iqm_text} | {_num(a.get('gap_closed'))} | {poi} | "
             f"{a['scenarios_better']} / {a['scenarios_tie']} / {a['scenarios_worse']} | "
-            f"{a['scenarios_dominates']} / {a['scenarios_dominated']} |"
+            f"{a['scenarios_dominates']} / {a['scenarios_dominated']} | "
+            f"{_num(a.get('departure_rate'), '{:.1%}')} |"
         )
     lines += [
         "",

@@ -77,3 +77,50 @@ def test_bad_scores_are_refused_with_the_reason() -> None:
         iqm(np.array([[1.0, np.nan]]))
     with pytest.raises(ValueError, match="same tasks"):
         probability_of_improvement(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+def _row(agent: str, scenario: str, seed: int, reward: float, att: float, gh: float) -> dict:  # type: ignore[type-arg]
+    return {
+        "agent": agent,
+        "scenario": scenario,
+        "seed": seed,
+        "reward": reward,
+        "reward_violation": -10.0,
+        "interactive_attainment": att,
+        "gpu_hours": gh,
+    }
+
+
+def test_evidence_normalises_between_floor_and_ceiling_and_compares_with_chiron() -> None:
+    from agents.run.evidence import evidence
+
+    rows = []
+    for seed in range(4):
+        rows += [
+            _row("static", "s", seed, 0.0, 0.80, 10.0),
+            _row("random", "s", seed, -50.0, 0.70, 9.0),
+            _row("planner", "s", seed, 100.0, 0.99, 8.0),
+            _row("chiron", "s", seed, 50.0 + seed, 0.90, 12.0),
+            _row("cheap", "s", seed, 80.0 + seed, 0.95, 11.0)
+            | {"_params": {"departure_rate": 0.25}},
+        ]
+    ev = evidence(rows, {})
+    norm = ev["normaliser"]["s"]
+    assert (norm["floor"], norm["ceiling"], norm["defined"]) == (0.0, 100.0, True)
+    cells = {c["agent"]: c for c in ev["cells"]}
+    assert cells["planner"]["ceiling_score"] == 1.0 and cells["static"]["ceiling_score"] == 0.0
+    assert cells["chiron"]["ceiling_score"] == pytest.approx(0.515)
+    cheap = cells["cheap"]
+    assert cheap["reward_vs_chiron"] == pytest.approx(30.0)
+    assert cheap["reward_vs_chiron_low"] == pytest.approx(30.0) and cheap["verdict"] == "better"
+    assert cheap["dominance"] == "dominates" and cheap["matched_gpu_hours"] == 11.0
+    assert (
+        cells["static"]["dominance"] == "neither" and cells["static"]["matched_gpu_hours"] is None
+    )
+    assert cells["random"]["dominance"] == "neither" and cells["random"]["verdict"] == "worse"
+    a = ev["agents"]["cheap"]
+    assert a["departure_rate"] == 0.25 and a["scenarios_better"] == 1
+    assert a["p_improve"] == 1.0 and a["iqm"] == pytest.approx(0.815)
+    assert a["gap_closed"] == pytest.approx((0.815 - 0.515) / (1 - 0.515))
+    # the price of a violation: every agent pays the same term here, so ranks do not move
+    assert cheap["price_ranks"] == [2, 2, 2, 2, 2]

@@ -44,6 +44,12 @@ def test_the_correction_moves_chirons_proposal_within_bounds() -> None:
     for bad in ([5, 0, 0], [0, 0], [-1, 0, 0]):
         with pytest.raises(ValueError, match="residual action"):
             res.compose(bad)
+    # two decisions composed, one of them Chiron's own action: one departure in two
+    assert res.departure_stats() == {"decisions": 2, "departures": 1, "departure_rate": 0.5}
+    res.chiron_action()
+    assert res.departure_stats()["decisions"] == 3 and res.departures == 1
+    res.propose(obs, True)  # a new episode starts the count again
+    assert res.departure_stats() == {"decisions": 0, "departures": 0, "departure_rate": 0.0}
     with pytest.raises(ValueError, match="action mode 'global'"):
         ChironResidual(AutoscaleEnv("default").agent_context())
 
