@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,9 +118,12 @@ class _Track:
     snaps: dict[int, Snapshot]
 
 
+Choose = Callable[[Observation, int], Action]
+
+
 def _play(
     env: AutoscaleEnv,
-    choose: Any,
+    choose: Choose,
     *,
     start: Snapshot | None,
     seed: int,
@@ -148,7 +152,7 @@ def _play(
     return out
 
 
-def _from(actions: list[Action], offset: int) -> Any:
+def _from(actions: list[Action], offset: int) -> Choose:
     """``choose`` for ``_play``: ``actions`` in order, the first one at decision ``offset``."""
     return lambda obs, i: actions[i - offset]
 
@@ -158,11 +162,12 @@ def _closed_loop(spec: str, scenario: str, seed: int, extra: dict[str, Any] | No
     try:
         env.reset(seed=seed)
         policy = make_agent(spec, env.agent_context(), seed=seed)
-        first = [True]
+        memory: list[Any] = [None]  # a recurrent policy's state, carried as ``play`` does
 
         def choose(obs: Observation, i: int) -> Action:
-            action, _ = policy.predict(obs, episode_start=np.array(first), deterministic=True)
-            first[0] = False
+            action, memory[0] = policy.predict(
+                obs, state=memory[0], episode_start=np.array([i == 0]), deterministic=True
+            )
             return np.asarray(action)
 
         return _play(env, choose, start=None, seed=seed)
@@ -247,6 +252,8 @@ def _changed(
     """``actions`` from ``i`` on with one instance more (``sign`` 1) or fewer of ``pool`` from
     decision ``i``, for ``length`` decisions (None: to the end); None if outside the step limit."""
     out = [a.copy() for a in actions[i:]]
+    if length is not None and length >= len(out):
+        return None  # the same change as for the rest of the episode (tried as such)
     for j, s in ((0, sign), (length, -sign)):
         if j is None or j >= len(out):
             continue

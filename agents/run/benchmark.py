@@ -37,6 +37,7 @@ from agents.run.episode import Episode
 from agents.run.evidence import evidence, evidence_markdown, profile_figure
 from agents.run.ledger import append as ledger_append
 from agents.run.ledger import check_purpose, is_sealed
+from agents.run.ledger import finish as ledger_finish
 from agents.run.reporting import short_label
 from agents.run.suite import BenchmarkError, check_suite, load_suite
 
@@ -334,6 +335,20 @@ def benchmark(
         raise BenchmarkError(f"an agent is listed twice: {agents}")
     refs = (*REFERENCES, *CEILING_REFERENCES) if ceiling else REFERENCES
     run = [*(a for a in refs if a not in agents), *agents]
+    shown_command, at = command or " ".join(["chiron", *sys.argv[1:]]), commit()
+    # the sealed suite: its ledger line first, so that a run that fails still counts
+    line = (
+        ledger_append(
+            commit=at,
+            command=shown_command,
+            suite=s,
+            agents=run,
+            seeds=seed_label(seeds),
+            purpose=purpose,
+        )
+        if is_sealed(s)
+        else None
+    )
     out.mkdir(parents=True, exist_ok=True)
     names = {spec: name for name, spec in s.scenarios}
     rows: list[dict[str, Any]] = []
@@ -357,16 +372,16 @@ def benchmark(
     )
     if resume:  # the kept episodes' rows, as results.csv has them, beside those run now
         ran = {(r["agent"], r["scenario"], str(r["seed"])) for r in rows}
-        rows += [
-            typed_row(r)
-            for r in read_rows(out / "episodes" / "results.csv")
-            if (r["agent"], r["scenario"], r["seed"]) not in ran
-        ]
+        kept = _read_params(out / PARAMS)
+        for r in read_rows(out / "episodes" / "results.csv"):
+            key = (r["agent"], r["scenario"], r["seed"])
+            if key not in ran:
+                rows.append({**typed_row(r), "_params": kept.get(key, {})})
+    _write_params(out / PARAMS, rows)
     cells = scores(rows, names)
     order = {n: i for i, (n, _) in enumerate(s.scenarios)}
     cells.sort(key=lambda c: (order[c["scenario"]], run.index(c["agent"])))
     board = leaderboard(cells)
-    shown_command, at = command or " ".join(["chiron", *sys.argv[1:]]), commit()
     provenance: dict[str, Any] = {
         "command": shown_command,
         "commit": at,
@@ -386,16 +401,8 @@ def benchmark(
         writer = csv.DictWriter(f, fieldnames=list(cells[0]))
         writer.writeheader()
         writer.writerows(cells)
-    if is_sealed(s):
-        provenance["ledger"] = ledger_append(
-            commit=at,
-            command=shown_command,
-            suite=s,
-            agents=run,
-            seeds=seed_label(seeds),
-            purpose=purpose,
-            scores=out / "scores.csv",
-        )
+    if line is not None:
+        provenance["ledger"] = ledger_finish(line, out / "scores.csv")
     fig = pareto_figure(cells, f"suite {s.name}, seeds {seed_label(seeds)}")
     fig.savefig(out / "pareto.png", dpi=90)
     import matplotlib.pyplot as plt
@@ -412,6 +419,26 @@ def benchmark(
         json.dumps(_no_nan(result), indent=1, sort_keys=True) + "\n"
     )
     return result
+
+
+PARAMS = "params.jsonl"  # each episode's ``_params`` (the planner's search, departures)
+
+
+def _write_params(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w") as f:
+        for r in sorted(rows, key=lambda r: (r["agent"], r["scenario"], int(r["seed"]))):
+            key = {"agent": r["agent"], "scenario": r["scenario"], "seed": int(r["seed"])}
+            f.write(json.dumps({**key, "params": r.get("_params", {})}, sort_keys=True) + "\n")
+
+
+def _read_params(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    if not path.is_file():
+        return {}
+    out = {}
+    for text in path.read_text().splitlines():
+        d = json.loads(text)
+        out[(d["agent"], d["scenario"], str(d["seed"]))] = d["params"]
+    return out
 
 
 def _shown(p: Path) -> str:

@@ -66,6 +66,9 @@ def candidates(rows: list[dict[str, str]]) -> list[str]:
     return list(seen)
 
 
+UNFINISHED = "unfinished (no scores.csv)"
+
+
 def append(
     *,
     commit: str,
@@ -74,11 +77,11 @@ def append(
     agents: list[str],
     seeds: str,
     purpose: str,
-    scores: Path,
     path: Path = LEDGER,
 ) -> dict[str, str]:
-    """Append a run's line (``CHIRON_STOP`` names the stop, when set); the line. Candidates are
-    new when no earlier line of the same suite (by its SHA-256) names them."""
+    """Append a run's line before any episode runs (``CHIRON_STOP`` names the stop, when set):
+    a run that fails or is stopped still met the suite. ``finish`` adds its ``scores.csv``.
+    Candidates are new when no earlier line of the same suite (by its SHA-256) names them."""
     rows = read(path)
     known = set(candidates([r for r in rows if r.get("suite_sha256") == suite.sha256]))
     line = {
@@ -92,15 +95,38 @@ def append(
         "seeds": seeds,
         "purpose": purpose.strip(),
         "new_candidates": ";".join(a for a in agents if a not in known) or "none",
-        "scores_csv_sha256": hashlib.sha256(scores.read_bytes()).hexdigest(),
+        "scores_csv_sha256": UNFINISHED,
     }
-    new = not path.is_file()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow(line)
+    _write([*rows, line], path)
     return line
 
 
-__all__ = ["FIELDS", "LEDGER", "append", "candidates", "check_purpose", "is_sealed", "read"]
+def finish(line: dict[str, str], scores: Path, path: Path = LEDGER) -> dict[str, str]:
+    """Record the finished run's ``scores.csv`` SHA-256 on its line (the last one like it)."""
+    rows = read(path)
+    for r in reversed(rows):
+        if r == line:
+            r["scores_csv_sha256"] = hashlib.sha256(scores.read_bytes()).hexdigest()
+            _write(rows, path)
+            return r
+    raise ValueError(f"{path}: the run's line is no longer there ({line['date_utc']})")
+
+
+def _write(rows: list[dict[str, str]], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+__all__ = [
+    "FIELDS",
+    "LEDGER",
+    "UNFINISHED",
+    "append",
+    "candidates",
+    "check_purpose",
+    "finish",
+    "is_sealed",
+    "read",
+]

@@ -137,7 +137,12 @@ def benchmark_parser(sub: Subparsers) -> None:
         action="store_true",
         help="skip the hindsight planner and random (no ceiling-normalised scores)",
     )
-    b.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2, 3, 4], help="e.g. 0-4")
+    b.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        default=list(range(20)),
+        help="e.g. 0-19 (the protocol's minimum for a claim is 20)",
+    )
     b.add_argument(
         "--resume",
         action="store_true",

@@ -68,7 +68,7 @@ class AgentContext:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Snapshot:
     """An episode's whole state at a decision point (``AutoscaleEnv.snapshot``); opaque."""
 
@@ -451,6 +451,14 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         and give its observation; the snapshot stays unchanged, to be restored again."""
         if not isinstance(snapshot, Snapshot):
             raise TypeError(f"restore() takes a Snapshot from snapshot(), got {type(snapshot)!r}")
+        theirs = snapshot.state["layout"]
+        if list(theirs.nvec) != list(self.layout.nvec) or snapshot.obs.shape != self._obs.shape:
+            raise ValueError(
+                f"restore(): the snapshot was taken in an environment of action mode "
+                f"{theirs.mode!r} (MultiDiscrete {list(theirs.nvec)}), this one is "
+                f"{self.layout.mode!r} ({list(self.layout.nvec)}): restore it in one of the same "
+                "settings"
+            )
         if self._backend is not None:
             self._backend.close()
         vars(self).update(copy.deepcopy(snapshot.state, _shared_in(snapshot.state)))
@@ -495,7 +503,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
     ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
         raw, obs = self._features.observe(self.backend, window, self.scenario.horizon_s)
         self._raw = raw
-        self._obs = obs
+        self._obs = obs.copy()  # the agent gets ``obs``; a snapshot keeps its own
         summary = self.backend.summary(latencies=False)  # info needs the counts only
         info: dict[str, Any] = {
             "sim_time_s": self.backend.now,

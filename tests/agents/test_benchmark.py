@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -113,9 +114,10 @@ def test_the_sealed_suite_needs_a_purpose_and_each_run_is_a_ledger_line(tmp_path
         agents=["static", "chiron"],
         seeds="0-19",
         purpose="p1",
-        scores=scores,
         path=book,
     )
+    assert first["scores_csv_sha256"] == ledger.UNFINISHED  # written before any episode
+    ledger.finish(first, scores, path=book)
     second = ledger.append(
         suite=sealed,
         commit="abd",
@@ -123,12 +125,13 @@ def test_the_sealed_suite_needs_a_purpose_and_each_run_is_a_ledger_line(tmp_path
         agents=["chiron", "ppo:x"],
         seeds="0-19",
         purpose="p2",
-        scores=scores,
         path=book,
-    )
+    )  # a run that never finishes keeps its line
     assert first["new_candidates"] == "static;chiron" and second["new_candidates"] == "ppo:x"
     rows = ledger.read(book)
     assert [r["purpose"] for r in rows] == ["p1", "p2"]
+    assert rows[0]["scores_csv_sha256"] == hashlib.sha256(scores.read_bytes()).hexdigest()
+    assert rows[1]["scores_csv_sha256"] == ledger.UNFINISHED
     assert ledger.candidates(rows) == ["static", "chiron", "ppo:x"]
     assert tuple(rows[0]) == ledger.FIELDS and rows[0]["suite_sha256"] == sealed.sha256
     # the committed ledger has the same columns, and every line a purpose and a commit

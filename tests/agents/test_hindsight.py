@@ -41,6 +41,7 @@ def test_a_change_stays_within_the_step_limit_and_is_undone_after_its_block() ->
     assert [layout.split(a)[0] for a in out] == [[0, 1, 0], [0, 0, 0], [0, -1, 0], [0, 0, 0]]
     full = [layout.join([0, 2, 0], None)] * 3
     assert _changed(layout, full, 0, 1, 1, None) is None  # +3 is past k = 2
+    assert _changed(layout, full, 1, 1, -1, 2) is None  # one block to go: as for the rest
     rest = _changed(layout, full, 0, 1, -1, None)
     assert rest is not None and [layout.split(a)[0][1] for a in rest] == [1, 2, 2]
     assert all(isinstance(a, np.ndarray) for a in rest)

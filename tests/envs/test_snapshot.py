@@ -21,7 +21,14 @@ from chiron_gym.envs import AutoscaleEnv, Snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 # short episodes of scenarios with every pool kind, batch deadlines, bursts and a family draw
-SCENARIOS = ("default", "chiron-paper", "flash-crowd", "hetero-h100-a100", "family:train")
+SCENARIOS = (
+    "default",
+    "chiron-paper",
+    "flash-crowd",
+    "hetero-h100-a100",
+    "chat-prefix",  # prefix caching: the cache and the requests' block hashes
+    "family:train",
+)
 HORIZON_S = 600.0
 
 
@@ -101,8 +108,28 @@ def test_snapshot_needs_an_episode_and_the_simulator() -> None:
         env.snapshot()
     with pytest.raises(TypeError, match="Snapshot"):
         env.restore({"state": {}})  # type: ignore[arg-type]
+    env.reset(seed=0)
+    other = AutoscaleEnv("default", action_mode="local")
+    with pytest.raises(ValueError, match="action mode 'full'"):
+        other.restore(env.snapshot())
     live = AutoscaleEnv("default", backend="vllm")
     live._backend = env._backend = object()  # type: ignore[assignment]  # no server is started
     with pytest.raises(NotImplementedError, match="simulator"):
         live.snapshot()
     assert isinstance(Snapshot, type)
+
+
+def test_a_closed_loop_episode_snapshots_exactly(tmp_path: Path) -> None:
+    """A closed loop releases its next request when one ends (the arrival times change during
+    the episode): restored, it replays the same."""
+    text = (ROOT / "scenarios" / "default.toml").read_text()
+    head = text[: text.index("[[workload]]")]
+    closed = tmp_path / "closed.toml"
+    closed.write_text(
+        head + '[[workload]]\nclass = "interactive"\n'
+        'arrival = { kind = "closed", concurrency = 16, requests = 3000 }\n'
+        'prompt = { kind = "empirical", table = "azure-conv" }\n'
+        'output = { kind = "empirical", table = "azure-conv" }\n'
+    )
+    for at in (3, 20):
+        snapshot_digest(str(closed), 11, at, "global")
