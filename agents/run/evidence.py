@@ -267,13 +267,14 @@ def profile_figure(ev: dict[str, Any]) -> Any:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for name, a in ev["agents"].items():
-        if "profile" not in a:
-            continue
+    drawn = [(name, a) for name, a in ev["agents"].items() if "profile" in a]
+    for k, (name, a) in enumerate(drawn):
         taus = [p["tau"] for p in a["profile"]]
-        ax.plot(taus, [p["share"] for p in a["profile"]], label=name)
+        # ten colours, then the same ten dashed: every agent told apart
+        style = ("-", "--", ":")[min(k // 10, 2)]
+        ax.plot(taus, [p["share"] for p in a["profile"]], style, color=f"C{k % 10}", label=name)
         lo, hi = [p["low"] for p in a["profile"]], [p["high"] for p in a["profile"]]
-        ax.fill_between(taus, lo, hi, alpha=0.15)
+        ax.fill_between(taus, lo, hi, color=f"C{k % 10}", alpha=0.12)
     ax.set_xlabel("ceiling-normalised score tau (0: better of static and random, 1: planner)")
     ax.set_ylabel("share of runs with score > tau")
     ax.grid(alpha=0.3)
