@@ -116,6 +116,8 @@ def evidence(rows: list[dict[str, Any]], names: dict[str, str]) -> dict[str, Any
     base_iqm = iqm(base_norm) if base_norm is not None else math.nan
     for a in agents:
         out: dict[str, Any] = {"seeds": len(seeds_of(a, scenarios))}
+        # an agent absent from a scenario has no aggregate (IQM, P(improve)): said, not hidden
+        out["missing_scenarios"] = [s for s in scenarios if (a, s) not in runs]
         if departures.get(a):
             out["departure_rate"] = float(np.mean(departures[a]))
         m = matrix(a, tasks, "reward", True)
@@ -210,6 +212,12 @@ def evidence_markdown(ev: dict[str, Any]) -> str:
         "attainment, GPU-hours) against Chiron's means; departs from Chiron: the share of a "
         "residual or ensemble agent's decisions whose action was not Chiron's",
     ]
+    for name, a in per.items():
+        if a.get("missing_scenarios"):
+            lines.append(
+                f"- `{name}` did not run on {', '.join(a['missing_scenarios'])}: no IQM or "
+                "P(improve) for it"
+            )
     if fewest < ev["min_seeds_for_claims"]:
         lines.append(
             f"- **{fewest} seeds**: fewer than the protocol's {ev['min_seeds_for_claims']} for a "
@@ -221,7 +229,7 @@ def evidence_markdown(ev: dict[str, Any]) -> str:
         "| better / tie / worse | dominates / dominated | departs from Chiron |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, a in sorted(per.items(), key=lambda kv: -(kv[1].get("iqm") or -1e18)):
+    for name, a in sorted(per.items(), key=lambda kv: -kv[1].get("iqm", -math.inf)):
         iqm_text = (
             f"{_num(a['iqm'])} [{_num(a['iqm_low'])}, {_num(a['iqm_high'])}]" if "iqm" in a else "-"
         )
