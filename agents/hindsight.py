@@ -15,7 +15,7 @@ Two references bound what any autoscaler could do on an episode (a scenario and 
   so a table whose agents are among its bases cannot show an agent above it.
 
 Neither is an agent one could deploy: each knows its episode's traffic before it starts. A plan
-is an open-loop list of actions with the environment settings it was made in; ``run_episode``
+is an open-loop list of actions with the environment settings it was made in; ``run_any``
 replays it in a fresh environment, scored as every agent is (the replay's reward equals the
 plan's, the simulator being deterministic). ``Plan.wall_s`` over ``Plan.decisions`` is the
 planner's cost per decision (``docs/benchmark.md``).
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,9 @@ import numpy.typing as npt
 
 from agents.base import BaseAgent, Observation, Prediction
 from agents.baselines import BASELINES
+from agents.run.episode import Choose, Track, play_track
 from agents.spec import HINDSIGHT, env_kwargs_for, make_agent
-from chiron_gym.envs import AgentContext, AutoscaleEnv, Snapshot
+from chiron_gym.envs import AgentContext, AutoscaleEnv
 from chiron_gym.envs.actions import ActionLayout
 from chiron_gym.sim import POOL_NAMES, POOLS
 
@@ -109,55 +109,12 @@ class ReplayAgent(BaseAgent):
         return self.plan.actions[self.i - 1].copy(), state
 
 
-@dataclass
-class _Track:
-    """One trajectory: actions, per-decision rewards, and snapshots at block starts."""
-
-    actions: list[Action]
-    rewards: list[float]
-    snaps: dict[int, Snapshot]
-
-
-Choose = Callable[[Observation, int], Action]
-
-
-def _play(
-    env: AutoscaleEnv,
-    choose: Choose,
-    *,
-    start: Snapshot | None,
-    seed: int,
-    snap_at: frozenset[int] = frozenset(),
-    until: int | None = None,
-) -> _Track:
-    """Step ``env`` from a reset (``start`` None) or from ``start``, asking ``choose(obs, i)``
-    for each action, to the episode's end or ``until``; snapshots before the steps in
-    ``snap_at``."""
-    if start is None:
-        obs, _ = env.reset(seed=seed)
-        i = 0
-    else:
-        obs, i = env.restore(start), start.steps
-    out = _Track([], [], {})
-    done = False
-    while not done and (until is None or i < until):
-        if i in snap_at:
-            out.snaps[i] = env.snapshot()
-        action = np.asarray(choose(obs, i), dtype=np.int64)
-        obs, r, term, trunc, _ = env.step(action)
-        out.actions.append(action)
-        out.rewards.append(float(r))
-        done = term or trunc
-        i += 1
-    return out
-
-
 def _from(actions: list[Action], offset: int) -> Choose:
     """``choose`` for ``_play``: ``actions`` in order, the first one at decision ``offset``."""
     return lambda obs, i: actions[i - offset]
 
 
-def _closed_loop(spec: str, scenario: str, seed: int, extra: dict[str, Any] | None) -> _Track:
+def _closed_loop(spec: str, scenario: str, seed: int, extra: dict[str, Any] | None) -> Track:
     env = AutoscaleEnv(scenario, **env_kwargs_for(spec, extra))
     try:
         env.reset(seed=seed)
@@ -170,7 +127,7 @@ def _closed_loop(spec: str, scenario: str, seed: int, extra: dict[str, Any] | No
             )
             return np.asarray(action)
 
-        return _play(env, choose, start=None, seed=seed)
+        return play_track(env, choose, start=None, seed=seed)
     finally:
         env.close()
 
@@ -178,7 +135,7 @@ def _closed_loop(spec: str, scenario: str, seed: int, extra: dict[str, Any] | No
 # ------------------------------------------------------------------------------ static-best
 
 
-def _targets_track(env: AutoscaleEnv, seed: int, targets: dict[str, int]) -> _Track:
+def _targets_track(env: AutoscaleEnv, seed: int, targets: dict[str, int]) -> Track:
     layout = ActionLayout(env.action_mode, env.layout.k)
 
     def choose(obs: Observation, i: int) -> Action:
@@ -189,7 +146,7 @@ def _targets_track(env: AutoscaleEnv, seed: int, targets: dict[str, int]) -> _Tr
             deltas.append(max(-layout.k, min(layout.k, d)))
         return layout.join(deltas, None)
 
-    return _play(env, choose, start=None, seed=seed)
+    return play_track(env, choose, start=None, seed=seed)
 
 
 def static_best(scenario: str, seed: int, env_kwargs: dict[str, Any] | None = None) -> Plan:
@@ -206,7 +163,7 @@ def static_best(scenario: str, seed: int, env_kwargs: dict[str, Any] | None = No
             n: env.backend.pool_state(p).live for p, n in zip(POOLS, POOL_NAMES, strict=True)
         }
         current = {n: v for n, v in current.items() if n in bounds}
-        seen: dict[tuple[int, ...], _Track] = {}
+        seen: dict[tuple[int, ...], Track] = {}
         simulated = 0
 
         def score(t: dict[str, int]) -> float:
@@ -304,7 +261,9 @@ class _Search:
         self.starts = sorted(range(0, n, self.block))
         # the incumbent again, open loop: its rewards per decision, and the snapshot at the first
         # block (``advance`` takes each next one: one held at a time)
-        self.track = _play(env, _from(actions, 0), start=None, seed=seed, snap_at=frozenset({0}))
+        self.track = play_track(
+            env, _from(actions, 0), start=None, seed=seed, snap_at=frozenset({0})
+        )
         self.simulated = n
         self.kept = 0
         exists = env.agent_context().pools
@@ -313,8 +272,10 @@ class _Search:
             k for k, name in enumerate(POOL_NAMES) if exists[name].exists and env.layout.has_global
         ]
 
-    def _rollout(self, i: int, actions: list[Action], **kw: Any) -> _Track:
-        out = _play(self.env, _from(actions, i), start=self.track.snaps[i], seed=self.seed, **kw)
+    def _rollout(self, i: int, actions: list[Action], **kw: Any) -> Track:
+        out = play_track(
+            self.env, _from(actions, i), start=self.track.snaps[i], seed=self.seed, **kw
+        )
         self.simulated += len(out.rewards)
         return out
 
@@ -337,7 +298,7 @@ class _Search:
                 return
             rest = self._rollout(i, acts)
             if sum(track.rewards[:i]) + sum(rest.rewards) > sum(track.rewards) + EPS:
-                self.track = _Track(
+                self.track = Track(
                     track.actions[:i] + rest.actions, track.rewards[:i] + rest.rewards, track.snaps
                 )
                 self.kept += 1

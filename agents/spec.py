@@ -135,7 +135,7 @@ def split_ppo_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return path, out
 
 
-# hindsight references (``agents/hindsight.py``): plans, not policies; ``run_episode`` plays them
+# hindsight references (``agents/hindsight.py``): plans, not policies; ``run_any`` plays them
 HINDSIGHT = ("planner", "static-best")
 
 
@@ -198,8 +198,8 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
     if spec in HINDSIGHT:
         raise ValueError(
             f"{spec!r} is a hindsight reference that plans the whole episode before it starts: "
-            "run it by name through run_episode (chiron evaluate, chiron benchmark), not as a "
-            "policy"
+            "run it by name through chiron evaluate or chiron benchmark "
+            "(agents.run.tasks.run_any), not as a policy"
         )
     if spec.startswith("ppo:"):
         from agents.ensemble import model_class  # a model, or an ensemble of models

@@ -104,7 +104,11 @@ def test_benchmark_and_dataset_commands(capsys: pytest.CaptureFixture[str], tmp_
     args = ["benchmark", "--suite", str(suite), "--seeds", "0", "--out", str(out / "b")]
     assert main([*args, "--agents", "chiron", "--json", "--executor", "local"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert [b["agent"] for b in doc["leaderboard"]][:2] == ["chiron", "static"]
+    # the references: static and Chiron (the score), random and the planner (the ceiling's)
+    assert {b["agent"] for b in doc["leaderboard"]} == {"chiron", "static", "random", "planner"}
+    planner = next(c for c in doc["scores"] if c["agent"] == "planner")
+    assert planner["reward"] == max(c["reward"] for c in doc["scores"])
+    assert "iqm" in doc["evidence"]["agents"]["chiron"]
     assert main([*args, "--agents", "chirn"]) == 2
     assert "unknown agent 'chirn'" in capsys.readouterr().err
     assert main(["benchmark", "--suite", "nope", "--out", str(out / "c")]) == 2

@@ -38,7 +38,7 @@ from agents.run.evidence import evidence, evidence_markdown, profile_figure
 from agents.run.ledger import append as ledger_append
 from agents.run.ledger import check_purpose, is_sealed
 from agents.run.ledger import finish as ledger_finish
-from agents.run.reporting import short_label
+from agents.run.reporting import PARAMS, read_params, short_label, write_params
 from agents.run.suite import BenchmarkError, check_suite, load_suite
 
 REFERENCES = ("static", "chiron")  # the score's 0 and 1: always run
@@ -372,12 +372,12 @@ def benchmark(
     )
     if resume:  # the kept episodes' rows, as results.csv has them, beside those run now
         ran = {(r["agent"], r["scenario"], str(r["seed"])) for r in rows}
-        kept = _read_params(out / PARAMS)
+        kept = read_params(out / PARAMS)
         for r in read_rows(out / "episodes" / "results.csv"):
             key = (r["agent"], r["scenario"], r["seed"])
             if key not in ran:
                 rows.append({**typed_row(r), "_params": kept.get(key, {})})
-    _write_params(out / PARAMS, rows)
+    write_params(out / PARAMS, rows)
     cells = scores(rows, names)
     order = {n: i for i, (n, _) in enumerate(s.scenarios)}
     cells.sort(key=lambda c: (order[c["scenario"]], run.index(c["agent"])))
@@ -419,26 +419,6 @@ def benchmark(
         json.dumps(_no_nan(result), indent=1, sort_keys=True) + "\n"
     )
     return result
-
-
-PARAMS = "params.jsonl"  # each episode's ``_params`` (the planner's search, departures)
-
-
-def _write_params(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w") as f:
-        for r in sorted(rows, key=lambda r: (r["agent"], r["scenario"], int(r["seed"]))):
-            key = {"agent": r["agent"], "scenario": r["scenario"], "seed": int(r["seed"])}
-            f.write(json.dumps({**key, "params": r.get("_params", {})}, sort_keys=True) + "\n")
-
-
-def _read_params(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
-    if not path.is_file():
-        return {}
-    out = {}
-    for text in path.read_text().splitlines():
-        d = json.loads(text)
-        out[(d["agent"], d["scenario"], str(d["seed"]))] = d["params"]
-    return out
 
 
 def _shown(p: Path) -> str:

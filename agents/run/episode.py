@@ -21,12 +21,12 @@ from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
+import numpy.typing as npt
 
 from agents import make_agent
 from agents.base import Agent
-from agents.hindsight import HINDSIGHT, ReplayAgent, plan_for
 from agents.spec import env_kwargs_for
-from chiron_gym.envs import AgentContext, AutoscaleEnv
+from chiron_gym.envs import AgentContext, AutoscaleEnv, Snapshot
 from chiron_gym.sim import CLASS_NAMES, POOL_NAMES
 
 
@@ -127,27 +127,9 @@ def run_episode(
 ) -> Episode:
     """Run one episode of ``agent`` on ``scenario`` with traffic seed ``seed``; its row.
 
-    A hindsight reference (``planner``, ``static-best``: ``agents/hindsight.py``) first plans
-    the episode knowing its traffic (in the caller's ``env_kwargs`` over each base's own
-    settings); its plan is then replayed here in a fresh environment of the plan's settings and
-    scored as any agent is.
+    A hindsight reference (``planner``, ``static-best``) is a plan, not a policy:
+    ``agents/run/tasks.py``'s ``run_any`` plans it and plays the plan here (``episode_row``).
     """
-    if agent in HINDSIGHT:
-        t0 = time.perf_counter()
-        made = plan_for(agent, scenario, seed, env_kwargs)
-        env = AutoscaleEnv(scenario, **made.env_kwargs)
-        try:
-            ep = episode_row(env, agent, scenario, seed, lambda ctx: ReplayAgent(ctx, made))
-        finally:
-            env.close()
-        if ep.row["reward"] != made.reward:  # the same rewards summed in the same order
-            raise RuntimeError(
-                f"{agent} on {scenario} seed {seed}: the replayed plan scored "
-                f"{ep.row['reward']!r}, the planner's own evaluation {made.reward!r} (the "
-                "simulator should be deterministic)"
-            )
-        ep.row["_params"] = made.params()
-        return Episode(ep.row, ep.series, time.perf_counter() - t0)
     env = AutoscaleEnv(scenario, **env_kwargs_for(agent, env_kwargs))
     try:  # closed whatever happens: on the real backend, closing stops the servers
         return episode_row(env, agent, scenario, seed)
@@ -205,20 +187,60 @@ def episode_row(
     return Episode(row, run.series, time.perf_counter() - t0)
 
 
-def episode_task(
-    agent: str, scenario: str, seed: int, env_kwargs: dict[str, Any] | None
-) -> Episode:
-    """``run_episode`` with positional arguments: one task of an evaluation grid."""
-    return run_episode(agent, scenario, seed, env_kwargs=env_kwargs)
+Action = npt.NDArray[np.int64]
+Choose = Callable[[npt.NDArray[np.float32], int], Action]  # (observation, decision) -> action
+
+
+@dataclass
+class Track:
+    """A trajectory played by ``play_track``: actions, per-decision rewards, snapshots."""
+
+    actions: list[Action]
+    rewards: list[float]
+    snaps: dict[int, Snapshot]
+
+
+def play_track(
+    env: AutoscaleEnv,
+    choose: Choose,
+    *,
+    start: Snapshot | None,
+    seed: int,
+    snap_at: frozenset[int] = frozenset(),
+    until: int | None = None,
+) -> Track:
+    """The loop for plans and forks (``agents/hindsight.py``): step ``env`` from a reset with
+    ``seed`` (``start`` None) or from the snapshot ``start``, asking ``choose(obs, i)`` for the
+    action of decision ``i``, to the episode's end or decision ``until``; snapshots are taken
+    before the decisions in ``snap_at``."""
+    if start is None:
+        obs, _ = env.reset(seed=seed)
+        i = 0
+    else:
+        obs, i = env.restore(start), start.steps
+    out = Track([], [], {})
+    done = False
+    while not done and (until is None or i < until):
+        if i in snap_at:
+            out.snaps[i] = env.snapshot()
+        action = np.asarray(choose(obs, i), dtype=np.int64)
+        obs, r, term, trunc, _ = env.step(action)
+        out.actions.append(action)
+        out.rewards.append(float(r))
+        done = term or trunc
+        i += 1
+    return out
 
 
 __all__ = [
+    "Choose",
     "Episode",
     "EpisodeRun",
+    "Track",
     "attainment_with_risk",
     "env_kwargs_for",
-    "episode_task",
     "play",
+    "play_track",
     "run_episode",
     "series_point",
 ]

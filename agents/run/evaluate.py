@@ -38,8 +38,9 @@ from typing import Any
 
 from agents import split_ppo_spec
 from agents.run import reporting
-from agents.run.episode import Episode, episode_task
+from agents.run.episode import Episode
 from agents.run.executors import run_tasks
+from agents.run.tasks import episode_task
 from chiron_gym.config import InputError
 
 

@@ -280,17 +280,42 @@ def tensorboard(ep: Episode, logdir: Path, scenario_text: str, figure: Any) -> N
     writer.close()
 
 
+PARAMS = "params.jsonl"  # each episode's ``_params`` (the planner's search, departures)
+
+
+def write_params(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One JSON line per episode: its key and its ``_params`` (``results.csv`` has no room)."""
+    with path.open("w") as f:
+        for r in sorted(rows, key=lambda r: (r["agent"], r["scenario"], int(r["seed"]))):
+            key = {"agent": r["agent"], "scenario": r["scenario"], "seed": int(r["seed"])}
+            f.write(json.dumps({**key, "params": r.get("_params", {})}, sort_keys=True) + "\n")
+
+
+def read_params(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """``write_params``'s file by (agent, scenario, seed as text); empty if there is none."""
+    if not path.is_file():
+        return {}
+    out = {}
+    for text in path.read_text().splitlines():
+        d = json.loads(text)
+        out[(d["agent"], d["scenario"], str(d["seed"]))] = d["params"]
+    return out
+
+
 __all__ = [
     "COLUMNS",
+    "PARAMS",
     "TABLE_METRICS",
     "TB_EPISODE",
     "TB_SCALARS",
     "compare_plot",
     "episode_figure",
     "markdown",
+    "read_params",
     "short_label",
     "slug",
     "summarise",
     "tensorboard",
     "write_csv",
+    "write_params",
 ]

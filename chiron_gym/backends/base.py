@@ -149,6 +149,10 @@ class Backend(Protocol):
         """Faults and lifecycle events since the last call (e.g. a server that died)."""
         ...
 
+    def unchanging(self) -> tuple[object, ...]:
+        """Objects no episode changes, which a snapshot may share (``AutoscaleEnv.snapshot``)."""
+        ...
+
     def close(self) -> None:
         """Release resources; idempotent."""
         ...

@@ -135,6 +135,10 @@ class VllmBackend(LedgerColumns):
         if failed:
             raise RuntimeError(f"initial servers failed to start: {self.drain_events()}")
 
+    def unchanging(self) -> tuple[object, ...]:
+        """Nothing: live servers cannot be snapshotted (``AutoscaleEnv.snapshot`` refuses)."""
+        return ()
+
     def close(self) -> None:
         for s in self.servers:
             self._terminate(s)

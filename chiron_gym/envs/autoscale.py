@@ -18,7 +18,6 @@ from gymnasium import spaces
 
 from chiron_gym.backends import Backend, make_backend
 from chiron_gym.backends.base import PoolBounds
-from chiron_gym.backends.sim import SimBackend
 from chiron_gym.control.chiron import (
     ChironGlobal,
     ChironLocal,
@@ -82,9 +81,9 @@ _NOT_SNAPSHOT = frozenset({"action_space", "observation_space", "render_mode"})
 
 
 def _shared_in(state: dict[str, Any]) -> dict[int, Any]:
-    """The scenario and what the simulator says never changes (``SimBackend.unchanging``), by
+    """The scenario and what the backend says never changes (``Backend.unchanging``), by
     ``id``: a memo that makes ``deepcopy`` share them (the episode's state is copied)."""
-    keep: list[object] = [state["scenario"], *cast(SimBackend, state["_backend"]).unchanging()]
+    keep: list[object] = [state["scenario"], *cast(Backend, state["_backend"]).unchanging()]
     return {id(x): x for x in keep}
 
 

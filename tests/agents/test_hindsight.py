@@ -7,6 +7,7 @@ import pytest
 
 from agents.hindsight import _changed, plan, static_best
 from agents.run.episode import run_episode
+from agents.run.tasks import run_any
 from chiron_gym.envs.actions import ActionLayout
 
 SCENARIO = "default"  # 10 minutes, 60 decisions: an episode in a fraction of a second
@@ -27,7 +28,9 @@ def test_static_best_beats_or_equals_static_and_replays_exactly() -> None:
     best = static_best(SCENARIO, 5)
     static = run_episode("static", SCENARIO, 5).row
     assert best.reward >= static["reward"] - 1e-9
-    ep = run_episode("static-best", SCENARIO, 5)  # raises if the replay differs from the plan
+    ep = run_any("static-best", SCENARIO, 5)  # raises if the replay differs from the plan
+    with pytest.raises(ValueError, match="hindsight reference"):
+        run_episode("static-best", SCENARIO, 5)  # a plan, not a policy
     assert ep.row["reward"] == pytest.approx(best.reward, abs=1e-6)
     assert ep.row["_params"]["base"].startswith("static-best{")
     assert ep.row["_params"]["wall_s_per_decision"] > 0

@@ -1,0 +1,51 @@
+"""One task of an evaluation grid: an agent's episode, or a hindsight reference's plan played.
+
+``run_any(agent, scenario, seed)`` is ``run_episode`` for every name ``chiron evaluate`` and
+``chiron benchmark`` accept. A hindsight reference (``planner``, ``static-best``:
+``agents/hindsight.py``) first plans the episode knowing its traffic, in the caller's
+``env_kwargs`` over each base's own settings; its plan is then replayed open loop in a fresh
+environment of the plan's settings and scored as any agent is, and the replay must score exactly
+what the plan did. ``episode_task`` is the same with positional arguments, for the executors.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agents.hindsight import ReplayAgent, plan_for
+from agents.run.episode import Episode, episode_row, run_episode
+from agents.spec import HINDSIGHT
+from chiron_gym.envs import AutoscaleEnv
+
+
+def run_any(
+    agent: str, scenario: str, seed: int, *, env_kwargs: dict[str, Any] | None = None
+) -> Episode:
+    """The episode of ``agent`` (an agent spec or a hindsight reference); its row."""
+    if agent not in HINDSIGHT:
+        return run_episode(agent, scenario, seed, env_kwargs=env_kwargs)
+    t0 = time.perf_counter()
+    made = plan_for(agent, scenario, seed, env_kwargs)
+    env = AutoscaleEnv(scenario, **made.env_kwargs)
+    try:
+        ep = episode_row(env, agent, scenario, seed, lambda ctx: ReplayAgent(ctx, made))
+    finally:
+        env.close()
+    if ep.row["reward"] != made.reward:  # the same rewards summed in the same order
+        raise RuntimeError(
+            f"{agent} on {scenario} seed {seed}: the replayed plan scored {ep.row['reward']!r}, "
+            f"the planner's own evaluation {made.reward!r} (the simulator should be deterministic)"
+        )
+    ep.row["_params"] = made.params()
+    return Episode(ep.row, ep.series, time.perf_counter() - t0)
+
+
+def episode_task(
+    agent: str, scenario: str, seed: int, env_kwargs: dict[str, Any] | None
+) -> Episode:
+    """``run_any`` with positional arguments: one task of an evaluation grid."""
+    return run_any(agent, scenario, seed, env_kwargs=env_kwargs)
+
+
+__all__ = ["episode_task", "run_any"]
