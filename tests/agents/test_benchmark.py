@@ -107,26 +107,22 @@ def test_the_sealed_suite_needs_a_purpose_and_each_run_is_a_ledger_line(tmp_path
     scores.write_text("agent,reward\nchiron,1\n")
     book = tmp_path / "ledger.csv"
     sealed = load_suite("test")
-    first = ledger.append(
-        suite=sealed,
-        commit="abc",
-        command="c",
-        agents=["static", "chiron"],
-        seeds="0-19",
-        purpose="p1",
-        path=book,
-    )
+
+    def run(commit: str, agents: list[str], purpose: str) -> dict[str, str]:
+        return ledger.append(
+            suite=sealed,
+            commit=commit,
+            command="c",
+            agents=agents,
+            seeds="0-19",
+            purpose=purpose,
+            path=book,
+        )
+
+    first = run("abc", ["static", "chiron"], "p1")
     assert first["scores_csv_sha256"] == ledger.UNFINISHED  # written before any episode
     ledger.finish(first, scores, path=book)
-    second = ledger.append(
-        suite=sealed,
-        commit="abd",
-        command="c",
-        agents=["chiron", "ppo:x"],
-        seeds="0-19",
-        purpose="p2",
-        path=book,
-    )  # a run that never finishes keeps its line
+    second = run("abd", ["chiron", "ppo:x"], "p2")  # a run that never finishes keeps its line
     assert first["new_candidates"] == "static;chiron" and second["new_candidates"] == "ppo:x"
     rows = ledger.read(book)
     assert [r["purpose"] for r in rows] == ["p1", "p2"]
