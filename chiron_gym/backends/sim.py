@@ -40,7 +40,7 @@ class SimBackend:
 
     def unchanging(self) -> tuple[object, ...]:
         """What a snapshot may share rather than copy: the scenario, and the cluster's own."""
-        return (self.scenario, *self._specs.values(), *self.cluster.unchanging())
+        return (self.scenario, *self.cluster.unchanging())
 
     @property
     def now(self) -> float:

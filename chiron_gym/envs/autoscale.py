@@ -72,8 +72,12 @@ class Snapshot:
     """An episode's whole state at a decision point (``AutoscaleEnv.snapshot``); opaque."""
 
     state: dict[str, Any]
-    steps: int  # decisions taken when it was taken
     obs: npt.NDArray[np.float32]  # the observation then (``restore`` returns it)
+
+    @property
+    def steps(self) -> int:
+        """Decisions taken when it was taken."""
+        return int(self.state["_steps"])
 
 
 # the spaces (and their sampling streams) belong to the caller, not to the episode
@@ -443,7 +447,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
                 "a live server's state cannot be copied"
             )
         state = {k: v for k, v in vars(self).items() if k not in _NOT_SNAPSHOT}
-        return Snapshot(copy.deepcopy(state, self._shared()), self._steps, self._obs.copy())
+        return Snapshot(copy.deepcopy(state, _shared_in(state)), self._obs.copy())
 
     def restore(self, snapshot: Snapshot) -> npt.NDArray[np.float32]:
         """Return to ``snapshot`` (taken by this environment or another one of the same settings)
@@ -462,10 +466,6 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             self._backend.close()
         vars(self).update(copy.deepcopy(snapshot.state, _shared_in(snapshot.state)))
         return snapshot.obs.copy()
-
-    def _shared(self) -> dict[int, Any]:
-        """``deepcopy``'s memo: the parts no episode changes, shared rather than copied."""
-        return _shared_in(vars(self))
 
     def close(self) -> None:
         if self._backend is not None:
