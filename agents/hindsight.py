@@ -136,7 +136,7 @@ def _closed_loop(spec: str, scenario: str, seed: int, extra: dict[str, Any] | No
 
 
 def _targets_track(env: AutoscaleEnv, seed: int, targets: dict[str, int]) -> Track:
-    layout = ActionLayout(env.action_mode, env.layout.k)
+    layout = env.layout
 
     def choose(obs: Observation, i: int) -> Action:
         deltas = []
@@ -160,18 +160,16 @@ def static_best(scenario: str, seed: int, env_kwargs: dict[str, Any] | None = No
         ctx = env.agent_context()
         bounds = {n: b for n, b in ctx.pools.items() if b.exists}
         current = {
-            n: env.backend.pool_state(p).live for p, n in zip(POOLS, POOL_NAMES, strict=True)
+            n: env.backend.pool_state(p).live
+            for p, n in zip(POOLS, POOL_NAMES, strict=True)
+            if n in bounds
         }
-        current = {n: v for n, v in current.items() if n in bounds}
-        seen: dict[tuple[int, ...], Track] = {}
-        simulated = 0
+        seen: dict[tuple[int, ...], Track] = {}  # every allocation tried, by its counts
 
         def score(t: dict[str, int]) -> float:
-            nonlocal simulated
             key = tuple(t[n] for n in bounds)
             if key not in seen:
                 seen[key] = _targets_track(env, seed, t)
-                simulated += len(seen[key].actions)
             return sum(seen[key].rewards)
 
         best = score(current)
@@ -196,7 +194,7 @@ def static_best(scenario: str, seed: int, env_kwargs: dict[str, Any] | None = No
         track.actions,
         sum(track.rewards),
         time.perf_counter() - t0,
-        simulated,
+        sum(len(t.actions) for t in seen.values()),
     )
 
 
