@@ -35,7 +35,7 @@ import numpy.typing as npt
 from agents.base import BaseAgent, Observation, Prediction
 from agents.baselines import BASELINES
 from agents.run.episode import Choose, Track, play_track
-from agents.spec import HINDSIGHT, env_kwargs_for, make_agent
+from agents.spec import env_kwargs_for, make_agent
 from chiron_gym.envs import AgentContext, AutoscaleEnv
 from chiron_gym.envs.actions import ActionLayout
 from chiron_gym.sim import POOL_NAMES, POOLS
@@ -346,15 +346,4 @@ def plan(
     )
 
 
-def plan_for(
-    agent: str, scenario: str, seed: int, env_kwargs: dict[str, Any] | None = None
-) -> Plan:
-    """The plan of hindsight reference ``agent`` (one of ``HINDSIGHT``)."""
-    if agent == "planner":
-        return plan(scenario, seed, env_kwargs=env_kwargs)
-    if agent == "static-best":
-        return static_best(scenario, seed, env_kwargs)
-    raise ValueError(f"unknown hindsight reference {agent!r}; known: {', '.join(HINDSIGHT)}")
-
-
-__all__ = ["HINDSIGHT", "Plan", "ReplayAgent", "default_bases", "plan", "plan_for", "static_best"]
+__all__ = ["Plan", "ReplayAgent", "default_bases", "plan", "static_best"]

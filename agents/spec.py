@@ -135,13 +135,15 @@ def split_ppo_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return path, out
 
 
-# hindsight references (``agents/hindsight.py``): plans, not policies; ``run_any`` plays them
-HINDSIGHT = ("planner", "static-best")
+# references that plan by forking the simulator: plans, not policies; ``run_any`` plays them.
+# ``planner`` and ``static-best`` know the episode's future (``agents/hindsight.py``);
+# ``planner-forecast`` only its past (``agents/forecast.py``).
+PLANNERS = ("planner", "planner-forecast", "static-best")
 
 
 def names() -> list[str]:
-    """Agent names ``make_agent`` knows (and any ``ppo:PATH``), and the hindsight references."""
-    return [*AGENTS, *HINDSIGHT]
+    """Agent names ``make_agent`` knows (and any ``ppo:PATH``), and the planning references."""
+    return [*AGENTS, *PLANNERS]
 
 
 def check_specs(specs: list[str]) -> None:
@@ -157,7 +159,7 @@ def check_specs(specs: list[str]) -> None:
             base, _ = split_spec(a)
         except ValueError as e:
             raise InputError(str(e)) from None
-        if base not in AGENTS and a not in HINDSIGHT:
+        if base not in AGENTS and a not in PLANNERS:
             raise InputError(f"unknown agent {a!r}; known: {', '.join(names())}")
 
 
@@ -195,9 +197,9 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
 
     ``ppo:PATH`` loads a trained PPO model (a ``chiron train ppo`` folder or a ``.zip``).
     """
-    if spec in HINDSIGHT:
+    if spec in PLANNERS:
         raise ValueError(
-            f"{spec!r} is a hindsight reference that plans the whole episode before it starts: "
+            f"{spec!r} is a reference that plans by forking the simulator, not a policy: "
             "run it by name through chiron evaluate or chiron benchmark "
             "(agents.run.tasks.run_any), not as a policy"
         )

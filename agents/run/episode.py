@@ -127,8 +127,9 @@ def run_episode(
 ) -> Episode:
     """Run one episode of ``agent`` on ``scenario`` with traffic seed ``seed``; its row.
 
-    A hindsight reference (``planner``, ``static-best``) is a plan, not a policy:
-    ``agents/run/tasks.py``'s ``run_any`` plans it and plays the plan here (``episode_row``).
+    A planning reference (``PLANNERS``: ``planner``, ``planner-forecast``, ``static-best``) is
+    a plan, not a policy: ``agents/run/tasks.py``'s ``run_any`` plans it and plays the plan here
+    (``episode_row``).
     """
     env = AutoscaleEnv(scenario, **env_kwargs_for(agent, env_kwargs))
     try:  # closed whatever happens: on the real backend, closing stops the servers
@@ -193,11 +194,13 @@ Choose = Callable[[npt.NDArray[np.float32], int], Action]  # (observation, decis
 
 @dataclass
 class Track:
-    """A trajectory played by ``play_track``: actions, per-decision rewards, snapshots."""
+    """A trajectory played by ``play_track``: actions, per-decision rewards, snapshots, and the
+    last step's ``info``."""
 
     actions: list[Action]
     rewards: list[float]
     snaps: dict[int, Snapshot]
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def play_track(
@@ -224,7 +227,7 @@ def play_track(
         if i in snap_at:
             out.snaps[i] = env.snapshot()
         action = np.asarray(choose(obs, i), dtype=np.int64)
-        obs, r, term, trunc, _ = env.step(action)
+        obs, r, term, trunc, out.info = env.step(action)
         out.actions.append(action)
         out.rewards.append(float(r))
         done = term or trunc

@@ -1,11 +1,13 @@
-"""One task of an evaluation grid: an agent's episode, or a hindsight reference's plan played.
+"""One task of an evaluation grid: an agent's episode, or a planning reference's plan played.
 
 ``run_any(agent, scenario, seed)`` is ``run_episode`` for every name ``chiron evaluate`` and
-``chiron benchmark`` accept. A hindsight reference (``planner``, ``static-best``:
-``agents/hindsight.py``) first plans the episode knowing its traffic, in the caller's
-``env_kwargs`` over each base's own settings; its plan is then replayed open loop in a fresh
-environment of the plan's settings and scored as any agent is, and the replay must score exactly
-what the plan did. ``episode_task`` is the same with positional arguments, for the executors.
+``chiron benchmark`` accept. A planning reference (``PLANNERS``: ``planner`` and ``static-best``
+of ``agents/hindsight.py``, which know the episode's traffic; ``planner-forecast`` of
+``agents/forecast.py``, which knows only its past) first plans the episode by forking the
+simulator, in the caller's ``env_kwargs`` over its own settings; its plan is then replayed open
+loop in a fresh environment of the plan's settings and scored as any agent is, and the replay
+must score exactly what the plan did. ``episode_task`` is the same with positional arguments,
+for the executors.
 """
 
 from __future__ import annotations
@@ -13,17 +15,31 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agents.hindsight import ReplayAgent, plan_for
+from agents.forecast import forecast_plan
+from agents.hindsight import Plan, ReplayAgent, plan, static_best
 from agents.run.episode import Episode, episode_row, run_episode
-from agents.spec import HINDSIGHT
+from agents.spec import PLANNERS
 from chiron_gym.envs import AutoscaleEnv
+
+
+def plan_for(
+    agent: str, scenario: str, seed: int, env_kwargs: dict[str, Any] | None = None
+) -> Plan:
+    """The plan of reference ``agent`` (one of ``PLANNERS``)."""
+    if agent == "planner":
+        return plan(scenario, seed, env_kwargs=env_kwargs)
+    if agent == "planner-forecast":
+        return forecast_plan(scenario, seed, env_kwargs)
+    if agent == "static-best":
+        return static_best(scenario, seed, env_kwargs)
+    raise ValueError(f"unknown planning reference {agent!r}; known: {', '.join(PLANNERS)}")
 
 
 def run_any(
     agent: str, scenario: str, seed: int, *, env_kwargs: dict[str, Any] | None = None
 ) -> Episode:
-    """The episode of ``agent`` (an agent spec or a hindsight reference); its row."""
-    if agent not in HINDSIGHT:
+    """The episode of ``agent`` (an agent spec or a planning reference); its row."""
+    if agent not in PLANNERS:
         return run_episode(agent, scenario, seed, env_kwargs=env_kwargs)
     t0 = time.perf_counter()
     made = plan_for(agent, scenario, seed, env_kwargs)
@@ -48,4 +64,4 @@ def episode_task(
     return run_any(agent, scenario, seed, env_kwargs=env_kwargs)
 
 
-__all__ = ["episode_task", "run_any"]
+__all__ = ["episode_task", "plan_for", "run_any"]

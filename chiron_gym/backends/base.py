@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from chiron_gym.sim import ClassReport, InstanceStats, Pool, PoolSpec, WindowReport
+import numpy as np
+import numpy.typing as npt
+
+from chiron_gym.sim import ClassReport, InstanceStats, Pool, PoolSpec, WindowReport, Workload
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +150,15 @@ class Backend(Protocol):
 
     def drain_events(self) -> list[str]:
         """Faults and lifecycle events since the last call (e.g. a server that died)."""
+        ...
+
+    def arrived_since(self, since_s: float) -> tuple[Workload, npt.NDArray[np.bool_]]:
+        """The requests arrived at or after ``since_s``, and which of them have finished."""
+        ...
+
+    def replace_future(self, future: Workload) -> None:
+        """Replace the requests yet to arrive by ``future`` (to plan on a forecast in a copy of
+        the episode); the simulator's only."""
         ...
 
     def unchanging(self) -> tuple[object, ...]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
+
 from chiron_gym.backends.base import ABSENT_STATE, PoolBounds, PoolState
 from chiron_gym.scenario import Scenario, stream
 from chiron_gym.sim import (
@@ -11,6 +14,7 @@ from chiron_gym.sim import (
     InstanceStats,
     Pool,
     WindowReport,
+    Workload,
 )
 
 
@@ -37,6 +41,12 @@ class SimBackend:
         config = replace(self.scenario.cluster, fast_forward=self.fast_forward)
         self._cluster = Cluster(config, self.scenario.workload(seed), stream(seed, "cold_start"))
         self._caps = {p: spec.initial_batch_cap for p, spec in self._specs.items()}
+
+    def arrived_since(self, since_s: float) -> tuple[Workload, npt.NDArray[np.bool_]]:
+        return self.cluster.ledger.arrived_since(since_s)
+
+    def replace_future(self, future: Workload) -> None:
+        self.cluster.replace_future(future)
 
     def unchanging(self) -> tuple[object, ...]:
         """What a snapshot may share rather than copy: the scenario, and the cluster's own."""

@@ -35,6 +35,7 @@ from collections import deque
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from chiron_gym.backends.base import ABSENT_STATE, PoolBounds, PoolState
 from chiron_gym.backends.vllm_client import VllmClient, parse_metrics
@@ -44,7 +45,7 @@ from chiron_gym.scenario import Scenario
 from chiron_gym.sim import ClassReport, InstanceStats, Pool, RequestClass, WindowReport
 from chiron_gym.sim.ledger import Ledger, LedgerColumns, gpu_seconds, slo_met
 from chiron_gym.sim.queues import deadline_groups
-from chiron_gym.sim.request import POOL_NAMES, RejectReason
+from chiron_gym.sim.request import POOL_NAMES, RejectReason, Workload
 
 # The real backend's public names (``make_backend``, tests) are importable from here.
 __all__ = ["Server", "ServerConfig", "ServerState", "VllmBackend", "parse_metrics"]
@@ -134,6 +135,14 @@ class VllmBackend(LedgerColumns):
         failed = [s for s in self.servers if s.state == ServerState.FAILED]
         if failed:
             raise RuntimeError(f"initial servers failed to start: {self.drain_events()}")
+
+    def arrived_since(self, since_s: float) -> tuple[Workload, npt.NDArray[np.bool_]]:
+        return self.ledger.arrived_since(since_s)
+
+    def replace_future(self, future: Workload) -> None:
+        raise NotImplementedError(
+            "replace_future() needs the simulator backend: a live server's traffic is its own"
+        )
 
     def unchanging(self) -> tuple[object, ...]:
         """Nothing: live servers cannot be snapshotted (``AutoscaleEnv.snapshot`` refuses)."""

@@ -235,6 +235,27 @@ class Cluster(LedgerColumns):
             removed += 1
         return -removed
 
+    def replace_future(self, future: Workload) -> None:
+        """Replace the requests yet to arrive by ``future`` (none earlier than now): a forecast
+        to plan on in a copy of the episode (``agents/forecast.py``). Arrived requests, the
+        instances and the queues are untouched. An open loop's only."""
+        if self._clients:
+            raise ValueError("replace_future: a closed loop's arrivals follow its own clients")
+        if len(future) and float(future.arrival_s[0]) < self.now:
+            raise ValueError(
+                f"replace_future: the new requests start at {float(future.arrival_s[0])} s, "
+                f"before the clock ({self.now} s)"
+            )
+        if future.prefix_blocks is not None and self._hashes is None:
+            raise ValueError("replace_future: the episode's requests carry no prefix blocks")
+        w = self.workload = self.ledger.replace_future(future)
+        self._arrival = w.arrival_s.tolist()
+        self._klass = w.klass.tolist()
+        self._prompt = w.prompt_tokens.tolist()
+        self._output = w.output_tokens.tolist()
+        self._deadline = w.deadline_s.tolist()
+        self._hashes = w.prefix_blocks
+
     def all_decided(self) -> bool:
         """Every request of the workload has arrived and ended (finished or refused)."""
         ledger = self.ledger

@@ -278,6 +278,35 @@ class Ledger:
             return (math.nan, math.nan, 0)
         return (float(out.mean()), float(out.std()), len(out))
 
+    def arrived_since(self, since_s: float) -> tuple[Workload, npt.NDArray[np.bool_]]:
+        """The requests arrived at or after ``since_s`` (an open loop's), and which of them have
+        finished (only those have an output length an operator would know)."""
+        n = self.num_arrived
+        first = int(np.searchsorted(self.arrival_s[:n], since_s, side="left"))
+        return self.workload.rows(first, n), ~np.isnan(self.finish_s[first:n])
+
+    def replace_future(self, future: Workload) -> Workload:
+        """Replace the requests yet to arrive by ``future`` (arriving no earlier than the last
+        arrival); return the workload they now make with the arrived ones. Rows of arrived
+        requests are kept as they are; the new ones start pending."""
+        n = self.num_arrived
+        if len(future) and n and float(future.arrival_s[0]) < float(self.arrival_s[n - 1]):
+            raise ValueError(
+                f"replace_future: the new requests start at {float(future.arrival_s[0])} s, "
+                f"before the last arrival ({float(self.arrival_s[n - 1])} s)"
+            )
+        workload = Workload.concat([self.workload.rows(0, n), future])
+        m = len(future)
+        self.workload = workload
+        self.arrival_s = workload.arrival_s.copy()
+        self.outcome = np.concatenate([self.outcome[:n], np.zeros(m, dtype=np.int8)])
+        self.reject_reason = np.concatenate([self.reject_reason[:n], np.zeros(m, dtype=np.int8)])
+        self.admitted_s = np.concatenate([self.admitted_s[:n], np.full(m, np.nan)])
+        self.first_token_s = np.concatenate([self.first_token_s[:n], np.full(m, np.nan)])
+        self.finish_s = np.concatenate([self.finish_s[:n], np.full(m, np.nan)])
+        self.preemptions = np.concatenate([self.preemptions[:n], np.zeros(m, dtype=np.int32)])
+        return workload
+
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # the vLLM backend derives from it
 class LedgerColumns:

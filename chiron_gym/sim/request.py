@@ -176,6 +176,21 @@ class Workload:
             prefix_block_tokens=prefix_block_tokens if prefix_blocks is not None else 0,
         )
 
+    def rows(self, start: int, stop: int) -> Workload:
+        """Requests ``start`` to ``stop - 1`` (of an open loop: a closed loop's arrival times are
+        set as it runs)."""
+        if self.clients:
+            raise ValueError("a closed-loop workload's requests have no arrival times to cut at")
+        return Workload(
+            arrival_s=self.arrival_s[start:stop],
+            klass=self.klass[start:stop],
+            prompt_tokens=self.prompt_tokens[start:stop],
+            output_tokens=self.output_tokens[start:stop],
+            deadline_s=self.deadline_s[start:stop],
+            prefix_blocks=None if self.prefix_blocks is None else self.prefix_blocks[start:stop],
+            prefix_block_tokens=self.prefix_block_tokens,
+        )
+
     @classmethod
     def concat(cls, parts: list[Workload]) -> Workload:
         """Merge workloads into one sorted by arrival (ties keep the order of ``parts``)."""

@@ -10,7 +10,7 @@ import pytest
 import scenarios
 from agents import make_agent, names
 from agents.run.episode import play, run_episode
-from agents.spec import HINDSIGHT
+from agents.spec import PLANNERS
 from chiron_gym.control.qlm import estimate, max_pressure
 from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.scenario import load
@@ -19,7 +19,7 @@ from chiron_gym.scenario import load
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", scenarios.names())
 # the hindsight references run many episodes per episode: tests/agents/test_hindsight.py
-@pytest.mark.parametrize("agent", [a for a in names() if a not in HINDSIGHT])
+@pytest.mark.parametrize("agent", [a for a in names() if a not in PLANNERS])
 def test_every_agent_runs_every_scenario(agent: str, scenario: str) -> None:
     """An episode (at most 15 minutes of it); attainments are fractions."""
     horizon = min(900.0, load(scenario).horizon_s)

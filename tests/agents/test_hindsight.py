@@ -29,7 +29,7 @@ def test_static_best_beats_or_equals_static_and_replays_exactly() -> None:
     static = run_episode("static", SCENARIO, 5).row
     assert best.reward >= static["reward"] - 1e-9
     ep = run_any("static-best", SCENARIO, 5)  # raises if the replay differs from the plan
-    with pytest.raises(ValueError, match="hindsight reference"):
+    with pytest.raises(ValueError, match="plans by forking the simulator"):
         run_episode("static-best", SCENARIO, 5)  # a plan, not a policy
     assert ep.row["reward"] == pytest.approx(best.reward, abs=1e-6)
     assert ep.row["_params"]["base"].startswith("static-best{")
