@@ -102,6 +102,29 @@ PPO_GENERAL_BASE := $(PPO_GENERAL_RUNS)/base-seed4
 PPO_GENERAL_MEMBERS := 0:60000 1:60000 2:20000 3:20000 4:20000
 PPO_GENERAL_DEFER := --defer-above 38.3 --defer-feature interactive.arrival_peak_5m
 PPO_GENERAL_VOTE := --combine consensus:0
+# make ppo-model SEED=k: an independent run of the whole pipeline (issue 39), the member
+# selection included (agents/run/members.py, the validation rule of step 3 as code), into
+# runs/ppo-general-seed<k>/ (model/ is the ensemble; the shipped model is left alone): the
+# single model from seed k, fine-tuning seeds 10k to 10k+4, the members chosen on val (seeds
+# 0-4), the vote and the deferral of the shipped model. Several such runs give the intervals
+# over training runs (docs/benchmark.md).
+ifdef SEED
+PPO_SEED_RUNS := runs/ppo-general-seed$(SEED)
+ppo-model: $(STAMP_ALL) $(NATIVE)
+	$(BIN)/chiron train ppo --scenario family:wide --residual chiron --n-envs 8 --seed $(SEED) \
+		--observation-features 54 --timesteps 100000 --eval-freq 100000 --out $(PPO_SEED_RUNS)/base
+	$(BIN)/chiron train ppo --scenario family:wide --residual chiron --relative-reward \
+		--init $(PPO_SEED_RUNS)/base/checkpoints/ppo_100000_steps.zip --observation-features 54 \
+		--n-envs 8 --seeds $(shell echo $$(($(SEED)*10)))-$(shell echo $$(($(SEED)*10+4))) \
+		--timesteps 60000 --eval-freq 1000000 --executor process --out $(PPO_SEED_RUNS)/ft
+	$(BIN)/python -m agents.run.members $(PPO_SEED_RUNS)/ft --suite val --seeds 0-4 \
+		> $(PPO_SEED_RUNS)/members.txt
+	rm -rf $(PPO_SEED_RUNS)/model
+	$(BIN)/chiron ensemble $(PPO_SEED_RUNS)/model $$(cat $(PPO_SEED_RUNS)/members.txt) \
+		$(PPO_GENERAL_DEFER) $(PPO_GENERAL_VOTE) \
+		--defer-source "as agents/models/ppo-general (chiron support family:wide, 0.99 quantile)" \
+		--selected-by "make ppo-model SEED=$(SEED): agents/run/members.py on val seeds 0-4; the vote of the shipped model"
+else
 ppo-model: $(STAMP_ALL) $(NATIVE)
 	$(BIN)/chiron train ppo --scenario family:wide --residual chiron --n-envs 8 --seed 4 \
 		--observation-features 54 --timesteps 100000 --eval-freq 100000 --out $(PPO_GENERAL_BASE)
@@ -115,6 +138,7 @@ ppo-model: $(STAMP_ALL) $(NATIVE)
 		$(PPO_GENERAL_DEFER) $(PPO_GENERAL_VOTE) \
 		--defer-source "chiron support family:wide --seeds 10000-10999 --feature interactive.arrival_peak_5m: the 0.99 quantile over 120,000 decisions of 1,000 draws of the family the members were trained on (docs/benchmark.md, Lever 7)" \
 		--selected-by "the validation rules of docs/benchmark.md. Members (Lever 7, with Lever 4's): each fine-tuned seed's best checkpoint (20k-60k) on the val suite (benchmarks/suites/val.toml, seeds 0-4), deferring to Chiron, by the count of scenarios where its reward beats Chiron's with interactive attainment within 1 point, then mean score. The vote (Levers 8 and 9): consensus:0 (a correction of Chiron only where all five members agree on it) ranked first, above quantile 0.25, the median and consensus 0.25, on val and val2 together (seeds 0-4) by the same count, then mean score"
+endif
 
 PPO_DIRECT_RUN := runs/ppo-general-direct/seed0
 ppo-direct-model: $(STAMP_ALL) $(NATIVE)

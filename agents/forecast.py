@@ -37,10 +37,9 @@ import time
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from agents.base import Agent, Observation
-from agents.hindsight import BLOCKS, EPS, Plan
+from agents.plans import BLOCKS, EPS, Action, Plan
 from agents.run.episode import Choose, Track, play_track
 from agents.spec import env_kwargs_for, make_agent
 from chiron_gym.backends import Backend
@@ -48,7 +47,6 @@ from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.envs.actions import ActionLayout
 from chiron_gym.sim import POOL_NAMES, Workload
 
-Action = npt.NDArray[np.int64]
 HORIZON_BLOCKS = 2  # blocks each candidate is played for on the forecast
 BASE = "chiron"  # the policy it corrects
 

@@ -7,8 +7,8 @@ Two references bound what any autoscaler could do on an episode (a scenario and 
   targets are searched by coordinate descent on the episode's reward, each candidate a whole
   episode on the same traffic.
 - ``planner``: model-predictive search over the episode's actions with the true future. It starts
-  from the best episode of its bases (``static-best``, the rule agents and the shipped PPO models
-  by default: the agents a table compares), then, block by block in time order, forks the
+  from the best episode of its bases (``static-best``, ``planner-forecast``, the rule agents and
+  the shipped PPO models by default: the agents a table compares), then, block by block in time order, forks the
   simulator (``AutoscaleEnv.snapshot``) and tries one more or one fewer instance of each pool for
   one block or for the rest of the episode; a change is screened on the next two blocks' reward
   and kept if the whole episode's reward rises. It never returns a plan worse than its best base,
@@ -25,88 +25,33 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from agents.base import BaseAgent, Observation, Prediction
+from agents.base import Observation
 from agents.baselines import BASELINES
+from agents.forecast import forecast_plan
+from agents.plans import BLOCKS, EPS, Action, Plan
 from agents.run.episode import Choose, Track, play_track
 from agents.spec import env_kwargs_for, make_agent
-from chiron_gym.envs import AgentContext, AutoscaleEnv
+from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.envs.actions import ActionLayout
 from chiron_gym.sim import POOL_NAMES, POOLS
 
-Action = npt.NDArray[np.int64]
 # every rule agent (``random`` with the episode's seed, as a table plays it)
 RULE_BASES = ("chiron", *BASELINES, "llumnix-tuned")
 MODELS = Path(__file__).resolve().parent / "models"
 SHIPPED_MODELS = ("ppo-general", "ppo-general-direct", "ppo-default")
-BLOCKS = 24  # the planner's blocks per episode
 FULL_TRIES = 2  # changes per block evaluated to the episode's end (the best screened ones)
-EPS = 1e-6  # a change is kept only if it raises the episode's reward by more than this
 
 
 def default_bases() -> tuple[str, ...]:
-    """``static-best``, the rule agents, and the shipped PPO models found on disk."""
+    """``static-best``, ``planner-forecast``, the rule agents, and the shipped PPO models found
+    on disk."""
     models = tuple(f"ppo:{MODELS / m}" for m in SHIPPED_MODELS if (MODELS / m).is_dir())
-    return ("static-best", *RULE_BASES, *models)
-
-
-@dataclass
-class Plan:
-    """An episode's actions chosen in hindsight, and what choosing them cost."""
-
-    agent: str
-    base: str  # the base whose episode the plan started from
-    env_kwargs: dict[str, Any]
-    actions: list[Action]
-    reward: float
-    wall_s: float = 0.0
-    simulated_decisions: int = 0  # decisions simulated while planning (every fork's included)
-    kept: int = 0  # changes kept by the planner's search
-    bases: dict[str, float] = field(default_factory=dict)  # each base's reward
-
-    @property
-    def decisions(self) -> int:
-        return len(self.actions)
-
-    def params(self) -> dict[str, Any]:
-        """What a results row records of the plan (``_params``)."""
-        return {
-            "base": self.base,
-            "planned_reward": self.reward,
-            "wall_s_per_decision": self.wall_s / max(1, self.decisions),
-            "simulated_decisions": self.simulated_decisions,
-            "changes_kept": self.kept,
-            "base_rewards": dict(self.bases),
-        }
-
-
-class ReplayAgent(BaseAgent):
-    """Plays a plan's actions in order (open loop)."""
-
-    name = "replay"
-
-    def __init__(self, ctx: AgentContext, plan: Plan) -> None:
-        super().__init__(ctx)
-        self.plan = plan
-        self.i = 0
-
-    def reset(self) -> None:
-        self.i = 0
-
-    def act(self, obs: Observation, state: Any, start: Any, deterministic: bool) -> Prediction:
-        if self.i >= len(self.plan.actions):
-            raise RuntimeError(
-                f"{self.plan.agent}: the plan has {len(self.plan.actions)} decisions and the "
-                "episode asks for more: it is replayed in an environment it was not made for"
-            )
-        self.i += 1
-        return self.plan.actions[self.i - 1].copy(), state
+    return ("static-best", "planner-forecast", *RULE_BASES, *models)
 
 
 def _from(actions: list[Action], offset: int) -> Choose:
@@ -230,10 +175,12 @@ def _best_base(
     best: tuple[str, list[Action], dict[str, Any]] | None = None
     simulated = 0
     for spec in bases:
-        if spec == "static-best":
-            sb = static_best(scenario, seed, env_kwargs)
-            simulated += sb.simulated_decisions
-            actions, reward, kwargs = sb.actions, sb.reward, sb.env_kwargs
+        if spec in ("static-best", "planner-forecast"):
+            made = (static_best if spec == "static-best" else forecast_plan)(
+                scenario, seed, env_kwargs
+            )
+            simulated += made.simulated_decisions
+            actions, reward, kwargs = made.actions, made.reward, made.env_kwargs
         else:
             track = _closed_loop(spec, scenario, seed, env_kwargs)
             simulated += len(track.actions)
@@ -346,4 +293,4 @@ def plan(
     )
 
 
-__all__ = ["Plan", "ReplayAgent", "default_bases", "plan", "static_best"]
+__all__ = ["default_bases", "plan", "static_best"]

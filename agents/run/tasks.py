@@ -16,7 +16,8 @@ import time
 from typing import Any
 
 from agents.forecast import forecast_plan
-from agents.hindsight import Plan, ReplayAgent, plan, static_best
+from agents.hindsight import plan, static_best
+from agents.plans import Plan, ReplayAgent
 from agents.run.episode import Episode, episode_row, run_episode
 from agents.spec import PLANNERS
 from chiron_gym.envs import AutoscaleEnv
