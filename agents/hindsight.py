@@ -8,11 +8,11 @@ Two references bound what any autoscaler could do on an episode (a scenario and 
   episode on the same traffic.
 - ``planner``: model-predictive search over the episode's actions with the true future. It starts
   from the best episode of its bases (``static-best``, ``planner-forecast``, the rule agents and
-  the shipped PPO models by default: the agents a table compares), then, block by block in time order, forks the
-  simulator (``AutoscaleEnv.snapshot``) and tries one more or one fewer instance of each pool for
-  one block or for the rest of the episode; a change is screened on the next two blocks' reward
-  and kept if the whole episode's reward rises. It never returns a plan worse than its best base,
-  so a table whose agents are among its bases cannot show an agent above it.
+  the shipped PPO models by default: the agents a table compares), then, block by block in time
+  order, forks the simulator (``AutoscaleEnv.snapshot``) and tries one more or one fewer instance
+  of each pool for one block or for the rest of the episode; a change is screened on the next two
+  blocks' reward and kept if the whole episode's reward rises. It never returns a plan worse than
+  its best base, so a table whose agents are among its bases cannot show an agent above it.
 
 Neither is an agent one could deploy: each knows its episode's traffic before it starts. A plan
 is an open-loop list of actions with the environment settings it was made in; ``run_any``

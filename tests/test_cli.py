@@ -102,10 +102,19 @@ def test_benchmark_and_dataset_commands(capsys: pytest.CaptureFixture[str], tmp_
     suite = out / "s.toml"
     suite.write_text('[[scenario]]\nname = "d"\nspec = "family:train@5"\n')
     args = ["benchmark", "--suite", str(suite), "--seeds", "0", "--out", str(out / "b")]
-    assert main([*args, "--agents", "chiron", "--json", "--executor", "local"]) == 0
+    runs = "pipe=chiron[headroom_instances=3],chiron[headroom_instances=4]"  # two "runs"
+    assert main([*args, "--agents", "chiron", "--json", "--executor", "local",
+                 "--training-runs", runs]) == 0  # fmt: skip
     doc = json.loads(capsys.readouterr().out)
     # the references: static and Chiron (the score), random and the planner (the ceiling's)
-    assert {b["agent"] for b in doc["leaderboard"]} == {"chiron", "static", "random", "planner"}
+    assert {b["agent"] for b in doc["leaderboard"]} - {
+        "chiron[headroom_instances=3]",
+        "chiron[headroom_instances=4]",
+    } == {"chiron", "static", "random", "planner"}
+    pipe = doc["evidence"]["agents"]["pipe"]
+    assert (pipe["training_runs"], pipe["seeds"], pipe["samples"]) == (2, 1, 2)
+    assert main([*args, "--training-runs", "pipe=chiron"]) == 2
+    assert "at least two runs" in capsys.readouterr().err
     planner = next(c for c in doc["scores"] if c["agent"] == "planner")
     assert planner["reward"] == max(c["reward"] for c in doc["scores"])
     assert "iqm" in doc["evidence"]["agents"]["chiron"]

@@ -38,7 +38,7 @@ from agents.run.evidence import evidence, evidence_markdown, profile_figure
 from agents.run.ledger import append as ledger_append
 from agents.run.ledger import check_purpose, is_sealed
 from agents.run.ledger import finish as ledger_finish
-from agents.run.reporting import PARAMS, read_params, short_label, write_params
+from agents.run.reporting import PARAMS, no_nan, read_params, short_label, write_params
 from agents.run.suite import BenchmarkError, check_suite, load_suite
 
 REFERENCES = ("static", "chiron")  # the score's 0 and 1: always run
@@ -318,12 +318,14 @@ def benchmark(
     resume: bool = False,
     ceiling: bool = True,
     purpose: str = "",
+    training_runs: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Run ``agents`` (static and Chiron added; random and the hindsight planner too unless
     ``ceiling`` is False) on ``suite`` over ``seeds``; write the outputs into ``out`` and return
     what ``benchmark.json`` holds. ``resume``: keep the episodes already in
     ``out/episodes/results.csv`` (``chiron benchmark --resume``). A run of the sealed ``test``
-    suite needs a ``purpose`` and is appended to its ledger (``agents/run/ledger.py``)."""
+    suite needs a ``purpose`` and is appended to its ledger (``agents/run/ledger.py``).
+    ``training_runs``: agents pooled as independent training runs of one name (``evidence``)."""
     from agents.run.evaluate import evaluate, read_rows, typed_row
 
     s = load_suite(suite)
@@ -334,7 +336,8 @@ def benchmark(
     if len(set(agents)) != len(agents):
         raise BenchmarkError(f"an agent is listed twice: {agents}")
     refs = (*REFERENCES, *CEILING_REFERENCES) if ceiling else REFERENCES
-    run = [*(a for a in refs if a not in agents), *agents]
+    members = dict.fromkeys(m for ms in (training_runs or {}).values() for m in ms)
+    run = [*(a for a in refs if a not in agents), *agents, *(m for m in members if m not in agents)]
     shown_command, at = command or " ".join(["chiron", *sys.argv[1:]]), commit()
     # the sealed suite: its ledger line first, so that a run that fails still counts
     line = (
@@ -391,10 +394,11 @@ def benchmark(
         "scenarios": dict(s.scenarios),
         "seeds": list(seeds),
         "agents": run,
+        "training_runs": dict(training_runs or {}),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "wall_s": time.perf_counter() - t0,
     }
-    ev = evidence(rows, names)
+    ev = evidence(rows, names, training_runs)
     text = markdown(board, cells, provenance) + "\n" + evidence_markdown(ev)
     (out / "leaderboard.md").write_text(text)
     with (out / "scores.csv").open("w", newline="") as f:
@@ -415,9 +419,7 @@ def benchmark(
         _tensorboard(out, cells, board, fig, text)
     plt.close(fig)
     result = {"provenance": provenance, "leaderboard": board, "scores": cells, "evidence": ev}
-    (out / "benchmark.json").write_text(
-        json.dumps(_no_nan(result), indent=1, sort_keys=True) + "\n"
-    )
+    (out / "benchmark.json").write_text(json.dumps(no_nan(result), indent=1, sort_keys=True) + "\n")
     return result
 
 
@@ -425,17 +427,6 @@ def _shown(p: Path) -> str:
     """A path as the repository names it (absolute outside it)."""
     root = Path(__file__).resolve().parents[2]
     return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
-
-
-def _no_nan(v: Any) -> Any:
-    """NaN (an undefined score or attainment) as null: strict JSON."""
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _no_nan(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_no_nan(x) for x in v]
-    return v
 
 
 __all__ = [

@@ -67,11 +67,37 @@ def _dominance(a: dict[str, float], b: dict[str, float]) -> str:
     return "neither"
 
 
-def evidence(rows: list[dict[str, Any]], names: dict[str, str]) -> dict[str, Any]:
-    """The summaries above, from ``results.csv`` rows (``names``: scenario spec -> name)."""
-    runs: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+Key = int | tuple[int, int]  # a traffic seed, or (training run, traffic seed) of a group
+
+
+def _seed(key: Key) -> int:
+    return key[1] if isinstance(key, tuple) else key
+
+
+def evidence(
+    rows: list[dict[str, Any]],
+    names: dict[str, str],
+    training_runs: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """The summaries above, from ``results.csv`` rows (``names``: scenario spec -> name).
+
+    ``training_runs`` maps a name to the agents that are independent training runs of one
+    pipeline: their episodes are that name's, each (training run, traffic seed) one sample, so
+    its intervals are over training runs and traffic seeds together; its paired differences pair
+    each sample with Chiron's episode of the same traffic seed."""
+    member = {
+        spec: (name, i)
+        for name, specs in (training_runs or {}).items()
+        for i, spec in enumerate(specs)
+    }
+    runs: dict[tuple[str, str], dict[Key, dict[str, Any]]] = defaultdict(dict)
     for r in rows:
-        runs[(r["agent"], names.get(r["scenario"], r["scenario"]))][int(r["seed"])] = r
+        scenario = names.get(r["scenario"], r["scenario"])
+        if r["agent"] in member:
+            name, i = member[r["agent"]]
+            runs[(name, scenario)][(i, int(r["seed"]))] = {**r, "agent": name}
+        else:
+            runs[(r["agent"], scenario)][int(r["seed"])] = r
     agents = list(dict.fromkeys(a for a, _ in runs))
     scenarios = list(dict.fromkeys(s for _, s in runs))
 
@@ -91,7 +117,7 @@ def evidence(rows: list[dict[str, Any]], names: dict[str, str]) -> dict[str, Any
         }
     tasks = [s for s in scenarios if norm[s]["defined"]]
 
-    def seeds_of(agent: str, among: list[str]) -> list[int]:
+    def seeds_of(agent: str, among: list[str]) -> list[Key]:
         sets = [set(runs.get((agent, s), {})) for s in among]
         return sorted(set.intersection(*sets)) if sets else []
 
@@ -110,12 +136,15 @@ def evidence(rows: list[dict[str, Any]], names: dict[str, str]) -> dict[str, Any
     for r in rows:  # residual and ensemble agents: how often they did not play Chiron's action
         rate = (r.get("_params") or {}).get("departure_rate")
         if rate is not None:
-            departures[r["agent"]].append(float(rate))
+            departures[member.get(r["agent"], (r["agent"], 0))[0]].append(float(rate))
     per_agent: dict[str, dict[str, Any]] = {}
     base_norm = matrix(BASE, tasks, "reward", True)
     base_iqm = iqm(base_norm) if base_norm is not None else math.nan
     for a in agents:
-        out: dict[str, Any] = {"seeds": len(seeds_of(a, scenarios))}
+        keys = seeds_of(a, scenarios)
+        out: dict[str, Any] = {"seeds": len({_seed(k) for k in keys}), "samples": len(keys)}
+        if a in (training_runs or {}):  # its samples are (training run, traffic seed) pairs
+            out["training_runs"] = len({k[0] for k in keys if isinstance(k, tuple)})
         # an agent absent from a scenario has no aggregate (IQM, P(improve)): said, not hidden
         out["missing_scenarios"] = [s for s in scenarios if (a, s) not in runs]
         if departures.get(a):
@@ -154,10 +183,10 @@ def evidence(rows: list[dict[str, Any]], names: dict[str, str]) -> dict[str, Any
                     norm[s]["ceiling"] - norm[s]["floor"]
                 )
             if a != BASE and BASE in means:
-                common = sorted(set(runs[(a, s)]) & set(runs[(BASE, s)]))
+                common = [k for k in sorted(runs[(a, s)]) if _seed(k) in runs[(BASE, s)]]
                 d, lo, hi = paired_interval(
                     [float(runs[(a, s)][k]["reward"]) for k in common],
-                    [float(runs[(BASE, s)][k]["reward"]) for k in common],
+                    [float(runs[(BASE, s)][_seed(k)]["reward"]) for k in common],
                 )
                 base = means[BASE]
                 matched = means[a]["interactive_attainment"] >= base["interactive_attainment"]
@@ -217,6 +246,12 @@ def evidence_markdown(ev: dict[str, Any]) -> str:
             lines.append(
                 f"- `{name}` did not run on {', '.join(a['missing_scenarios'])}: no IQM or "
                 "P(improve) for it"
+            )
+    for name, a in per.items():
+        if "training_runs" in a:
+            lines.append(
+                f"- `{name}`: {a['training_runs']} independent training runs x {a['seeds']} "
+                f"traffic seeds; its intervals are over both ({a['samples']} samples per scenario)"
             )
     if fewest < ev["min_seeds_for_claims"]:
         lines.append(

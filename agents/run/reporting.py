@@ -302,6 +302,17 @@ def read_params(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
     return out
 
 
+def no_nan(v: Any) -> Any:
+    """NaN (an undefined score or attainment) as null: strict JSON."""
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, dict):
+        return {k: no_nan(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [no_nan(x) for x in v]
+    return v
+
+
 __all__ = [
     "COLUMNS",
     "PARAMS",
@@ -311,6 +322,7 @@ __all__ = [
     "compare_plot",
     "episode_figure",
     "markdown",
+    "no_nan",
     "read_params",
     "short_label",
     "slug",

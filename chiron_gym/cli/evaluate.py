@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from chiron_gym.cli.args import Subparsers, comma_list, executor_args, parse_seeds, seed_arg, unique
+from chiron_gym.config import InputError
 
 
 def evaluate_parser(sub: Subparsers) -> None:
@@ -148,11 +149,35 @@ def benchmark_parser(sub: Subparsers) -> None:
         action="store_true",
         help="keep the episodes already in OUT/episodes/results.csv and run only the others",
     )
+    b.add_argument(
+        "--training-runs",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC,SPEC,...",
+        help="independent training runs of one pipeline (e.g. make ppo-model SEED=k's models), "
+        "each played and pooled as NAME: its intervals are over training runs and seeds",
+    )
     b.add_argument("--out", default="runs/benchmark", help="output folder")
     b.add_argument("--json", action="store_true", help="print benchmark.json")
     b.add_argument("--no-tensorboard", action="store_true")
     executor_args(b)
     b.set_defaults(func=_cmd_benchmark)
+
+
+def training_runs_arg(values: list[str]) -> dict[str, list[str]]:
+    """``--training-runs NAME=SPEC,SPEC,...`` (repeatable) as ``{NAME: [SPEC, ...]}``."""
+    out: dict[str, list[str]] = {}
+    for v in values:
+        name, eq, specs = v.partition("=")
+        members = comma_list(specs)
+        if not eq or not name.strip() or len(members) < 2:
+            raise InputError(
+                f"--training-runs {v!r}: expected NAME=SPEC,SPEC,... with at least two runs"
+            )
+        if name.strip() in out:
+            raise InputError(f"--training-runs: {name.strip()!r} is named twice")
+        out[name.strip()] = unique("--training-runs", members)
+    return out
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
@@ -161,7 +186,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from agents.run.evaluate import EvaluationFailed, check_out
 
     agents_ = unique("agents", comma_list(args.agents))
-    check_specs(agents_)
+    groups = training_runs_arg(args.training_runs)
+    check_specs([*agents_, *(m for ms in groups.values() for m in ms)])
     check_out(Path(args.out))
     try:
         benchmark(
@@ -176,6 +202,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             resume=args.resume,
             ceiling=not args.no_ceiling,
             purpose=args.purpose,
+            training_runs=groups,
         )
     except EvaluationFailed as e:
         print(f"chiron: {e}\nthe finished episodes are in {args.out}/episodes", file=sys.stderr)

@@ -124,3 +124,38 @@ def test_evidence_normalises_between_floor_and_ceiling_and_compares_with_chiron(
     assert a["gap_closed"] == pytest.approx((0.815 - 0.515) / (1 - 0.515))
     # the price of a violation: every agent pays the same term here, so ranks do not move
     assert cheap["price_ranks"] == [2, 2, 2, 2, 2]
+
+
+def test_training_runs_are_pooled_and_paired_with_chiron_by_traffic_seed() -> None:
+    """Three training runs of one pipeline, four seeds each: one agent of 12 samples whose paired
+    differences pair each run's episode with Chiron's of the same seed, and whose interval
+    widens with the spread between runs (a run that lost)."""
+    from agents.run.evidence import evidence
+
+    rows = []
+    for seed in range(4):
+        rows += [
+            _row("static", "s", seed, 0.0, 0.80, 10.0),
+            _row("random", "s", seed, -50.0, 0.70, 9.0),
+            _row("planner", "s", seed, 100.0, 0.99, 8.0),
+            _row("chiron", "s", seed, 50.0 + 10 * seed, 0.90, 12.0),
+        ]
+        for run, margin in enumerate((5.0, 6.0, -20.0)):  # the third run lost
+            rows.append(
+                _row(f"ppo:run{run}", "s", seed, 50.0 + 10 * seed + margin, 0.90, 12.0)
+                | {"_params": {"departure_rate": 0.1 * run}}
+            )
+    ev = evidence(rows, {}, {"pipeline": ["ppo:run0", "ppo:run1", "ppo:run2"]})
+    a = ev["agents"]["pipeline"]
+    assert (a["training_runs"], a["seeds"], a["samples"]) == (3, 4, 12)
+    assert "ppo:run0" not in ev["agents"]
+    assert a["departure_rate"] == pytest.approx(0.1)
+    cell = next(c for c in ev["cells"] if c["agent"] == "pipeline")
+    # pairs by seed: each difference is its run's margin exactly (Chiron varies with the seed)
+    assert cell["paired_seeds"] == 12
+    assert cell["reward_vs_chiron"] == pytest.approx((5.0 + 6.0 - 20.0) / 3)
+    assert cell["reward_vs_chiron_low"] < 0 < cell["reward_vs_chiron_high"]
+    assert cell["verdict"] == "tie"  # two runs above Chiron do not make a win
+    only_good = evidence(rows, {}, {"pipeline": ["ppo:run0", "ppo:run1"]})
+    good = next(c for c in only_good["cells"] if c["agent"] == "pipeline")
+    assert good["verdict"] == "better" and good["reward_vs_chiron_low"] >= 5.0 - 1e-9
