@@ -95,10 +95,12 @@ def _corrected(layout: ActionLayout, action: Action, pool: int | None, sign: int
     return None if abs(deltas[pool]) > layout.k else layout.join(deltas, caps)
 
 
-def _base_choose(policy: Agent, layout: ActionLayout, pool: int | None, sign: int) -> Choose:
-    """``choose`` for ``play_track``: ``policy`` in closed loop, its first action corrected."""
+def _base_choose(
+    policy: Agent, memory: list[Any], layout: ActionLayout, pool: int | None, sign: int
+) -> Choose:
+    """``choose`` for ``play_track``: ``policy`` in closed loop (a recurrent one's state carried
+    in ``memory``), its first action corrected."""
     first: list[int] = []
-    memory: list[Any] = [None]
 
     def choose(obs: Observation, i: int) -> Action:
         action, memory[0] = policy.predict(
@@ -131,6 +133,7 @@ def forecast_plan(
     try:
         env.reset(seed=seed)
         policy = make_agent(base, env.agent_context(), seed=seed)
+        memory: list[Any] = [None]  # a recurrent base's state between decisions
         layout = env.layout
         n = math.ceil(env.scenario.horizon_s / env.scenario.decision_interval_s - 1e-9)
         block = max(1, math.ceil(n / blocks))
@@ -154,22 +157,28 @@ def forecast_plan(
                 env.backend.replace_future(forecast(env.backend, horizon_s))
                 fork, best_reward = env.snapshot(), -math.inf
                 for change in changes:
+                    twin = copy.deepcopy((policy, memory))  # the base's state, for this fork
                     out = play_track(
                         env,
-                        _base_choose(copy.deepcopy(policy), layout, *change),
+                        _base_choose(*twin, layout, *change),
                         start=fork,
                         seed=seed,
                         until=i + horizon * block,
                     )
                     simulated += len(out.rewards)
-                    # the backlog left at the fork's end is charged as the episode's end is
-                    at_risk = sum(out.info.get("at_risk", {}).values())
-                    reward = sum(out.rewards) - violation * at_risk
+                    reward = sum(out.rewards)
+                    if i + len(out.rewards) < n:  # the episode's end charges its own backlog
+                        # the backlog left at the fork's end, charged as the episode's end is
+                        reward -= violation * sum(out.info.get("at_risk", {}).values())
                     if reward > best_reward + EPS:
                         best, best_reward = change, reward
             kept += best != changes[0]
             out = play_track(
-                env, _base_choose(policy, layout, *best), start=here, seed=seed, until=i + block
+                env,
+                _base_choose(policy, memory, layout, *best),
+                start=here,
+                seed=seed,
+                until=i + block,
             )
             track.actions += out.actions
             track.rewards += out.rewards
