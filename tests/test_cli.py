@@ -115,6 +115,10 @@ def test_benchmark_and_dataset_commands(capsys: pytest.CaptureFixture[str], tmp_
     assert (pipe["training_runs"], pipe["seeds"], pipe["samples"]) == (2, 1, 2)
     assert main([*args, "--training-runs", "pipe=chiron"]) == 2
     assert "at least two runs" in capsys.readouterr().err
+    assert main([*args, "--training-runs", "chiron[z=1],chiron[z=2]"]) == 2  # no NAME
+    assert "expected NAME=SPEC" in capsys.readouterr().err
+    assert main([*args, "--training-runs", "static=" + runs.partition("=")[2]]) == 2
+    assert "also names an agent" in capsys.readouterr().err
     planner = next(c for c in doc["scores"] if c["agent"] == "planner")
     assert planner["reward"] == max(c["reward"] for c in doc["scores"])
     assert "iqm" in doc["evidence"]["agents"]["chiron"]

@@ -338,6 +338,8 @@ def benchmark(
     refs = (*REFERENCES, *CEILING_REFERENCES) if ceiling else REFERENCES
     members = dict.fromkeys(m for ms in (training_runs or {}).values() for m in ms)
     run = [*(a for a in refs if a not in agents), *agents, *(m for m in members if m not in agents)]
+    if clash := set(training_runs or {}) & set(run):
+        raise BenchmarkError(f"--training-runs: {sorted(clash)} also names an agent that runs")
     shown_command, at = command or " ".join(["chiron", *sys.argv[1:]]), commit()
     # the sealed suite: its ledger line first, so that a run that fails still counts
     line = (

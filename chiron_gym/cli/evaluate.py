@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -170,9 +171,10 @@ def training_runs_arg(values: list[str]) -> dict[str, list[str]]:
     for v in values:
         name, eq, specs = v.partition("=")
         members = comma_list(specs)
-        if not eq or not name.strip() or len(members) < 2:
+        if not eq or not re.fullmatch(r"[\w.-]+", name.strip()) or len(members) < 2:
             raise InputError(
-                f"--training-runs {v!r}: expected NAME=SPEC,SPEC,... with at least two runs"
+                f"--training-runs {v!r}: expected NAME=SPEC,SPEC,... (NAME of letters, digits, "
+                "'.', '-', '_') with at least two runs"
             )
         if name.strip() in out:
             raise InputError(f"--training-runs: {name.strip()!r} is named twice")
