@@ -114,6 +114,12 @@ def evidence(
             "floor": floor,
             "ceiling": ceiling,
             "defined": bool(floors and not math.isnan(ceiling) and ceiling - floor > 1e-9),
+            # a ceiling some agent is above is no ceiling: said (the planner lacked its plan)
+            "beaten_by": [
+                a
+                for a in agents
+                if a != CEILING and (a, s) in runs and mean(a, s, "reward") > ceiling + 1e-6
+            ],
         }
     tasks = [s for s in scenarios if norm[s]["defined"]]
 
@@ -246,6 +252,12 @@ def evidence_markdown(ev: dict[str, Any]) -> str:
             lines.append(
                 f"- `{name}` did not run on {', '.join(a['missing_scenarios'])}: no IQM or "
                 "P(improve) for it"
+            )
+    for s, n in ev["normaliser"].items():
+        if n.get("beaten_by"):
+            lines.append(
+                f"- **the ceiling is beaten on {s}** by {', '.join(n['beaten_by'])}: the "
+                "planner's bases lacked that agent, so scores above 1 there are not a ceiling's"
             )
     for name, a in per.items():
         if "training_runs" in a:

@@ -159,3 +159,21 @@ def test_training_runs_are_pooled_and_paired_with_chiron_by_traffic_seed() -> No
     only_good = evidence(rows, {}, {"pipeline": ["ppo:run0", "ppo:run1"]})
     good = next(c for c in only_good["cells"] if c["agent"] == "pipeline")
     assert good["verdict"] == "better" and good["reward_vs_chiron_low"] >= 5.0 - 1e-9
+
+
+def test_a_beaten_ceiling_is_said() -> None:
+    from agents.run.evidence import evidence, evidence_markdown
+
+    rows = []
+    for seed in range(3):
+        rows += [
+            _row("static", "s", seed, 0.0, 0.80, 10.0),
+            _row("planner", "s", seed, 100.0, 0.99, 8.0),
+            _row("chiron", "s", seed, 50.0, 0.90, 12.0),
+            _row("outsider", "s", seed, 120.0, 0.99, 8.0),  # not among the planner's bases
+        ]
+    ev = evidence(rows, {})
+    assert ev["normaliser"]["s"]["beaten_by"] == ["outsider"]
+    assert "the ceiling is beaten on s** by outsider" in evidence_markdown(ev)
+    fair = evidence([r for r in rows if r["agent"] != "outsider"], {})
+    assert fair["normaliser"]["s"]["beaten_by"] == []
