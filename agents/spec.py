@@ -141,6 +141,29 @@ def split_ppo_spec(spec: str) -> tuple[str, dict[str, Any]]:
 PLANNERS = ("planner", "planner-forecast", "static-best")
 
 
+def split_planner_spec(spec: str) -> tuple[str, tuple[str, ...]]:
+    """``planner[also=A|B]`` -> ``("planner", ("A", "B"))``: the planner with agents ``A`` and
+    ``B`` among its bases besides its default ones (``chiron benchmark`` adds every agent of its
+    table, so that none is above the ceiling); any other planning reference as it is."""
+    if not spec.startswith("planner[") or not spec.endswith("]"):
+        return spec, ()
+    inner = spec[len("planner[") : -1]
+    if not inner.startswith("also="):
+        raise ValueError(f"agent {spec!r}: expected planner[also=SPEC|SPEC...]")
+    extra = tuple(filter(None, inner[len("also=") :].split("|")))
+    if not extra:
+        raise ValueError(f"agent {spec!r}: planner[also=...] names no agent")
+    return "planner", extra
+
+
+def is_planner(spec: str) -> bool:
+    """Whether ``spec`` is a planning reference (``PLANNERS``, or ``planner[also=...]``)."""
+    try:
+        return split_planner_spec(spec)[0] in PLANNERS
+    except ValueError:
+        return False
+
+
 def names() -> list[str]:
     """Agent names ``make_agent`` knows (and any ``ppo:PATH``), and the planning references."""
     return [*AGENTS, *PLANNERS]
@@ -154,6 +177,12 @@ def check_specs(specs: list[str]) -> None:
     for a in specs:
         if a.startswith("ppo:"):
             _check_ppo_spec(a)
+            continue
+        if a.startswith("planner["):
+            try:
+                check_specs(list(split_planner_spec(a)[1]))
+            except ValueError as e:
+                raise InputError(str(e)) from None
             continue
         try:
             base, _ = split_spec(a)
@@ -197,7 +226,7 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
 
     ``ppo:PATH`` loads a trained PPO model (a ``chiron train ppo`` folder or a ``.zip``).
     """
-    if spec in PLANNERS:
+    if is_planner(spec):
         raise ValueError(
             f"{spec!r} is a reference that plans by forking the simulator, not a policy: "
             "run it by name through chiron evaluate or chiron benchmark "

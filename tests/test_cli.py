@@ -111,6 +111,10 @@ def test_benchmark_and_dataset_commands(capsys: pytest.CaptureFixture[str], tmp_
         "chiron[headroom_instances=3]",
         "chiron[headroom_instances=4]",
     } == {"chiron", "static", "random", "planner"}
+    # the planner took the two runs among its bases: neither is above the ceiling
+    also = runs.partition("=")[2].replace(",", "|")
+    assert f"planner[also={also}]" in doc["provenance"]["agents"]
+    assert doc["evidence"]["normaliser"]["d"]["beaten_by"] == []
     pipe = doc["evidence"]["agents"]["pipe"]
     assert (pipe["training_runs"], pipe["seeds"], pipe["samples"]) == (2, 1, 2)
     assert main([*args, "--training-runs", "pipe=chiron"]) == 2

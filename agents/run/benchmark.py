@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.hindsight import ceiling_spec
 from agents.run.episode import Episode
 from agents.run.evidence import evidence, evidence_markdown, profile_figure
 from agents.run.ledger import append as ledger_append
@@ -340,6 +341,8 @@ def benchmark(
     run = [*(a for a in refs if a not in agents), *agents, *(m for m in members if m not in agents)]
     if clash := set(training_runs or {}) & set(run):
         raise BenchmarkError(f"--training-runs: {sorted(clash)} also names an agent that runs")
+    # the planner takes every agent of the table among its bases: none is above the ceiling
+    shown, run = run, [ceiling_spec(run) if a == "planner" else a for a in run]
     shown_command, at = command or " ".join(["chiron", *sys.argv[1:]]), commit()
     # the sealed suite: its ledger line first, so that a run that fails still counts
     line = (
@@ -383,9 +386,11 @@ def benchmark(
             if key not in ran:
                 rows.append({**typed_row(r), "_params": kept.get(key, {})})
     write_params(out / PARAMS, rows)
+    for r in rows:  # the ceiling under its name (its spec, in episodes/, names the bases added)
+        r["agent"] = shown[run.index(r["agent"])]
     cells = scores(rows, names)
     order = {n: i for i, (n, _) in enumerate(s.scenarios)}
-    cells.sort(key=lambda c: (order[c["scenario"]], run.index(c["agent"])))
+    cells.sort(key=lambda c: (order[c["scenario"]], shown.index(c["agent"])))
     board = leaderboard(cells)
     provenance: dict[str, Any] = {
         "command": shown_command,

@@ -16,19 +16,20 @@ import time
 from typing import Any
 
 from agents.forecast import forecast_plan
-from agents.hindsight import plan, static_best
+from agents.hindsight import default_bases, plan, static_best
 from agents.plans import Plan, ReplayAgent
 from agents.run.episode import Episode, episode_row, run_episode
-from agents.spec import PLANNERS
+from agents.spec import PLANNERS, is_planner, split_planner_spec
 from chiron_gym.envs import AutoscaleEnv
 
 
 def plan_for(
     agent: str, scenario: str, seed: int, env_kwargs: dict[str, Any] | None = None
 ) -> Plan:
-    """The plan of reference ``agent`` (one of ``PLANNERS``)."""
-    if agent == "planner":
-        return plan(scenario, seed, env_kwargs=env_kwargs)
+    """The plan of reference ``agent`` (one of ``PLANNERS``, or ``planner[also=...]``)."""
+    name, also = split_planner_spec(agent)
+    if name == "planner":
+        return plan(scenario, seed, tuple(dict.fromkeys((*default_bases(), *also))), env_kwargs)
     if agent == "planner-forecast":
         return forecast_plan(scenario, seed, env_kwargs)
     if agent == "static-best":
@@ -40,7 +41,7 @@ def run_any(
     agent: str, scenario: str, seed: int, *, env_kwargs: dict[str, Any] | None = None
 ) -> Episode:
     """The episode of ``agent`` (an agent spec or a planning reference); its row."""
-    if agent not in PLANNERS:
+    if not is_planner(agent):
         return run_episode(agent, scenario, seed, env_kwargs=env_kwargs)
     t0 = time.perf_counter()
     made = plan_for(agent, scenario, seed, env_kwargs)

@@ -48,3 +48,17 @@ def test_a_change_stays_within_the_step_limit_and_is_undone_after_its_block() ->
     rest = _changed(layout, full, 0, 1, -1, None)
     assert rest is not None and [layout.split(a)[0][1] for a in rest] == [1, 2, 2]
     assert all(isinstance(a, np.ndarray) for a in rest)
+
+
+def test_the_benchmark_s_planner_takes_the_table_s_other_agents_as_bases() -> None:
+    from agents.hindsight import ceiling_spec
+    from agents.spec import is_planner, split_planner_spec
+
+    assert ceiling_spec(["static", "chiron", "random", "planner"]) == "planner"
+    assert ceiling_spec(["chiron", "ppo:agents/models/ppo-general"]) == "planner"  # a default
+    spec = ceiling_spec(["chiron", "chiron-tuned", "chiron[headroom_instances=3]", "static-best"])
+    assert spec == "planner[also=chiron-tuned|chiron[headroom_instances=3]]"
+    assert split_planner_spec(spec) == ("planner", ("chiron-tuned", "chiron[headroom_instances=3]"))
+    assert is_planner(spec) and is_planner("planner-forecast") and not is_planner("chiron")
+    with pytest.raises(ValueError, match="also="):
+        split_planner_spec("planner[chiron]")
