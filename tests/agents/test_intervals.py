@@ -91,16 +91,23 @@ def _row(agent: str, scenario: str, seed: int, reward: float, att: float, gh: fl
     }
 
 
+def _references(seed: int, chiron: float) -> list[dict]:  # type: ignore[type-arg]
+    """Scenario ``s``'s floor (static 0, random -50), ceiling (planner 100) and Chiron."""
+    return [
+        _row("static", "s", seed, 0.0, 0.80, 10.0),
+        _row("random", "s", seed, -50.0, 0.70, 9.0),
+        _row("planner", "s", seed, 100.0, 0.99, 8.0),
+        _row("chiron", "s", seed, chiron, 0.90, 12.0),
+    ]
+
+
 def test_evidence_normalises_between_floor_and_ceiling_and_compares_with_chiron() -> None:
     from agents.run.evidence import evidence
 
     rows = []
     for seed in range(4):
         rows += [
-            _row("static", "s", seed, 0.0, 0.80, 10.0),
-            _row("random", "s", seed, -50.0, 0.70, 9.0),
-            _row("planner", "s", seed, 100.0, 0.99, 8.0),
-            _row("chiron", "s", seed, 50.0 + seed, 0.90, 12.0),
+            *_references(seed, chiron=50.0 + seed),
             _row("cheap", "s", seed, 80.0 + seed, 0.95, 11.0)
             | {"_params": {"departure_rate": 0.25}},
         ]
@@ -134,12 +141,7 @@ def test_training_runs_are_pooled_and_paired_with_chiron_by_traffic_seed() -> No
 
     rows = []
     for seed in range(4):
-        rows += [
-            _row("static", "s", seed, 0.0, 0.80, 10.0),
-            _row("random", "s", seed, -50.0, 0.70, 9.0),
-            _row("planner", "s", seed, 100.0, 0.99, 8.0),
-            _row("chiron", "s", seed, 50.0 + 10 * seed, 0.90, 12.0),
-        ]
+        rows += _references(seed, chiron=50.0 + 10 * seed)
         for run, margin in enumerate((5.0, 6.0, -20.0)):  # the third run lost
             rows.append(
                 _row(f"ppo:run{run}", "s", seed, 50.0 + 10 * seed + margin, 0.90, 12.0)
