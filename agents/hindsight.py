@@ -33,7 +33,7 @@ import numpy as np
 from agents.base import Observation
 from agents.baselines import BASELINES
 from agents.forecast import forecast_plan
-from agents.plans import BLOCKS, EPS, Action, Plan
+from agents.plans import BLOCKS, EPS, Action, Plan, load_given
 from agents.run.episode import Choose, Track, play_track
 from agents.spec import env_kwargs_for, is_planner, make_agent
 from chiron_gym.envs import AutoscaleEnv
@@ -182,15 +182,23 @@ def _changed(
 
 
 def _best_base(
-    scenario: str, seed: int, bases: tuple[str, ...], env_kwargs: dict[str, Any] | None
-) -> tuple[str, list[Action], dict[str, Any], dict[str, float], int]:
+    scenario: str,
+    seed: int,
+    bases: tuple[str, ...],
+    env_kwargs: dict[str, Any] | None,
+    given: Path | None = None,
+) -> tuple[str, list[Action], dict[str, Any], dict[str, float], int, int]:
     """The base with the best reward: its name, actions and settings; every base's reward; the
-    decisions simulated."""
+    decisions simulated; the bases whose episode was ``given`` (``load_given``)."""
     rewards: dict[str, float] = {}
     best: tuple[str, list[Action], dict[str, Any]] | None = None
-    simulated = 0
+    simulated = handed = 0
     for spec in bases:
-        if spec in ("static-best", "planner-forecast"):
+        kept = None if given is None else load_given(given, spec, scenario, seed)
+        if kept is not None:
+            actions, reward, kwargs = kept
+            handed += 1
+        elif spec in ("static-best", "planner-forecast"):
             made = (static_best if spec == "static-best" else forecast_plan)(
                 scenario, seed, env_kwargs
             )
@@ -206,7 +214,7 @@ def _best_base(
         rewards[spec] = reward
     if best is None:
         raise ValueError("the planner needs at least one base")
-    return (*best, rewards, simulated)
+    return (*best, rewards, simulated, handed)
 
 
 class _Search:
@@ -280,16 +288,26 @@ def plan(
     *,
     blocks: int = BLOCKS,
     tries: int = FULL_TRIES,
+    given: Path | None = None,
 ) -> Plan:
     """The planner's plan for ``scenario`` with traffic ``seed`` (module docstring); each base
     runs in its own environment settings with the caller's ``env_kwargs`` on top. ``blocks``
-    per episode and ``tries`` per block are its search budget."""
+    per episode and ``tries`` per block are its search budget. ``given``: a folder of the bases'
+    episodes already played (``agents/plans.py``), used instead of playing them again."""
     t0 = time.perf_counter()
     chosen = bases if bases is not None else default_bases()
-    base, actions, kwargs, rewards, simulated = _best_base(scenario, seed, chosen, env_kwargs)
+    base, actions, kwargs, rewards, simulated, handed = _best_base(
+        scenario, seed, chosen, env_kwargs, given
+    )
     env = AutoscaleEnv(scenario, **kwargs)
     try:
         search = _Search(env, seed, actions, blocks, tries)
+        if sum(search.track.rewards) != rewards[base]:  # the same rewards in the same order
+            raise RuntimeError(
+                f"planner on {scenario} seed {seed}: its base {base} replayed scores "
+                f"{sum(search.track.rewards)!r}, its episode {rewards[base]!r} (a stale "
+                "episode handed over, or a simulator that is not deterministic)"
+            )
         for i in search.starts:
             search.improve(i)
             search.advance(i)
@@ -305,6 +323,7 @@ def plan(
         simulated + search.simulated,
         search.kept,
         rewards,
+        handed,
     )
 
 

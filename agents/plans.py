@@ -3,17 +3,28 @@ simulator, and what choosing them cost), and the ``ReplayAgent`` that plays one 
 
 Shared by ``agents/hindsight.py`` (``planner``, ``static-best``) and ``agents/forecast.py``
 (``planner-forecast``), with the planners' common constants.
+
+``save_given`` / ``load_given``: a folder of episodes already played (an agent's actions, reward
+and environment settings, by agent, scenario and seed), which the planner starts from instead of
+playing its bases again (``chiron benchmark`` runs the table's agents first and hands their
+episodes over). The planner replays the one it starts from and fails if the replay does not
+score what the file says, so a stale file cannot raise the ceiling.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from agents.base import BaseAgent, Observation, Prediction
+from agents.spec import portable
 from chiron_gym.envs import AgentContext
 
 Action = npt.NDArray[np.int64]
@@ -34,6 +45,7 @@ class Plan:
     simulated_decisions: int = 0  # decisions simulated while planning (every fork's included)
     kept: int = 0  # changes kept by the search (planner-forecast: blocks it changed)
     bases: dict[str, float] = field(default_factory=dict)  # each base's reward
+    given: int = 0  # bases whose episode was handed over (``load_given``), not played again
 
     @property
     def decisions(self) -> int:
@@ -48,6 +60,7 @@ class Plan:
             "simulated_decisions": self.simulated_decisions,
             "changes_kept": self.kept,
             "base_rewards": dict(self.bases),
+            "bases_given": self.given,
         }
 
 
@@ -74,4 +87,48 @@ class ReplayAgent(BaseAgent):
         return self.plan.actions[self.i - 1].copy(), state
 
 
-__all__ = ["BLOCKS", "EPS", "Action", "Plan", "ReplayAgent"]
+def _given_file(folder: Path, agent: str, scenario: str, seed: int) -> tuple[Path, str]:
+    key = json.dumps([portable(agent), portable(scenario), int(seed)])
+    return folder / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz", key
+
+
+def save_given(
+    folder: Path,
+    agent: str,
+    scenario: str,
+    seed: int,
+    actions: list[Action],
+    reward: float,
+    env_kwargs: dict[str, Any],
+) -> None:
+    """Keep an episode of ``agent`` for the planner (module docstring); written whole or not at
+    all (a reader never sees half a file)."""
+    path, key = _given_file(folder, agent, scenario, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(
+        tmp,
+        key=np.array(key),
+        actions=np.asarray(actions, dtype=np.int64),
+        reward=np.float64(reward),
+        env_kwargs=np.array(json.dumps(env_kwargs, sort_keys=True)),
+    )
+    tmp.replace(path)
+
+
+def load_given(
+    folder: Path, agent: str, scenario: str, seed: int
+) -> tuple[list[Action], float, dict[str, Any]] | None:
+    """The episode ``save_given`` kept for ``agent``, ``scenario`` and ``seed``: its actions,
+    reward and environment settings; None if there is none."""
+    path, key = _given_file(folder, agent, scenario, seed)
+    if not path.is_file():
+        return None
+    with np.load(path) as f:
+        if str(f["key"]) != key:  # a digest collision: play the base instead
+            return None
+        actions = [a.copy() for a in f["actions"]]
+        return actions, float(f["reward"]), json.loads(str(f["env_kwargs"]))
+
+
+__all__ = ["BLOCKS", "EPS", "Action", "Plan", "ReplayAgent", "load_given", "save_given"]

@@ -50,6 +50,18 @@ def agent_env_kwargs(spec: str) -> dict[str, Any]:
 ACTING_KWARGS = ("max_step_change", "local_params")
 
 
+def portable(spec: str) -> str:
+    """An agent or scenario spec whose path (``ppo:PATH``, a ``.toml``) is absolute.
+
+    Workers (spawned processes, Ray workers, other nodes) may not share this process's
+    working directory; bundled names pass through.
+    """
+    if spec.startswith("ppo:"):
+        path = split_ppo_spec(spec)[0]
+        return f"ppo:{Path(path).resolve()}{spec[4 + len(path) :]}"
+    return str(Path(spec).resolve()) if spec.endswith(".toml") else spec
+
+
 def env_kwargs_for(agent: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The environment settings ``agent`` runs under, the caller's ``env_kwargs`` on top.
 

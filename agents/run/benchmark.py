@@ -17,6 +17,9 @@ family. ``benchmark(agents, suite, seeds, out)`` plays every agent on every scen
 Every output carries its provenance (command, commit, suite file and its SHA-256, seeds, date):
 ``leaderboard.md``, ``benchmark.json``, ``scores.csv``, ``pareto.png``, TensorBoard under
 ``tb/`` (scores and the figure), and the episodes' own ``results.csv`` under ``episodes/``.
+
+About 465 lines: the run (the table's agents, then the planner on their episodes), the scores,
+the leaderboard and its Markdown, the Pareto figure and TensorBoard, which share the cells.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from agents.hindsight import ceiling_spec
+from agents.plans import save_given
 from agents.run.episode import Episode
 from agents.run.evidence import evidence, evidence_markdown, profile_figure
 from agents.run.ledger import append as ledger_append
@@ -41,6 +46,7 @@ from agents.run.ledger import check_purpose, is_sealed
 from agents.run.ledger import finish as ledger_finish
 from agents.run.reporting import PARAMS, no_nan, read_params, short_label, write_params
 from agents.run.suite import BenchmarkError, check_suite, load_suite
+from agents.spec import split_planner_spec
 
 REFERENCES = ("static", "chiron")  # the score's 0 and 1: always run
 # the ceiling-normalised score's (``agents/run/evidence.py``): run unless ``ceiling=False``
@@ -364,20 +370,35 @@ def benchmark(
     def keep(ep: Episode) -> None:
         rows.append(ep.row)
 
+    def keep_for_planner(ep: Episode) -> None:
+        keep(ep)
+        r = ep.row
+        save_given(
+            given, r["agent"], r["scenario"], r["seed"], ep.actions, r["reward"], ep.env_kwargs
+        )
+
     t0 = time.perf_counter()
-    evaluate(
-        run,
-        [spec for _, spec in s.scenarios],
-        seeds,
-        out / "episodes",
-        plots=False,
-        tensorboard=False,
-        progress=progress,
-        on_episode=keep,
-        executor=executor,
-        ray_address=ray_address,
-        resume=resume,
-    )
+    # the table's agents first, then the planner, which starts from their episodes (saved in
+    # ``given``) rather than playing each of its bases again
+    given = out / "episodes" / "given"
+    if not resume:  # none from an earlier run in this folder
+        shutil.rmtree(given, ignore_errors=True)
+    first = [a for a in run if split_planner_spec(a)[0] != "planner"]
+    for phase, agents_now in enumerate((first, run) if len(first) < len(run) else (run,)):
+        evaluate(
+            agents_now,
+            [spec for _, spec in s.scenarios],
+            seeds,
+            out / "episodes",
+            plots=False,
+            tensorboard=False,
+            progress=progress,
+            on_episode=keep_for_planner if phase == 0 and agents_now is first else keep,
+            executor=executor,
+            ray_address=ray_address,
+            resume=resume or phase > 0,
+            given=given,
+        )
     if resume:  # the kept episodes' rows, as results.csv has them, beside those run now
         ran = {(r["agent"], r["scenario"], str(r["seed"])) for r in rows}
         kept = read_params(out / PARAMS)

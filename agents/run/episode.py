@@ -42,6 +42,7 @@ class EpisodeRun:
     info: dict[str, Any] = field(default_factory=dict)  # the last step's
     series: dict[str, list[float]] = field(default_factory=dict)  # with ``record_series``
     raw: dict[str, list[float]] = field(default_factory=dict)  # with ``record_raw``: per step
+    actions: list[npt.NDArray[np.int64]] = field(default_factory=list)  # as played
 
 
 def series_point(info: dict[str, Any], reward: float) -> dict[str, float]:
@@ -89,6 +90,7 @@ def play(
             obs, state=state, episode_start=np.array([start]), deterministic=deterministic
         )
         start = False
+        run.actions.append(np.array(action, dtype=np.int64))
         obs, r, terminated, truncated, info = env.step(action)
         reward = float(r)
         run.steps += 1
@@ -108,11 +110,14 @@ def play(
 
 @dataclass
 class Episode:
-    """One evaluated episode: its ``results.csv`` row and its time series."""
+    """One evaluated episode: its ``results.csv`` row and its time series (and, for a planner
+    to start from, its actions and the environment settings it was played in)."""
 
     row: dict[str, Any]
     series: dict[str, list[float]]
     wall_s: float
+    actions: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def attainment_with_risk(report: Any, at_risk: int) -> float:
@@ -131,11 +136,14 @@ def run_episode(
     a plan, not a policy: ``agents/run/tasks.py``'s ``run_any`` plans it and plays the plan here
     (``episode_row``).
     """
-    env = AutoscaleEnv(scenario, **env_kwargs_for(agent, env_kwargs))
+    kwargs = env_kwargs_for(agent, env_kwargs)
+    env = AutoscaleEnv(scenario, **kwargs)
     try:  # closed whatever happens: on the real backend, closing stops the servers
-        return episode_row(env, agent, scenario, seed)
+        ep = episode_row(env, agent, scenario, seed)
     finally:
         env.close()
+    ep.env_kwargs = kwargs
+    return ep
 
 
 def episode_row(
@@ -185,7 +193,7 @@ def episode_row(
     }
     params = getattr(run.policy, "params", None)
     row["_params"] = params() if callable(params) else {}
-    return Episode(row, run.series, time.perf_counter() - t0)
+    return Episode(row, run.series, time.perf_counter() - t0, run.actions)
 
 
 Action = npt.NDArray[np.int64]

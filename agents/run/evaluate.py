@@ -36,24 +36,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agents import split_ppo_spec
 from agents.run import reporting
 from agents.run.episode import Episode
 from agents.run.executors import run_tasks
 from agents.run.tasks import episode_task
+from agents.spec import portable
 from chiron_gym.config import InputError
-
-
-def _portable(spec: str) -> str:
-    """An agent or scenario spec whose path (``ppo:PATH``, a ``.toml``) is absolute.
-
-    Workers (spawned processes, Ray workers, other nodes) may not share this process's
-    working directory; bundled names pass through.
-    """
-    if spec.startswith("ppo:"):
-        path = split_ppo_spec(spec)[0]
-        return f"ppo:{Path(path).resolve()}{spec[4 + len(path) :]}"
-    return str(Path(spec).resolve()) if spec.endswith(".toml") else spec
 
 
 class OutputError(InputError):
@@ -138,13 +126,15 @@ def evaluate(
     executor: str = "local",
     ray_address: str | None = None,
     resume: bool = False,
+    given: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Run the grid and write every output; return the summary rows (the table's rows).
 
     ``executor`` is ``auto``, ``local``, ``process`` or ``ray`` (``agents/run/executors.py``). When
     episodes raise, the others' outputs are written, with ``failures.json``, and then
     ``EvaluationFailed`` names each failed (agent, scenario, seed). ``resume``: keep the rows of
-    ``out/results.csv`` and run only the episodes it lacks.
+    ``out/results.csv`` and run only the episodes it lacks. ``given``: episodes the planner may
+    start from (``agents/plans.py``).
     """
     check_out(out)
     jobs = [(s, a, k) for s in scenarios for a in agents for k in seeds]
@@ -167,7 +157,7 @@ def evaluate(
         interrupted = False
         try:
             _run(jobs, done, episodes, failures, (f, writer), out, plots, tensorboard,
-                 progress, env_kwargs, on_episode, executor, ray_address)  # fmt: skip
+                 progress, env_kwargs, on_episode, executor, ray_address, given)  # fmt: skip
         except KeyboardInterrupt:
             interrupted = True
     rows_by_job: dict[int, dict[str, Any]] = {i: {**r} for i, r in done.items()}
@@ -214,6 +204,7 @@ def _run(
     on_episode: Callable[[Episode], None] | None,
     executor: str,
     ray_address: str | None,
+    given: Path | None,
 ) -> None:
     """Run the jobs not ``done``; put each finished episode (or failure) in ``episodes`` (or
     ``failures``) by job index as it ends, append its row to the CSV ``sink`` (file, writer),
@@ -226,7 +217,10 @@ def _run(
     todo = [i for i in range(len(jobs)) if i not in done]
     if not todo:
         return
-    calls = [(_portable(jobs[i][1]), _portable(jobs[i][0]), jobs[i][2], env_kwargs) for i in todo]
+    shared = None if given is None else str(given.resolve())
+    calls = [
+        (portable(jobs[i][1]), portable(jobs[i][0]), jobs[i][2], env_kwargs, shared) for i in todo
+    ]
     outcomes = run_tasks(episode_task, calls, executor=executor, ray_address=ray_address)
     bar = tqdm(outcomes, total=len(todo), disable=not progress, unit="episode", dynamic_ncols=True)
     for outcome in bar:

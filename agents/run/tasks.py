@@ -13,6 +13,7 @@ for the executors.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from agents.forecast import forecast_plan
@@ -24,12 +25,18 @@ from chiron_gym.envs import AutoscaleEnv
 
 
 def plan_for(
-    agent: str, scenario: str, seed: int, env_kwargs: dict[str, Any] | None = None
+    agent: str,
+    scenario: str,
+    seed: int,
+    env_kwargs: dict[str, Any] | None = None,
+    given: Path | None = None,
 ) -> Plan:
-    """The plan of reference ``agent`` (one of ``PLANNERS``, or ``planner[also=...]``)."""
+    """The plan of reference ``agent`` (one of ``PLANNERS``, or ``planner[also=...]``); the
+    planner starts from the episodes in ``given`` where they are (``agents/plans.py``)."""
     name, also = split_planner_spec(agent)
     if name == "planner":
-        return plan(scenario, seed, tuple(dict.fromkeys((*default_bases(), *also))), env_kwargs)
+        chosen = tuple(dict.fromkeys((*default_bases(), *also)))
+        return plan(scenario, seed, chosen, env_kwargs, given=given)
     if agent == "planner-forecast":
         return forecast_plan(scenario, seed, env_kwargs)
     if agent == "static-best":
@@ -38,13 +45,19 @@ def plan_for(
 
 
 def run_any(
-    agent: str, scenario: str, seed: int, *, env_kwargs: dict[str, Any] | None = None
+    agent: str,
+    scenario: str,
+    seed: int,
+    *,
+    env_kwargs: dict[str, Any] | None = None,
+    given: Path | None = None,
 ) -> Episode:
-    """The episode of ``agent`` (an agent spec or a planning reference); its row."""
+    """The episode of ``agent`` (an agent spec or a planning reference); its row. ``given``:
+    episodes the planner may start from (``plan_for``)."""
     if not is_planner(agent):
         return run_episode(agent, scenario, seed, env_kwargs=env_kwargs)
     t0 = time.perf_counter()
-    made = plan_for(agent, scenario, seed, env_kwargs)
+    made = plan_for(agent, scenario, seed, env_kwargs, given)
     env = AutoscaleEnv(scenario, **made.env_kwargs)
     try:
         ep = episode_row(env, agent, scenario, seed, lambda ctx: ReplayAgent(ctx, made))
@@ -56,14 +69,20 @@ def run_any(
             f"the planner's own evaluation {made.reward!r} (the simulator should be deterministic)"
         )
     ep.row["_params"] = made.params()
-    return Episode(ep.row, ep.series, time.perf_counter() - t0)
+    return Episode(ep.row, ep.series, time.perf_counter() - t0, made.actions, made.env_kwargs)
 
 
 def episode_task(
-    agent: str, scenario: str, seed: int, env_kwargs: dict[str, Any] | None
+    agent: str,
+    scenario: str,
+    seed: int,
+    env_kwargs: dict[str, Any] | None,
+    given: str | None = None,
 ) -> Episode:
     """``run_any`` with positional arguments: one task of an evaluation grid."""
-    return run_any(agent, scenario, seed, env_kwargs=env_kwargs)
+    return run_any(
+        agent, scenario, seed, env_kwargs=env_kwargs, given=None if given is None else Path(given)
+    )
 
 
 __all__ = ["episode_task", "plan_for", "run_any"]

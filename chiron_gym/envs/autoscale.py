@@ -6,8 +6,9 @@ reward, episode end, arguments), a third of the module; ``step`` itself is short
 
 from __future__ import annotations
 
-import copy
+import io
 import math
+import pickle
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -69,15 +70,18 @@ class AgentContext:
 
 @dataclass(frozen=True, eq=False)
 class Snapshot:
-    """An episode's whole state at a decision point (``AutoscaleEnv.snapshot``); opaque."""
+    """An episode's whole state at a decision point (``AutoscaleEnv.snapshot``); opaque.
 
-    state: dict[str, Any]
+    The state is pickled (``data``) with the objects no episode changes left out and kept by
+    reference (``shared``): restoring unpickles it, so a snapshot taken once and restored many
+    times (the planners' forks) pays the copy's cost mostly once."""
+
+    data: bytes
+    shared: dict[int, Any]  # by ``id``: the scenario and ``Backend.unchanging``
     obs: npt.NDArray[np.float32]  # the observation then (``restore`` returns it)
-
-    @property
-    def steps(self) -> int:
-        """Decisions taken when it was taken."""
-        return int(self.state["_steps"])
+    steps: int  # decisions taken when it was taken
+    nvec: tuple[int, ...]  # the action space it was taken in
+    mode: str
 
 
 # the spaces (and their sampling streams) belong to the caller, not to the episode
@@ -86,9 +90,31 @@ _NOT_SNAPSHOT = frozenset({"action_space", "observation_space", "render_mode"})
 
 def _shared_in(state: dict[str, Any]) -> dict[int, Any]:
     """The scenario and what the backend says never changes (``Backend.unchanging``), by
-    ``id``: a memo that makes ``deepcopy`` share them (the episode's state is copied)."""
+    ``id``: what a snapshot refers to rather than copies (the episode's state is copied)."""
     keep: list[object] = [state["scenario"], *cast(Backend, state["_backend"]).unchanging()]
     return {id(x): x for x in keep}
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles an episode's state, the objects of ``shared`` by reference."""
+
+    def __init__(self, file: io.BytesIO, shared: dict[int, Any]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._shared = shared
+
+    def persistent_id(self, obj: Any) -> int | None:
+        return id(obj) if id(obj) in self._shared else None
+
+
+class _Unpickler(pickle.Unpickler):
+    """Unpickles what ``_Pickler`` wrote, with the same ``shared`` objects."""
+
+    def __init__(self, file: io.BytesIO, shared: dict[int, Any]) -> None:
+        super().__init__(file)
+        self._shared = shared
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._shared[pid]
 
 
 class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
@@ -447,24 +473,35 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
                 "a live server's state cannot be copied"
             )
         state = {k: v for k, v in vars(self).items() if k not in _NOT_SNAPSHOT}
-        return Snapshot(copy.deepcopy(state, _shared_in(state)), self._obs.copy())
+        shared = _shared_in(state)
+        out = io.BytesIO()
+        _Pickler(out, shared).dump(state)
+        return Snapshot(
+            out.getvalue(),
+            shared,
+            self._obs.copy(),
+            self._steps,
+            tuple(int(n) for n in self.layout.nvec),
+            self.layout.mode,
+        )
 
     def restore(self, snapshot: Snapshot) -> npt.NDArray[np.float32]:
         """Return to ``snapshot`` (taken by this environment or another one of the same settings)
         and give its observation; the snapshot stays unchanged, to be restored again."""
         if not isinstance(snapshot, Snapshot):
             raise TypeError(f"restore() takes a Snapshot from snapshot(), got {type(snapshot)!r}")
-        theirs = snapshot.state["layout"]
-        if list(theirs.nvec) != list(self.layout.nvec) or snapshot.obs.shape != self._obs.shape:
+        if snapshot.nvec != tuple(int(n) for n in self.layout.nvec) or (
+            snapshot.obs.shape != self._obs.shape
+        ):
             raise ValueError(
                 f"restore(): the snapshot was taken in an environment of action mode "
-                f"{theirs.mode!r} (MultiDiscrete {list(theirs.nvec)}), this one is "
+                f"{snapshot.mode!r} (MultiDiscrete {list(snapshot.nvec)}), this one is "
                 f"{self.layout.mode!r} ({list(self.layout.nvec)}): restore it in one of the same "
                 "settings"
             )
         if self._backend is not None:
             self._backend.close()
-        vars(self).update(copy.deepcopy(snapshot.state, _shared_in(snapshot.state)))
+        vars(self).update(_Unpickler(io.BytesIO(snapshot.data), snapshot.shared).load())
         return snapshot.obs.copy()
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ import pytest
 import scenarios
 from agents.run import ledger
 from agents.run.benchmark import benchmark, leaderboard, pareto_front, score_of, scores
+from agents.run.reporting import PARAMS, read_params
 from agents.run.suite import SUITES, BenchmarkError, load_suite, suite_names
 from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.scenario import load
@@ -83,6 +84,9 @@ def test_a_small_suite_end_to_end(tmp_path: Path) -> None:
         )
         if r["agent"] == "planner":
             assert float(r["reward"]) == pytest.approx(best, abs=1e-6)
+    # the planner started from the table's episodes, handed over, not played again
+    planned = [p for (a, _, _), p in read_params(out / PARAMS).items() if a == "planner"]
+    assert len(planned) == 4 and all(p["bases_given"] == 4 for p in planned)
     for c in ev["cells"]:
         if c["agent"] == "planner" and "ceiling_score" in c:
             assert c["ceiling_score"] == pytest.approx(1.0)

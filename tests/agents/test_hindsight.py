@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from agents.hindsight import _changed, plan, static_best
+from agents.plans import save_given
 from agents.run.episode import run_episode
 from agents.run.tasks import run_any
 from chiron_gym.envs.actions import ActionLayout
@@ -62,3 +65,26 @@ def test_the_benchmark_s_planner_takes_the_table_s_other_agents_as_bases() -> No
     assert is_planner(spec) and is_planner("planner-forecast") and not is_planner("chiron")
     with pytest.raises(ValueError, match="also="):
         split_planner_spec("planner[chiron]")
+
+
+def test_the_planner_started_from_episodes_handed_over_plans_the_same(tmp_path: Path) -> None:
+    """``chiron benchmark`` hands the planner its table's episodes (``save_given``) rather than
+    letting it play each base again: the plan is the same, and a stale episode is refused."""
+    bases = ("static", "chiron", "llumnix", "static-best")
+    own = plan(SCENARIO, 4, bases=bases)
+    for spec in ("static", "chiron", "llumnix"):
+        ep = run_episode(spec, SCENARIO, 4)
+        save_given(tmp_path, spec, SCENARIO, 4, ep.actions, ep.row["reward"], ep.env_kwargs)
+    sb = run_any("static-best", SCENARIO, 4)
+    save_given(tmp_path, "static-best", SCENARIO, 4, sb.actions, sb.row["reward"], sb.env_kwargs)
+    handed = plan(SCENARIO, 4, bases=bases, given=tmp_path)
+    assert handed.given == 4 and own.given == 0
+    assert handed.simulated_decisions < own.simulated_decisions
+    assert (handed.base, handed.bases, handed.reward) == (own.base, own.bases, own.reward)
+    assert [a.tolist() for a in handed.actions] == [a.tolist() for a in own.actions]
+    # another seed's episode under the best base's name: its replay cannot score what it says
+    best = own.base
+    other = run_any(best, SCENARIO, 5) if best == "static-best" else run_episode(best, SCENARIO, 5)
+    save_given(tmp_path, best, SCENARIO, 4, other.actions, own.bases[best] + 1.0, other.env_kwargs)
+    with pytest.raises(RuntimeError, match="stale"):
+        plan(SCENARIO, 4, bases=bases, given=tmp_path)
