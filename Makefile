@@ -148,17 +148,25 @@ ppo-direct-model: $(STAMP_ALL) $(NATIVE)
 	cp $(PPO_DIRECT_RUN)/model.zip $(PPO_DIRECT_RUN)/vecnormalize.npz \
 		$(PPO_DIRECT_RUN)/train.json agents/models/ppo-general-direct/
 
-# The benchmark of docs/benchmark.md: every shipped agent on the test suite, seeds 0-4 (the
-# real traces need ../shared/data).
-BENCH_AGENTS := static,chiron,llumnix,llumnix-tuned,queue-threshold,kv-target,ray-serve,dynamo-load,ppo:agents/models/ppo-general,ppo:agents/models/ppo-general-direct,ppo:agents/models/ppo-default
+# The benchmark of docs/benchmark.md: every shipped agent and the two deployable planners on the
+# test suite, seeds 0-19 (the real traces need ../shared/data), with the independent pipeline
+# runs of make ppo-model SEED=k found in runs/ pooled as ppo-general-runs.
+BENCH_AGENTS := static,chiron,llumnix,llumnix-tuned,queue-threshold,kv-target,ray-serve,dynamo-load,ppo:agents/models/ppo-general,ppo:agents/models/ppo-general-direct,ppo:agents/models/ppo-default,planner-forecast,static-best
+comma := ,
+empty :=
+space := $(empty) $(empty)
+PPO_RUN_MODELS := $(sort $(wildcard runs/ppo-general-seed*/model))
+BENCH_RUNS := $(if $(PPO_RUN_MODELS),--training-runs ppo-general-runs=$(subst $(space),$(comma),$(addprefix ppo:,$(PPO_RUN_MODELS))))
 # The sealed test suite: every run is a ledger line (benchmarks/suites/test-ledger.csv) and needs
-# its purpose: make benchmark PURPOSE="..." (SUITE=val to choose on a validation suite instead)
+# its purpose: make benchmark PURPOSE="..." (SUITE=val to choose on a validation suite instead;
+# RESUME=1 goes on with the episodes an interrupted run left in runs/benchmark-$(SUITE))
 SUITE ?= test
 SEEDS ?= 0-19
 PURPOSE ?=
 benchmark: $(STAMP_ALL) $(NATIVE)
-	$(BIN)/chiron benchmark --agents $(BENCH_AGENTS) --suite $(SUITE) --seeds $(SEEDS) \
-		--purpose "$(PURPOSE)" --out runs/benchmark-$(SUITE)
+	$(BIN)/chiron benchmark --agents $(BENCH_AGENTS) $(BENCH_RUNS) --suite $(SUITE) \
+		--seeds $(SEEDS) --purpose "$(PURPOSE)" --out runs/benchmark-$(SUITE) \
+		$(if $(RESUME),--resume)
 
 # ppo-default (docs/results.md): 60,000 steps on the default scenario, on the first release's 40
 # observation features (as it was trained; ppo-general-direct had the second release's 45).

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from agents.base import Agent, Observation
-from agents.plans import BLOCKS, EPS, Action, Plan
+from agents.plans import BLOCKS, EPS, Action, Plan, corrected
 from agents.run.episode import Choose, Track, play_track
 from agents.spec import env_kwargs_for, make_agent
 from chiron_gym.backends import Backend
@@ -84,17 +84,6 @@ def forecast(backend: Backend, horizon_s: float) -> Workload:
     )
 
 
-def _corrected(layout: ActionLayout, action: Action, pool: int | None, sign: int) -> Action | None:
-    """``action`` with ``sign`` more instances of ``pool`` (None: unchanged); None if that is
-    past the step limit."""
-    if pool is None:
-        return action
-    deltas, caps = layout.split(action)
-    assert deltas is not None
-    deltas[pool] += sign
-    return None if abs(deltas[pool]) > layout.k else layout.join(deltas, caps)
-
-
 def _base_choose(
     policy: Agent, memory: list[Any], layout: ActionLayout, pool: int | None, sign: int
 ) -> Choose:
@@ -110,7 +99,7 @@ def _base_choose(
         if first:
             return action
         first.append(i)
-        out = _corrected(layout, action, pool, sign)
+        out = action if pool is None else corrected(layout, action, pool, sign)
         return action if out is None else out
 
     return choose

@@ -33,7 +33,7 @@ import numpy as np
 from agents.base import Observation
 from agents.baselines import BASELINES
 from agents.forecast import forecast_plan
-from agents.plans import BLOCKS, EPS, Action, Plan, load_given
+from agents.plans import BLOCKS, EPS, Action, Plan, corrected, load_given
 from agents.run.episode import Choose, Track, play_track
 from agents.spec import env_kwargs_for, is_planner, make_agent
 from chiron_gym.envs import AutoscaleEnv
@@ -172,12 +172,10 @@ def _changed(
     for j, s in ((0, sign), (length, -sign)):
         if j is None or j >= len(out):
             continue
-        deltas, caps = layout.split(out[j])
-        assert deltas is not None
-        deltas[pool] += s
-        if abs(deltas[pool]) > layout.k:
+        changed = corrected(layout, out[j], pool, s)
+        if changed is None:
             return None
-        out[j] = layout.join(deltas, caps)
+        out[j] = changed
     return out
 
 

@@ -26,6 +26,7 @@ import numpy.typing as npt
 from agents.base import BaseAgent, Observation, Prediction
 from agents.spec import portable
 from chiron_gym.envs import AgentContext
+from chiron_gym.envs.actions import ActionLayout
 
 Action = npt.NDArray[np.int64]
 BLOCKS = 24  # the planners' blocks per episode
@@ -87,6 +88,15 @@ class ReplayAgent(BaseAgent):
         return self.plan.actions[self.i - 1].copy(), state
 
 
+def corrected(layout: ActionLayout, action: Action, pool: int, sign: int) -> Action | None:
+    """``action`` with ``sign`` more instances of ``pool``; None if that is past the step
+    limit (the planners' one kind of change)."""
+    deltas, caps = layout.split(action)
+    assert deltas is not None
+    deltas[pool] += sign
+    return None if abs(deltas[pool]) > layout.k else layout.join(deltas, caps)
+
+
 def _given_file(folder: Path, agent: str, scenario: str, seed: int) -> tuple[Path, str]:
     key = json.dumps([portable(agent), portable(scenario), int(seed)])
     return folder / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz", key
@@ -131,4 +141,13 @@ def load_given(
         return actions, float(f["reward"]), json.loads(str(f["env_kwargs"]))
 
 
-__all__ = ["BLOCKS", "EPS", "Action", "Plan", "ReplayAgent", "load_given", "save_given"]
+__all__ = [
+    "BLOCKS",
+    "EPS",
+    "Action",
+    "Plan",
+    "ReplayAgent",
+    "corrected",
+    "load_given",
+    "save_given",
+]
