@@ -121,12 +121,16 @@ def forecast_plan(
     env = AutoscaleEnv(scenario, **kwargs)
     try:
         env.reset(seed=seed)
-        policy = make_agent(base, env.agent_context(), seed=seed)
+        ctx = env.agent_context()
+        policy = make_agent(base, ctx, seed=seed)
+        # what a fork's copy of the base shares, unchanged: its static facts and the scenario
+        # (whose arrivals would otherwise be copied for every fork)
+        static = {id(ctx): ctx, id(ctx.scenario): ctx.scenario}
         memory: list[Any] = [None]  # a recurrent base's state between decisions
         layout = env.layout
         n = math.ceil(env.scenario.horizon_s / env.scenario.decision_interval_s - 1e-9)
         block = max(1, math.ceil(n / blocks))
-        exists = env.agent_context().pools
+        exists = ctx.pools
         changes: list[tuple[int | None, int]] = [(None, 0)]  # the base's own action first
         if layout.has_global:
             changes += [
@@ -146,7 +150,7 @@ def forecast_plan(
                 env.backend.replace_future(forecast(env.backend, horizon_s))
                 fork, best_reward = env.snapshot(), -math.inf
                 for change in changes:
-                    twin = copy.deepcopy((policy, memory))  # the base's state, for this fork
+                    twin = copy.deepcopy((policy, memory), dict(static))  # this fork's base
                     out = play_track(
                         env,
                         _base_choose(*twin, layout, *change),
