@@ -35,7 +35,7 @@ from agents.baselines import BASELINES
 from agents.forecast import forecast_plan
 from agents.plans import BLOCKS, EPS, Action, Plan, corrected, load_given
 from agents.run.episode import Choose, Track, play_track
-from agents.spec import env_kwargs_for, is_planner, make_agent
+from agents.spec import env_kwargs_for, is_planner, make_agent, portable
 from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.envs.actions import ActionLayout
 from chiron_gym.sim import POOL_NAMES, POOLS
@@ -47,18 +47,11 @@ SHIPPED_MODELS = ("ppo-general", "ppo-general-direct", "ppo-default")
 FULL_TRIES = 2  # changes per block evaluated to the episode's end (the best screened ones)
 
 
-def _same(spec: str) -> str:
-    """A spec as the bases name it (a plain model by its absolute path)."""
-    if spec.startswith("ppo:") and "[" not in spec:
-        return f"ppo:{Path(spec[4:]).resolve()}"
-    return spec
-
-
 def ceiling_spec(agents: list[str]) -> str:
     """The planner's spec for a table of ``agents``: those not among its default bases (nor
     planning references) added to them, so that no agent of the table is above the ceiling."""
     known = set(default_bases())
-    extra = [a for a in agents if _same(a) not in known and not is_planner(a)]
+    extra = [a for a in agents if portable(a) not in known and not is_planner(a)]
     return f"planner[also={'|'.join(extra)}]" if extra else "planner"
 
 
