@@ -67,6 +67,33 @@ def test_rate_curve_follows_the_curve() -> None:
         assert abs(n - expected) < 4 * np.sqrt(expected), (lo, n, expected)
 
 
+def test_a_measured_window_holds_its_count_at_any_cv() -> None:
+    """A rate curve with per-window CVs (a ServeGen file) gives each window its expected count
+    (the integer either side of it, the mean over seeds equal to it) however bursty the window;
+    a renewal process restarted per window drew 11 times too many at CV 76. CV 1 places them
+    uniformly, and a high CV gathers them into bursts."""
+    from scipy import stats
+
+    from chiron_gym.workload.arrivals import RateCurve, rate_curve_arrivals
+
+    curve = RateCurve((0.0, 25.0, 50.0, 75.0), (6.02, 1.0, 0.0, 40.0), (76.0, 1.0, 3.0, 5.0))
+    counts = []
+    for seed in range(400):
+        t = rate_curve_arrivals(np.random.default_rng(seed), curve, 90.0)
+        assert np.all(np.diff(t) >= 0) and t[0] >= 0 and t[-1] < 90.0
+        edges = ((0, 25), (25, 50), (50, 75), (75, 90))
+        got = [int(np.sum((t >= lo) & (t < hi))) for lo, hi in edges]
+        assert got[1:] == [25, 0, 600], got  # 600 = 40 req/s x 15 s: the horizon cuts the window
+        assert got[0] in (150, 151), got
+        counts.append(got[0])
+    assert abs(np.mean(counts) - 150.5) < 0.1
+    rng = np.random.default_rng(1)
+    uniform = rate_curve_arrivals(rng, RateCurve((0.0,), (50.0,), (1.0,)), 100.0)
+    assert stats.kstest(uniform / 100.0, "uniform").pvalue > 1e-3
+    bursty = rate_curve_arrivals(rng, RateCurve((0.0,), (50.0,), (8.0,)), 100.0)
+    assert _cv(uniform) < 1.1 and _cv(bursty) > 4.0, (_cv(uniform), _cv(bursty))
+
+
 def test_diurnal_peak_and_trough() -> None:
     """A diurnal sinusoid puts its peak and trough where the phase says."""
     from chiron_gym.workload.arrivals import diurnal_curve, rate_curve_arrivals
