@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,11 +138,20 @@ def fit_endpoint(
         bases.append(float(d0))
         slopes.append(float(d1))
     per_seq = 0.0
-    if interference:
+    timed = [p for p in interference or [] if math.isfinite(p.engine_s_per_arrival)]
+    for p in interference or []:
+        if p not in timed:
+            warnings.warn(
+                f"interference probe at {p.rate_per_s:g} arrivals/s dropped: its decode gaps "
+                f"(quiet {p.quiet_gap_s!r} s, busy {p.busy_gap_s!r} s) are not positive times; "
+                f"fitting on the {len(timed)} that are",
+                stacklevel=2,
+            )
+    if timed:
         # engine time per arrival, less its prompt's token and pair costs
         costs = [
             p.engine_s_per_arrival - k_tok * p.prompt - c_pair * p.prompt * (p.prompt + 1) / 2.0
-            for p in interference
+            for p in timed
         ]
         per_seq = max(0.0, float(np.median(costs)))
     return EndpointFit(

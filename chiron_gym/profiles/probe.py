@@ -102,7 +102,11 @@ class InterferencePoint:
     @property
     def engine_s_per_arrival(self) -> float:
         """Engine time each arrival takes from the running requests: over a window the engine
-        runs ``N`` iterations and ``rate * T`` arrivals, ``T = N * g0 + rate * T * c``."""
+        runs ``N`` iterations and ``rate * T`` arrivals, ``T = N * g0 + rate * T * c``. NaN
+        when a gap is not a positive time (a degenerate timing: it measures nothing)."""
+        gaps = (self.quiet_gap_s, self.busy_gap_s, self.rate_per_s)
+        if not all(math.isfinite(g) and g > 0 for g in gaps):
+            return math.nan
         return max(0.0, 1.0 - self.quiet_gap_s / self.busy_gap_s) / self.rate_per_s
 
 
@@ -265,8 +269,8 @@ async def _probe(
 def _gap_between(marks: list[tuple[float, int]], lo: float, hi: float) -> float:
     """Seconds per token over the chunks that arrived between ``lo`` and ``hi`` seconds."""
     inside = [(t, c) for t, c in marks if lo <= t <= hi]
-    if len(inside) < 2 or inside[-1][1] <= inside[0][1]:
-        return math.nan
+    if len(inside) < 2 or inside[-1][1] <= inside[0][1] or inside[-1][0] <= inside[0][0]:
+        return math.nan  # no two chunks apart in time: nothing to time (a busy host's burst)
     return (inside[-1][0] - inside[0][0]) / (inside[-1][1] - inside[0][1])
 
 

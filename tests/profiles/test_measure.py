@@ -142,6 +142,29 @@ def test_interference_probe_charges_each_arrival_its_engine_time() -> None:
     )
 
 
+def test_a_degenerate_interference_timing_is_dropped_with_a_warning_not_a_crash() -> None:
+    """A busy host can deliver a probe's chunks in one burst, so a measured gap comes back 0
+    (``chiron profile measure`` once died of ZeroDivisionError there): the point is dropped
+    with a warning naming it, and the fit uses the points that remain."""
+    from chiron_gym.profiles.probe import _gap_between
+
+    assert np.isnan(_gap_between([(1.0, 5), (1.0, 9)], 0.0, 2.0))  # two chunks, one instant
+    good = InterferencePoint(20.0, 128, quiet_gap_s=0.004, busy_gap_s=0.004 / 0.9)
+    for bad in (
+        InterferencePoint(10.0, 128, quiet_gap_s=0.004, busy_gap_s=0.0),
+        InterferencePoint(10.0, 128, quiet_gap_s=0.0, busy_gap_s=0.004),
+        InterferencePoint(10.0, 128, quiet_gap_s=float("nan"), busy_gap_s=0.004),
+    ):
+        assert np.isnan(bad.engine_s_per_arrival)
+        m = _measurements(noise=0.0)
+        with pytest.warns(UserWarning, match=r"interference probe at 10 arrivals/s dropped"):
+            fit = fit_endpoint(m.decode, m.prefill, [bad, good])
+        assert fit == fit_endpoint(m.decode, m.prefill, [good])
+        with pytest.warns(UserWarning, match="fitting on the 0 that are"):
+            alone = fit_endpoint(m.decode, m.prefill, [bad])
+        assert alone.engine_per_seq_s == 0.0
+
+
 CACHE_CONFIG = (
     "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n"
     "# TYPE vllm:cache_config_info gauge\n"
