@@ -4,7 +4,9 @@
 For each concurrency ``N`` a scenario of one instance of the profile (``max_num_seqs`` =
 ``--max-num-seqs``, no autoscaling) serves ``N`` clients, each sending its next request (``isl``
 prompt tokens, ``osl`` output tokens, fixed) the moment the previous ends; ``requests_per_client``
-requests per client in all, the first per client a warm-up that is not measured. The table gives
+requests per client in all, the first per client a warm-up that is not measured (or, with
+``num_prompts``, as ``vllm bench serve --max-concurrency N --num-prompts M --request-rate inf``
+counts: ``M`` requests in all, every one measured, the first wave included). The table gives
 TTFT (mean, p50, p99), TPOT (mean time per output token after the first, per request, averaged;
 p50), output tokens per second (per instance and per GPU) and the requests preempted because KV
 memory ran out; the figure the curves users know from vLLM's benchmark and AIConfigurator.
@@ -70,14 +72,22 @@ def sweep_scenario(
     max_num_seqs: int = 256,
     max_num_batched_tokens: int = 8192,
     horizon_s: float = 86_400.0,
+    num_prompts: int | None = None,
 ) -> Scenario:
     """The scenario of one sweep point; ``profile`` is a profile name, a file, or a composed
-    profile's table (``{"model": ..., "gpu": ..., "tp": ...}``)."""
+    profile's table (``{"model": ..., "gpu": ..., "tp": ...}``). ``num_prompts``: count as
+    ``vllm bench serve`` does (that many requests, none left out as a warm-up) instead of
+    ``requests_per_client`` with the first wave unmeasured."""
     if concurrency < 1 or isl < 1 or osl < 1 or requests_per_client < 2:
         raise ValueError(
             "concurrency, --isl and --osl must be >= 1 and --requests-per-client >= 2 "
             f"(got {concurrency}, {isl}, {osl}, {requests_per_client})"
         )
+    if num_prompts is not None and num_prompts < 1:
+        raise ValueError(f"--num-prompts must be >= 1 (got {num_prompts})")
+    requests, warmup = concurrency * requests_per_client, concurrency
+    if num_prompts is not None:
+        requests, warmup = num_prompts, 0
     doc: dict[str, Any] = {
         "description": f"closed loop: {concurrency} clients, isl {isl}, osl {osl}",
         "horizon_s": horizon_s,
@@ -95,8 +105,8 @@ def sweep_scenario(
                 "arrival": {
                     "kind": "closed",
                     "concurrency": concurrency,
-                    "requests": concurrency * requests_per_client,
-                    "warmup": concurrency,
+                    "requests": requests,
+                    "warmup": warmup,
                 },
                 "prompt": {"kind": "fixed", "mean": isl},
                 "output": {"kind": "fixed", "mean": osl},
@@ -142,9 +152,10 @@ def sweep(
     max_num_seqs: int | None = None,
     max_num_batched_tokens: int | None = None,
     progress: bool = True,
+    num_prompts: int | None = None,
 ) -> list[SweepPoint]:
     """Every point, in the order given (engine limits: ``vllm serve``'s defaults for the GPU
-    unless given)."""
+    unless given; ``num_prompts``: counted as ``vllm bench serve`` counts, above)."""
     from tqdm import tqdm
 
     tokens, seqs = serve_defaults(profile)
@@ -159,6 +170,7 @@ def sweep(
             requests_per_client=requests_per_client,
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
+            num_prompts=num_prompts,
         )
         for c in concurrencies
     ]

@@ -80,6 +80,20 @@ def sweep_parser(sub: Subparsers) -> None:
     sw.add_argument("--osl", type=int, default=1024, help="output tokens per request")
     sw.add_argument("--requests-per-client", type=int, default=8, help="the first is a warm-up")
     sw.add_argument(
+        "--like",
+        choices=("chiron", "vllm-bench"),
+        default="chiron",
+        help="how requests are counted: chiron (steady state: the first wave per client is an "
+        "unmeasured warm-up) or vllm-bench (as vllm bench serve --max-concurrency C "
+        "--request-rate inf --num-prompts N counts: N requests, every one measured, the first "
+        "burst of C included)",
+    )
+    sw.add_argument(
+        "--num-prompts",
+        type=int,
+        help="with --like vllm-bench: requests per point (default 1000, vllm bench serve's)",
+    )
+    sw.add_argument(
         "--max-num-seqs", type=int, help="default: vllm serve's for the GPU (H100 1024, A100 256)"
     )
     sw.add_argument(
@@ -98,6 +112,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.model and not args.gpu:
         print("chiron sweep: --model needs --gpu", file=sys.stderr)
         return 2
+    if args.num_prompts is not None and args.like != "vllm-bench":
+        print("chiron sweep: --num-prompts needs --like vllm-bench", file=sys.stderr)
+        return 2
+    num_prompts = (args.num_prompts or 1000) if args.like == "vllm-bench" else None
     profile: Any = args.profile or {
         "model": args.model,
         "gpu": args.gpu,
@@ -115,12 +133,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             max_num_seqs=args.max_num_seqs,
             max_num_batched_tokens=args.max_num_batched_tokens,
             progress=not args.json,
+            num_prompts=num_prompts,
         )
     except ValueError as e:  # an InputError too: this command names itself
         print(f"chiron sweep: {e}", file=sys.stderr)
         return 2
     label = args.profile or f"{args.model} on {args.gpu} x {args.tp} ({args.dtype})"
     title = f"{label}: isl {args.isl}, osl {args.osl}"
+    if num_prompts is not None:
+        title += f", counted as vllm bench serve ({num_prompts} prompts, all measured)"
     if args.json:
         from dataclasses import asdict
 

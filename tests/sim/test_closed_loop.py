@@ -139,6 +139,37 @@ def test_chiron_sweep_shows_kv_running_out_at_high_concurrency(tmp_path: Path) -
     assert bad.returncode == 2 and "expected integers >= 1" in bad.stderr
 
 
+def test_a_sweep_counted_as_vllm_bench_serve_measures_every_request() -> None:
+    """``--like vllm-bench --num-prompts N``: N requests, none left out (``vllm bench serve``
+    times a request from when the semaphore lets it go, and its means include the first burst
+    of C simultaneous prefills), where the default leaves each client's first request out."""
+    from chiron_gym.sweep import run_point, sweep_scenario
+
+    kw = {"isl": 1024, "osl": 64, "max_num_seqs": 256, "max_num_batched_tokens": 8192}
+    bench = sweep_scenario("h100-llama2-7b-tp1", 64, num_prompts=192, **kw)
+    steady = sweep_scenario("h100-llama2-7b-tp1", 64, requests_per_client=3, **kw)
+    cluster, _ = run_static(bench, 0)
+    led, rep = cluster.ledger, cluster.summary()["interactive"]
+    assert len(cluster.workload) == 192 and cluster.workload.warmup == 0
+    assert rep.ttft_mean_s == pytest.approx(float(np.mean(led.first_token_s - led.arrival_s)))
+    other, _ = run_static(steady, 0)  # the same requests, served the same way
+    np.testing.assert_array_equal(other.ledger.first_token_s, led.first_token_s)
+    b, s = run_point(bench), run_point(steady)
+    assert (b.requests, b.measured) == (192, 192) and (s.requests, s.measured) == (192, 128)
+    # only what enters the means differs: the first wave waits behind 64 prompts' prefills,
+    # so counting it raises the mean
+    assert b.ttft_mean_s > 1.2 * s.ttft_mean_s
+    assert b.ttft_p99_s > s.ttft_p99_s
+    with pytest.raises(ValueError, match="--num-prompts must be >= 1"):
+        sweep_scenario("h100-llama2-7b-tp1", 8, num_prompts=0, **kw)
+    bad = subprocess.run(
+        [sys.executable, "-m", "chiron_gym.cli", "sweep", "--profile", "h100-llama2-7b-tp1",
+         "--num-prompts", "100"],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--num-prompts needs --like vllm-bench" in bad.stderr
+
+
 def test_a_closed_loop_workload_is_checked() -> None:
     from chiron_gym.sim import Workload
 
