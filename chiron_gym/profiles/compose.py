@@ -54,7 +54,7 @@ from chiron_gym.profiles.fit_terms import (
     fit_prefill_attention,
 )
 from chiron_gym.profiles.forms import DecodeAttention, FlatThenLinear, PrefillAttention
-from chiron_gym.profiles.kernels import LAWS, GemmTable, fit_bandwidth_law
+from chiron_gym.profiles.kernels import LAWS, GemmTable, fit_bandwidth_law, fused_fp8
 from chiron_gym.profiles.leastsq import FloatArray, fit_flat_linear, round6
 from chiron_gym.profiles.models import ModelSpec
 from chiron_gym.profiles.parts import KvCache
@@ -159,7 +159,12 @@ def _gemm_table(spec: BuildSpec, data: Path, dtype: str) -> tuple[GemmTable, str
     rel = f"{gpu.aiconfigurator}/gemm/vllm/0.14.0/gemm_perf.parquet"
     df = _read_parquet(data / AICONFIGURATOR.local / rel)
     table, _ = DTYPES[dtype]
-    return GemmTable(df[df["gemm_dtype"] == table], f"{rel} ({table})"), rel
+    rows = df[df["gemm_dtype"] == table]
+    if dtype == "fp8":  # as served: the activation quantisation fused (kernels.fused_fp8)
+        rows = fused_fp8(rows, df[df["gemm_dtype"] == DTYPES["bf16"][0]])
+    return GemmTable(
+        rows, f"{rel} ({table}, quantisation fused)" if dtype == "fp8" else f"{rel} ({table})"
+    ), rel
 
 
 def _target(spec: BuildSpec, heads: int | None = None, kv: int | None = None) -> Target:
@@ -445,7 +450,7 @@ __all__ = [
 
 # ------------------------------------------------------------------------------------ cache
 
-COMPOSE_VERSION = 1  # bump when the composition changes what it writes
+COMPOSE_VERSION = 2  # bump when the composition changes what it writes
 
 
 def cache_dir() -> Path:
