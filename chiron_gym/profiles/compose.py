@@ -159,12 +159,11 @@ def _gemm_table(spec: BuildSpec, data: Path, dtype: str) -> tuple[GemmTable, str
     rel = f"{gpu.aiconfigurator}/gemm/vllm/0.14.0/gemm_perf.parquet"
     df = _read_parquet(data / AICONFIGURATOR.local / rel)
     table, _ = DTYPES[dtype]
-    rows = df[df["gemm_dtype"] == table]
+    rows, label = df[df["gemm_dtype"] == table], f"{rel} ({table})"
     if dtype == "fp8":  # as served: the activation quantisation fused (kernels.fused_fp8)
         rows = fused_fp8(rows, df[df["gemm_dtype"] == DTYPES["bf16"][0]])
-    return GemmTable(
-        rows, f"{rel} ({table}, quantisation fused)" if dtype == "fp8" else f"{rel} ({table})"
-    ), rel
+        label = f"{rel} ({table}, quantisation fused)"
+    return GemmTable(rows, label), rel
 
 
 def _target(spec: BuildSpec, heads: int | None = None, kv: int | None = None) -> Target:

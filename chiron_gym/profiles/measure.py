@@ -138,9 +138,10 @@ def fit_endpoint(
         bases.append(float(d0))
         slopes.append(float(d1))
     per_seq = 0.0
-    timed = [p for p in interference or [] if math.isfinite(p.engine_s_per_arrival)]
-    for p in interference or []:
-        if p not in timed:
+    points = interference or []
+    timed = [p for p in points if math.isfinite(p.engine_s_per_arrival)]
+    for p in points:
+        if not math.isfinite(p.engine_s_per_arrival):
             warnings.warn(
                 f"interference probe at {p.rate_per_s:g} arrivals/s dropped: its decode gaps "
                 f"(quiet {p.quiet_gap_s!r} s, busy {p.busy_gap_s!r} s) are not positive times; "

@@ -85,6 +85,15 @@ def test_fast_forward_is_exact_with_a_closed_loop(tmp_path: Path) -> None:
         )
 
 
+def _sweep_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``chiron sweep --profile h100-llama2-7b-tp1 ARGS`` in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "chiron_gym.cli", "sweep", "--profile", "h100-llama2-7b-tp1",
+         *args],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+
+
 def test_the_warmup_is_served_but_not_measured(tmp_path: Path) -> None:
     sc = load(_scenario(tmp_path, 8, 80, w=24))
     cluster, _ = run_static(sc, 3)
@@ -115,12 +124,9 @@ def test_closed_loop_scenario_errors_name_the_field(tmp_path: Path) -> None:
 
 
 def test_chiron_sweep_shows_kv_running_out_at_high_concurrency(tmp_path: Path) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "chiron_gym.cli", "sweep", "--profile", "h100-llama2-7b-tp1",
-         "--concurrency", "1,8,128", "--isl", "1024", "--osl", "1024",
-         "--requests-per-client", "3", "--out", str(tmp_path / "sw"), "--json"],
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
+    out = str(tmp_path / "sw")
+    r = _sweep_cli("--concurrency", "1,8,128", "--isl", "1024", "--osl", "1024",
+                   "--requests-per-client", "3", "--out", out, "--json")  # fmt: skip
     assert r.returncode == 0, r.stderr
     points = json.loads(r.stdout)
     assert [p["concurrency"] for p in points] == [1, 8, 128]
@@ -131,11 +137,7 @@ def test_chiron_sweep_shows_kv_running_out_at_high_concurrency(tmp_path: Path) -
     assert points[0]["preempted_requests"] == 0 and points[2]["preempted_requests"] > 0
     for name in ("sweep.md", "sweep.csv", "sweep.json", "sweep.png"):
         assert (tmp_path / "sw" / name).is_file()
-    bad = subprocess.run(
-        [sys.executable, "-m", "chiron_gym.cli", "sweep", "--profile", "h100-llama2-7b-tp1",
-         "--concurrency", "0,8"],
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
+    bad = _sweep_cli("--concurrency", "0,8")
     assert bad.returncode == 2 and "expected integers >= 1" in bad.stderr
 
 
@@ -162,11 +164,7 @@ def test_a_sweep_counted_as_vllm_bench_serve_measures_every_request() -> None:
     assert b.ttft_p99_s > s.ttft_p99_s
     with pytest.raises(ValueError, match="--num-prompts must be >= 1"):
         sweep_scenario("h100-llama2-7b-tp1", 8, num_prompts=0, **kw)
-    bad = subprocess.run(
-        [sys.executable, "-m", "chiron_gym.cli", "sweep", "--profile", "h100-llama2-7b-tp1",
-         "--num-prompts", "100"],
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
+    bad = _sweep_cli("--num-prompts", "100")
     assert bad.returncode == 2 and "--num-prompts needs --like vllm-bench" in bad.stderr
 
 
