@@ -34,7 +34,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -54,6 +54,7 @@ from chiron_gym.sim import ColdStart
 
 HELDOUT_FRACTION = 0.2
 SEED = 0
+P = TypeVar("P", DecodePoint, PrefillPoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,18 @@ class EndpointFit:
         return self.decode_base_s[i] + self.decode_per_context_token_s[i] * context_sum
 
 
+def _timed(points: list[P], seconds: list[float], what: str) -> list[P]:
+    keep = [p for p, s in zip(points, seconds, strict=True) if math.isfinite(s) and s > 0]
+    if len(keep) < len(points):
+        bad = sorted({s for s in seconds if not (math.isfinite(s) and s > 0)})
+        warnings.warn(
+            f"{len(points) - len(keep)} {what} samples dropped: {bad[:4]} s are not positive "
+            f"times; fitting on the {len(keep)} that are",
+            stacklevel=3,
+        )
+    return keep
+
+
 def _prefill_rows(pts: list[PrefillPoint]) -> tuple[np.ndarray, np.ndarray]:
     a = np.array(
         [[1.0, p.batch, p.batch * p.prompt, p.batch * p.prompt * (p.prompt + 1) / 2.0] for p in pts]
@@ -107,7 +120,10 @@ def fit_endpoint(
     prefill: list[PrefillPoint],
     interference: list[InterferencePoint] | None = None,
 ) -> EndpointFit:
-    """Fit the end-to-end coefficients (see the module docstring)."""
+    """Fit the end-to-end coefficients (see the module docstring). A timing that is not a
+    positive number of seconds measures nothing: it is dropped with a warning."""
+    decode = _timed(decode, [p.gap_s for p in decode], "decode gap")
+    prefill = _timed(prefill, [p.ttft_s for p in prefill], "prefill time to first token")
     if len(prefill) < 4:
         raise MeasureError("need at least 4 prefill points to fit")
     a, y = _prefill_rows(prefill)

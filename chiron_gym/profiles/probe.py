@@ -15,6 +15,11 @@ Probes (client-side timings, streamed; prompts are lists of token ids, so length
   and with arrivals, each arrival takes ``c = (1 - g0 / g) / rate`` of engine time from the
   running requests (over ``T`` seconds of ``N`` iterations, ``T = N * g0 + rate * T * c``).
 
+A probe whose request fails or goes silent for ``ProbePlan.stall_s`` (a stalled server) is
+tried again, up to ``retries`` times, then dropped with a warning that names it; the fit uses
+what remains (``measure.fit_endpoint`` refuses, saying so, when too little does). ``GIVE_UP``
+probes dropped in a row mean the server stopped answering: ``MeasureError``.
+
 Every prompt is distinct (``openai_stream.prompt_ids``): vLLM's prefix cache would otherwise
 serve repeated prompts from cache (about half the prompt tokens of a naive probe hit it), which
 the simulator, like real traffic of distinct prompts, does not have.
@@ -27,8 +32,10 @@ import itertools
 import json
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any
+import warnings
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -42,6 +49,8 @@ SKIP = 2  # first output tokens whose gaps may include other requests' prefill
 ARRIVAL_PROMPT = 128  # prompt tokens of the interference probe's arrivals
 QUIET_S = 0.4  # interference probe: background alone, then arrivals for BUSY_S
 BUSY_S = 1.2
+GIVE_UP = 3  # probes dropped in a row: the server has stopped answering
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,8 @@ class ProbePlan:
     prefill_prompts: tuple[int, ...] = (16, 64, 128, 256, 512, 896)
     repeats: int = 3
     interference_rates: tuple[float, ...] = (10.0, 20.0, 30.0)
+    stall_s: float = 60.0  # silence after which a probe's request is given up
+    retries: int = 1  # further tries of a probe that failed, before it is dropped
 
     @classmethod
     def quick(cls) -> ProbePlan:
@@ -65,14 +76,12 @@ class ProbePlan:
 
     def clipped(self, max_model_len: int) -> ProbePlan:
         """The plan without prompts that do not fit ``max_model_len`` with their outputs."""
-        return ProbePlan(
-            self.decode_batches,
-            tuple(p for p in self.decode_prompts if p + self.decode_output <= max_model_len),
-            self.decode_output,
-            self.prefill_batches,
-            tuple(p for p in self.prefill_prompts if p + 1 <= max_model_len),
-            self.repeats,
-            self.interference_rates,
+        return replace(
+            self,
+            decode_prompts=tuple(
+                p for p in self.decode_prompts if p + self.decode_output <= max_model_len
+            ),
+            prefill_prompts=tuple(p for p in self.prefill_prompts if p + 1 <= max_model_len),
         )
 
 
@@ -153,6 +162,57 @@ class MeasureError(RuntimeError):
 # --------------------------------------------------------------------------------- probing
 
 
+def _first(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+async def _all(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Every result, or the first error with the other requests cancelled (their connections
+    closed): a stalled request does not outlive its probe."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(c) for c in coros]
+    except BaseExceptionGroup as eg:
+        raise _first(eg) from None
+    return [t.result() for t in tasks]
+
+
+class _Attempts:
+    """Runs each probe up to ``1 + retries`` times; drops one that never succeeds, with a
+    warning naming it, and refuses after ``GIVE_UP`` dropped in a row."""
+
+    def __init__(self, url: str, retries: int) -> None:
+        self.url = url
+        self.retries = retries
+        self.in_row = 0
+        self.dropped: list[str] = []
+
+    async def run(self, what: str, make: Callable[[], Awaitable[T]]) -> T | None:
+        error: MeasureError | None = None
+        for _ in range(1 + self.retries):
+            try:
+                out = await make()
+            except MeasureError as e:
+                error = e
+                continue
+            self.in_row = 0
+            return out
+        self.dropped.append(what)
+        self.in_row += 1
+        if self.in_row >= GIVE_UP:
+            raise MeasureError(
+                f"{self.url}: the server stopped answering ({GIVE_UP} probes in a row failed "
+                f"{1 + self.retries} times each; last: {what}: {error})"
+            )
+        warnings.warn(
+            f"{what} dropped after {1 + self.retries} tries: {error}; fitting without it",
+            stacklevel=2,
+        )
+        return None
+
+
 async def _stream(
     client: LeanClient,
     url: str,
@@ -217,7 +277,7 @@ def decode_points(
 async def _probe(
     url: str, plan: ProbePlan, token_id: int, progress: Any
 ) -> tuple[str, int, str, list[DecodePoint], list[PrefillPoint], list[InterferencePoint]]:
-    client = LeanClient(idle_timeout_s=300.0)
+    client = LeanClient(idle_timeout_s=plan.stall_s)
     try:
         status, text = await client.get(url, "/v1/models", timeout_s=30.0)
         if status != 200:
@@ -230,36 +290,41 @@ async def _probe(
     plan = plan.clipped(max_len)
     if not plan.decode_prompts or not plan.prefill_prompts:
         raise MeasureError(f"{url}: max_model_len {max_len} is too small for the probe plan")
+    tries = _Attempts(url, plan.retries)
+
+    def streams(b: int, p: int, o: int) -> Callable[[], Awaitable[list[list[tuple[float, int]]]]]:
+        def make() -> Awaitable[list[list[tuple[float, int]]]]:
+            t0 = time.monotonic()
+            return _all([_stream(client, url, model, p, o, token_id, t0) for _ in range(b)])
+
+        return make
+
     # warm-up: the first requests of a fresh server pay one-off costs (allocations, caches)
     for b in (1, 4, 16, 4, 1):
-        await asyncio.gather(
-            *(_stream(client, url, model, 128, 32, token_id, time.monotonic()) for _ in range(b))
-        )
+        await tries.run(f"warm-up of {b} requests", streams(b, 128, 32))
     decode: list[DecodePoint] = []
     prefill: list[PrefillPoint] = []
     for b in plan.decode_batches:
         for p in plan.decode_prompts:
-            t0 = time.monotonic()
-            runs = await asyncio.gather(
-                *(
-                    _stream(client, url, model, p, plan.decode_output, token_id, t0)
-                    for _ in range(b)
-                )
-            )
-            decode += decode_points(b, p, list(runs))
+            what = f"decode probe ({b} x {p}-token prompts)"
+            runs = await tries.run(what, streams(b, p, plan.decode_output))
+            if runs is not None:
+                decode += decode_points(b, p, runs)
             progress(1)
     for _ in range(plan.repeats):
         for b in plan.prefill_batches:
             for p in plan.prefill_prompts:
-                t0 = time.monotonic()
-                runs = await asyncio.gather(
-                    *(_stream(client, url, model, p, 1, token_id, t0) for _ in range(b))
-                )
-                prefill.append(PrefillPoint(b, p, max(m[0][0] for m in runs)))
+                runs = await tries.run(f"prefill probe ({b} x {p} tokens)", streams(b, p, 1))
+                if runs is not None:
+                    prefill.append(PrefillPoint(b, p, max(m[0][0] for m in runs)))
                 progress(1)
     inter = []
     for rate in plan.interference_rates:
-        point = await _interference(client, url, model, token_id, rate, max_len)
+
+        def once(rate: float = rate) -> Awaitable[InterferencePoint | None]:
+            return _interference(client, url, model, token_id, rate, max_len)
+
+        point = await tries.run(f"interference probe at {rate:g} arrivals/s", once)
         if point is not None:
             inter.append(point)
         progress(1)
@@ -283,24 +348,22 @@ async def _interference(
     out = min(900, max_len - 64)
     t0 = time.monotonic()
     marks: list[list[tuple[float, int]]] = [[] for _ in range(4)]
-    background = [
-        asyncio.ensure_future(_stream(client, url, model, 64, out, token_id, t0, m)) for m in marks
-    ]
-    deadline = time.monotonic() + 30.0
-    while any(not m or m[-1][1] < SKIP for m in marks) and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)  # the quiet spell starts once every background one decodes
-    quiet0 = time.monotonic() - t0
-    await asyncio.sleep(QUIET_S)
-    busy0 = time.monotonic() - t0
-    arrivals = []
-    for _ in range(int(BUSY_S * rate)):
-        arrivals.append(
-            asyncio.ensure_future(_stream(client, url, model, ARRIVAL_PROMPT, 1, token_id, t0))
-        )
-        await asyncio.sleep(1.0 / rate)
-    busy1 = time.monotonic() - t0
-    await asyncio.gather(*arrivals)
-    await asyncio.gather(*background)
+    try:
+        async with asyncio.TaskGroup() as tg:  # a failed request cancels the others
+            for m in marks:
+                tg.create_task(_stream(client, url, model, 64, out, token_id, t0, m))
+            deadline = time.monotonic() + 30.0
+            while any(not m or m[-1][1] < SKIP for m in marks) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # the quiet spell starts once every one decodes
+            quiet0 = time.monotonic() - t0
+            await asyncio.sleep(QUIET_S)
+            busy0 = time.monotonic() - t0
+            for _ in range(int(BUSY_S * rate)):
+                tg.create_task(_stream(client, url, model, ARRIVAL_PROMPT, 1, token_id, t0))
+                await asyncio.sleep(1.0 / rate)
+            busy1 = time.monotonic() - t0
+    except BaseExceptionGroup as eg:
+        raise _first(eg) from None
     quiet = [_gap_between(m, quiet0, busy0) for m in marks]
     busy = [_gap_between(m, busy0 + 0.05, busy1) for m in marks]
     q = [g for g in quiet if math.isfinite(g)]

@@ -165,6 +165,25 @@ def test_a_degenerate_interference_timing_is_dropped_with_a_warning_not_a_crash(
         assert alone.engine_per_seq_s == 0.0
 
 
+def test_decode_and_prefill_timings_that_are_not_positive_are_dropped_with_a_warning() -> None:
+    m = _measurements(noise=0.0)
+    bad_d = [DecodePoint(4, 1000.0, 0.0), DecodePoint(4, 2000.0, float("nan"))]
+    bad_p = [
+        PrefillPoint(1, 64, 0.0),
+        PrefillPoint(2, 64, -1e-3),
+        PrefillPoint(1, 16, float("inf")),
+    ]
+    with pytest.warns(UserWarning) as caught:
+        fit = fit_endpoint(m.decode + bad_d, m.prefill + bad_p)
+    assert [str(w.message).split(" samples")[0] for w in caught] == [
+        "2 decode gap",
+        "3 prefill time to first token",
+    ]
+    assert fit == fit_endpoint(m.decode, m.prefill)
+    with pytest.raises(MeasureError, match="no decode points"), pytest.warns(UserWarning):
+        fit_endpoint(bad_d, m.prefill)
+
+
 CACHE_CONFIG = (
     "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n"
     "# TYPE vllm:cache_config_info gauge\n"
