@@ -58,12 +58,17 @@ def server_options(vllm_python: Path, model: Path, port_base: int, logs: Path) -
 
 @contextlib.contextmanager
 def vllm_server(
-    vllm_python: Path, model: Path, port: int, logs: Path, timeout_s: float = 600.0
+    vllm_python: Path,
+    model: Path,
+    port: int,
+    logs: Path,
+    timeout_s: float = 600.0,
+    max_num_seqs: int = 16,
 ) -> Iterator[str]:
     """One vLLM server of ``model`` on 127.0.0.1:``port``, answering ``/health``; stopped after."""
     import httpx
 
-    cfg = ServerConfig(model=str(model), python=str(vllm_python), max_num_seqs=16)
+    cfg = ServerConfig(model=str(model), python=str(vllm_python), max_num_seqs=max_num_seqs)
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"server-{port}.log", "wb") as log:
         proc = subprocess.Popen(

@@ -2,16 +2,20 @@
 
 The same requests (arrival times, prompt and output lengths, at most 8 in flight) are replayed
 on one vLLM server by the real backend (as ``chiron fidelity`` replays them) and, at the same
-time and on the same clock, by ``reference_client.py`` (aiohttp, its own process). Both see the
-same server in the same state, so what differs is the instrument: the backend's per-request
-inter-token latency and end-to-end latency medians must be within 10% of the reference's (in
-one of at most two such replays: see the test's docstring).
+time and on the same clock, by two copies of ``reference_client.py`` (aiohttp, each its own
+process). All three see the same server in the same state, so what differs is the instrument.
+
+What is asserted does not depend on how busy the host is: the backend's ITL and end-to-end
+medians must sit within 10% of the references' mean, or within twice the distance between the
+two references when the host makes that larger. Two copies of one independent client measure
+what the host's noise is during this very replay; a bias of the backend's own (the defect
+below: ITL 30 times too small) is far outside it.
 
 Before issue 22 the backend's client (httpx, every chunk decoded as JSON) fell behind the
 stream on this kind of host: whole responses read in one burst, ITL p50 0.1 ms against 3 ms,
 TTFT p50 385 ms against 20 ms (docs/real-backend.md, "The client"). Replays one after the other
 were tried first: the host's own drift between two identical runs of one client (e2e p50 from
-260 to 400 ms) is larger than the 10% to be checked, so the two replays run side by side.
+260 to 400 ms) is larger than the 10% to be checked, so the replays run side by side.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from tests.real.conftest import vllm_server
 SCENARIO = Path(__file__).with_name("real-client.toml")
 pytestmark = pytest.mark.slow
 TOLERANCE = 0.10
+REFERENCES = 2
 
 
 def medians(
@@ -49,54 +54,84 @@ def medians(
 
 def side_by_side(
     vllm_python: Path, tiny_model: Path, tmp_path: Path, port: int
-) -> tuple[dict[str, float], dict[str, float]]:
-    """One replay by the backend and the reference client at once, on one fresh server: the
-    backend's medians and the reference's."""
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """One replay by the backend and two reference clients at once, on one fresh server (room
+    for all three clients' requests): the backend's medians and each reference's."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     scenario = load(SCENARIO)
     w = scenario.workload(0)
     cap = scenario.cluster.pools[0].initial_batch_cap
     fixed = fixed_scenario(scenario, {"interactive": 1}, None)
-    with vllm_server(vllm_python, tiny_model, port, tmp_path / "logs") as url:
-        src, out = tmp_path / "requests.npz", tmp_path / "reference.npz"
-        np.savez(src, url=url, model=ServerConfig.served_name, arrival=w.arrival_s,
-                 prompt=w.prompt_tokens, output=w.output_tokens, cap=cap, run=0)  # fmt: skip
-        ref = subprocess.Popen(
-            [sys.executable, "-m", "tests.real.reference_client", str(src), str(out)],
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert ref.stdout is not None and ref.stdin is not None
-        assert ref.stdout.readline().strip() == "ready"
+    refs: list[subprocess.Popen[str]] = []
+    outs = [tmp_path / f"reference-{k}.npz" for k in range(REFERENCES)]
+    logs = tmp_path / "logs"
+    with vllm_server(vllm_python, tiny_model, port, logs, max_num_seqs=3 * cap) as url:
+        for k, out in enumerate(outs):
+            src = tmp_path / f"requests-{k}.npz"
+            np.savez(src, url=url, model=ServerConfig.served_name, arrival=w.arrival_s,
+                     prompt=w.prompt_tokens, output=w.output_tokens, cap=cap, run=k)  # fmt: skip
+            ref = subprocess.Popen(
+                [sys.executable, "-m", "tests.real.reference_client", str(src), str(out)],
+                cwd=REPO,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert ref.stdout is not None
+            assert ref.stdout.readline().strip() == "ready"
+            refs.append(ref)
 
-        def start_beside(backend: Any) -> None:  # the reference replays on the backend's clock
-            assert ref.stdin is not None
-            ref.stdin.write(f"{backend.origin_monotonic}\n")
-            ref.stdin.flush()
+        def start_beside(backend: Any) -> None:  # the references replay on the backend's clock
+            for ref in refs:
+                assert ref.stdin is not None
+                ref.stdin.write(f"{backend.origin_monotonic}\n")
+                ref.stdin.flush()
 
         run = run_real(fixed, 0, {"interactive": [url]}, drain_s=120.0, on_start=start_beside)
-        assert ref.wait(timeout=180) == 0
-    theirs = np.load(out)
+        assert all(ref.wait(timeout=180) == 0 for ref in refs)
+    theirs = [np.load(out) for out in outs]
     a = medians(w.arrival_s, w.output_tokens, run.first_token_s, run.finish_s)
-    b = medians(w.arrival_s, w.output_tokens, theirs["first"], theirs["last"])
+    b = [medians(w.arrival_s, w.output_tokens, t["first"], t["last"]) for t in theirs]
     return a, b
+
+
+def within_the_noise(a: dict[str, float], refs: list[dict[str, float]]) -> dict[str, bool]:
+    """Per median (ITL, e2e): whether the backend's is within ``TOLERANCE`` of the references'
+    mean, or within twice the references' own distance from each other when that is larger."""
+    ok = {}
+    for m in ("itl", "e2e"):
+        r1, r2 = refs[0][m], refs[1][m]
+        mean = (r1 + r2) / 2
+        noise = abs(r1 - r2) / mean
+        ok[m] = abs(a[m] - mean) / mean <= max(TOLERANCE, 2 * noise)
+    return ok
+
+
+def test_the_noise_bound_catches_the_defect_it_is_for() -> None:
+    """The bound that scales with the host's noise still fails a biased instrument: the
+    pre-issue-22 client (ITL 0.1 ms against 3 ms) beside references that agree to 20%."""
+    refs = [{"itl": 3.0e-3, "e2e": 0.30}, {"itl": 3.6e-3, "e2e": 0.33}]
+    assert within_the_noise({"itl": 3.3e-3, "e2e": 0.36}, refs) == {"itl": True, "e2e": True}
+    assert within_the_noise({"itl": 0.1e-3, "e2e": 0.32}, refs) == {"itl": False, "e2e": True}
+    assert within_the_noise({"itl": 3.3e-3, "e2e": 0.50}, refs) == {"itl": True, "e2e": False}
 
 
 def test_the_backend_measures_what_an_independent_client_sees(
     vllm_python: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
-    """Within 10% on ITL and e2e medians, in one of at most two side-by-side replays: a bias of
-    the instrument shows in both; a host busy with something else during one replay (seen once
-    in a full-suite run on 2 cores: TTFT twice its quiet value for both clients, the backend's
-    ITL 13% above the reference's) does not fail the suite."""
+    """ITL and e2e medians within the references' noise (``within_the_noise``), in one of at
+    most two replays: the second runs only if the first did not pass, so that a host that
+    treated the backend's process worse than both references' for those 30 s does not fail the
+    suite, while a bias of the instrument shows in both."""
     tables = []
     for attempt in range(2):
-        a, b = side_by_side(vllm_python, tiny_model, tmp_path / str(attempt), 8700 + attempt)
-        table = ", ".join(f"{m} p50 {1e3 * a[m]:.1f} / {1e3 * b[m]:.1f} ms" for m in a)
-        print(f"backend / reference client, side by side (replay {attempt + 1}): {table}")
+        a, refs = side_by_side(vllm_python, tiny_model, tmp_path / str(attempt), 8700 + attempt)
+        table = ", ".join(
+            f"{m} p50 {1e3 * a[m]:.1f} / {1e3 * refs[0][m]:.1f} / {1e3 * refs[1][m]:.1f} ms"
+            for m in a
+        )
+        print(f"backend / reference 1 / reference 2, replay {attempt + 1}: {table}")
         tables.append(table)
-        if all(abs(a[m] / b[m] - 1) <= TOLERANCE for m in ("itl", "e2e")):
+        if all(within_the_noise(a, refs).values()):
             return
-    pytest.fail(f"ITL or e2e medians differ by more than {TOLERANCE:.0%} in both replays: {tables}")
+    pytest.fail(f"the backend's medians are outside the references' noise twice: {tables}")
