@@ -45,7 +45,7 @@ from chiron_gym.scenario import Scenario
 from chiron_gym.sim import ClassReport, InstanceStats, Pool, RequestClass, WindowReport
 from chiron_gym.sim.ledger import Ledger, LedgerColumns, gpu_seconds, slo_met
 from chiron_gym.sim.queues import deadline_groups
-from chiron_gym.sim.request import POOL_NAMES, RejectReason, Workload
+from chiron_gym.sim.request import POOL_NAMES, Outcome, RejectReason, Workload
 
 # The real backend's public names (``make_backend``, tests) are importable from here.
 __all__ = ["Server", "ServerConfig", "ServerState", "VllmBackend", "parse_metrics"]
@@ -282,6 +282,8 @@ class VllmBackend(LedgerColumns):
                     idx = self.queues[0].popleft()
                 else:
                     idx = heapq.heappop(self.queues[1])[1]
+                if self.ledger.outcome[idx] != Outcome.PENDING:
+                    continue  # requeued by a failed server, then its stream finished after all
                 s = targets[0]
                 s.in_flight.add(idx)
                 s.max_in_flight = max(s.max_in_flight, len(s.in_flight))
@@ -301,13 +303,16 @@ class VllmBackend(LedgerColumns):
                 s.url, model, prompt, int(w.output_tokens[idx]), self._clock
             )
         except Exception as e:
-            s.in_flight.discard(idx)
-            if s.exited:
+            if idx not in s.in_flight:
+                pass  # the server was failed first, and its failure requeued this request
+            elif s.exited and s.state not in (ServerState.STOPPED, ServerState.FAILED):
+                # requeues this request with the server's others, once each
                 self._fail(
                     s,
                     f"server {s.server_id} died (exit code {s.proc.returncode if s.proc else '?'})",
                 )
             else:
+                s.in_flight.discard(idx)
                 self.fleet.events.append(f"request {idx} on server {s.server_id} failed: {e!r}")
                 self._requeue_or_reject(idx, f"request failed on server {s.server_id}: {e!r}")
             self._dispatch()
@@ -477,7 +482,12 @@ class VllmBackend(LedgerColumns):
 
     def summary(self, latencies: bool = True) -> dict[str, ClassReport]:
         # no overdue count: an in-flight request's first token is recorded only when it ends
-        return self.ledger.summary(self.queue_lengths(), overdue_at_s=None, latencies=latencies)
+        return self.ledger.summary(
+            self.queue_lengths(),
+            overdue_at_s=None,
+            latencies=latencies,
+            latency_scale=self.time_scale,
+        )
 
     def gpu_seconds(self) -> float:
         gpus = {pool: spec.instance.gpus for pool, spec in self._specs.items()}

@@ -137,10 +137,10 @@ class Ledger:
     def _decide(
         self, idx: int, klass: int, met: bool, output_tokens: int, ttft_s: float, itl_s: float
     ) -> None:
+        if self.outcome[idx] != _PENDING:
+            return  # a request is counted once: its first outcome and its first latencies
         self._ttft[klass].append(ttft_s)
         self._itl[klass].append(itl_s)
-        if self.outcome[idx] != _PENDING:
-            return
         counters = self._window[klass]
         if met:
             self.outcome[idx] = _MET
@@ -194,6 +194,7 @@ class Ledger:
         overdue_at_s: float | None,
         interactive_ttft_s: float | None = None,
         latencies: bool = True,
+        latency_scale: float = 1.0,
     ) -> dict[str, ClassReport]:
         """Per-class outcomes of every request arrived so far (without the TTFT and ITL
         percentiles when ``latencies`` is False: the counts alone are cheap).
@@ -201,6 +202,9 @@ class Ledger:
         Pending requests are judged overdue at ``overdue_at_s`` (batch: past their deadline;
         interactive: no first token within ``interactive_ttft_s`` of arrival), or not at all when
         it is None (the real backend records a first token only when its request ends).
+        ``latency_scale``: wall seconds per timestamp second (the real backend's ``time_scale``:
+        its timestamps are in scenario seconds, its latencies in the wall seconds the SLOs and
+        the window reports use).
         """
         w = self.workload
         n = self.num_arrived
@@ -248,6 +252,9 @@ class Ledger:
                 arrival = self.arrival_s[:n][done]
                 ttft = self.first_token_s[:n][done] - arrival
                 tpot = self._mean_itl(done)
+                if latency_scale != 1.0:
+                    ttft = ttft * latency_scale
+                    tpot = tpot * latency_scale
                 report.ttft_s = percentiles(ttft)
                 report.itl_s = percentiles(tpot)
                 if len(ttft):
@@ -258,7 +265,7 @@ class Ledger:
                     span = float(np.max(self.finish_s[:n][done]) - np.min(arrival))
                     if span > 0:
                         tokens = float(np.sum(w.output_tokens[:n][done]))
-                        report.output_tokens_per_s = tokens / span
+                        report.output_tokens_per_s = tokens / (span * latency_scale)
             out[CLASS_NAMES[c]] = report
         return out
 
