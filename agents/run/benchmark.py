@@ -301,13 +301,13 @@ def _tensorboard(
         for i, c in enumerate(x for x in cells if x["agent"] == b["agent"]):
             for key in ("score", "reward", "interactive_attainment", "gpu_hours"):
                 if not math.isnan(c[key]):
-                    w.add_scalar(f"benchmark/{c['scenario']}/{key}", c[key], i, walltime=0.0)
+                    w.add_scalar(f"benchmark/{c['scenario']}/{key}", c[key], i)
         if not math.isnan(b["mean_score"]):
-            w.add_scalar("benchmark/mean_score", b["mean_score"], 0, walltime=0.0)
+            w.add_scalar("benchmark/mean_score", b["mean_score"], 0)
         w.close()
     w = SummaryWriter(log_dir=str(out / "tb" / "suite"))
-    w.add_text("benchmark/leaderboard", text, 0, walltime=0.0)
-    w.add_figure("benchmark/pareto", fig, 0, close=False, walltime=0.0)
+    w.add_text("benchmark/leaderboard", text, 0)
+    w.add_figure("benchmark/pareto", fig, 0, close=False)
     w.close()
 
 

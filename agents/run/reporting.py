@@ -257,27 +257,48 @@ def compare_plot(summary: list[dict[str, Any]], scenario: str, path: Path) -> No
 
 
 def tensorboard(ep: Episode, logdir: Path, scenario_text: str, figure: Any) -> None:
+    """One episode's TensorBoard run. Events carry the real time they were written (TensorBoard
+    shows it); ``tb_content`` reads a run without it, for checks of determinism."""
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(log_dir=str(logdir))
     t = ep.series["t"]
     for tag in TB_SCALARS:
         for step, v in zip(t, ep.series.get(tag, []), strict=False):
-            writer.add_scalar(tag, v, global_step=round(step), walltime=0.0)
+            writer.add_scalar(tag, v, global_step=round(step))
     last = round(t[-1]) if t else 0
     for tag in TB_EPISODE:
         v = ep.row[tag.split("/", 1)[1]]
-        writer.add_scalar(tag, float(v), global_step=last, walltime=0.0)
-    writer.add_text("config/scenario", scenario_text, global_step=0, walltime=0.0)
+        writer.add_scalar(tag, float(v), global_step=last)
+    writer.add_text("config/scenario", scenario_text, global_step=0)
     params = json.dumps(ep.row.get("_params", {}), indent=1, sort_keys=True)
     writer.add_text(
         "config/agent",
         f"{ep.row['agent']}\n\n    " + params.replace("\n", "\n    "),
         global_step=0,
-        walltime=0.0,
     )
-    writer.add_figure("episode/summary", figure, global_step=last, close=False, walltime=0.0)
+    writer.add_figure("episode/summary", figure, global_step=last, close=False)
     writer.close()
+
+
+def tb_content(logdir: Path) -> list[bytes]:
+    """Every event under ``logdir`` (its event files in name order, then in file order) as
+    serialized bytes without its wall time: what two runs of one episode must share byte for
+    byte, while their clocks differ. The file-version header, which carries only a time, is
+    left out."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    out = []
+    for run in sorted({f.parent for f in logdir.rglob("events.out.tfevents.*")}):
+        for path in sorted(run.glob("events.out.tfevents.*")):
+            for event in EventFileLoader(str(path)).Load():
+                if event.HasField("file_version"):
+                    continue
+                event.wall_time = 0.0
+                out.append(
+                    str(run.relative_to(logdir)).encode() + b"\0" + event.SerializeToString()
+                )
+    return out
 
 
 PARAMS = "params.jsonl"  # each episode's ``_params`` (the planner's search, departures)
