@@ -117,6 +117,27 @@ SCENARIO_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
     ("NaN rate", edited("rate_per_s = 6.0", "rate_per_s = nan"), r"arrival\.rate_per_s"),
     ("negative horizon", edited("horizon_s = 600.0", "horizon_s = -600.0"), r"horizon_s"),
     (
+        "negative failure rate",
+        edited("initial = 2\n", "initial = 2\nfailures_per_gpu_hour = -1.0\n"),
+        r"pools\.interactive\.failures_per_gpu_hour = -1\.0: expected a number >= 0",
+    ),
+    (
+        "failure of a pool the scenario lacks",
+        edited(
+            "[pools.interactive]",
+            '[failures]\nat = [{ t_s = 5.0, pool = "gpu" }]\n\n[pools.interactive]',
+        ),
+        r"failures\.at\[0\]\.pool = 'gpu': expected one of 'interactive'",
+    ),
+    (
+        "unknown failure policy",
+        edited(
+            "[pools.interactive]",
+            '[failures]\non_instance_failure = "retry"\n\n[pools.interactive]',
+        ),
+        r"failures\.on_instance_failure = 'retry': expected one of 'requeue', 'reject'",
+    ),
+    (
         "prefix_caching not a boolean",
         edited("max_batch_cap = 256", 'max_batch_cap = 256\nprefix_caching = "yes"'),
         r"instance\.prefix_caching = 'yes': expected true or false",

@@ -9,6 +9,7 @@ import pytest
 
 import scenarios
 from chiron_gym.scenario import ScenarioError, load
+from chiron_gym.sim import Pool
 
 
 @pytest.mark.parametrize("name", scenarios.names())
@@ -252,3 +253,21 @@ def test_prefix_keys_reach_the_cluster(tmp_path: Path) -> None:
             assert not any(
                 p.instance.prefix_caching or p.warm_instances for p in other.cluster.pools
             )
+
+
+def test_failures_load_from_the_scenario(tmp_path: Path) -> None:
+    text = (
+        scenarios.path("default")
+        .read_text()
+        .replace(
+            "[pools.interactive]\ninitial = 2\n",
+            '[failures]\non_instance_failure = "reject"\nat = [{ t_s = 300.0, pool = "mixed" }]\n\n'
+            "[pools.interactive]\ninitial = 2\nfailures_per_gpu_hour = 0.5\n",
+        )
+    )
+    (tmp_path / "f.toml").write_text(text)
+    cluster = load(tmp_path / "f.toml").cluster
+    assert cluster.on_failure == "reject"
+    assert cluster.failures_at == ((300.0, Pool.MIXED),)
+    rates = {p.pool: p.failures_per_gpu_hour for p in cluster.pools}
+    assert rates[Pool.INTERACTIVE] == 0.5 and rates[Pool.MIXED] == 0.0

@@ -6,7 +6,8 @@ import numpy as np
 import numpy.typing as npt
 
 from chiron_gym.backends.base import ABSENT_STATE, PoolBounds, PoolState
-from chiron_gym.scenario import Scenario, stream
+from chiron_gym.backends.simulate import build_cluster
+from chiron_gym.scenario import Scenario
 from chiron_gym.sim import (
     ClassReport,
     Cluster,
@@ -36,10 +37,7 @@ class SimBackend:
         return self._cluster
 
     def reset(self, seed: int) -> None:
-        from dataclasses import replace
-
-        config = replace(self.scenario.cluster, fast_forward=self.fast_forward)
-        self._cluster = Cluster(config, self.scenario.workload(seed), stream(seed, "cold_start"))
+        self._cluster = build_cluster(self.scenario, seed, fast_forward=self.fast_forward)
         self._caps = {p: spec.initial_batch_cap for p, spec in self._specs.items()}
 
     def arrived_since(self, since_s: float) -> tuple[Workload, npt.NDArray[np.bool_]]:

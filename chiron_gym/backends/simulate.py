@@ -16,7 +16,12 @@ SUMMARY_CLASS_FIELDS = ("arrived", "met", "late", "rejected", "pending", "overdu
 def build_cluster(scenario: Scenario, seed: int, *, fast_forward: bool = True) -> Cluster:
     """The scenario's cluster at time 0, with its workload for ``seed``."""
     config: ClusterConfig = replace(scenario.cluster, fast_forward=fast_forward)
-    return Cluster(config, scenario.workload(seed), stream(seed, "cold_start"))
+    return Cluster(
+        config,
+        scenario.workload(seed),
+        stream(seed, "cold_start"),
+        failure_rng=stream(seed, "failures"),
+    )
 
 
 def run_static(
@@ -66,6 +71,9 @@ def summarize(
     hits = cluster.prefix_hit_rates()
     if hits:  # only where prefix caching looked something up (other outputs stay as they were)
         out["prefix_hit_rate"] = hits
+    c = scenario.cluster
+    if c.failures_at or any(p.failures_per_gpu_hour > 0 for p in c.pools):  # likewise
+        out["failures"] = {p.pool.name.lower(): cluster.failures[p.pool] for p in c.pools}
     return out
 
 

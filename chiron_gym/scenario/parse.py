@@ -2,7 +2,7 @@
 one), wrong types and impossible values, and every message names the file and the key. ``parse``
 checks the sections against one another (pool caps against the instance, the budget against the
 initial pools, batch sources against deadlines) and builds the types of ``scenario/spec.py``.
-About 480 lines in one module on purpose: those cross-checks read every section, and splitting
+About 500 lines in one module on purpose: those cross-checks read every section, and splitting
 the sections apart would pass the half-built scenario between modules.
 """
 
@@ -64,9 +64,26 @@ _TOP = {
     "workload",
     "queue",
     "routing",
+    "failures",
 }
 _LEN = {"kind", "mean", "cv", "low", "high", "table"}
 MAX_TOKENS = 10_000_000  # a prompt or output no model takes (a typo guard, checked at load)
+
+
+def _failures_at(t: Reader, pools: set[Pool]) -> tuple[tuple[float, Pool], ...]:
+    """``[failures] at = [{ t_s = 600.0, pool = "interactive" }, ...]``: scripted failures."""
+    if "at" not in t.data:
+        return ()
+    out = []
+    for k, item in enumerate(t.array("at")):
+        if not isinstance(item, dict):
+            raise t.fail("at", "an array of tables { t_s = ..., pool = ... }")
+        r = _reader(item, t.source, f"{t.path('at')}[{k}]", {"t_s", "pool"})
+        pool = Pool[r.string("pool", POOL_NAMES).upper()]
+        if pool not in pools:
+            raise r.fail("pool", "a pool the scenario has")
+        out.append((r.number("t_s", strict=False), pool))
+    return tuple(out)
 
 
 def _length(r: Reader, key: str) -> LengthDist:
@@ -340,6 +357,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
                 "warm",
                 "wake_s",
                 "sleep_cost",
+                "failures_per_gpu_hour",
             },
         )
         pool_inst = spec
@@ -372,16 +390,20 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
                 warm_instances=pt.integer("warm", 0),
                 wake_s=pt.number("wake_s", 5.0, strict=False),
                 sleep_cost=_fraction(pt, "sleep_cost", 0.1),
+                failures_per_gpu_hour=pt.number("failures_per_gpu_hour", 0.0, strict=False),
             )
         )
     queue = top.table("queue", {"group_granularity_s"})
     routing = top.table("routing", {"prefix_aware"})
+    failures = top.table("failures", {"on_instance_failure", "at"})
     cluster = ClusterConfig(
         pools=tuple(pools),
         interactive_slo=SLO(ttft_s=si.number("ttft_s", 1.0), itl_s=si.number("itl_s", 0.1)),
         batch_slo=SLO(ttft_s=sb.optional_number("ttft_s"), itl_s=sb.optional_number("itl_s")),
         group_granularity_s=queue.number("group_granularity_s", 60.0),
         prefix_routing=routing.boolean("prefix_aware", False),
+        failures_at=_failures_at(failures, {p.pool for p in pools}),
+        on_failure=failures.string("on_instance_failure", ("requeue", "reject"), "requeue"),
     )
     raw_sources = data.get("workload", [])
     if not isinstance(raw_sources, list) or not raw_sources:

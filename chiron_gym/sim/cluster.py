@@ -1,7 +1,9 @@
 """The cluster: pools of instances, global request-group queues, routing, scaling, accounting.
 
 Routing (Chiron): a request goes to an instance of its own type with room under its batch cap
-(the least loaded one), else to a mixed instance, else it waits in its class's global queue.
+(the least loaded one; ``sim/routing.py``), else to a mixed instance, else it waits in its
+class's global queue. An instance may fail (a drawn time, or a scripted one): the requests it
+held go back to the global queues, or are refused, and its billing ends.
 Instances pull from the queues whenever they gain room (a request finishes, the instance becomes
 ready, its cap is raised): interactive and batch instances from their own class, mixed instances
 interactive first, then batch.
@@ -33,15 +35,23 @@ from chiron_gym.sim.events import (
     EventQueue,
 )
 from chiron_gym.sim.instance import Instance
-from chiron_gym.sim.instance_report import PoolWindows, instance_stats, prefix_hit_rates
+from chiron_gym.sim.instance_report import (
+    PoolWindows,
+    held_per_class,
+    instance_stats,
+    prefix_hit_rates,
+    sync_in_flight,
+)
 from chiron_gym.sim.ledger import Ledger, LedgerColumns, gpu_seconds, slo_met
 from chiron_gym.sim.queues import GroupQueue
 from chiron_gym.sim.report import ClassReport, InstanceStats, WindowReport
 from chiron_gym.sim.request import POOL_NAMES, Pool, RejectReason, Request, RequestClass, Workload
+from chiron_gym.sim.routing import least_loaded, longest_prefix
 from chiron_gym.sim.specs import ClusterConfig, InstanceState, PoolSpec
 
 PRIORITY_KICK = PRIORITY_ARRIVAL + 1  # an idle instance starts after same-instant arrivals
-_ITERATION_END, _READY, _KICK, _REQUEUE = 0, 1, 2, 3
+PRIORITY_FAILURE = PRIORITY_KICK + 1  # a failure comes after everything else of its instant
+_ITERATION_END, _READY, _KICK, _REQUEUE, _FAIL = 0, 1, 2, 3, 4
 # Pools that may serve a class, in routing order.
 ROUTES: dict[int, tuple[Pool, ...]] = {
     RequestClass.INTERACTIVE: (Pool.INTERACTIVE, Pool.MIXED),
@@ -74,9 +84,13 @@ class Cluster(LedgerColumns):
         *,
         aggregate: bool = True,
         on_iteration: IterationHook | None = None,
+        failure_rng: np.random.Generator | None = None,
     ) -> None:
         """``aggregate=False`` runs every iteration through the per-request scheduler (see
-        ``Instance``; the same episodes, for tests); ``on_iteration``: see ``IterationHook``."""
+        ``Instance``; the same episodes, for tests); ``on_iteration``: see ``IterationHook``;
+        ``failure_rng``: draws each instance's time to failure where its pool has a failure
+        rate (``PoolSpec.failures_per_gpu_hour``; a stream of its own, so that a rate of 0
+        changes nothing)."""
         self.config = config
         self._fast_forward = config.fast_forward
         self._slos = (config.interactive_slo, config.batch_slo)  # by class
@@ -116,6 +130,18 @@ class Cluster(LedgerColumns):
         self.sleep_spans: list[tuple[float, float, float, Pool]] = []
         self._asleep: dict[Pool, list[int]] = {p: [] for p in Pool}
         self.wakes = 0
+        self._failure_rng = failure_rng
+        self.failures = [0, 0, 0]  # instances failed so far, per pool
+        # when each instance fails (drawn), and each pool's scripted failures to come: no
+        # stretch runs past them, so that both simulation modes fail the same iteration
+        self._fail_at: dict[int, float] = {}
+        self._scripted: dict[Pool, list[float]] = {p: [] for p in Pool}
+        for t, pool in sorted(config.failures_at):
+            self.events.push(t, PRIORITY_FAILURE, _FAIL, pool)
+            self._scripted[pool].append(t)
+        self._failing = bool(config.failures_at) or any(
+            p.failures_per_gpu_hour > 0 for p in config.pools
+        )
         for spec in config.pools:
             for _ in range(spec.initial_instances):
                 self._add_instance(spec, ready_s=0.0)
@@ -180,6 +206,9 @@ class Cluster(LedgerColumns):
                     continue
                 if kind == _REQUEUE:
                     self._on_requeue(*payload)
+                    continue
+                if kind == _FAIL:
+                    self._on_failure(payload)
                     continue
                 inst = payload
                 if kind == _READY:
@@ -314,21 +343,11 @@ class Cluster(LedgerColumns):
 
     def summary(self, latencies: bool = True) -> dict[str, ClassReport]:
         """Per-class outcomes of every request arrived so far (``Ledger.summary``)."""
-        self._sync_in_flight()
+        sync_in_flight(self.ledger, self.instances, self._resume.values())
         queued = [len(q) for q in self.queues]
         return self.ledger.summary(
             queued, self.now, self.config.interactive_slo.ttft_s, latencies=latencies
         )
-
-    def _sync_in_flight(self) -> None:
-        """Copy the timestamps of requests still held by instances into the ledger."""
-        for inst in self.instances:
-            if inst.state == InstanceState.STOPPED:
-                continue
-            for r in (*inst.running, *inst.waiting[0], *inst.waiting[1], *inst.swapped):
-                self.ledger.sync(r)
-        for r in self._resume.values():
-            self.ledger.sync(r)
 
     # ---- events --------------------------------------------------------------------------------
 
@@ -342,7 +361,11 @@ class Cluster(LedgerColumns):
         if tokens > self._max_tokens[c]:
             self._reject(idx, RejectReason.TOO_LONG)
             return
-        inst = self._route(c) if not self._prefix_routing else self._route_prefix(c, idx)
+        if self._prefix_routing:
+            assert self._hashes is not None
+            inst = longest_prefix(self._live, ROUTES[c], c, self._hashes[idx])
+        else:
+            inst = least_loaded(self._live, ROUTES[c], c)
         if inst is not None:
             inst.enqueue(self._request(idx), self.events.now)
             end = inst.truncate_stretch(self.events.now)
@@ -390,6 +413,39 @@ class Cluster(LedgerColumns):
         if active and not inst.busy and inst.has_work():
             self._start(inst)
 
+    def _on_failure(self, what: Instance | Pool) -> None:
+        """An instance fails (a drawn failure's instance, or a scripted one's pool: its oldest
+        live instance): it stops, billing ends, and the requests it held go back to the global
+        queues to start again from their prompt, or are refused (``ClusterConfig.on_failure``)."""
+        if isinstance(what, Instance):
+            if (inst := what).state == InstanceState.STOPPED:
+                return  # stopped (scaled down) before its failure came
+        else:
+            self._scripted[what].pop(0)
+            if not self._live[what]:
+                return
+            inst = self._live[what][0]
+        now = self.events.now
+        self._live[inst.pool].remove(inst)
+        self.failures[inst.pool] += 1
+        held = inst.fail(now)
+        reject = self.config.on_failure == "reject"
+        for r in held:
+            self._resume.pop(r.idx, None)
+            if reject:
+                self._reject(r.idx, RejectReason.INSTANCE_FAILED)
+            else:
+                self.queues[r.klass].push(r.idx, self._group_deadline(r.idx))
+        for pool in Pool:
+            for other in self._live[pool]:
+                if other.state == InstanceState.READY:
+                    before = other.num_waiting
+                    self._fill(other)
+                    if other.busy and other.num_waiting > before:
+                        end = other.truncate_stretch(now)  # they join at the next iteration
+                        if end is not None:
+                            self._push_end(other, end)
+
     # ---- helpers -------------------------------------------------------------------------------
 
     def _largest_kv_tokens(self, klass: int) -> int:
@@ -414,6 +470,11 @@ class Cluster(LedgerColumns):
         self._live[spec.pool].append(inst)
         if inst.state == InstanceState.STARTING:
             self.events.push(ready_s, PRIORITY_READY, _READY, inst)
+        rate = spec.failures_per_gpu_hour * spec.instance.gpus
+        if rate > 0 and self._failure_rng is not None:
+            at = now + float(self._failure_rng.exponential(3600.0 / rate))
+            self._fail_at[inst.instance_id] = at
+            self.events.push(at, PRIORITY_FAILURE, _FAIL, inst)
         return inst
 
     def _stop(self, inst: Instance) -> None:
@@ -438,38 +499,6 @@ class Cluster(LedgerColumns):
         self.sleep_spans[k] = (start, self.events.now, weight, pool)
         self.wakes += 1
 
-    def _route(self, klass: int) -> Instance | None:
-        for pool in ROUTES[klass]:
-            best: Instance | None = None
-            best_load = 0
-            for inst in self._live[pool]:
-                if inst.room_for(klass):
-                    load = inst.load
-                    if best is None or load < best_load:
-                        best, best_load = inst, load
-            if best is not None:
-                return best
-        return None
-
-    def _route_prefix(self, klass: int, idx: int) -> Instance | None:
-        """``_route``, preferring the instance whose cache holds the longest prefix of the
-        request's prompt (``ClusterConfig.prefix_routing``)."""
-        assert self._hashes is not None
-        hashes = self._hashes[idx]
-        for pool in ROUTES[klass]:
-            best: Instance | None = None
-            best_key = (0, 0)
-            for inst in self._live[pool]:
-                if inst.room_for(klass):
-                    cache = inst.cache
-                    match = 0 if cache is None else cache.match_units(hashes)
-                    key = (-match, inst.load)
-                    if best is None or key < best_key:
-                        best, best_key = inst, key
-            if best is not None:
-                return best
-        return None
-
     def _fill(self, inst: Instance) -> None:
         """Pull queued requests into an instance while it has room."""
         pulled = False
@@ -492,7 +521,13 @@ class Cluster(LedgerColumns):
         # horizon, where reports and actions see every instance's state.
         hook = self._on_iteration
         before = len(inst.running) if hook is not None else 0
-        end = inst.start_iteration(self.events.now, self._horizon_s, self._fast_forward)
+        horizon = self._horizon_s
+        if self._failing:
+            horizon = min(horizon, self._fail_at.get(inst.instance_id, math.inf))
+            scripted = self._scripted[inst.pool]
+            if scripted:
+                horizon = min(horizon, max(scripted[0], self.events.now))
+        end = inst.start_iteration(self.events.now, horizon, self._fast_forward)
         if hook is not None:
             hook(inst, self.events.now, end, before)
         if inst.new_swaps:
@@ -561,16 +596,5 @@ class Cluster(LedgerColumns):
         pools = {POOL_NAMES[p]: windows.report(p, live[p], instances) for p in Pool}
         queued = [len(q) for q in self.queues]
         return self.ledger.close_window(
-            self.now, self._class_totals(), queued, pools, self.gpu_seconds()
+            self.now, held_per_class(self._live, queued), queued, pools, self.gpu_seconds()
         )
-
-    def _class_totals(self) -> list[int]:
-        """Requests held (queued or in an instance) per class."""
-        held = [len(self.queues[0]), len(self.queues[1])]
-        for p in Pool:
-            for inst in self._live[p]:
-                for r in inst.running:
-                    held[r.klass] += 1
-                held[0] += len(inst.waiting[0])
-                held[1] += len(inst.waiting[1]) + len(inst.swapped)
-        return held

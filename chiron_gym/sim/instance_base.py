@@ -172,6 +172,29 @@ class InstanceBase:
         request.routed_s = now
         self.waiting[request.klass].append(request)
 
+    def fail(self, now: float) -> list[Request]:
+        """The instance dies at ``now`` (a GPU fault): it stops, and its KV cache, the CPU copies
+        of its swapped requests and the iteration in flight are lost. Returns every request it
+        held, running (in admission order), then waiting interactive, waiting batch, swapped."""
+        held = [*self.running, *self.waiting[0], *self.waiting[1], *self.swapped]
+        self.running = []
+        self.active = []
+        self.waiting = (deque(), deque())
+        self.swapped = deque()
+        self.new_swaps = []
+        self.steady = SteadyDecoders(self._bs)
+        self.used_blocks = 0
+        self._interactive_running = 0
+        self.busy = False
+        self._stretch = 0
+        self._ff = None
+        self._exact = False
+        self._rebuild = False
+        self.epoch += 1  # the iteration end in flight is stale
+        self.state = InstanceState.STOPPED
+        self.stopped_s = now
+        return held
+
     def release_swapped(self, request: Request) -> bool:
         """Take a swapped request off this instance (its CPU copy of the KV cache is dropped, so
         it is recomputed wherever it resumes); False if it is no longer swapped here."""

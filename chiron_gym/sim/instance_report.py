@@ -3,18 +3,47 @@
 Each ready or draining instance's counters (``instance_stats``, for a per-instance control loop),
 each pool's prefix-cache hit rate over the episode (``prefix_hit_rates``) and, for each window
 report, each pool's instances' states, caps and KV usage and what their counters gained in the
-window (``PoolWindows``). ``Cluster`` (``sim/cluster.py``) holds the instances and asks these.
+window (``PoolWindows``), and the requests held per class (``held_per_class``, with
+``sync_in_flight`` copying their timestamps into the ledger). ``Cluster`` (``sim/cluster.py``)
+holds the instances and asks these.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 from mypy_extensions import mypyc_attr
 
 from chiron_gym.sim.instance import Instance
+from chiron_gym.sim.ledger import Ledger
 from chiron_gym.sim.report import InstanceStats, PoolReport
-from chiron_gym.sim.request import POOL_NAMES, Pool
+from chiron_gym.sim.request import POOL_NAMES, Pool, Request
 from chiron_gym.sim.specs import InstanceState
+
+
+def held_per_class(live: dict[Pool, list[Instance]], queued: list[int]) -> list[int]:
+    """Requests held per class: ``queued`` in the global queues, and those in an instance."""
+    held = list(queued)
+    for p in Pool:
+        for inst in live[p]:
+            for r in inst.running:
+                held[r.klass] += 1
+            held[0] += len(inst.waiting[0])
+            held[1] += len(inst.waiting[1]) + len(inst.swapped)
+    return held
+
+
+def sync_in_flight(ledger: Ledger, instances: list[Instance], resume: Iterable[Request]) -> None:
+    """Copy the timestamps of requests still held (by instances, or back in a global queue with
+    progress made) into the ledger."""
+    for inst in instances:
+        if inst.state == InstanceState.STOPPED:
+            continue
+        for r in (*inst.running, *inst.waiting[0], *inst.waiting[1], *inst.swapped):
+            ledger.sync(r)
+    for r in resume:
+        ledger.sync(r)
 
 
 def instance_stats(live: dict[Pool, list[Instance]]) -> list[InstanceStats]:

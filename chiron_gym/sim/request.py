@@ -58,6 +58,7 @@ class RejectReason(IntEnum):
     )
     QUEUE_FULL = 2  # the class's global queue was at its configured limit
     NO_POOL = 3  # the cluster has no pool that may serve the class
+    INSTANCE_FAILED = 4  # its instance failed and the scenario refuses such requests
 
 
 @mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)

@@ -132,6 +132,9 @@ class PoolSpec:
     warm_instances: int = 0
     wake_s: float = 5.0
     sleep_cost: float = 0.1
+    # Unexpected instance failures (GPU or HBM faults): a rate per GPU-hour of each GPU of an
+    # instance, from the moment the instance is requested (a start can fail too); 0: none.
+    failures_per_gpu_hour: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.gpu_price > 0 and math.isfinite(self.gpu_price)):
@@ -147,6 +150,12 @@ class PoolSpec:
             raise ValueError(f"PoolSpec.wake_s must be a finite number >= 0 ({self.pool.name})")
         if not 0 <= self.sleep_cost <= 1:
             raise ValueError(f"PoolSpec.sleep_cost must be in [0, 1] ({self.pool.name})")
+        rate = self.failures_per_gpu_hour
+        if not (rate >= 0 and math.isfinite(rate)):
+            raise ValueError(
+                f"PoolSpec.failures_per_gpu_hour must be a finite number >= 0 ({self.pool.name}), "
+                f"got {rate!r}"
+            )
         if not 0 <= self.min_instances <= self.max_instances:
             raise ValueError(
                 f"PoolSpec bounds must satisfy 0 <= min_instances <= max_instances "
@@ -177,6 +186,11 @@ class ClusterConfig:
     # Prefix-aware routing: among the instances with room, the one holding the longest cached
     # prefix of the request's prompt (ties: the least loaded); off, the least loaded.
     prefix_routing: bool = False
+    # Scripted instance failures: at each time, the oldest live instance of the pool fails.
+    failures_at: tuple[tuple[float, Pool], ...] = ()
+    # What becomes of the requests a failed instance held: back to the global queue, to start
+    # again from their prompt ("requeue"), or refused ("reject", reason instance_failed).
+    on_failure: str = "requeue"
 
     def __post_init__(self) -> None:
         seen = [p.pool for p in self.pools]
@@ -186,6 +200,13 @@ class ClusterConfig:
             raise ValueError("ClusterConfig.group_granularity_s must be > 0")
         if self.swap_requeue_s is not None and not self.swap_requeue_s >= 0:
             raise ValueError("ClusterConfig.swap_requeue_s must be >= 0 or None")
+        if self.on_failure not in ("requeue", "reject"):
+            raise ValueError(
+                f"ClusterConfig.on_failure must be 'requeue' or 'reject', got {self.on_failure!r}"
+            )
+        for t, _ in self.failures_at:
+            if not (t >= 0 and math.isfinite(t)):
+                raise ValueError(f"ClusterConfig.failures_at: time {t!r} is not a time >= 0")
 
     def slo(self, klass: int) -> SLO:
         """The SLO of a class."""

@@ -33,11 +33,17 @@ class Case:
 
 
 def random_case(
-    seed: int, *, scaling: bool = True, perf_model: PerfModel | None = None, prefix: bool = False
+    seed: int,
+    *,
+    scaling: bool = True,
+    perf_model: PerfModel | None = None,
+    prefix: bool = False,
+    failures: bool = False,
 ) -> Case:
     """A small, stressful case: tight KV (preemptions), mixed pools (swaps), scaling; with
     ``prefix``, prompts that share prefixes, served with prefix caching (and, half the time,
-    prefix-aware routing)."""
+    prefix-aware routing); with ``failures``, instances that fail at drawn rates (up to one
+    per GPU every 12 s) and at scripted times, their requests requeued or refused."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 80))
     horizon = float(rng.uniform(2.0, 30.0))
@@ -104,7 +110,27 @@ def random_case(
         actions.append((t, step))
     if prefix:
         config, workload = _with_prefixes(rng, config, workload)
+    if failures:
+        config = _with_failures(rng, config, horizon)
     return Case(config=config, workload=workload, actions=actions, seed=seed)
+
+
+def _with_failures(
+    rng: np.random.Generator, config: ClusterConfig, horizon: float
+) -> ClusterConfig:
+    from dataclasses import replace
+
+    pools = tuple(
+        replace(p, failures_per_gpu_hour=float(rng.choice([0.0, 30.0, 300.0])))
+        for p in config.pools
+    )
+    names = [p.pool for p in pools]
+    at = tuple(
+        (float(rng.uniform(0, horizon)), names[int(rng.integers(len(names)))])
+        for _ in range(int(rng.integers(0, 4)))
+    )
+    on = "reject" if rng.random() < 0.3 else "requeue"
+    return replace(config, pools=pools, failures_at=at, on_failure=on)
 
 
 def _with_prefixes(
@@ -147,6 +173,7 @@ def run_case(
         np.random.default_rng(case.seed),
         aggregate=aggregate,
         on_iteration=on_iteration,
+        failure_rng=np.random.default_rng(case.seed + 1),
     )
     for t, step in case.actions:
         cluster.run_until(t)

@@ -1,0 +1,132 @@
+"""Instances that fail (issue 42): the requests they held start again elsewhere or are refused,
+their billing ends at the failure, every request stays in exactly one state, KV blocks stay
+conserved, and fast-forward still equals the per-iteration reference."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chiron_gym.sim import (
+    SLO,
+    Cluster,
+    ClusterConfig,
+    InstanceSpec,
+    InstanceState,
+    LinearPerfModel,
+    Outcome,
+    Pool,
+    PoolSpec,
+    Workload,
+)
+from chiron_gym.sim.request import RejectReason
+from tests.sim.strategies import random_case, run_case
+from tests.sim.test_fast_forward import assert_same_timestamps
+from tests.sim.test_invariants import check_accounting, invariant_checker
+
+SPEC = InstanceSpec(
+    perf_model=LinearPerfModel(
+        overhead_s=0.01, per_token_s=0.0, prefill_pair_s=0.0, decode_context_s=0.0
+    ),
+    kv_capacity_blocks=1000,
+    block_size_tokens=16,
+    gpus=2,
+)
+
+
+def _cluster(on_failure: str, fail_at: float) -> Cluster:
+    """Two interactive instances (2 GPUs each), iterations of 10 ms; one request of 100 output
+    tokens at t = 0 (on instance 0: ties go to the earliest started); instance 0 fails at
+    ``fail_at``."""
+    config = ClusterConfig(
+        pools=(PoolSpec(pool=Pool.INTERACTIVE, instance=SPEC, initial_instances=2),),
+        interactive_slo=SLO(ttft_s=10.0, itl_s=1.0),
+        failures_at=((fail_at, Pool.INTERACTIVE),),
+        on_failure=on_failure,
+    )
+    w = Workload.from_columns(arrival_s=[0.0], klass=[0], prompt_tokens=[16], output_tokens=[100])
+    return Cluster(config, w, np.random.default_rng(0))
+
+
+def test_a_failed_instances_request_starts_again_on_another_and_billing_stops() -> None:
+    # 100 tokens take 100 iterations of 10 ms; at 0.505 s the first instance has made 50
+    cluster = _cluster("requeue", 0.505)
+    cluster.run_until(5.0)
+    first, second = cluster.instances
+    assert first.state == InstanceState.STOPPED and first.stopped_s == 0.505
+    assert cluster.failures == [1, 0, 0]
+    assert cluster.outcome[0] == Outcome.MET
+    # started again from its prompt on the second instance: its first token is that one's
+    assert cluster.first_token_s[0] == pytest.approx(0.505 + 0.01)
+    assert cluster.finish_s[0] == pytest.approx(0.505 + 100 * 0.01)
+    # GPU-seconds: 2 GPUs x 0.505 s for the failed one, 2 x 5 s for the other
+    assert cluster.gpu_seconds() == pytest.approx(2 * 0.505 + 2 * 5.0)
+    assert cluster.live_instances(Pool.INTERACTIVE) == [second]
+
+
+def test_a_failed_instances_request_is_refused_when_the_scenario_says_so() -> None:
+    cluster = _cluster("reject", 0.505)
+    cluster.run_until(5.0)
+    assert cluster.outcome[0] == Outcome.REJECTED
+    assert cluster.reject_reason[0] == RejectReason.INSTANCE_FAILED
+    assert cluster.summary()["interactive"].rejected_by_reason == {"instance_failed": 1}
+
+
+def test_failure_times_come_from_their_own_stream_and_scale_with_gpus() -> None:
+    """A rate of 0 draws nothing (other streams untouched); a rate per GPU-hour fails an
+    instance of g GPUs at g times that rate: mean time to failure over many instances."""
+    pool = PoolSpec(pool=Pool.INTERACTIVE, instance=SPEC, initial_instances=400)
+    w = Workload.from_columns(arrival_s=[0.0], klass=[0], prompt_tokens=[16], output_tokens=[1])
+    rng = np.random.default_rng(7)
+    Cluster(ClusterConfig(pools=(pool,)), w, np.random.default_rng(0), failure_rng=rng)
+    assert rng.random() == np.random.default_rng(7).random()  # nothing drawn at rate 0
+    rate = replace(pool, failures_per_gpu_hour=1.0)  # 2 GPUs: one failure per 1,800 s
+    cluster = Cluster(
+        ClusterConfig(pools=(rate,)), w, np.random.default_rng(0),
+        failure_rng=np.random.default_rng(7),
+    )  # fmt: skip
+    cluster.run_until(100_000.0)
+    stopped = [i.stopped_s for i in cluster.instances]
+    assert cluster.failures[Pool.INTERACTIVE] == 400
+    assert np.mean(stopped) == pytest.approx(1800.0, rel=0.15)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_requests_and_kv_blocks_are_conserved_under_random_failures(seed: int) -> None:
+    case = random_case(seed, failures=True)
+    errors: list[str] = []
+    cluster = run_case(case, fast_forward=True, on_iteration=invariant_checker(errors))
+    assert not errors, errors[:5]
+    check_accounting(cluster)
+    for inst in cluster.instances:
+        if inst.state == InstanceState.STOPPED:
+            assert inst.load == 0 and inst.used_blocks == 0
+    # billing: each instance from its request to its stop (or now), times its GPUs
+    now = cluster.now
+    expected = (
+        sum(
+            (min(i.stopped_s, now) if not np.isnan(i.stopped_s) else now) - i.started_s
+            for i in cluster.instances
+        )
+        * case.config.pools[0].instance.gpus
+    )
+    assert cluster.gpu_seconds() == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_fast_forward_matches_reference_under_failures(seed: int) -> None:
+    case = random_case(seed, failures=True)
+    ff = run_case(case, fast_forward=True)
+    ref = run_case(case, fast_forward=False)
+    assert_same_timestamps(ff, ref)
+    assert ff.failures == ref.failures
+    # a drained instance stops at an iteration end: equal to the timestamps' 1e-9
+    np.testing.assert_allclose(
+        [i.stopped_s for i in ff.instances], [i.stopped_s for i in ref.instances], rtol=1e-9
+    )
