@@ -38,6 +38,7 @@ class SimBackend:
 
     def reset(self, seed: int) -> None:
         self._cluster = build_cluster(self.scenario, seed, fast_forward=self.fast_forward)
+        self._events_seen = 0
         self._caps = {p: spec.initial_batch_cap for p, spec in self._specs.items()}
 
     def arrived_since(self, since_s: float) -> tuple[Workload, npt.NDArray[np.bool_]]:
@@ -122,7 +123,10 @@ class SimBackend:
         return self.cluster.priced_gpu_seconds()
 
     def drain_events(self) -> list[str]:
-        return []
+        """Instance failures since the last call (the env puts them in ``info``)."""
+        log = self.cluster.failure_log
+        out, self._events_seen = log[self._events_seen :], len(log)
+        return out
 
     def close(self) -> None:
         self._cluster = None

@@ -71,9 +71,10 @@ def summarize(
     hits = cluster.prefix_hit_rates()
     if hits:  # only where prefix caching looked something up (other outputs stay as they were)
         out["prefix_hit_rate"] = hits
-    c = scenario.cluster
-    if c.failures_at or any(p.failures_per_gpu_hour > 0 for p in c.pools):  # likewise
-        out["failures"] = {p.pool.name.lower(): cluster.failures[p.pool] for p in c.pools}
+    if scenario.cluster.has_failures:  # likewise
+        out["failures"] = {
+            p.pool.name.lower(): cluster.failures[p.pool] for p in scenario.cluster.pools
+        }
     return out
 
 

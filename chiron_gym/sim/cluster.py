@@ -131,17 +131,15 @@ class Cluster(LedgerColumns):
         self._asleep: dict[Pool, list[int]] = {p: [] for p in Pool}
         self.wakes = 0
         self._failure_rng = failure_rng
-        self.failures = [0, 0, 0]  # instances failed so far, per pool
-        # when each instance fails (drawn), and each pool's scripted failures to come: no
-        # stretch runs past them, so that both simulation modes fail the same iteration
+        self.failures = [0, 0, 0]  # instances failed so far, per pool (and what, in the log)
+        self.failure_log: list[str] = []
+        # failure times to come (drawn per instance, scripted per pool): no stretch runs past one
         self._fail_at: dict[int, float] = {}
         self._scripted: dict[Pool, list[float]] = {p: [] for p in Pool}
         for t, pool in sorted(config.failures_at):
             self.events.push(t, PRIORITY_FAILURE, _FAIL, pool)
             self._scripted[pool].append(t)
-        self._failing = bool(config.failures_at) or any(
-            p.failures_per_gpu_hour > 0 for p in config.pools
-        )
+        self._failing = config.has_failures
         for spec in config.pools:
             for _ in range(spec.initial_instances):
                 self._add_instance(spec, ready_s=0.0)
@@ -414,9 +412,8 @@ class Cluster(LedgerColumns):
             self._start(inst)
 
     def _on_failure(self, what: Instance | Pool) -> None:
-        """An instance fails (a drawn failure's instance, or a scripted one's pool: its oldest
-        live instance): it stops, billing ends, and the requests it held go back to the global
-        queues to start again from their prompt, or are refused (``ClusterConfig.on_failure``)."""
+        """An instance fails (drawn, or a scripted pool's oldest live one): it stops, billing
+        ends, its requests start again from a global queue or are refused (``on_failure``)."""
         if isinstance(what, Instance):
             if (inst := what).state == InstanceState.STOPPED:
                 return  # stopped (scaled down) before its failure came
@@ -430,6 +427,9 @@ class Cluster(LedgerColumns):
         self.failures[inst.pool] += 1
         held = inst.fail(now)
         reject = self.config.on_failure == "reject"
+        self.failure_log.append(
+            f"{now:.3f} s: instance {inst.instance_id} failed ({len(held)} held)"
+        )
         for r in held:
             self._resume.pop(r.idx, None)
             if reject:

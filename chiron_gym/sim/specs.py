@@ -208,6 +208,11 @@ class ClusterConfig:
             if not (t >= 0 and math.isfinite(t)):
                 raise ValueError(f"ClusterConfig.failures_at: time {t!r} is not a time >= 0")
 
+    @property
+    def has_failures(self) -> bool:
+        """Whether any instance may fail (a scripted failure, or a pool with a failure rate)."""
+        return bool(self.failures_at) or any(p.failures_per_gpu_hour > 0 for p in self.pools)
+
     def slo(self, klass: int) -> SLO:
         """The SLO of a class."""
         return self.interactive_slo if klass == RequestClass.INTERACTIVE else self.batch_slo
