@@ -130,6 +130,11 @@ SCENARIO_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
         r"failures\.at\[0\]\.pool = 'gpu': expected one of 'interactive'",
     ),
     (
+        "negative reclaim notice",
+        edited("initial = 2\n", "initial = 2\nreclaim_notice_s = -30.0\n"),
+        r"pools\.interactive\.reclaim_notice_s = -30\.0: expected a number >= 0",
+    ),
+    (
         "unknown failure policy",
         edited(
             "[pools.interactive]",

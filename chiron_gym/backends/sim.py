@@ -124,7 +124,7 @@ class SimBackend:
 
     def drain_events(self) -> list[str]:
         """Instance failures since the last call (the env puts them in ``info``)."""
-        log = self.cluster.failure_log
+        log = self.cluster.faults.log
         out, self._events_seen = log[self._events_seen :], len(log)
         return out
 

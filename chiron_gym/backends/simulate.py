@@ -72,9 +72,9 @@ def summarize(
     if hits:  # only where prefix caching looked something up (other outputs stay as they were)
         out["prefix_hit_rate"] = hits
     if scenario.cluster.has_failures:  # likewise
-        out["failures"] = {
-            p.pool.name.lower(): cluster.failures[p.pool] for p in scenario.cluster.pools
-        }
+        f, pools = cluster.faults, scenario.cluster.pools
+        out["failures"] = {p.pool.name.lower(): f.failures[p.pool] for p in pools}
+        out["reclaims"] = {p.pool.name.lower(): f.reclaims[p.pool] for p in pools}
     return out
 
 

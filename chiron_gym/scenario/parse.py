@@ -358,6 +358,8 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
                 "wake_s",
                 "sleep_cost",
                 "failures_per_gpu_hour",
+                "reclaims_per_hour",
+                "reclaim_notice_s",
             },
         )
         pool_inst = spec
@@ -391,6 +393,8 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
                 wake_s=pt.number("wake_s", 5.0, strict=False),
                 sleep_cost=_fraction(pt, "sleep_cost", 0.1),
                 failures_per_gpu_hour=pt.number("failures_per_gpu_hour", 0.0, strict=False),
+                reclaims_per_hour=pt.number("reclaims_per_hour", 0.0, strict=False),
+                reclaim_notice_s=pt.number("reclaim_notice_s", 120.0, strict=False),
             )
         )
     queue = top.table("queue", {"group_granularity_s"})

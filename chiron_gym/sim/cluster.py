@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from mypy_extensions import mypyc_attr
@@ -34,15 +35,17 @@ from chiron_gym.sim.events import (
     PRIORITY_READY,
     EventQueue,
 )
+from chiron_gym.sim.faults import FAIL, Faults
 from chiron_gym.sim.instance import Instance
 from chiron_gym.sim.instance_report import (
     PoolWindows,
+    billed_gpu_seconds,
     held_per_class,
     instance_stats,
     prefix_hit_rates,
     sync_in_flight,
 )
-from chiron_gym.sim.ledger import Ledger, LedgerColumns, gpu_seconds, slo_met
+from chiron_gym.sim.ledger import Ledger, LedgerColumns, slo_met
 from chiron_gym.sim.queues import GroupQueue
 from chiron_gym.sim.report import ClassReport, InstanceStats, WindowReport
 from chiron_gym.sim.request import POOL_NAMES, Pool, RejectReason, Request, RequestClass, Workload
@@ -51,7 +54,7 @@ from chiron_gym.sim.specs import ClusterConfig, InstanceState, PoolSpec
 
 PRIORITY_KICK = PRIORITY_ARRIVAL + 1  # an idle instance starts after same-instant arrivals
 PRIORITY_FAILURE = PRIORITY_KICK + 1  # a failure comes after everything else of its instant
-_ITERATION_END, _READY, _KICK, _REQUEUE, _FAIL = 0, 1, 2, 3, 4
+_ITERATION_END, _READY, _KICK, _REQUEUE, _FAIL, _NOTICE, _TAKE = 0, 1, 2, 3, 4, 5, 6
 # Pools that may serve a class, in routing order.
 ROUTES: dict[int, tuple[Pool, ...]] = {
     RequestClass.INTERACTIVE: (Pool.INTERACTIVE, Pool.MIXED),
@@ -130,16 +133,9 @@ class Cluster(LedgerColumns):
         self.sleep_spans: list[tuple[float, float, float, Pool]] = []
         self._asleep: dict[Pool, list[int]] = {p: [] for p in Pool}
         self.wakes = 0
-        self._failure_rng = failure_rng
-        self.failures = [0, 0, 0]  # instances failed so far, per pool (and what, in the log)
-        self.failure_log: list[str] = []
-        # failure times to come (drawn per instance, scripted per pool): no stretch runs past one
-        self._fail_at: dict[int, float] = {}
-        self._scripted: dict[Pool, list[float]] = {p: [] for p in Pool}
+        self.faults = Faults(config, failure_rng)
         for t, pool in sorted(config.failures_at):
             self.events.push(t, PRIORITY_FAILURE, _FAIL, pool)
-            self._scripted[pool].append(t)
-        self._failing = config.has_failures
         for spec in config.pools:
             for _ in range(spec.initial_instances):
                 self._add_instance(spec, ready_s=0.0)
@@ -205,8 +201,8 @@ class Cluster(LedgerColumns):
                 if kind == _REQUEUE:
                     self._on_requeue(*payload)
                     continue
-                if kind == _FAIL:
-                    self._on_failure(payload)
+                if kind >= _FAIL:
+                    self._on_fault(kind, payload)
                     continue
                 inst = payload
                 if kind == _READY:
@@ -312,23 +308,12 @@ class Cluster(LedgerColumns):
     def gpu_seconds(self, t0: float = 0.0, t1: float | None = None) -> float:
         """GPU-seconds billed within ``[t0, t1]`` (default: the episode so far)."""
         end = self.now if t1 is None else t1
-        spans = ((inst.started_s, inst.stopped_s, inst.spec.gpus) for inst in self.instances)
-        total = gpu_seconds(spans, end, t0)
-        if self.sleep_spans:
-            total += gpu_seconds(((a, b, w) for a, b, w, _ in self.sleep_spans), end, t0)
-        return total
+        return billed_gpu_seconds(self.instances, self.sleep_spans, end, t0)
 
     def priced_gpu_seconds(self) -> float:
         """GPU-seconds of the episode so far, each pool's at its ``gpu_price``."""
-        spans = (
-            (inst.started_s, inst.stopped_s, inst.spec.gpus * self._specs[inst.pool].gpu_price)
-            for inst in self.instances
-        )
-        total = gpu_seconds(spans, self.now)
-        if self.sleep_spans:
-            sleeping = ((a, b, w * self._specs[p].gpu_price) for a, b, w, p in self.sleep_spans)
-            total += gpu_seconds(sleeping, self.now)
-        return total
+        price = {p: spec.gpu_price for p, spec in self._specs.items()}
+        return billed_gpu_seconds(self.instances, self.sleep_spans, self.now, price=price)
 
     def sleeping(self, pool: Pool) -> int:
         """Instances of ``pool`` asleep in its warm pool now."""
@@ -411,25 +396,43 @@ class Cluster(LedgerColumns):
         if active and not inst.busy and inst.has_work():
             self._start(inst)
 
-    def _on_failure(self, what: Instance | Pool) -> None:
-        """An instance fails (drawn, or a scripted pool's oldest live one): it stops, billing
-        ends, its requests start again from a global queue or are refused (``on_failure``)."""
-        if isinstance(what, Instance):
-            if (inst := what).state == InstanceState.STOPPED:
-                return  # stopped (scaled down) before its failure came
-        else:
-            self._scripted[what].pop(0)
+    def _on_fault(self, kind: int, what: Any) -> None:
+        """A failure (drawn, or a scripted pool's oldest live instance), a spot reclaim's
+        notice (the instance drains until it is taken) or the reclaim itself."""
+        f, now = self.faults, self.events.now
+        if not isinstance(what, Instance):  # scripted
+            f.scripted[what].pop(0)
             if not self._live[what]:
                 return
-            inst = self._live[what][0]
+            what = self._live[what][0]
+        inst: Instance = what
+        if inst.state == InstanceState.STOPPED:
+            return  # stopped (scaled down, or drained under notice) before this came
+        name = f"{now:.3f} s: instance {inst.instance_id} ({POOL_NAMES[inst.pool]})"
+        if kind == _NOTICE:
+            f.reclaims[inst.pool] += 1
+            f.reclaimed.add(inst.instance_id)
+            f.log.append(f"{name} reclaim notice")
+            if inst.state != InstanceState.STARTING:
+                inst.state = InstanceState.DRAINING
+                take = now + self._specs[inst.pool].reclaim_notice_s
+                f.until[inst.instance_id] = take
+                self.events.push(take, PRIORITY_FAILURE, _TAKE, inst)
+                if not inst.has_work() and not inst.busy:
+                    self._stop(inst)
+                return
+        elif kind == _FAIL:
+            f.failures[inst.pool] += 1
+        f.log.append(f"{name} {'failed' if kind == _FAIL else 'taken'} ({inst.load} held)")
+        self._kill(inst)
+
+    def _kill(self, inst: Instance) -> None:
+        """The instance stops at once, billing ends; the requests it held go back to the global
+        queues to start again from their prompt, or are refused (``on_failure``)."""
         now = self.events.now
         self._live[inst.pool].remove(inst)
-        self.failures[inst.pool] += 1
         held = inst.fail(now)
         reject = self.config.on_failure == "reject"
-        self.failure_log.append(
-            f"{now:.3f} s: instance {inst.instance_id} failed ({len(held)} held)"
-        )
         for r in held:
             self._resume.pop(r.idx, None)
             if reject:
@@ -470,15 +473,14 @@ class Cluster(LedgerColumns):
         self._live[spec.pool].append(inst)
         if inst.state == InstanceState.STARTING:
             self.events.push(ready_s, PRIORITY_READY, _READY, inst)
-        rate = spec.failures_per_gpu_hour * spec.instance.gpus
-        if rate > 0 and self._failure_rng is not None:
-            at = now + float(self._failure_rng.exponential(3600.0 / rate))
-            self._fail_at[inst.instance_id] = at
-            self.events.push(at, PRIORITY_FAILURE, _FAIL, inst)
+        if self.faults.active:
+            for t, what in self.faults.draw(inst.instance_id, spec, now):
+                self.events.push(t, PRIORITY_FAILURE, _FAIL if what == FAIL else _NOTICE, inst)
         return inst
 
     def _stop(self, inst: Instance) -> None:
-        loaded = inst.state != InstanceState.STARTING  # a cancelled start has nothing to keep
+        gone = inst.instance_id in self.faults.reclaimed  # a reclaimed GPU cannot sleep
+        loaded = inst.state != InstanceState.STARTING and not gone  # a cancelled start neither
         inst.state = InstanceState.STOPPED
         inst.stopped_s = self.events.now
         self._live[inst.pool].remove(inst)
@@ -521,13 +523,10 @@ class Cluster(LedgerColumns):
         # horizon, where reports and actions see every instance's state.
         hook = self._on_iteration
         before = len(inst.running) if hook is not None else 0
-        horizon = self._horizon_s
-        if self._failing:
-            horizon = min(horizon, self._fail_at.get(inst.instance_id, math.inf))
-            scripted = self._scripted[inst.pool]
-            if scripted:
-                horizon = min(horizon, max(scripted[0], self.events.now))
-        end = inst.start_iteration(self.events.now, horizon, self._fast_forward)
+        horizon, now = self._horizon_s, self.events.now
+        if self.faults.active:
+            horizon = self.faults.horizon(inst.instance_id, inst.pool, horizon, now)
+        end = inst.start_iteration(now, horizon, self._fast_forward)
         if hook is not None:
             hook(inst, self.events.now, end, before)
         if inst.new_swaps:

@@ -16,7 +16,7 @@ import numpy as np
 from mypy_extensions import mypyc_attr
 
 from chiron_gym.sim.instance import Instance
-from chiron_gym.sim.ledger import Ledger
+from chiron_gym.sim.ledger import Ledger, gpu_seconds
 from chiron_gym.sim.report import InstanceStats, PoolReport
 from chiron_gym.sim.request import POOL_NAMES, Pool, Request
 from chiron_gym.sim.specs import InstanceState
@@ -32,6 +32,27 @@ def held_per_class(live: dict[Pool, list[Instance]], queued: list[int]) -> list[
             held[0] += len(inst.waiting[0])
             held[1] += len(inst.waiting[1]) + len(inst.swapped)
     return held
+
+
+def billed_gpu_seconds(
+    instances: list[Instance],
+    sleep_spans: list[tuple[float, float, float, Pool]],
+    end: float,
+    t0: float = 0.0,
+    price: dict[Pool, float] | None = None,
+) -> float:
+    """GPU-seconds billed within ``[t0, end]``: each instance from its request to its stop, each
+    sleeping one at its share; with ``price``, each pool's at its price per GPU."""
+    if price is None:
+        spans = ((i.started_s, i.stopped_s, float(i.spec.gpus)) for i in instances)
+        asleep = ((a, b, w) for a, b, w, _ in sleep_spans)
+    else:
+        spans = ((i.started_s, i.stopped_s, i.spec.gpus * price[i.pool]) for i in instances)
+        asleep = ((a, b, w * price[p]) for a, b, w, p in sleep_spans)
+    total = gpu_seconds(spans, end, t0)
+    if sleep_spans:
+        total += gpu_seconds(asleep, end, t0)
+    return total
 
 
 def sync_in_flight(ledger: Ledger, instances: list[Instance], resume: Iterable[Request]) -> None:

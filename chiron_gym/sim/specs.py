@@ -135,6 +135,11 @@ class PoolSpec:
     # Unexpected instance failures (GPU or HBM faults): a rate per GPU-hour of each GPU of an
     # instance, from the moment the instance is requested (a start can fail too); 0: none.
     failures_per_gpu_hour: float = 0.0
+    # Spot capacity (price it with ``gpu_price``): reclaims per instance-hour (0: on-demand),
+    # each announced ``reclaim_notice_s`` ahead (AWS: 120 s, GCP: 30 s): the instance drains
+    # (takes nothing new) until it is taken, and its requests then go as a failure's do.
+    reclaims_per_hour: float = 0.0
+    reclaim_notice_s: float = 120.0
 
     def __post_init__(self) -> None:
         if not (self.gpu_price > 0 and math.isfinite(self.gpu_price)):
@@ -150,12 +155,12 @@ class PoolSpec:
             raise ValueError(f"PoolSpec.wake_s must be a finite number >= 0 ({self.pool.name})")
         if not 0 <= self.sleep_cost <= 1:
             raise ValueError(f"PoolSpec.sleep_cost must be in [0, 1] ({self.pool.name})")
-        rate = self.failures_per_gpu_hour
-        if not (rate >= 0 and math.isfinite(rate)):
-            raise ValueError(
-                f"PoolSpec.failures_per_gpu_hour must be a finite number >= 0 ({self.pool.name}), "
-                f"got {rate!r}"
-            )
+        for name in ("failures_per_gpu_hour", "reclaims_per_hour", "reclaim_notice_s"):
+            v = getattr(self, name)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ValueError(
+                    f"PoolSpec.{name} must be a finite number >= 0 ({self.pool.name}), got {v!r}"
+                )
         if not 0 <= self.min_instances <= self.max_instances:
             raise ValueError(
                 f"PoolSpec bounds must satisfy 0 <= min_instances <= max_instances "
@@ -210,8 +215,10 @@ class ClusterConfig:
 
     @property
     def has_failures(self) -> bool:
-        """Whether any instance may fail (a scripted failure, or a pool with a failure rate)."""
-        return bool(self.failures_at) or any(p.failures_per_gpu_hour > 0 for p in self.pools)
+        """Whether any instance may fail or be reclaimed (scripted, or a pool with a rate)."""
+        return bool(self.failures_at) or any(
+            p.failures_per_gpu_hour > 0 or p.reclaims_per_hour > 0 for p in self.pools
+        )
 
     def slo(self, klass: int) -> SLO:
         """The SLO of a class."""

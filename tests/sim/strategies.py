@@ -43,7 +43,8 @@ def random_case(
     """A small, stressful case: tight KV (preemptions), mixed pools (swaps), scaling; with
     ``prefix``, prompts that share prefixes, served with prefix caching (and, half the time,
     prefix-aware routing); with ``failures``, instances that fail at drawn rates (up to one
-    per GPU every 12 s) and at scripted times, their requests requeued or refused."""
+    per GPU every 12 s) and at scripted times, spot instances reclaimed after a notice (up to
+    one every 6 s), their requests requeued or refused."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 80))
     horizon = float(rng.uniform(2.0, 30.0))
@@ -121,7 +122,12 @@ def _with_failures(
     from dataclasses import replace
 
     pools = tuple(
-        replace(p, failures_per_gpu_hour=float(rng.choice([0.0, 30.0, 300.0])))
+        replace(
+            p,
+            failures_per_gpu_hour=float(rng.choice([0.0, 30.0, 300.0])),
+            reclaims_per_hour=float(rng.choice([0.0, 0.0, 100.0, 600.0])),
+            reclaim_notice_s=float(rng.uniform(0.0, 5.0)),
+        )
         for p in config.pools
     )
     names = [p.pool for p in pools]

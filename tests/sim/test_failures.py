@@ -58,7 +58,7 @@ def test_a_failed_instances_request_starts_again_on_another_and_billing_stops() 
     cluster.run_until(5.0)
     first, second = cluster.instances
     assert first.state == InstanceState.STOPPED and first.stopped_s == 0.505
-    assert cluster.failures == [1, 0, 0]
+    assert cluster.faults.failures == [1, 0, 0]
     assert cluster.outcome[0] == Outcome.MET
     # started again from its prompt on the second instance: its first token is that one's
     assert cluster.first_token_s[0] == pytest.approx(0.505 + 0.01)
@@ -91,7 +91,7 @@ def test_failure_times_come_from_their_own_stream_and_scale_with_gpus() -> None:
     )  # fmt: skip
     cluster.run_until(100_000.0)
     stopped = [i.stopped_s for i in cluster.instances]
-    assert cluster.failures[Pool.INTERACTIVE] == 400
+    assert cluster.faults.failures[Pool.INTERACTIVE] == 400
     assert np.mean(stopped) == pytest.approx(1800.0, rel=0.15)
 
 
@@ -125,8 +125,38 @@ def test_fast_forward_matches_reference_under_failures(seed: int) -> None:
     ff = run_case(case, fast_forward=True)
     ref = run_case(case, fast_forward=False)
     assert_same_timestamps(ff, ref)
-    assert ff.failures == ref.failures
+    assert ff.faults.failures == ref.faults.failures
     # a drained instance stops at an iteration end: equal to the timestamps' 1e-9
     np.testing.assert_allclose(
         [i.stopped_s for i in ff.instances], [i.stopped_s for i in ref.instances], rtol=1e-9
     )
+
+
+def test_a_spot_instance_drains_under_notice_then_is_taken() -> None:
+    """Notice at a drawn time: the instance takes nothing new, keeps serving what it holds for
+    ``reclaim_notice_s``, and is then taken (what it still holds starts again elsewhere); one
+    that empties under notice stops then, and a reclaimed instance never goes to sleep."""
+    spot = PoolSpec(
+        pool=Pool.INTERACTIVE, instance=SPEC, initial_instances=1, reclaims_per_hour=3600.0,
+        reclaim_notice_s=0.3, warm_instances=1,
+    )  # fmt: skip
+    mixed = PoolSpec(pool=Pool.MIXED, instance=SPEC, initial_instances=1)
+    w = Workload.from_columns(
+        arrival_s=[0.0, 0.0], klass=[0, 0], prompt_tokens=[16, 16], output_tokens=[10, 200]
+    )
+    config = ClusterConfig(pools=(spot, mixed), interactive_slo=SLO(ttft_s=10.0, itl_s=1.0))
+    rng = np.random.default_rng(1)
+    notice = float(np.random.default_rng(1).exponential(1.0))  # mean 1 s: 3,600 per hour
+    cluster = Cluster(config, w, np.random.default_rng(0), failure_rng=rng)
+    cluster.run_until(notice + 0.15)
+    inst = cluster.instances[0]
+    assert inst.pool == Pool.INTERACTIVE and inst.state == InstanceState.DRAINING
+    cluster.run_until(60.0)
+    assert inst.state == InstanceState.STOPPED
+    assert inst.stopped_s == pytest.approx(notice + 0.3)  # taken at the end of the notice
+    assert cluster.faults.reclaims[Pool.INTERACTIVE] == 1
+    assert cluster.faults.failures == [0, 0, 0]
+    assert cluster.sleeping(Pool.INTERACTIVE) == 1  # the warm pool's own, not the reclaimed one
+    assert list(cluster.outcome[:2]) == [Outcome.MET, Outcome.MET]
+    log = cluster.faults.log
+    assert "reclaim notice" in log[0] and "taken" in log[1]
