@@ -263,7 +263,7 @@ def test_failures_load_from_the_scenario(tmp_path: Path) -> None:
             "[pools.interactive]\ninitial = 2\n",
             '[failures]\non_instance_failure = "reject"\nat = [{ t_s = 300.0, pool = "mixed" }]\n\n'
             "[pools.interactive]\ninitial = 2\nfailures_per_gpu_hour = 0.5\n"
-            "reclaims_per_hour = 2.0\nreclaim_notice_s = 30.0\n",
+            "reclaims_per_hour = 2.0\nreclaim_notice_s = 30.0\nstockout_probability = 0.25\n",
         )
     )
     (tmp_path / "f.toml").write_text(text)
@@ -274,3 +274,4 @@ def test_failures_load_from_the_scenario(tmp_path: Path) -> None:
     assert rates[Pool.INTERACTIVE] == 0.5 and rates[Pool.MIXED] == 0.0
     spot = {p.pool: (p.reclaims_per_hour, p.reclaim_notice_s) for p in cluster.pools}
     assert spot[Pool.INTERACTIVE] == (2.0, 30.0) and spot[Pool.MIXED] == (0.0, 120.0)
+    assert [p.stockout_probability for p in cluster.pools if p.pool == Pool.INTERACTIVE] == [0.25]

@@ -75,6 +75,7 @@ def summarize(
         f, pools = cluster.faults, scenario.cluster.pools
         out["failures"] = {p.pool.name.lower(): f.failures[p.pool] for p in pools}
         out["reclaims"] = {p.pool.name.lower(): f.reclaims[p.pool] for p in pools}
+        out["stockouts"] = {p.pool.name.lower(): f.stockouts[p.pool] for p in pools}
     return out
 
 

@@ -360,6 +360,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
                 "failures_per_gpu_hour",
                 "reclaims_per_hour",
                 "reclaim_notice_s",
+                "stockout_probability",
             },
         )
         pool_inst = spec
@@ -395,6 +396,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
                 failures_per_gpu_hour=pt.number("failures_per_gpu_hour", 0.0, strict=False),
                 reclaims_per_hour=pt.number("reclaims_per_hour", 0.0, strict=False),
                 reclaim_notice_s=pt.number("reclaim_notice_s", 120.0, strict=False),
+                stockout_probability=_fraction(pt, "stockout_probability", 0.0),
             )
         )
     queue = top.table("queue", {"group_granularity_s"})

@@ -227,7 +227,9 @@ class Cluster(LedgerColumns):
                 raise ValueError(f"the cluster has no {pool.name.lower()} pool")
             return 0
         if delta > 0:
-            for _ in range(delta):
+            # a stockout: the provider has no GPUs for this one (``PoolSpec.stockout_probability``)
+            n = delta if not self.faults.active else self.faults.granted(spec, delta, self.now)
+            for _ in range(n):
                 if self._asleep[pool]:
                     self._wake(pool)
                     delay = spec.wake_s
@@ -236,7 +238,7 @@ class Cluster(LedgerColumns):
                 inst = self._add_instance(spec, ready_s=self.now + delay)
                 if batch_cap is not None:
                     inst.set_batch_cap(batch_cap)
-            return delta
+            return n
         removed = 0
         live = self._live[pool]
         starting = [i for i in live if i.state == InstanceState.STARTING]
@@ -397,8 +399,7 @@ class Cluster(LedgerColumns):
             self._start(inst)
 
     def _on_fault(self, kind: int, what: Any) -> None:
-        """A failure (drawn, or a scripted pool's oldest live instance), a spot reclaim's
-        notice (the instance drains until it is taken) or the reclaim itself."""
+        """A failure (drawn, or a scripted pool's oldest live one), a reclaim notice or take."""
         f, now = self.faults, self.events.now
         if not isinstance(what, Instance):  # scripted
             f.scripted[what].pop(0)

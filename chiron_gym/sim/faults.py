@@ -2,7 +2,8 @@
 
 An instance of a pool with ``failures_per_gpu_hour`` fails after an exponential time from its
 request (per GPU); one of a spot pool (``reclaims_per_hour``) gets a reclaim notice after an
-exponential time, drains for ``reclaim_notice_s`` and is then taken. Scripted failures
+exponential time, drains for ``reclaim_notice_s`` and is then taken; a scale-up may find the
+provider out of GPUs (``stockout_probability`` per instance asked for). Scripted failures
 (``ClusterConfig.failures_at``) fail a pool's oldest live instance. Times are drawn from a
 random stream of their own, at the instance's request: a pool without faults draws nothing.
 ``Cluster`` (``sim/cluster.py``) acts on them; no stretch of an instance runs past its next
@@ -31,6 +32,7 @@ class Faults:
         self.active = config.has_failures
         self.failures = [0, 0, 0]
         self.reclaims = [0, 0, 0]
+        self.stockouts = [0, 0, 0]  # instances asked for and not granted
         self.log: list[str] = []  # one line per fault, in order
         self.reclaimed: set[int] = set()  # instances under notice or taken: they never sleep
         self.until: dict[int, float] = {}  # each instance's next fault
@@ -51,6 +53,18 @@ class Faults:
         if out:
             self.until[instance_id] = min(t for t, _ in out)
         return out
+
+    def granted(self, spec: PoolSpec, asked: int, now: float) -> int:
+        """How many of ``asked`` new instances of ``spec``'s pool the provider grants: each is
+        refused with ``stockout_probability`` (one draw per instance; none at probability 0)."""
+        p = spec.stockout_probability
+        if p <= 0 or self.rng is None:
+            return asked
+        got = sum(1 for _ in range(asked) if float(self.rng.random()) >= p)
+        if got < asked:
+            self.stockouts[spec.pool] += asked - got
+            self.log.append(f"{now:.3f} s: {asked - got} of {asked} instances not granted")
+        return got
 
     def horizon(self, instance_id: int, pool: Pool, horizon: float, now: float) -> float:
         """``horizon``, or the instance's next fault (drawn or scripted) if sooner."""

@@ -140,6 +140,8 @@ class PoolSpec:
     # (takes nothing new) until it is taken, and its requests then go as a failure's do.
     reclaims_per_hour: float = 0.0
     reclaim_notice_s: float = 120.0
+    # A stockout: each instance a scale-up asks for is not granted with this probability.
+    stockout_probability: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.gpu_price > 0 and math.isfinite(self.gpu_price)):
@@ -155,6 +157,8 @@ class PoolSpec:
             raise ValueError(f"PoolSpec.wake_s must be a finite number >= 0 ({self.pool.name})")
         if not 0 <= self.sleep_cost <= 1:
             raise ValueError(f"PoolSpec.sleep_cost must be in [0, 1] ({self.pool.name})")
+        if not 0 <= self.stockout_probability <= 1:
+            raise ValueError(f"PoolSpec.stockout_probability must be in [0, 1] ({self.pool.name})")
         for name in ("failures_per_gpu_hour", "reclaims_per_hour", "reclaim_notice_s"):
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
@@ -215,9 +219,10 @@ class ClusterConfig:
 
     @property
     def has_failures(self) -> bool:
-        """Whether any instance may fail or be reclaimed (scripted, or a pool with a rate)."""
+        """Whether any instance may fail, be reclaimed or be refused (scripted, or a rate)."""
         return bool(self.failures_at) or any(
-            p.failures_per_gpu_hour > 0 or p.reclaims_per_hour > 0 for p in self.pools
+            p.failures_per_gpu_hour > 0 or p.reclaims_per_hour > 0 or p.stockout_probability > 0
+            for p in self.pools
         )
 
     def slo(self, klass: int) -> SLO:

@@ -44,7 +44,7 @@ def random_case(
     ``prefix``, prompts that share prefixes, served with prefix caching (and, half the time,
     prefix-aware routing); with ``failures``, instances that fail at drawn rates (up to one
     per GPU every 12 s) and at scripted times, spot instances reclaimed after a notice (up to
-    one every 6 s), their requests requeued or refused."""
+    one every 6 s), scale-ups half refused by stockouts, their requests requeued or refused."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 80))
     horizon = float(rng.uniform(2.0, 30.0))
@@ -127,6 +127,7 @@ def _with_failures(
             failures_per_gpu_hour=float(rng.choice([0.0, 30.0, 300.0])),
             reclaims_per_hour=float(rng.choice([0.0, 0.0, 100.0, 600.0])),
             reclaim_notice_s=float(rng.uniform(0.0, 5.0)),
+            stockout_probability=float(rng.choice([0.0, 0.0, 0.5])),
         )
         for p in config.pools
     )

@@ -160,3 +160,24 @@ def test_a_spot_instance_drains_under_notice_then_is_taken() -> None:
     assert list(cluster.outcome[:2]) == [Outcome.MET, Outcome.MET]
     log = cluster.faults.log
     assert "reclaim notice" in log[0] and "taken" in log[1]
+
+
+def test_a_stockout_grants_fewer_instances_and_says_so() -> None:
+    """Each instance asked for is refused with ``stockout_probability``: ``scale`` returns
+    what was granted, the refusals are counted and logged; at probability 0 nothing is drawn."""
+    w = Workload.from_columns(arrival_s=[0.0], klass=[0], prompt_tokens=[16], output_tokens=[1])
+
+    def cluster(p: float, rng: np.random.Generator) -> Cluster:
+        pool = PoolSpec(pool=Pool.INTERACTIVE, instance=SPEC, stockout_probability=p)
+        return Cluster(ClusterConfig(pools=(pool,)), w, np.random.default_rng(0), failure_rng=rng)
+
+    none = cluster(1.0, np.random.default_rng(3))
+    assert none.scale(Pool.INTERACTIVE, 3) == 0 and len(none.live_instances(Pool.INTERACTIVE)) == 1
+    assert none.faults.stockouts[Pool.INTERACTIVE] == 3
+    assert none.faults.log == ["0.000 s: 3 of 3 instances not granted"]
+    half = cluster(0.5, np.random.default_rng(3))
+    draws = np.random.default_rng(3).random(200)
+    assert half.scale(Pool.INTERACTIVE, 200) == int((draws >= 0.5).sum())
+    rng = np.random.default_rng(3)
+    assert cluster(0.0, rng).scale(Pool.INTERACTIVE, 5) == 5
+    assert rng.random() == np.random.default_rng(3).random()  # nothing drawn
