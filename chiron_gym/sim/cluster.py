@@ -443,12 +443,7 @@ class Cluster(LedgerColumns):
         for pool in Pool:
             for other in self._live[pool]:
                 if other.state == InstanceState.READY:
-                    before = other.num_waiting
                     self._fill(other)
-                    if other.busy and other.num_waiting > before:
-                        end = other.truncate_stretch(now)  # they join at the next iteration
-                        if end is not None:
-                            self._push_end(other, end)
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -511,6 +506,10 @@ class Cluster(LedgerColumns):
                 inst.enqueue(self._request(queue.pop()), self.events.now)
                 pulled = True
         if pulled:
+            if inst.busy:  # mid-stretch: they join at the next iteration, as an arrival does
+                end = inst.truncate_stretch(self.events.now)
+                if end is not None:
+                    self._push_end(inst, end)
             self._kick(inst)
 
     def _kick(self, inst: Instance) -> None:
