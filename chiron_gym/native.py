@@ -55,6 +55,7 @@ COMPILED: tuple[str, ...] = (
     "chiron_gym.sim.instance_report",
     "chiron_gym.sim.routing",
     "chiron_gym.sim.faults",
+    "chiron_gym.sim.cluster_base",
     "chiron_gym.sim.cluster",
     "chiron_gym.profiles.forms",
     "chiron_gym.profiles.perf",

@@ -12,6 +12,18 @@ def names() -> list[str]:
     return sorted(p.name[: -len(".toml")] for p in root.iterdir() if p.name.endswith(".toml"))
 
 
+def disaggregated_names() -> list[str]:
+    """Names of the bundled disaggregated scenarios and their aggregated twins
+    (``disaggregated/*.toml``, named ``disaggregated/NAME``), sorted: ``chiron simulate`` runs
+    them; the environment does not take prefill and decode pools yet (issue 41)."""
+    root = resources.files(__name__).joinpath("disaggregated")
+    return sorted(
+        f"disaggregated/{p.name[: -len('.toml')]}"
+        for p in root.iterdir()
+        if p.name.endswith(".toml")
+    )
+
+
 def path(name: str) -> Path:
     """Path of a bundled scenario file."""
     return Path(str(resources.files(__name__).joinpath(f"{name}.toml")))

@@ -76,6 +76,10 @@ def summarize(
         out["failures"] = {p.pool.name.lower(): f.failures[p.pool] for p in pools}
         out["reclaims"] = {p.pool.name.lower(): f.reclaims[p.pool] for p in pools}
         out["stockouts"] = {p.pool.name.lower(): f.stockouts[p.pool] for p in pools}
+    if scenario.cluster.disaggregated:  # likewise
+        n = cluster.kv_transfers
+        out["kv_transfers"] = n
+        out["kv_transfer_mean_s"] = cluster.kv_transfer_s / n if n else None
     return out
 
 

@@ -103,6 +103,16 @@ class VllmBackend(LedgerColumns):
                 f"scenario {self.scenario.name!r}: warm pools ({', '.join(warm)}) are simulated "
                 "only; real servers here start cold (set warm = 0)"
             )
+        if self.scenario.cluster.has_failures:
+            raise ValueError(
+                f"scenario {self.scenario.name!r}: failures, spot reclaims and stockouts "
+                "([failures], failures_per_gpu_hour, reclaims_per_hour, stockout_probability) "
+                "are simulated only; real servers here fail only on their own"
+            )
+        if self.scenario.cluster.disaggregated:
+            raise ValueError(
+                f"scenario {self.scenario.name!r}: prefill and decode pools are simulated only"
+            )
         self.ledger = Ledger(self.workload)
         self.fail_reason: dict[int, str] = {}
         self.retries = np.zeros(len(self.workload), dtype=np.int8)

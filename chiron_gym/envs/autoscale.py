@@ -267,6 +267,11 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         reward_weights: dict[str, float] | None,
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else load(scenario)
+        if sc.cluster.disaggregated:
+            raise ValueError(
+                f"scenario {sc.name!r} has prefill and decode pools, which this environment does "
+                "not observe or scale yet (issue 41); run it with `chiron simulate`"
+            )
         cap0 = self._initial_batch_cap
         if cap0 is not None:  # e.g. vLLM's default max_num_seqs (256) for a KV-driven baseline
             pools = tuple(

@@ -24,7 +24,8 @@ def load(name_or_path: str | Path) -> Scenario:
     if p.suffix != ".toml" and p.is_dir():
         raise ScenarioError(f"{p}: a folder; expected a scenario name or a .toml file")
     if p.suffix != ".toml":
-        p = bundled_path("scenario", str(name_or_path), bundled.names(), bundled.path)
+        known = bundled.names() + bundled.disaggregated_names()
+        p = bundled_path("scenario", str(name_or_path), known, bundled.path)
     return parse(read_document(p), name=p.stem, source=str(p))
 
 

@@ -18,17 +18,19 @@ from chiron_gym.config import Reader
 from chiron_gym.scenario.paths import data_path, data_root
 from chiron_gym.scenario.spec import REWARD_DEFAULTS, Scenario, ScenarioError, Source, TraceSpec
 from chiron_gym.sim import (
+    ALL_POOL_NAMES,
     CLASS_NAMES,
-    POOL_NAMES,
     SLO,
     ClusterConfig,
     ColdStart,
     InstanceSpec,
+    KVLink,
     LinearPerfModel,
     Pool,
     PoolSpec,
     RequestClass,
 )
+from chiron_gym.sim.specs import LINKS
 from chiron_gym.workload import LengthDist
 from chiron_gym.workload.prefix import PrefixSpec
 from chiron_gym.workload.sources import (
@@ -65,6 +67,7 @@ _TOP = {
     "queue",
     "routing",
     "failures",
+    "transfer",
 }
 _LEN = {"kind", "mean", "cv", "low", "high", "table"}
 MAX_TOKENS = 10_000_000  # a prompt or output no model takes (a typo guard, checked at load)
@@ -79,11 +82,28 @@ def _failures_at(t: Reader, pools: set[Pool]) -> tuple[tuple[float, Pool], ...]:
         if not isinstance(item, dict):
             raise t.fail("at", "an array of tables { t_s = ..., pool = ... }")
         r = _reader(item, t.source, f"{t.path('at')}[{k}]", {"t_s", "pool"})
-        pool = Pool[r.string("pool", POOL_NAMES).upper()]
+        pool = Pool[r.string("pool", ALL_POOL_NAMES).upper()]
         if pool not in pools:
             raise r.fail("pool", "a pool the scenario has")
         out.append((r.number("t_s", strict=False), pool))
     return tuple(out)
+
+
+def _transfer(top: Reader, pools: Reader) -> KVLink:
+    """``[transfer]``: the link a disaggregated cluster sends KV caches over: a preset
+    (``link``: rdma, the default, or nvlink) and its figures overridden."""
+    has = [k for k in ("prefill", "decode") if k in pools.data]
+    if len(has) == 1:
+        other = "decode" if has[0] == "prefill" else "prefill"
+        raise pools.fail(other, f"a table: a [pools.{has[0]}] pool needs a [pools.{other}] one")
+    t = top.table("transfer", {"link", "bytes_per_s", "latency_s"})
+    if t.data and not has:
+        raise top.fail("transfer", "absent: only [pools.prefill] and [pools.decode] send KV")
+    link = LINKS[t.string("link", tuple(LINKS), "rdma")]
+    return KVLink(
+        bytes_per_s=t.number("bytes_per_s", link.bytes_per_s),
+        latency_s=t.number("latency_s", link.latency_s, strict=False),
+    )
 
 
 def _length(r: Reader, key: str) -> LengthDist:
@@ -339,7 +359,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
         required=True,
     )
     spec = _instance_spec(inst)
-    pools_t = top.table("pools", set(POOL_NAMES), required=True)
+    pools_t = top.table("pools", set(ALL_POOL_NAMES), required=True)
     pools: list[PoolSpec] = []
     for pool in Pool:
         key = pool.name.lower()
@@ -377,7 +397,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
         if cap > spec.max_batch_cap:
             raise pt.fail("batch_cap", f"at most instance.max_batch_cap ({spec.max_batch_cap})")
         initial = pt.integer("initial", 1)
-        lo = pt.integer("min", 1 if pool == Pool.INTERACTIVE else 0)
+        lo = pt.integer("min", 0 if pool in (Pool.MIXED, Pool.BATCH) else 1)
         hi = pt.integer("max", max(initial, 1) * 4)
         if not lo <= initial <= hi:
             raise pt.fail("initial", f"between min ({lo}) and max ({hi})")
@@ -399,6 +419,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
                 stockout_probability=_fraction(pt, "stockout_probability", 0.0),
             )
         )
+    kv_link = _transfer(top, pools_t)
     queue = top.table("queue", {"group_granularity_s"})
     routing = top.table("routing", {"prefix_aware"})
     failures = top.table("failures", {"on_instance_failure", "at"})
@@ -410,6 +431,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
         prefix_routing=routing.boolean("prefix_aware", False),
         failures_at=_failures_at(failures, {p.pool for p in pools}),
         on_failure=failures.string("on_instance_failure", ("requeue", "reject"), "requeue"),
+        kv_link=kv_link,
     )
     raw_sources = data.get("workload", [])
     if not isinstance(raw_sources, list) or not raw_sources:

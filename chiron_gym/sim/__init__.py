@@ -13,7 +13,10 @@ from chiron_gym.sim.instance import Instance
 from chiron_gym.sim.perf_model import BatchComposition, LinearPerfModel, PerfModel
 from chiron_gym.sim.report import ClassReport, InstanceStats, WindowReport
 from chiron_gym.sim.request import (
+    ALL_POOL_NAMES,
+    ALL_POOLS,
     CLASS_NAMES,
+    DISAGGREGATED,
     POOL_NAMES,
     POOLS,
     SLO,
@@ -24,10 +27,20 @@ from chiron_gym.sim.request import (
     RequestClass,
     Workload,
 )
-from chiron_gym.sim.specs import ClusterConfig, ColdStart, InstanceSpec, InstanceState, PoolSpec
+from chiron_gym.sim.specs import (
+    ClusterConfig,
+    ColdStart,
+    InstanceSpec,
+    InstanceState,
+    KVLink,
+    PoolSpec,
+)
 
 __all__ = [
+    "ALL_POOLS",
+    "ALL_POOL_NAMES",
     "CLASS_NAMES",
+    "DISAGGREGATED",
     "POOLS",
     "POOL_NAMES",
     "SLO",
@@ -42,6 +55,7 @@ __all__ = [
     "InstanceSpec",
     "InstanceState",
     "InstanceStats",
+    "KVLink",
     "LinearPerfModel",
     "Outcome",
     "PerfModel",

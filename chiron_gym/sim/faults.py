@@ -30,9 +30,9 @@ class Faults:
     def __init__(self, config: ClusterConfig, rng: np.random.Generator | None) -> None:
         self.rng = rng
         self.active = config.has_failures
-        self.failures = [0, 0, 0]
-        self.reclaims = [0, 0, 0]
-        self.stockouts = [0, 0, 0]  # instances asked for and not granted
+        self.failures = [0] * len(Pool)  # by pool
+        self.reclaims = [0] * len(Pool)
+        self.stockouts = [0] * len(Pool)  # instances asked for and not granted
         self.log: list[str] = []  # one line per fault, in order
         self.reclaimed: set[int] = set()  # instances under notice or taken: they never sleep
         self.until: dict[int, float] = {}  # each instance's next fault

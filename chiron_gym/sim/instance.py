@@ -40,7 +40,7 @@ from collections.abc import Callable
 import numpy as np
 from mypy_extensions import mypyc_attr
 
-from chiron_gym.sim.instance_base import FINISHED, SAMPLED, InstanceBase
+from chiron_gym.sim.instance_base import FINISHED, HANDOFF, SAMPLED, InstanceBase
 from chiron_gym.sim.perf_model import BatchComposition
 from chiron_gym.sim.request import Pool, Request, RequestClass
 from chiron_gym.sim.stretch import (
@@ -89,7 +89,7 @@ class Instance(InstanceBase):
             return self._start_exact(now, horizon_s, fast_forward)
         bs = self._bs
         steady = self.steady
-        free = self._kv_blocks - self.used_blocks
+        free = self._kv_blocks - self.used_blocks - self.reserved
         interactive_waits = self.pool == Pool.MIXED and bool(self.waiting[RequestClass.INTERACTIVE])
         if interactive_waits and self._swap_due(free):
             return self._start_exact(now, horizon_s, fast_forward)
@@ -137,6 +137,9 @@ class Instance(InstanceBase):
                 prefill_ctx.append(c)
                 all_decode = False
         had_active = bool(active)
+        loads = False
+        if self.remote:
+            free, loads = self._load_remote(free)
         free, n_dec, ctx_sum, swap_tokens, changed, blocked = self._admit(
             now,
             free,
@@ -146,12 +149,12 @@ class Instance(InstanceBase):
             n_dec,
             ctx_sum,
         )
-        self.used_blocks = self._kv_blocks - free
+        self.used_blocks = self._kv_blocks - free - self.reserved
         self._stretch = 0
         self._exact = False
         if not self.running:
             return None
-        decode_only = all_decode and not changed and not blocked and not had_active
+        decode_only = all_decode and not changed and not blocked and not had_active and not loads
         batch = BatchComposition(prefill_new, prefill_ctx, n_dec, ctx_sum)
         dt, decode_only = self._begin(now, batch, swap_tokens, decode_only)
         if decode_only:
@@ -199,7 +202,7 @@ class Instance(InstanceBase):
         self._exact = True
         self._rebuild = fast_forward and self.aggregate
         bs = self._bs
-        free = self._kv_blocks - self.used_blocks
+        free = self._kv_blocks - self.used_blocks - self.reserved
         swap_tokens = 0
         changed = False
         running = self.running
@@ -254,12 +257,15 @@ class Instance(InstanceBase):
                     prefill_ctx.append(c)
                     all_decode = False
 
+        if self.remote:
+            free, loads = self._load_remote(free)
+            changed = changed or loads
         free, n_dec, ctx_sum, admitted_swap, admitted, blocked = self._admit(
             now, free, budget, prefill_new, prefill_ctx, n_dec, ctx_sum
         )
         swap_tokens += admitted_swap
         changed = changed or admitted
-        self.used_blocks = self._kv_blocks - free
+        self.used_blocks = self._kv_blocks - free - self.reserved
         self._interactive_running = sum(r.klass == RequestClass.INTERACTIVE for r in running)
         self._stretch = 0
         if not running:
@@ -329,7 +335,7 @@ class Instance(InstanceBase):
         """
         if k_max <= 1 or now + dt0 > horizon_s:
             return now + dt0
-        cap = self._kv_blocks
+        cap = self._kv_blocks - self.reserved
         if blocks_bound > cap and blocks_after(k_max) > cap:
             k_max = last_fitting(k_max, blocks_after, cap)
         base, slope, valid_until = self._perf.decode_cost(n, s0)
@@ -378,7 +384,7 @@ class Instance(InstanceBase):
 
     def end_iteration(self, now: float) -> list[Request]:
         """Apply the iteration (or stretch) that ends at ``now``; return finished requests, in
-        running order."""
+        running order (on a prefill instance: those whose prompt is done, handed off)."""
         self.busy = False
         if self._exact:
             return self._end_exact(now)
@@ -416,6 +422,8 @@ class Instance(InstanceBase):
                 if step == FINISHED:
                     freed += self._release(r, freed)
                     finished.append(r)
+                elif step == HANDOFF:  # its blocks stay until a decode instance has read them
+                    finished.append(r)
                 elif step == SAMPLED or _decodes_next(r):
                     # sampled, or a recomputation (after a preemption or a swap) whose chunk
                     # left exactly its last token: it decodes from now on, as the per-request
@@ -433,6 +441,8 @@ class Instance(InstanceBase):
             if len(finished) > 1:
                 finished.sort(key=_running_order)
             self.used_blocks -= freed
+            if self.hands_off:
+                self.outgoing.extend(finished)
         return finished
 
     def _end_exact(self, now: float) -> list[Request]:
@@ -465,11 +475,18 @@ class Instance(InstanceBase):
             self.tokens_generated += k * len(running)
         else:
             for r in running:
-                if self._apply(r, done_s) == FINISHED:
+                step = self._apply(r, done_s)
+                if step == FINISHED:
                     freed += self._release(r, freed)
                     finished.append(r)
+                elif step == HANDOFF:
+                    finished.append(r)
         if finished:
-            running = self.running = [r for r in running if r.generated < r.output_tokens]
+            if self.hands_off:  # handed off: blocks kept until read
+                running = self.running = [r for r in running if r.computed < r.prompt_tokens]
+                self.outgoing.extend(finished)
+            else:
+                running = self.running = [r for r in running if r.generated < r.output_tokens]
             self.used_blocks -= freed
             for r in finished:
                 if r.klass == RequestClass.INTERACTIVE:

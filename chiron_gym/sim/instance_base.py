@@ -7,6 +7,19 @@ of one request that an iteration makes. At its start: admitting a waiting reques
 recompute preemption (``_preempt``) and, on a mixed instance, swapping batch requests out to CPU
 memory for waiting interactive ones (``_swap_out_for_interactive``, foreseen by ``_swap_due``);
 at its end, applying a request's scheduled tokens (``_apply``).
+
+Disaggregated pools: a prefill instance hands a request off when its prompt is done
+(``HANDOFF``: no token is sampled here) and holds its KV blocks (``outgoing``) until a decode
+instance has read them (``sent``). A decode instance takes handed-off requests (``hand_over``)
+into ``remote``; at an iteration start it allocates their blocks, in order, while they fit
+(``_load_remote``, the KV read then starts: ``loading``); once read (``loaded``) a request
+waits as any other, holding its blocks, and its first iteration recomputes its last prompt
+token and samples its first token (vLLM's ``NixlConnector``). Blocks held by requests that do not
+run (``remote`` ones read in, loaded ones waiting) are ``reserved``, apart from ``used_blocks``.
+
+Why one module of over 450 lines: every move here changes the same fields (the queues, the KV
+blocks and the prefix cache's references) under one set of invariants, which the tests check
+after each iteration; split by move, each part would reach into the others' fields.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ from chiron_gym.sim.steady import SteadyDecoders
 CHUNK: Final = 0
 SAMPLED: Final = 1
 FINISHED: Final = 2
+HANDOFF: Final = 3  # a prefill instance's request whose prompt is done
 
 
 def _blocks(tokens: int, block_size: int) -> int:
@@ -78,6 +92,14 @@ class InstanceBase:
         self.swapped: deque[Request] = deque()
         self.active: list[Request] = []  # the running requests that are not steady, in order
         self.used_blocks = 0
+        # Disaggregation: a prefill instance hands requests off; a decode instance reads them in.
+        self.hands_off = pool == Pool.PREFILL
+        self.reserved = 0  # blocks of requests not running: being read in, or read and waiting
+        self.remote: deque[Request] = deque()  # handed over, blocks not yet allocated
+        self.loading: list[Request] = []  # blocks allocated, KV being read
+        self.new_loads: list[Request] = []  # reads started by the last start_iteration
+        self.outgoing: list[Request] = []  # prefilled here, KV held until read
+        self.ready: deque[Request] = deque()  # read in, holding their blocks: admitted first
         self.busy = False  # an iteration (or a fast-forwarded stretch) is in flight
         self.kicked = False  # a start-iteration event is pending
         self.epoch = 0  # counts scheduled iteration ends; an event of an older epoch is stale
@@ -105,7 +127,7 @@ class InstanceBase:
         self._exact = False  # the iteration in flight runs the per-request scheduler
         self._rebuild = False  # ... and the aggregates are rebuilt when it ends
         self.cache: PrefixCache | None = None
-        if spec.prefix_caching and prefix_unit_tokens:
+        if spec.prefix_caching and prefix_unit_tokens and pool != Pool.DECODE:
             if prefix_unit_tokens % self._bs:
                 raise ValueError(
                     f"prompt hashes of {prefix_unit_tokens} tokens are not a whole number of "
@@ -125,13 +147,14 @@ class InstanceBase:
 
     @property
     def num_waiting(self) -> int:
-        """Requests held but not running (vLLM's ``num_requests_waiting``, swapped included)."""
-        return len(self.waiting[0]) + len(self.waiting[1]) + len(self.swapped)
+        """Requests held but not running (vLLM's ``num_requests_waiting``, swapped and read-in
+        ones included)."""
+        return len(self.waiting[0]) + len(self.waiting[1]) + len(self.swapped) + len(self.ready)
 
     @property
     def load(self) -> int:
-        """Requests held: running plus waiting."""
-        return len(self.running) + self.num_waiting
+        """Requests held: running plus waiting (on a decode instance, those read in too)."""
+        return len(self.running) + self.num_waiting + len(self.remote) + len(self.loading)
 
     @property
     def interactive_load(self) -> int:
@@ -141,7 +164,7 @@ class InstanceBase:
     @property
     def kv_usage(self) -> float:
         """Fraction of KV blocks in use (vLLM's ``kv_cache_usage_perc``)."""
-        return self.used_blocks / self._kv_blocks
+        return (self.used_blocks + self.reserved) / self._kv_blocks
 
     def room_for(self, klass: int) -> bool:
         """Whether a request of ``klass`` may be routed here now."""
@@ -152,8 +175,17 @@ class InstanceBase:
         return self.load < self.batch_cap
 
     def has_work(self) -> bool:
-        """Whether anything is running or waiting."""
-        return bool(self.running or self.waiting[0] or self.waiting[1] or self.swapped)
+        """Whether anything is running or waiting (or, disaggregated, being sent or read)."""
+        return bool(
+            self.running
+            or self.waiting[0]
+            or self.waiting[1]
+            or self.swapped
+            or self.ready
+            or self.remote
+            or self.loading
+            or self.outgoing
+        )
 
     def prefix_hits(self) -> tuple[int, int]:
         """``(prompt tokens looked up, of which cached)`` since the start (0, 0 without a
@@ -175,8 +207,24 @@ class InstanceBase:
     def fail(self, now: float) -> list[Request]:
         """The instance dies at ``now`` (a GPU fault): it stops, and its KV cache, the CPU copies
         of its swapped requests and the iteration in flight are lost. Returns every request it
-        held, running (in admission order), then waiting interactive, waiting batch, swapped."""
-        held = [*self.running, *self.waiting[0], *self.waiting[1], *self.swapped]
+        held, running (in admission order), then waiting interactive, waiting batch, swapped,
+        then, disaggregated, those being read in and those prefilled here."""
+        held = [
+            *self.running,
+            *self.waiting[0],
+            *self.waiting[1],
+            *self.swapped,
+            *self.ready,
+            *self.remote,
+            *self.loading,
+            *self.outgoing,
+        ]
+        self.remote = deque()
+        self.ready = deque()
+        self.loading = []
+        self.new_loads = []
+        self.outgoing = []
+        self.reserved = 0
         self.running = []
         self.active = []
         self.waiting = (deque(), deque())
@@ -207,7 +255,57 @@ class InstanceBase:
         request.scheduled = 0
         return True
 
+    def hand_over(self, request: Request, now: float) -> None:
+        """A decode instance takes a prefilled request, whose KV it will read in."""
+        request.routed_s = now
+        self.remote.append(request)
+
+    def loaded(self, request: Request) -> None:
+        """Its KV has been read in: the request waits to run, holding its blocks, with its last
+        prompt token to recompute (its first iteration samples its first token). It is admitted
+        before any other waiting request: it needs no new block, so none can keep it out (a
+        recomputation that cannot fit while read-in requests hold blocks would, for good)."""
+        self.loading.remove(request)
+        request.blocks = _blocks(request.prompt_tokens, self._bs)
+        request.computed = request.prompt_tokens - 1
+        request.scheduled = 0
+        self.ready.append(request)
+
+    def sent(self, request: Request) -> None:
+        """A decode instance has read a request prefilled here (or failed reading it): its
+        blocks are given back."""
+        self.outgoing.remove(request)
+        self.used_blocks -= self._release(request, 0)
+
+    def drop_incoming(self, request: Request) -> None:
+        """Forget a request handed over or being read in (its sender failed)."""
+        if request in self.loading:
+            self.loading.remove(request)
+            self.reserved -= _blocks(request.prompt_tokens, self._bs)
+        else:
+            self.remote.remove(request)
+
     # ---- moves at the start of an iteration ----------------------------------------------------
+
+    def _load_remote(self, free: int) -> tuple[int, bool]:
+        """Allocate the blocks of handed-over requests, in order, while they fit in ``free``
+        (after the running requests have theirs); their reads start. Returns the free blocks
+        and whether a read started."""
+        bs = self._bs
+        remote = self.remote
+        started = False
+        while remote:
+            r = remote[0]
+            need = _blocks(r.prompt_tokens, bs)
+            if need > free:
+                break
+            remote.popleft()
+            free -= need
+            self.reserved += need  # ``r.blocks`` are its sender's until the read ends
+            self.loading.append(r)
+            self.new_loads.append(r)
+            started = True
+        return free, started
 
     def _admit(
         self,
@@ -259,6 +357,8 @@ class InstanceBase:
                 blocked_by_budget = blocked_by_budget or units > 0
                 break
             queue.popleft()
+            if queue is self.ready:  # read in from a prefill instance: its blocks now run
+                self.reserved -= r.blocks
             if queue is self.swapped:
                 swap_tokens += c
             elif cache is not None and r.computed == 0:
@@ -286,6 +386,8 @@ class InstanceBase:
         return free, n_dec, ctx_sum, swap_tokens, admitted, blocked_by_budget
 
     def _next_queue(self) -> deque[Request] | None:
+        if self.ready:
+            return self.ready
         if self.waiting[RequestClass.INTERACTIVE]:
             return self.waiting[RequestClass.INTERACTIVE]
         if self.swapped:
@@ -367,6 +469,11 @@ class InstanceBase:
             self.cache.register(r)
         if c != r.prompt_tokens + r.generated:
             return CHUNK
+        if self.hands_off:  # the prompt is done: a decode instance samples the first token
+            if r.klass == RequestClass.INTERACTIVE:
+                self.first_tokens += 1
+                self.ttft_sum_s += done_s - r.routed_s
+            return HANDOFF
         g = r.generated + 1
         r.generated = g
         self.tokens_generated += 1

@@ -18,19 +18,24 @@ from mypy_extensions import mypyc_attr
 from chiron_gym.sim.instance import Instance
 from chiron_gym.sim.ledger import Ledger, gpu_seconds
 from chiron_gym.sim.report import InstanceStats, PoolReport
-from chiron_gym.sim.request import POOL_NAMES, Pool, Request
+from chiron_gym.sim.request import ALL_POOL_NAMES, Pool, Request
 from chiron_gym.sim.specs import InstanceState
 
 
 def held_per_class(live: dict[Pool, list[Instance]], queued: list[int]) -> list[int]:
-    """Requests held per class: ``queued`` in the global queues, and those in an instance."""
+    """Requests held per class: ``queued`` in the global queues, and those in an instance (one
+    being sent, prefill to decode, counts on its prefill instance)."""
     held = list(queued)
     for p in Pool:
         for inst in live[p]:
             for r in inst.running:
                 held[r.klass] += 1
+            for r in inst.outgoing:
+                held[r.klass] += 1
             held[0] += len(inst.waiting[0])
             held[1] += len(inst.waiting[1]) + len(inst.swapped)
+            for r in inst.ready:
+                held[r.klass] += 1
     return held
 
 
@@ -61,7 +66,14 @@ def sync_in_flight(ledger: Ledger, instances: list[Instance], resume: Iterable[R
     for inst in instances:
         if inst.state == InstanceState.STOPPED:
             continue
-        for r in (*inst.running, *inst.waiting[0], *inst.waiting[1], *inst.swapped):
+        for r in (
+            *inst.running,
+            *inst.waiting[0],
+            *inst.waiting[1],
+            *inst.swapped,
+            *inst.ready,
+            *inst.outgoing,
+        ):
             ledger.sync(r)
     for r in resume:
         ledger.sync(r)
@@ -106,7 +118,7 @@ def prefix_hit_rates(instances: list[Instance]) -> dict[str, float]:
                 queries += q
                 hits += h
         if queries:
-            out[POOL_NAMES[pool]] = hits / queries
+            out[ALL_POOL_NAMES[pool]] = hits / queries
     return out
 
 
@@ -137,6 +149,10 @@ class PoolWindows:
                 rep.draining += 1
             rep.running += len(inst.running)
             rep.waiting += inst.num_waiting
+            rep.transfers += len(inst.outgoing) + len(inst.remote) + len(inst.loading)
+            if inst.hands_off:
+                for r in (*inst.running, *inst.waiting[0], *inst.waiting[1]):
+                    rep.prompt_tokens_queued += r.prompt_tokens - r.computed
         rep.batch_cap = float(np.mean(caps)) if caps else 0.0
         rep.kv_usage = float(np.mean(kv)) if kv else 0.0
         tokens = preempt = swaps = queries = hits = 0

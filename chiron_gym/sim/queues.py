@@ -81,6 +81,10 @@ class GroupQueue:
         self._len -= 1
         return idx
 
+    def head(self) -> int:
+        """The request index ``pop`` would return."""
+        return self._groups[self._keys[0]][0]
+
     def groups(self) -> list[tuple[float, int]]:
         """``(deadline window start_s, requests)`` per group, earliest deadline first."""
         g = self.granularity_s

@@ -130,6 +130,10 @@ class PoolReport:
     preemptions: int = 0  # in the window
     swap_outs: int = 0  # in the window
     prefix_hit_rate: float = 0.0  # prompt tokens found in the prefix cache, share (window)
+    # Disaggregated pools: requests being sent (a prefill pool: prefilled, KV not yet read; a
+    # decode pool: handed over, being read in), and a prefill pool's prompt tokens to compute.
+    transfers: int = 0
+    prompt_tokens_queued: int = 0
 
 
 @mypyc_attr(serializable=True, allow_interpreted_subclasses=True)  # pickled by attributes

@@ -24,18 +24,27 @@ class RequestClass(IntEnum):
 
 
 class Pool(IntEnum):
-    """Instance types: interactive, mixed (both classes) and batch."""
+    """Instance types. Aggregated (each instance prefills and decodes): interactive, mixed (both
+    classes) and batch. Disaggregated: prefill and decode, both classes each (a request is
+    prefilled on a prefill instance, its KV cache sent to a decode instance, decoded there)."""
 
     INTERACTIVE = 0
     MIXED = 1
     BATCH = 2
+    PREFILL = 3
+    DECODE = 4
 
 
 # The one vocabulary of names (observations, reports, scenario tables, agents all use these):
-# index ``i`` of each tuple is the enum member of value ``i``.
+# index ``i`` of each tuple is the enum member of value ``i``. ``POOLS`` are the aggregated
+# pools, those the ``chiron_gym/Autoscale-v0`` environment observes and act on.
 CLASS_NAMES: tuple[str, ...] = tuple(c.name.lower() for c in RequestClass)
-POOL_NAMES: tuple[str, ...] = tuple(p.name.lower() for p in Pool)
-POOLS: tuple[Pool, ...] = tuple(Pool)
+ALL_POOLS: tuple[Pool, ...] = tuple(Pool)
+ALL_POOL_NAMES: tuple[str, ...] = tuple(p.name.lower() for p in Pool)
+POOLS: tuple[Pool, ...] = (Pool.INTERACTIVE, Pool.MIXED, Pool.BATCH)
+POOL_NAMES: tuple[str, ...] = ALL_POOL_NAMES[: len(POOLS)]
+# The disaggregated pools: a cluster has both or neither.
+DISAGGREGATED: tuple[Pool, ...] = (Pool.PREFILL, Pool.DECODE)
 # An instance bound that is not set: large enough never to bind, small enough to stay an int.
 UNBOUNDED_INSTANCES = 1 << 30
 

@@ -179,6 +179,41 @@ class PoolSpec:
 
 @mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True)
+class KVLink:
+    """The link a disaggregated cluster sends a prompt's KV cache over, prefill to decode.
+
+    A prompt of ``p`` tokens is ``p x kv_bytes_per_token`` bytes (the model's shape and KV dtype:
+    ``InstanceSpec.kv_bytes_per_token`` of the prefill instance), split over the ``min(prefill
+    GPUs, decode GPUs)`` GPU pairs that each send their share of the attention heads; it takes
+    ``latency_s + bytes / (pairs x bytes_per_s)``. The decode instance allocates the blocks first
+    and then reads them, once the prefill has ended (vLLM's ``NixlConnector``): no overlap with
+    the prefill's layers. Presets: ``LINKS``."""
+
+    bytes_per_s: float = 50e9  # per GPU pair: one 400 Gb/s RDMA NIC per GPU
+    latency_s: float = 100e-6
+
+    def __post_init__(self) -> None:
+        if not (self.bytes_per_s > 0 and math.isfinite(self.bytes_per_s)):
+            raise ValueError(f"KVLink.bytes_per_s must be a positive number: {self.bytes_per_s!r}")
+        if not (self.latency_s >= 0 and math.isfinite(self.latency_s)):
+            raise ValueError(f"KVLink.latency_s must be a finite number >= 0: {self.latency_s!r}")
+
+    def transfer_s(self, prompt_tokens: int, src: InstanceSpec, dst: InstanceSpec) -> float:
+        """Seconds to send the KV cache of a prompt of ``prompt_tokens`` from ``src`` to ``dst``."""
+        pairs = min(src.gpus, dst.gpus)
+        return self.latency_s + prompt_tokens * src.kv_bytes_per_token / (pairs * self.bytes_per_s)
+
+
+# Nominal link rates per GPU pair, one direction: RDMA across nodes (ConnectX-7, 400 Gb/s per
+# GPU) and NVLink within an H100 node (900 GB/s both directions). Latencies are ours, stated.
+LINKS: dict[str, KVLink] = {
+    "rdma": KVLink(bytes_per_s=50e9, latency_s=100e-6),
+    "nvlink": KVLink(bytes_per_s=450e9, latency_s=10e-6),
+}
+
+
+@mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
+@dataclass(frozen=True, slots=True)
 class ClusterConfig:
     """Pools, per-class SLOs and queue settings of a cluster."""
 
@@ -200,11 +235,18 @@ class ClusterConfig:
     # What becomes of the requests a failed instance held: back to the global queue, to start
     # again from their prompt ("requeue"), or refused ("reject", reason instance_failed).
     on_failure: str = "requeue"
+    # Disaggregated pools (prefill and decode) send KV caches over this link.
+    kv_link: KVLink = field(default_factory=KVLink)
 
     def __post_init__(self) -> None:
         seen = [p.pool for p in self.pools]
         if len(set(seen)) != len(seen):
             raise ValueError("ClusterConfig.pools lists a pool twice")
+        if (Pool.PREFILL in seen) != (Pool.DECODE in seen):
+            raise ValueError(
+                "ClusterConfig.pools: a disaggregated cluster needs both a prefill and a decode "
+                f"pool, got {', '.join(p.name.lower() for p in seen)}"
+            )
         if not self.group_granularity_s > 0:
             raise ValueError("ClusterConfig.group_granularity_s must be > 0")
         if self.swap_requeue_s is not None and not self.swap_requeue_s >= 0:
@@ -224,6 +266,11 @@ class ClusterConfig:
             p.failures_per_gpu_hour > 0 or p.reclaims_per_hour > 0 or p.stockout_probability > 0
             for p in self.pools
         )
+
+    @property
+    def disaggregated(self) -> bool:
+        """Whether the cluster has prefill and decode pools."""
+        return any(p.pool == Pool.PREFILL for p in self.pools)
 
     def slo(self, klass: int) -> SLO:
         """The SLO of a class."""

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from chiron_gym.sim import (
+    POOLS,
     SLO,
     Cluster,
     ClusterConfig,
     ColdStart,
     InstanceSpec,
     InstanceState,
+    KVLink,
     LinearPerfModel,
     PerfModel,
     Pool,
@@ -39,12 +41,15 @@ def random_case(
     perf_model: PerfModel | None = None,
     prefix: bool = False,
     failures: bool = False,
+    disaggregated: bool = False,
 ) -> Case:
     """A small, stressful case: tight KV (preemptions), mixed pools (swaps), scaling; with
     ``prefix``, prompts that share prefixes, served with prefix caching (and, half the time,
     prefix-aware routing); with ``failures``, instances that fail at drawn rates (up to one
     per GPU every 12 s) and at scripted times, spot instances reclaimed after a notice (up to
-    one every 6 s), scale-ups half refused by stockouts, their requests requeued or refused."""
+    one every 6 s), scale-ups half refused by stockouts, their requests requeued or refused; with
+    ``disaggregated``, prefill and decode pools too (their own KV sizes, one to four GPUs each,
+    over a slow link), alone or beside aggregated ones."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 80))
     horizon = float(rng.uniform(2.0, 30.0))
@@ -64,17 +69,16 @@ def random_case(
         pcie_bytes_per_s=1e8,
         cold_start=ColdStart(kind="lognormal", median_s=float(rng.uniform(0.5, 5.0)), sigma=0.3),
     )
-    pools = []
-    for pool in Pool:
-        if rng.random() < 0.8:
-            pools.append(
-                PoolSpec(
-                    pool=pool,
-                    instance=spec,
-                    initial_instances=int(rng.integers(0, 3)),
-                    initial_batch_cap=int(rng.integers(1, 9)),
-                )
+    pools = [_pool(rng, p, spec) for p in POOLS if rng.random() < (0.3 if disaggregated else 0.8)]
+    if disaggregated:
+        for pool in (Pool.PREFILL, Pool.DECODE):
+            own = replace(
+                spec,
+                kv_capacity_blocks=int(rng.integers(8, 120)),
+                gpus=int(rng.integers(1, 5)),
+                max_num_batched_tokens=int(rng.integers(8, 600)),
             )
+            pools.append(_pool(rng, pool, own))
     if not pools:
         pools.append(
             PoolSpec(pool=Pool.MIXED, instance=spec, initial_instances=1, initial_batch_cap=4)
@@ -86,6 +90,9 @@ def random_case(
         ),
         group_granularity_s=float(rng.uniform(0.5, 10.0)),
     )
+    if disaggregated:  # transfers about as long as iterations (kv_bytes_per_token 4096)
+        bw, latency = float(rng.uniform(1e8, 1e10)), float(rng.uniform(0, 0.01))
+        config = replace(config, kv_link=KVLink(bytes_per_s=bw, latency_s=latency))
     klass = (rng.random(n) < 0.5).astype(np.int8)
     arrival = np.sort(rng.uniform(0, horizon, size=n))
     if rng.random() < 0.3:  # a bulk submission: many requests at the same instant
@@ -116,11 +123,18 @@ def random_case(
     return Case(config=config, workload=workload, actions=actions, seed=seed)
 
 
+def _pool(rng: np.random.Generator, pool: Pool, spec: InstanceSpec) -> PoolSpec:
+    return PoolSpec(
+        pool=pool,
+        instance=spec,
+        initial_instances=int(rng.integers(0, 3)),
+        initial_batch_cap=int(rng.integers(1, 9)),
+    )
+
+
 def _with_failures(
     rng: np.random.Generator, config: ClusterConfig, horizon: float
 ) -> ClusterConfig:
-    from dataclasses import replace
-
     pools = tuple(
         replace(
             p,
@@ -145,8 +159,6 @@ def _with_prefixes(
 ) -> tuple[ClusterConfig, Workload]:
     """Prefix caching on, and prompts that start with one of three shared chains of hashes (a
     random number of their units) followed by units of their own."""
-    from dataclasses import replace
-
     bs = config.pools[0].instance.block_size_tokens
     unit = bs * int(rng.choice([1, 2]))
     shared = [rng.integers(0, 1 << 40, size=40).tolist() for _ in range(3)]
@@ -172,8 +184,6 @@ def run_case(
     on_iteration: IterationHook | None = None,
 ) -> Cluster:
     """Play the case's actions, then let the cluster drain."""
-    from dataclasses import replace
-
     cluster = Cluster(
         replace(case.config, fast_forward=fast_forward),
         case.workload,
@@ -190,7 +200,7 @@ def run_case(
             if delta and not (delta > 0 and len(cluster.live_instances(pool)) >= 4):
                 cluster.scale(pool, delta)
     # Make sure something (not draining) serves every pool so the run can drain.
-    for pool in (Pool.MIXED, Pool.INTERACTIVE, Pool.BATCH):
+    for pool in (Pool.MIXED, Pool.INTERACTIVE, Pool.BATCH, Pool.PREFILL, Pool.DECODE):
         configured = any(p.pool == pool for p in case.config.pools)
         serving = [i for i in cluster.live_instances(pool) if i.state != InstanceState.DRAINING]
         if configured and not serving:

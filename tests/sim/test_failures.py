@@ -58,7 +58,7 @@ def test_a_failed_instances_request_starts_again_on_another_and_billing_stops() 
     cluster.run_until(5.0)
     first, second = cluster.instances
     assert first.state == InstanceState.STOPPED and first.stopped_s == 0.505
-    assert cluster.faults.failures == [1, 0, 0]
+    assert cluster.faults.failures == [1, 0, 0, 0, 0]
     assert cluster.outcome[0] == Outcome.MET
     # started again from its prompt on the second instance: its first token is that one's
     assert cluster.first_token_s[0] == pytest.approx(0.505 + 0.01)
@@ -155,7 +155,7 @@ def test_a_spot_instance_drains_under_notice_then_is_taken() -> None:
     assert inst.state == InstanceState.STOPPED
     assert inst.stopped_s == pytest.approx(notice + 0.3)  # taken at the end of the notice
     assert cluster.faults.reclaims[Pool.INTERACTIVE] == 1
-    assert cluster.faults.failures == [0, 0, 0]
+    assert cluster.faults.failures == [0, 0, 0, 0, 0]
     assert cluster.sleeping(Pool.INTERACTIVE) == 1  # the warm pool's own, not the reclaimed one
     assert list(cluster.outcome[:2]) == [Outcome.MET, Outcome.MET]
     log = cluster.faults.log

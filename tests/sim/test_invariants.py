@@ -22,8 +22,16 @@ def invariant_checker(errors: list[str]) -> IterationHook:
             errors.append(f"KV blocks {inst.used_blocks} outside [0, {cap_blocks}]")
         inst.sync_steady()
         shared = 0 if inst.cache is None else inst.cache.excess
-        if inst._stretch == 0 and inst.used_blocks != sum(r.blocks for r in inst.running) - shared:
+        holding = sum(r.blocks for r in (*inst.running, *inst.outgoing))  # sent: held till read
+        if inst._stretch == 0 and inst.used_blocks != holding - shared:
             errors.append("used blocks differ from the blocks held by running requests")
+        bs = inst.spec.block_size_tokens
+        reading = sum(-(-r.prompt_tokens // bs) for r in inst.loading)
+        read = sum(r.blocks for r in inst.ready)
+        if inst.reserved != reading + read:
+            errors.append(f"reserved {inst.reserved} != reads {reading} + read, waiting {read}")
+        if inst.used_blocks + inst.reserved > cap_blocks:
+            errors.append("used and reserved blocks exceed the KV cache")
         if inst.cache is not None:
             errors.extend(cache_errors(inst))
         if len(inst.running) > max(inst.batch_cap, running_before):
@@ -52,7 +60,7 @@ def cache_errors(inst: Instance) -> list[str]:
             f"free queue {cache.free_blocks} < free blocks {cache.capacity - inst.used_blocks}"
         )
     counts: dict[int, int] = {}
-    for r in inst.running:
+    for r in (*inst.running, *inst.outgoing):
         for h in r.cached:
             counts[h] = counts.get(h, 0) + 1
     if counts != cache.refs:
@@ -85,8 +93,8 @@ def check_accounting(cluster: Cluster) -> None:
     assert np.all(first <= fin + 1e-12)
     # Requests held by instances or queues are exactly the pending ones.
     held = len(cluster.queues[0]) + len(cluster.queues[1])
-    for inst in cluster.instances:
-        held += inst.load
+    for inst in cluster.instances:  # one being sent counts on its prefill instance only
+        held += len(inst.running) + inst.num_waiting + len(inst.outgoing)
     assert held == sum(rep.pending for rep in summary.values())
 
 

@@ -54,6 +54,17 @@ def test_aggregates_equal_the_per_request_scheduler(seed: int) -> None:
     )
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_aggregates_equal_the_per_request_scheduler_with_disaggregation(seed: int) -> None:
+    """The same with prefill and decode pools (KV transfers, reads that wait for blocks)."""
+    case = random_case(seed, disaggregated=True, prefix=seed % 2 == 0)
+    a = run_case(case, fast_forward=True, aggregate=True)
+    b = run_case(case, fast_forward=True, aggregate=False)
+    assert_identical(a, b)
+    assert (a.kv_transfers, a.kv_transfer_s) == (b.kv_transfers, b.kv_transfer_s)
+
+
 def _simulate(scenario: str, *, pure: bool, per_iteration: bool) -> dict[str, Any]:
     env = dict(os.environ)
     env.pop(native.PURE_ENV, None)
