@@ -1,4 +1,4 @@
-"""Speed benchmarks B1-B7 (``make bench``, ``chiron bench [NAME] --json``): figures, not tests.
+"""Speed benchmarks B1-B9 (``make bench``, ``chiron bench [NAME] --json``): figures, not tests.
 
 Run one in this process with ``python -m benchmarks.suite B1``.
 
@@ -23,6 +23,12 @@ the simulator core ran compiled (``core``; ``chiron_gym/native.py``). See ``docs
   --tp 2`` (composed from the kernel tables in ``../shared/data``, no cache) and ``chiron sweep``
   of it at concurrency 8, 32 and 128 (closed loop, 1,024 in / 1,024 out, 8 requests per client):
   wall seconds of each (target: seconds, <= 10 together).
+- **B9** disaggregation's cost in speed: the Azure conversation trace (1 h; the scenario's own
+  traffic when the trace is absent) through ``disaggregated/pd-llama70b-h100`` (2 prefill + 2
+  decode Llama-3.1-70B TP4 instances, every prompt's KV sent over RDMA) and its aggregated twin
+  ``disaggregated/agg-llama70b-h100``, fixed policy: simulated seconds per wall second of each,
+  and their ratio (target: disaggregated >= 0.5 x aggregated; issue 41). Composes its profile
+  from ``../shared/data``.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 AZURE_CONV = "azure-llm-2023/AzureLLMInferenceTrace_conv.csv"
-NAMES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8")
+NAMES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9")
 
 
 def data_root() -> Path:
@@ -59,14 +65,14 @@ def _machine() -> str:
     )
 
 
-def _b1_scenario() -> tuple[Any, str]:
+def _b1_scenario(name: str = "azure-conv-like") -> tuple[Any, str]:
     from chiron_gym.scenario import TraceSpec, load
     from chiron_gym.workload.trace import ClassAssignment
 
-    scenario = load("azure-conv-like")
+    scenario = load(name)
     path = data_root() / AZURE_CONV
     if not path.exists():
-        return scenario, "azure-conv-like (synthetic twin; the trace is absent)"
+        return scenario, f"{name}'s own traffic (the trace is absent)"
     spec = TraceSpec(
         path=path,
         fmt="azure",
@@ -282,7 +288,38 @@ def b8() -> dict[str, Any]:
     }
 
 
-BENCHES = {"B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B6": b6, "B7": b7, "B8": b8}
+def b9() -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    for kind in ("pd", "agg"):
+        scenario, source = _b1_scenario(f"disaggregated/{kind}-llama70b-h100")
+        _static_run(scenario, True)  # the profile composed and cached, the core warm
+        sim_s, wall, n = _static_run(scenario, True)
+        rows[kind] = {"requests": n, "wall_s": round(wall, 3), "speed": sim_s / wall}
+    ratio = rows["pd"]["speed"] / rows["agg"]["speed"]
+    return {
+        "bench": "B9",
+        "what": "1 h through 2 prefill + 2 decode Llama-3.1-70B TP4 vs its aggregated twin",
+        "source": source,
+        "requests": rows["pd"]["requests"],
+        "disaggregated_sim_s_per_wall_s": round(rows["pd"]["speed"], 1),
+        "aggregated_sim_s_per_wall_s": round(rows["agg"]["speed"], 1),
+        "ratio": round(ratio, 2),
+        "target": "disaggregated >= 0.5 x aggregated",
+        "met": ratio >= 0.5,
+    }
+
+
+BENCHES = {
+    "B1": b1,
+    "B2": b2,
+    "B3": b3,
+    "B4": b4,
+    "B5": b5,
+    "B6": b6,
+    "B7": b7,
+    "B8": b8,
+    "B9": b9,
+}
 
 
 def run_one(name: str) -> dict[str, Any]:

@@ -10,6 +10,10 @@ counts: ``M`` requests in all, every one measured, the first wave included). The
 TTFT (mean, p50, p99), TPOT (mean time per output token after the first, per request, averaged;
 p50), output tokens per second (per instance and per GPU) and the requests preempted because KV
 memory ran out; the figure the curves users know from vLLM's benchmark and AIConfigurator.
+
+A ``layout`` sweeps a deployment of several instances instead: ``N`` aggregated ones (``"N"``),
+or ``X`` prefill and ``Y`` decode instances (``"XpYd"``, disaggregated, the KV cache sent over
+``link``), each of the profile; throughput per GPU then counts all their GPUs.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +31,25 @@ import numpy as np
 
 from chiron_gym.backends.simulate import run_static
 from chiron_gym.scenario import Scenario, parse
+
+
+def parse_layout(layout: str) -> dict[str, int]:
+    """``"N"`` (N aggregated instances) or ``"XpYd"`` (X prefill, Y decode): the instances per
+    pool (``{"interactive": N}`` or ``{"prefill": X, "decode": Y}``)."""
+    m = re.fullmatch(r"(\d+)|(\d+)p(\d+)d", layout.strip().lower())
+    counts = (
+        None
+        if m is None
+        else {"interactive": int(m[1])}
+        if m[1]
+        else {"prefill": int(m[2]), "decode": int(m[3])}
+    )
+    if counts is None or min(counts.values()) < 1:
+        raise ValueError(
+            f"layout {layout!r}: expected N (aggregated instances) or XpYd (prefill and decode "
+            "instances), each at least 1, e.g. 4 or 1p3d"
+        )
+    return counts
 
 
 def serve_defaults(profile: Any) -> tuple[int, int]:
@@ -73,6 +97,8 @@ def sweep_scenario(
     max_num_batched_tokens: int = 8192,
     horizon_s: float = 86_400.0,
     num_prompts: int | None = None,
+    layout: str = "1",
+    link: str = "rdma",
 ) -> Scenario:
     """The scenario of one sweep point; ``profile`` is a profile name, a file, or a composed
     profile's table (``{"model": ..., "gpu": ..., "tp": ...}``). ``num_prompts``: count as
@@ -98,7 +124,10 @@ def sweep_scenario(
             "max_num_batched_tokens": max_num_batched_tokens,
             "max_batch_cap": max_num_seqs,
         },
-        "pools": {"interactive": {"initial": 1, "batch_cap": max_num_seqs, "min": 1, "max": 1}},
+        "pools": {
+            pool: {"initial": n, "batch_cap": max_num_seqs, "min": n, "max": n}
+            for pool, n in parse_layout(layout).items()
+        },
         "workload": [
             {
                 "class": "interactive",
@@ -113,6 +142,8 @@ def sweep_scenario(
             }
         ],
     }
+    if "prefill" in doc["pools"]:
+        doc["transfer"] = {"link": link}
     return parse(doc, name=f"sweep-c{concurrency}", source="chiron sweep")
 
 
@@ -122,7 +153,7 @@ def run_point(scenario: Scenario, seed: int = 0) -> SweepPoint:
     wall = time.perf_counter() - t0
     rep = cluster.summary()["interactive"]
     w = cluster.workload
-    gpus = scenario.cluster.pools[0].instance.gpus
+    gpus = sum(p.initial_instances * p.instance.gpus for p in scenario.cluster.pools)
     tput = rep.output_tokens_per_s
     return SweepPoint(
         concurrency=w.clients,
@@ -153,6 +184,8 @@ def sweep(
     max_num_batched_tokens: int | None = None,
     progress: bool = True,
     num_prompts: int | None = None,
+    layout: str = "1",
+    link: str = "rdma",
 ) -> list[SweepPoint]:
     """Every point, in the order given (engine limits: ``vllm serve``'s defaults for the GPU
     unless given; ``num_prompts``: counted as ``vllm bench serve`` counts, above)."""
@@ -171,6 +204,8 @@ def sweep(
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
             num_prompts=num_prompts,
+            layout=layout,
+            link=link,
         )
         for c in concurrencies
     ]
@@ -248,6 +283,7 @@ def write(points: list[SweepPoint], out: Path, title: str, meta: dict[str, Any])
 
 __all__ = [
     "SweepPoint",
+    "parse_layout",
     "plot",
     "run_point",
     "serve_defaults",

@@ -20,7 +20,7 @@ def bench_parser(sub: Subparsers) -> None:
         "name",
         nargs="?",
         default="all",
-        help="B1..B8 (train = B6), all (default), or env (every scenario)",
+        help="B1..B9 (train = B6), all (default), or env (every scenario)",
     )
     bench.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
     bench.add_argument("--max-steps", type=int, default=300)
@@ -101,6 +101,12 @@ def sweep_parser(sub: Subparsers) -> None:
         type=int,
         help="default: vllm serve's for the GPU (H100 8192, A100 2048)",
     )
+    sw.add_argument(
+        "--layout",
+        default="1",
+        help="instances: N aggregated, or XpYd (X prefill, Y decode: disaggregated)",
+    )
+    sw.add_argument("--link", choices=("rdma", "nvlink"), default="rdma", help="with XpYd")
     sw.add_argument("--out", help="folder for sweep.md/csv/json/png")
     sw.add_argument("--json", action="store_true")
     sw.set_defaults(func=_cmd_sweep)
@@ -134,12 +140,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             max_num_batched_tokens=args.max_num_batched_tokens,
             progress=not args.json,
             num_prompts=num_prompts,
+            layout=args.layout,
+            link=args.link,
         )
     except ValueError as e:  # an InputError too: this command names itself
         print(f"chiron sweep: {e}", file=sys.stderr)
         return 2
     label = args.profile or f"{args.model} on {args.gpu} x {args.tp} ({args.dtype})"
     title = f"{label}: isl {args.isl}, osl {args.osl}"
+    if args.layout != "1":
+        title += f", layout {args.layout}"
     if num_prompts is not None:
         title += f", counted as vllm bench serve ({num_prompts} prompts, all measured)"
     if args.json:

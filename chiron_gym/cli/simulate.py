@@ -117,4 +117,8 @@ def _cmd_scenarios(args: argparse.Namespace) -> int:
         width = max(len(str(r["name"])) for r in rows) + 2
         for r in rows:
             print(f"{r['name']:<{width}}{r['description']}")
+        print(
+            "disaggregated (chiron simulate only; profiles composed from ../shared/data): "
+            + ", ".join(bundled.disaggregated_names())
+        )
     return 0

@@ -1,0 +1,200 @@
+"""Issue 41's study: where disaggregated serving beats aggregated serving at equal GPUs.
+
+``python -m benchmarks.disaggregation [--out DIR]`` serves Poisson traffic of fixed prompt and
+output lengths with four instances of a model on H100s, laid out as 4 aggregated instances or as
+1p3d, 2p2d and 3p1d prefill/decode instances (KV over RDMA), at rates from 0.0125 to 3.2 requests
+per second per GPU (a geometric grid of ratio 2^(1/4); ten minutes of arrivals each, then the
+requests in flight finish), for four prompt/output shapes. Per shape and SLA it reports each
+layout's goodput as DistServe defines it: the highest rate per GPU at which at least 90 % of the
+requests that arrived met both the TTFT and the TPOT objective; and the best disaggregated
+layout's against aggregated. Two SLAs, fixed before any run: Dynamo's SLA
+planner's defaults (TTFT 500 ms, ITL 50 ms) and a tight-TPOT one (TTFT 2 s, TPOT 20 ms). Composes
+its profiles from ``../shared/data``. Writes ``study.md``, ``points.csv`` and ``study.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MODELS = (("llama-3.1-70b", 4), ("qwen3-32b", 2))
+SHAPES = ((8192, 256), (3000, 150), (1024, 1024), (256, 2048))  # (isl, osl)
+LAYOUTS = ("4", "1p3d", "2p2d", "3p1d")
+RATES_PER_GPU = tuple(0.0125 * 2 ** (k / 4) for k in range(37))  # 0.0125 .. 3.2 req/s per GPU
+SLAS = {
+    "dynamo (TTFT 0.5 s, TPOT 50 ms)": (0.5, 0.05),
+    "tight TPOT (TTFT 2 s, TPOT 20 ms)": (2.0, 0.02),
+}
+HORIZON_S = 600.0  # arrivals for ten minutes, then
+DRAIN_S = 1800.0  # half an hour more for the requests still in flight
+GOOD = 0.9  # DistServe's goodput: the share of requests that meet both objectives
+
+
+def point(model: str, tp: int, isl: int, osl: int, layout: str, rate: float) -> dict[str, Any]:
+    """One run: the share of arrived requests meeting each SLA, and the throughput."""
+    from chiron_gym.backends.simulate import run_static
+    from chiron_gym.scenario import parse
+    from chiron_gym.sweep import parse_layout
+
+    pools = {
+        p: {"initial": n, "batch_cap": 1024, "min": n, "max": n}
+        for p, n in parse_layout(layout).items()
+    }
+    doc: dict[str, Any] = {
+        "horizon_s": HORIZON_S,
+        "decision_interval_s": HORIZON_S,
+        "instance": {
+            "profile": {"model": model, "gpu": "h100", "tp": tp},
+            "max_num_batched_tokens": 8192,
+            "max_batch_cap": 1024,
+        },
+        "pools": pools,
+        "workload": [
+            {
+                "class": "interactive",
+                "arrival": {"kind": "poisson", "rate_per_s": rate},
+                "prompt": {"kind": "fixed", "mean": isl},
+                "output": {"kind": "fixed", "mean": osl},
+            }
+        ],
+    }
+    cluster, _ = run_static(parse(doc, name="pd-study", source="benchmarks/disaggregation.py"), 0)
+    cluster.run_until(HORIZON_S + DRAIN_S)  # requests that arrived late finish (or miss)
+    n = cluster.num_arrived
+    arrival = cluster.workload.arrival_s[:n]
+    first, finish = cluster.first_token_s[:n], cluster.finish_s[:n]
+    ttft = first - arrival
+    tpot = (finish - first) / max(osl - 1, 1)
+    gpus = 4 * tp
+    row: dict[str, Any] = {
+        "model": model,
+        "tp": tp,
+        "isl": isl,
+        "osl": osl,
+        "layout": layout,
+        "rate_per_gpu": rate / gpus,
+        "arrived": n,
+        "finished": int(np.count_nonzero(~np.isnan(finish))),
+        "ttft_p50_s": float(np.nanmedian(ttft)) if n else math.nan,
+        "tpot_p50_s": float(np.nanmedian(tpot)) if n else math.nan,
+        "kv_transfer_mean_s": cluster.kv_transfer_s / cluster.kv_transfers
+        if cluster.kv_transfers
+        else 0.0,
+    }
+    for k, (t, p) in enumerate(SLAS.values()):
+        met = np.nan_to_num(ttft, nan=math.inf) <= t
+        met &= np.nan_to_num(tpot, nan=math.inf) <= p
+        row[f"good_{k}"] = float(np.count_nonzero(met)) / n if n else 0.0
+    return row
+
+
+def run() -> list[dict[str, Any]]:
+    """Every point of the study, one row each."""
+    from tqdm import tqdm
+
+    jobs = [
+        (m, tp, isl, osl, lay, r * 4 * tp)
+        for m, tp in MODELS
+        for isl, osl in SHAPES
+        for lay in LAYOUTS
+        for r in RATES_PER_GPU
+    ]
+    return [point(*job) for job in tqdm(jobs, unit="run", desc="disaggregation")]
+
+
+def best(rows: list[dict[str, Any]], k: int) -> float:
+    """Goodput: the highest rate per GPU among ``rows`` at which SLA ``k`` holds for 90 % of the
+    requests (0: none)."""
+    return max((r["rate_per_gpu"] for r in rows if r[f"good_{k}"] >= GOOD), default=0.0)
+
+
+def summary(rows: list[dict[str, Any]]) -> tuple[str, list[tuple[str, str, str, float]]]:
+    """The study's table (markdown) and, per (model, shape, SLA), disaggregated over aggregated."""
+    lines = [
+        "| model | isl / osl | SLA | 4 agg | 1p3d | 2p2d | 3p1d | best P/D / agg |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ratios: list[tuple[str, str, str, float]] = []
+    for model, tp in MODELS:
+        for isl, osl in SHAPES:
+            for k, sla in enumerate(SLAS):
+                got = {
+                    lay: best(
+                        [
+                            r
+                            for r in rows
+                            if (r["model"], r["isl"], r["osl"], r["layout"])
+                            == (model, isl, osl, lay)
+                        ],
+                        k,
+                    )
+                    for lay in LAYOUTS
+                }
+                agg, pd = got["4"], max(got[lay] for lay in LAYOUTS[1:])
+                ratio = pd / agg if agg > 0 else (math.inf if pd > 0 else math.nan)
+                ratios.append((model, f"{isl}/{osl}", sla, ratio))
+                cells = " | ".join(f"{got[lay]:.3f}" if got[lay] else "-" for lay in LAYOUTS)
+                shown = (
+                    "-"
+                    if math.isnan(ratio)
+                    else ("P/D only" if math.isinf(ratio) else f"{ratio:.2f}x")
+                )
+                lines.append(f"| {model} TP{tp} | {isl} / {osl} | {sla} | {cells} | {shown} |")
+    return "\n".join(lines), ratios
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(MODELS) * 2, len(SHAPES), figsize=(18, 13), squeeze=False)
+    for i, (model, tp) in enumerate(MODELS):
+        for k, sla in enumerate(SLAS):
+            for j, (isl, osl) in enumerate(SHAPES):
+                ax = axes[2 * i + k][j]
+                for lay in LAYOUTS:
+                    key = (model, isl, osl, lay)
+                    pts = [r for r in rows if (r["model"], r["isl"], r["osl"], r["layout"]) == key]
+                    x = [r["rate_per_gpu"] for r in pts]
+                    ax.plot(x, [r[f"good_{k}"] for r in pts], "o-", ms=3, label=lay)
+                ax.axhline(GOOD, color="grey", lw=0.8, ls=":")
+                ax.set(xscale="log", ylim=(0, 1.02), xlabel="requests / s per GPU")
+                ax.set_title(f"{model} TP{tp}, {isl}/{osl}, {sla}", fontsize=8)
+                ax.set_ylabel("share meeting the SLA")
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=7, title="layout", title_fontsize=7)
+    fig.suptitle("SLA attainment against load: 4 aggregated instances vs prefill/decode layouts")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.disaggregation", description=__doc__)
+    ap.add_argument("--out", default="runs/disaggregation", help="folder for study.md/csv/png")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = run()
+    with (out / "points.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    text, _ = summary(rows)
+    (out / "study.md").write_text(f"# Aggregated vs disaggregated at equal GPUs\n\n{text}\n")
+    plot(rows, out / "study.png")
+    print(text)
+    print(f"written: {out}/study.md, points.csv, study.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
