@@ -8,8 +8,10 @@ requests in flight finish), for four prompt/output shapes. Per shape and SLA it 
 layout's goodput as DistServe defines it: the highest rate per GPU at which at least 90 % of the
 requests that arrived met both the TTFT and the TPOT objective; and the best disaggregated
 layout's against aggregated. Two SLAs, fixed before any run: Dynamo's SLA
-planner's defaults (TTFT 500 ms, ITL 50 ms) and a tight-TPOT one (TTFT 2 s, TPOT 20 ms). Composes
-its profiles from ``../shared/data``. Writes ``study.md``, ``points.csv`` and ``study.png``.
+planner's defaults (TTFT 500 ms, ITL 50 ms) and a tight-TPOT one (TTFT 2 s, TPOT 20 ms).
+``--seeds 0,1,2`` repeats every run on other traffic seeds: cells give the median and the ratio
+its range over seeds. Composes its profiles from ``../shared/data``. Writes ``study.md``,
+``points.csv`` and ``study.png``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ DRAIN_S = 1800.0  # half an hour more for the requests still in flight
 GOOD = 0.9  # DistServe's goodput: the share of requests that meet both objectives
 
 
-def point(model: str, tp: int, isl: int, osl: int, layout: str, rate: float) -> dict[str, Any]:
+def point(
+    model: str, tp: int, isl: int, osl: int, layout: str, rate: float, seed: int = 0
+) -> dict[str, Any]:
     """One run: the share of arrived requests meeting each SLA, and the throughput."""
     from chiron_gym.backends.simulate import run_static
     from chiron_gym.scenario import parse
@@ -64,7 +68,8 @@ def point(model: str, tp: int, isl: int, osl: int, layout: str, rate: float) -> 
             }
         ],
     }
-    cluster, _ = run_static(parse(doc, name="pd-study", source="benchmarks/disaggregation.py"), 0)
+    scenario = parse(doc, name="pd-study", source="benchmarks/disaggregation.py")
+    cluster, _ = run_static(scenario, seed)
     cluster.run_until(HORIZON_S + DRAIN_S)  # requests that arrived late finish (or miss)
     n = cluster.num_arrived
     arrival = cluster.workload.arrival_s[:n]
@@ -78,6 +83,7 @@ def point(model: str, tp: int, isl: int, osl: int, layout: str, rate: float) -> 
         "isl": isl,
         "osl": osl,
         "layout": layout,
+        "seed": seed,
         "rate_per_gpu": rate / gpus,
         "arrived": n,
         "finished": int(np.count_nonzero(~np.isnan(finish))),
@@ -94,16 +100,17 @@ def point(model: str, tp: int, isl: int, osl: int, layout: str, rate: float) -> 
     return row
 
 
-def run() -> list[dict[str, Any]]:
-    """Every point of the study, one row each."""
+def run(seeds: tuple[int, ...] = (0,)) -> list[dict[str, Any]]:
+    """Every point of the study, one row each (each traffic seed its own)."""
     from tqdm import tqdm
 
     jobs = [
-        (m, tp, isl, osl, lay, r * 4 * tp)
+        (m, tp, isl, osl, lay, r * 4 * tp, seed)
         for m, tp in MODELS
         for isl, osl in SHAPES
         for lay in LAYOUTS
         for r in RATES_PER_GPU
+        for seed in seeds
     ]
     return [point(*job) for job in tqdm(jobs, unit="run", desc="disaggregation")]
 
@@ -115,7 +122,10 @@ def best(rows: list[dict[str, Any]], k: int) -> float:
 
 
 def summary(rows: list[dict[str, Any]]) -> tuple[str, list[tuple[str, str, str, float]]]:
-    """The study's table (markdown) and, per (model, shape, SLA), disaggregated over aggregated."""
+    """The study's table (markdown): per (model, shape, SLA) each layout's goodput (the median
+    over the traffic seeds) and the best disaggregated layout's over aggregated (the median over
+    seeds, with its range when there are several); and those medians."""
+    seeds = sorted({r["seed"] for r in rows})
     lines = [
         "| model | isl / osl | SLA | 4 agg | 1p3d | 2p2d | 3p1d | best P/D / agg |",
         "|---|---|---|---|---|---|---|---|",
@@ -124,29 +134,42 @@ def summary(rows: list[dict[str, Any]]) -> tuple[str, list[tuple[str, str, str, 
     for model, tp in MODELS:
         for isl, osl in SHAPES:
             for k, sla in enumerate(SLAS):
-                got = {
-                    lay: best(
-                        [
-                            r
-                            for r in rows
-                            if (r["model"], r["isl"], r["osl"], r["layout"])
-                            == (model, isl, osl, lay)
-                        ],
-                        k,
-                    )
+                got = {  # goodput per layout, per seed
+                    lay: [
+                        best([r for r in rows if _key(r) == (model, isl, osl, lay, seed)], k)
+                        for seed in seeds
+                    ]
                     for lay in LAYOUTS
                 }
-                agg, pd = got["4"], max(got[lay] for lay in LAYOUTS[1:])
-                ratio = pd / agg if agg > 0 else (math.inf if pd > 0 else math.nan)
+                per_seed = [
+                    _ratio(got["4"][i], max(got[lay][i] for lay in LAYOUTS[1:]))
+                    for i in range(len(seeds))
+                ]
+                ratio = float(np.median(per_seed))
                 ratios.append((model, f"{isl}/{osl}", sla, ratio))
-                cells = " | ".join(f"{got[lay]:.3f}" if got[lay] else "-" for lay in LAYOUTS)
-                shown = (
-                    "-"
-                    if math.isnan(ratio)
-                    else ("P/D only" if math.isinf(ratio) else f"{ratio:.2f}x")
-                )
+                med = {lay: float(np.median(v)) for lay, v in got.items()}
+                cells = " | ".join(f"{med[lay]:.3f}" if med[lay] else "-" for lay in LAYOUTS)
+                shown = _shown(ratio)
+                if len(seeds) > 1 and min(per_seed) != max(per_seed):
+                    shown += f" [{_shown(min(per_seed))}, {_shown(max(per_seed))}]"
                 lines.append(f"| {model} TP{tp} | {isl} / {osl} | {sla} | {cells} | {shown} |")
     return "\n".join(lines), ratios
+
+
+def _key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["model"], r["isl"], r["osl"], r["layout"], r["seed"])
+
+
+def _ratio(agg: float, pd: float) -> float:
+    return pd / agg if agg > 0 else (math.inf if pd > 0 else math.nan)
+
+
+def _shown(ratio: float) -> str:
+    if math.isnan(ratio):
+        return "-"
+    if math.isinf(ratio):
+        return "P/D only"
+    return "P/D none" if ratio == 0 else f"{ratio:.2f}x"
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -155,6 +178,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    first = min(r["seed"] for r in rows)  # the figure shows one traffic seed
     fig, axes = plt.subplots(len(MODELS) * 2, len(SHAPES), figsize=(18, 13), squeeze=False)
     for i, (model, tp) in enumerate(MODELS):
         for k, sla in enumerate(SLAS):
@@ -162,7 +186,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 ax = axes[2 * i + k][j]
                 for lay in LAYOUTS:
                     key = (model, isl, osl, lay)
-                    pts = [r for r in rows if (r["model"], r["isl"], r["osl"], r["layout"]) == key]
+                    pts = [r for r in rows if _key(r) == (*key, first)]
                     x = [r["rate_per_gpu"] for r in pts]
                     ax.plot(x, [r[f"good_{k}"] for r in pts], "o-", ms=3, label=lay)
                 ax.axhline(GOOD, color="grey", lw=0.8, ls=":")
@@ -180,10 +204,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.disaggregation", description=__doc__)
     ap.add_argument("--out", default="runs/disaggregation", help="folder for study.md/csv/png")
+    ap.add_argument(
+        "--seeds", default="0", help="traffic seeds, e.g. 0,1,2 (the figure: the first)"
+    )
     args = ap.parse_args(argv)
+    try:
+        seeds = tuple(int(x) for x in args.seeds.split(","))
+    except ValueError:
+        ap.error(f"--seeds {args.seeds!r}: expected integers separated by commas, e.g. 0,1,2")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = run()
+    rows = run(seeds)
     with (out / "points.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

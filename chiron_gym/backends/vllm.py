@@ -45,7 +45,7 @@ from chiron_gym.scenario import Scenario
 from chiron_gym.sim import ClassReport, InstanceStats, Pool, RequestClass, WindowReport
 from chiron_gym.sim.ledger import Ledger, LedgerColumns, gpu_seconds, slo_met
 from chiron_gym.sim.queues import deadline_groups
-from chiron_gym.sim.request import POOL_NAMES, Outcome, RejectReason, Workload
+from chiron_gym.sim.request import POOL_NAMES, POOLS, Outcome, RejectReason, Workload
 
 # The real backend's public names (``make_backend``, tests) are importable from here.
 __all__ = ["Server", "ServerConfig", "ServerState", "VllmBackend", "parse_metrics"]
@@ -407,7 +407,7 @@ class VllmBackend(LedgerColumns):
                 held[int(self.workload.klass[idx])] += 1
         pools = {
             name: self.fleet.pool_report(pool, self._caps.get(pool, 0))
-            for pool, name in zip(Pool, POOL_NAMES, strict=True)
+            for pool, name in zip(POOLS, POOL_NAMES, strict=True)
         }
         return self.ledger.close_window(
             until_s, held, self.queue_lengths(), pools, self.gpu_seconds()

@@ -48,11 +48,7 @@ from chiron_gym.sim.cluster_base import (
     ClusterBase,
     IterationHook,
 )
-from chiron_gym.sim.events import (
-    PRIORITY_ARRIVAL,
-    PRIORITY_ITERATION,
-    PRIORITY_READY,
-)
+from chiron_gym.sim.events import PRIORITY_ARRIVAL, PRIORITY_ITERATION, PRIORITY_READY
 from chiron_gym.sim.instance import Instance
 from chiron_gym.sim.report import WindowReport
 from chiron_gym.sim.request import (
@@ -245,6 +241,7 @@ class Cluster(ClusterBase):
     def _on_requeue(self, inst: Instance, r: Request, swaps: int) -> None:
         if r.swaps != swaps or not inst.release_swapped(r):
             return  # resumed (and maybe swapped again) since
+        self._wake_up(inst)  # what waited behind it there may be admitted at the next iteration
         self.requeued += 1
         self._resume[r.idx] = r
         self.queues[RequestClass.BATCH].push(r.idx, r.deadline_s)
@@ -285,7 +282,8 @@ class Cluster(ClusterBase):
                 return
         elif kind == _FAIL:
             f.failures[inst.pool] += 1
-        f.log.append(f"{name} {'failed' if kind == _FAIL else 'taken'} ({inst.load} held)")
+        held = inst.load + len(inst.outgoing)
+        f.log.append(f"{name} {'failed' if kind == _FAIL else 'taken'} ({held} held)")
         self._kill(inst)
 
     def _kill(self, inst: Instance) -> None:
@@ -345,6 +343,10 @@ class Cluster(ClusterBase):
                 if end is not None:
                     self._push_end(inst, end)
             self._kick(inst)
+            for pool in self._limited:  # a head too long for them may have gone: they pull now
+                for other in self._live[pool]:
+                    if other is not inst and other.state == InstanceState.READY:
+                        self._fill(other)
 
     def _kick(self, inst: Instance) -> None:
         if not inst.busy and not inst.kicked:
@@ -375,7 +377,7 @@ class Cluster(ClusterBase):
             link = self.config.kv_link
             for r in inst.new_loads:
                 src = self._transfers[r.idx][0]
-                dt = link.transfer_s(r.prompt_tokens, src.spec, inst.spec)
+                dt = link.transfer_s(r.prompt_tokens + r.generated, src.spec, inst.spec)
                 self.events.push(now + dt, PRIORITY_READY, _LOADED, (inst, r, dt))
             inst.new_loads.clear()
         if end is not None:
@@ -408,15 +410,16 @@ class Cluster(ClusterBase):
         src.sent(r)
         dst.loaded(r)
         self._wake_up(dst)
-        self._after_send(src)
+        self._settle(src)
 
-    def _after_send(self, src: Instance) -> None:
-        """A prefill instance freed blocks: what waits may fit; a draining one may be done."""
-        if src.has_work():
-            if src.state != InstanceState.STARTING:
-                self._kick(src)
-        elif src.state == InstanceState.DRAINING and not src.busy:
-            self._stop(src)
+    def _settle(self, inst: Instance) -> None:
+        """``inst`` let a request go (its blocks freed): what waits may fit; a draining one that
+        holds nothing more stops."""
+        if inst.has_work():
+            if inst.state != InstanceState.STARTING:
+                self._kick(inst)
+        elif inst.state == InstanceState.DRAINING and not inst.busy:
+            self._stop(inst)
 
     def _wake_up(self, inst: Instance) -> None:
         """``inst`` was handed work: a stretch in flight ends at its next iteration boundary,
@@ -436,9 +439,10 @@ class Cluster(ClusterBase):
             src, dst = ends
             if src.state != InstanceState.STOPPED:  # the receiver failed
                 src.sent(r)
-                self._after_send(src)
+                self._settle(src)
             elif dst is None:
                 self.handoffs[r.klass].remove(r)
             elif dst.state != InstanceState.STOPPED:  # the sender failed
                 dst.drop_incoming(r)
                 self._wake_up(dst)
+                self._settle(dst)

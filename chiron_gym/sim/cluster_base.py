@@ -260,6 +260,7 @@ class ClusterBase(LedgerColumns):
         for p in Pool:
             longest = max((self._max_tokens[c] for c in PULLS[p]), default=0)
             self._pull_limit[p] = fit[p] if p in fit and fit[p] < longest else 0
+        self._limited = tuple(p for p in Pool if self._pull_limit[p])
 
     def _request(self, idx: int) -> Request:
         if self._resume:

@@ -302,6 +302,8 @@ class Instance(InstanceBase):
         self.busy = True
         self._iter_start_s = now
         self._iter_decodes = batch.num_decode
+        if self.hands_off:  # a prefill instance hands a request off at its next token
+            decode_only = False
         if decode_only and self.pool == Pool.MIXED and self.waiting[RequestClass.INTERACTIVE]:
             # A waiting interactive request may evict batch ones as free KV shrinks during the
             # stretch; that decision is only taken iteration by iteration.
@@ -424,7 +426,7 @@ class Instance(InstanceBase):
                     finished.append(r)
                 elif step == HANDOFF:  # its blocks stay until a decode instance has read them
                     finished.append(r)
-                elif step == SAMPLED or _decodes_next(r):
+                elif step == SAMPLED or (_decodes_next(r) and not self.hands_off):
                     # sampled, or a recomputation (after a preemption or a swap) whose chunk
                     # left exactly its last token: it decodes from now on, as the per-request
                     # scheduler (and ``_end_exact``'s rebuild) treats it
@@ -482,8 +484,10 @@ class Instance(InstanceBase):
                 elif step == HANDOFF:
                     finished.append(r)
         if finished:
-            if self.hands_off:  # handed off: blocks kept until read
-                running = self.running = [r for r in running if r.computed < r.prompt_tokens]
+            if self.hands_off:  # handed off (every known token computed): blocks kept until read
+                running = self.running = [
+                    r for r in running if r.computed < r.prompt_tokens + r.generated
+                ]
                 self.outgoing.extend(finished)
             else:
                 running = self.running = [r for r in running if r.generated < r.output_tokens]
@@ -494,7 +498,7 @@ class Instance(InstanceBase):
         self.active = []
         if self._rebuild:
             for r in running:
-                if _decodes_next(r):
+                if _decodes_next(r) and not self.hands_off:
                     self.steady.join(r)
                 else:
                     self.active.append(r)

@@ -8,8 +8,9 @@ recompute preemption (``_preempt``) and, on a mixed instance, swapping batch req
 memory for waiting interactive ones (``_swap_out_for_interactive``, foreseen by ``_swap_due``);
 at its end, applying a request's scheduled tokens (``_apply``).
 
-Disaggregated pools: a prefill instance hands a request off when its prompt is done
-(``HANDOFF``: no token is sampled here) and holds its KV blocks (``outgoing``) until a decode
+Disaggregated pools: a prefill instance hands a request off when every known token is computed
+(the prompt, and what a mixed instance generated before swapping it out: ``HANDOFF``; no token
+is sampled here, and nothing decodes) and holds its KV blocks (``outgoing``) until a decode
 instance has read them (``sent``). A decode instance takes handed-off requests (``hand_over``)
 into ``remote``; at an iteration start it allocates their blocks, in order, while they fit
 (``_load_remote``, the KV read then starts: ``loading``); once read (``loaded``) a request
@@ -266,8 +267,8 @@ class InstanceBase:
         before any other waiting request: it needs no new block, so none can keep it out (a
         recomputation that cannot fit while read-in requests hold blocks would, for good)."""
         self.loading.remove(request)
-        request.blocks = _blocks(request.prompt_tokens, self._bs)
-        request.computed = request.prompt_tokens - 1
+        request.blocks = _blocks(request.num_tokens, self._bs)
+        request.computed = request.num_tokens - 1
         request.scheduled = 0
         self.ready.append(request)
 
@@ -281,7 +282,7 @@ class InstanceBase:
         """Forget a request handed over or being read in (its sender failed)."""
         if request in self.loading:
             self.loading.remove(request)
-            self.reserved -= _blocks(request.prompt_tokens, self._bs)
+            self.reserved -= _blocks(request.num_tokens, self._bs)
         else:
             self.remote.remove(request)
 
@@ -296,7 +297,7 @@ class InstanceBase:
         started = False
         while remote:
             r = remote[0]
-            need = _blocks(r.prompt_tokens, bs)
+            need = _blocks(r.prompt_tokens + r.generated, bs)
             if need > free:
                 break
             remote.popleft()

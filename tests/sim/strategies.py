@@ -92,7 +92,11 @@ def random_case(
     )
     if disaggregated:  # transfers about as long as iterations (kv_bytes_per_token 4096)
         bw, latency = float(rng.uniform(1e8, 1e10)), float(rng.uniform(0, 0.01))
-        config = replace(config, kv_link=KVLink(bytes_per_s=bw, latency_s=latency))
+        # swapped batch requests soon back in the queue, where a prefill instance may take them
+        # with tokens already generated
+        requeue = float(rng.uniform(0.0, 3.0))
+        link = KVLink(bytes_per_s=bw, latency_s=latency)
+        config = replace(config, kv_link=link, swap_requeue_s=requeue)
     klass = (rng.random(n) < 0.5).astype(np.int8)
     arrival = np.sort(rng.uniform(0, horizon, size=n))
     if rng.random() < 0.3:  # a bulk submission: many requests at the same instant

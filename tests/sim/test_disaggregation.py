@@ -20,6 +20,7 @@ from chiron_gym.sim import (
     Cluster,
     ClusterConfig,
     InstanceSpec,
+    InstanceState,
     KVLink,
     LinearPerfModel,
     Outcome,
@@ -122,6 +123,61 @@ def test_handoffs_wait_for_a_decode_instance_with_room_under_its_cap() -> None:
     assert list(cluster.outcome) == [Outcome.MET] * 3
     first = sorted(cluster.first_token_s)
     assert first[1] > sorted(cluster.finish_s)[0]  # the next starts once the first is done
+
+
+def test_a_swapped_request_with_tokens_goes_through_prefill_and_decode() -> None:
+    """A batch request swapped out of a mixed instance (for an interactive one) goes back to the
+    queue with tokens generated; a prefill instance recomputes them all and hands it off, and
+    the decode instance goes on from there. The same in both modes."""
+    mixed = replace(PREFILL, gpus=1)
+    small_budget = replace(PREFILL, gpus=1, max_num_batched_tokens=40)
+    out = []
+    for ff in (True, False):
+        config = ClusterConfig(
+            pools=(
+                PoolSpec(pool=Pool.MIXED, instance=mixed, initial_batch_cap=1),
+                PoolSpec(pool=Pool.PREFILL, instance=small_budget),
+                PoolSpec(pool=Pool.DECODE, instance=replace(DECODE, kv_capacity_blocks=100)),
+            ),
+            swap_requeue_s=0.0,
+            kv_link=LINK,
+            fast_forward=ff,
+        )
+        w = Workload.from_columns(
+            arrival_s=[0.0, 0.0, 0.05, 0.05],
+            klass=[1, 1, 0, 1],
+            prompt_tokens=[16, 600, 16, 16],
+            output_tokens=[400, 5, 5, 5],
+            deadline_s=[1e3, 1e3, np.nan, 1e3],
+        )
+        cluster = Cluster(config, w, np.random.default_rng(0), aggregate=ff)
+        cluster.run_until(200.0)
+        assert list(cluster.outcome) == [Outcome.MET] * 4
+        assert cluster.requeued >= 1
+        assert all(not i.has_work() and i.used_blocks == i.reserved == 0 for i in cluster.instances)
+        out.append(cluster)
+    assert_same_timestamps(*out)
+
+
+def test_a_draining_decode_instance_stops_when_its_sender_fails() -> None:
+    config = ClusterConfig(
+        pools=(
+            PoolSpec(pool=Pool.PREFILL, instance=PREFILL, initial_instances=2),
+            PoolSpec(pool=Pool.DECODE, instance=DECODE),
+        ),
+        kv_link=KVLink(bytes_per_s=1e5, latency_s=0.002),  # a read of 0.5 s
+        failures_at=((0.1, Pool.PREFILL),),
+        interactive_slo=SLO(ttft_s=10.0),
+    )
+    cluster = Cluster(config, _one(100, 5), np.random.default_rng(0))
+    cluster.run_until(0.05)  # prefilled on instance 0, being read into the decode instance
+    p0, _, d = cluster.instances
+    assert p0.outgoing and d.loading
+    assert cluster.scale(Pool.DECODE, -1) == -1  # drains: it holds a read
+    cluster.run_until(100.0)  # instance 0 fails mid-read: the request starts again
+    assert d.state == InstanceState.STOPPED and d.stopped_s == pytest.approx(0.1)
+    assert cluster.outcome[0] == Outcome.PENDING  # no decode instance left to take it
+    assert cluster.gpu_seconds() == pytest.approx(2 * 0.1 + 2 * 100.0 + 4 * 0.1)
 
 
 def test_a_disaggregated_cluster_needs_both_pools() -> None:

@@ -26,7 +26,7 @@ def invariant_checker(errors: list[str]) -> IterationHook:
         if inst._stretch == 0 and inst.used_blocks != holding - shared:
             errors.append("used blocks differ from the blocks held by running requests")
         bs = inst.spec.block_size_tokens
-        reading = sum(-(-r.prompt_tokens // bs) for r in inst.loading)
+        reading = sum(-(-(r.prompt_tokens + r.generated) // bs) for r in inst.loading)
         read = sum(r.blocks for r in inst.ready)
         if inst.reserved != reading + read:
             errors.append(f"reserved {inst.reserved} != reads {reading} + read, waiting {read}")
