@@ -206,10 +206,7 @@ class Cluster(ClusterBase):
             inst = least_loaded(self._live, routes, c)
         if inst is not None:
             inst.enqueue(self._request(idx), self.events.now)
-            end = inst.truncate_stretch(self.events.now)
-            if end is not None:
-                self._push_end(inst, end)
-            self._kick(inst)
+            self._wake_up(inst)
             return
         limit = self.config.max_queue[c]
         if limit is not None and len(self.queues[c]) >= limit:
@@ -338,11 +335,7 @@ class Cluster(ClusterBase):
                     inst.hand_over(r, self.events.now)
                     pulled = True
         if pulled:
-            if inst.busy:  # mid-stretch: they join at the next iteration, as an arrival does
-                end = inst.truncate_stretch(self.events.now)
-                if end is not None:
-                    self._push_end(inst, end)
-            self._kick(inst)
+            self._wake_up(inst)  # mid-stretch: they join at the next iteration, as arrivals do
             for pool in self._limited:  # a head too long for them may have gone: they pull now
                 for other in self._live[pool]:
                     if other is not inst and other.state == InstanceState.READY:
