@@ -1,4 +1,5 @@
-"""Agents for ``chiron_gym/Autoscale-v0``: Chiron, production baselines, and trained PPO models.
+"""Agents for ``chiron_gym/Autoscale-v0`` and ``AutoscaleDisaggregated-v0``: Chiron, production
+baselines, planners of prefill and decode pools, and trained PPO models.
 
 ``make_agent("chiron", env.unwrapped.agent_context())`` builds one by name; every agent has
 SB3's ``predict(obs, state, episode_start, deterministic)``. Agent specs (names, parameters,

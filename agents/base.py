@@ -52,7 +52,7 @@ class BaseAgent:
 
     def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
-        self.layout = ActionLayout(ctx.action_mode, ctx.max_step_change)
+        self.layout = ActionLayout(ctx.action_mode, ctx.max_step_change, ctx.pool_order)
 
     def reset(self) -> None:
         """Forget the episode's history (called on ``episode_start``)."""

@@ -5,7 +5,10 @@ and source. Chiron's local loop runs on each instance at its own, faster period,
 environment can do: so ``chiron`` asks for ``action_mode="global"`` (``env_kwargs``), returns the
 global loop's instance changes, and the environment's per-instance local loop sets the caps. In
 an environment of another mode it still works: in ``"full"`` (and ``"local"``) it sets each
-pool's cap with the same rule on the pool's aggregate.
+pool's cap with the same rule on the pool's aggregate. In
+``chiron_gym/AutoscaleDisaggregated-v0`` the prefill and decode pools follow the global rule
+applied per role (ours, the paper serves aggregated instances only:
+``chiron_gym/control/chiron_pd.py``).
 
 Ablations (``docs/results.md``): ``chiron-global-only`` (caps fixed at the scenario's),
 ``chiron-local-only`` (instance counts fixed), ``chiron-no-tbp`` (no throughput backpressure).
@@ -18,6 +21,7 @@ from typing import Any, ClassVar
 
 from agents.base import N_POOLS, RULE_MAX_STEP, BaseAgent, Observation, Prediction
 from chiron_gym.control.chiron import ChironGlobal, ChironLocal, GlobalParams, LocalParams
+from chiron_gym.control.chiron_pd import ChironRoles
 from chiron_gym.envs import AgentContext, decode
 from chiron_gym.envs.actions import KEEP
 
@@ -42,7 +46,12 @@ class ChironAgent(BaseAgent):
         gp.max_step = ctx.max_step_change
         self.local = ChironLocal(local, ctx.decision_interval_s)
         self.global_ = ChironGlobal(gp, ctx.cluster_facts())
+        self.roles = self._roles(gp)
         self.max_caps = {n: s.max_batch_cap for n, s in ctx.pools.items()}
+
+    def _roles(self, gp: GlobalParams) -> ChironRoles | None:
+        """The rule per role for prefill and decode pools (the disaggregated env), or None."""
+        return ChironRoles(gp, self.ctx.cluster_facts()) if len(self.ctx.pools) > N_POOLS else None
 
     @classmethod
     def build(cls, ctx: AgentContext, local: LocalParams, global_: GlobalParams) -> ChironAgent:
@@ -51,18 +60,29 @@ class ChironAgent(BaseAgent):
         global_.max_step = ctx.max_step_change
         agent.local = ChironLocal(local, ctx.decision_interval_s)
         agent.global_ = ChironGlobal(global_, ctx.cluster_facts())
+        agent.roles = agent._roles(global_)
         return agent
 
     def reset(self) -> None:
         self.local.reset()
         self.global_.reset()
+        if self.roles is not None:
+            self.roles.reset()
 
     def params(self) -> dict[str, Any]:
         """Every parameter, for logs and tables."""
         return {"local": asdict(self.local.p), "global": asdict(self.global_.p)}
 
     def deltas(self, raw: dict[str, float]) -> list[int]:
-        return self.global_.deltas(raw)
+        agg = self.global_.deltas(raw)
+        if self.roles is None:
+            return agg
+        pools = self.ctx.pools
+        taken = sum(
+            max(0, d) * pools[n].gpus_per_instance for n, d in zip(pools, agg, strict=False)
+        )
+        roles = self.roles.deltas(raw, taken)
+        return [*agg, roles["prefill"], roles["decode"]]
 
     def caps(self, raw: dict[str, float]) -> list[int]:
         return self.local.choices(raw, self.max_caps)

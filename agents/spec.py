@@ -17,6 +17,7 @@ from agents.base import Agent
 from agents.baselines import BASELINES
 from agents.chiron import CHIRON_AGENTS
 from agents.chiron_tuned import ChironTunedAgent
+from agents.disaggregated import PD_AGENTS
 from agents.llumnix_tuned import LlumnixTunedAgent
 from chiron_gym.config import InputError
 from chiron_gym.control.chiron import GlobalParams, LocalParams
@@ -27,6 +28,7 @@ AGENTS: dict[str, Any] = {
     "chiron-tuned": ChironTunedAgent,
     **BASELINES,
     "llumnix-tuned": LlumnixTunedAgent,
+    **PD_AGENTS,
 }
 
 

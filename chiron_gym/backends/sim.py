@@ -23,11 +23,6 @@ class SimBackend:
     """``Backend`` over the discrete-event simulator."""
 
     def __init__(self, scenario: Scenario, *, fast_forward: bool = True) -> None:
-        if scenario.cluster.disaggregated:
-            raise ValueError(
-                f"scenario {scenario.name!r} has prefill and decode pools, which the environment "
-                "does not observe or scale yet (issue 41); run it with `chiron simulate`"
-            )
         self.scenario = scenario
         self.fast_forward = fast_forward
         self._cluster: Cluster | None = None

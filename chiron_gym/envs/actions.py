@@ -2,8 +2,10 @@
 
 ``MultiDiscrete`` with start 0. Instance dimension: choice ``i`` means ``i - k`` instances
 (``k = max_step_change``). Batch-cap dimension: ``HALVE, KEEP, INCREASE, DOUBLE``; increase adds
-a quarter (at least one). The three pools always take the same slots; an absent pool accepts only
-"no change". ``action_mode`` picks which levels the agent controls.
+a quarter (at least one). The pools always take the same slots (``Autoscale-v0``: the three
+aggregated pools; ``AutoscaleDisaggregated-v0``: those, then prefill and decode); an absent pool
+accepts only "no change".
+``action_mode`` picks which levels the agent controls.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy.typing as npt
 
 from chiron_gym.backends.base import Backend, PoolState
 from chiron_gym.control.caps import CAP_CHOICES, DOUBLE, HALVE, INCREASE, KEEP, new_cap
-from chiron_gym.sim import POOL_NAMES, POOLS
+from chiron_gym.sim import ALL_POOL_NAMES, POOLS, Pool
 
 MODES = ("full", "global", "local")
 
@@ -37,13 +39,14 @@ class Decision:
 class ActionLayout:
     """Maps between the flat ``MultiDiscrete`` vector and per-pool choices."""
 
-    def __init__(self, mode: str, k: int) -> None:
+    def __init__(self, mode: str, k: int, pools: tuple[Pool, ...] = POOLS) -> None:
         if mode not in MODES:
             raise ValueError(f"action_mode must be one of {MODES}, got {mode!r}")
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"max_step_change must be an integer >= 1, got {k!r}")
         k = int(k)
         self.mode, self.k = mode, k
+        self.pools = pools
         self.has_global = mode in ("full", "global")
         self.has_local = mode in ("full", "local")
 
@@ -51,9 +54,9 @@ class ActionLayout:
     def nvec(self) -> list[int]:
         out: list[int] = []
         if self.has_global:
-            out += [2 * self.k + 1] * len(POOLS)
+            out += [2 * self.k + 1] * len(self.pools)
         if self.has_local:
-            out += [len(CAP_CHOICES)] * len(POOLS)
+            out += [len(CAP_CHOICES)] * len(self.pools)
         return out
 
     def split(self, action: npt.ArrayLike) -> tuple[list[int] | None, list[int] | None]:
@@ -81,11 +84,12 @@ class ActionLayout:
                 raise ValueError(f"action[{i}] = {v}: expected 0 <= value < {n}")
         deltas = caps = None
         i = 0
+        n = len(self.pools)
         if self.has_global:
-            deltas = [int(v) - self.k for v in a[: len(POOLS)]]
-            i = len(POOLS)
+            deltas = [int(v) - self.k for v in a[:n]]
+            i = n
         if self.has_local:
-            caps = [int(v) for v in a[i : i + len(POOLS)]]
+            caps = [int(v) for v in a[i : i + n]]
         return deltas, caps
 
     def join(
@@ -94,13 +98,18 @@ class ActionLayout:
         """The flat action for per-pool choices: the inverse of ``split``.
 
         A level this layout has and the caller leaves ``None`` is kept (no instance change, or
-        ``KEEP`` for every cap); a level it does not have is ignored.
+        ``KEEP`` for every cap); a level it does not have is ignored. Choices for fewer pools
+        than the layout has are the first pools' (an agent of the three aggregated pools in
+        ``AutoscaleDisaggregated-v0``): the others keep their instances and caps.
         """
+        n = len(self.pools)
         out: list[int] = []
         if self.has_global:
-            out += [d + self.k for d in (deltas if deltas is not None else [0] * len(POOLS))]
+            d = list(deltas) if deltas is not None else []
+            out += [x + self.k for x in d + [0] * (n - len(d))]
         if self.has_local:
-            out += list(caps) if caps is not None else [KEEP] * len(POOLS)
+            c = list(caps) if caps is not None else []
+            out += c + [KEEP] * (n - len(c))
         return np.asarray(out, dtype=np.int64)
 
     def masks(self, states: list[PoolState], gpus_in_use: int, max_gpus: int | None) -> np.ndarray:
@@ -139,21 +148,24 @@ def apply(
     deltas: list[int] | None,
     caps: list[int] | None,
     max_gpus: int | None,
+    pools: tuple[Pool, ...] = POOLS,
 ) -> Decision:
-    """Apply per-pool choices, clipping to bounds and the GPU budget (scale-downs first)."""
+    """Apply per-pool choices (in the order of ``pools``), clipping to bounds and the GPU
+    budget (scale-downs first)."""
     d = Decision()
-    states = [backend.pool_state(p) for p in POOLS]
+    states = [backend.pool_state(p) for p in pools]
+    names = [ALL_POOL_NAMES[p] for p in pools]
     if caps is not None:
-        for pool, name, st, choice in zip(POOLS, POOL_NAMES, states, caps, strict=True):
+        for pool, name, st, choice in zip(pools, names, states, caps, strict=True):
             if st.exists:
                 cap = new_cap(st.batch_cap, choice, st.bounds.max_batch_cap)
                 if cap != st.batch_cap:
                     backend.set_batch_cap(pool, cap)
                 d.caps[name] = cap
     if deltas is not None:
-        order = sorted(range(len(POOLS)), key=lambda i: deltas[i])  # downs before ups
+        order = sorted(range(len(pools)), key=lambda i: deltas[i])  # downs before ups
         for i in order:
-            pool, name, st, want = POOLS[i], POOL_NAMES[i], states[i], deltas[i]
+            pool, name, st, want = pools[i], names[i], states[i], deltas[i]
             if not st.exists:
                 applied = 0
             else:

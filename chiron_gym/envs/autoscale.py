@@ -1,6 +1,6 @@
 """``chiron_gym/Autoscale-v0``: autoscale an LLM-serving cluster.
 
-About 470 lines: the environment's class docstring is its manual (Gymnasium's sections: spaces,
+About 590 lines: the environment's class docstring is its manual (Gymnasium's sections: spaces,
 reward, episode end, arguments), a third of the module; ``step`` itself is short.
 """
 
@@ -10,7 +10,7 @@ import io
 import math
 import pickle
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import gymnasium as gym
 import numpy as np
@@ -31,13 +31,13 @@ from chiron_gym.control.qlm import Z_DEFAULT
 from chiron_gym.envs import render as _render
 from chiron_gym.envs.actions import CAP_CHOICES, ActionLayout, Decision, apply
 from chiron_gym.envs.features import (
-    FEATURE_NAMES,
     FEATURES,
     HIGH,
+    Feature,
     FeatureBuilder,
 )
 from chiron_gym.scenario import REWARD_DEFAULTS, Scenario, family_of, load
-from chiron_gym.sim import POOL_NAMES, POOLS, Pool, WindowReport
+from chiron_gym.sim import ALL_POOL_NAMES, POOLS, Pool, WindowReport
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ class AgentContext:
     interactive_itl_s: float | None
     cold_start_s: float
     scenario: Scenario | None = None  # for agents tuned per workload (``llumnix-tuned``)
+    # the pools of the action and the observation, in their order (the disaggregated env adds
+    # prefill and decode)
+    pool_order: tuple[Pool, ...] = POOLS
 
     def cluster_facts(self) -> ClusterFacts:
         """Chiron's global loop's static facts: the pools' bounds, budget, cold start and
@@ -204,6 +207,9 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012 (Gymnasium API)
+    # the pools it observes and scales, and its feature table (the disaggregated env's are larger)
+    observed_pools: ClassVar[tuple[Pool, ...]] = POOLS
+    feature_table: ClassVar[tuple[Feature, ...]] = FEATURES
 
     def __init__(
         self,
@@ -227,12 +233,13 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self.render_mode = render_mode
         self.backend_name = backend
         self.backend_options = dict(backend_options or {})
-        self.layout = ActionLayout(action_mode, max_step_change)
+        self.layout = ActionLayout(action_mode, max_step_change, self.observed_pools)
         self.action_mode = action_mode
-        self.observation_space = spaces.Box(0.0, HIGH, (len(FEATURES),), dtype=np.float32)
+        n_features = len(self.feature_table)
+        self.observation_space = spaces.Box(0.0, HIGH, (n_features,), dtype=np.float32)
         # gymnasium 1.2's stubs type MultiDiscrete more loosely than 1.4's (RLlib pins 1.2)
         self.action_space = spaces.MultiDiscrete(self.layout.nvec)  # type: ignore[assignment,unused-ignore]
-        self.feature_names: tuple[str, ...] = FEATURE_NAMES
+        self.feature_names: tuple[str, ...] = tuple(f.name for f in self.feature_table)
         gp = GlobalParams(**global_params) if isinstance(global_params, dict) else global_params
         self._global_params = replace(gp or GlobalParams(), max_step=max_step_change)
         lp = LocalParams(**local_params) if isinstance(local_params, dict) else local_params
@@ -251,7 +258,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self._configure(scenario, decision_interval_s, horizon_s, reward_weights)
         self._backend: Backend | None = None
         self._raw: dict[str, float] = {}
-        self._obs = np.zeros(len(FEATURES), dtype=np.float32)
+        self._obs = np.zeros(n_features, dtype=np.float32)
         self._last_reward = 0.0
         self._steps = 0
         self._ended = True  # no episode yet: step() needs a reset() first
@@ -267,10 +274,10 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         reward_weights: dict[str, float] | None,
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else load(scenario)
-        if sc.cluster.disaggregated:
+        if sc.cluster.disaggregated and self.observed_pools == POOLS:
             raise ValueError(
-                f"scenario {sc.name!r} has prefill and decode pools, which this environment does "
-                "not observe or scale yet (issue 41); run it with `chiron simulate`"
+                f"scenario {sc.name!r} has prefill and decode pools, which chiron_gym/"
+                "Autoscale-v0 does not observe or scale: use chiron_gym/AutoscaleDisaggregated-v0"
             )
         cap0 = self._initial_batch_cap
         if cap0 is not None:  # e.g. vLLM's default max_num_seqs (256) for a KV-driven baseline
@@ -304,7 +311,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             weights[key] = w
         self.scenario = sc
         self.reward_weights = weights
-        self._features = FeatureBuilder(sc, z=self._z)
+        self._features = FeatureBuilder(sc, z=self._z, pools=self.observed_pools)
         # the local loop's per-pool limits: the largest cap, the tightest class's ITL/TTFT SLOs
         self._local_limits: dict[int, InstanceLimits] = {}
         for p in sc.cluster.pools:
@@ -386,8 +393,10 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             )
         deltas, caps = self.layout.split(action)
         if deltas is None:
-            deltas = self._chiron_global.deltas(self._raw)
-        decision = apply(self.backend, deltas, caps, self.scenario.max_gpus)
+            deltas = self._global_deltas(self._raw)
+        decision = apply(
+            self.backend, deltas, caps, self.scenario.max_gpus, pools=self.observed_pools
+        )
         t_end = min(self.backend.now + self.scenario.decision_interval_s, self.scenario.horizon_s)
         if caps is None:
             self._run_local_loop(t_end)
@@ -409,6 +418,10 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         self._last_reward = reward
         return obs, reward, False, truncated, info
 
+    def _global_deltas(self, raw: dict[str, float]) -> list[int]:
+        """Chiron's global loop's instance changes (``action_mode="local"``), one per pool."""
+        return self._chiron_global.deltas(raw)
+
     def _run_local_loop(self, t_end: float) -> None:
         """Chiron's local loop, per instance, every ``period_s`` up to ``t_end``."""
         period = self._local_params.period_s
@@ -429,8 +442,8 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
     def agent_context(self) -> AgentContext:
         """What an agent may know besides observations: names, layout, static pool facts."""
         pools = {
-            name: PoolBounds.of(self.scenario.pool_spec(pool))
-            for pool, name in zip(POOLS, POOL_NAMES, strict=True)
+            ALL_POOL_NAMES[pool]: PoolBounds.of(self.scenario.pool_spec(pool))
+            for pool in self.observed_pools
         }
         slo = self.scenario.cluster
         return AgentContext(
@@ -446,11 +459,12 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             interactive_itl_s=slo.interactive_slo.itl_s,
             cold_start_s=self._features.cold_start_s,
             scenario=self.scenario,
+            pool_order=self.observed_pools,
         )
 
     def action_masks(self) -> npt.NDArray[np.bool_]:
         """Flat mask, ``sum(nvec)`` long, of the choices possible now (for MaskablePPO)."""
-        states = [self.backend.pool_state(p) for p in POOLS]
+        states = [self.backend.pool_state(p) for p in self.observed_pools]
         return self.layout.masks(states, self.backend.gpus_in_use(), self.scenario.max_gpus)
 
     def render(self) -> str | npt.NDArray[np.uint8] | None:  # type: ignore[override,unused-ignore]
@@ -518,7 +532,8 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
 
     def _pool_caps(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for pool, name in zip(POOLS, POOL_NAMES, strict=True):
+        for pool in self.observed_pools:
+            name = ALL_POOL_NAMES[pool]
             st = self.backend.pool_state(pool)
             if st.exists:
                 out[name] = st.batch_cap

@@ -3,8 +3,11 @@
 Every feature has a name, a unit and a normalisation (``FEATURES``); ``docs/env.md`` shows the
 table. The raw values go in ``info["raw"]``; the vector is ``clip(raw / scale, 0, HIGH)``
 (log features use ``log1p(raw) / scale``). Pools and classes always take the same slots, present
-or not, so a policy trained on one scenario runs on another. About 450 lines in one module on
-purpose: the feature table is a third of it and stays beside the code that computes each feature.
+or not, so a policy trained on one scenario runs on another. ``FEATURES`` is
+``chiron_gym/Autoscale-v0``'s table; ``FEATURES_PD`` (``AutoscaleDisaggregated-v0``) appends the
+prefill and decode pools and what a disaggregated planner reads. About 560 lines in one module
+on purpose: the feature tables are a third of it and stay beside the code that computes each
+feature.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ from chiron_gym.control.qlm import (
 )
 from chiron_gym.scenario import Scenario
 from chiron_gym.sim import (
+    ALL_POOL_NAMES,
     CLASS_NAMES,
+    DISAGGREGATED,
     POOL_NAMES,
     POOLS,
     BatchComposition,
     Pool,
+    PoolReport,
     WindowReport,
 )
 
@@ -86,6 +92,19 @@ def _class_features(c: str) -> list[Feature]:
     ]
 
 
+def _hardware_features(p: str) -> tuple[Feature, Feature]:
+    return (
+        Feature(f"{p}.gpus_per_instance", "GPUs", "8", "GPUs of one instance of the pool"),
+        Feature(
+            f"{p}.relative_speed",
+            "ratio",
+            "2",
+            "decode tokens/s of one instance (32 sequences, 1,024 tokens of context each) over"
+            " the mean of the scenario's pools (1: all alike; 0: no pool)",
+        ),
+    )
+
+
 FEATURES: tuple[Feature, ...] = (
     *(f for p in POOL_NAMES for f in _pool_features(p)),
     *(f for c in CLASS_NAMES for f in _class_features(c)),
@@ -130,20 +149,7 @@ FEATURES: tuple[Feature, ...] = (
         "queued batch requests whose group the estimate says will miss its deadline",
     ),
     # Appended in the third release (heterogeneous pools): what each pool's hardware is.
-    *(
-        f
-        for p in POOL_NAMES
-        for f in (
-            Feature(f"{p}.gpus_per_instance", "GPUs", "8", "GPUs of one instance of the pool"),
-            Feature(
-                f"{p}.relative_speed",
-                "ratio",
-                "2",
-                "decode tokens/s of one instance (32 sequences, 1,024 tokens of context each) over"
-                " the mean of the scenario's pools (1: all alike; 0: no pool)",
-            ),
-        )
-    ),
+    *(f for p in POOL_NAMES for f in _hardware_features(p)),
     # Appended in the fourth release (prefix caching): 0 where the pool caches nothing.
     *(
         Feature(
@@ -178,6 +184,72 @@ FEATURES: tuple[Feature, ...] = (
     ),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+
+
+PD_POOL_NAMES: tuple[str, ...] = tuple(ALL_POOL_NAMES[p] for p in DISAGGREGATED)
+# ``chiron_gym/AutoscaleDisaggregated-v0``: v0's table, then the prefill and decode pools (the
+# same features
+# as every pool's) and what a planner of disaggregated serving reads (Dynamo's SLA planner: the
+# median latencies, the prompt and output lengths; the transfers between the two pools).
+FEATURES_PD: tuple[Feature, ...] = (
+    *FEATURES,
+    *(
+        f
+        for p in PD_POOL_NAMES
+        for f in (
+            *_pool_features(p),
+            *_hardware_features(p),
+            Feature(
+                f"{p}.prefix_hit_rate",
+                "fraction",
+                "1",
+                "share of the prompt tokens admitted in the window that the prefix cache held",
+            ),
+        )
+    ),
+    Feature(
+        "prefill.prompt_tokens_queued",
+        "tokens",
+        "log:10",
+        "prompt tokens still to compute on the prefill pool's instances (running or waiting)",
+    ),
+    Feature(
+        "prefill.transfers",
+        "requests",
+        "log:10",
+        "prefilled requests whose KV cache the prefill pool holds until a decode instance has"
+        " read it (waiting for room on a decode instance, or being read)",
+    ),
+    Feature(
+        "decode.transfers",
+        "requests",
+        "log:10",
+        "requests whose KV cache decode instances are reading (held, room reserved)",
+    ),
+    Feature(
+        "interactive.ttft_p50_over_slo",
+        "ratio",
+        "2",
+        "TTFT median / TTFT SLO, last window (0: none)",
+    ),
+    Feature(
+        "interactive.itl_p50_over_slo", "ratio", "2", "ITL median / ITL SLO, last window (0: none)"
+    ),
+    Feature(
+        "interactive.prompt_tokens_mean",
+        "tokens",
+        "log:10",
+        "mean prompt tokens of the interactive requests that arrived in the window (0: none)",
+    ),
+    Feature(
+        "interactive.output_tokens_mean",
+        "tokens",
+        "log:10",
+        "mean output tokens of the interactive requests finished so far in the episode (0: none)",
+    ),
+)
+FEATURE_NAMES_PD: tuple[str, ...] = tuple(f.name for f in FEATURES_PD)
+_TABLES = {len(FEATURES): FEATURES, len(FEATURES_PD): FEATURES_PD}
 
 
 HISTORY_SPANS_S = (60.0, 300.0)  # the arrival-history features' spans (fifth release)
@@ -228,8 +300,14 @@ def _ratio(value: float, slo: float | None) -> float:
 class FeatureBuilder:
     """Computes the raw features and their normalised vector for one scenario."""
 
-    def __init__(self, scenario: Scenario, z: float = 1.645) -> None:
+    def __init__(
+        self, scenario: Scenario, z: float = 1.645, pools: tuple[Pool, ...] = POOLS
+    ) -> None:
         self.scenario = scenario
+        # the pools observed: Autoscale-v0's three, or every pool with ``FEATURES_PD``
+        self.pools = pools
+        self.names = tuple(ALL_POOL_NAMES[p] for p in pools)
+        self.disaggregated = pools != POOLS
         self.z = z
         self.batch_predicted_late = 0  # set by each observation (see raw)
         self.max_gpus = scenario.max_gpus
@@ -248,18 +326,23 @@ class FeatureBuilder:
         # reference batch relative to the mean of the pools
         ref = BatchComposition.with_decodes([], [], [1024] * 32)
         speed = {
-            POOL_NAMES[p]: 32.0 / s.instance.perf_model.iteration_time_s(ref)
+            ALL_POOL_NAMES[p]: 32.0 / s.instance.perf_model.iteration_time_s(ref)
             for p, s in specs.items()
         }
         mean = sum(speed.values()) / len(speed) if speed else 1.0
         self._hardware: dict[str, float] = {}
-        for p in POOLS:
-            name = POOL_NAMES[p]
+        for p in pools:
+            name = ALL_POOL_NAMES[p]
             spec = specs.get(p)
             self._hardware[f"{name}.gpus_per_instance"] = (
                 float(spec.instance.gpus) if spec is not None else 0.0
             )
             self._hardware[f"{name}.relative_speed"] = speed.get(name, 0.0) / mean
+
+    @property
+    def features(self) -> tuple[Feature, ...]:
+        """The feature table (a module constant: snapshots do not copy it)."""
+        return FEATURES_PD if self.disaggregated else FEATURES
 
     def instance_capacity(self, pool: Pool, cap: int, mean_output: float) -> float:
         """Output tokens/s one instance of ``pool`` sustains at batch cap ``cap`` (profile).
@@ -303,7 +386,9 @@ class FeatureBuilder:
         self, backend: Backend, window: WindowReport, horizon_s: float
     ) -> tuple[dict[str, float], npt.NDArray[np.float32]]:
         """The raw features and the normalised observation, from one read of the pools' state."""
-        states = {name: backend.pool_state(p) for p, name in zip(POOLS, POOL_NAMES, strict=True)}
+        states = {
+            name: backend.pool_state(p) for p, name in zip(self.pools, self.names, strict=True)
+        }
         raw = self.raw(backend, window, horizon_s, states)
         return raw, self.vector(raw, {name: st.bounds for name, st in states.items()})
 
@@ -318,9 +403,10 @@ class FeatureBuilder:
         out: dict[str, float] = {}
         dur = max(window.duration_s, 1e-9)
         budget_den = 0
-        for name in POOL_NAMES:
+        for name in self.names:
             st = states[name]
-            rep = window.pools[name]
+            # (P/D table) a scenario without prefill and decode pools reports none: absent, all 0
+            rep = window.pools.get(name) or PoolReport()
             out[f"{name}.exists"] = float(st.exists)
             out[f"{name}.ready"] = float(st.ready)
             out[f"{name}.starting"] = float(st.starting)
@@ -391,14 +477,33 @@ class FeatureBuilder:
         out["gpus_over_budget"] = gpus / den
         out["time_left"] = max(0.0, 1.0 - backend.now / horizon_s)
         out.update(self._hardware)
+        if self.disaggregated:
+            self._disaggregated(backend, window, out)
         return out
+
+    def _disaggregated(self, backend: Backend, window: WindowReport, out: dict[str, float]) -> None:
+        """``FEATURES_PD``'s own features (after v0's and the prefill and decode pools')."""
+        for name in PD_POOL_NAMES:
+            rep = window.pools.get(name) or PoolReport()
+            out[f"{name}.transfers"] = float(rep.transfers)
+            if name == "prefill":
+                out["prefill.prompt_tokens_queued"] = float(rep.prompt_tokens_queued)
+        inter = window.classes[CLASS_NAMES[0]]
+        slo = self.scenario.cluster.interactive_slo
+        out["interactive.ttft_p50_over_slo"] = _ratio(inter.ttft_s[0], slo.ttft_s)
+        out["interactive.itl_p50_over_slo"] = _ratio(inter.itl_s[0], slo.itl_s)
+        arrived, _ = backend.arrived_since(window.t_start_s)
+        prompts = arrived.prompt_tokens[arrived.klass == 0]
+        out["interactive.prompt_tokens_mean"] = float(prompts.mean()) if len(prompts) else 0.0
+        mu, _, n = backend.output_length_stats(0)
+        out["interactive.output_tokens_mean"] = mu if n else 0.0
 
     def vector(
         self, raw: dict[str, float], pools: Mapping[str, PoolBounds]
     ) -> npt.NDArray[np.float32]:
         """The normalised observation (pool bounds as the backend states them)."""
-        vec = np.empty(len(FEATURES), dtype=np.float64)
-        for i, f in enumerate(FEATURES):
+        vec = np.empty(len(self.features), dtype=np.float64)
+        for i, f in enumerate(self.features):
             vec[i] = normalise(f, raw[f.name], raw, pools)
         return np.clip(vec, 0.0, HIGH).astype(np.float32)
 
@@ -442,12 +547,20 @@ def denormalise(
 
 
 def decode(obs: npt.ArrayLike, pools: Mapping[str, PoolBounds]) -> dict[str, float]:
-    """Raw feature values back from a normalised observation (exact below the clip at 10)."""
+    """Raw feature values back from a normalised observation (exact below the clip at 10);
+    the table (``FEATURES`` or ``FEATURES_PD``) is the one of the observation's length."""
     x = np.asarray(obs, dtype=np.float64).reshape(-1)
+    table = _TABLES.get(len(x))
+    if table is None:
+        raise ValueError(
+            f"an observation of {len(x)} features: expected {len(FEATURES)} "
+            f"(chiron_gym/Autoscale-v0) or {len(FEATURES_PD)} "
+            "(chiron_gym/AutoscaleDisaggregated-v0)"
+        )
     raw: dict[str, float] = {}
     # per-instance features last: they are scaled by the pool's decoded cap and ready count
-    order = sorted(range(len(FEATURES)), key=lambda i: FEATURES[i].scale == "per_instance_cap")
+    order = sorted(range(len(table)), key=lambda i: table[i].scale == "per_instance_cap")
     for i in order:
-        f = FEATURES[i]
+        f = table[i]
         raw[f.name] = denormalise(f, float(x[i]), raw, pools)
     return raw

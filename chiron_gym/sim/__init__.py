@@ -11,7 +11,7 @@ from chiron_gym.sim.cluster import Cluster
 from chiron_gym.sim.events import EventQueue
 from chiron_gym.sim.instance import Instance
 from chiron_gym.sim.perf_model import BatchComposition, LinearPerfModel, PerfModel
-from chiron_gym.sim.report import ClassReport, InstanceStats, WindowReport
+from chiron_gym.sim.report import ClassReport, InstanceStats, PoolReport, WindowReport
 from chiron_gym.sim.request import (
     ALL_POOL_NAMES,
     ALL_POOLS,
@@ -60,6 +60,7 @@ __all__ = [
     "Outcome",
     "PerfModel",
     "Pool",
+    "PoolReport",
     "PoolSpec",
     "Request",
     "RequestClass",

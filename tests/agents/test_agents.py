@@ -9,19 +9,32 @@ import pytest
 
 import scenarios
 from agents import make_agent, names
+from agents.disaggregated import PD_AGENTS
 from agents.run.episode import play, run_episode
 from agents.spec import PLANNERS
 from chiron_gym.control.qlm import estimate, max_pressure
 from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.scenario import load
+from tests.conftest import require_data
+
+# the hindsight references run many episodes per episode: tests/agents/test_hindsight.py; the
+# planners of prefill and decode pools run the disaggregated scenarios, as Chiron and static do
+CASES = [
+    (a, s) for s in scenarios.names() for a in names() if a not in PLANNERS and a not in PD_AGENTS
+] + [
+    (a, s)
+    for s in scenarios.disaggregated_names()
+    if s.startswith("disaggregated/pd-")
+    for a in (*PD_AGENTS, "chiron", "static")
+]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scenario", scenarios.names())
-# the hindsight references run many episodes per episode: tests/agents/test_hindsight.py
-@pytest.mark.parametrize("agent", [a for a in names() if a not in PLANNERS])
+@pytest.mark.parametrize(("agent", "scenario"), CASES)
 def test_every_agent_runs_every_scenario(agent: str, scenario: str) -> None:
     """An episode (at most 15 minutes of it); attainments are fractions."""
+    if scenario.startswith("disaggregated/"):
+        require_data("aiconfigurator")
     horizon = min(900.0, load(scenario).horizon_s)
     ep = run_episode(agent, scenario, 0, env_kwargs={"horizon_s": horizon})
     row = ep.row

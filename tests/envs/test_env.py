@@ -21,14 +21,18 @@ ENV_IDS = [i for i in gym.registry if i.startswith("chiron_gym/")]
 def test_registration_is_idempotent_and_works_without_import() -> None:
     chiron_gym._register()
     chiron_gym._register()
-    assert ENV_IDS == ["chiron_gym/Autoscale-v0"]
+    assert ENV_IDS == ["chiron_gym/Autoscale-v0", "chiron_gym/AutoscaleDisaggregated-v0"]
     env = gym.make("chiron_gym:chiron_gym/Autoscale-v0", scenario="mixed-diurnal", horizon_s=60.0)
     env.reset(seed=0)
     env.close()
 
 
-@pytest.mark.parametrize("env_id", ENV_IDS)
-@pytest.mark.parametrize("scenario", scenarios.names())
+CHECKED = [(i, s) for i in ENV_IDS for s in scenarios.names()] + [
+    ("chiron_gym/AutoscaleDisaggregated-v0", s) for s in scenarios.disaggregated_names()
+]
+
+
+@pytest.mark.parametrize(("env_id", "scenario"), CHECKED)
 def test_checkers_pass_without_warnings(env_id: str, scenario: str) -> None:
     from gymnasium.utils.env_checker import check_env as gym_check
     from stable_baselines3.common.env_checker import check_env as sb3_check
@@ -239,7 +243,9 @@ def test_feature_names_match_the_docs() -> None:
     from pathlib import Path
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "env.md").read_text()
-    for name in FEATURE_NAMES:
+    from chiron_gym.envs import FEATURE_NAMES_PD
+
+    for name in FEATURE_NAMES_PD:  # v0's, then the disaggregated env's
         assert f"`{name}`" in doc, name
 
 

@@ -1,0 +1,77 @@
+"""Planners of disaggregated serving compared over traffic seeds (issue 41): ``python -m
+benchmarks.pd_planners [--seeds 0-9] [--out DIR]``.
+
+Every agent plays the bundled disaggregated scenarios (``disaggregated/pd-*``) with each seed's
+traffic, in ``chiron_gym/AutoscaleDisaggregated-v0``, with its own source's defaults (nothing
+tuned here). Prints, per scenario, the agents' means and Chiron minus each agent seed by seed
+with 95 % bootstrap intervals (``agents/run/stats.py``); writes the rows (``results.csv``) and
+one attainment / GPU-hours figure per scenario to ``--out``. About a minute per ten seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+import scenarios
+from agents.run.episode import run_episode
+from agents.run.results_tables import means, paired_table, pareto_figure
+from chiron_gym.cli.args import parse_seeds
+
+AGENTS = ("chiron", "dynamo-sla", "heteroscale", "static")
+COLUMNS = ("agent", "scenario", "seed", "interactive_attainment", "gpu_hours", "reward")
+
+
+def run(seeds: list[int], out: Path) -> list[dict[str, Any]]:
+    names = [n for n in scenarios.disaggregated_names() if n.startswith("disaggregated/pd-")]
+    jobs = [(a, s, seed) for s in names for a in AGENTS for seed in seeds]
+    rows: list[dict[str, Any]] = []
+    for agent, scenario, seed in tqdm(jobs, desc="episodes", file=sys.stderr):
+        row = run_episode(agent, scenario, seed).row
+        # ``results_tables`` reads these columns (this study has no batch class)
+        rows.append({k: row.get(k, 1.0) for k in (*COLUMNS, "batch_attainment")})
+        rows[-1]["reward_violation"] = row.get("reward_violation", 0.0)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return rows
+
+
+def report(rows: list[dict[str, Any]], out: Path) -> str:
+    lines = []
+    for sc in sorted({r["scenario"] for r in rows}):
+        short = sc.split("/")[-1]
+        lines.append(f"\n### {sc}\n")
+        lines.append("| agent | interactive att. | GPU-h | reward |")
+        lines.append("|---|---|---|---|")
+        for agent, m in sorted(means(rows, sc).items(), key=lambda kv: -kv[1]["reward"]):
+            lines.append(
+                f"| {agent} | {m['interactive_attainment']:.3f} | {m['gpu_hours']:.2f} | "
+                f"{m['reward']:,.0f} |"
+            )
+        lines.append("")
+        lines.append(paired_table(rows, sc, "chiron", [a for a in AGENTS if a != "chiron"]))
+        pareto_figure(rows, sc, out / f"pd_planners_{short}.png")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.pd_planners", description=__doc__)
+    ap.add_argument("--seeds", default="0-9", help="traffic seeds, e.g. 0-9")
+    ap.add_argument("--out", type=Path, default=Path("runs/pd_planners"))
+    args = ap.parse_args(argv)
+    rows = run(parse_seeds(args.seeds), args.out)
+    print(report(rows, args.out))
+    print(f"\nrows: {args.out / 'results.csv'}; figures: {args.out}/pd_planners_*.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

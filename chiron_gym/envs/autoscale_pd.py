@@ -1,0 +1,85 @@
+"""``chiron_gym/AutoscaleDisaggregated-v0``: ``Autoscale-v0`` with prefill and decode pools.
+
+A new id, not ``Autoscale-v1``: its spaces are larger, ``Autoscale-v0`` stays the environment of
+aggregated serving (its models and datasets read 57 features), and Gymnasium would call v0 out
+of date beside a v1 of the same name."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from chiron_gym.control.chiron_pd import ChironRoles
+from chiron_gym.envs.autoscale import AutoscaleEnv
+from chiron_gym.envs.features import FEATURES_PD, Feature
+from chiron_gym.scenario import Scenario, family_of, load
+from chiron_gym.sim import ALL_POOLS, POOL_NAMES, Pool
+
+
+class DisaggregatedAutoscaleEnv(AutoscaleEnv):
+    """Autoscale a cluster whose pools may include prefill and decode pools.
+
+    Everything of ``chiron_gym/Autoscale-v0`` holds (reward, episode end, arguments, snapshots),
+    with five pools where ``Autoscale-v0`` has three, always in the order interactive, mixed,
+    batch, prefill, decode (an absent pool accepts only "no change"), so that a policy runs on
+    aggregated and disaggregated scenarios alike.
+
+    ## Action Space
+
+    ``MultiDiscrete``, start 0: ``action_mode="full"``: ``[2k+1] * 5 + [4] * 5`` (instance
+    changes, then cap changes, per pool); ``"global"`` and ``"local"`` as in v0. In
+    ``"local"``, the prefill and decode pools' instance counts follow Chiron's global rule
+    applied to each role (ours: ``chiron_gym/control/chiron_pd.py``).
+
+    ## Observation Space
+
+    ``Box(0, 10, (88,), float32)``: ``Autoscale-v0``'s 57 features (unchanged, so ``decode`` and
+    a policy's first layers read them alike), then per prefill and decode pool the features
+    every pool has (instances by state, cap, running and waiting requests, KV usage, tokens/s,
+    hardware, prefix-cache hit rate), then the prompt tokens queued on prefill instances, the
+    requests in transfer on each side, the window's TTFT and ITL medians over their SLOs, and
+    the mean prompt (window) and output (episode) lengths of interactive requests. Table:
+    ``docs/env.md``.
+
+    ## Version History
+
+    - v0: first release (issue 41). Backends: the simulator; the real backend serves aggregated
+      pools only and refuses a disaggregated scenario.
+    """
+
+    observed_pools: ClassVar[tuple[Pool, ...]] = ALL_POOLS
+    feature_table: ClassVar[tuple[Feature, ...]] = FEATURES_PD
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        out = super().reset(seed=seed, options=options)
+        self._chiron_roles = ChironRoles(self._global_params, self.agent_context().cluster_facts())
+        return out
+
+    def _global_deltas(self, raw: dict[str, float]) -> list[int]:
+        """Chiron's global loop on the aggregated pools, and its rule per role on P/D pools."""
+        agg = super()._global_deltas(raw)
+        ctx_pools = self.agent_context().pools
+        taken = sum(
+            max(0, d) * ctx_pools[n].gpus_per_instance for n, d in zip(POOL_NAMES, agg, strict=True)
+        )
+        roles = self._chiron_roles.deltas(raw, taken)
+        return [*agg, roles["prefill"], roles["decode"]]
+
+
+def make_env(scenario: str | Scenario, **kwargs: Any) -> AutoscaleEnv:
+    """The environment for ``scenario``: ``AutoscaleDisaggregated-v0`` where it has prefill and
+    decode pools, ``Autoscale-v0`` otherwise (what ``chiron evaluate`` runs an agent in)."""
+    family = family_of(scenario)
+    sc = (
+        family.nominal
+        if family is not None
+        else scenario
+        if isinstance(scenario, Scenario)
+        else load(scenario)
+    )
+    cls = DisaggregatedAutoscaleEnv if sc.cluster.disaggregated else AutoscaleEnv
+    return cls(scenario, **kwargs)
+
+
+__all__ = ["DisaggregatedAutoscaleEnv", "make_env"]
