@@ -28,7 +28,7 @@ from agents.base import Agent
 from agents.spec import env_kwargs_for
 from chiron_gym.envs import AgentContext, AutoscaleEnv, Snapshot
 from chiron_gym.envs.autoscale_pd import make_env
-from chiron_gym.sim import CLASS_NAMES, POOL_NAMES
+from chiron_gym.sim import ALL_POOL_NAMES, CLASS_NAMES
 
 
 @dataclass
@@ -50,9 +50,13 @@ def series_point(info: dict[str, Any], reward: float) -> dict[str, float]:
     """One step's point of the episode's time series (the tags of ``reporting.TB_SCALARS``)."""
     raw = info["raw"]
     point: dict[str, float] = {"t": info["sim_time_s"]}
-    for p in POOL_NAMES:
+    # prefill and decode pools: in the disaggregated environment only
+    for p in (p for p in ALL_POOL_NAMES if f"{p}.exists" in raw):
         point[f"cluster/instances_{p}"] = raw[f"{p}.ready"] + raw[f"{p}.starting"]
         point[f"cluster/batch_cap_{p}"] = raw[f"{p}.batch_cap"]
+    if "prefill.prompt_tokens_queued" in raw:
+        point["queue/prefill_prompt_tokens"] = raw["prefill.prompt_tokens_queued"]
+        point["queue/kv_transfers"] = raw["prefill.transfers"]
     point["cluster/gpus"] = float(info["gpus"])
     for c in CLASS_NAMES:
         point[f"queue/{c}"] = raw[f"{c}.queue"]

@@ -26,7 +26,7 @@ import numpy as np
 
 from agents import split_ppo_spec
 from agents.run.episode import Episode
-from chiron_gym.sim import CLASS_NAMES, POOL_NAMES
+from chiron_gym.sim import ALL_POOL_NAMES, CLASS_NAMES
 
 # Columns of results.csv, in order (all deterministic for a given agent, scenario and seed).
 COLUMNS = (
@@ -68,6 +68,13 @@ TB_SCALARS = (
     "cluster/batch_cap_interactive",
     "cluster/batch_cap_mixed",
     "cluster/batch_cap_batch",
+    # the disaggregated environment's (absent from an aggregated episode's series)
+    "cluster/instances_prefill",
+    "cluster/instances_decode",
+    "cluster/batch_cap_prefill",
+    "cluster/batch_cap_decode",
+    "queue/prefill_prompt_tokens",
+    "queue/kv_transfers",
     "cluster/gpus",
     "queue/interactive",
     "queue/batch",
@@ -164,7 +171,7 @@ def episode_figure(series: dict[str, list[float]], title: str) -> Any:
     s = series
     t = np.asarray(s["t"]) / 60.0
     fig, axes = plt.subplots(4, 1, figsize=(8, 9), sharex=True)
-    for p in POOL_NAMES:
+    for p in (p for p in ALL_POOL_NAMES if f"cluster/instances_{p}" in s):
         axes[0].step(t, s[f"cluster/instances_{p}"], where="post", label=p)
         axes[1].step(t, s[f"cluster/batch_cap_{p}"], where="post", label=p)
     axes[0].set_ylabel("instances")
