@@ -5,7 +5,8 @@ and source. Chiron's local loop runs on each instance at its own, faster period,
 environment can do: so ``chiron`` asks for ``action_mode="global"`` (``env_kwargs``), returns the
 global loop's instance changes, and the environment's per-instance local loop sets the caps. In
 an environment of another mode it still works: in ``"full"`` (and ``"local"``) it sets each
-pool's cap with the same rule on the pool's aggregate. In
+aggregated pool's cap with the same rule on the pool's aggregate (prefill and decode pools keep
+theirs). In
 ``chiron_gym/AutoscaleDisaggregated-v0`` the prefill and decode pools follow the global rule
 applied per role (ours, the paper serves aggregated instances only:
 ``chiron_gym/control/chiron_pd.py``).

@@ -39,9 +39,9 @@ class ChironTunedAgent(ChironAgent):
 def score(scenario: Scenario, params: dict[str, float], seed: int) -> float:
     """The env reward of one episode of ``chiron-tuned`` at ``params``."""
     from agents.run.episode import play  # agents.run.episode imports this package's registry
-    from chiron_gym.envs import AutoscaleEnv
+    from chiron_gym.envs.autoscale_pd import make_env  # prefill and decode pools too
 
-    env = AutoscaleEnv(scenario, **ChironAgent.env_kwargs)
+    env = make_env(scenario, **ChironAgent.env_kwargs)
     run = play(env, lambda ctx: ChironTunedAgent(ctx, params), seed)
     env.close()
     return run.reward

@@ -31,8 +31,9 @@ class Profile:
     prefill instance's TTFT alone at a prompt length, a decode instance's ITL at a batch and
     context, and the best decode throughput per GPU whose ITL meets a target."""
 
-    def __init__(self, prefill: InstanceSpec, decode: InstanceSpec) -> None:
+    def __init__(self, prefill: InstanceSpec, decode: InstanceSpec, decode_cap: int) -> None:
         self.prefill, self.decode = prefill, decode
+        self.decode_cap = decode_cap  # the decode pool's batch cap (these planners keep it)
         self._best: dict[tuple[float, int], float] = {}
 
     def ttft_s(self, isl: float) -> float:
@@ -59,8 +60,8 @@ class Profile:
 
     def max_batch(self, context: float) -> int:
         """The most requests of ``context`` tokens a decode instance holds (cap and KV)."""
-        inst = self.decode
-        return max(1, min(inst.max_batch_cap, inst.kv_capacity_tokens // max(1, round(context))))
+        kv = self.decode.kv_capacity_tokens // max(1, round(context))
+        return max(1, min(self.decode_cap, kv))
 
     def decode_tokens_per_gpu_s(self, itl_target_s: float, context: float) -> float:
         """The largest batch whose ITL is within ``itl_target_s`` (none: one request), its
@@ -93,7 +94,7 @@ def profile_of(ctx: AgentContext) -> Profile:
             f"scenario {name!r} has no prefill and decode pools, which this planner scales: "
             "run it on a disaggregated scenario (chiron scenarios: disaggregated/...)"
         )
-    return Profile(pre.instance, dec.instance)
+    return Profile(pre.instance, dec.instance, dec.initial_batch_cap)
 
 
 class PdRule(RuleAgent):
@@ -130,6 +131,18 @@ class DynamoSlaParams:
     # --max-gpu-budget: the scenario's GPU budget (0: none). Dynamo's default is 8 GPUs
     max_gpu_budget: int = 0
 
+    def __post_init__(self) -> None:
+        _check(self, "adjustment_interval_s", self.adjustment_interval_s > 0, "a number > 0")
+        _check(self, "min_endpoint", self.min_endpoint >= 1, "an integer >= 1")
+        _check(self, "max_gpu_budget", self.max_gpu_budget >= 0, "an integer >= 0 (0: none)")
+        predictor(self.load_predictor)  # a clear error for an unknown kind
+
+
+def _check(params: object, name: str, ok: bool, expected: str) -> None:
+    if not ok:
+        value = getattr(params, name)
+        raise ValueError(f"{type(params).__name__}.{name} = {value!r}: expected {expected}")
+
 
 class DynamoSlaAgent(PdRule):
     """Every 180 s: predicted requests x prompt tokens over the profiled prefill throughput per
@@ -145,7 +158,8 @@ class DynamoSlaAgent(PdRule):
         super().reset()
         kind = self.p.load_predictor
         self.predict_req, self.predict_isl, self.predict_osl = (predictor(kind) for _ in range(3))
-        self._acc = [0.0, 0.0, 0.0, 0.0, 0.0]  # requests, prompt tokens, TTFT, ITL, weight
+        # requests, prompt tokens, TTFT and ITL (arrival-weighted), their weight, seconds covered
+        self._acc = [0.0] * 6
         self.osl = 0.0
         self.last: dict[str, float] = {}  # the last adjustment's figures (tests, logs)
 
@@ -159,6 +173,7 @@ class DynamoSlaAgent(PdRule):
             acc[2] += n * raw["interactive.ttft_p50_over_slo"]
             acc[3] += n * raw["interactive.itl_p50_over_slo"]
             acc[4] += n
+        acc[5] += dt
         self.osl = raw["interactive.output_tokens_mean"]
 
     def decide(self, raw: dict[str, float]) -> tuple[list[int], list[int] | None]:
@@ -167,12 +182,16 @@ class DynamoSlaAgent(PdRule):
         idle = [0] * len(self.ctx.pools)
         if not self.every(self.p.adjustment_interval_s) or self.t == 0:
             return idle, None
-        requests, prompt, ttft_w, itl_w, weight = self._acc
-        self._acc = [0.0] * 5
+        requests, prompt, ttft_w, itl_w, weight, covered = self._acc
+        self._acc = [0.0] * 6
         ttft_slo, itl_slo = self.ctx.interactive_ttft_s, self.ctx.interactive_itl_s
         if requests <= 0 or weight <= 0 or self.osl <= 0 or ttft_slo is None or itl_slo is None:
             return idle, None  # Metrics.is_valid: no traffic, no adjustment (Dynamo #6985)
         isl = prompt / requests
+        interval = self.p.adjustment_interval_s
+        # the requests of one adjustment interval (decisions that do not divide it cover more or
+        # less of it: Dynamo's interval is its own loop's)
+        requests *= interval / covered
         ttft = ttft_w / weight * ttft_slo
         itl = itl_w / weight * itl_slo
         decode = self.pd(raw)[1]
@@ -189,7 +208,6 @@ class DynamoSlaAgent(PdRule):
         n_req = max(0.0, self.predict_req.next())
         n_isl = max(1.0, self.predict_isl.next())
         n_osl = max(1.0, self.predict_osl.next())
-        interval = self.p.adjustment_interval_s
         gp = self.ctx.pools["prefill"].gpus_per_instance
         gd = self.ctx.pools["decode"].gpus_per_instance
         thpt_p = n_req * n_isl / interval * min(1.0, p_corr)
@@ -232,9 +250,20 @@ class HeteroScaleParams:
     pd_ratio: float = 0.0
     scale_out_above: float = 0.1  # scale out when needed / current > 1 + this
     scale_in_below: float = 0.1  # scale in when needed / current < 1 - this
-    latency_trigger: float = 1.2  # ITL p95 above this x SLO: both pools x this
+    latency_trigger: float = 1.2  # ITL p95 above this x SLO: both pools x latency_growth
+    latency_growth: float = 1.2
     scale_out_cooldown_s: float = 180.0
     scale_in_cooldown_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        _check(self, "target_share", 0 < self.target_share <= 1, "a number in (0, 1]")
+        _check(self, "pd_ratio", self.pd_ratio >= 0, "a number >= 0 (0: from the profile)")
+        _check(self, "scale_out_above", self.scale_out_above >= 0, "a number >= 0")
+        _check(self, "scale_in_below", 0 <= self.scale_in_below < 1, "a number in [0, 1)")
+        _check(self, "latency_trigger", self.latency_trigger >= 1, "a number >= 1")
+        _check(self, "latency_growth", self.latency_growth > 1, "a number > 1")
+        for name in ("scale_out_cooldown_s", "scale_in_cooldown_s"):
+            _check(self, name, getattr(self, name) >= 0, "a number >= 0")
 
 
 class HeteroScaleAgent(PdRule):
@@ -278,9 +307,9 @@ class HeteroScaleAgent(PdRule):
             and raw["interactive.itl_p95_over_slo"] > self.p.latency_trigger
             and self.since_change >= self.p.scale_out_cooldown_s
         ):
-            self.since_change = 0.0
-            grow = self.p.latency_trigger
-            return self.to(raw, math.ceil(prefill.live * grow), math.ceil(decode.live * grow)), None
+            g = self.p.latency_growth
+            grown = [max(v.live + 1, math.ceil(v.live * g)) for v in (prefill, decode)]
+            return self._changed(self.to(raw, *grown)), None
         self.per_instance = self._target_tps(raw)
         needed = raw["decode.tokens_per_s"] / max(1e-9, self.per_instance)
         current = max(1, decode.live)
@@ -295,8 +324,13 @@ class HeteroScaleAgent(PdRule):
             return idle, None
         want_d = max(1, math.ceil(needed - 1e-9))
         want_p = max(1, math.ceil(want_d * self.ratio - 1e-9))
-        self.since_change = 0.0
-        return self.to(raw, want_p, want_d), None
+        return self._changed(self.to(raw, want_p, want_d)), None
+
+    def _changed(self, deltas: list[int]) -> list[int]:
+        """``deltas``; a change (not a decision that changes nothing) starts the cool-downs."""
+        if any(deltas):
+            self.since_change = 0.0
+        return deltas
 
 
 PD_AGENTS: dict[str, type] = {"dynamo-sla": DynamoSlaAgent, "heteroscale": HeteroScaleAgent}

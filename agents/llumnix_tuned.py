@@ -61,9 +61,9 @@ class LlumnixTunedAgent(LlumnixAgent):
 def score(scenario: Scenario, params: dict[str, float], seed: int) -> float:
     """The env reward of one episode of ``llumnix-tuned`` at ``params``."""
     from agents.run.episode import play  # agents.run.episode imports this package's registry
-    from chiron_gym.envs import AutoscaleEnv
+    from chiron_gym.envs.autoscale_pd import make_env  # prefill and decode pools too
 
-    env = AutoscaleEnv(
+    env = make_env(
         scenario,
         action_mode="full",
         max_step_change=RULE_MAX_STEP,

@@ -3,9 +3,11 @@ benchmarks.pd_planners [--seeds 0-9] [--out DIR]``.
 
 Every agent plays the bundled disaggregated scenarios (``disaggregated/pd-*``) with each seed's
 traffic, in ``chiron_gym/AutoscaleDisaggregated-v0``, with its own source's defaults (nothing
-tuned here). Prints, per scenario, the agents' means and Chiron minus each agent seed by seed
-with 95 % bootstrap intervals (``agents/run/stats.py``); writes the rows (``results.csv``) and
-one attainment / GPU-hours figure per scenario to ``--out``. About a minute per ten seeds.
+tuned here), and ``chiron-tuned`` (Chiron's headroom and latency weight tuned per scenario on
+traffic seed 1000, by ``agents/tuning.py``'s grid, the budget ``llumnix-tuned`` gets). Prints,
+per scenario, the agents' means and Chiron minus each agent seed by seed with 95 % bootstrap
+intervals (``agents/run/stats.py``); writes the rows (``results.csv``) and one attainment / GPU-
+hours figure per scenario to ``--out``. About a minute per ten seeds.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from agents.run.episode import run_episode
 from agents.run.results_tables import means, paired_table, pareto_figure
 from chiron_gym.cli.args import parse_seeds
 
-AGENTS = ("chiron", "dynamo-sla", "heteroscale", "static")
+# chiron-tuned: Chiron's two global parameters tuned per scenario on seed 1000 (agents/tuning.py)
+AGENTS = ("chiron", "chiron-tuned", "dynamo-sla", "heteroscale", "static")
 COLUMNS = ("agent", "scenario", "seed", "interactive_attainment", "gpu_hours", "reward")
 
 
@@ -34,8 +37,7 @@ def run(seeds: list[int], out: Path) -> list[dict[str, Any]]:
     for agent, scenario, seed in tqdm(jobs, desc="episodes", file=sys.stderr):
         row = run_episode(agent, scenario, seed).row
         # ``results_tables`` reads these columns (this study has no batch class)
-        rows.append({k: row.get(k, 1.0) for k in (*COLUMNS, "batch_attainment")})
-        rows[-1]["reward_violation"] = row.get("reward_violation", 0.0)
+        rows.append({k: row[k] for k in (*COLUMNS, "batch_attainment", "reward_violation")})
     out.mkdir(parents=True, exist_ok=True)
     with (out / "results.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

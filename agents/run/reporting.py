@@ -68,13 +68,6 @@ TB_SCALARS = (
     "cluster/batch_cap_interactive",
     "cluster/batch_cap_mixed",
     "cluster/batch_cap_batch",
-    # the disaggregated environment's (absent from an aggregated episode's series)
-    "cluster/instances_prefill",
-    "cluster/instances_decode",
-    "cluster/batch_cap_prefill",
-    "cluster/batch_cap_decode",
-    "queue/prefill_prompt_tokens",
-    "queue/kv_transfers",
     "cluster/gpus",
     "queue/interactive",
     "queue/batch",
@@ -89,6 +82,15 @@ TB_SCALARS = (
     "reward/violation",
     "reward/churn",
     "reward/at_risk",
+)
+# the disaggregated environment's too (an aggregated episode has none of them)
+TB_SCALARS_PD = (
+    "cluster/instances_prefill",
+    "cluster/instances_decode",
+    "cluster/batch_cap_prefill",
+    "cluster/batch_cap_decode",
+    "queue/prefill_prompt_tokens",
+    "queue/kv_transfers",
 )
 TB_EPISODE = tuple(f"episode/{c}" for c in COLUMNS[3:])
 
@@ -270,7 +272,7 @@ def tensorboard(ep: Episode, logdir: Path, scenario_text: str, figure: Any) -> N
 
     writer = SummaryWriter(log_dir=str(logdir))
     t = ep.series["t"]
-    for tag in TB_SCALARS:
+    for tag in (*TB_SCALARS, *(g for g in TB_SCALARS_PD if g in ep.series)):
         for step, v in zip(t, ep.series.get(tag, []), strict=False):
             writer.add_scalar(tag, v, global_step=round(step))
     last = round(t[-1]) if t else 0
@@ -347,6 +349,7 @@ __all__ = [
     "TABLE_METRICS",
     "TB_EPISODE",
     "TB_SCALARS",
+    "TB_SCALARS_PD",
     "compare_plot",
     "episode_figure",
     "markdown",

@@ -22,6 +22,7 @@ from agents.plans import Plan, ReplayAgent
 from agents.run.episode import Episode, episode_row, run_episode
 from agents.spec import PLANNERS, is_planner, split_planner_spec
 from chiron_gym.envs import AutoscaleEnv
+from chiron_gym.envs.autoscale_pd import is_disaggregated
 
 
 def plan_for(
@@ -56,6 +57,11 @@ def run_any(
     episodes the planner may start from (``plan_for``)."""
     if not is_planner(agent):
         return run_episode(agent, scenario, seed, env_kwargs=env_kwargs)
+    if is_disaggregated(scenario):
+        raise ValueError(
+            f"{agent} plans the aggregated pools only, and scenario {scenario!r} has prefill and "
+            "decode pools (their planners: dynamo-sla, heteroscale, chiron; docs/agents.md)"
+        )
     t0 = time.perf_counter()
     made = plan_for(agent, scenario, seed, env_kwargs, given)
     env = AutoscaleEnv(scenario, **made.env_kwargs)

@@ -103,6 +103,12 @@ class ActionLayout:
         ``AutoscaleDisaggregated-v0``): the others keep their instances and caps.
         """
         n = len(self.pools)
+        for level in (deltas, caps):
+            if level is not None and len(level) not in (len(POOLS), n):
+                raise ValueError(
+                    f"{len(level)} choices for a layout of {n} pools: expected {n} (or "
+                    f"{len(POOLS)}, the aggregated pools')"
+                )
         out: list[int] = []
         if self.has_global:
             d = list(deltas) if deltas is not None else []

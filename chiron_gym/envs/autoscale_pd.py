@@ -59,7 +59,7 @@ class DisaggregatedAutoscaleEnv(AutoscaleEnv):
     def _global_deltas(self, raw: dict[str, float]) -> list[int]:
         """Chiron's global loop on the aggregated pools, and its rule per role on P/D pools."""
         agg = super()._global_deltas(raw)
-        ctx_pools = self.agent_context().pools
+        ctx_pools = self._chiron_roles.facts.pools
         taken = sum(
             max(0, d) * ctx_pools[n].gpus_per_instance for n, d in zip(POOL_NAMES, agg, strict=True)
         )
@@ -67,19 +67,20 @@ class DisaggregatedAutoscaleEnv(AutoscaleEnv):
         return [*agg, roles["prefill"], roles["decode"]]
 
 
+def is_disaggregated(scenario: str | Scenario) -> bool:
+    """Whether ``scenario`` (a name, path, family or ``Scenario``) has prefill and decode pools."""
+    family = family_of(scenario)
+    if family is not None:
+        return family.nominal.cluster.disaggregated
+    sc = scenario if isinstance(scenario, Scenario) else load(scenario)
+    return sc.cluster.disaggregated
+
+
 def make_env(scenario: str | Scenario, **kwargs: Any) -> AutoscaleEnv:
     """The environment for ``scenario``: ``AutoscaleDisaggregated-v0`` where it has prefill and
     decode pools, ``Autoscale-v0`` otherwise (what ``chiron evaluate`` runs an agent in)."""
-    family = family_of(scenario)
-    sc = (
-        family.nominal
-        if family is not None
-        else scenario
-        if isinstance(scenario, Scenario)
-        else load(scenario)
-    )
-    cls = DisaggregatedAutoscaleEnv if sc.cluster.disaggregated else AutoscaleEnv
+    cls = DisaggregatedAutoscaleEnv if is_disaggregated(scenario) else AutoscaleEnv
     return cls(scenario, **kwargs)
 
 
-__all__ = ["DisaggregatedAutoscaleEnv", "make_env"]
+__all__ = ["DisaggregatedAutoscaleEnv", "is_disaggregated", "make_env"]

@@ -31,6 +31,7 @@ from chiron_gym.control.qlm import (
 from chiron_gym.scenario import Scenario
 from chiron_gym.sim import (
     ALL_POOL_NAMES,
+    ALL_POOLS,
     CLASS_NAMES,
     DISAGGREGATED,
     POOL_NAMES,
@@ -307,7 +308,9 @@ class FeatureBuilder:
         # the pools observed: Autoscale-v0's three, or every pool with ``FEATURES_PD``
         self.pools = pools
         self.names = tuple(ALL_POOL_NAMES[p] for p in pools)
-        self.disaggregated = pools != POOLS
+        if pools not in (POOLS, ALL_POOLS):
+            raise ValueError(f"pools {pools}: expected {POOLS} or {ALL_POOLS}")
+        self.disaggregated = pools == ALL_POOLS
         self.z = z
         self.batch_predicted_late = 0  # set by each observation (see raw)
         self.max_gpus = scenario.max_gpus

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from chiron_gym.sim import CLASS_NAMES, POOL_NAMES
+from chiron_gym.sim import ALL_POOL_NAMES, CLASS_NAMES, POOL_NAMES
 
 WIDTH, HEIGHT = 320, 200
 _COLORS = {
@@ -18,11 +18,18 @@ _COLORS = {
 }
 
 
+def _shown(raw: dict[str, float]) -> list[str]:
+    """The pools drawn: the aggregated three; with prefill and decode pools, those that exist."""
+    if raw.get("prefill.exists", 0.0) < 0.5:
+        return list(POOL_NAMES)
+    return [p for p in ALL_POOL_NAMES if raw[f"{p}.exists"] > 0.5]
+
+
 def ansi(raw: dict[str, float], t: float, reward: float) -> str:
     """One status line."""
     pools = " ".join(
         f"{p[:3]}={int(raw[f'{p}.ready'])}+{int(raw[f'{p}.starting'])}@{int(raw[f'{p}.batch_cap'])}"
-        for p in POOL_NAMES
+        for p in _shown(raw)
         if raw[f"{p}.exists"] > 0.5
     )
     return (
@@ -46,13 +53,15 @@ def rgb(raw: dict[str, float]) -> npt.NDArray[np.uint8]:
     base = HEIGHT - 20
     img[base, :] = 0
     x = 10
-    for p in POOL_NAMES:
+    shown = _shown(raw)
+    step = 40 if len(shown) <= 3 else 120 // len(shown)  # the same 120 pixels for 4 or 5
+    for p in shown:
         y = base
         for part in ("ready", "starting", "draining"):
             h = int(raw[f"{p}.{part}"] * 8)
-            _bar(img, x, y, h, 30, _COLORS[part])
+            _bar(img, x, y, h, step - 10, _COLORS[part])
             y -= h
-        x += 40
+        x += step
     x += 10
     for c in CLASS_NAMES:
         h = int(np.log1p(raw[f"{c}.queue"]) * 12)

@@ -201,3 +201,60 @@ def test_aggregated_planners_refuse_what_they_cannot_scale() -> None:
     require_data("aiconfigurator")
     with pytest.raises(ValueError, match="AutoscaleDisaggregated-v0"):
         AutoscaleEnv("disaggregated/pd-qwen32b-h100")
+
+
+def test_dynamo_sla_sizes_an_interval_the_decisions_do_not_divide() -> None:
+    """Decisions every 40 s: the first adjustment (at 200 s) covers 200 s of arrivals, scaled
+    to the planner's 180 s interval, so demand is not overstated."""
+    env = _env(decision_interval_s=40.0)
+    agent = DynamoSlaAgent(env.agent_context(), DynamoSlaParams(load_predictor="constant"))
+    raw = _raw(env, **STEADY)
+    out = []
+    for _ in range(6):  # decisions at 0, 40, ..., 200 s
+        out.append(agent.decide(raw)[0])
+        agent.t += 40.0
+    assert agent.last["requests"] == pytest.approx(4.0 * 180)
+
+
+def test_heteroscale_cool_down_starts_only_with_a_change() -> None:
+    env = _env()
+    agent = make_agent("heteroscale", env.agent_context())
+    assert isinstance(agent, HeteroScaleAgent)
+    per_instance = 0.8 * 256 / 0.0356
+    # 1.5x what 6 decode instances sustain, with both pools at their maximum (6): the rule
+    # asks for more, nothing can change
+    full = _raw(
+        env,
+        **{
+            **STEADY,
+            "decode__tokens_per_s": 1.5 * 6 * per_instance,
+            "decode__ready": 6.0,
+            "prefill__ready": 6.0,
+        },
+    )
+    assert _feed(agent, [full]) == [[0, 0, 0, 0, 0]]
+    assert agent.since_change == math.inf  # no change: no cool-down
+    grow = _raw(env, **{**STEADY, "decode__tokens_per_s": 1.5 * 2 * per_instance})
+    assert _feed(agent, [grow])[0][4] == 1  # at once, not 180 s later
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"adjustment_interval_s": 0.0}, r"adjustment_interval_s = 0.0: expected a number > 0"),
+        ({"min_endpoint": 0}, r"min_endpoint = 0: expected an integer >= 1"),
+        ({"load_predictor": "arima"}, r"load_predictor 'arima': expected one of constant, kalman"),
+    ],
+)
+def test_bad_dynamo_sla_parameters_are_refused(params: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DynamoSlaParams(**params)
+
+
+def test_bad_heteroscale_parameters_are_refused() -> None:
+    from agents.disaggregated import HeteroScaleParams
+
+    with pytest.raises(ValueError, match=r"latency_trigger = 0.5: expected a number >= 1"):
+        HeteroScaleParams(latency_trigger=0.5)
+    with pytest.raises(ValueError, match=r"target_share = 0.0: expected a number in \(0, 1\]"):
+        HeteroScaleParams(target_share=0.0)

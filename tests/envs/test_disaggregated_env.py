@@ -68,6 +68,9 @@ def test_prefill_and_decode_pools_are_scaled_masked_and_accounted_for() -> None:
     }
     raw = info["raw"]
     assert raw["prefill.ready"] + raw["prefill.starting"] == 3.0
+    assert " pre=2+1@256 dec=1+0@256 " in __import__("chiron_gym.envs.render").envs.render.ansi(
+        raw, 30.0, 0.0
+    )
     assert raw["interactive.prompt_tokens_mean"] > 1000.0
     assert raw["prefill.transfers"] >= raw["decode.transfers"] >= 0.0
     done = False
@@ -101,3 +104,16 @@ def test_an_observation_of_unknown_length_is_refused() -> None:
     env = AutoscaleEnv("default")
     with pytest.raises(ValueError, match="an observation of 60 features: expected 57"):
         decode(np.zeros(60, dtype=np.float32), env.agent_context().pools)
+
+
+def test_layouts_and_feature_builders_refuse_what_they_do_not_know() -> None:
+    from chiron_gym.envs.actions import ActionLayout
+    from chiron_gym.envs.features import FeatureBuilder
+    from chiron_gym.sim import ALL_POOLS, Pool
+
+    layout = ActionLayout("full", 2, ALL_POOLS)
+    assert layout.join([1, 0, 0], None).tolist() == [3, 2, 2, 2, 2, 1, 1, 1, 1, 1]
+    with pytest.raises(ValueError, match="4 choices for a layout of 5 pools: expected 5"):
+        layout.join([0, 0, 0, 0], None)
+    with pytest.raises(ValueError, match="pools"):
+        FeatureBuilder(AutoscaleEnv("default").scenario, pools=(Pool.INTERACTIVE,))
