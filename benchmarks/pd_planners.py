@@ -5,9 +5,10 @@ Every agent plays the bundled disaggregated scenarios (``disaggregated/pd-*``) w
 traffic, in ``chiron_gym/AutoscaleDisaggregated-v0``, with its own source's defaults (nothing
 tuned here), and ``chiron-tuned`` (Chiron's headroom and latency weight tuned per scenario on
 traffic seed 1000, by ``agents/tuning.py``'s grid, the budget ``llumnix-tuned`` gets). Prints,
-per scenario, the agents' means and Chiron minus each agent seed by seed with 95 % bootstrap
-intervals (``agents/run/stats.py``); writes the rows (``results.csv``) and one attainment / GPU-
-hours figure per scenario to ``--out``. About a minute per ten seeds.
+per scenario, the agents' means, Chiron minus each agent and static minus the two nearest it,
+seed by seed with 95 % bootstrap intervals (``agents/run/stats.py``); writes the rows
+(``results.csv``) and one attainment / GPU-hours figure per scenario to ``--out``. About a
+minute per ten seeds.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def report(rows: list[dict[str, Any]], out: Path) -> str:
             )
         lines.append("")
         lines.append(paired_table(rows, sc, "chiron", [a for a in AGENTS if a != "chiron"]))
+        lines.append("")
+        lines.append(paired_table(rows, sc, "static", ["chiron-tuned", "heteroscale"]))
         pareto_figure(rows, sc, out / f"pd_planners_{short}.png")
     return "\n".join(lines)
 
