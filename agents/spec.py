@@ -19,6 +19,7 @@ from agents.chiron import CHIRON_AGENTS
 from agents.chiron_tuned import ChironTunedAgent
 from agents.disaggregated import PD_AGENTS
 from agents.llumnix_tuned import LlumnixTunedAgent
+from agents.spot import SPOT_AGENTS
 from chiron_gym.config import InputError
 from chiron_gym.control.chiron import GlobalParams, LocalParams
 from chiron_gym.envs import AgentContext
@@ -29,6 +30,7 @@ AGENTS: dict[str, Any] = {
     **BASELINES,
     "llumnix-tuned": LlumnixTunedAgent,
     **PD_AGENTS,
+    **SPOT_AGENTS,
 }
 
 

@@ -13,8 +13,6 @@ minute per ten seeds.
 
 from __future__ import annotations
 
-import argparse
-import csv
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from tqdm import tqdm
 import scenarios
 from agents.run.episode import run_episode
 from agents.run.results_tables import means, paired_table, pareto_figure
-from chiron_gym.cli.args import parse_seeds
+from benchmarks.studies import seeds_and_out, write_rows
 
 # chiron-tuned: Chiron's two global parameters tuned per scenario on seed 1000 (agents/tuning.py)
 AGENTS = ("chiron", "chiron-tuned", "dynamo-sla", "heteroscale", "static")
@@ -39,11 +37,7 @@ def run(seeds: list[int], out: Path) -> list[dict[str, Any]]:
         row = run_episode(agent, scenario, seed).row
         # ``results_tables`` reads these columns (this study has no batch class)
         rows.append({k: row[k] for k in (*COLUMNS, "batch_attainment", "reward_violation")})
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "results.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(rows, out)
     return rows
 
 
@@ -68,13 +62,10 @@ def report(rows: list[dict[str, Any]], out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.pd_planners", description=__doc__)
-    ap.add_argument("--seeds", default="0-9", help="traffic seeds, e.g. 0-9")
-    ap.add_argument("--out", type=Path, default=Path("runs/pd_planners"))
-    args = ap.parse_args(argv)
-    rows = run(parse_seeds(args.seeds), args.out)
-    print(report(rows, args.out))
-    print(f"\nrows: {args.out / 'results.csv'}; figures: {args.out}/pd_planners_*.png")
+    seeds, out = seeds_and_out("pd_planners", __doc__, argv)
+    rows = run(seeds, out)
+    print(report(rows, out))
+    print(f"\nrows: {out / 'results.csv'}; figures: {out}/pd_planners_*.png")
     return 0
 
 

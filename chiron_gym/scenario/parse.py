@@ -381,6 +381,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
                 "reclaims_per_hour",
                 "reclaim_notice_s",
                 "stockout_probability",
+                "stockout_wait_s",
             },
         )
         pool_inst = spec
@@ -417,6 +418,7 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
                 reclaims_per_hour=pt.number("reclaims_per_hour", 0.0, strict=False),
                 reclaim_notice_s=pt.number("reclaim_notice_s", 120.0, strict=False),
                 stockout_probability=_fraction(pt, "stockout_probability", 0.0),
+                stockout_wait_s=pt.number("stockout_wait_s", 0.0, strict=False),
             )
         )
     kv_link = _transfer(top, pools_t)

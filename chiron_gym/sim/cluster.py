@@ -134,18 +134,24 @@ class Cluster(ClusterBase):
                 raise ValueError(f"the cluster has no {pool.name.lower()} pool")
             return 0
         if delta > 0:
-            # a stockout: the provider has no GPUs for this one (``PoolSpec.stockout_probability``)
-            n = delta if not self.faults.active else self.faults.granted(spec, delta, self.now)
-            for _ in range(n):
-                if self._asleep[pool]:
+            # a stockout: the provider has no GPUs for this one now (``stockout_probability``):
+            # it is not granted, or waits for GPUs unbilled (``stockout_wait_s``)
+            waits = (
+                [0.0] * delta
+                if not self.faults.active
+                else self.faults.grants(spec, delta, self.now)
+            )
+            for wait in waits:
+                if self._asleep[pool]:  # a sleeping instance holds its GPUs: no wait
                     self._wake(pool)
-                    delay = spec.wake_s
+                    wait, delay = 0.0, spec.wake_s
                 else:
                     delay = spec.instance.cold_start.sample(self._rng)
-                inst = self._add_instance(spec, ready_s=self.now + delay)
+                granted_s = self.now + wait
+                inst = self._add_instance(spec, ready_s=granted_s + delay, started_s=granted_s)
                 if batch_cap is not None:
                     inst.set_batch_cap(batch_cap)
-            return n
+            return len(waits)
         removed = 0
         live = self._live[pool]
         starting = [i for i in live if i.state == InstanceState.STARTING]

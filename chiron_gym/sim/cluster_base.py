@@ -308,15 +308,18 @@ class ClusterBase(LedgerColumns):
             self.ledger.release(k, now)
             self._released = k + 1
 
-    def _add_instance(self, spec: PoolSpec, ready_s: float) -> Instance:
-        """A new instance of ``spec``'s pool, ready at ``ready_s`` (its faults drawn now)."""
+    def _add_instance(
+        self, spec: PoolSpec, ready_s: float, started_s: float | None = None
+    ) -> Instance:
+        """A new instance of ``spec``'s pool, ready at ``ready_s`` and billed from
+        ``started_s`` (default now; later when it waits for GPUs); its faults drawn now."""
         now = self.events.now
         inst = Instance(
             instance_id=len(self.instances),
             pool=spec.pool,
             spec=spec.instance,
             batch_cap=spec.initial_batch_cap,
-            started_s=now,
+            started_s=now if started_s is None else started_s,
             ready_s=ready_s,
             aggregate=self._aggregate,
             prefix_unit_tokens=self._unit_tokens,

@@ -54,17 +54,27 @@ class Faults:
             self.until[instance_id] = min(t for t, _ in out)
         return out
 
-    def granted(self, spec: PoolSpec, asked: int, now: float) -> int:
-        """How many of ``asked`` new instances of ``spec``'s pool the provider grants: each is
-        refused with ``stockout_probability`` (one draw per instance; none at probability 0)."""
+    def grants(self, spec: PoolSpec, asked: int, now: float) -> list[float]:
+        """The waits for GPUs of the new instances of ``spec``'s pool the provider grants, of
+        ``asked``: each is refused with ``stockout_probability`` (one draw per instance; none at
+        probability 0), and a refused one either is not granted (``stockout_wait_s`` 0: left
+        out) or waits an exponential time of mean ``stockout_wait_s`` (drawn after the refusals,
+        in order); a granted one waits 0."""
         p = spec.stockout_probability
         if p <= 0 or self.rng is None:
-            return asked
-        got = sum(1 for _ in range(asked) if float(self.rng.random()) >= p)
-        if got < asked:
-            self.stockouts[spec.pool] += asked - got
-            self.log.append(f"{now:.3f} s: {asked - got} of {asked} instances not granted")
-        return got
+            return [0.0] * asked
+        refused = [float(self.rng.random()) < p for _ in range(asked)]
+        n = sum(refused)
+        if not n:
+            return [0.0] * asked
+        self.stockouts[spec.pool] += n
+        mean = spec.stockout_wait_s
+        if mean <= 0:
+            self.log.append(f"{now:.3f} s: {n} of {asked} instances not granted")
+            return [0.0] * (asked - n)
+        waits = [float(self.rng.exponential(mean)) if r else 0.0 for r in refused]
+        self.log.append(f"{now:.3f} s: {n} of {asked} instances wait for GPUs")
+        return waits
 
     def horizon(self, instance_id: int, pool: Pool, horizon: float, now: float) -> float:
         """``horizon``, or the instance's next fault (drawn or scripted) if sooner."""

@@ -140,8 +140,11 @@ class PoolSpec:
     # (takes nothing new) until it is taken, and its requests then go as a failure's do.
     reclaims_per_hour: float = 0.0
     reclaim_notice_s: float = 120.0
-    # A stockout: each instance a scale-up asks for is not granted with this probability.
+    # A stockout: each instance a scale-up asks for is not granted with this probability; with
+    # ``stockout_wait_s > 0`` it waits for GPUs instead (an exponential time of that mean, not
+    # billed, counted as starting), then starts its cold start.
     stockout_probability: float = 0.0
+    stockout_wait_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.gpu_price > 0 and math.isfinite(self.gpu_price)):
@@ -159,7 +162,12 @@ class PoolSpec:
             raise ValueError(f"PoolSpec.sleep_cost must be in [0, 1] ({self.pool.name})")
         if not 0 <= self.stockout_probability <= 1:
             raise ValueError(f"PoolSpec.stockout_probability must be in [0, 1] ({self.pool.name})")
-        for name in ("failures_per_gpu_hour", "reclaims_per_hour", "reclaim_notice_s"):
+        for name in (
+            "failures_per_gpu_hour",
+            "reclaims_per_hour",
+            "reclaim_notice_s",
+            "stockout_wait_s",
+        ):
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
                 raise ValueError(

@@ -18,9 +18,13 @@ from chiron_gym.scenario import load
 from tests.conftest import require_data
 
 # the hindsight references run many episodes per episode: tests/agents/test_hindsight.py; the
-# planners of prefill and decode pools run the disaggregated scenarios, as Chiron and static do
+# planners of prefill and decode pools run the disaggregated scenarios, as Chiron and static do;
+# spot-hedge needs a spot pool (spot-mix)
 CASES = [
-    (a, s) for s in scenarios.names() for a in names() if a not in PLANNERS and a not in PD_AGENTS
+    (a, s)
+    for s in scenarios.names()
+    for a in names()
+    if a not in PLANNERS and a not in PD_AGENTS and (a != "spot-hedge" or s == "spot-mix")
 ] + [
     (a, s)
     for s in scenarios.disaggregated_names()

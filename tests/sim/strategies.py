@@ -146,6 +146,7 @@ def _with_failures(
             reclaims_per_hour=float(rng.choice([0.0, 0.0, 100.0, 600.0])),
             reclaim_notice_s=float(rng.uniform(0.0, 5.0)),
             stockout_probability=float(rng.choice([0.0, 0.0, 0.5])),
+            stockout_wait_s=float(rng.choice([0.0, 2.0])),  # refused: not granted, or waits
         )
         for p in config.pools
     )

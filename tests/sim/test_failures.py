@@ -106,11 +106,12 @@ def test_requests_and_kv_blocks_are_conserved_under_random_failures(seed: int) -
     for inst in cluster.instances:
         if inst.state == InstanceState.STOPPED:
             assert inst.load == 0 and inst.used_blocks == 0
-    # billing: each instance from its request to its stop (or now), times its GPUs
+    # billing: each instance from its grant (its request, unless it waited for GPUs) to its
+    # stop (or now), times its GPUs; one stopped or still waiting before its grant costs nothing
     now = cluster.now
     expected = (
         sum(
-            (min(i.stopped_s, now) if not np.isnan(i.stopped_s) else now) - i.started_s
+            max(0.0, (min(i.stopped_s, now) if not np.isnan(i.stopped_s) else now) - i.started_s)
             for i in cluster.instances
         )
         * case.config.pools[0].instance.gpus
@@ -181,3 +182,39 @@ def test_a_stockout_grants_fewer_instances_and_says_so() -> None:
     rng = np.random.default_rng(3)
     assert cluster(0.0, rng).scale(Pool.INTERACTIVE, 5) == 5
     assert rng.random() == np.random.default_rng(3).random()  # nothing drawn
+
+
+def test_a_stockout_that_waits_starts_late_and_bills_from_its_grant() -> None:
+    """With ``stockout_wait_s``, a refused instance waits an exponential time for GPUs (drawn
+    after the refusals, in order), unbilled and counted as starting, then runs its cold start;
+    cancelled while it waits, it costs nothing."""
+    w = Workload.from_columns(arrival_s=[0.0], klass=[0], prompt_tokens=[16], output_tokens=[1])
+    pool = PoolSpec(
+        pool=Pool.INTERACTIVE, instance=SPEC, stockout_probability=0.5, stockout_wait_s=30.0
+    )
+    cluster = Cluster(
+        ClusterConfig(pools=(pool,)),
+        w,
+        np.random.default_rng(0),
+        failure_rng=np.random.default_rng(8),
+    )
+    assert cluster.scale(Pool.INTERACTIVE, 4) == 4
+    ref = np.random.default_rng(8)
+    refused = ref.random(4) < 0.5
+    waits = [float(ref.exponential(30.0)) if r else 0.0 for r in refused]
+    assert refused.any() and not refused.all()  # this seed: some wait, some do not
+    new = cluster.instances[1:]
+    assert [i.started_s for i in new] == waits
+    cold = SPEC.cold_start.median_s
+    for inst in new:
+        assert inst.state == InstanceState.STARTING
+        assert inst.ready_s - inst.started_s == pytest.approx(cold, rel=0.5)  # its cold start
+    assert cluster.faults.stockouts[Pool.INTERACTIVE] == int(refused.sum())
+    assert cluster.faults.log == [f"0.000 s: {int(refused.sum())} of 4 instances wait for GPUs"]
+    # cancel the four at 1 s: each costs from its grant to then (one still waiting: nothing)
+    cluster.run_until(1.0)
+    assert cluster.scale(Pool.INTERACTIVE, -4) == -4
+    cluster.run_until(10.0)
+    held = sum(max(0.0, 1.0 - w) for w in waits)
+    assert any(w > 1.0 for w in waits)  # this seed: one waits past the cancel
+    assert cluster.gpu_seconds() == pytest.approx(SPEC.gpus * (10.0 + held), rel=1e-12)
