@@ -1,4 +1,4 @@
-"""Agents for ``chiron_gym/Autoscale-v0`` and ``AutoscaleDisaggregated-v0``: Chiron, production
+"""Agents for ``chiron_gym/Autoscale-v0`` and ``Autoscale-v1``: Chiron, production
 baselines, planners of prefill and decode pools, and trained PPO models.
 
 ``make_agent("chiron", env.unwrapped.agent_context())`` builds one by name; every agent has

@@ -7,7 +7,7 @@ global loop's instance changes, and the environment's per-instance local loop se
 an environment of another mode it still works: in ``"full"`` (and ``"local"``) it sets each
 aggregated pool's cap with the same rule on the pool's aggregate (prefill and decode pools keep
 theirs). In
-``chiron_gym/AutoscaleDisaggregated-v0`` the prefill and decode pools follow the global rule
+``chiron_gym/Autoscale-v1`` the prefill and decode pools follow the global rule
 applied per role (ours, the paper serves aggregated instances only:
 ``chiron_gym/control/chiron_pd.py``).
 

@@ -39,7 +39,7 @@ class ChironTunedAgent(ChironAgent):
 def score(scenario: Scenario, params: dict[str, float], seed: int) -> float:
     """The env reward of one episode of ``chiron-tuned`` at ``params``."""
     from agents.run.episode import play  # agents.run.episode imports this package's registry
-    from chiron_gym.envs.autoscale_pd import make_env  # prefill and decode pools too
+    from chiron_gym.envs.autoscale_v1 import make_env  # prefill and decode pools too
 
     env = make_env(scenario, **ChironAgent.env_kwargs)
     run = play(env, lambda ctx: ChironTunedAgent(ctx, params), seed)

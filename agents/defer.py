@@ -27,7 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from chiron_gym.config import InputError
-from chiron_gym.envs.features import FEATURE_NAMES, FEATURES, denormalise
+from chiron_gym.envs.feature_table import FEATURE_NAMES, FEATURES
+from chiron_gym.envs.features import denormalise
 
 DEFER_FEATURE = "interactive.arrival_rate_1m"
 DEFER_KEY = "defer"

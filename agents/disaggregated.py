@@ -1,4 +1,4 @@
-"""Planners of disaggregated serving (``chiron_gym/AutoscaleDisaggregated-v0``): Dynamo's SLA
+"""Planners of disaggregated serving (``chiron_gym/Autoscale-v1``): Dynamo's SLA
 planner and a decode-throughput rule after HeteroScale.
 
 ``dynamo-sla`` follows NVIDIA Dynamo's SLA planner (``components/planner/.../planner_core.py``

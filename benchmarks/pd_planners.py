@@ -2,7 +2,7 @@
 benchmarks.pd_planners [--seeds 0-9] [--out DIR]``.
 
 Every agent plays the bundled disaggregated scenarios (``disaggregated/pd-*``) with each seed's
-traffic, in ``chiron_gym/AutoscaleDisaggregated-v0``, with its own source's defaults (nothing
+traffic, in ``chiron_gym/Autoscale-v1``, with its own source's defaults (nothing
 tuned here), and ``chiron-tuned`` (Chiron's headroom and latency weight tuned per scenario on
 traffic seed 1000, by ``agents/tuning.py``'s grid, the budget ``llumnix-tuned`` gets). Prints,
 per scenario, the agents' means, Chiron minus each agent and static minus the two nearest it,

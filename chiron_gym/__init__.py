@@ -4,7 +4,7 @@ Layers (imports point one way): ``sim`` (discrete-event model, numpy only) and `
 (arrivals, lengths, traces) at the bottom; ``scenario`` and ``episode`` wire them; the ``chiron``
 command in ``cli`` is the composition root. ``backends`` put a cluster behind one protocol and
 ``envs`` is the Gymnasium face over a backend. Importing the package registers
-``chiron_gym/Autoscale-v0`` and ``chiron_gym/AutoscaleDisaggregated-v0`` (prefill and decode
+``chiron_gym/Autoscale-v0`` and ``chiron_gym/Autoscale-v1`` (prefill and decode
 pools too).
 The simulator core is compiled with mypyc at install when it can be (``native.py``); the
 same sources run uncompiled with the same results.
@@ -24,7 +24,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 ENV_ID = "chiron_gym/Autoscale-v0"
-ENV_ID_PD = "chiron_gym/AutoscaleDisaggregated-v0"  # prefill and decode pools too
+ENV_ID_V1 = "chiron_gym/Autoscale-v1"  # prefill and decode pools too
 
 
 def _register() -> None:
@@ -33,12 +33,10 @@ def _register() -> None:
 
     if ENV_ID not in gymnasium.registry:
         gymnasium.register(id=ENV_ID, entry_point="chiron_gym.envs.autoscale:AutoscaleEnv")
-    if ENV_ID_PD not in gymnasium.registry:
-        gymnasium.register(
-            id=ENV_ID_PD, entry_point="chiron_gym.envs.autoscale_pd:DisaggregatedAutoscaleEnv"
-        )
+    if ENV_ID_V1 not in gymnasium.registry:
+        gymnasium.register(id=ENV_ID_V1, entry_point="chiron_gym.envs.autoscale_v1:AutoscaleEnvV1")
 
 
 _register()
 
-__all__ = ["ENV_ID", "ENV_ID_PD", "__version__"]
+__all__ = ["ENV_ID", "ENV_ID_V1", "__version__"]

@@ -27,7 +27,7 @@ from agents import make_agent
 from agents.base import Agent
 from agents.spec import env_kwargs_for
 from chiron_gym.envs import AgentContext, AutoscaleEnv, Snapshot
-from chiron_gym.envs.autoscale_pd import make_env
+from chiron_gym.envs.autoscale_v1 import make_env
 from chiron_gym.sim import ALL_POOL_NAMES, CLASS_NAMES
 
 
@@ -142,7 +142,7 @@ def run_episode(
     (``episode_row``).
     """
     kwargs = env_kwargs_for(agent, env_kwargs)
-    env = make_env(scenario, **kwargs)  # AutoscaleDisaggregated-v0 for prefill and decode pools
+    env = make_env(scenario, **kwargs)  # Autoscale-v1 for prefill and decode pools
     try:  # closed whatever happens: on the real backend, closing stops the servers
         ep = episode_row(env, agent, scenario, seed)
     finally:

@@ -22,7 +22,7 @@ from agents.plans import Plan, ReplayAgent
 from agents.run.episode import Episode, episode_row, run_episode
 from agents.spec import PLANNERS, is_planner, split_planner_spec
 from chiron_gym.envs import AutoscaleEnv
-from chiron_gym.envs.autoscale_pd import is_disaggregated
+from chiron_gym.envs.autoscale_v1 import is_disaggregated
 
 
 def plan_for(

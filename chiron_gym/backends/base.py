@@ -148,6 +148,11 @@ class Backend(Protocol):
         """GPU-seconds billed so far, each pool's at its ``PoolSpec.gpu_price``."""
         ...
 
+    def capacity_events(self) -> dict[Pool, tuple[int, int, int, int]]:
+        """Per pool, counted since the episode started: instances that failed, reclaim notices,
+        instances a scale-up was refused (or made to wait); and instances under a notice now."""
+        ...
+
     def drain_events(self) -> list[str]:
         """Faults and lifecycle events since the last call (e.g. a server that died)."""
         ...

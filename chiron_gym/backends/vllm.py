@@ -509,6 +509,15 @@ class VllmBackend(LedgerColumns):
         spans = ((s.requested_s, s.stopped_s, gpus[s.pool]) for s in self.servers)
         return gpu_seconds(spans, self._now)
 
+    def capacity_events(self) -> dict[Pool, tuple[int, int, int, int]]:
+        """Servers that failed (died, or not healthy after start-up), per pool; no spot here."""
+        out: dict[Pool, tuple[int, int, int, int]] = {}
+        for s in self.fleet.servers:
+            if s.state == ServerState.FAILED:
+                n = out.get(s.pool, (0, 0, 0, 0))[0]
+                out[s.pool] = (n + 1, 0, 0, 0)
+        return out
+
     def drain_events(self) -> list[str]:
         """Fault and lifecycle events since the last call (the env puts them in ``info``)."""
         return self.fleet.drain_events()

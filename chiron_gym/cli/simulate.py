@@ -118,7 +118,7 @@ def _cmd_scenarios(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"{r['name']:<{width}}{r['description']}")
         print(
-            "disaggregated (chiron_gym/AutoscaleDisaggregated-v0; profiles from ../shared/data): "
+            "disaggregated (chiron_gym/Autoscale-v1; profiles from ../shared/data): "
             + ", ".join(bundled.disaggregated_names())
         )
     return 0

@@ -37,7 +37,7 @@ class _Role:
 
 
 class ChironRoles:
-    """Instance changes of the prefill and decode pools (``AutoscaleDisaggregated-v0``)."""
+    """Instance changes of the prefill and decode pools (``Autoscale-v1``)."""
 
     def __init__(self, params: GlobalParams | None, facts: ClusterFacts) -> None:
         self.p = params or GlobalParams()

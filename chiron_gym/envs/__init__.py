@@ -2,23 +2,18 @@
 
 from chiron_gym.backends.base import PoolBounds
 from chiron_gym.envs.autoscale import AgentContext, AutoscaleEnv, Snapshot
-from chiron_gym.envs.autoscale_pd import DisaggregatedAutoscaleEnv
-from chiron_gym.envs.features import (
-    FEATURE_NAMES,
-    FEATURE_NAMES_PD,
-    FEATURES,
-    FEATURES_PD,
-    decode,
-)
+from chiron_gym.envs.autoscale_v1 import AutoscaleEnvV1
+from chiron_gym.envs.feature_table import FEATURE_NAMES, FEATURE_NAMES_V1, FEATURES, FEATURES_V1
+from chiron_gym.envs.features import decode
 
 __all__ = [
     "FEATURES",
-    "FEATURES_PD",
+    "FEATURES_V1",
     "FEATURE_NAMES",
-    "FEATURE_NAMES_PD",
+    "FEATURE_NAMES_V1",
     "AgentContext",
     "AutoscaleEnv",
-    "DisaggregatedAutoscaleEnv",
+    "AutoscaleEnvV1",
     "PoolBounds",
     "Snapshot",
     "decode",

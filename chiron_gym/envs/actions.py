@@ -3,7 +3,7 @@
 ``MultiDiscrete`` with start 0. Instance dimension: choice ``i`` means ``i - k`` instances
 (``k = max_step_change``). Batch-cap dimension: ``HALVE, KEEP, INCREASE, DOUBLE``; increase adds
 a quarter (at least one). The pools always take the same slots (``Autoscale-v0``: the three
-aggregated pools; ``AutoscaleDisaggregated-v0``: those, then prefill and decode); an absent pool
+aggregated pools; ``Autoscale-v1``: those, then prefill and decode); an absent pool
 accepts only "no change".
 ``action_mode`` picks which levels the agent controls.
 """
@@ -100,7 +100,7 @@ class ActionLayout:
         A level this layout has and the caller leaves ``None`` is kept (no instance change, or
         ``KEEP`` for every cap); a level it does not have is ignored. Choices for fewer pools
         than the layout has are the first pools' (an agent of the three aggregated pools in
-        ``AutoscaleDisaggregated-v0``): the others keep their instances and caps.
+        ``Autoscale-v1``): the others keep their instances and caps.
         """
         n = len(self.pools)
         for level in (deltas, caps):

@@ -30,12 +30,8 @@ from chiron_gym.control.chiron import (
 from chiron_gym.control.qlm import Z_DEFAULT
 from chiron_gym.envs import render as _render
 from chiron_gym.envs.actions import CAP_CHOICES, ActionLayout, Decision, apply
-from chiron_gym.envs.features import (
-    FEATURES,
-    HIGH,
-    Feature,
-    FeatureBuilder,
-)
+from chiron_gym.envs.feature_table import FEATURES, Feature
+from chiron_gym.envs.features import HIGH, FeatureBuilder
 from chiron_gym.scenario import REWARD_DEFAULTS, Scenario, family_of, load
 from chiron_gym.sim import ALL_POOL_NAMES, POOLS, Pool, WindowReport
 
@@ -204,6 +200,8 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
     - v0, fourth and fifth releases: each pool's hardware and prefix-cache hit rate (45 -> 54),
       then the interactive arrival history (54 -> 57: rate over 1 and 5 minutes, the 5 minutes'
       peak over mean). A model trained on fewer features reads the prefix.
+    - ``chiron_gym/Autoscale-v1`` (issues 41, 42) adds the prefill and decode pools and the
+      capacity each pool loses; v0 is unchanged and stays for the models trained on it.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012 (Gymnasium API)
@@ -277,7 +275,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         if sc.cluster.disaggregated and self.observed_pools == POOLS:
             raise ValueError(
                 f"scenario {sc.name!r} has prefill and decode pools, which chiron_gym/"
-                "Autoscale-v0 does not observe or scale: use chiron_gym/AutoscaleDisaggregated-v0"
+                "Autoscale-v0 does not observe or scale: use chiron_gym/Autoscale-v1"
             )
         cap0 = self._initial_batch_cap
         if cap0 is not None:  # e.g. vLLM's default max_num_seqs (256) for a KV-driven baseline

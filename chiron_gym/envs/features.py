@@ -3,11 +3,8 @@
 Every feature has a name, a unit and a normalisation (``FEATURES``); ``docs/env.md`` shows the
 table. The raw values go in ``info["raw"]``; the vector is ``clip(raw / scale, 0, HIGH)``
 (log features use ``log1p(raw) / scale``). Pools and classes always take the same slots, present
-or not, so a policy trained on one scenario runs on another. ``FEATURES`` is
-``chiron_gym/Autoscale-v0``'s table; ``FEATURES_PD`` (``AutoscaleDisaggregated-v0``) appends the
-prefill and decode pools and what a disaggregated planner reads. About 560 lines in one module
-on purpose: the feature tables are a third of it and stay beside the code that computes each
-feature.
+or not, so a policy trained on one scenario runs on another. The tables (``FEATURES`` of
+``chiron_gym/Autoscale-v0``, ``FEATURES_V1`` of ``Autoscale-v1``) live in ``feature_table.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -28,12 +24,18 @@ from chiron_gym.control.qlm import (
     predicted_late,
     required_rate,
 )
+from chiron_gym.envs.feature_table import (
+    _TABLES,
+    FEATURES,
+    FEATURES_V1,
+    PD_POOL_NAMES,
+    Feature,
+)
 from chiron_gym.scenario import Scenario
 from chiron_gym.sim import (
     ALL_POOL_NAMES,
     ALL_POOLS,
     CLASS_NAMES,
-    DISAGGREGATED,
     POOL_NAMES,
     POOLS,
     BatchComposition,
@@ -43,215 +45,6 @@ from chiron_gym.sim import (
 )
 
 HIGH = 10.0  # upper bound of every normalised feature
-
-
-@dataclass(frozen=True, slots=True)
-class Feature:
-    """A named observation feature: raw unit and how it is normalised."""
-
-    name: str
-    unit: str
-    scale: str  # "max_instances", "max_batch_cap", "per_instance_cap", a number, or "log:<n>"
-    doc: str
-
-
-def _pool_features(p: str) -> list[Feature]:
-    return [
-        Feature(f"{p}.exists", "0/1", "1", "the scenario has this pool"),
-        Feature(f"{p}.ready", "instances", "max_instances", "ready instances"),
-        Feature(f"{p}.starting", "instances", "max_instances", "instances in their cold start"),
-        Feature(f"{p}.draining", "instances", "max_instances", "instances finishing their work"),
-        Feature(f"{p}.batch_cap", "requests", "max_batch_cap", "run-time batch size per instance"),
-        Feature(
-            f"{p}.running",
-            "requests",
-            "per_instance_cap",
-            "requests running on the pool (vLLM num_requests_running)",
-        ),
-        Feature(
-            f"{p}.waiting",
-            "requests",
-            "per_instance_cap",
-            "requests waiting on the pool's instances (vLLM num_requests_waiting)",
-        ),
-        Feature(f"{p}.kv_usage", "fraction", "1", "mean KV-cache usage (vLLM kv_cache_usage_perc)"),
-        Feature(f"{p}.tokens_per_s", "tokens/s", "log:10", "output tokens per second, last window"),
-    ]
-
-
-def _class_features(c: str) -> list[Feature]:
-    return [
-        Feature(f"{c}.queue", "requests", "log:10", "requests in the global queue"),
-        Feature(f"{c}.arrival_rate", "requests/s", "log:5", "arrivals per second, last window"),
-        Feature(
-            f"{c}.ttft_p95_over_slo", "ratio", "2", "TTFT p95 / TTFT SLO, last window (0: none)"
-        ),
-        Feature(f"{c}.itl_p95_over_slo", "ratio", "2", "ITL p95 / ITL SLO, last window (0: none)"),
-        Feature(
-            f"{c}.attainment", "fraction", "1", "SLO attainment in the window (1: none decided)"
-        ),
-    ]
-
-
-def _hardware_features(p: str) -> tuple[Feature, Feature]:
-    return (
-        Feature(f"{p}.gpus_per_instance", "GPUs", "8", "GPUs of one instance of the pool"),
-        Feature(
-            f"{p}.relative_speed",
-            "ratio",
-            "2",
-            "decode tokens/s of one instance (32 sequences, 1,024 tokens of context each) over"
-            " the mean of the scenario's pools (1: all alike; 0: no pool)",
-        ),
-    )
-
-
-FEATURES: tuple[Feature, ...] = (
-    *(f for p in POOL_NAMES for f in _pool_features(p)),
-    *(f for c in CLASS_NAMES for f in _class_features(c)),
-    Feature(
-        "batch.wait_over_slack",
-        "ratio",
-        "2",
-        "QLM waiting-time estimate of the most urgent batch group / time to its deadline",
-    ),
-    Feature("gpus_over_budget", "fraction", "1", "GPUs held / GPU budget (or / max possible)"),
-    Feature("time_left", "fraction", "1", "share of the episode still to run"),
-    # Appended in the second release (a model trained on the first 40 reads that prefix).
-    Feature(
-        "mixed.interactive_held",
-        "requests",
-        "per_instance_cap",
-        "interactive requests running or waiting on mixed instances",
-    ),
-    Feature(
-        "batch.capacity_tokens_per_s",
-        "tokens/s",
-        "log:10",
-        "decode capacity serving batch: batch instances at their cap plus the mixed pool's spare"
-        " (from the profile)",
-    ),
-    Feature(
-        "batch.instance_tokens_per_s",
-        "tokens/s",
-        "log:10",
-        "decode capacity of one batch-serving instance at its cap (from the profile)",
-    ),
-    Feature(
-        "batch.required_tokens_per_s",
-        "tokens/s",
-        "log:10",
-        "capacity the QLM estimate needs for every queued batch group to meet its deadline",
-    ),
-    Feature(
-        "batch.at_risk",
-        "requests",
-        "log:10",
-        "queued batch requests whose group the estimate says will miss its deadline",
-    ),
-    # Appended in the third release (heterogeneous pools): what each pool's hardware is.
-    *(f for p in POOL_NAMES for f in _hardware_features(p)),
-    # Appended in the fourth release (prefix caching): 0 where the pool caches nothing.
-    *(
-        Feature(
-            f"{p}.prefix_hit_rate",
-            "fraction",
-            "1",
-            "share of the prompt tokens admitted in the window that the prefix cache held",
-        )
-        for p in POOL_NAMES
-    ),
-    # Appended in the fifth release (arrival history): what the interactive traffic has been doing
-    # over the last minutes, so that a policy can tell a calm stream from a bursty one and see a
-    # trend (one window of 10 s cannot).
-    Feature(
-        "interactive.arrival_rate_1m",
-        "requests/s",
-        "log:5",
-        "interactive arrivals per second over the last 60 s (the windows that ended in it)",
-    ),
-    Feature(
-        "interactive.arrival_rate_5m",
-        "requests/s",
-        "log:5",
-        "interactive arrivals per second over the last 300 s (the windows that ended in it)",
-    ),
-    Feature(
-        "interactive.arrival_peak_over_mean_5m",
-        "ratio",
-        "4",
-        "the busiest window's interactive arrival rate in the last 300 s over the 300 s mean"
-        " (1: flat or no arrivals)",
-    ),
-)
-FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
-
-
-PD_POOL_NAMES: tuple[str, ...] = tuple(ALL_POOL_NAMES[p] for p in DISAGGREGATED)
-# ``chiron_gym/AutoscaleDisaggregated-v0``: v0's table, then the prefill and decode pools (the
-# same features
-# as every pool's) and what a planner of disaggregated serving reads (Dynamo's SLA planner: the
-# median latencies, the prompt and output lengths; the transfers between the two pools).
-FEATURES_PD: tuple[Feature, ...] = (
-    *FEATURES,
-    *(
-        f
-        for p in PD_POOL_NAMES
-        for f in (
-            *_pool_features(p),
-            *_hardware_features(p),
-            Feature(
-                f"{p}.prefix_hit_rate",
-                "fraction",
-                "1",
-                "share of the prompt tokens admitted in the window that the prefix cache held",
-            ),
-        )
-    ),
-    Feature(
-        "prefill.prompt_tokens_queued",
-        "tokens",
-        "log:10",
-        "prompt tokens still to compute on the prefill pool's instances (running or waiting)",
-    ),
-    Feature(
-        "prefill.transfers",
-        "requests",
-        "log:10",
-        "prefilled requests whose KV cache the prefill pool holds until a decode instance has"
-        " read it (waiting for room on a decode instance, or being read)",
-    ),
-    Feature(
-        "decode.transfers",
-        "requests",
-        "log:10",
-        "requests whose KV cache decode instances are reading (held, room reserved)",
-    ),
-    Feature(
-        "interactive.ttft_p50_over_slo",
-        "ratio",
-        "2",
-        "TTFT median / TTFT SLO, last window (0: none)",
-    ),
-    Feature(
-        "interactive.itl_p50_over_slo", "ratio", "2", "ITL median / ITL SLO, last window (0: none)"
-    ),
-    Feature(
-        "interactive.prompt_tokens_mean",
-        "tokens",
-        "log:10",
-        "mean prompt tokens of the interactive requests that arrived in the window (0: none)",
-    ),
-    Feature(
-        "interactive.output_tokens_mean",
-        "tokens",
-        "log:10",
-        "mean output tokens of the interactive requests finished so far in the episode (0: none)",
-    ),
-)
-FEATURE_NAMES_PD: tuple[str, ...] = tuple(f.name for f in FEATURES_PD)
-_TABLES = {len(FEATURES): FEATURES, len(FEATURES_PD): FEATURES_PD}
-
 
 HISTORY_SPANS_S = (60.0, 300.0)  # the arrival-history features' spans (fifth release)
 
@@ -305,12 +98,14 @@ class FeatureBuilder:
         self, scenario: Scenario, z: float = 1.645, pools: tuple[Pool, ...] = POOLS
     ) -> None:
         self.scenario = scenario
-        # the pools observed: Autoscale-v0's three, or every pool with ``FEATURES_PD``
+        # the pools observed: Autoscale-v0's three, or every pool with ``FEATURES_V1``
         self.pools = pools
         self.names = tuple(ALL_POOL_NAMES[p] for p in pools)
         if pools not in (POOLS, ALL_POOLS):
             raise ValueError(f"pools {pools}: expected {POOLS} or {ALL_POOLS}")
         self.disaggregated = pools == ALL_POOLS
+        # the capacity events counted up to the last observation (Autoscale-v1's windows)
+        self._events_before: dict[Pool, tuple[int, int, int]] = {}
         self.z = z
         self.batch_predicted_late = 0  # set by each observation (see raw)
         self.max_gpus = scenario.max_gpus
@@ -345,7 +140,7 @@ class FeatureBuilder:
     @property
     def features(self) -> tuple[Feature, ...]:
         """The feature table (a module constant: snapshots do not copy it)."""
-        return FEATURES_PD if self.disaggregated else FEATURES
+        return FEATURES_V1 if self.disaggregated else FEATURES
 
     def instance_capacity(self, pool: Pool, cap: int, mean_output: float) -> float:
         """Output tokens/s one instance of ``pool`` sustains at batch cap ``cap`` (profile).
@@ -382,8 +177,9 @@ class FeatureBuilder:
         return value
 
     def reset(self) -> None:
-        """Forget the previous episode (its arrival history)."""
+        """Forget the previous episode (its arrival history and capacity events)."""
         self.history.clear()
+        self._events_before = {}
 
     def observe(
         self, backend: Backend, window: WindowReport, horizon_s: float
@@ -485,7 +281,7 @@ class FeatureBuilder:
         return out
 
     def _disaggregated(self, backend: Backend, window: WindowReport, out: dict[str, float]) -> None:
-        """``FEATURES_PD``'s own features (after v0's and the prefill and decode pools')."""
+        """``FEATURES_V1``'s own features (after v0's and the prefill and decode pools')."""
         for name in PD_POOL_NAMES:
             rep = window.pools.get(name) or PoolReport()
             out[f"{name}.transfers"] = float(rep.transfers)
@@ -500,6 +296,18 @@ class FeatureBuilder:
         out["interactive.prompt_tokens_mean"] = float(prompts.mean()) if len(prompts) else 0.0
         mu, _, n = backend.output_length_stats(0)
         out["interactive.output_tokens_mean"] = mu if n else 0.0
+        events = backend.capacity_events()
+        for pool in ALL_POOLS:
+            name = ALL_POOL_NAMES[pool]
+            failed, notices, refused, reclaiming = events.get(pool, (0, 0, 0, 0))
+            f0, n0, r0 = self._events_before.get(pool, (0, 0, 0))
+            self._events_before[pool] = (failed, notices, refused)
+            out[f"{name}.failures"] = float(failed - f0)
+            out[f"{name}.reclaim_notices"] = float(notices - n0)
+            out[f"{name}.stockouts"] = float(refused - r0)
+            out[f"{name}.reclaiming"] = float(reclaiming)
+            spec = self._specs.get(pool)
+            out[f"{name}.gpu_price"] = spec.gpu_price if spec is not None else 0.0
 
     def vector(
         self, raw: dict[str, float], pools: Mapping[str, PoolBounds]
@@ -551,14 +359,14 @@ def denormalise(
 
 def decode(obs: npt.ArrayLike, pools: Mapping[str, PoolBounds]) -> dict[str, float]:
     """Raw feature values back from a normalised observation (exact below the clip at 10);
-    the table (``FEATURES`` or ``FEATURES_PD``) is the one of the observation's length."""
+    the table (``FEATURES`` or ``FEATURES_V1``) is the one of the observation's length."""
     x = np.asarray(obs, dtype=np.float64).reshape(-1)
     table = _TABLES.get(len(x))
     if table is None:
         raise ValueError(
             f"an observation of {len(x)} features: expected {len(FEATURES)} "
-            f"(chiron_gym/Autoscale-v0) or {len(FEATURES_PD)} "
-            "(chiron_gym/AutoscaleDisaggregated-v0)"
+            f"(chiron_gym/Autoscale-v0) or {len(FEATURES_V1)} "
+            "(chiron_gym/Autoscale-v1)"
         )
     raw: dict[str, float] = {}
     # per-instance features last: they are scaled by the pool's decoded cap and ready count

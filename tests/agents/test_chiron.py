@@ -21,7 +21,7 @@ from chiron_gym.control.chiron import (
     cap_rule,
 )
 from chiron_gym.envs import AutoscaleEnv, PoolBounds
-from chiron_gym.envs.features import FEATURE_NAMES
+from chiron_gym.envs.feature_table import FEATURE_NAMES
 from chiron_gym.sim import (
     Cluster,
     ClusterConfig,

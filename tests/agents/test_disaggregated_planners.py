@@ -17,7 +17,7 @@ import pytest
 from agents import make_agent
 from agents.disaggregated import DynamoSlaAgent, DynamoSlaParams, HeteroScaleAgent
 from agents.load_predictors import Constant, Kalman
-from chiron_gym.envs import DisaggregatedAutoscaleEnv
+from chiron_gym.envs import AutoscaleEnvV1
 from chiron_gym.scenario import load
 from chiron_gym.sim import LinearPerfModel
 from tests.conftest import require_data
@@ -28,7 +28,7 @@ LINEAR = LinearPerfModel(
 DT = 30.0
 
 
-def _env(**kwargs: Any) -> DisaggregatedAutoscaleEnv:
+def _env(**kwargs: Any) -> AutoscaleEnvV1:
     require_data("aiconfigurator")  # the scenario's profile is composed (then replaced here)
     sc = load("disaggregated/pd-qwen32b-h100")
     pools = tuple(
@@ -45,10 +45,10 @@ def _env(**kwargs: Any) -> DisaggregatedAutoscaleEnv:
         for p in sc.cluster.pools
     )
     sc = replace(sc, cluster=replace(sc.cluster, pools=pools))
-    return DisaggregatedAutoscaleEnv(sc, max_step_change=16, **kwargs)
+    return AutoscaleEnvV1(sc, max_step_change=16, **kwargs)
 
 
-def _raw(env: DisaggregatedAutoscaleEnv, **values: float) -> dict[str, float]:
+def _raw(env: AutoscaleEnvV1, **values: float) -> dict[str, float]:
     """A window of the hand-built trace: the reset observation's features with ``values``
     (double underscores for dots)."""
     _, info = env.reset(seed=0)
@@ -199,7 +199,7 @@ def test_aggregated_planners_refuse_what_they_cannot_scale() -> None:
     with pytest.raises(ValueError, match="no prefill and decode pools"):
         make_agent("dynamo-sla", ctx)
     require_data("aiconfigurator")
-    with pytest.raises(ValueError, match="AutoscaleDisaggregated-v0"):
+    with pytest.raises(ValueError, match="Autoscale-v1"):
         AutoscaleEnv("disaggregated/pd-qwen32b-h100")
 
 

@@ -1,8 +1,9 @@
-"""``chiron_gym/AutoscaleDisaggregated-v0``: ``Autoscale-v0`` with prefill and decode pools.
+"""``chiron_gym/Autoscale-v1``: ``Autoscale-v0`` with prefill and decode pools, and the capacity
+the cluster loses (failures, spot reclaims, stockouts) in its observation.
 
-A new id, not ``Autoscale-v1``: its spaces are larger, ``Autoscale-v0`` stays the environment of
-aggregated serving (its models and datasets read 57 features), and Gymnasium would call v0 out
-of date beside a v1 of the same name."""
+A new version because the spaces are larger. ``Autoscale-v0`` keeps working unchanged: its
+models and datasets read 57 features. Gymnasium's ``make`` warns that v0 is out of date beside
+v1 (a ``DeprecationWarning``, hidden outside tests by Python's default filters)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from typing import Any, ClassVar
 
 from chiron_gym.control.chiron_pd import ChironRoles
 from chiron_gym.envs.autoscale import AutoscaleEnv
-from chiron_gym.envs.features import FEATURES_PD, Feature
+from chiron_gym.envs.feature_table import FEATURES_V1, Feature
 from chiron_gym.scenario import Scenario, family_of, load
 from chiron_gym.sim import ALL_POOLS, POOL_NAMES, Pool
 
 
-class DisaggregatedAutoscaleEnv(AutoscaleEnv):
-    """Autoscale a cluster whose pools may include prefill and decode pools.
+class AutoscaleEnvV1(AutoscaleEnv):
+    """Autoscale a cluster whose pools may include prefill and decode pools, and whose capacity
+    may fail, be reclaimed or be refused.
 
     Everything of ``chiron_gym/Autoscale-v0`` holds (reward, episode end, arguments, snapshots),
     with five pools where ``Autoscale-v0`` has three, always in the order interactive, mixed,
@@ -32,22 +34,25 @@ class DisaggregatedAutoscaleEnv(AutoscaleEnv):
 
     ## Observation Space
 
-    ``Box(0, 10, (88,), float32)``: ``Autoscale-v0``'s 57 features (unchanged, so ``decode`` and
-    a policy's first layers read them alike), then per prefill and decode pool the features
+    ``Box(0, 10, (113,), float32)``: ``Autoscale-v0``'s 57 features (unchanged, so ``decode``
+    and a policy's first layers read them alike), then per prefill and decode pool the features
     every pool has (instances by state, cap, running and waiting requests, KV usage, tokens/s,
     hardware, prefix-cache hit rate), then the prompt tokens queued on prefill instances, the
     requests in transfer on each side, the window's TTFT and ITL medians over their SLOs, and
-    the mean prompt (window) and output (episode) lengths of interactive requests. Table:
+    the mean prompt (window) and output (episode) lengths of interactive requests; then per
+    pool (all five) the instances that failed, the reclaim notices and the stockouts of the
+    window, the instances under a reclaim notice now, and the pool's GPU price. Table:
     ``docs/env.md``.
 
     ## Version History
 
-    - v0: first release (issue 41). Backends: the simulator; the real backend serves aggregated
-      pools only and refuses a disaggregated scenario.
+    - v1: first release (issues 41 and 42). Backends: the simulator; the real backend serves
+      aggregated pools only (it refuses a disaggregated scenario) and reports its servers that
+      died as failures.
     """
 
     observed_pools: ClassVar[tuple[Pool, ...]] = ALL_POOLS
-    feature_table: ClassVar[tuple[Feature, ...]] = FEATURES_PD
+    feature_table: ClassVar[tuple[Feature, ...]] = FEATURES_V1
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -77,10 +82,10 @@ def is_disaggregated(scenario: str | Scenario) -> bool:
 
 
 def make_env(scenario: str | Scenario, **kwargs: Any) -> AutoscaleEnv:
-    """The environment for ``scenario``: ``AutoscaleDisaggregated-v0`` where it has prefill and
+    """The environment for ``scenario``: ``Autoscale-v1`` where it has prefill and
     decode pools, ``Autoscale-v0`` otherwise (what ``chiron evaluate`` runs an agent in)."""
-    cls = DisaggregatedAutoscaleEnv if is_disaggregated(scenario) else AutoscaleEnv
+    cls = AutoscaleEnvV1 if is_disaggregated(scenario) else AutoscaleEnv
     return cls(scenario, **kwargs)
 
 
-__all__ = ["DisaggregatedAutoscaleEnv", "is_disaggregated", "make_env"]
+__all__ = ["AutoscaleEnvV1", "is_disaggregated", "make_env"]
