@@ -102,6 +102,9 @@ def test_a_killed_server_is_reported_and_loses_no_request(
             events += info["backend_events"]
             done = term or trunc
         assert victim.state == ServerState.FAILED
+        # the same event Autoscale-v1 observes on the simulator: a failure of the victim's pool
+        failed, *spot = backend.capacity_events()[victim.pool]
+        assert failed >= 1 and spot == [0, 0, 0]
         assert any(
             f"server {victim.server_id}" in e and ("died" in e or "failed" in e) for e in events
         ), events
