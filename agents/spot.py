@@ -3,8 +3,12 @@
 SkyServe (Mao et al., "SkyServe: Serving AI Models across Regions and Clouds with Spot
 Instances", arXiv 2411.01438) serves from spot replicas, over-provisioned against preemptions,
 and falls back to on-demand replicas while spot ones are missing (its policy, SpotHedge). As
-SkyPilot implements it (``sky/serve/autoscalers.py``, ``RequestRateAutoscaler`` and
-``SpotOnDemandRequestRateAutoscaler``; defaults in ``sky/serve/constants.py``):
+one SkyPilot version implements it (``sky/serve/autoscalers.py``, ``RequestRateAutoscaler`` and
+``SpotOnDemandRequestRateAutoscaler``, whose floor is ``extra_on_demand_replicas`` and whose
+fallback is always on; defaults in ``sky/serve/constants.py``). Later versions name the floor
+``base_ondemand_fallback_replicas`` and make the fallback optional
+(``dynamic_ondemand_fallback``, ``FallbackRequestRateAutoscaler``, which also counts the floor
+in the target); we keep the older arithmetic with the later names:
 
 - the **target** replica count is ``ceil(requests/s over the last 60 s / target_qps_per_replica)``
   within the bounds, changed only after it has stayed above the current target for
@@ -43,8 +47,10 @@ class SpotHedgeParams:
     upscale_delay_s: float = 300.0  # AUTOSCALER_DEFAULT_UPSCALE_DELAY_SECONDS
     downscale_delay_s: float = 1200.0  # AUTOSCALER_DEFAULT_DOWNSCALE_DELAY_SECONDS
     num_overprovision: int = 1  # (ours: the SkyPilot default was not at hand) spot replicas more
-    base_ondemand_fallback_replicas: int = 1  # the on-demand floor (SkyPilot docs' example)
-    dynamic_ondemand_fallback: bool = True
+    # the on-demand floor: ``extra_on_demand_replicas`` in the class followed (1: the SkyPilot
+    # docs' example of ``base_ondemand_fallback_replicas``)
+    base_ondemand_fallback_replicas: int = 1
+    dynamic_ondemand_fallback: bool = True  # off: the floor only (the later versions' option)
 
     def __post_init__(self) -> None:
         checks = (

@@ -2,7 +2,7 @@
 [--out DIR]``.
 
 Each agent plays ``spot-mix`` (the mixed and batch pools on spot: 0.35x the price, reclaimed
-hourly with a 2-minute notice, one scale-up in five refused) and its on-demand twin (the same
+hourly with a 2-minute notice, one start in five made to wait ~5 minutes) and its on-demand twin (the same
 file with every pool on demand: written to ``--out``), with the same traffic seeds. Prints, per
 agent and scenario, the interactive and batch attainment and the cost (GPU-hours at each pool's
 price), then spot minus on-demand per agent, seed by seed, with 95 % bootstrap intervals
@@ -25,7 +25,9 @@ from agents.run.stats import paired_interval, verdict
 from benchmarks.studies import seeds_and_out, write_rows
 
 AGENTS = ("chiron", "static", "llumnix", "queue-threshold", "spot-hedge")
-SPOT_KEYS = re.compile(r"^(gpu_price|reclaims_per_hour|reclaim_notice_s|stockout_probability)\b")
+SPOT_KEYS = re.compile(
+    r"^(gpu_price|reclaims_per_hour|reclaim_notice_s|stockout_probability|stockout_wait_s)\b"
+)
 
 
 def on_demand_twin(out: Path) -> Path:

@@ -394,6 +394,10 @@ def parse(data: dict[str, Any], *, name: str, source: str) -> Scenario:
             }
             pool_inst = _profile_spec(_profile(pt), engine)
         price = pt.number("gpu_price", 1.0)
+        if pt.number("stockout_wait_s", 0.0, strict=False) > 0 and not _fraction(
+            pt, "stockout_probability", 0.0
+        ):
+            raise pt.fail("stockout_wait_s", "0 unless stockout_probability is above 0")
         cap = pt.integer("batch_cap", 64, low=1)
         if cap > spec.max_batch_cap:
             raise pt.fail("batch_cap", f"at most instance.max_batch_cap ({spec.max_batch_cap})")

@@ -141,7 +141,7 @@ class Cluster(ClusterBase):
                 if not self.faults.active
                 else self.faults.grants(spec, delta, self.now)
             )
-            for wait in waits:
+            for wait in sorted(waits):  # a sleeping instance takes a granted slot first
                 if self._asleep[pool]:  # a sleeping instance holds its GPUs: no wait
                     self._wake(pool)
                     wait, delay = 0.0, spec.wake_s
@@ -155,6 +155,11 @@ class Cluster(ClusterBase):
         removed = 0
         live = self._live[pool]
         starting = [i for i in live if i.state == InstanceState.STARTING]
+        # newest first, those still waiting for GPUs (unbilled, maybe far off) before all
+        now = self.now
+        starting = [i for i in starting if i.started_s <= now] + [
+            i for i in starting if i.started_s > now
+        ]
         for inst in reversed(starting):
             if removed == -delta:
                 return -removed

@@ -324,12 +324,14 @@ class ClusterBase(LedgerColumns):
             aggregate=self._aggregate,
             prefix_unit_tokens=self._unit_tokens,
         )
+        if inst.state == InstanceState.READY and ready_s > now:
+            inst.state = InstanceState.STARTING  # waiting for GPUs, then no cold start
         self.instances.append(inst)
         self._live[spec.pool].append(inst)
         if inst.state == InstanceState.STARTING:
             self.events.push(ready_s, PRIORITY_READY, _READY, inst)
-        if self.faults.active:
-            for t, what in self.faults.draw(inst.instance_id, spec, now):
+        if self.faults.active:  # drawn from its grant: it holds no GPU while it waits for one
+            for t, what in self.faults.draw(inst.instance_id, spec, inst.started_s):
                 self.events.push(t, PRIORITY_FAILURE, _FAIL if what == FAIL else _NOTICE, inst)
         return inst
 

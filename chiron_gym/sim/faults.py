@@ -3,11 +3,12 @@
 An instance of a pool with ``failures_per_gpu_hour`` fails after an exponential time from its
 request (per GPU); one of a spot pool (``reclaims_per_hour``) gets a reclaim notice after an
 exponential time, drains for ``reclaim_notice_s`` and is then taken; a scale-up may find the
-provider out of GPUs (``stockout_probability`` per instance asked for). Scripted failures
-(``ClusterConfig.failures_at``) fail a pool's oldest live instance. Times are drawn from a
-random stream of their own, at the instance's request: a pool without faults draws nothing.
-``Cluster`` (``sim/cluster.py``) acts on them; no stretch of an instance runs past its next
-fault (``horizon``), so both simulation modes meet a fault at the same iteration.
+provider out of GPUs (``stockout_probability`` per instance asked for): the instance is not
+granted, or waits for GPUs (``stockout_wait_s``) and its faults are drawn from its grant.
+Scripted failures (``ClusterConfig.failures_at``) fail a pool's oldest live instance. Times are
+drawn from a random stream of their own, at the instance's request: a pool without faults draws
+nothing. ``Cluster`` (``sim/cluster.py``) acts on them; no stretch of an instance runs past its
+next fault (``horizon``), so both simulation modes meet a fault at the same iteration.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ from chiron_gym.sim.request import SLO, UNBOUNDED_INSTANCES, Pool, RequestClass
 
 
 class InstanceState(IntEnum):
-    """Lifecycle: starting (cold start, billed) -> ready -> draining (billed) -> stopped."""
+    """Lifecycle: starting (cold start, billed; or waiting for GPUs after a stockout, not billed)
+    -> ready -> draining (billed) -> stopped."""
 
     STARTING = 0
     READY = 1

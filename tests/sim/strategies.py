@@ -147,6 +147,7 @@ def _with_failures(
             reclaim_notice_s=float(rng.uniform(0.0, 5.0)),
             stockout_probability=float(rng.choice([0.0, 0.0, 0.5])),
             stockout_wait_s=float(rng.choice([0.0, 2.0])),  # refused: not granted, or waits
+            gpu_price=float(rng.choice([1.0, 0.35])),  # on-demand, or spot's discount
         )
         for p in config.pools
     )

@@ -107,16 +107,18 @@ def test_requests_and_kv_blocks_are_conserved_under_random_failures(seed: int) -
         if inst.state == InstanceState.STOPPED:
             assert inst.load == 0 and inst.used_blocks == 0
     # billing: each instance from its grant (its request, unless it waited for GPUs) to its
-    # stop (or now), times its GPUs; one stopped or still waiting before its grant costs nothing
+    # stop (or now), times its GPUs; one stopped or still waiting before its grant costs
+    # nothing; priced, each at its pool's price
     now = cluster.now
-    expected = (
-        sum(
-            max(0.0, (min(i.stopped_s, now) if not np.isnan(i.stopped_s) else now) - i.started_s)
-            for i in cluster.instances
-        )
-        * case.config.pools[0].instance.gpus
-    )
-    assert cluster.gpu_seconds() == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    price = {p.pool: p.gpu_price for p in case.config.pools}
+    held = [
+        (max(0.0, (min(i.stopped_s, now) if not np.isnan(i.stopped_s) else now) - i.started_s))
+        * i.spec.gpus
+        for i in cluster.instances
+    ]
+    assert cluster.gpu_seconds() == pytest.approx(sum(held), rel=1e-9, abs=1e-9)
+    priced = sum(h * price[i.pool] for h, i in zip(held, cluster.instances, strict=True))
+    assert cluster.priced_gpu_seconds() == pytest.approx(priced, rel=1e-9, abs=1e-9)
 
 
 @settings(max_examples=60, deadline=None)
@@ -186,7 +188,7 @@ def test_a_stockout_grants_fewer_instances_and_says_so() -> None:
 
 def test_a_stockout_that_waits_starts_late_and_bills_from_its_grant() -> None:
     """With ``stockout_wait_s``, a refused instance waits an exponential time for GPUs (drawn
-    after the refusals, in order), unbilled and counted as starting, then runs its cold start;
+    after the refusals, in order; the new instances take them shortest first), unbilled and counted as starting, then runs its cold start;
     cancelled while it waits, it costs nothing."""
     w = Workload.from_columns(arrival_s=[0.0], klass=[0], prompt_tokens=[16], output_tokens=[1])
     pool = PoolSpec(
@@ -204,7 +206,7 @@ def test_a_stockout_that_waits_starts_late_and_bills_from_its_grant() -> None:
     waits = [float(ref.exponential(30.0)) if r else 0.0 for r in refused]
     assert refused.any() and not refused.all()  # this seed: some wait, some do not
     new = cluster.instances[1:]
-    assert [i.started_s for i in new] == waits
+    assert [i.started_s for i in new] == sorted(waits)  # granted ones first
     cold = SPEC.cold_start.median_s
     for inst in new:
         assert inst.state == InstanceState.STARTING
@@ -218,3 +220,35 @@ def test_a_stockout_that_waits_starts_late_and_bills_from_its_grant() -> None:
     held = sum(max(0.0, 1.0 - w) for w in waits)
     assert any(w > 1.0 for w in waits)  # this seed: one waits past the cancel
     assert cluster.gpu_seconds() == pytest.approx(SPEC.gpus * (10.0 + held), rel=1e-12)
+
+
+def test_an_instance_waiting_for_gpus_serves_nothing_and_fails_only_once_granted() -> None:
+    """With no cold start, a waiting instance is still starting until its grant (it serves
+    nothing, costs nothing), its faults are drawn from the grant, and a scale-down cancels the
+    waiting ones before those already granted."""
+    from chiron_gym.sim import ColdStart
+
+    quick = replace(SPEC, cold_start=ColdStart(median_s=0.0))
+    pool = PoolSpec(
+        pool=Pool.INTERACTIVE, instance=quick, initial_instances=0, min_instances=0,
+        stockout_probability=1.0, stockout_wait_s=1000.0, reclaims_per_hour=3600.0,
+    )  # fmt: skip
+    w = Workload.from_columns(
+        arrival_s=[0.0, 1.0], klass=[0, 0], prompt_tokens=[16, 16], output_tokens=[5, 5]
+    )
+    cluster = Cluster(
+        ClusterConfig(pools=(pool,)), w, np.random.default_rng(0),
+        failure_rng=np.random.default_rng(2),
+    )  # fmt: skip
+    assert cluster.scale(Pool.INTERACTIVE, 1) == 1
+    inst = cluster.instances[0]
+    grant = inst.started_s
+    assert grant > 10.0 and inst.state == InstanceState.STARTING and inst.ready_s == grant
+    cluster.run_until(10.0)
+    assert inst.state == InstanceState.STARTING and cluster.gpu_seconds() == 0.0
+    assert list(cluster.outcome[:2]) == [Outcome.PENDING, Outcome.PENDING]
+    assert cluster.faults.reclaims[Pool.INTERACTIVE] == 0  # no notice before its grant
+    assert cluster.faults.until[inst.instance_id] > grant
+    cluster.run_until(20.0)
+    assert cluster.scale(Pool.INTERACTIVE, -1) == -1
+    assert inst.state == InstanceState.STOPPED and cluster.gpu_seconds() == 0.0
