@@ -2,12 +2,12 @@
 [--out DIR]``.
 
 Each agent plays ``spot-mix`` (the mixed and batch pools on spot: 0.35x the price, reclaimed
-hourly with a 2-minute notice, one start in five made to wait ~5 minutes) and its on-demand twin (the same
-file with every pool on demand: written to ``--out``), with the same traffic seeds. Prints, per
-agent and scenario, the interactive and batch attainment and the cost (GPU-hours at each pool's
-price), then spot minus on-demand per agent, seed by seed, with 95 % bootstrap intervals
-(``agents/run/stats.py``). ``spot-hedge`` needs a spot pool, so it plays ``spot-mix`` only. About
-a minute per ten seeds.
+hourly with a 2-minute notice, one start in five made to wait ~5 minutes) and its on-demand twin
+(the same file with every pool on demand: written to ``--out``), with the same traffic seeds.
+Prints, per agent and scenario, the interactive and batch attainment and the cost (GPU-hours at
+each pool's price), then spot minus on-demand per agent, seed by seed, with 95 % bootstrap
+intervals (``agents/run/stats.py``). ``spot-hedge`` needs a spot pool, so it plays ``spot-mix``
+only. About a minute per ten seeds.
 """
 
 from __future__ import annotations

@@ -187,9 +187,10 @@ def test_a_stockout_grants_fewer_instances_and_says_so() -> None:
 
 
 def test_a_stockout_that_waits_starts_late_and_bills_from_its_grant() -> None:
-    """With ``stockout_wait_s``, a refused instance waits an exponential time for GPUs (drawn
-    after the refusals, in order; the new instances take them shortest first), unbilled and counted as starting, then runs its cold start;
-    cancelled while it waits, it costs nothing."""
+    """With ``stockout_wait_s``, a refused instance waits an exponential time for GPUs (drawn after
+    the refusals, in order; the new instances take them shortest first), unbilled and
+    counted as starting, then runs its cold start; cancelled while it waits, it costs
+    nothing."""
     w = Workload.from_columns(arrival_s=[0.0], klass=[0], prompt_tokens=[16], output_tokens=[1])
     pool = PoolSpec(
         pool=Pool.INTERACTIVE, instance=SPEC, stockout_probability=0.5, stockout_wait_s=30.0
