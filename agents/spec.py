@@ -43,6 +43,8 @@ def agent_env_kwargs(spec: str) -> dict[str, Any]:
     base, overrides = split_spec(spec)
     cls = AGENTS.get(base)
     out = dict(getattr(cls, "env_kwargs", {})) if cls is not None else {}
+    if base not in CHIRON_AGENTS:
+        return out  # a rule agent's parameters are its own, not the environment's
     local = {k: v for k, v in overrides.items() if k in _LOCAL_FIELDS}
     if local:  # Chiron's local loop runs in the environment
         out["local_params"] = {**out.get("local_params", {}), **local}
@@ -95,24 +97,52 @@ _GLOBAL_FIELDS = {f.name for f in fields(GlobalParams)}
 def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``chiron[headroom_instances=4;z=2.33]`` -> ``("chiron", {...})``: parameter overrides of
     a Chiron agent (its ``GlobalParams`` and ``LocalParams`` fields, and the estimator's ``z``),
-    for sensitivity sweeps."""
+    or of a rule agent with a parameter record (``dynamo-sla[load_predictor=constant]``: the
+    fields of its ``Params``, typed as their defaults), for sensitivity sweeps."""
     if spec.startswith("ppo:") or not spec.endswith("]") or "[" not in spec:
         return spec, {}  # a model's options: ``split_ppo_spec``
     base, _, inner = spec[:-1].partition("[")
+    params = getattr(AGENTS.get(base), "Params", None)
+    if base not in CHIRON_AGENTS and params is None:
+        raise ValueError(
+            f"agent {spec!r}: parameters apply to Chiron agents and to rule agents with "
+            "parameters only"
+        )
+    chiron = base in CHIRON_AGENTS
+    typed = {f.name: f.default for f in fields(params)} if params is not None and not chiron else {}
+    known_keys = set(typed) if typed else _LOCAL_FIELDS | _GLOBAL_FIELDS | {"z"}
     out: dict[str, Any] = {}
     for item in filter(None, inner.split(";")):
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"agent {spec!r}: expected key=value, got {item!r}")
         key = key.strip()
-        if key not in _LOCAL_FIELDS | _GLOBAL_FIELDS | {"z"}:
-            known = ", ".join(sorted(_LOCAL_FIELDS | _GLOBAL_FIELDS | {"z"}))
+        if key not in known_keys:
+            known = ", ".join(sorted(known_keys))
             raise ValueError(f"agent {spec!r}: unknown parameter {key!r}; known: {known}")
         v = value.strip()
-        out[key] = v.lower() == "true" if v.lower() in ("true", "false") else float(v)
-    if base not in CHIRON_AGENTS:
-        raise ValueError(f"agent {spec!r}: parameters apply to Chiron agents only")
+        if typed:
+            out[key] = _typed(spec, key, v, typed[key])
+        else:
+            out[key] = v.lower() == "true" if v.lower() in ("true", "false") else float(v)
     return base, out
+
+
+def _typed(spec: str, key: str, value: str, default: Any) -> Any:
+    """``value`` as the type of the parameter's ``default`` (bool, int, float or str)."""
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false"):
+                raise ValueError
+            return value.lower() == "true"
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        kind = type(default).__name__
+        raise ValueError(f"agent {spec!r}: {key} = {value!r}: expected a {kind}") from None
+    return value
 
 
 # ``ppo:PATH[defer_above=X;defer_feature=NAME]``: agents/defer.py; ``[combine=VOTE]``, an
@@ -266,6 +296,13 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
                 raise ValueError(f"agent {spec!r}: combine = {e}") from None
         return agent
     spec, overrides = split_spec(spec)
+    if overrides and spec not in CHIRON_AGENTS:  # a rule agent's parameter record
+        cls = AGENTS[spec]
+        try:
+            params = cls.Params(**overrides)
+        except ValueError as e:
+            raise ValueError(f"agent {spec!r}: {e}") from None
+        return cls(ctx, params)  # type: ignore[no-any-return]
     if overrides:
         gp = {
             k: (int(v) if isinstance(getattr(GlobalParams(), k), int) else v)

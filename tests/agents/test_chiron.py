@@ -314,8 +314,17 @@ def test_parameter_specs_reach_the_loops() -> None:
     assert env._local_params.period_s == 5.0
     with pytest.raises(ValueError, match="unknown parameter 'headroom'"):
         split_spec("chiron[headroom=4]")
-    with pytest.raises(ValueError, match="Chiron agents only"):
+    with pytest.raises(ValueError, match=r"unknown parameter 'z'; known: period_s, "):
         split_spec("llumnix[z=1]")
+    with pytest.raises(ValueError, match="rule agents with parameters only"):
+        split_spec("static[x=1]")
+    # a rule agent's record, typed as its defaults
+    assert split_spec("dynamo-sla[load_predictor=constant;min_endpoint=2;correction=false]") == (
+        "dynamo-sla",
+        {"load_predictor": "constant", "min_endpoint": 2, "correction": False},
+    )
+    with pytest.raises(ValueError, match=r"min_endpoint = '1.5': expected a int"):
+        split_spec("dynamo-sla[min_endpoint=1.5]")
 
 
 @pytest.mark.parametrize("agent", ["llumnix-tuned", "chiron-tuned"])
