@@ -134,13 +134,9 @@ class Cluster(ClusterBase):
                 raise ValueError(f"the cluster has no {pool.name.lower()} pool")
             return 0
         if delta > 0:
-            # a stockout: the provider has no GPUs for this one now (``stockout_probability``):
-            # it is not granted, or waits for GPUs unbilled (``stockout_wait_s``)
-            waits = (
-                [0.0] * delta
-                if not self.faults.active
-                else self.faults.grants(spec, delta, self.now)
-            )
+            # a stockout: not granted, or a wait for GPUs, unbilled (``Faults.grants``)
+            f = self.faults
+            waits = f.grants(spec, delta, self.now) if f.active else [0.0] * delta
             for wait in sorted(waits):  # a sleeping instance takes a granted slot first
                 if self._asleep[pool]:  # a sleeping instance holds its GPUs: no wait
                     self._wake(pool)
@@ -156,10 +152,8 @@ class Cluster(ClusterBase):
         live = self._live[pool]
         starting = [i for i in live if i.state == InstanceState.STARTING]
         # newest first, those still waiting for GPUs (unbilled, maybe far off) before all
-        now = self.now
-        starting = [i for i in starting if i.started_s <= now] + [
-            i for i in starting if i.started_s > now
-        ]
+        waiting = [i for i in starting if i.started_s > self.now]
+        starting = [i for i in starting if i.started_s <= self.now] + waiting
         for inst in reversed(starting):
             if removed == -delta:
                 return -removed
