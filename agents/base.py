@@ -130,6 +130,13 @@ KV_RULE_ENV: dict[str, Any] = {
 }
 
 
+def check_param(params: object, name: str, ok: bool, expected: str) -> None:
+    """Refuse a rule's parameter record whose field ``name`` is not ``ok``, naming it."""
+    if not ok:
+        value = getattr(params, name)
+        raise ValueError(f"{type(params).__name__}.{name} = {value!r}: expected {expected}")
+
+
 class RuleAgent(BaseAgent):
     """Base of rule-based agents: decoding, timers, and building actions.
 

@@ -76,14 +76,7 @@ class ChironAgent(BaseAgent):
 
     def deltas(self, raw: dict[str, float]) -> list[int]:
         agg = self.global_.deltas(raw)
-        if self.roles is None:
-            return agg
-        pools = self.ctx.pools
-        taken = sum(
-            max(0, d) * pools[n].gpus_per_instance for n, d in zip(pools, agg, strict=False)
-        )
-        roles = self.roles.deltas(raw, taken)
-        return [*agg, roles["prefill"], roles["decode"]]
+        return agg if self.roles is None else self.roles.after(agg, raw)
 
     def caps(self, raw: dict[str, float]) -> list[int]:
         return self.local.choices(raw, self.max_caps)

@@ -18,8 +18,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from agents.base import RULE_MAX_STEP, PoolView, RuleAgent
+from agents.base import RULE_MAX_STEP, PoolView, RuleAgent, check_param
 from agents.load_predictors import predictor
+from agents.profile_queries import prefill_alone_s
 from chiron_gym.envs import AgentContext
 from chiron_gym.sim import BatchComposition, InstanceSpec, Pool
 
@@ -38,16 +39,7 @@ class Profile:
 
     def ttft_s(self, isl: float) -> float:
         """One prompt of ``isl`` tokens alone on a prefill instance, chunk by chunk."""
-        inst = self.prefill
-        left, done, t = max(1, round(isl)), 0, 0.0
-        while left > 0:
-            chunk = min(left, inst.max_num_batched_tokens)
-            t += inst.perf_model.iteration_time_s(
-                BatchComposition.with_decodes([chunk], [done], [])
-            )
-            left -= chunk
-            done += chunk
-        return t
+        return prefill_alone_s(self.prefill, isl)
 
     def prefill_tokens_per_gpu_s(self, isl: float) -> float:
         return isl / self.ttft_s(isl) / self.prefill.gpus
@@ -111,10 +103,11 @@ class PdRule(RuleAgent):
 
     def to(self, raw: dict[str, float], prefill: int | None, decode: int | None) -> list[int]:
         """The action's instance changes for target counts (None: keep)."""
-        out = [0] * len(self.ctx.pools)
-        for i, (view, want) in enumerate(zip(self.pd(raw), (prefill, decode), strict=True)):
+        names = list(self.ctx.pools)
+        out = [0] * len(names)
+        for view, want in zip(self.pd(raw), (prefill, decode), strict=True):
             if want is not None:
-                out[len(out) - 2 + i] = self.clamp(view, want - view.live)
+                out[names.index(view.name)] = self.clamp(view, want - view.live)
         return out
 
 
@@ -132,16 +125,10 @@ class DynamoSlaParams:
     max_gpu_budget: int = 0
 
     def __post_init__(self) -> None:
-        _check(self, "adjustment_interval_s", self.adjustment_interval_s > 0, "a number > 0")
-        _check(self, "min_endpoint", self.min_endpoint >= 1, "an integer >= 1")
-        _check(self, "max_gpu_budget", self.max_gpu_budget >= 0, "an integer >= 0 (0: none)")
+        check_param(self, "adjustment_interval_s", self.adjustment_interval_s > 0, "a number > 0")
+        check_param(self, "min_endpoint", self.min_endpoint >= 1, "an integer >= 1")
+        check_param(self, "max_gpu_budget", self.max_gpu_budget >= 0, "an integer >= 0 (0: none)")
         predictor(self.load_predictor)  # a clear error for an unknown kind
-
-
-def _check(params: object, name: str, ok: bool, expected: str) -> None:
-    if not ok:
-        value = getattr(params, name)
-        raise ValueError(f"{type(params).__name__}.{name} = {value!r}: expected {expected}")
 
 
 class DynamoSlaAgent(PdRule):
@@ -256,14 +243,14 @@ class HeteroScaleParams:
     scale_in_cooldown_s: float = 600.0
 
     def __post_init__(self) -> None:
-        _check(self, "target_share", 0 < self.target_share <= 1, "a number in (0, 1]")
-        _check(self, "pd_ratio", self.pd_ratio >= 0, "a number >= 0 (0: from the profile)")
-        _check(self, "scale_out_above", self.scale_out_above >= 0, "a number >= 0")
-        _check(self, "scale_in_below", 0 <= self.scale_in_below < 1, "a number in [0, 1)")
-        _check(self, "latency_trigger", self.latency_trigger >= 1, "a number >= 1")
-        _check(self, "latency_growth", self.latency_growth > 1, "a number > 1")
+        check_param(self, "target_share", 0 < self.target_share <= 1, "a number in (0, 1]")
+        check_param(self, "pd_ratio", self.pd_ratio >= 0, "a number >= 0 (0: from the profile)")
+        check_param(self, "scale_out_above", self.scale_out_above >= 0, "a number >= 0")
+        check_param(self, "scale_in_below", 0 <= self.scale_in_below < 1, "a number in [0, 1)")
+        check_param(self, "latency_trigger", self.latency_trigger >= 1, "a number >= 1")
+        check_param(self, "latency_growth", self.latency_growth > 1, "a number > 1")
         for name in ("scale_out_cooldown_s", "scale_in_cooldown_s"):
-            _check(self, name, getattr(self, name) >= 0, "a number >= 0")
+            check_param(self, name, getattr(self, name) >= 0, "a number >= 0")
 
 
 class HeteroScaleAgent(PdRule):

@@ -102,7 +102,9 @@ def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
     if spec.startswith("ppo:") or not spec.endswith("]") or "[" not in spec:
         return spec, {}  # a model's options: ``split_ppo_spec``
     base, _, inner = spec[:-1].partition("[")
-    params = getattr(AGENTS.get(base), "Params", None)
+    # a record the class declares itself (``llumnix-tuned`` inherits Llumnix's, but is built
+    # from its tuned table, not from it)
+    params = vars(AGENTS[base]).get("Params") if base in AGENTS else None
     if base not in CHIRON_AGENTS and params is None:
         raise ValueError(
             f"agent {spec!r}: parameters apply to Chiron agents and to rule agents with "

@@ -32,7 +32,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from agents.base import RULE_MAX_STEP, PoolView, RuleAgent
+from agents.base import RULE_MAX_STEP, PoolView, RuleAgent, check_param
+from agents.profile_queries import prefill_alone_s
 from chiron_gym.envs import AgentContext
 from chiron_gym.scenario import Scenario
 from chiron_gym.sim import BatchComposition, Pool, PoolSpec
@@ -53,19 +54,13 @@ class SpotHedgeParams:
     dynamic_ondemand_fallback: bool = True  # off: the floor only (the later versions' option)
 
     def __post_init__(self) -> None:
-        checks = (
-            ("target_qps_per_replica", self.target_qps_per_replica >= 0, "a number >= 0"),
-            ("target_share", 0 < self.target_share <= 1, "a number in (0, 1]"),
-            ("upscale_delay_s", self.upscale_delay_s >= 0, "a number >= 0"),
-            ("downscale_delay_s", self.downscale_delay_s >= 0, "a number >= 0"),
-            ("num_overprovision", self.num_overprovision >= 0, "an integer >= 0"),
-            ("base_ondemand_fallback_replicas", self.base_ondemand_fallback_replicas >= 0, ">= 0"),
-        )
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(
-                    f"SpotHedgeParams.{name} = {getattr(self, name)!r}: expected {expected}"
-                )
+        check_param(self, "target_qps_per_replica", self.target_qps_per_replica >= 0, ">= 0")
+        check_param(self, "target_share", 0 < self.target_share <= 1, "a number in (0, 1]")
+        check_param(self, "upscale_delay_s", self.upscale_delay_s >= 0, "a number >= 0")
+        check_param(self, "downscale_delay_s", self.downscale_delay_s >= 0, "a number >= 0")
+        check_param(self, "num_overprovision", self.num_overprovision >= 0, "an integer >= 0")
+        n = self.base_ondemand_fallback_replicas
+        check_param(self, "base_ondemand_fallback_replicas", n >= 0, "an integer >= 0")
 
 
 def requests_per_s(spec: PoolSpec, prompt: float, output: float) -> float:
@@ -77,12 +72,7 @@ def requests_per_s(spec: PoolSpec, prompt: float, output: float) -> float:
     n = max(1, min(spec.initial_batch_cap, inst.kv_capacity_tokens // (p + o)))
     model = inst.perf_model
     t_dec = model.iteration_time_s(BatchComposition.with_decodes([], [], [p + o // 2] * n))
-    t_pre, done = 0.0, 0
-    while done < p:
-        chunk = min(p - done, inst.max_num_batched_tokens)
-        t_pre += model.iteration_time_s(BatchComposition.with_decodes([chunk], [done], []))
-        done += chunk
-    return 1.0 / (t_pre + o * t_dec / n)
+    return 1.0 / (prefill_alone_s(inst, p) + o * t_dec / n)
 
 
 def _interactive_lengths(sc: Scenario) -> tuple[float, float]:

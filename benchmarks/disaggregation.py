@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from chiron_gym.cli.args import parse_seeds
+
 MODELS = (("llama-3.1-70b", 4), ("qwen3-32b", 2))
 SHAPES = ((8192, 256), (3000, 150), (1024, 1024), (256, 2048))  # (isl, osl)
 LAYOUTS = ("4", "1p3d", "2p2d", "3p1d")
@@ -219,13 +221,13 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.disaggregation", description=__doc__)
     ap.add_argument("--out", default="runs/disaggregation", help="folder for study.md/csv/png")
     ap.add_argument(
-        "--seeds", default="0", help="traffic seeds, e.g. 0,1,2 (the figure: the first)"
+        "--seeds",
+        type=parse_seeds,
+        default="0",
+        help="traffic seeds, e.g. 0,1,2 or 0-2 (the figure: the first)",
     )
     args = ap.parse_args(argv)
-    try:
-        seeds = tuple(int(x) for x in args.seeds.split(","))
-    except ValueError:
-        ap.error(f"--seeds {args.seeds!r}: expected integers separated by commas, e.g. 0,1,2")
+    seeds = tuple(args.seeds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = run(seeds)

@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from chiron_gym.control.chiron import ClusterFacts, GlobalParams
+from chiron_gym.sim.request import POOL_NAMES
 
 ROLES = ("prefill", "decode")
 
@@ -66,6 +67,17 @@ class ChironRoles:
                 raw["interactive.itl_p95_over_slo"],
             ),
         }
+
+    def after(self, aggregated: list[int], raw: dict[str, float]) -> list[int]:
+        """The five pools' changes: the aggregated pools' (``ChironGlobal.deltas``), then the
+        prefill and decode pools', within the GPUs the aggregated additions leave."""
+        pools = self.facts.pools
+        taken = sum(
+            max(0, d) * pools[n].gpus_per_instance
+            for n, d in zip(POOL_NAMES, aggregated, strict=True)
+        )
+        roles = self.deltas(raw, taken)
+        return [*aggregated, roles["prefill"], roles["decode"]]
 
     def deltas(self, raw: dict[str, float], gpus_taken: int = 0) -> dict[str, int]:
         """Instance change per role; ``gpus_taken``: GPUs the aggregated pools' changes add."""

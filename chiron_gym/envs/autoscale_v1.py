@@ -13,7 +13,7 @@ from chiron_gym.control.chiron_pd import ChironRoles
 from chiron_gym.envs.autoscale import AutoscaleEnv
 from chiron_gym.envs.feature_table import FEATURES_V1, Feature
 from chiron_gym.scenario import Scenario, family_of, load
-from chiron_gym.sim import ALL_POOLS, POOL_NAMES, Pool
+from chiron_gym.sim import ALL_POOLS, Pool
 
 
 class AutoscaleEnvV1(AutoscaleEnv):
@@ -63,13 +63,7 @@ class AutoscaleEnvV1(AutoscaleEnv):
 
     def _global_deltas(self, raw: dict[str, float]) -> list[int]:
         """Chiron's global loop on the aggregated pools, and its rule per role on P/D pools."""
-        agg = super()._global_deltas(raw)
-        ctx_pools = self._chiron_roles.facts.pools
-        taken = sum(
-            max(0, d) * ctx_pools[n].gpus_per_instance for n, d in zip(POOL_NAMES, agg, strict=True)
-        )
-        roles = self._chiron_roles.deltas(raw, taken)
-        return [*agg, roles["prefill"], roles["decode"]]
+        return self._chiron_roles.after(super()._global_deltas(raw), raw)
 
 
 def is_disaggregated(scenario: str | Scenario) -> bool:

@@ -318,6 +318,8 @@ def test_parameter_specs_reach_the_loops() -> None:
         split_spec("llumnix[z=1]")
     with pytest.raises(ValueError, match="rule agents with parameters only"):
         split_spec("static[x=1]")
+    with pytest.raises(ValueError, match="rule agents with parameters only"):
+        split_spec("llumnix-tuned[scale_up_below=5]")  # built from its table, not a record
     # a rule agent's record, typed as its defaults
     assert split_spec("dynamo-sla[load_predictor=constant;min_endpoint=2;correction=false]") == (
         "dynamo-sla",
