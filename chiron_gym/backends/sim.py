@@ -123,16 +123,7 @@ class SimBackend:
         return self.cluster.priced_gpu_seconds()
 
     def capacity_events(self) -> dict[Pool, tuple[int, int, int, int]]:
-        f = self.cluster.faults
-        out: dict[Pool, tuple[int, int, int, int]] = {}
-        for pool in self._specs:
-            under = sum(
-                1
-                for i in self.cluster.live_instances(pool)
-                if i.instance_id in f.reclaimed and i.state == InstanceState.DRAINING
-            )
-            out[pool] = (f.failures[pool], f.reclaims[pool], f.stockouts[pool], under)
-        return out
+        return {pool: self.cluster.capacity_events(pool) for pool in self._specs}
 
     def drain_events(self) -> list[str]:
         """Instance failures since the last call (the env puts them in ``info``)."""

@@ -110,6 +110,7 @@ class FeatureBuilder:
         self.batch_predicted_late = 0  # set by each observation (see raw)
         self.max_gpus = scenario.max_gpus
         specs = {p.pool: p for p in scenario.cluster.pools}
+        self._prices = {p: s.gpu_price for p, s in specs.items()}  # fixed for the episode
         self.cold_start_s = max(
             (s.instance.cold_start.median_s for s in specs.values()), default=0.0
         )
@@ -306,8 +307,7 @@ class FeatureBuilder:
             out[f"{name}.reclaim_notices"] = float(notices - n0)
             out[f"{name}.stockouts"] = float(refused - r0)
             out[f"{name}.reclaiming"] = float(reclaiming)
-            spec = self._specs.get(pool)
-            out[f"{name}.gpu_price"] = spec.gpu_price if spec is not None else 0.0
+            out[f"{name}.gpu_price"] = self._prices.get(pool, 0.0)
 
     def vector(
         self, raw: dict[str, float], pools: Mapping[str, PoolBounds]

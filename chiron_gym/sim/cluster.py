@@ -152,8 +152,7 @@ class Cluster(ClusterBase):
         live = self._live[pool]
         starting = [i for i in live if i.state == InstanceState.STARTING]
         # newest first, those still waiting for GPUs (unbilled, maybe far off) before all
-        waiting = [i for i in starting if i.started_s > self.now]
-        starting = [i for i in starting if i.started_s <= self.now] + waiting
+        starting.sort(key=lambda i: i.started_s > self.now)  # stable: newest last in each
         for inst in reversed(starting):
             if removed == -delta:
                 return -removed

@@ -168,6 +168,17 @@ class ClusterBase(LedgerColumns):
         """Instances of a pool that have not stopped (starting, ready or draining)."""
         return list(self._live[pool])
 
+    def capacity_events(self, pool: Pool) -> tuple[int, int, int, int]:
+        """``pool``'s instances that failed, reclaim notices, instances refused or made to wait
+        (so far), and instances under a reclaim notice now."""
+        f = self.faults
+        under = sum(
+            1
+            for i in self._live[pool]
+            if i.state == InstanceState.DRAINING and i.instance_id in f.reclaimed
+        )
+        return f.failures[pool], f.reclaims[pool], f.stockouts[pool], under
+
     def replace_future(self, future: Workload) -> None:
         """Replace the requests yet to arrive by ``future`` (none earlier than now): a forecast
         to plan on in a copy of the episode (``agents/forecast.py``). Arrived requests, the

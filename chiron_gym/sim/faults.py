@@ -33,7 +33,7 @@ class Faults:
         self.active = config.has_failures
         self.failures = [0] * len(Pool)  # by pool
         self.reclaims = [0] * len(Pool)
-        self.stockouts = [0] * len(Pool)  # instances asked for and not granted
+        self.stockouts = [0] * len(Pool)  # instances asked for, not granted or made to wait
         self.log: list[str] = []  # one line per fault, in order
         self.reclaimed: set[int] = set()  # instances under notice or taken: they never sleep
         self.until: dict[int, float] = {}  # each instance's next fault

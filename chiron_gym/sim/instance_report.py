@@ -152,7 +152,8 @@ class PoolWindows:
             rep.transfers += len(inst.outgoing) + len(inst.remote) + len(inst.loading)
             if inst.hands_off:
                 for r in (*inst.running, *inst.waiting[0], *inst.waiting[1]):
-                    rep.prompt_tokens_queued += r.prompt_tokens - r.computed
+                    # every known token (a swapped request's generated ones too)
+                    rep.prompt_tokens_queued += r.num_tokens - r.computed
         rep.batch_cap = float(np.mean(caps)) if caps else 0.0
         rep.kv_usage = float(np.mean(kv)) if kv else 0.0
         tokens = preempt = swaps = queries = hits = 0

@@ -15,8 +15,10 @@ from chiron_gym.envs import (
     AutoscaleEnv,
     AutoscaleEnvV1,
     decode,
+    render,
 )
 from chiron_gym.envs.autoscale_v1 import make_env
+from chiron_gym.sim import ALL_POOL_NAMES
 from tests.conftest import require_data
 
 PD = "disaggregated/pd-qwen32b-h100"
@@ -68,9 +70,7 @@ def test_prefill_and_decode_pools_are_scaled_masked_and_accounted_for() -> None:
     }
     raw = info["raw"]
     assert raw["prefill.ready"] + raw["prefill.starting"] == 3.0
-    assert " pre=2+1@256 dec=1+0@256 " in __import__("chiron_gym.envs.render").envs.render.ansi(
-        raw, 30.0, 0.0
-    )
+    assert " pre=2+1@256 dec=1+0@256 " in render.ansi(raw, 30.0, 0.0)
     assert raw["interactive.prompt_tokens_mean"] > 1000.0
     assert raw["prefill.transfers"] >= raw["decode.transfers"] >= 0.0
     done = False
@@ -137,7 +137,7 @@ def test_lost_capacity_is_observed_in_the_window_it_happens() -> None:
             at_900 = raw["interactive.failures"]
     counted = env.backend.capacity_events()
     assert at_900 >= 2
-    assert seen == {p.name.lower(): float(c[0]) for p, c in counted.items()}
+    assert seen == {ALL_POOL_NAMES[p]: float(c[0]) for p, c in counted.items()}
     spot = AutoscaleEnvV1("spot-mix")
     spot.reset(seed=0)
     notices = 0.0
