@@ -5,7 +5,8 @@ Layers (imports point one way): ``sim`` (discrete-event model, numpy only) and `
 command in ``cli`` is the composition root. ``backends`` put a cluster behind one protocol and
 ``envs`` is the Gymnasium face over a backend. Importing the package registers
 ``chiron_gym/Autoscale-v0`` and ``chiron_gym/Autoscale-v1`` (prefill and decode
-pools too).
+pools too), each with a vector entry point (``gymnasium.make_vec``: N environments in this
+process, ``envs/vector.py``).
 The simulator core is compiled with mypyc at install when it can be (``native.py``); the
 same sources run uncompiled with the same results.
 """
@@ -32,9 +33,17 @@ def _register() -> None:
     import gymnasium
 
     if ENV_ID not in gymnasium.registry:
-        gymnasium.register(id=ENV_ID, entry_point="chiron_gym.envs.autoscale:AutoscaleEnv")
+        gymnasium.register(
+            id=ENV_ID,
+            entry_point="chiron_gym.envs.autoscale:AutoscaleEnv",
+            vector_entry_point="chiron_gym.envs.vector:AutoscaleVectorEnv",
+        )
     if ENV_ID_V1 not in gymnasium.registry:
-        gymnasium.register(id=ENV_ID_V1, entry_point="chiron_gym.envs.autoscale_v1:AutoscaleEnvV1")
+        gymnasium.register(
+            id=ENV_ID_V1,
+            entry_point="chiron_gym.envs.autoscale_v1:AutoscaleEnvV1",
+            vector_entry_point="chiron_gym.envs.vector:vector_v1",
+        )
 
 
 _register()

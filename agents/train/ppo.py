@@ -172,6 +172,23 @@ def env_factory(
     return make
 
 
+VEC_ENVS = ("subproc", "inline")
+
+
+def _inline(
+    scenario: str, action_mode: str, env_kwargs: dict[str, Any] | None, n_envs: int, seed: int
+) -> Any:
+    """``n_envs`` environments in this process (``InlineVecEnv``), with episode statistics."""
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from agents.train.callbacks import MONITOR_KEYS
+    from agents.train.vector import InlineVecEnv
+
+    inline = InlineVecEnv(n_envs, scenario=scenario, action_mode=action_mode, **(env_kwargs or {}))
+    inline.seed(seed)
+    return VecMonitor(inline, info_keywords=MONITOR_KEYS)
+
+
 @dataclass
 class TrainResult:
     """What ``train`` did."""
@@ -207,6 +224,7 @@ def train(
     observation_features: int | None = None,
     relative_reward: bool = False,
     init: Path | None = None,
+    vec_env: str = "subproc",
 ) -> TrainResult:
     """Train PPO; write ``model.zip``, ``vecnormalize.pkl``, ``train.json`` and TensorBoard runs.
 
@@ -221,6 +239,9 @@ def train(
     same draw, per step, in units of Chiron's mean per-step reward there (``agents/residual.py``).
     ``init`` (a trained model's folder or ``.zip``) starts from that model's weights, optimiser
     state and observation statistics instead of a fresh policy (fine-tuning; ``warm_start``).
+    ``vec_env``: ``"subproc"`` (one process per environment when ``n_envs > 1``) or
+    ``"inline"`` (all of them in this process, ``agents/train/vector.py``; the plain
+    environment only, not ``residual`` or ``observation_features``).
     """
     import torch
     from stable_baselines3.common.env_util import make_vec_env
@@ -278,22 +299,33 @@ def train(
     steps = int(timesteps or hp.get("n_timesteps", 50_000))
     if n_envs < 1:
         raise TrainError(f"--n-envs must be >= 1, got {n_envs}")
+    if vec_env not in VEC_ENVS:
+        raise TrainError(f"--vec-env {vec_env!r}: known: {', '.join(VEC_ENVS)}")
+    if vec_env == "inline" and (residual is not None or observation_features is not None):
+        raise TrainError(
+            "--vec-env inline plays the plain environment: use --vec-env subproc with "
+            "--residual or --observation-features"
+        )
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    venv = make_vec_env(
-        env_factory(
-            scenario,
-            action_mode,
-            env_kwargs,
-            step,
-            residual_penalty,
-            observation_features,
-            relative_reward,
-        ),
-        n_envs=n_envs,
-        seed=seed,
-        vec_env_cls=SubprocVecEnv if n_envs > 1 else DummyVecEnv,
-        monitor_kwargs={"info_keywords": MONITOR_KEYS},
+    venv = (
+        _inline(scenario, action_mode, env_kwargs, n_envs, seed)
+        if vec_env == "inline"
+        else make_vec_env(
+            env_factory(
+                scenario,
+                action_mode,
+                env_kwargs,
+                step,
+                residual_penalty,
+                observation_features,
+                relative_reward,
+            ),
+            n_envs=n_envs,
+            seed=seed,
+            vec_env_cls=SubprocVecEnv if n_envs > 1 else DummyVecEnv,
+            monitor_kwargs={"info_keywords": MONITOR_KEYS},
+        )
     )
     if hp.get("normalize", True):
         venv = VecNormalize(venv, norm_obs=True, norm_reward=True, gamma=hp.get("gamma", 0.99))
@@ -322,6 +354,7 @@ def train(
         "residual_step": step,
         "residual_penalty": residual_penalty if step is not None else None,
         "n_envs": n_envs,
+        "vec_env": vec_env,
         "timesteps": None,
         "wall_s": None,
         "steps_per_s": None,

@@ -121,7 +121,7 @@ class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
     def close(self) -> None:
         if self.baseline is not None:
             self.baseline.env.close()
-        super().close()  # type: ignore[no-untyped-call]
+        super().close()  # type: ignore[no-untyped-call,unused-ignore]
 
 
 def bias_towards_zero(model: Any, step: int, logit: float = 2.0) -> None:

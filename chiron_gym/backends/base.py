@@ -167,7 +167,8 @@ class Backend(Protocol):
         ...
 
     def unchanging(self) -> tuple[object, ...]:
-        """Objects no episode changes, which a snapshot may share (``AutoscaleEnv.snapshot``)."""
+        """Objects no episode changes from now on, which a snapshot may share rather than copy
+        (``AutoscaleEnv.snapshot``)."""
         ...
 
     def close(self) -> None:

@@ -48,8 +48,9 @@ class SimBackend:
         self.cluster.replace_future(future)
 
     def unchanging(self) -> tuple[object, ...]:
-        """What a snapshot may share rather than copy: the scenario, and the cluster's own."""
-        return (self.scenario, *self.cluster.unchanging())
+        """What a snapshot may share rather than copy: the scenario, the cluster's own
+        unchanging objects, and what the episode has settled (stopped instances)."""
+        return (self.scenario, *self.cluster.unchanging(), *self.cluster.settled())
 
     @property
     def now(self) -> float:

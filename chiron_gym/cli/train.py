@@ -30,6 +30,13 @@ def train_ppo_parser(tsub: Subparsers) -> None:
     ppo.add_argument("--out", default="runs/ppo")
     ppo.add_argument("--n-envs", type=positive_int, default=1)
     ppo.add_argument(
+        "--vec-env",
+        choices=("subproc", "inline"),
+        default="subproc",
+        help="subproc: a process per environment (n-envs > 1); inline: all in this process "
+        "(Gymnasium's vector API, envs/vector.py; faster on few cores)",
+    )
+    ppo.add_argument(
         "--action-mode",
         choices=("full", "global", "local"),
         help="default: full (global with --residual)",
@@ -86,6 +93,7 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
 
     kwargs: dict[str, Any] = {
         "n_envs": args.n_envs,
+        "vec_env": args.vec_env,
         "action_mode": args.action_mode or ("global" if args.residual else "full"),
         "hyperparams": Path(args.hyperparams) if args.hyperparams else None,
         "eval_freq": args.eval_freq,

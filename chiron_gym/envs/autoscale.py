@@ -1,16 +1,14 @@
 """``chiron_gym/Autoscale-v0``: autoscale an LLM-serving cluster.
 
-About 590 lines: the environment's class docstring is its manual (Gymnasium's sections: spaces,
+About 560 lines: the environment's class docstring is its manual (Gymnasium's sections: spaces,
 reward, episode end, arguments), a third of the module; ``step`` itself is short.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import pickle
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -29,9 +27,11 @@ from chiron_gym.control.chiron import (
 )
 from chiron_gym.control.qlm import Z_DEFAULT
 from chiron_gym.envs import render as _render
+from chiron_gym.envs import snapshots
 from chiron_gym.envs.actions import CAP_CHOICES, ActionLayout, Decision, apply
 from chiron_gym.envs.feature_table import FEATURES, Feature
 from chiron_gym.envs.features import HIGH, FeatureBuilder
+from chiron_gym.envs.snapshots import Snapshot
 from chiron_gym.scenario import REWARD_DEFAULTS, Scenario, family_of, load
 from chiron_gym.sim import ALL_POOL_NAMES, POOLS, Pool, WindowReport
 
@@ -67,53 +67,19 @@ class AgentContext:
         )
 
 
-@dataclass(frozen=True, eq=False)
-class Snapshot:
-    """An episode's whole state at a decision point (``AutoscaleEnv.snapshot``); opaque.
-
-    The state is pickled (``data``) with the objects no episode changes left out and kept by
-    reference (``shared``): restoring unpickles it, so a snapshot taken once and restored many
-    times (the planners' forks) pays the copy's cost mostly once."""
-
-    data: bytes
-    shared: dict[int, Any]  # by ``id``: the scenario and ``Backend.unchanging``
-    obs: npt.NDArray[np.float32]  # the observation then (``restore`` returns it)
-    steps: int  # decisions taken when it was taken
-    nvec: tuple[int, ...]  # the action space it was taken in
-    mode: str
-
-
-# the spaces (and their sampling streams) belong to the caller, not to the episode
+# Left out of a snapshot: the spaces (and their sampling streams) and the render mode.
 _NOT_SNAPSHOT = frozenset({"action_space", "observation_space", "render_mode"})
-
-
-def _shared_in(state: dict[str, Any]) -> dict[int, Any]:
-    """The scenario and what the backend says never changes (``Backend.unchanging``), by
-    ``id``: what a snapshot refers to rather than copies (the episode's state is copied)."""
-    keep: list[object] = [state["scenario"], *cast(Backend, state["_backend"]).unchanging()]
-    return {id(x): x for x in keep}
-
-
-class _Pickler(pickle.Pickler):
-    """Pickles an episode's state, the objects of ``shared`` by reference."""
-
-    def __init__(self, file: io.BytesIO, shared: dict[int, Any]) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self._shared = shared
-
-    def persistent_id(self, obj: Any) -> int | None:
-        return id(obj) if id(obj) in self._shared else None
-
-
-class _Unpickler(pickle.Unpickler):
-    """Unpickles what ``_Pickler`` wrote, with the same ``shared`` objects."""
-
-    def __init__(self, file: io.BytesIO, shared: dict[int, Any]) -> None:
-        super().__init__(file)
-        self._shared = shared
-
-    def persistent_load(self, pid: Any) -> Any:
-        return self._shared[pid]
+# Fixed when the environment is made and never changed in place: shared, not copied.
+_SETTINGS = (
+    "backend_options",
+    "layout",
+    "feature_names",
+    "_global_params",
+    "_local_params",
+    "_overrides",
+    "reward_weights",
+    "_local_limits",
+)
 
 
 class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
@@ -490,11 +456,11 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
                 "a live server's state cannot be copied"
             )
         state = {k: v for k, v in vars(self).items() if k not in _NOT_SNAPSHOT}
-        shared = _shared_in(state)
-        out = io.BytesIO()
-        _Pickler(out, shared).dump(state)
+        shared = snapshots.distinct(
+            [self.scenario, *self._backend.unchanging(), *(state[k] for k in _SETTINGS)]
+        )
         return Snapshot(
-            out.getvalue(),
+            snapshots.dump(state, shared),
             shared,
             self._obs.copy(),
             self._steps,
@@ -518,7 +484,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             )
         if self._backend is not None:
             self._backend.close()
-        vars(self).update(_Unpickler(io.BytesIO(snapshot.data), snapshot.shared).load())
+        vars(self).update(snapshots.load(snapshot.data, snapshot.shared))
         return snapshot.obs.copy()
 
     def close(self) -> None:

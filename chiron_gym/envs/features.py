@@ -312,11 +312,37 @@ class FeatureBuilder:
     def vector(
         self, raw: dict[str, float], pools: Mapping[str, PoolBounds]
     ) -> npt.NDArray[np.float32]:
-        """The normalised observation (pool bounds as the backend states them)."""
-        vec = np.empty(len(self.features), dtype=np.float64)
-        for i, f in enumerate(self.features):
-            vec[i] = normalise(f, raw[f.name], raw, pools)
+        """The normalised observation (pool bounds as the backend states them): ``normalise``
+        of every feature, the same floats, with the table's constant scales read once
+        (``_Plan``)."""
+        plan = _PLANS[self.disaggregated]  # a module constant: snapshots do not copy it
+        values = [raw[name] for name in plan.names]
+        for i in plan.logs:
+            values[i] = math.log1p(max(values[i], 0.0))
+        scales = plan.scales.copy()
+        for i, f, _ in plan.varying:
+            scales[i] = _scale(f, raw, pools)
+        vec = np.array(values, dtype=np.float64) / scales
         return np.clip(vec, 0.0, HIGH).astype(np.float32)
+
+
+class _Plan:
+    """A feature table's normalisation read once: the names in order, the log features, the
+    constant scales, and the features whose scale depends on the pools (``_scale``)."""
+
+    def __init__(self, table: tuple[Feature, ...]) -> None:
+        self.names = [f.name for f in table]
+        self.logs = [i for i, f in enumerate(table) if f.scale.startswith("log:")]
+        self.varying: list[tuple[int, Feature, str]] = []
+        self.scales = np.ones(len(table), dtype=np.float64)
+        for i, f in enumerate(table):
+            if f.scale in _POOL_SCALES:
+                self.varying.append((i, f, f.scale))
+            else:
+                self.scales[i] = _scale(f, {}, {})
+
+
+_POOL_SCALES = frozenset({"max_instances", "max_batch_cap", "per_instance_cap"})
 
 
 def _scale(f: Feature, raw: Mapping[str, float], pools: Mapping[str, PoolBounds]) -> float:
@@ -355,6 +381,9 @@ def denormalise(
     if f.scale.startswith("log:"):
         return math.expm1(x * scale)
     return x * scale
+
+
+_PLANS = {False: _Plan(FEATURES), True: _Plan(FEATURES_V1)}  # (needs ``_scale``)
 
 
 def decode(obs: npt.ArrayLike, pools: Mapping[str, PoolBounds]) -> dict[str, float]:

@@ -144,9 +144,12 @@ class ClusterBase(LedgerColumns):
 
     def unchanging(self) -> tuple[object, ...]:
         """What never changes once built (the configuration, the pools' instance types and
-        performance models, the workload and its columns): a snapshot shares it rather than
-        copying it (``AutoscaleEnv.snapshot``)."""
+        performance models, the workload and its columns, and the arrival times unless a closed
+        loop rewrites them): a snapshot shares it rather than copying it
+        (``AutoscaleEnv.snapshot``)."""
+        arrivals: tuple[object, ...] = () if self._clients else (self._arrival,)
         return (
+            *arrivals,
             self.config,
             self.workload,
             *self._specs.values(),
@@ -205,6 +208,13 @@ class ClusterBase(LedgerColumns):
         ledger = self.ledger
         n = len(self._arrival)
         return ledger.num_arrived == n and not bool(np.any(ledger.outcome == 0))
+
+    def settled(self) -> list[object]:
+        """What this episode will not change again: the instances that stopped (scaled down,
+        drained, failed or taken; nothing writes to one after ``_stop`` or ``fail``). A snapshot
+        shares them as it shares ``unchanging`` (a snapshot's cost follows the live state, not
+        the instances an episode has had)."""
+        return [i for i in self.instances if i.state == InstanceState.STOPPED]
 
     def instance_stats(self) -> list[InstanceStats]:
         """Counters of every ready or draining instance, for a per-instance control loop."""

@@ -230,3 +230,50 @@ def test_init_starts_from_the_models_weights_optimiser_and_statistics(tmp_path: 
             checkpoint_freq=0,
             init=tmp_path / "a",
         )
+
+
+def test_inline_vector_env_trains_the_same_model_as_subprocesses(tmp_path: Path) -> None:
+    """``--vec-env inline`` (``InlineVecEnv`` over Gymnasium's vector API, one process) steps the
+    same episodes as ``SubprocVecEnv``: the same seed trains the same policy."""
+    _quick(tmp_path, 256, 3, "sub", n_envs=2)
+    res = _quick(tmp_path, 256, 3, "inline", n_envs=2, vec_env="inline")
+    assert res.timesteps >= 256
+    sub = _actions(PPOAgent.load(tmp_path / "sub"))
+    assert _actions(PPOAgent.load(tmp_path / "inline")) == sub
+    with pytest.raises(TrainError, match="--vec-env inline"):
+        _quick(tmp_path, 64, 0, "r", vec_env="inline", residual="chiron", action_mode="global")
+    with pytest.raises(TrainError, match="known: subproc, inline"):
+        _quick(tmp_path, 64, 0, "x", vec_env="threads")
+
+
+def test_inline_vec_env_matches_dummy_vec_env_step_for_step() -> None:
+    """Same seeds and actions: the same observations, rewards, dones, final observations and
+    truncation flags as SB3's ``DummyVecEnv`` of the same environments."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from agents.train.vector import InlineVecEnv
+
+    kw = {"scenario": "default", "horizon_s": 60.0}
+    inline = InlineVecEnv(2, **kw)
+    dummy = DummyVecEnv([lambda: AutoscaleEnv(**kw) for _ in range(2)])  # type: ignore[arg-type]
+    for venv in (inline, dummy):
+        venv.seed(4)
+    assert np.array_equal(inline.reset(), dummy.reset())
+    rng = np.random.default_rng(1)
+    nvec = inline.action_space.nvec  # type: ignore[attr-defined]
+    ended = 0
+    for _ in range(15):
+        actions = np.stack([rng.integers(0, nvec) for _ in range(2)])
+        a, b = inline.step(actions), dummy.step(actions)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+        assert np.array_equal(a[2], b[2])
+        for x, y in zip(a[3], b[3], strict=True):
+            assert x["TimeLimit.truncated"] == y["TimeLimit.truncated"]
+            assert ("terminal_observation" in x) == ("terminal_observation" in y)
+            if "terminal_observation" in x:
+                ended += 1
+                assert np.array_equal(x["terminal_observation"], y["terminal_observation"])
+    assert ended >= 2
+    assert inline.get_attr("episode_seed") == dummy.get_attr("episode_seed")
+    assert inline.env_method("action_masks")[0].shape == dummy.env_method("action_masks")[0].shape
+    inline.close()

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chiron_gym import native
-from chiron_gym.envs import AutoscaleEnv, Snapshot
+from chiron_gym.envs import AutoscaleEnv, Snapshot, snapshots
 
 ROOT = Path(__file__).resolve().parents[2]
 # short episodes of scenarios with every pool kind, batch deadlines, bursts and a family draw
@@ -133,3 +133,55 @@ def test_a_closed_loop_episode_snapshots_exactly(tmp_path: Path) -> None:
     )
     for at in (3, 20):
         snapshot_digest(str(closed), 11, at, "global")
+    env = AutoscaleEnv(str(closed), horizon_s=HORIZON_S)
+    env.reset(seed=0)
+    restored = AutoscaleEnv(str(closed), horizon_s=HORIZON_S)
+    restored.restore(env.snapshot())
+    # the arrival times a closed loop rewrites are copied, not shared
+    assert restored._backend._cluster._arrival is not env._backend._cluster._arrival  # type: ignore[union-attr]
+
+
+def test_a_snapshot_shares_what_the_episode_no_longer_changes() -> None:
+    """The scenario, the workload's columns, the open loop's arrival times and the instances
+    that stopped are shared by reference (what makes a snapshot cost the live state, not the
+    episode's history); the live instances and the ledger are copies."""
+    env = AutoscaleEnv("default", horizon_s=HORIZON_S)
+    env.reset(seed=3)
+    k = env.layout.k
+    for delta in (1, 1, -1, -1, -1):  # start interactive instances, then scale down past them
+        env.step(np.array([k + delta, k, k, 0, 0, 0]))
+    cluster = env._backend._cluster  # type: ignore[union-attr]
+    stopped = [i for i in cluster.instances if i.state == 3]
+    live = [i for i in cluster.instances if i.state != 3]
+    assert stopped and live
+    snap = env.snapshot()
+    fresh = AutoscaleEnv("default", horizon_s=HORIZON_S)
+    fresh.restore(snap)
+    copy = fresh._backend._cluster  # type: ignore[union-attr]
+    assert fresh.scenario is env.scenario and copy.workload is cluster.workload
+    assert copy._arrival is cluster._arrival and copy._prompt is cluster._prompt
+    by_id = {i.instance_id: i for i in copy.instances}
+    assert all(by_id[i.instance_id] is i for i in stopped)
+    assert all(by_id[i.instance_id] is not i for i in live)
+    assert copy.ledger is not cluster.ledger
+    # both go on from the same state: the same next steps
+    hold = np.array([k, k, k, 0, 0, 0])
+    for _ in range(5):
+        a, b = env.step(hold), fresh.step(hold)
+        assert a[0].tobytes() == b[0].tobytes() and a[1] == b[1]
+
+
+def test_snapshot_data_loads_shared_objects_of_any_type_by_reference() -> None:
+    """``snapshots.dump``/``load``: shared objects (lists and dicts included, which a pickler's
+    ``reducer_override`` never sees) come back as themselves; everything else is a fresh copy,
+    every time it is loaded."""
+    table, config = [1.5, 2.5], {"a": (1, 2)}
+    state = {"t": table, "c": config, "mine": [table, {"x": 1.0}], "n": np.arange(3)}
+    shared = snapshots.distinct([table, config, table])
+    assert shared == (table, config)
+    data = snapshots.dump(state, shared)
+    for _ in range(2):
+        got = snapshots.load(data, shared)
+        assert got["t"] is table and got["c"] is config and got["mine"][0] is table
+        assert got["mine"][1] == {"x": 1.0} and got["mine"] is not state["mine"]
+        assert np.array_equal(got["n"], state["n"]) and got["n"] is not state["n"]
