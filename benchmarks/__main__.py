@@ -1,4 +1,4 @@
-"""``python -m benchmarks`` (``make bench``): B1-B6, one JSON line each (docs/performance.md).
+"""``python -m benchmarks`` (``make bench``): B1-B12, one JSON line each (docs/performance.md).
 
 Each benchmark runs in its own interpreter so that its peak memory is its own; the figures,
 targets and what they mean are in ``benchmarks/suite.py``.

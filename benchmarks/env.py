@@ -1,4 +1,5 @@
-"""Environment speed (``chiron bench env``; B3 of ``benchmarks/suite.py``): figures, not tests."""
+"""Environment speed (``chiron bench env``; B3 and B11 of ``benchmarks/suite.py``): figures, not
+tests."""
 
 from __future__ import annotations
 
@@ -36,6 +37,31 @@ def env_steps_per_second(
     }
 
 
+def fork_ms(random_actions: bool, repeats: int) -> tuple[float, float, float, int]:
+    """Median snapshot, restore and both (ms) of ``default`` 30 decisions in, and its size."""
+    import numpy as np
+
+    from chiron_gym.envs import AutoscaleEnv
+
+    env = AutoscaleEnv("default")
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    hold = np.array([env.layout.k] * 3 + [0] * 3)  # no change: the scenario's own pools
+    for _ in range(30):
+        env.step(env.action_space.sample() if random_actions else hold)
+    snap_ms, restore_ms = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        snap = env.snapshot()
+        t1 = time.perf_counter()
+        env.restore(snap)
+        t2 = time.perf_counter()
+        snap_ms.append((t1 - t0) * 1e3)
+        restore_ms.append((t2 - t1) * 1e3)
+    both = float(np.median(np.add(snap_ms, restore_ms)))
+    return float(np.median(snap_ms)), float(np.median(restore_ms)), both, len(snap.data)
+
+
 def env_bench(names: list[str] | None = None, **kw: Any) -> list[dict[str, Any]]:
     """``env_steps_per_second`` for every bundled scenario (or ``names``)."""
     import scenarios
@@ -43,4 +69,4 @@ def env_bench(names: list[str] | None = None, **kw: Any) -> list[dict[str, Any]]
     return [env_steps_per_second(n, **kw) for n in (names or scenarios.names())]
 
 
-__all__ = ["env_bench", "env_steps_per_second"]
+__all__ = ["env_bench", "env_steps_per_second", "fork_ms"]

@@ -1,4 +1,4 @@
-"""Speed benchmarks B1-B9 (``make bench``, ``chiron bench [NAME] --json``): figures, not tests.
+"""Speed benchmarks B1-B12 (``make bench``, ``chiron bench [NAME] --json``): figures, not tests.
 
 Run one in this process with ``python -m benchmarks.suite B1``.
 
@@ -332,34 +332,11 @@ def b10() -> dict[str, Any]:
     return b6(n_envs=8, vec_env="inline")
 
 
-def _fork_ms(random_actions: bool, repeats: int) -> tuple[float, float, float, int]:
-    """Median snapshot, restore and both (ms) of ``default`` 30 decisions in, and its size."""
-    import numpy as np
-
-    from chiron_gym.envs import AutoscaleEnv
-
-    env = AutoscaleEnv("default")
-    env.reset(seed=0)
-    env.action_space.seed(0)
-    hold = np.array([env.layout.k] * 3 + [0] * 3)  # no change: the scenario's own pools
-    for _ in range(30):
-        env.step(env.action_space.sample() if random_actions else hold)
-    snap_ms, restore_ms = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        snap = env.snapshot()
-        t1 = time.perf_counter()
-        env.restore(snap)
-        t2 = time.perf_counter()
-        snap_ms.append((t1 - t0) * 1e3)
-        restore_ms.append((t2 - t1) * 1e3)
-    both = float(np.median(np.add(snap_ms, restore_ms)))
-    return float(np.median(snap_ms)), float(np.median(restore_ms)), both, len(snap.data)
-
-
 def b11(repeats: int = 200) -> dict[str, Any]:
-    snap, restore, both, size = _fork_ms(False, repeats)
-    *_, random_both, random_size = _fork_ms(True, repeats)
+    from benchmarks.env import fork_ms
+
+    snap, restore, both, size = fork_ms(False, repeats)
+    *_, random_both, random_size = fork_ms(True, repeats)
     return {
         "bench": "B11",
         "what": "snapshot() + restore() of default 30 decisions in, its own pools (median of "

@@ -127,12 +127,13 @@ def test_env_sees_the_cluster_only_through_the_backend(path: Path) -> None:
 
 def _calls_step(path: Path) -> list[int]:
     """Lines of ``<something>.step(...)`` calls (an environment being stepped), except inside a
-    method called ``step`` (a Gymnasium wrapper forwarding its step: no loop of its own)."""
+    method called ``step`` or ``step_wait`` (a Gymnasium wrapper or an SB3 ``VecEnv``
+    forwarding its step: no loop of its own)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     forwarding = {
         id(n)
         for f in ast.walk(tree)
-        if isinstance(f, ast.FunctionDef) and f.name == "step"
+        if isinstance(f, ast.FunctionDef) and f.name in ("step", "step_wait")
         for n in ast.walk(f)
     }
     return [

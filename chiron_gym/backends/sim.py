@@ -72,7 +72,7 @@ class SimBackend:
         spec = self._specs.get(pool)
         if spec is None:
             return ABSENT_STATE
-        counts = {s: 0 for s in InstanceState}
+        counts = [0] * len(InstanceState)  # by state (an IntEnum): no per-call enum iteration
         caps: list[int] = []
         for inst in self.cluster.live_instances(pool):
             counts[inst.state] += 1

@@ -16,7 +16,7 @@ import numpy.typing as npt
 from gymnasium import spaces
 
 from chiron_gym.backends import Backend, make_backend
-from chiron_gym.backends.base import PoolBounds
+from chiron_gym.backends.base import PoolBounds, PoolState
 from chiron_gym.control.chiron import (
     ChironGlobal,
     ChironLocal,
@@ -494,14 +494,9 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
 
     # ------------------------------------------------------------------ internals
 
-    def _pool_caps(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for pool in self.observed_pools:
-            name = ALL_POOL_NAMES[pool]
-            st = self.backend.pool_state(pool)
-            if st.exists:
-                out[name] = st.batch_cap
-        return out
+    @staticmethod
+    def _pool_caps(states: dict[str, PoolState]) -> dict[str, int]:
+        return {name: st.batch_cap for name, st in states.items() if st.exists}
 
     def _reward_terms(self, window: WindowReport, decision: Decision) -> dict[str, float]:
         w = self.reward_weights
@@ -521,7 +516,8 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
     def _observe(
         self, window: WindowReport, decision: Decision
     ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
-        raw, obs = self._features.observe(self.backend, window, self.scenario.horizon_s)
+        states = self._features.states(self.backend)
+        raw, obs = self._features.observe(self.backend, window, self.scenario.horizon_s, states)
         self._raw = raw
         self._obs = obs.copy()  # the agent gets ``obs``; a snapshot keeps its own
         summary = self.backend.summary(latencies=False)  # info needs the counts only
@@ -533,7 +529,7 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
             "clipped": dict(decision.clipped),
             "applied_deltas": dict(decision.deltas),
             # each pool's cap now (the mean over its ready instances under the per-instance loop)
-            "batch_caps": self._pool_caps(),
+            "batch_caps": self._pool_caps(states),
             "gpus": self.backend.gpus_in_use(),
             "gpu_hours": self.backend.gpu_seconds() / 3600.0,
             "episode_seed": self.episode_seed,

@@ -183,14 +183,22 @@ class FeatureBuilder:
         self._events_before = {}
 
     def observe(
-        self, backend: Backend, window: WindowReport, horizon_s: float
+        self,
+        backend: Backend,
+        window: WindowReport,
+        horizon_s: float,
+        states: Mapping[str, PoolState] | None = None,
     ) -> tuple[dict[str, float], npt.NDArray[np.float32]]:
-        """The raw features and the normalised observation, from one read of the pools' state."""
-        states = {
-            name: backend.pool_state(p) for p, name in zip(self.pools, self.names, strict=True)
-        }
+        """The raw features and the normalised observation, from one read of the pools' state
+        (``states`` by pool name, read now when not given)."""
+        if states is None:
+            states = self.states(backend)
         raw = self.raw(backend, window, horizon_s, states)
         return raw, self.vector(raw, {name: st.bounds for name, st in states.items()})
+
+    def states(self, backend: Backend) -> dict[str, PoolState]:
+        """The observed pools' state now, by name."""
+        return {name: backend.pool_state(p) for p, name in zip(self.pools, self.names, strict=True)}
 
     def raw(
         self,

@@ -4,8 +4,8 @@
 "vector_entry_point", scenario="default")`` builds an ``AutoscaleVectorEnv``; so does the class
 itself. No subprocesses: each step runs the N simulators one after another in this process and
 writes their observations into one array, so a learner pays one policy call per N decisions and
-no inter-process copies (on 2 cores, SB3's ``SubprocVecEnv`` spent more on its pipes than the
-simulators took; ``docs/performance.md``, B10).
+no inter-process copies (on one core, PPO trains about as fast as with two ``SubprocVecEnv``
+workers on two; ``docs/performance.md``, B10 and B6).
 
 Episodes reset themselves as Gymnasium's ``autoreset_mode`` says: ``NEXT_STEP`` (the default, as
 ``SyncVectorEnv``) or ``SAME_STEP`` (the last observation of an ended episode in
