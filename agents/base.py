@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from chiron_gym.envs import AgentContext, decode
-from chiron_gym.envs.actions import ActionLayout
+from chiron_gym.envs.actions import MAX_TARGET, ActionLayout
 from chiron_gym.sim import POOL_NAMES
 
 N_POOLS = len(POOL_NAMES)  # the pool count, from the vocabulary (``sim/request.py``)
@@ -52,7 +52,8 @@ class BaseAgent:
 
     def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
-        self.layout = ActionLayout(ctx.action_mode, ctx.max_step_change, ctx.pool_order)
+        top = ctx.nvec[0] - 1 if ctx.action_mode == "target" else MAX_TARGET
+        self.layout = ActionLayout(ctx.action_mode, ctx.max_step_change, ctx.pool_order, top)
 
     def reset(self) -> None:
         """Forget the episode's history (called on ``episode_start``)."""
@@ -149,9 +150,10 @@ class RuleAgent(BaseAgent):
     Params: ClassVar[type[Any] | None] = None
 
     def __init__(self, ctx: AgentContext, params: Any = None) -> None:
-        if ctx.action_mode == "local":
+        if ctx.action_mode in ("local", "target"):
             raise ValueError(
-                f"{self.name} sets instance counts: use action_mode 'full' or 'global'"
+                f"{self.name} sets instance changes: use action_mode 'full' or 'global', "
+                f"not {ctx.action_mode!r}"
             )
         super().__init__(ctx)
         if self.Params is not None:

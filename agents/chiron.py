@@ -42,6 +42,8 @@ class ChironAgent(BaseAgent):
         local: LocalParams | None = None,
         global_: GlobalParams | None = None,
     ) -> None:
+        if ctx.action_mode == "target":
+            raise ValueError("chiron sets instance changes: use action_mode 'global' or 'full'")
         super().__init__(ctx)
         gp = global_ or GlobalParams()
         gp.max_step = ctx.max_step_change

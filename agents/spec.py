@@ -53,7 +53,7 @@ def agent_env_kwargs(spec: str) -> dict[str, Any]:
     return out
 
 
-ACTING_KWARGS = ("max_step_change", "local_params")
+ACTING_KWARGS = ("max_step_change", "local_params", "max_target")
 
 
 def portable(spec: str) -> str:

@@ -38,7 +38,7 @@ def train_ppo_parser(tsub: Subparsers) -> None:
     )
     ppo.add_argument(
         "--action-mode",
-        choices=("full", "global", "local"),
+        choices=("full", "global", "local", "target"),
         help="default: full (global with --residual)",
     )
     ppo.add_argument(

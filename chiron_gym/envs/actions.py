@@ -5,7 +5,9 @@
 a quarter (at least one). The pools always take the same slots (``Autoscale-v0``: the three
 aggregated pools; ``Autoscale-v1``: those, then prefill and decode); an absent pool
 accepts only "no change".
-``action_mode`` picks which levels the agent controls.
+``action_mode`` picks which levels the agent controls. ``"target"`` (issue 43) has the agent
+name each pool's instance count instead (choice ``i``: ``i`` instances, up to ``max_target``);
+the pool moves towards it by at most ``k`` a decision, as every agent's changes are limited.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from chiron_gym.backends.base import Backend, PoolState
 from chiron_gym.control.caps import CAP_CHOICES, DOUBLE, HALVE, INCREASE, KEEP, new_cap
 from chiron_gym.sim import ALL_POOL_NAMES, POOLS, Pool
 
-MODES = ("full", "global", "local")
+MODES = ("full", "global", "local", "target")
+MAX_TARGET = 40  # the target mode's largest count (the largest pool maximum bundled)
 
 
 @dataclass
@@ -39,28 +42,37 @@ class Decision:
 class ActionLayout:
     """Maps between the flat ``MultiDiscrete`` vector and per-pool choices."""
 
-    def __init__(self, mode: str, k: int, pools: tuple[Pool, ...] = POOLS) -> None:
+    def __init__(
+        self, mode: str, k: int, pools: tuple[Pool, ...] = POOLS, max_target: int = MAX_TARGET
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"action_mode must be one of {MODES}, got {mode!r}")
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise ValueError(f"max_step_change must be an integer >= 1, got {k!r}")
+        for name, value in (("max_step_change", k), ("max_target", max_target)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         k = int(k)
         self.mode, self.k = mode, k
         self.pools = pools
-        self.has_global = mode in ("full", "global")
-        self.has_local = mode in ("full", "local")
+        self.targets = mode == "target"  # the instance level names counts, not changes
+        self.max_target = int(max_target)
+        self.has_global = mode in ("full", "global", "target")
+        self.has_local = mode in ("full", "local", "target")
 
     @property
     def nvec(self) -> list[int]:
         out: list[int] = []
-        if self.has_global:
+        if self.targets:
+            out += [self.max_target + 1] * len(self.pools)
+        elif self.has_global:
             out += [2 * self.k + 1] * len(self.pools)
         if self.has_local:
             out += [len(CAP_CHOICES)] * len(self.pools)
         return out
 
     def split(self, action: npt.ArrayLike) -> tuple[list[int] | None, list[int] | None]:
-        """``(instance deltas, cap choices)``; None for a level the agent does not control."""
+        """``(instance deltas, cap choices)``; None for a level the agent does not control.
+        In the target mode the first are the counts asked for (``to_deltas`` turns them into
+        changes)."""
         raw = np.asarray(action)
         if raw.shape != (len(self.nvec),):
             raise ValueError(
@@ -86,7 +98,7 @@ class ActionLayout:
         i = 0
         n = len(self.pools)
         if self.has_global:
-            deltas = [int(v) - self.k for v in a[:n]]
+            deltas = [int(v) if self.targets else int(v) - self.k for v in a[:n]]
             i = n
         if self.has_local:
             caps = [int(v) for v in a[i : i + n]]
@@ -103,6 +115,11 @@ class ActionLayout:
         ``Autoscale-v1``): the others keep their instances and caps.
         """
         n = len(self.pools)
+        if self.targets and deltas is not None:
+            raise ValueError(
+                "the target action mode names instance counts: an agent of changes (a rule "
+                "agent) plays in its own action mode, not 'target'"
+            )
         for level in (deltas, caps):
             if level is not None and len(level) not in (len(POOLS), n):
                 raise ValueError(
@@ -118,10 +135,34 @@ class ActionLayout:
             out += c + [KEEP] * (n - len(c))
         return np.asarray(out, dtype=np.int64)
 
+    def to_deltas(self, targets: Sequence[int], states: Sequence[PoolState]) -> list[int]:
+        """The target mode's counts as this decision's changes: towards each target by at most
+        ``k`` (an absent pool: none). Bounds and the GPU budget clip them as any change."""
+        return [
+            max(-self.k, min(self.k, t - st.live)) if st.exists else 0
+            for t, st in zip(targets, states, strict=True)
+        ]
+
     def masks(self, states: list[PoolState], gpus_in_use: int, max_gpus: int | None) -> np.ndarray:
         """Flat boolean mask, ``sum(nvec)`` long: what each dimension may choose now."""
         parts: list[np.ndarray] = []
-        if self.has_global:
+        if self.targets:
+            for st in states:
+                m = np.zeros(self.max_target + 1, dtype=bool)
+                if not st.exists:
+                    m[0] = True
+                    parts.append(m)
+                    continue
+                b = st.bounds
+                lo, hi = b.min_instances, min(b.max_instances, self.max_target)
+                if max_gpus is not None:  # the first step must fit the budget
+                    room = max(0, (max_gpus - gpus_in_use) // b.gpus_per_instance)
+                    hi = min(hi, st.live + room) if room < self.k else hi
+                m[lo : hi + 1] = True
+                if st.live <= self.max_target:
+                    m[st.live] = True  # no change is always allowed
+                parts.append(m)
+        elif self.has_global:
             for st in states:
                 m = np.zeros(2 * self.k + 1, dtype=bool)
                 for i in range(2 * self.k + 1):
@@ -192,6 +233,7 @@ __all__ = [
     "HALVE",
     "INCREASE",
     "KEEP",
+    "MAX_TARGET",
     "MODES",
     "ActionLayout",
     "Decision",

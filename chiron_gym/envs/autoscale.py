@@ -28,7 +28,7 @@ from chiron_gym.control.chiron import (
 from chiron_gym.control.qlm import Z_DEFAULT
 from chiron_gym.envs import render as _render
 from chiron_gym.envs import snapshots
-from chiron_gym.envs.actions import CAP_CHOICES, ActionLayout, Decision, apply
+from chiron_gym.envs.actions import CAP_CHOICES, MAX_TARGET, ActionLayout, Decision, apply
 from chiron_gym.envs.feature_table import FEATURES, Feature
 from chiron_gym.envs.features import HIGH, FeatureBuilder
 from chiron_gym.envs.snapshots import Snapshot
@@ -103,7 +103,9 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
       ``i - k`` (``k = max_step_change``, default 2), then per pool a batch-cap change
       ``0`` halve, ``1`` keep, ``2`` increase by a quarter, ``3`` double;
     - ``"global"``: the instance changes only; Chiron's local loop sets the batch caps;
-    - ``"local"``: the cap changes only; Chiron's global loop sets the instance counts.
+    - ``"local"``: the cap changes only; Chiron's global loop sets the instance counts;
+    - ``"target"``: ``[max_target+1] * 3 + [4] * 3``: per pool the instance count wanted (the
+      pool moves towards it by at most ``k`` a decision), then the cap changes.
 
     ``action_masks()`` gives what is possible now (pool bounds, GPU budget, cap limits; an absent
     pool only accepts no change) for MaskablePPO. The env also clips what exceeds the bounds or
@@ -149,10 +151,10 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
 
     ``scenario`` (name, path or ``Scenario``; default ``"default"``), ``backend`` (``"sim"`` or
     ``"vllm"``: real servers, see ``chiron_gym/backends/vllm.py``), ``backend_options``,
-    ``action_mode``, ``max_step_change``, ``decision_interval_s``, ``horizon_s``,
-    ``reward_weights`` (dict), ``render_mode`` (``"ansi"`` or ``"rgb_array"``). ``reset`` takes
-    ``options={"scenario": ..., "decision_interval_s": ..., "horizon_s": ...,
-    "reward_weights": {...}}``.
+    ``action_mode``, ``max_step_change``, ``max_target`` (the target mode's largest count,
+    40), ``decision_interval_s``, ``horizon_s``, ``reward_weights`` (dict), ``render_mode``
+    (``"ansi"`` or ``"rgb_array"``). ``reset`` takes ``options={"scenario": ...,
+    "decision_interval_s": ..., "horizon_s": ..., "reward_weights": {...}}``.
 
     ## Version History
 
@@ -168,6 +170,8 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
       peak over mean). A model trained on fewer features reads the prefix.
     - ``chiron_gym/Autoscale-v1`` (issues 41, 42) adds the prefill and decode pools and the
       capacity each pool loses; v0 is unchanged and stays for the models trained on it.
+    - Both, issues 43 and 44: ``action_mode="target"`` (a new mode; the others unchanged) and
+      a vector entry point (``gymnasium.make_vec``).
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012 (Gymnasium API)
@@ -191,13 +195,14 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         local_params: LocalParams | dict[str, Any] | None = None,
         initial_batch_cap: int | None = None,
         z: float = Z_DEFAULT,
+        max_target: int = MAX_TARGET,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
         self.render_mode = render_mode
         self.backend_name = backend
         self.backend_options = dict(backend_options or {})
-        self.layout = ActionLayout(action_mode, max_step_change, self.observed_pools)
+        self.layout = ActionLayout(action_mode, max_step_change, self.observed_pools, max_target)
         self.action_mode = action_mode
         n_features = len(self.feature_table)
         self.observation_space = spaces.Box(0.0, HIGH, (n_features,), dtype=np.float32)
@@ -238,6 +243,13 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         reward_weights: dict[str, float] | None,
     ) -> None:
         sc = scenario if isinstance(scenario, Scenario) else load(scenario)
+        for p in sc.cluster.pools if self.layout.targets else ():
+            if p.max_instances > self.layout.max_target:
+                raise ValueError(
+                    f"scenario {sc.name!r}: pool {p.pool.name.lower()} may hold "
+                    f"{p.max_instances} instances, more than the target mode's max_target "
+                    f"{self.layout.max_target}: pass max_target={p.max_instances} or more"
+                )
         if sc.cluster.disaggregated and self.observed_pools == POOLS:
             raise ValueError(
                 f"scenario {sc.name!r} has prefill and decode pools, which chiron_gym/"
@@ -358,6 +370,9 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         deltas, caps = self.layout.split(action)
         if deltas is None:
             deltas = self._global_deltas(self._raw)
+        elif self.layout.targets:
+            states = [self.backend.pool_state(p) for p in self.observed_pools]
+            deltas = self.layout.to_deltas(deltas, states)
         decision = apply(
             self.backend, deltas, caps, self.scenario.max_gpus, pools=self.observed_pools
         )

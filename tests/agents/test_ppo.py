@@ -277,3 +277,23 @@ def test_inline_vec_env_matches_dummy_vec_env_step_for_step() -> None:
     assert inline.get_attr("episode_seed") == dummy.get_attr("episode_seed")
     assert inline.env_method("action_masks")[0].shape == dummy.env_method("action_masks")[0].shape
     inline.close()
+
+
+def test_maskable_ppo_learns_target_counts_and_plays_them_in_their_mode(tmp_path: Path) -> None:
+    """``--action-mode target`` with MaskablePPO (issue 43's action design): the model is
+    evaluated in the mode it was trained in, with the same ``max_target``."""
+    from agents.spec import env_kwargs_for
+
+    _quick(tmp_path, 128, 0, "t", algo="maskable-ppo", action_mode="target")
+    spec = f"ppo:{tmp_path / 't'}"
+    kwargs = env_kwargs_for(spec)
+    assert kwargs["action_mode"] == "target"
+    env = AutoscaleEnv("default", **{**kwargs, **SMALL})
+    obs, _ = env.reset(seed=1)
+    agent = make_agent(spec, env.agent_context())
+    for _ in range(5):
+        action, _ = agent.predict(obs, deterministic=True)
+        assert action.shape == (6,) and int(action[0]) <= env.layout.max_target
+        obs, *_ = env.step(action)
+    with pytest.raises(ValueError, match="acts on"):
+        make_agent(spec, AutoscaleEnv("default", **SMALL).agent_context())

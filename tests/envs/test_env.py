@@ -293,3 +293,49 @@ def test_arrival_history_features_follow_the_recent_windows() -> None:
             peak = max(last_5m) / mean_5m if mean_5m > 0 else 1.0
             assert raw["interactive.arrival_peak_over_mean_5m"] == pytest.approx(peak)
         assert max(rates[-30:]) > 1.2 * min(rates[-30:]), "a bursty stream should vary"
+
+
+def test_target_mode_moves_each_pool_towards_the_count_asked_for() -> None:
+    """``action_mode="target"``: per pool the instance count wanted (0..max_target), reached
+    by at most ``k`` a decision; masks allow the pool's bounds (and no change) only."""
+    env = AutoscaleEnv("default", action_mode="target", horizon_s=300.0)
+    assert list(env.action_space.nvec) == [41] * 3 + [4] * 3
+    env.reset(seed=0)
+    masks = env.action_masks()
+    assert masks[:41].nonzero()[0].tolist() == list(range(1, 9))  # interactive: min 1, max 8
+    assert masks[41:82].nonzero()[0].tolist() == list(range(0, 5))  # mixed: 0-4
+    live = []
+    for _ in range(4):
+        _, _, _, _, info = env.step(np.array([7, 0, 2, 1, 1, 1]))
+        raw = info["raw"]
+        live.append([raw[f"{p}.ready"] + raw[f"{p}.starting"] for p in ("interactive", "mixed")])
+        assert all(abs(d) <= env.layout.k for d in info["applied_deltas"].values())
+    assert live == [[4, 0], [6, 0], [7, 0], [7, 0]]  # from 2 and 1: +2, +2, +1, then held
+    alone = AutoscaleEnv("azure-conv-like", action_mode="target")  # no mixed or batch pool
+    alone.reset(seed=0)
+    m = alone.action_masks()
+    assert m[41:82].nonzero()[0].tolist() == [0] and m[82:123].nonzero()[0].tolist() == [0]
+    with pytest.raises(ValueError, match="max_target 8: pass max_target=40"):
+        AutoscaleEnv("chiron-paper", action_mode="target", max_target=8)
+    with pytest.raises(ValueError, match="max_target must be an integer >= 1"):
+        AutoscaleEnv("default", action_mode="target", max_target=0)
+
+
+def test_target_mode_masks_counts_the_gpu_budget_cannot_start() -> None:
+    env = AutoscaleEnv("mixed-diurnal", action_mode="target", max_step_change=4)
+    env.reset(seed=0)
+    states = [env.backend.pool_state(p) for p in env.observed_pools]
+    used = env.backend.gpus_in_use()
+    m = env.layout.masks(states, used, used + 1)  # room for one more instance
+    inter = states[0]
+    assert m[: env.layout.max_target + 1].nonzero()[0].max() == inter.live + 1
+    assert m[inter.live]  # no change is always allowed
+
+
+def test_rule_agents_refuse_the_target_mode() -> None:
+    from agents import make_agent
+
+    ctx = AutoscaleEnv("default", action_mode="target").agent_context()
+    for name in ("static", "llumnix", "chiron"):
+        with pytest.raises(ValueError, match="instance changes"):
+            make_agent(name, ctx)

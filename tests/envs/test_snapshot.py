@@ -77,7 +77,7 @@ def snapshot_digest(scenario: str, seed: int, at: int, mode: str) -> str:
     st.sampled_from(SCENARIOS),
     st.integers(0, 2**31 - 2),
     st.integers(0, 30),
-    st.sampled_from(("full", "global", "local")),
+    st.sampled_from(("full", "global", "local", "target")),
 )
 def test_restored_episodes_replay_bit_for_bit(scenario: str, seed: int, at: int, mode: str) -> None:
     snapshot_digest(scenario, seed, at, mode)
