@@ -43,7 +43,10 @@ class ChironAgent(BaseAgent):
         global_: GlobalParams | None = None,
     ) -> None:
         if ctx.action_mode == "target":
-            raise ValueError("chiron sets instance changes: use action_mode 'global' or 'full'")
+            raise ValueError(
+                "chiron sets instance changes: use action_mode 'global', 'full' or 'local', "
+                "not 'target'"
+            )
         super().__init__(ctx)
         gp = global_ or GlobalParams()
         gp.max_step = ctx.max_step_change

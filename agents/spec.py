@@ -82,7 +82,8 @@ def env_kwargs_for(agent: str, env_kwargs: dict[str, Any] | None = None) -> dict
             meta = json.loads(record.read_text())
             kwargs.setdefault("action_mode", meta["action_mode"])
             # the settings that define how the model acts (a residual's step limit, Chiron's
-            # local loop), not the training scenario's horizon or reward weights: every agent
+            # local loop, the target mode's largest count), not the training scenario's horizon
+            # or reward weights: every agent
             # of a table is scored in the caller's environment
             for k, v in (meta.get("env_kwargs") or {}).items():
                 if k in ACTING_KWARGS:

@@ -46,7 +46,7 @@ def fork_ms(random_actions: bool, repeats: int) -> tuple[float, float, float, in
     env = AutoscaleEnv("default")
     env.reset(seed=0)
     env.action_space.seed(0)
-    hold = np.array([env.layout.k] * 3 + [0] * 3)  # no change: the scenario's own pools
+    hold = env.layout.join(None, None)  # no change: the scenario's own pools and caps
     for _ in range(30):
         env.step(env.action_space.sample() if random_actions else hold)
     snap_ms, restore_ms = [], []

@@ -339,7 +339,8 @@ def b11(repeats: int = 200) -> dict[str, Any]:
     *_, random_both, random_size = fork_ms(True, repeats)
     return {
         "bench": "B11",
-        "what": "snapshot() + restore() of default 30 decisions in, its own pools (median of "
+        "what": "snapshot() + restore() of default 30 decisions in, its own pools and caps "
+        f"(median of "
         f"{repeats}); random_*: after 30 random decisions (3x the instances and requests)",
         "snapshot_ms": round(snap, 3),
         "restore_ms": round(restore, 3),

@@ -126,8 +126,13 @@ class EvalVsChiron(BaseCallback):
         self.chiron: list[dict[str, Any]] = []
         if self.eval_freq <= 0:  # no evaluations (Tune trials, B6): nothing to compare with
             return
+        scenario, action_mode, env_kwargs = self.setup
+        # Chiron computes instance changes: against a policy of target counts it plays in its own
+        # mode (with its local loop), in every other mode in the policy's
+        mode = "global" if action_mode == "target" else action_mode
         self.chiron = [
-            self._episode(lambda ctx: make_agent("chiron", ctx), s) for s in self.eval_seeds
+            evaluation_episode(lambda ctx: make_agent("chiron", ctx), scenario, mode, s, env_kwargs)
+            for s in self.eval_seeds
         ]
 
     def _on_step(self) -> bool:

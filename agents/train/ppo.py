@@ -354,12 +354,13 @@ def train(
         "residual_step": step,
         "residual_penalty": residual_penalty if step is not None else None,
         "n_envs": n_envs,
-        "vec_env": vec_env,
         "timesteps": None,
         "wall_s": None,
         "steps_per_s": None,
         "hyperparams": {k: v for k, v in hp.items()},
     }
+    if vec_env != "subproc":  # recorded only when not the default: earlier records unchanged
+        record["vec_env"] = vec_env
     if observation_features is not None:  # recorded only when given: earlier records unchanged
         record["observation_features"] = observation_features
     if relative_reward:

@@ -3,12 +3,14 @@
 ``train(..., vec_env="inline")`` (``chiron train --vec-env inline``) uses it in place of
 ``SubprocVecEnv``: no pipes, one policy call per N decisions. The environments reset in the same
 step, as SB3 expects (``terminal_observation`` and ``TimeLimit.truncated`` in the ended
-environment's info); wrap it in ``VecMonitor`` for episode statistics (``train`` does).
+environment's info); wrap it in ``VecMonitor`` for episode statistics (``train`` does). As in
+``DummyVecEnv``, the infos are the environments' own dicts (``info["raw"]`` is what the
+environment observed): a callback should not write to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +33,13 @@ class InlineVecEnv(VecEnv):
         )
 
     def reset(self) -> Any:
-        """Reset every environment; the seeds of ``seed()`` apply once, as in ``DummyVecEnv``."""
+        """Reset every environment; the seeds of ``seed()`` apply once, as in ``DummyVecEnv``.
+        The options of ``set_options`` are one dict for all (the environments are alike)."""
+        if any(o != self._options[0] for o in self._options):
+            raise ValueError(
+                "InlineVecEnv.reset: set_options gave the environments different "
+                "options; one dict for all of them is supported"
+            )
         obs, _ = self.vector.reset(seed=self._seeds, options=self._options[0] or None)
         self.reset_infos = [dict(info) for info in self.vector.last_infos]
         self._reset_seeds()
@@ -58,14 +66,11 @@ class InlineVecEnv(VecEnv):
     def close(self) -> None:
         self.vector.close()
 
-    def _chosen(self, indices: VecEnvIndices) -> Iterable[int]:
-        return self._get_indices(indices)
-
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        return [getattr(self.vector.envs[i], attr_name) for i in self._chosen(indices)]
+        return [getattr(self.vector.envs[i], attr_name) for i in self._get_indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        for i in self._chosen(indices):
+        for i in self._get_indices(indices):
             setattr(self.vector.envs[i], attr_name, value)
 
     def env_method(
@@ -77,11 +82,11 @@ class InlineVecEnv(VecEnv):
     ) -> list[Any]:
         return [
             getattr(self.vector.envs[i], method_name)(*method_args, **method_kwargs)
-            for i in self._chosen(indices)
+            for i in self._get_indices(indices)
         ]
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
-        return [False for _ in self._chosen(indices)]  # the environments are not wrapped
+        return [False for _ in self._get_indices(indices)]  # the environments are not wrapped
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         return [None for _ in range(self.num_envs)]

@@ -115,7 +115,7 @@ class ActionLayout:
         ``Autoscale-v1``): the others keep their instances and caps.
         """
         n = len(self.pools)
-        if self.targets and deltas is not None:
+        if self.targets:  # "keep" is the live count, which a layout does not know
             raise ValueError(
                 "the target action mode names instance counts: an agent of changes (a rule "
                 "agent) plays in its own action mode, not 'target'"

@@ -488,8 +488,10 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         and give its observation; the snapshot stays unchanged, to be restored again."""
         if not isinstance(snapshot, Snapshot):
             raise TypeError(f"restore() takes a Snapshot from snapshot(), got {type(snapshot)!r}")
-        if snapshot.nvec != tuple(int(n) for n in self.layout.nvec) or (
-            snapshot.obs.shape != self._obs.shape
+        if (
+            snapshot.nvec != tuple(int(n) for n in self.layout.nvec)
+            or snapshot.mode != self.layout.mode
+            or snapshot.obs.shape != self._obs.shape
         ):
             raise ValueError(
                 f"restore(): the snapshot was taken in an environment of action mode "

@@ -328,7 +328,7 @@ class FeatureBuilder:
         for i in plan.logs:
             values[i] = math.log1p(max(values[i], 0.0))
         scales = plan.scales.copy()
-        for i, f, _ in plan.varying:
+        for i, f in plan.varying:
             scales[i] = _scale(f, raw, pools)
         vec = np.array(values, dtype=np.float64) / scales
         return np.clip(vec, 0.0, HIGH).astype(np.float32)
@@ -341,11 +341,11 @@ class _Plan:
     def __init__(self, table: tuple[Feature, ...]) -> None:
         self.names = [f.name for f in table]
         self.logs = [i for i, f in enumerate(table) if f.scale.startswith("log:")]
-        self.varying: list[tuple[int, Feature, str]] = []
+        self.varying: list[tuple[int, Feature]] = []
         self.scales = np.ones(len(table), dtype=np.float64)
         for i, f in enumerate(table):
             if f.scale in _POOL_SCALES:
-                self.varying.append((i, f, f.scale))
+                self.varying.append((i, f))
             else:
                 self.scales[i] = _scale(f, {}, {})
 

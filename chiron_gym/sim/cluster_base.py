@@ -211,9 +211,10 @@ class ClusterBase(LedgerColumns):
 
     def settled(self) -> list[object]:
         """What this episode will not change again: the instances that stopped (scaled down,
-        drained, failed or taken; nothing writes to one after ``_stop`` or ``fail``). A snapshot
-        shares them as it shares ``unchanging`` (a snapshot's cost follows the live state, not
-        the instances an episode has had)."""
+        drained, failed or taken). Nothing writes to one after ``_stop`` or ``fail`` but a kick
+        event of the same instant clearing its flag, which ``run_to`` handles before it returns,
+        so never across a snapshot. A snapshot shares them as it shares ``unchanging`` (its cost
+        follows the live state, not the instances an episode has had)."""
         return [i for i in self.instances if i.state == InstanceState.STOPPED]
 
     def instance_stats(self) -> list[InstanceStats]:

@@ -284,7 +284,8 @@ def test_maskable_ppo_learns_target_counts_and_plays_them_in_their_mode(tmp_path
     evaluated in the mode it was trained in, with the same ``max_target``."""
     from agents.spec import env_kwargs_for
 
-    _quick(tmp_path, 128, 0, "t", algo="maskable-ppo", action_mode="target")
+    # with evaluations: Chiron, the baseline they compare with, plays in its own mode
+    _quick(tmp_path, 128, 0, "t", algo="maskable-ppo", action_mode="target", eval_freq=64)
     spec = f"ppo:{tmp_path / 't'}"
     kwargs = env_kwargs_for(spec)
     assert kwargs["action_mode"] == "target"

@@ -112,6 +112,13 @@ def test_snapshot_needs_an_episode_and_the_simulator() -> None:
     other = AutoscaleEnv("default", action_mode="local")
     with pytest.raises(ValueError, match="action mode 'full'"):
         other.restore(env.snapshot())
+    # the same shape of action, another mode: refused too
+    full = AutoscaleEnv("default", max_step_change=4)
+    full.reset(seed=0)
+    target = AutoscaleEnv("default", action_mode="target", max_target=8)
+    assert target.action_space == full.action_space
+    with pytest.raises(ValueError, match="action mode 'full'"):
+        target.restore(full.snapshot())
     live = AutoscaleEnv("default", backend="vllm")
     live._backend = env._backend = object()  # type: ignore[assignment]  # no server is started
     with pytest.raises(NotImplementedError, match="simulator"):
@@ -149,7 +156,7 @@ def test_a_snapshot_shares_what_the_episode_no_longer_changes() -> None:
     env.reset(seed=3)
     k = env.layout.k
     for delta in (1, 1, -1, -1, -1):  # start interactive instances, then scale down past them
-        env.step(np.array([k + delta, k, k, 0, 0, 0]))
+        env.step(np.array([k + delta, k, k, 1, 1, 1]))  # caps kept
     cluster = env._backend._cluster  # type: ignore[union-attr]
     stopped = [i for i in cluster.instances if i.state == 3]
     live = [i for i in cluster.instances if i.state != 3]
@@ -165,7 +172,7 @@ def test_a_snapshot_shares_what_the_episode_no_longer_changes() -> None:
     assert all(by_id[i.instance_id] is not i for i in live)
     assert copy.ledger is not cluster.ledger
     # both go on from the same state: the same next steps
-    hold = np.array([k, k, k, 0, 0, 0])
+    hold = env.layout.join(None, None)
     for _ in range(5):
         a, b = env.step(hold), fresh.step(hold)
         assert a[0].tobytes() == b[0].tobytes() and a[1] == b[1]
@@ -185,3 +192,24 @@ def test_snapshot_data_loads_shared_objects_of_any_type_by_reference() -> None:
         assert got["t"] is table and got["c"] is config and got["mine"][0] is table
         assert got["mine"][1] == {"x": 1.0} and got["mine"] is not state["mine"]
         assert np.array_equal(got["n"], state["n"]) and got["n"] is not state["n"]
+
+
+def test_a_request_pickles_every_field() -> None:
+    """``Request.__reduce__`` (a tuple of fields, for snapshots' speed) leaves none out."""
+    import pickle
+
+    from chiron_gym.sim.request import Request
+
+    # the attributes: ``__slots__`` in the sources, ``__mypyc_attrs__`` compiled
+    names = getattr(Request, "__slots__", None) or Request.__mypyc_attrs__  # type: ignore[attr-defined]
+    assert len(names) == 21
+    r = Request(7, 1, 2.5, 100, 50, 99.0, (11, 12))
+    for i, name in enumerate(names):
+        if name not in ("idx", "klass", "arrival_s", "prompt_tokens", "output_tokens"):
+            old = getattr(r, name)
+            new = [i] if isinstance(old, list) else (i,) if isinstance(old, tuple) else i + 0.5
+            if isinstance(old, int) and not isinstance(old, bool):
+                new = i
+            setattr(r, name, new)
+    copy = pickle.loads(pickle.dumps(r))
+    assert all(getattr(copy, n) == getattr(r, n) for n in names)

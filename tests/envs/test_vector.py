@@ -70,7 +70,7 @@ def test_next_step_autoreset_matches_separate_environments_bit_for_bit() -> None
 def test_same_step_autoreset_gives_the_final_observation_in_infos() -> None:
     venv = AutoscaleVectorEnv(2, autoreset_mode="SameStep", **SHORT)
     venv.reset(seed=0)
-    hold = np.tile(np.array([venv.envs[0].layout.k] * 3 + [0] * 3), (2, 1))
+    hold = np.tile(venv.envs[0].layout.join(None, None), (2, 1))  # no change
     steps = round(SHORT["horizon_s"] / venv.envs[0].scenario.decision_interval_s)
     for _ in range(steps):
         obs, _, term, trunc, infos = venv.step(hold)
