@@ -6,7 +6,9 @@ action mode it runs in, e.g. Chiron's ``MultiDiscrete([33, 33, 33])`` instance c
 terminations and truncations, collected by ``minari.DataCollector`` from
 ``gym.make("chiron_gym/Autoscale-v0", ...)`` so that the dataset records the environment's spec.
 Episodes are the traffic seeds ``seed, seed + 1, ...`` of each scenario, or as many draws of a
-family. ``docs/datasets.md`` shows how to load one and train behaviour cloning on it
+family. ``action_space="target"`` records every agent's decisions in one action space, the
+target mode's (``target_action``), so that datasets of different behaviours can be mixed.
+``docs/datasets.md`` shows how to load one and train behaviour cloning on it
 (``docs/examples/behaviour_cloning.py``).
 """
 
@@ -17,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from chiron_gym.config import InputError
 
@@ -56,6 +60,60 @@ def policy_for(agent: str, seed: int) -> Callable[[AgentContext], Agent]:
     return lambda ctx: make_agent(agent, ctx, seed=seed)
 
 
+ACTION_SPACES = ("own", "target")
+
+
+def target_action(
+    before: dict[str, Any], after: dict[str, Any], max_caps: dict[str, int], max_target: int
+) -> list[int]:
+    """A decision in the target mode's terms, from the infos before and after it: per pool the
+    count it asked for (the live count the agent saw plus the change applied, within
+    ``[0, max_target]``), then the cap choice that takes the pool's cap before to the nearest of
+    its cap after (exact for one pool-wide choice; for Chiron's per-instance local loop, the
+    pool's rounded mean, an approximation). An absent pool: 0 and keep."""
+    from chiron_gym.control.caps import CAP_CHOICES, KEEP, new_cap
+
+    choices = range(len(CAP_CHOICES))
+    raw, applied = before["raw"], after["applied_deltas"]
+    targets: list[int] = []
+    caps: list[int] = []
+    for name in max_caps:
+        if raw[f"{name}.exists"] < 0.5:
+            targets.append(0)
+            caps.append(KEEP)
+            continue
+        live = round(raw[f"{name}.ready"] + raw[f"{name}.starting"])
+        targets.append(max(0, min(max_target, live + applied.get(name, 0))))
+        c0, c1 = before["batch_caps"][name], after["batch_caps"][name]
+        caps.append(
+            KEEP
+            if c0 == c1
+            else min(choices, key=lambda ch: (abs(new_cap(c0, ch, max_caps[name]) - c1), ch))
+        )
+    return targets + caps
+
+
+def _target_callback(max_caps: dict[str, int], max_target: int) -> type[Any]:
+    """A Minari step-data callback recording ``target_action`` in place of the agent's own."""
+    from minari import StepDataCallback
+
+    class TargetActions(StepDataCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.before: dict[str, Any] = {}  # the info of the observation the agent acted on
+
+        def __call__(self, env: Any, **kwargs: Any) -> Any:
+            data = super().__call__(env, **kwargs)
+            info = kwargs["info"]
+            if kwargs.get("action") is not None:
+                data["action"] = np.asarray(
+                    target_action(self.before, info, max_caps, max_target), dtype=np.int64
+                )
+            self.before = info
+            return data
+
+    return TargetActions
+
+
 def collect(
     agents: list[str],
     sources: list[str],
@@ -65,9 +123,11 @@ def collect(
     seed: int = 0,
     horizon_s: float | None = None,
     progress: bool = True,
+    action_space: str = "own",
 ) -> list[DatasetResult]:
     """Write one dataset per agent: ``episodes`` episodes of each of ``sources`` (scenarios, or
-    a family such as ``family:train``, each episode a new draw)."""
+    a family such as ``family:train``, each episode a new draw), the actions in the agent's own
+    action space or (``"target"``) in the target mode's, the same for every agent."""
     import gymnasium as gym
     from tqdm import tqdm
 
@@ -76,6 +136,8 @@ def collect(
 
     if episodes < 1:
         raise DatasetError(f"--episodes must be >= 1, got {episodes}")
+    if action_space not in ACTION_SPACES:
+        raise DatasetError(f"--action-space {action_space!r}: known: {', '.join(ACTION_SPACES)}")
     if not agents:
         raise DatasetError("no agents given")
     if len(set(agents)) != len(agents):
@@ -99,7 +161,26 @@ def collect(
         if horizon_s is not None:
             kwargs["horizon_s"] = horizon_s
         env = gym.make("chiron_gym/Autoscale-v0", scenario=sources[0], **kwargs)
-        collector = DataCollector(env, data_format="arrow")
+        spec = env.spec
+        recording: dict[str, Any] = {}
+        if action_space == "target":
+            # recorded as the target mode's actions; the dataset's environment is that mode's,
+            # with the agent's step limit (so that a recorded count is one decision away)
+            target_env = gym.make(
+                "chiron_gym/Autoscale-v0",
+                scenario=sources[0],
+                **{**kwargs, "action_mode": "target"},
+            )
+            ctx = target_env.unwrapped.agent_context()  # type: ignore[attr-defined]
+            max_caps = {n: b.max_batch_cap for n, b in ctx.pools.items()}
+            top = int(target_env.unwrapped.layout.max_target)  # type: ignore[attr-defined]
+            recording = {
+                "step_data_callback": _target_callback(max_caps, top),
+                "action_space": target_env.action_space,
+            }
+            spec = target_env.spec
+            target_env.close()
+        collector = DataCollector(env, data_format="arrow", **recording)
         for source in sources:
             for k in range(episodes):
                 bar.set_description(f"{agent} on {source}")
@@ -108,13 +189,14 @@ def collect(
         did = ids[agent]
         ds = collector.create_dataset(
             dataset_id=did,
-            eval_env=env.spec,
+            eval_env=spec,
             algorithm_name=agent,
             author="chiron-gym",
             description=(
                 f"{agent} on {', '.join(sources)}: {episodes} episode(s) each, traffic seeds "
                 f"{seed}-{seed + episodes - 1}"
                 + (f", horizon {horizon_s} s" if horizon_s is not None else "")
+                + (", actions in the target mode's space" if action_space == "target" else "")
                 + " (chiron dataset)"
             ),
         )
@@ -124,4 +206,11 @@ def collect(
     return results
 
 
-__all__ = ["DatasetError", "DatasetResult", "collect", "dataset_id"]
+__all__ = [
+    "ACTION_SPACES",
+    "DatasetError",
+    "DatasetResult",
+    "collect",
+    "dataset_id",
+    "target_action",
+]

@@ -235,6 +235,13 @@ def dataset_parser(sub: Subparsers) -> None:
     d.add_argument("--seed", type=seed_arg, default=0, help="the first episode's traffic seed")
     d.add_argument("--horizon-s", type=float, help="shorter episodes than the scenario's")
     d.add_argument("--out", default="runs/datasets", help="Minari's dataset folder")
+    d.add_argument(
+        "--action-space",
+        choices=("own", "target"),
+        default="own",
+        help="own: each agent's action space; target: every agent's decisions as the target "
+        "mode's counts and cap choices (datasets of several agents can then be mixed)",
+    )
     d.set_defaults(func=_cmd_dataset)
 
 
@@ -256,6 +263,7 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
         Path(args.out),
         seed=args.seed,
         horizon_s=args.horizon_s,
+        action_space=args.action_space,
     )
     for r in results:
         print(f"{r.dataset_id}: {r.episodes} episodes, {r.steps} steps in {r.path}")

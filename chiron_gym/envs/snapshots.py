@@ -65,7 +65,7 @@ def dump(state: dict[str, Any], shared: tuple[object, ...]) -> bytes:
     """``state`` pickled, each object of ``shared`` (``distinct``) written as a reference."""
     out = io.BytesIO()
     pickler = pickle.Pickler(out, protocol=_PROTOCOL)
-    pickler.memo = {id(obj): (i, obj) for i, obj in enumerate(shared)}  # type: ignore[assignment]
+    pickler.memo = {id(obj): (i, obj) for i, obj in enumerate(shared)}  # type: ignore[assignment,unused-ignore]
     pickler.dump(state)
     body = out.getbuffer()
     if bytes(body[:2]) != _PROTO_HEADER:  # pragma: no cover - the C pickler always writes it

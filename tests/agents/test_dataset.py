@@ -81,3 +81,61 @@ def test_dataset_arguments_are_checked(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="exists already"):  # before any episode runs
         collect(["static"], ["default"], 1, tmp_path, horizon_s=20.0, progress=False)
     assert dataset_id("mixed-diurnal", "ppo:runs/a b") == "chiron/mixed-diurnal-ppo-runs-a-b-v0"
+
+
+def test_datasets_in_the_target_space_share_one_action_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--action-space target``: Chiron's (global mode, local loop inside) and static's (full
+    mode) decisions both recorded as the target mode's counts and cap choices; static's replay
+    exactly in the dataset's evaluation environment (the target mode's, with its step limit)."""
+    res = collect(
+        ["chiron", "static"],
+        ["default"],
+        2,
+        tmp_path,
+        horizon_s=120.0,
+        progress=False,
+        action_space="target",
+    )
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    import minari
+
+    sets = [minari.load_dataset(r.dataset_id) for r in res]
+    assert sets[0].spec.action_space == sets[1].spec.action_space
+    assert list(sets[0].spec.action_space.nvec) == [41] * 3 + [4] * 3
+    ep = next(sets[1].iterate_episodes())
+    env = sets[1].recover_environment(eval_env=True)  # the target mode's (the other: static's)
+    assert env.unwrapped.layout.targets
+    obs, _ = env.reset(seed=0)
+    for t in range(len(ep.actions)):
+        np.testing.assert_array_equal(obs, ep.observations[t])
+        assert env.unwrapped.action_masks()[ep.actions[t][0]]  # a count the mask allows
+        obs, *_ = env.step(ep.actions[t])
+    chiron = next(sets[0].iterate_episodes())
+    assert (chiron.actions[:, :3] <= 40).all() and set(chiron.actions[:, 3:].ravel()) <= {
+        0,
+        1,
+        2,
+        3,
+    }
+    with pytest.raises(DatasetError, match="--action-space 'mine'"):
+        collect(["static"], ["default"], 1, tmp_path / "x", action_space="mine", progress=False)
+
+
+def test_target_action_reads_counts_and_caps_from_the_infos() -> None:
+    from agents.run.dataset import target_action
+
+    names = ("interactive", "mixed", "batch")
+    raw = {f"{n}.{k}": 0.0 for n in names for k in ("exists", "ready", "starting")}
+    raw.update({"interactive.exists": 1.0, "interactive.ready": 3.0, "interactive.starting": 1.0})
+    raw.update({"batch.exists": 1.0, "batch.ready": 2.0})
+    before = {"raw": raw, "batch_caps": {"interactive": 64, "batch": 128}}
+    after = {
+        "applied_deltas": {"interactive": -2, "batch": 3},
+        "batch_caps": {"interactive": 80, "batch": 128},
+    }
+    caps = {"interactive": 256, "mixed": 256, "batch": 256}
+    # interactive: 4 live - 2; mixed absent; batch 2 + 3; caps: 64 -> 80 is "increase" (+25 %)
+    assert target_action(before, after, caps, 40) == [2, 0, 5, 2, 1, 1]
+    assert target_action(before, after, caps, 4)[2] == 4  # within max_target
