@@ -80,6 +80,7 @@ class AutoscaleVectorEnv(VectorEnv[Obs, npt.NDArray[np.int64], npt.NDArray[Any]]
         version: int = 0,
         **env_kwargs: Any,
     ) -> None:
+        self.envs: list[AutoscaleEnv] = []  # before any refusal: ``VectorEnv.__del__`` closes
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         known = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
@@ -97,7 +98,7 @@ class AutoscaleVectorEnv(VectorEnv[Obs, npt.NDArray[np.int64], npt.NDArray[Any]]
                 f"version must be 0 (Autoscale-v0) or 1 (Autoscale-v1), got {version!r}"
             )
         cls = AutoscaleEnvV1 if version == 1 else AutoscaleEnv
-        self.envs: list[AutoscaleEnv] = [cls(**env_kwargs) for _ in range(num_envs)]
+        self.envs = [cls(**env_kwargs) for _ in range(num_envs)]
         first = self.envs[0]
         self.num_envs = num_envs
         self.metadata = {"autoreset_mode": mode, "render_modes": []}
