@@ -142,8 +142,8 @@ def env_factory(
 ) -> Callable[[], Any]:
     """A picklable environment constructor (``make_vec_env`` adds the Monitor); with
     ``residual_step``, the environment as a residual policy on Chiron sees it (charged
-    ``residual_penalty`` per instance of correction, a training-only term; with
-    ``relative_reward``, paid its reward relative to Chiron's on the same draw); with
+    ``residual_penalty`` per instance of correction, a training-only term); with
+    ``relative_reward``, paid its reward relative to Chiron's on the same draw; with
     ``features``, the policy reads only the observation's first ``features`` (an earlier
     release's)."""
 
@@ -151,12 +151,19 @@ def env_factory(
         return AutoscaleEnv(scenario, action_mode=action_mode, **(env_kwargs or {}))
 
     def make() -> Any:
-        env = build()
+        env: Any = build()
         if residual_step is not None:
             from agents.train.residual_env import ResidualWrapper
 
             baseline = build() if relative_reward else None  # Chiron's play of the same draw
             return ResidualWrapper(env, residual_step, residual_penalty, features, baseline)
+        if relative_reward:  # a standalone policy: Chiron plays the draw in its own settings
+            from agents import agent_env_kwargs
+            from agents.train.residual_env import RelativeToChiron
+
+            own = {k: v for k, v in (env_kwargs or {}).items() if k != "max_target"}
+            chiron_env = AutoscaleEnv(scenario, **{**own, **agent_env_kwargs("chiron")})
+            env = RelativeToChiron(env, chiron_env)
         if features is not None:
             import gymnasium as gym
 
@@ -235,8 +242,9 @@ def train(
     during training (not in evaluation). ``observation_features`` trains on the observation's
     first N features (an earlier release's; ``docs/env.md``), e.g. to reproduce a model trained
     before features were appended; the model then reads that prefix wherever it plays.
-    ``relative_reward`` (with ``residual``) pays the policy its reward relative to Chiron's on the
-    same draw, per step, in units of Chiron's mean per-step reward there (``agents/residual.py``).
+    ``relative_reward`` pays the policy (residual or standalone) its reward relative to Chiron's
+    on the same draw, per step, in units of Chiron's mean per-step reward there
+    (``agents/residual.py``; a standalone policy's Chiron plays in Chiron's own settings).
     ``init`` (a trained model's folder or ``.zip``) starts from that model's weights, optimiser
     state and observation statistics instead of a fresh policy (fine-tuning; ``warm_start``).
     ``vec_env``: ``"subproc"`` (one process per environment when ``n_envs > 1``) or
@@ -253,8 +261,6 @@ def train(
     step: int | None = None
     if residual is None and residual_penalty != 0.0:
         raise TrainError("--residual-penalty goes with --residual")
-    if residual is None and relative_reward:
-        raise TrainError("--relative-reward goes with --residual (Chiron is the baseline)")
     if observation_features is not None and not 1 <= observation_features <= len(FEATURES):
         raise TrainError(
             f"--observation-features {observation_features}: expected 1 to {len(FEATURES)} "
@@ -301,10 +307,12 @@ def train(
         raise TrainError(f"--n-envs must be >= 1, got {n_envs}")
     if vec_env not in VEC_ENVS:
         raise TrainError(f"--vec-env {vec_env!r}: known: {', '.join(VEC_ENVS)}")
-    if vec_env == "inline" and (residual is not None or observation_features is not None):
+    if vec_env == "inline" and (
+        residual is not None or observation_features is not None or relative_reward
+    ):
         raise TrainError(
             "--vec-env inline plays the plain environment: use --vec-env subproc with "
-            "--residual or --observation-features"
+            "--residual, --observation-features or --relative-reward"
         )
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)

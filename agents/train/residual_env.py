@@ -1,7 +1,8 @@
 """The training side of residual PPO on Chiron (``agents/residual.py`` states the method):
 ``ResidualWrapper``, the environment a residual policy trains in; ``ChironBaseline``, Chiron's
-per-step rewards on the same draw for the relative reward; the check of a residual penalty, and
-``bias_towards_zero``, which starts the policy near Chiron."""
+per-step rewards on the same draw for the relative reward (``RelativeToChiron`` pays it to a
+standalone policy too); the check of a residual penalty, and ``bias_towards_zero``, which starts
+the policy near Chiron."""
 
 from __future__ import annotations
 
@@ -43,6 +44,36 @@ class ChironBaseline:
         """Step ``t``'s reward relative to Chiron's at the same step of the same draw."""
         base = self.rewards[t] if t < len(self.rewards) else 0.0
         return (reward - base) / self.scale
+
+
+class RelativeToChiron(gym.Wrapper[Any, Any, Any, Any]):
+    """A standalone policy's environment paying, per step, its reward relative to Chiron's at
+    the same step of the same draw (``ChironBaseline``; training only: evaluation plays the
+    environment's own reward). ``chiron_env`` is built like ``env`` in Chiron's own settings."""
+
+    def __init__(self, env: AutoscaleEnv, chiron_env: AutoscaleEnv) -> None:
+        super().__init__(env)
+        self.baseline = ChironBaseline(chiron_env)
+        self._t = 0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self.baseline.play(self.env.unwrapped.episode_seed)  # type: ignore[attr-defined]
+        self._t = 0
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        reward = self.baseline.relative(self._t, float(reward))
+        self._t += 1
+        return obs, reward, terminated, truncated, info
+
+    def action_masks(self) -> Any:
+        return self.env.unwrapped.action_masks()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.baseline.env.close()
+        super().close()  # type: ignore[no-untyped-call,unused-ignore]
 
 
 def residual_penalty_error(cost: float) -> str | None:
@@ -134,4 +165,10 @@ def bias_towards_zero(model: Any, step: int, logit: float = 2.0) -> None:
         net.bias[step :: 2 * step + 1] += logit
 
 
-__all__ = ["ChironBaseline", "ResidualWrapper", "bias_towards_zero", "residual_penalty_error"]
+__all__ = [
+    "ChironBaseline",
+    "RelativeToChiron",
+    "ResidualWrapper",
+    "bias_towards_zero",
+    "residual_penalty_error",
+]

@@ -74,8 +74,8 @@ def train_ppo_parser(tsub: Subparsers) -> None:
     ppo.add_argument(
         "--relative-reward",
         action="store_true",
-        help="training only, with --residual: pay the policy its reward minus Chiron's on the "
-        "same draw, in units of Chiron's mean per-step reward there (agents/residual.py)",
+        help="training only: pay the policy (residual or standalone) its reward minus Chiron's "
+        "on the same draw, in units of Chiron's mean per-step reward there (agents/residual.py)",
     )
     ppo.add_argument(
         "--init",

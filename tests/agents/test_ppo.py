@@ -298,3 +298,12 @@ def test_maskable_ppo_learns_target_counts_and_plays_them_in_their_mode(tmp_path
         obs, *_ = env.step(action)
     with pytest.raises(ValueError, match="acts on"):
         make_agent(spec, AutoscaleEnv("default", **SMALL).agent_context())
+
+
+def test_a_standalone_policy_trains_on_its_margin_over_chiron(tmp_path: Path) -> None:
+    """``--relative-reward`` without ``--residual``: training runs and the record says so."""
+    import json
+
+    _quick(tmp_path, 128, 0, "rel", relative_reward=True)
+    record = json.loads((tmp_path / "rel" / "train.json").read_text())
+    assert record["relative_reward"] is True and record["residual"] is None

@@ -146,8 +146,32 @@ def test_the_relative_reward_is_the_margin_over_chiron_on_the_same_draw() -> Non
         want.append((r_raw - chiron[len(want)]) / scale)
         done = term or trunc
     assert got == pytest.approx(want) and any(g != 0.0 for g in got)
-    with pytest.raises(TrainError, match="--relative-reward goes with --residual"):
-        train("default", 64, 0, Path("unused"), relative_reward=True)
+
+
+def test_a_standalone_policy_s_relative_reward_is_its_margin_over_chiron(tmp_path: Path) -> None:
+    """``--relative-reward`` without ``--residual`` (issue 43): the policy's environment pays
+    its reward minus Chiron's, Chiron playing the same draw in its own settings; Chiron's own
+    actions there earn 0, anything else its margin over Chiron's mean step."""
+    from agents.chiron import ChironAgent
+    from agents.run.episode import play
+    from agents.train.residual_env import RelativeToChiron
+
+    kw: dict[str, Any] = {"horizon_s": 200.0, **CHIRON_ENV}
+    rel = RelativeToChiron(AutoscaleEnv("family:wide", **kw), AutoscaleEnv("family:wide", **kw))
+    run = play(rel, ChironAgent, 3, record_series=True)
+    assert run.reward == 0.0 and run.steps == 20
+    full = AutoscaleEnv("family:wide", horizon_s=200.0)  # a standalone policy's own settings
+    rel_full = RelativeToChiron(full, AutoscaleEnv("family:wide", **kw))
+    rel_full.reset(seed=3)
+    keep = full.layout.join(None, None)
+    _, r, *_ = rel_full.step(keep)
+    raw = AutoscaleEnv("family:wide", horizon_s=200.0)
+    raw.reset(seed=3)
+    _, r_raw, *_ = raw.step(keep)
+    base = rel_full.baseline
+    assert r == pytest.approx((r_raw - base.rewards[0]) / base.scale)
+    with pytest.raises(TrainError, match="--vec-env inline plays the plain environment"):
+        train("default", 64, 0, tmp_path / "x", relative_reward=True, vec_env="inline")
 
 
 def test_residual_arguments_are_checked(tmp_path: Path) -> None:
