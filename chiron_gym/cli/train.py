@@ -34,7 +34,8 @@ def train_ppo_parser(tsub: Subparsers) -> None:
         choices=("subproc", "inline"),
         default="subproc",
         help="subproc: a process per environment (n-envs > 1); inline: all in this process "
-        "(Gymnasium's vector API, envs/vector.py; faster on few cores)",
+        "(Gymnasium's vector API, envs/vector.py; one core, about as fast as two subprocesses "
+        "on two: docs/performance.md, B10)",
     )
     ppo.add_argument(
         "--action-mode",
