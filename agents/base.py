@@ -49,8 +49,15 @@ class BaseAgent:
     name = "agent"
     # the environment settings the agent assumes (``agents.agent_env_kwargs``, ``run_episode``)
     env_kwargs: ClassVar[dict[str, Any]] = {}
+    # whether it decides instance changes (a rule), which the target mode cannot take
+    decides_changes: ClassVar[bool] = False
 
     def __init__(self, ctx: AgentContext) -> None:
+        if self.decides_changes and ctx.action_mode == "target":
+            raise ValueError(
+                f"{self.name} sets instance changes: use its own action mode "
+                f"({self.env_kwargs.get('action_mode', 'full')!r}), not 'target'"
+            )
         self.ctx = ctx
         top = ctx.nvec[0] - 1 if ctx.action_mode == "target" else MAX_TARGET
         self.layout = ActionLayout(ctx.action_mode, ctx.max_step_change, ctx.pool_order, top)
@@ -146,14 +153,14 @@ class RuleAgent(BaseAgent):
 
     name = "rule"
     env_kwargs: ClassVar[dict[str, Any]] = {"max_step_change": RULE_MAX_STEP}
+    decides_changes = True
     # the rule's parameter record (a dataclass with every default); ``self.p`` is an instance
     Params: ClassVar[type[Any] | None] = None
 
     def __init__(self, ctx: AgentContext, params: Any = None) -> None:
-        if ctx.action_mode in ("local", "target"):
+        if ctx.action_mode == "local":
             raise ValueError(
-                f"{self.name} sets instance changes: use action_mode 'full' or 'global', "
-                f"not {ctx.action_mode!r}"
+                f"{self.name} sets instance counts: use action_mode 'full' or 'global'"
             )
         super().__init__(ctx)
         if self.Params is not None:

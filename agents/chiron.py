@@ -31,6 +31,7 @@ class ChironAgent(BaseAgent):
     """Hierarchical backpressure: instance counts (global); batch caps per instance (local)."""
 
     name = "chiron"
+    decides_changes = True
     env_kwargs: ClassVar[dict[str, Any]] = {
         "action_mode": "global",
         "max_step_change": RULE_MAX_STEP,
@@ -42,11 +43,6 @@ class ChironAgent(BaseAgent):
         local: LocalParams | None = None,
         global_: GlobalParams | None = None,
     ) -> None:
-        if ctx.action_mode == "target":
-            raise ValueError(
-                "chiron sets instance changes: use action_mode 'global', 'full' or 'local', "
-                "not 'target'"
-            )
         super().__init__(ctx)
         gp = global_ or GlobalParams()
         gp.max_step = ctx.max_step_change

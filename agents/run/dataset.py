@@ -71,19 +71,20 @@ def target_action(
     ``[0, max_target]``), then the cap choice that takes the pool's cap before to the nearest of
     its cap after (exact for one pool-wide choice; for Chiron's per-instance local loop, the
     pool's rounded mean, an approximation). An absent pool: 0 and keep."""
+    from agents.base import PoolView
     from chiron_gym.control.caps import CAP_CHOICES, KEEP, new_cap
 
     choices = range(len(CAP_CHOICES))
-    raw, applied = before["raw"], after["applied_deltas"]
+    applied = after["applied_deltas"]
     targets: list[int] = []
     caps: list[int] = []
     for name in max_caps:
-        if raw[f"{name}.exists"] < 0.5:
+        pool = PoolView.of(before["raw"], name)
+        if not pool.exists:
             targets.append(0)
             caps.append(KEEP)
             continue
-        live = round(raw[f"{name}.ready"] + raw[f"{name}.starting"])
-        targets.append(max(0, min(max_target, live + applied.get(name, 0))))
+        targets.append(max(0, min(max_target, pool.live + applied.get(name, 0))))
         c0, c1 = before["batch_caps"][name], after["batch_caps"][name]
         caps.append(
             KEEP

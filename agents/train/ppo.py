@@ -155,15 +155,19 @@ def env_factory(
         if residual_step is not None:
             from agents.train.residual_env import ResidualWrapper
 
-            baseline = build() if relative_reward else None  # Chiron's play of the same draw
-            return ResidualWrapper(env, residual_step, residual_penalty, features, baseline)
-        if relative_reward:  # a standalone policy: Chiron plays the draw in its own settings
+            env = ResidualWrapper(env, residual_step, residual_penalty, features)
+        if relative_reward:  # Chiron plays the same draw: a residual's settings are its own
             from agents import agent_env_kwargs
             from agents.train.residual_env import RelativeToChiron
 
-            own = {k: v for k, v in (env_kwargs or {}).items() if k != "max_target"}
-            chiron_env = AutoscaleEnv(scenario, **{**own, **agent_env_kwargs("chiron")})
+            if residual_step is not None:
+                chiron_env = build()
+            else:
+                own = {k: v for k, v in (env_kwargs or {}).items() if k != "max_target"}
+                chiron_env = AutoscaleEnv(scenario, **{**own, **agent_env_kwargs("chiron")})
             env = RelativeToChiron(env, chiron_env)
+        if residual_step is not None:
+            return env
         if features is not None:
             import gymnasium as gym
 

@@ -1,8 +1,8 @@
 """The training side of residual PPO on Chiron (``agents/residual.py`` states the method):
 ``ResidualWrapper``, the environment a residual policy trains in; ``ChironBaseline``, Chiron's
-per-step rewards on the same draw for the relative reward (``RelativeToChiron`` pays it to a
-standalone policy too); the check of a residual penalty, and ``bias_towards_zero``, which starts
-the policy near Chiron."""
+per-step rewards on the same draw, and ``RelativeToChiron``, which pays a policy (residual or
+standalone) its reward relative to them; the check of a residual penalty, and
+``bias_towards_zero``, which starts the policy near Chiron."""
 
 from __future__ import annotations
 
@@ -47,11 +47,12 @@ class ChironBaseline:
 
 
 class RelativeToChiron(gym.Wrapper[Any, Any, Any, Any]):
-    """A standalone policy's environment paying, per step, its reward relative to Chiron's at
-    the same step of the same draw (``ChironBaseline``; training only: evaluation plays the
-    environment's own reward). ``chiron_env`` is built like ``env`` in Chiron's own settings."""
+    """A policy's environment paying, per step, its reward relative to Chiron's at the same step
+    of the same draw (``ChironBaseline``; training only: evaluation plays the environment's own
+    reward). ``env`` is the policy's (a ``ResidualWrapper`` for a residual, its penalty included);
+    ``chiron_env`` is built like it in Chiron's settings."""
 
-    def __init__(self, env: AutoscaleEnv, chiron_env: AutoscaleEnv) -> None:
+    def __init__(self, env: gym.Env[Any, Any], chiron_env: AutoscaleEnv) -> None:
         super().__init__(env)
         self.baseline = ChironBaseline(chiron_env)
         self._t = 0
@@ -92,7 +93,6 @@ class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
         step: int = 1,
         residual_penalty: float = 0.0,
         features: int | None = None,
-        baseline_env: AutoscaleEnv | None = None,
     ) -> None:
         super().__init__(env)
         error = residual_penalty_error(residual_penalty)
@@ -117,9 +117,6 @@ class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
             dtype=np.float32,
         )
         self.action_space = gym.spaces.MultiDiscrete([2 * step + 1] * n)
-        # training only: the reward relative to Chiron's on the same draw (module docstring)
-        self.baseline = None if baseline_env is None else ChironBaseline(baseline_env)
-        self._t = 0
 
     def _observe(self, obs: Any, start: bool) -> npt.NDArray[np.float32]:
         assert self._residual is not None
@@ -131,9 +128,6 @@ class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
         # the context changes with each family draw: Chiron is built for this episode's cluster
         ctx = self.env.unwrapped.agent_context()  # type: ignore[attr-defined]
         self._residual = ChironResidual(ctx, self.step_size)
-        self._t = 0
-        if self.baseline is not None:
-            self.baseline.play(self.env.unwrapped.episode_seed)  # type: ignore[attr-defined]
         return self._observe(obs, True), info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
@@ -144,15 +138,7 @@ class ResidualWrapper(gym.Wrapper[Any, Any, Any, Any]):
             charge = self.residual_penalty * float(np.abs(r - self.step_size).sum())
             reward = float(reward) - charge
             info = {**info, "reward_terms": {**info["reward_terms"], "deviation": -charge}}
-        if self.baseline is not None:
-            reward = self.baseline.relative(self._t, float(reward))
-        self._t += 1
         return self._observe(obs, False), float(reward), terminated, truncated, info
-
-    def close(self) -> None:
-        if self.baseline is not None:
-            self.baseline.env.close()
-        super().close()  # type: ignore[no-untyped-call,unused-ignore]
 
 
 def bias_towards_zero(model: Any, step: int, logit: float = 2.0) -> None:

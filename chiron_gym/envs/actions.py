@@ -196,11 +196,15 @@ def apply(
     caps: list[int] | None,
     max_gpus: int | None,
     pools: tuple[Pool, ...] = POOLS,
+    layout: ActionLayout | None = None,
 ) -> Decision:
     """Apply per-pool choices (in the order of ``pools``), clipping to bounds and the GPU
-    budget (scale-downs first)."""
+    budget (scale-downs first). With a ``layout`` of the target mode, ``deltas`` are the counts
+    asked for (``ActionLayout.to_deltas``)."""
     d = Decision()
     states = [backend.pool_state(p) for p in pools]
+    if layout is not None and layout.targets and deltas is not None:
+        deltas = layout.to_deltas(deltas, states)
     names = [ALL_POOL_NAMES[p] for p in pools]
     if caps is not None:
         for pool, name, st, choice in zip(pools, names, states, caps, strict=True):

@@ -370,11 +370,13 @@ class AutoscaleEnv(gym.Env[npt.NDArray[np.float32], npt.NDArray[np.int64]]):
         deltas, caps = self.layout.split(action)
         if deltas is None:
             deltas = self._global_deltas(self._raw)
-        elif self.layout.targets:
-            states = [self.backend.pool_state(p) for p in self.observed_pools]
-            deltas = self.layout.to_deltas(deltas, states)
         decision = apply(
-            self.backend, deltas, caps, self.scenario.max_gpus, pools=self.observed_pools
+            self.backend,
+            deltas,
+            caps,
+            self.scenario.max_gpus,
+            pools=self.observed_pools,
+            layout=self.layout,
         )
         t_end = min(self.backend.now + self.scenario.decision_interval_s, self.scenario.horizon_s)
         if caps is None:

@@ -17,7 +17,7 @@ same seed and actions give the same steps, bit for bit.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,43 +29,6 @@ from chiron_gym.envs.autoscale import AutoscaleEnv
 from chiron_gym.envs.autoscale_v1 import AutoscaleEnvV1
 
 Obs = npt.NDArray[np.float32]
-
-
-def merge_infos(infos: Sequence[dict[str, Any] | None], n: int) -> dict[str, Any]:
-    """The environments' infos as Gymnasium's vector API gives them: per key, an array of the
-    values (``key``) and which environments have one (``_key``), nested dicts likewise. The
-    same result as ``VectorEnv._add_info`` called per environment, in one pass per key (that
-    call reallocates per environment and key, a tenth of a step here)."""
-    keys: dict[str, None] = {}
-    for info in infos:
-        if info:
-            keys.update(dict.fromkeys(info))
-    out: dict[str, Any] = {}
-    for key in keys:
-        present = [i for i, info in enumerate(infos) if info is not None and key in info]
-        mask = np.zeros(n, dtype=np.bool_)
-        mask[present] = True
-        values = [cast(dict[str, Any], infos[i])[key] for i in present]
-        first = values[0]
-        array: Any
-        if key != "final_obs" and isinstance(first, dict):
-            inner: list[dict[str, Any] | None] = [None] * n
-            for i, v in zip(present, values, strict=True):
-                inner[i] = v
-            array = merge_infos(inner, n)
-        else:
-            if key == "final_obs":
-                array = np.full(n, None, dtype=object)
-            elif type(first) in (int, float, bool) or isinstance(first, np.number):
-                array = np.zeros(n, dtype=type(first))
-            elif isinstance(first, np.ndarray):
-                array = np.zeros((n, *first.shape), dtype=first.dtype)
-            else:
-                array = np.full(n, None, dtype=object)
-            for i, v in zip(present, values, strict=True):
-                array[i] = v
-        out[key], out[f"_{key}"] = array, mask
-    return out
 
 
 class AutoscaleVectorEnv(VectorEnv[Obs, npt.NDArray[np.int64], npt.NDArray[Any]]):
@@ -141,7 +104,11 @@ class AutoscaleVectorEnv(VectorEnv[Obs, npt.NDArray[np.int64], npt.NDArray[Any]]
             self._obs[i] = obs
             self._ended[i] = False
             self.last_infos[i] = fresh[i] = info
-        return self._obs.copy(), merge_infos(fresh, self.num_envs)
+        infos: dict[str, Any] = {}
+        for j, new in enumerate(fresh):
+            if new is not None:
+                infos = self._add_info(infos, new, j)
+        return self._obs.copy(), infos
 
     def step(
         self, actions: npt.NDArray[np.int64]
@@ -181,8 +148,15 @@ class AutoscaleVectorEnv(VectorEnv[Obs, npt.NDArray[np.int64], npt.NDArray[Any]]
             self._rewards.copy(),
             self._terminations.copy(),
             self._truncations.copy(),
-            merge_infos(self.last_infos, self.num_envs),
+            self._merged_infos(),
         )
+
+    def _merged_infos(self) -> dict[str, Any]:
+        """The environments' last infos as the vector API gives them (``_add_info``)."""
+        infos: dict[str, Any] = {}
+        for i, info in enumerate(self.last_infos):
+            infos = self._add_info(infos, info, i)
+        return infos
 
     def action_masks(self) -> npt.NDArray[np.bool_]:
         """Each environment's flat action mask (``AutoscaleEnv.action_masks``), one row each."""
@@ -198,4 +172,4 @@ def vector_v1(num_envs: int, **kwargs: Any) -> AutoscaleVectorEnv:
     return AutoscaleVectorEnv(num_envs, version=1, **kwargs)
 
 
-__all__ = ["AutoscaleVectorEnv", "merge_infos", "vector_v1"]
+__all__ = ["AutoscaleVectorEnv", "vector_v1"]

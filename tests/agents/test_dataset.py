@@ -127,7 +127,8 @@ def test_target_action_reads_counts_and_caps_from_the_infos() -> None:
     from agents.run.dataset import target_action
 
     names = ("interactive", "mixed", "batch")
-    raw = {f"{n}.{k}": 0.0 for n in names for k in ("exists", "ready", "starting")}
+    fields = ("exists", "ready", "starting", "batch_cap", "running", "waiting", "kv_usage")
+    raw = {f"{n}.{k}": 0.0 for n in names for k in fields}
     raw.update({"interactive.exists": 1.0, "interactive.ready": 3.0, "interactive.starting": 1.0})
     raw.update({"batch.exists": 1.0, "batch.ready": 2.0})
     before = {"raw": raw, "batch_caps": {"interactive": 64, "batch": 128}}

@@ -13,7 +13,7 @@ import pytest
 from agents.residual import ChironResidual
 from agents.run.episode import run_episode
 from agents.train.ppo import TrainError, train
-from agents.train.residual_env import ResidualWrapper
+from agents.train.residual_env import RelativeToChiron, ResidualWrapper
 from chiron_gym.envs import AutoscaleEnv
 
 CHIRON_ENV = {"action_mode": "global", "max_step_change": 16}
@@ -114,8 +114,8 @@ def test_the_relative_reward_is_the_margin_over_chiron_on_the_same_draw() -> Non
     training) Chiron's own play earns exactly 0 at every step; any other play earns its reward
     minus Chiron's at the same step of the same draw, over Chiron's mean per-step magnitude."""
     kw: dict[str, Any] = {"horizon_s": 200.0, **CHIRON_ENV}
-    rel = ResidualWrapper(
-        AutoscaleEnv("family:wide", **kw), baseline_env=AutoscaleEnv("family:wide", **kw)
+    rel = RelativeToChiron(
+        ResidualWrapper(AutoscaleEnv("family:wide", **kw)), AutoscaleEnv("family:wide", **kw)
     )
     rel.reset(seed=5)
     seeds = []
@@ -154,7 +154,6 @@ def test_a_standalone_policy_s_relative_reward_is_its_margin_over_chiron(tmp_pat
     actions there earn 0, anything else its margin over Chiron's mean step."""
     from agents.chiron import ChironAgent
     from agents.run.episode import play
-    from agents.train.residual_env import RelativeToChiron
 
     kw: dict[str, Any] = {"horizon_s": 200.0, **CHIRON_ENV}
     rel = RelativeToChiron(AutoscaleEnv("family:wide", **kw), AutoscaleEnv("family:wide", **kw))

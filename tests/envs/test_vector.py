@@ -13,7 +13,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from chiron_gym import ENV_ID, ENV_ID_V1
 from chiron_gym.envs import AutoscaleEnv, AutoscaleEnvV1
-from chiron_gym.envs.vector import AutoscaleVectorEnv, merge_infos
+from chiron_gym.envs.vector import AutoscaleVectorEnv
 
 SHORT: dict[str, Any] = {"scenario": "default", "horizon_s": 120.0}  # a few decisions an episode
 
@@ -84,14 +84,15 @@ def test_same_step_autoreset_gives_the_final_observation_in_infos() -> None:
 def test_infos_are_merged_as_gymnasium_merges_them() -> None:
     venv = AutoscaleVectorEnv(3, **SHORT)
     venv.reset(seed=1)
-    venv.step(np.stack([venv.single_action_space.sample() for _ in range(3)]))
+    _, _, _, _, stepped = venv.step(np.stack([venv.single_action_space.sample() for _ in range(3)]))
+    assert stepped["_gpus"].tolist() == [True, True, True]
+    venv.last_infos[1] = {k: v for k, v in venv.last_infos[1].items() if k != "gpus"}  # one lacks
     infos = list(venv.last_infos)
-    infos[1] = {k: v for k, v in infos[1].items() if k != "gpus"}  # one env lacks a key
 
     reference: dict = {}
     for i, info in enumerate(infos):
         reference = VectorEnv._add_info(venv, reference, info, i)
-    merged = merge_infos(infos, 3)
+    merged = venv._merged_infos()
 
     def same(a: object, b: object) -> None:
         if isinstance(a, dict):
