@@ -21,6 +21,7 @@ def fake_server(behaviour: Behaviour, per_token_s: float = 0.005) -> Iterator[st
     """A fake vLLM server on a thread of its own; its base URL."""
     loop = asyncio.new_event_loop()
     handlers: set[asyncio.Task[None]] = set()
+    stopping = asyncio.Event()  # a stalled request waits on it, so that it ends when we stop
     serial = [0]
 
     async def reply(w: asyncio.StreamWriter, status: str, body: bytes) -> None:
@@ -48,7 +49,9 @@ def fake_server(behaviour: Behaviour, per_token_s: float = 0.005) -> Iterator[st
                 serial[0] += 1
                 what = behaviour(serial[0], len(req["prompt"]), int(req["max_tokens"]))
                 if what == "stall":
-                    await asyncio.sleep(3600)
+                    await stopping.wait()
+                    w.close()
+                    return
                 if what == "error":
                     await reply(w, "500 Internal Server Error", b'{"error": "fake"}')
                     w.close()
@@ -89,9 +92,13 @@ def fake_server(behaviour: Behaviour, per_token_s: float = 0.005) -> Iterator[st
 
         async def stop() -> None:
             server.close()
+            stopping.set()  # stalled handlers return on their own: no cancelled task to log
+            if handlers:
+                await asyncio.wait(list(handlers), timeout=5)
             for t in list(handlers):
                 t.cancel()
 
         asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
+        loop.close()  # an event loop left open warns when collected, inside whatever test runs then

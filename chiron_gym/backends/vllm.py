@@ -90,7 +90,6 @@ class VllmBackend(LedgerColumns):
 
     def reset(self, seed: int) -> None:
         self.close()
-        self._loop = asyncio.new_event_loop()
         self.workload = self.scenario.workload(seed)
         if self.workload.clients:
             raise ValueError(
@@ -113,6 +112,7 @@ class VllmBackend(LedgerColumns):
             raise ValueError(
                 f"scenario {self.scenario.name!r}: prefill and decode pools are simulated only"
             )
+        self._loop = asyncio.new_event_loop()  # after the refusals: a refused reset leaks no loop
         self.ledger = Ledger(self.workload)
         self.fail_reason: dict[int, str] = {}
         self.retries = np.zeros(len(self.workload), dtype=np.int8)
