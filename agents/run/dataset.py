@@ -8,6 +8,10 @@ terminations and truncations, collected by ``minari.DataCollector`` from
 Episodes are the traffic seeds ``seed, seed + 1, ...`` of each scenario, or as many draws of a
 family. ``action_space="target"`` records every agent's decisions in one action space, the
 target mode's (``target_action``), so that datasets of different behaviours can be mixed.
+A planning reference (``planner``, ``planner-forecast``, ``static-best``) is planned first and
+its plan replayed under the collector (the replay must score the plan's reward); the hindsight
+planner's episodes whose plans ran in other environment settings (its best base's) go to a
+dataset of their own per setting, ``chiron/<source>-planner-<n>-<mode>-v0``.
 ``docs/datasets.md`` shows how to load one and train behaviour cloning on it
 (``docs/examples/behaviour_cloning.py``).
 """
@@ -129,10 +133,10 @@ def collect(
     """Write one dataset per agent: ``episodes`` episodes of each of ``sources`` (scenarios, or
     a family such as ``family:train``, each episode a new draw), the actions in the agent's own
     action space or (``"target"``) in the target mode's, the same for every agent."""
-    import gymnasium as gym
     from tqdm import tqdm
 
-    from agents.run.episode import env_kwargs_for, play
+    from agents.run.episode import env_kwargs_for
+    from agents.spec import is_planner
     from chiron_gym.scenario import check_spec
 
     if episodes < 1:
@@ -152,59 +156,147 @@ def collect(
             raise DatasetError(f"{out / did} exists already: remove it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     os.environ["MINARI_DATASETS_PATH"] = str(out.resolve())
-    from minari import DataCollector
 
     results = []
     total = len(agents) * len(sources) * episodes
     bar = tqdm(total=total, unit="episode", disable=not progress, dynamic_ncols=True)
     for agent in agents:
-        kwargs: dict[str, Any] = dict(env_kwargs_for(agent))  # a ppo:PATH's own settings too
-        if horizon_s is not None:
-            kwargs["horizon_s"] = horizon_s
-        env = gym.make("chiron_gym/Autoscale-v0", scenario=sources[0], **kwargs)
-        spec = env.spec
-        recording: dict[str, Any] = {}
-        if action_space == "target":
-            # recorded as the target mode's actions; the dataset's environment is that mode's,
-            # with the agent's step limit (so that a recorded count is one decision away)
-            target_env = gym.make(
-                "chiron_gym/Autoscale-v0",
-                scenario=sources[0],
-                **{**kwargs, "action_mode": "target"},
+        extra = {"horizon_s": horizon_s} if horizon_s is not None else {}
+        groups: dict[str, tuple[dict[str, Any], list[Run]]]
+        if is_planner(agent):
+            groups = _planned(agent, sources, episodes, seed, extra, bar)
+        else:
+            # a ppo:PATH's own settings too
+            kwargs: dict[str, Any] = {**env_kwargs_for(agent), **extra}
+            runs: list[Run] = [
+                (s, seed + k, policy_for(agent, seed + k), None)
+                for s in sources
+                for k in range(episodes)
+            ]
+            groups = {"": (kwargs, runs)}
+        for n, (kwargs, runs) in enumerate(groups.values()):
+            did = ids[agent]
+            if len(groups) > 1:  # the plans of some episodes ran in other settings
+                mode = kwargs.get("action_mode", "full")
+                did = f"{did[: -len('-v0')]}-{n}-{mode}-v0"
+                if (out / did).exists():
+                    raise DatasetError(
+                        f"{out / did} exists already: remove it or choose another --out"
+                    )
+            results.append(
+                _record(
+                    agent, did, kwargs, runs, sources, episodes, seed, horizon_s, action_space, bar
+                )
             )
-            ctx = target_env.unwrapped.agent_context()  # type: ignore[attr-defined]
-            max_caps = {n: b.max_batch_cap for n, b in ctx.pools.items()}
-            top = int(target_env.unwrapped.layout.max_target)  # type: ignore[attr-defined]
-            recording = {
-                "step_data_callback": _target_callback(max_caps, top),
-                "action_space": target_env.action_space,
-            }
-            spec = target_env.spec
-            target_env.close()
-        collector = DataCollector(env, data_format="arrow", **recording)
-        for source in sources:
-            for k in range(episodes):
-                bar.set_description(f"{agent} on {source}")
-                play(collector, policy_for(agent, seed + k), seed + k, options={"scenario": source})
-                bar.update()
-        did = ids[agent]
-        ds = collector.create_dataset(
-            dataset_id=did,
-            eval_env=spec,
-            algorithm_name=agent,
-            author="chiron-gym",
-            description=(
-                f"{agent} on {', '.join(sources)}: {episodes} episode(s) each, traffic seeds "
-                f"{seed}-{seed + episodes - 1}"
-                + (f", horizon {horizon_s} s" if horizon_s is not None else "")
-                + (", actions in the target mode's space" if action_space == "target" else "")
-                + " (chiron dataset)"
-            ),
-        )
-        collector.close()
-        results.append(DatasetResult(did, int(ds.total_episodes), int(ds.total_steps), out / did))
     bar.close()
     return results
+
+
+Run = tuple[
+    str, int, "Callable[[AgentContext], Agent]", "float | None"
+]  # source, seed, policy, plan's reward
+
+
+def _planned(
+    agent: str,
+    sources: list[str],
+    episodes: int,
+    seed: int,
+    extra: dict[str, Any],
+    bar: Any,
+) -> dict[str, tuple[dict[str, Any], list[Run]]]:
+    """A planning reference's episodes (``planner``, ``planner-forecast``, ``static-best``):
+    each plan made first, then replayed; grouped by the environment settings the plans were made
+    in (the hindsight planner's best base may run in another action mode from seed to seed)."""
+    import json
+    from functools import partial
+
+    from agents.plans import ReplayAgent
+    from agents.run.tasks import plan_for
+
+    groups: dict[str, tuple[dict[str, Any], list[Run]]] = {}
+    for source in sources:
+        for k in range(episodes):
+            bar.set_description(f"planning {agent} on {source}")
+            made = plan_for(agent, source, seed + k, extra or None)
+            key = json.dumps(made.env_kwargs, sort_keys=True)
+            groups.setdefault(key, (dict(made.env_kwargs), []))[1].append(
+                (source, seed + k, partial(ReplayAgent, plan=made), made.reward)
+            )
+    return groups
+
+
+def _record(
+    agent: str,
+    did: str,
+    kwargs: dict[str, Any],
+    runs: list[Run],
+    sources: list[str],
+    episodes: int,
+    seed: int,
+    horizon_s: float | None,
+    action_space: str,
+    bar: Any,
+) -> DatasetResult:
+    """Play ``runs`` in an environment of ``kwargs`` under Minari's collector; the dataset."""
+    import gymnasium as gym
+    from minari import DataCollector
+
+    from agents.run.episode import play
+
+    env = gym.make("chiron_gym/Autoscale-v0", scenario=sources[0], **kwargs)
+    spec = env.spec
+    recording: dict[str, Any] = {}
+    if action_space == "target":
+        # recorded as the target mode's actions; the dataset's environment is that mode's,
+        # with the agent's step limit (so that a recorded count is one decision away)
+        target_env = gym.make(
+            "chiron_gym/Autoscale-v0", scenario=sources[0], **{**kwargs, "action_mode": "target"}
+        )
+        ctx = target_env.unwrapped.agent_context()  # type: ignore[attr-defined]
+        max_caps = {n: b.max_batch_cap for n, b in ctx.pools.items()}
+        top = int(target_env.unwrapped.layout.max_target)  # type: ignore[attr-defined]
+        recording = {
+            "step_data_callback": _target_callback(max_caps, top),
+            "action_space": target_env.action_space,
+        }
+        spec = target_env.spec
+        target_env.close()
+    collector = DataCollector(env, data_format="arrow", **recording)
+    for source, episode_seed, policy, planned in runs:
+        bar.set_description(f"{agent} on {source}")
+        run = play(collector, policy, episode_seed, options={"scenario": source})
+        if planned is not None and run.reward != planned:
+            raise RuntimeError(
+                f"{agent} on {source} seed {episode_seed}: the replayed plan scored "
+                f"{run.reward!r}, the planner's own evaluation {planned!r}"
+            )
+        bar.update()
+    ds = collector.create_dataset(
+        dataset_id=did,
+        eval_env=spec,
+        algorithm_name=agent,
+        author="chiron-gym",
+        description=(
+            f"{agent} on {', '.join(sources)}: {episodes} episode(s) each, traffic seeds "
+            f"{seed}-{seed + episodes - 1}"
+            + (
+                f" ({len(runs)} of them here: those planned in these settings)"
+                if len(runs) != episodes * len(sources)
+                else ""
+            )
+            + (f", horizon {horizon_s} s" if horizon_s is not None else "")
+            + (", actions in the target mode's space" if action_space == "target" else "")
+            + " (chiron dataset)"
+        ),
+    )
+    collector.close()
+    return DatasetResult(
+        did,
+        int(ds.total_episodes),
+        int(ds.total_steps),
+        Path(os.environ["MINARI_DATASETS_PATH"]) / did,
+    )
 
 
 __all__ = [

@@ -289,6 +289,13 @@ def train(
         # Chiron's environment settings (its step limit), the action mode passed on its own
         merged = {**RESIDUAL_ENV_KWARGS, **(env_kwargs or {})}
         env_kwargs = {k: v for k, v in merged.items() if k != "action_mode"}
+    if init is not None and residual is None and env_kwargs is None:
+        # a fine-tuning run plays in the settings its model acted in (a clone, ``chiron train
+        # bc``: its teacher's step limit)
+        from agents.spec import ACTING_KWARGS
+
+        inherited = PPOAgent.files(init)[2].get("env_kwargs") or {}
+        env_kwargs = {k: v for k, v in inherited.items() if k in ACTING_KWARGS} or None
     key = check_scenario(scenario)  # a clear error before any process starts
     if hyperparams is None and algo != "ppo":
         hyperparams = HYPERPARAM_DIR / f"{algo}.yml"
@@ -475,7 +482,11 @@ def _trained_steps(zip_path: Path, meta: dict[str, Any]) -> int:
     """How many steps the model at ``zip_path`` was trained for (a checkpoint's name says; a
     model's record says ``timesteps``)."""
     checkpoint = checkpoint_name(zip_path.name)
-    return int(checkpoint[1]) if checkpoint else int(meta.get("timesteps") or 0)
+    if checkpoint:
+        return int(checkpoint[1])
+    # a clone (``chiron train bc``) took no environment step: its statistics are the
+    # demonstrations' steps
+    return int(meta.get("timesteps") or (meta.get("bc") or {}).get("steps") or 0)
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:

@@ -227,7 +227,12 @@ def dataset_parser(sub: Subparsers) -> None:
     d = sub.add_parser(
         "dataset", help="offline datasets (Minari) of the heuristic agents' trajectories"
     )
-    d.add_argument("--agents", default="chiron", help="comma-separated; one dataset each")
+    d.add_argument(
+        "--agents",
+        default="chiron",
+        help="comma-separated; one dataset each (agents, ppo:PATH, or the planning references "
+        "planner, planner-forecast, static-best: planned, then replayed)",
+    )
     src = d.add_mutually_exclusive_group()
     src.add_argument("--scenarios", help="comma-separated names or paths (default: default)")
     src.add_argument("--family", help="a family (train, or a file): each episode a new draw")

@@ -36,7 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.dataset_parser(sub)
     train.ensemble_parser(sub)
     train.support_parser(sub)
-    _group(sub, "train", "train a learned autoscaler", "train_command", train.train_ppo_parser)
+    _group(
+        sub,
+        "train",
+        "train a learned autoscaler",
+        "train_command",
+        train.train_ppo_parser,
+        train.train_bc_parser,
+    )
     _group(sub, "tune", "hyperparameter search with Ray Tune", "what", train.tune_ppo_parser)
     bench.bench_parser(sub)
     bench.sweep_parser(sub)

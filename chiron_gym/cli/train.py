@@ -141,6 +141,59 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def train_bc_parser(tsub: Subparsers) -> None:
+    bc = tsub.add_parser(
+        "bc",
+        help="behaviour cloning from chiron dataset --action-space target into a PPO model "
+        "(play it as ppo:OUT; fine-tune it with chiron train ppo --init OUT)",
+    )
+    bc.add_argument("datasets", help="comma-separated dataset ids, e.g. chiron/train-chiron-v0")
+    bc.add_argument("--data", default="runs/datasets", help="Minari's dataset folder")
+    bc.add_argument("--out", default="runs/bc")
+    bc.add_argument(
+        "--algo", choices=("maskable-ppo", "ppo"), default="maskable-ppo", help="the model's class"
+    )
+    bc.add_argument("--epochs", type=positive_int, default=30)
+    bc.add_argument("--seed", type=seed_arg, default=0)
+    bc.add_argument(
+        "--held-out",
+        type=float,
+        default=0.1,
+        help="share of each dataset's last episodes kept out of training to score the clone",
+    )
+    bc.add_argument(
+        "--hyperparams",
+        help="zoo-format YAML for the network (default agents/hyperparams/<algo>.yml)",
+    )
+    bc.set_defaults(func=_cmd_train_bc)
+
+
+def _cmd_train_bc(args: argparse.Namespace) -> int:
+    from agents.run.evaluate import check_out
+    from agents.train.bc import clone
+
+    out = Path(args.out)
+    check_out(out)
+    result = clone(
+        Path(args.data),
+        [d for d in args.datasets.split(",") if d],
+        out,
+        algo=args.algo,
+        epochs=args.epochs,
+        seed=args.seed,
+        held_out=args.held_out,
+        hyperparams=Path(args.hyperparams) if args.hyperparams else None,
+    )
+    print(f"{out}: cloned from {result.steps} steps in {result.wall_s:.1f} s")
+    for i, (a, m) in enumerate(zip(result.accuracy, result.majority, strict=True)):
+        print(f"  action[{i}]: held-out accuracy {a:.3f} (majority class {m:.3f})")
+    print(
+        f"play it: chiron evaluate --agents ppo:{out} ...; fine-tune it: chiron train ppo "
+        f"--init {out} --action-mode target --algo {args.algo} ..."
+    )
+    return 0
+
+
 def tune_ppo_parser(tsub: Subparsers) -> None:
     tp = tsub.add_parser("ppo", help="Ray Tune over PPO's hyperparameters, best vs Chiron")
     tp.add_argument("--scenario", default="default")

@@ -140,3 +140,35 @@ def test_target_action_reads_counts_and_caps_from_the_infos() -> None:
     # interactive: 4 live - 2; mixed absent; batch 2 + 3; caps: 64 -> 80 is "increase" (+25 %)
     assert target_action(before, after, caps, 40) == [2, 0, 5, 2, 1, 1]
     assert target_action(before, after, caps, 4)[2] == 4  # within max_target
+
+
+def test_a_planners_episodes_are_recorded_as_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A planning reference (here ``static-best``, the cheapest) is planned first, then replayed
+    under the collector; the replay must score the plan's own reward (``collect`` checks), and
+    its decisions land in the target space beside the other teachers'."""
+    from agents.hindsight import static_best
+
+    res = collect(
+        ["static-best"],
+        ["default"],
+        2,
+        tmp_path,
+        horizon_s=120.0,
+        progress=False,
+        action_space="target",
+    )
+    assert [(r.dataset_id, r.episodes, r.steps) for r in res] == [
+        ("chiron/default-static-best-v0", 2, 24)
+    ]
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    import minari
+
+    ds = minari.load_dataset("chiron/default-static-best-v0")
+    episodes = list(ds.iterate_episodes())
+    for k, ep in enumerate(episodes):
+        made = static_best("default", k, {"horizon_s": 120.0})
+        assert float(np.sum(ep.rewards)) == pytest.approx(made.reward, rel=0, abs=1e-6)
+        # its counts, held: one target per pool from the first decision on
+        assert len({tuple(a[:3]) for a in ep.actions}) == 1

@@ -1,0 +1,104 @@
+"""Behaviour cloning into a PPO model (``chiron train bc``, agents/train/bc.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents import make_agent
+from agents.model_files import TrainError
+from agents.run.dataset import collect
+from agents.spec import env_kwargs_for
+from agents.train.bc import clone
+from chiron_gym.control.chiron import POOL_NAMES
+from chiron_gym.envs import AutoscaleEnv
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("datasets")
+    collect(["static"], ["default"], 4, out, horizon_s=120.0, progress=False, action_space="target")
+    collect(["chiron"], ["default"], 2, out, horizon_s=120.0, progress=False)  # its own space
+    return out
+
+
+def _play(agent: str, seed: int) -> tuple[list[list[int]], float]:
+    env = AutoscaleEnv("default", horizon_s=120.0, **env_kwargs_for(agent))
+    obs, _ = env.reset(seed=seed)
+    policy = make_agent(agent, env.agent_context(), seed=seed)
+    actions, total, done = [], 0.0, False
+    while not done:
+        action, _ = policy.predict(obs, deterministic=True)
+        actions.append([int(a) for a in np.asarray(action)])
+        obs, r, term, trunc, _ = env.step(action)
+        total += float(r)
+        done = term or trunc
+    return actions, total
+
+
+def test_a_clone_of_static_plays_as_static_on_an_unseen_seed(data: Path, tmp_path: Path) -> None:
+    """Static's decisions, recorded in the target space, are one action (its counts, keep its
+    caps): the clone must learn them exactly and play static's episode, step for step, on a
+    traffic seed the dataset did not hold, in the dataset's environment settings."""
+    out = tmp_path / "bc"
+    result = clone(data, ["chiron/default-static-v0"], out, epochs=200, progress=False)
+    assert result.steps == 4 * 12 and min(result.accuracy) == 1.0
+    record = json.loads((out / "train.json").read_text())
+    assert record["action_mode"] == "target" and record["algo"] == "maskable-ppo"
+    assert record["bc"]["datasets"][0] == {
+        "dataset": "chiron/default-static-v0",
+        "teacher": "static",
+        "episodes": 4,
+        "steps": 48,
+    }
+    assert (out / "model.zip").is_file() and (out / "vecnormalize.npz").is_file()
+    assert (out / "tb" / "bc").is_dir()
+    kwargs = env_kwargs_for(f"ppo:{out}")
+    assert kwargs["action_mode"] == "target"
+    clone_actions, clone_reward = _play(f"ppo:{out}", 77)
+    env = AutoscaleEnv("default", horizon_s=120.0, action_mode="target")
+    _, info = env.reset(seed=77)
+    live = [round(info["raw"][f"{n}.ready"] + info["raw"][f"{n}.starting"]) for n in POOL_NAMES]
+    assert all(a == [*live, 1, 1, 1] for a in clone_actions)  # its counts, keep the caps
+    assert clone_reward == pytest.approx(_play("static", 77)[1], abs=1e-9)
+
+
+def test_cloning_refuses_what_it_cannot_read(data: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainError, match=r"'global' mode's space.*--action-space target"):
+        clone(data, ["chiron/default-chiron-v0"], tmp_path / "a", epochs=1, progress=False)
+    with pytest.raises(TrainError, match="no dataset here"):
+        clone(data, ["chiron/nothing-v0"], tmp_path / "b", epochs=1, progress=False)
+    with pytest.raises(TrainError, match="--epochs must be >= 1"):
+        clone(data, ["chiron/default-static-v0"], tmp_path / "c", epochs=0, progress=False)
+
+
+def test_fine_tuning_a_clone_keeps_its_settings_and_statistics(data: Path, tmp_path: Path) -> None:
+    """``chiron train ppo --init CLONE``: the run plays in the clone's settings (its teacher's
+    step limit) and counts the clone's statistics as the demonstrations' steps."""
+    from agents.train.ppo import train
+
+    out = tmp_path / "bc"
+    clone(data, ["chiron/default-static-v0"], out, epochs=2, progress=False)
+    ft = tmp_path / "ft"
+    train(
+        "default",
+        240,
+        0,
+        ft,
+        action_mode="target",
+        algo="maskable-ppo",
+        init=out,
+        eval_freq=10**9,
+        checkpoint_freq=0,
+        progress=False,
+        env_kwargs=None,
+        overrides={"n_steps": 120, "batch_size": 60, "n_epochs": 1},
+    )
+    record = json.loads((ft / "train.json").read_text())
+    clone_record = json.loads((out / "train.json").read_text())
+    assert clone_record["env_kwargs"] == {"max_step_change": 16, "horizon_s": 120.0}  # static's
+    assert record["env_kwargs"] == {"max_step_change": 16}  # what acting reads, not the horizon
+    assert record["init"]["steps"] == clone_record["bc"]["steps"] == 48
