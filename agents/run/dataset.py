@@ -217,7 +217,8 @@ def _planned(
     groups: dict[str, tuple[dict[str, Any], list[Run]]] = {}
     for source in sources:
         for k in range(episodes):
-            bar.set_description(f"planning {agent} on {source}")
+            # the bar counts replays; the plans before them show as the description
+            bar.set_description(f"planning {agent} on {source} ({k + 1} of {episodes})")
             made = plan_for(agent, source, seed + k, extra or None)
             key = json.dumps(made.env_kwargs, sort_keys=True)
             groups.setdefault(key, (dict(made.env_kwargs), []))[1].append(

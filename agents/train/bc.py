@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,13 @@ def _discounted(rewards: npt.NDArray[np.float64], gamma: float) -> npt.NDArray[n
     return out
 
 
+def _acting(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The settings a model acts in (its step limit, ...), of a dataset's environment."""
+    from agents.spec import ACTING_KWARGS
+
+    return {k: kwargs[k] for k in ACTING_KWARGS if k in kwargs}
+
+
 def load_demonstrations(data: Path, dataset_ids: list[str], gamma: float) -> Demonstrations:
     """The datasets' steps; they must share the observation and action spaces (the target
     space: ``chiron dataset --action-space target``)."""
@@ -91,7 +99,13 @@ def load_demonstrations(data: Path, dataset_ids: list[str], gamma: float) -> Dem
         nvec = [int(n) for n in ds.spec.action_space.nvec]
         if demo is None:
             demo = Demonstrations([], [], [], nvec, kwargs, [])
-        elif nvec != demo.nvec or kwargs.get("scenario") != demo.env_kwargs.get("scenario"):
+        elif _acting(kwargs) != _acting(demo.env_kwargs):
+            warnings.warn(
+                f"{data / did}: recorded with acting settings {_acting(kwargs)}, the first "
+                f"dataset with {_acting(demo.env_kwargs)}: the clone acts in the first's",
+                stacklevel=2,
+            )
+        if nvec != demo.nvec or kwargs.get("scenario") != demo.env_kwargs.get("scenario"):
             raise TrainError(
                 f"{data / did}: action space {nvec} on {kwargs.get('scenario')!r}, the first "
                 f"dataset's {demo.nvec} on {demo.env_kwargs.get('scenario')!r}: datasets cloned "

@@ -102,3 +102,35 @@ def test_fine_tuning_a_clone_keeps_its_settings_and_statistics(data: Path, tmp_p
     assert clone_record["env_kwargs"] == {"max_step_change": 16, "horizon_s": 120.0}  # static's
     assert record["env_kwargs"] == {"max_step_change": 16}  # what acting reads, not the horizon
     assert record["init"]["steps"] == clone_record["bc"]["steps"] == 48
+
+
+def test_teachers_that_acted_in_other_settings_are_said(data: Path, tmp_path: Path) -> None:
+    """A model acting with the environment's default step limit beside static's 16: the clone
+    acts in the first dataset's settings, and says so."""
+    collect(
+        ["ppo:agents/models/ppo-default"],
+        ["default"],
+        1,
+        tmp_path / "data",
+        horizon_s=120.0,
+        progress=False,
+        action_space="target",
+    )
+    for d in (data / "chiron").iterdir():
+        if d.name.startswith("default-static"):
+            import shutil
+
+            shutil.copytree(d, tmp_path / "data" / "chiron" / d.name)
+    ppo_id = next(p.name for p in (tmp_path / "data" / "chiron").iterdir() if "ppo" in p.name)
+    with pytest.warns(UserWarning, match=r"acting settings \{\}.*'max_step_change': 16"):
+        clone(
+            tmp_path / "data",
+            ["chiron/default-static-v0", f"chiron/{ppo_id}"],
+            tmp_path / "bc",
+            epochs=1,
+            progress=False,
+        )
+    assert (
+        json.loads((tmp_path / "bc" / "train.json").read_text())["env_kwargs"]["max_step_change"]
+        == 16
+    )
