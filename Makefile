@@ -8,7 +8,7 @@ STAMP_ALL := $(VENV)/.installed-all
 # torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint bench clean ppo-model ppo-direct-model ppo-default-model results tuned native benchmark
+.PHONY: demo test lint bench clean ppo-model ppo-direct-model ppo-default-model bc-model results tuned native benchmark
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -147,6 +147,22 @@ ppo-direct-model: $(STAMP_ALL) $(NATIVE)
 	mkdir -p agents/models/ppo-general-direct
 	cp $(PPO_DIRECT_RUN)/model.zip $(PPO_DIRECT_RUN)/vecnormalize.npz \
 		$(PPO_DIRECT_RUN)/train.json agents/models/ppo-general-direct/
+
+# A standalone agent from demonstrations (issue 43, docs/learned.md): make bc-model SEED=k clones
+# Chiron's decisions on 400 draws of family:train (the dataset made once, in runs/bc-chiron-data)
+# and fine-tunes the clone 80,000 steps on family:wide with the reward relative to Chiron's, into
+# runs/bc-chiron-seed<k>/ (bc/ the clone, ft/ the agent: ppo:runs/bc-chiron-seed<k>/ft).
+BC_DATA := runs/bc-chiron-data
+BC_SEED = $(or $(SEED),0)
+$(BC_DATA)/chiron/train-chiron-v0: $(STAMP_ALL) $(NATIVE)
+	$(BIN)/chiron dataset --agents chiron --family train --episodes 400 --seed 0 \
+		--action-space target --out $(BC_DATA)
+bc-model: $(BC_DATA)/chiron/train-chiron-v0
+	$(BIN)/chiron train bc chiron/train-chiron-v0 --data $(BC_DATA) --epochs 30 --seed $(BC_SEED) \
+		--out runs/bc-chiron-seed$(BC_SEED)/bc
+	$(BIN)/chiron train ppo --scenario family:wide --init runs/bc-chiron-seed$(BC_SEED)/bc \
+		--action-mode target --algo maskable-ppo --relative-reward --timesteps 80000 --n-envs 2 \
+		--seed $(BC_SEED) --eval-freq 1000000 --out runs/bc-chiron-seed$(BC_SEED)/ft
 
 # The benchmark of docs/benchmark.md: every shipped agent and the two deployable planners on the
 # test suite, seeds 0-19 (the real traces need ../shared/data), with the independent pipeline
