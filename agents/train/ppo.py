@@ -17,7 +17,7 @@ SubprocVecEnv and the SB3 save format without sb3-contrib. We did not compare th
 
 The trained model acts as ``agents.ppo.PPOAgent`` (``chiron evaluate --agents ppo:PATH``).
 
-Why one module of about 500 lines: one training run is one pipeline (its hyperparameters, its
+Why one module of about 570 lines: one training run is one pipeline (its hyperparameters, its
 environments, the model, a warm start, the record it writes) and ``train_seeds`` runs that same
 pipeline per seed; its callbacks, model files, residual environment and scoring are modules of
 their own.
