@@ -154,7 +154,7 @@ ppo-direct-model: $(STAMP_ALL) $(NATIVE)
 # runs/bc-chiron-seed<k>/ (bc/ the clone, ft/ the agent: ppo:runs/bc-chiron-seed<k>/ft).
 BC_DATA := runs/bc-chiron-data
 BC_SEED = $(or $(SEED),0)
-$(BC_DATA)/chiron/train-chiron-v0: $(STAMP_ALL) $(NATIVE)
+$(BC_DATA)/chiron/train-chiron-v0: | $(STAMP_ALL) $(NATIVE)
 	$(BIN)/chiron dataset --agents chiron --family train --episodes 400 --seed 0 \
 		--action-space target --out $(BC_DATA)
 bc-model: $(BC_DATA)/chiron/train-chiron-v0

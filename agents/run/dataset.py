@@ -174,18 +174,28 @@ def collect(
                 for k in range(episodes)
             ]
             groups = {"": (kwargs, runs)}
+        named = {}
         for n, (kwargs, runs) in enumerate(groups.values()):
             did = ids[agent]
             if len(groups) > 1:  # the plans of some episodes ran in other settings
-                mode = kwargs.get("action_mode", "full")
-                did = f"{did[: -len('-v0')]}-{n}-{mode}-v0"
-                if (out / did).exists():
-                    raise DatasetError(
-                        f"{out / did} exists already: remove it or choose another --out"
-                    )
+                did = f"{did[: -len('-v0')]}-{n}-{kwargs.get('action_mode', 'full')}-v0"
+            if (out / did).exists():  # every one before any is written
+                raise DatasetError(f"{out / did} exists already: remove it or choose another --out")
+            named[did] = (kwargs, runs)
+        for did, (kwargs, runs) in named.items():
             results.append(
                 _record(
-                    agent, did, kwargs, runs, sources, episodes, seed, horizon_s, action_space, bar
+                    agent,
+                    out,
+                    did,
+                    kwargs,
+                    runs,
+                    sources,
+                    episodes,
+                    seed,
+                    horizon_s,
+                    action_space,
+                    bar,
                 )
             )
     bar.close()
@@ -213,9 +223,15 @@ def _planned(
 
     from agents.plans import ReplayAgent
     from agents.run.tasks import plan_for
+    from chiron_gym.envs.autoscale_v1 import is_disaggregated
 
     groups: dict[str, tuple[dict[str, Any], list[Run]]] = {}
     for source in sources:
+        if is_disaggregated(source):
+            raise DatasetError(
+                f"{agent} plans the aggregated pools only, and {source!r} has prefill and decode "
+                "pools"
+            )
         for k in range(episodes):
             # the bar counts replays; the plans before them show as the description
             bar.set_description(f"planning {agent} on {source} ({k + 1} of {episodes})")
@@ -229,6 +245,7 @@ def _planned(
 
 def _record(
     agent: str,
+    out: Path,
     did: str,
     kwargs: dict[str, Any],
     runs: list[Run],
@@ -264,40 +281,37 @@ def _record(
         spec = target_env.spec
         target_env.close()
     collector = DataCollector(env, data_format="arrow", **recording)
-    for source, episode_seed, policy, planned in runs:
-        bar.set_description(f"{agent} on {source}")
-        run = play(collector, policy, episode_seed, options={"scenario": source})
-        if planned is not None and run.reward != planned:
-            raise RuntimeError(
-                f"{agent} on {source} seed {episode_seed}: the replayed plan scored "
-                f"{run.reward!r}, the planner's own evaluation {planned!r}"
-            )
-        bar.update()
-    ds = collector.create_dataset(
-        dataset_id=did,
-        eval_env=spec,
-        algorithm_name=agent,
-        author="chiron-gym",
-        description=(
-            f"{agent} on {', '.join(sources)}: {episodes} episode(s) each, traffic seeds "
-            f"{seed}-{seed + episodes - 1}"
-            + (
-                f" ({len(runs)} of them here: those planned in these settings)"
-                if len(runs) != episodes * len(sources)
-                else ""
-            )
-            + (f", horizon {horizon_s} s" if horizon_s is not None else "")
-            + (", actions in the target mode's space" if action_space == "target" else "")
-            + " (chiron dataset)"
-        ),
-    )
-    collector.close()
-    return DatasetResult(
-        did,
-        int(ds.total_episodes),
-        int(ds.total_steps),
-        Path(os.environ["MINARI_DATASETS_PATH"]) / did,
-    )
+    try:
+        for source, episode_seed, policy, planned in runs:
+            bar.set_description(f"{agent} on {source}")
+            run = play(collector, policy, episode_seed, options={"scenario": source})
+            if planned is not None and run.reward != planned:
+                raise RuntimeError(
+                    f"{agent} on {source} seed {episode_seed}: the replayed plan scored "
+                    f"{run.reward!r}, the planner's own evaluation {planned!r}"
+                )
+            bar.update()
+        ds = collector.create_dataset(
+            dataset_id=did,
+            eval_env=spec,
+            algorithm_name=agent,
+            author="chiron-gym",
+            description=(
+                f"{agent} on {', '.join(sources)}: {episodes} episode(s) each, traffic seeds "
+                f"{seed}-{seed + episodes - 1}"
+                + (
+                    f" ({len(runs)} of them here: those planned in these settings)"
+                    if len(runs) != episodes * len(sources)
+                    else ""
+                )
+                + (f", horizon {horizon_s} s" if horizon_s is not None else "")
+                + (", actions in the target mode's space" if action_space == "target" else "")
+                + " (chiron dataset)"
+            ),
+        )
+    finally:
+        collector.close()
+    return DatasetResult(did, int(ds.total_episodes), int(ds.total_steps), out / did)
 
 
 __all__ = [

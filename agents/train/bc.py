@@ -48,7 +48,7 @@ class Demonstrations:
 
     obs: list[npt.NDArray[np.float32]]  # per episode, the observation each action was taken on
     actions: list[npt.NDArray[np.int64]]
-    returns: list[npt.NDArray[np.float64]]  # discounted, from each step to the episode's end
+    rewards: list[npt.NDArray[np.float64]]
     nvec: list[int]
     env_kwargs: dict[str, Any]  # the datasets' evaluation environment (scenario, mode, k)
     sources: list[dict[str, Any]]  # per dataset: id, teacher, episodes, steps
@@ -74,7 +74,7 @@ def _acting(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: kwargs[k] for k in ACTING_KWARGS if k in kwargs}
 
 
-def load_demonstrations(data: Path, dataset_ids: list[str], gamma: float) -> Demonstrations:
+def load_demonstrations(data: Path, dataset_ids: list[str]) -> Demonstrations:
     """The datasets' steps; they must share the observation and action spaces (the target
     space: ``chiron dataset --action-space target``)."""
     os.environ["MINARI_DATASETS_PATH"] = str(data.resolve())
@@ -99,24 +99,24 @@ def load_demonstrations(data: Path, dataset_ids: list[str], gamma: float) -> Dem
         nvec = [int(n) for n in ds.spec.action_space.nvec]
         if demo is None:
             demo = Demonstrations([], [], [], nvec, kwargs, [])
-        elif _acting(kwargs) != _acting(demo.env_kwargs):
-            warnings.warn(
-                f"{data / did}: recorded with acting settings {_acting(kwargs)}, the first "
-                f"dataset with {_acting(demo.env_kwargs)}: the clone acts in the first's",
-                stacklevel=2,
-            )
         if nvec != demo.nvec or kwargs.get("scenario") != demo.env_kwargs.get("scenario"):
             raise TrainError(
                 f"{data / did}: action space {nvec} on {kwargs.get('scenario')!r}, the first "
                 f"dataset's {demo.nvec} on {demo.env_kwargs.get('scenario')!r}: datasets cloned "
                 "together share their scenario (or family) and action space"
             )
+        if _acting(kwargs) != _acting(demo.env_kwargs):
+            warnings.warn(
+                f"{data / did}: recorded with acting settings {_acting(kwargs)}, the first "
+                f"dataset with {_acting(demo.env_kwargs)}: the clone acts in the first's",
+                stacklevel=2,
+            )
         n0 = demo.steps
         episodes = 0
         for ep in ds.iterate_episodes():
             demo.obs.append(np.asarray(ep.observations[:-1], dtype=np.float32))
             demo.actions.append(np.asarray(ep.actions, dtype=np.int64))
-            demo.returns.append(_discounted(np.asarray(ep.rewards, dtype=np.float64), gamma))
+            demo.rewards.append(np.asarray(ep.rewards, dtype=np.float64))
             episodes += 1
         demo.sources.append(
             {
@@ -136,8 +136,9 @@ class CloneResult:
     out: Path
     steps: int
     wall_s: float
-    accuracy: list[float]  # held out, per action head
+    accuracy: list[float]  # per action head, on the held-out episodes (training ones if none)
     majority: list[float]  # the majority class's accuracy on the same steps
+    held_out_episodes: int
 
 
 def clone(
@@ -173,33 +174,38 @@ def clone(
         )
     cls = algo_class(algo)
     t0 = time.perf_counter()
-    first = zoo("default", hyperparams or HYPERPARAM_DIR / f"{algo}.yml")
-    demo = load_demonstrations(data, dataset_ids, float(first.get("gamma", 0.99)))
+    demo = load_demonstrations(data, dataset_ids)
     scenario = str(demo.env_kwargs["scenario"])
     hp = zoo(check_scenario(scenario), hyperparams or HYPERPARAM_DIR / f"{algo}.yml")
+    if not hp.get("normalize", True):
+        raise TrainError(
+            f"{scenario}: its hyperparameters say normalize: false; a clone is trained on "
+            "normalised observations (VecNormalize's), as chiron train ppo's runs are"
+        )
+    gamma = float(hp.get("gamma", 0.99))
     env_kwargs = {k: v for k, v in demo.env_kwargs.items() if k not in ("scenario", "action_mode")}
 
-    # the held-out episodes: the last ones of each dataset
+    # the held-out episodes: the last ones of each dataset (at least one where it has two)
     train_i: list[int] = []
     held_i: list[int] = []
     start = 0
     for src in demo.sources:
         n = int(src["episodes"])
-        cut = n - round(held_out * n) if n > 1 else n
-        train_i += range(start, start + cut)
-        held_i += range(start + cut, start + n)
+        k = min(n - 1, max(1, round(held_out * n))) if n > 1 and held_out > 0 else 0
+        train_i += range(start, start + n - k)
+        held_i += range(start + n - k, start + n)
         start += n
-    held_i = held_i or train_i[-1:]
+    scored = held_i or train_i  # none held out: the accuracy is the training episodes'
 
     def stack(idx: list[int]) -> tuple[Any, Any, Any]:
         return (
             np.concatenate([demo.obs[i] for i in idx]),
             np.concatenate([demo.actions[i] for i in idx]),
-            np.concatenate([demo.returns[i] for i in idx]),
+            np.concatenate([_discounted(demo.rewards[i], gamma) for i in idx]),
         )
 
     x, y, g = stack(train_i)
-    xh, yh, _ = stack(held_i)
+    xh, yh, _ = stack(scored)
     norm = ObsNormalizer(
         x.astype(np.float64).mean(axis=0), x.astype(np.float64).var(axis=0), CLIP_OBS, EPSILON
     )
@@ -208,53 +214,58 @@ def clone(
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     venv = DummyVecEnv([env_factory(scenario, "target", env_kwargs, None, 0.0, None, False)])
-    if venv.observation_space.shape != (x.shape[1],):
-        raise TrainError(
-            f"the datasets' observations have {x.shape[1]} features, the environment's "
-            f"{venv.observation_space.shape}: record them again with this release"
-        )
-    kwargs = {k: v for k, v in hp.items() if k in PPO_KEYS}
-    policy_name = str(hp.get("policy", "MlpPolicy"))
-    model = cls(policy_name, venv, seed=seed, verbose=0, device="cpu", **kwargs)
-    policy = model.policy
-    opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
-    xt = torch.as_tensor(norm.normalize_obs(x))
-    yt = torch.as_tensor(y)
-    gt = torch.as_tensor(g / scale, dtype=torch.float32)
-    xht = torch.as_tensor(norm.normalize_obs(xh))
-    batch = int(np.clip(len(xt) // 8, 16, 256))  # at least eight updates an epoch
-    tb = SummaryWriter(str(out / "tb" / "bc"))
-    accuracy: list[float] = []
-    bar = tqdm(range(epochs), unit="epoch", disable=not progress, dynamic_ncols=True)
-    for epoch in bar:
-        policy.train()
-        total = 0.0
-        for idx in torch.split(torch.randperm(len(xt)), batch):
-            values, log_prob, _ = policy.evaluate_actions(xt[idx], yt[idx])
-            loss = -log_prob.mean() + 0.5 * torch.nn.functional.mse_loss(values.flatten(), gt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        policy.eval()
-        with torch.no_grad():
-            logits = policy.action_net(
-                policy.mlp_extractor.forward_actor(
-                    policy.extract_features(xht, policy.pi_features_extractor)
-                )
+    tb: Any = None
+    try:
+        if venv.observation_space.shape != (x.shape[1],):
+            raise TrainError(
+                f"the datasets' observations have {x.shape[1]} features, the environment's "
+                f"{venv.observation_space.shape}: record them again with this release"
             )
-        heads = torch.split(logits, demo.nvec, dim=-1)
-        accuracy = [float((h.argmax(-1).numpy() == yh[:, i]).mean()) for i, h in enumerate(heads)]
-        tb.add_scalar("bc/loss", total / len(xt), epoch)
-        tb.add_scalar("bc/held_out_accuracy", float(np.mean(accuracy)), epoch)
-        bar.set_postfix(loss=f"{total / len(xt):.3f}", accuracy=f"{np.mean(accuracy):.3f}")
-    tb.close()
-    majority = [
-        float((yh[:, i] == np.bincount(y[:, i]).argmax()).mean()) for i in range(y.shape[1])
-    ]
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(out / "model.zip")
-    norm.save(out / "vecnormalize.npz")
+        env_nvec = [int(n) for n in venv.action_space.nvec]  # type: ignore[attr-defined]
+        if env_nvec != demo.nvec:
+            raise TrainError(
+                f"the datasets' actions are {demo.nvec}, the environment's {env_nvec} "
+                "(another max_target?): record them again with these settings"
+            )
+        kwargs = {k: v for k, v in hp.items() if k in PPO_KEYS}
+        policy_name = str(hp.get("policy", "MlpPolicy"))
+        model = cls(policy_name, venv, seed=seed, verbose=0, device="cpu", **kwargs)
+        policy = model.policy
+        opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+        xt = torch.as_tensor(norm.normalize_obs(x))
+        yt = torch.as_tensor(y)
+        gt = torch.as_tensor(g / scale, dtype=torch.float32)
+        xht = torch.as_tensor(norm.normalize_obs(xh))
+        batch = int(np.clip(len(xt) // 8, 16, 256))  # small data: small batches
+        tb = SummaryWriter(str(out / "tb" / "bc"))
+        accuracy: list[float] = []
+        bar = tqdm(range(epochs), unit="epoch", disable=not progress, dynamic_ncols=True)
+        for epoch in bar:
+            total = 0.0
+            for idx in torch.split(torch.randperm(len(xt)), batch):
+                values, log_prob, _ = policy.evaluate_actions(xt[idx], yt[idx])
+                value_loss = torch.nn.functional.mse_loss(values.flatten(), gt[idx])
+                loss = -log_prob.mean() + 0.5 * value_loss
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            with torch.no_grad():  # the action deterministic play takes (no masks, as PPOAgent)
+                acted = policy.get_distribution(xht).get_actions(deterministic=True).numpy()
+            accuracy = [float((acted[:, i] == yh[:, i]).mean()) for i in range(yh.shape[1])]
+            tb.add_scalar("bc/loss", total / len(xt), epoch)
+            tb.add_scalar("bc/held_out_accuracy", float(np.mean(accuracy)), epoch)
+            bar.set_postfix(loss=f"{total / len(xt):.3f}", accuracy=f"{np.mean(accuracy):.3f}")
+        majority = [
+            float((yh[:, i] == np.bincount(y[:, i]).argmax()).mean()) for i in range(y.shape[1])
+        ]
+        out.mkdir(parents=True, exist_ok=True)
+        model.save(out / "model.zip")
+        norm.save(out / "vecnormalize.npz")
+    finally:
+        if tb is not None:
+            tb.close()
+        venv.close()
     wall = time.perf_counter() - t0
     record = {
         "scenario": scenario,
@@ -273,16 +284,18 @@ def clone(
         "bc": {
             "datasets": demo.sources,
             "steps": demo.steps,
+            "train_steps": len(x),  # what its observation statistics count
             "epochs": epochs,
             "held_out_episodes": len(held_i),
-            "held_out_accuracy": [round(a, 4) for a in accuracy],
+            "accuracy_on": "held-out episodes" if held_i else "training episodes (none held out)",
+            "accuracy": [round(a, 4) for a in accuracy],
             "majority_class_accuracy": [round(a, 4) for a in majority],
             "return_scale": scale,
+            "gamma": gamma,
         },
     }
     (out / "train.json").write_text(json.dumps(record, indent=1) + "\n")
-    venv.close()
-    return CloneResult(out, demo.steps, wall, accuracy, majority)
+    return CloneResult(out, demo.steps, wall, accuracy, majority, len(held_i))
 
 
 __all__ = ["CloneResult", "Demonstrations", "clone", "load_demonstrations"]

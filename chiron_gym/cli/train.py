@@ -185,8 +185,9 @@ def _cmd_train_bc(args: argparse.Namespace) -> int:
         hyperparams=Path(args.hyperparams) if args.hyperparams else None,
     )
     print(f"{out}: cloned from {result.steps} steps in {result.wall_s:.1f} s")
+    on = "held-out" if result.held_out_episodes else "training (none held out)"
     for i, (a, m) in enumerate(zip(result.accuracy, result.majority, strict=True)):
-        print(f"  action[{i}]: held-out accuracy {a:.3f} (majority class {m:.3f})")
+        print(f"  action[{i}]: {on} accuracy {a:.3f} (majority class {m:.3f})")
     print(
         f"play it: chiron evaluate --agents ppo:{out} ...; fine-tune it: chiron train ppo "
         f"--init {out} --action-mode target --algo {args.algo} ..."

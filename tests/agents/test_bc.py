@@ -45,7 +45,9 @@ def test_a_clone_of_static_plays_as_static_on_an_unseen_seed(data: Path, tmp_pat
     traffic seed the dataset did not hold, in the dataset's environment settings."""
     out = tmp_path / "bc"
     result = clone(data, ["chiron/default-static-v0"], out, epochs=200, progress=False)
-    assert result.steps == 4 * 12 and min(result.accuracy) == 1.0
+    # one of the four episodes held out, and scored: the accuracy is not the training data's
+    assert result.steps == 4 * 12 and result.held_out_episodes == 1
+    assert min(result.accuracy) == 1.0
     record = json.loads((out / "train.json").read_text())
     assert record["action_mode"] == "target" and record["algo"] == "maskable-ppo"
     assert record["bc"]["datasets"][0] == {
@@ -73,6 +75,12 @@ def test_cloning_refuses_what_it_cannot_read(data: Path, tmp_path: Path) -> None
         clone(data, ["chiron/nothing-v0"], tmp_path / "b", epochs=1, progress=False)
     with pytest.raises(TrainError, match="--epochs must be >= 1"):
         clone(data, ["chiron/default-static-v0"], tmp_path / "c", epochs=0, progress=False)
+    # nothing held out: the accuracy is said to be the training episodes'
+    r = clone(
+        data, ["chiron/default-static-v0"], tmp_path / "d", epochs=1, held_out=0.0, progress=False
+    )
+    record = json.loads((tmp_path / "d" / "train.json").read_text())["bc"]
+    assert r.held_out_episodes == 0 and record["accuracy_on"].startswith("training episodes")
 
 
 def test_fine_tuning_a_clone_keeps_its_settings_and_statistics(data: Path, tmp_path: Path) -> None:
@@ -101,7 +109,8 @@ def test_fine_tuning_a_clone_keeps_its_settings_and_statistics(data: Path, tmp_p
     clone_record = json.loads((out / "train.json").read_text())
     assert clone_record["env_kwargs"] == {"max_step_change": 16, "horizon_s": 120.0}  # static's
     assert record["env_kwargs"] == {"max_step_change": 16}  # what acting reads, not the horizon
-    assert record["init"]["steps"] == clone_record["bc"]["steps"] == 48
+    # the clone's statistics counted as the steps they came from (three training episodes)
+    assert record["init"]["steps"] == clone_record["bc"]["train_steps"] == 36
 
 
 def test_teachers_that_acted_in_other_settings_are_said(data: Path, tmp_path: Path) -> None:
