@@ -284,7 +284,7 @@ def clone(
         "bc": {
             "datasets": demo.sources,
             "steps": demo.steps,
-            "train_steps": len(x),  # what its observation statistics count
+            "train_steps": len(x),  # its statistics' (a fine-tune counts them as ``steps``)
             "epochs": epochs,
             "held_out_episodes": len(held_i),
             "accuracy_on": "held-out episodes" if held_i else "training episodes (none held out)",

@@ -486,8 +486,7 @@ def _trained_steps(zip_path: Path, meta: dict[str, Any]) -> int:
         return int(checkpoint[1])
     # a clone (``chiron train bc``) took no environment step: its statistics are the
     # demonstrations' steps
-    bc = meta.get("bc") or {}
-    return int(meta.get("timesteps") or bc.get("train_steps") or bc.get("steps") or 0)
+    return int(meta.get("timesteps") or (meta.get("bc") or {}).get("steps") or 0)
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:

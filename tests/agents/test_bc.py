@@ -109,8 +109,8 @@ def test_fine_tuning_a_clone_keeps_its_settings_and_statistics(data: Path, tmp_p
     clone_record = json.loads((out / "train.json").read_text())
     assert clone_record["env_kwargs"] == {"max_step_change": 16, "horizon_s": 120.0}  # static's
     assert record["env_kwargs"] == {"max_step_change": 16}  # what acting reads, not the horizon
-    # the clone's statistics counted as the steps they came from (three training episodes)
-    assert record["init"]["steps"] == clone_record["bc"]["train_steps"] == 36
+    # the clone's statistics counted as its demonstrations' steps
+    assert record["init"]["steps"] == clone_record["bc"]["steps"] == 48
 
 
 def test_teachers_that_acted_in_other_settings_are_said(data: Path, tmp_path: Path) -> None:
