@@ -135,6 +135,14 @@ def test_benchmark_and_dataset_commands(capsys: pytest.CaptureFixture[str], tmp_
     assert "chiron/train-static-v0: 2 episodes, 12 steps" in capsys.readouterr().out
     assert main([*ds, "--episodes", "0", "--out", str(out / "d")]) == 2
     assert "--episodes must be >= 1" in capsys.readouterr().err
+    # behaviour cloning reads the target space only, and says which dataset is not in it
+    assert main([*ds, "--episodes", "2", "--action-space", "target", "--out", str(out / "t")]) == 0
+    capsys.readouterr()
+    bc = ["train", "bc", "chiron/train-static-v0", "--epochs", "2"]
+    assert main([*bc, "--data", str(out / "t"), "--out", str(out / "bc")]) == 0
+    assert "cloned from 12 steps" in capsys.readouterr().out
+    assert main([*bc, "--data", str(out / "d"), "--out", str(out / "bc2")]) == 2
+    assert "its actions are in the 'full' mode's space" in capsys.readouterr().err
     assert main(["simulate", "--scenario", "family:train", "--seed", "5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["scenario"] == "train@5"
 
