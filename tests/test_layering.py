@@ -125,10 +125,18 @@ def test_env_sees_the_cluster_only_through_the_backend(path: Path) -> None:
                 assert not names & {"Cluster", "Instance", "EventQueue"}, names
 
 
+def _receiver(node: ast.expr) -> str:
+    """The last name of what a method is called on (``self.optimizer`` -> ``optimizer``)."""
+    if isinstance(node, ast.Name):
+        return node.id
+    return node.attr if isinstance(node, ast.Attribute) else ""
+
+
 def _calls_step(path: Path) -> list[int]:
     """Lines of ``<something>.step(...)`` calls (an environment being stepped), except inside a
     method called ``step`` or ``step_wait`` (a Gymnasium wrapper or an SB3 ``VecEnv``
-    forwarding its step: no loop of its own)."""
+    forwarding its step: no loop of its own) and a torch optimiser's (``opt.step()``,
+    ``<...>.optimizer.step()``)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     forwarding = {
         id(n)
@@ -143,6 +151,7 @@ def _calls_step(path: Path) -> list[int]:
         and isinstance(node.func, ast.Attribute)
         and node.func.attr == "step"
         and not isinstance(node.func.value, ast.Subscript)  # matplotlib's ``axes[0].step``
+        and _receiver(node.func.value) not in ("opt", "optimizer")
         and id(node) not in forwarding
     ]
 
