@@ -56,6 +56,11 @@ def agent_env_kwargs(spec: str) -> dict[str, Any]:
 ACTING_KWARGS = ("max_step_change", "local_params", "max_target")
 
 
+def acting(env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The settings of ``env_kwargs`` a model acts in (``ACTING_KWARGS``), in their order."""
+    return {k: v for k, v in env_kwargs.items() if k in ACTING_KWARGS}
+
+
 def portable(spec: str) -> str:
     """An agent or scenario spec whose path (``ppo:PATH``, a ``.toml``) is absolute.
 
@@ -85,9 +90,8 @@ def env_kwargs_for(agent: str, env_kwargs: dict[str, Any] | None = None) -> dict
             # local loop, the target mode's largest count), not the training scenario's horizon
             # or reward weights: every agent
             # of a table is scored in the caller's environment
-            for k, v in (meta.get("env_kwargs") or {}).items():
-                if k in ACTING_KWARGS:
-                    kwargs.setdefault(k, v)
+            for k, v in acting(meta.get("env_kwargs") or {}).items():
+                kwargs.setdefault(k, v)
     return kwargs
 
 

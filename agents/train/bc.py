@@ -67,18 +67,13 @@ def _discounted(rewards: npt.NDArray[np.float64], gamma: float) -> npt.NDArray[n
     return out
 
 
-def _acting(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The settings a model acts in (its step limit, ...), of a dataset's environment."""
-    from agents.spec import ACTING_KWARGS
-
-    return {k: kwargs[k] for k in ACTING_KWARGS if k in kwargs}
-
-
 def load_demonstrations(data: Path, dataset_ids: list[str]) -> Demonstrations:
     """The datasets' steps; they must share the observation and action spaces (the target
     space: ``chiron dataset --action-space target``)."""
     os.environ["MINARI_DATASETS_PATH"] = str(data.resolve())
     import minari
+
+    from agents.spec import acting
 
     demo: Demonstrations | None = None
     for did in dataset_ids:
@@ -105,10 +100,10 @@ def load_demonstrations(data: Path, dataset_ids: list[str]) -> Demonstrations:
                 f"dataset's {demo.nvec} on {demo.env_kwargs.get('scenario')!r}: datasets cloned "
                 "together share their scenario (or family) and action space"
             )
-        if _acting(kwargs) != _acting(demo.env_kwargs):
+        if acting(kwargs) != acting(demo.env_kwargs):
             warnings.warn(
-                f"{data / did}: recorded with acting settings {_acting(kwargs)}, the first "
-                f"dataset with {_acting(demo.env_kwargs)}: the clone acts in the first's",
+                f"{data / did}: recorded with acting settings {acting(kwargs)}, the first "
+                f"dataset with {acting(demo.env_kwargs)}: the clone acts in the first's",
                 stacklevel=2,
             )
         n0 = demo.steps

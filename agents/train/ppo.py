@@ -292,10 +292,9 @@ def train(
     if init is not None and residual is None and env_kwargs is None:
         # a fine-tuning run plays in the settings its model acted in (a clone, ``chiron train
         # bc``: its teacher's step limit)
-        from agents.spec import ACTING_KWARGS
+        from agents.spec import acting
 
-        inherited = PPOAgent.files(init)[2].get("env_kwargs") or {}
-        env_kwargs = {k: v for k, v in inherited.items() if k in ACTING_KWARGS} or None
+        env_kwargs = acting(PPOAgent.files(init)[2].get("env_kwargs") or {}) or None
     key = check_scenario(scenario)  # a clear error before any process starts
     if hyperparams is None and algo != "ppo":
         hyperparams = HYPERPARAM_DIR / f"{algo}.yml"
