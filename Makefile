@@ -7,8 +7,11 @@ STAMP := $(VENV)/.installed-core
 STAMP_ALL := $(VENV)/.installed-all
 # torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
 TORCH := torch==2.13.0
+comma := ,
+empty :=
+space := $(empty) $(empty)
 
-.PHONY: demo test lint bench clean ppo-model ppo-direct-model ppo-default-model bc-model results tuned native benchmark
+.PHONY: demo test lint bench clean ppo-model ppo-direct-model ppo-default-model bc-model offline-model offline-env results tuned native benchmark
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,13 +57,26 @@ $(VLLM_STAMP):
 	$(VLLM_VENV)/bin/pip uninstall -y --quiet torchvision torchaudio torchcodec
 	touch $@
 
+# d3rlpy (offline RL: chiron train offline) in its own environment: it pins gymnasium 1.0.0 and
+# imports gym 0.26, which .venv (gymnasium 1.4, SB3) cannot share. agents/train/offline.py runs
+# its fit there (agents/train/d3rlpy_fit.py) and plays the exported TorchScript policy here.
+OFFLINE_VENV := .venv-offline
+OFFLINE_STAMP := $(OFFLINE_VENV)/.installed
+$(OFFLINE_STAMP):
+	$(PYTHON) -m venv $(OFFLINE_VENV)
+	$(OFFLINE_VENV)/bin/pip install --quiet "$(TORCH)" d3rlpy==2.8.1
+	touch $@
+
+offline-env: $(OFFLINE_STAMP)
+
 AGENTS := chiron,static,llumnix,llumnix-tuned,queue-threshold,kv-target,ray-serve,dynamo-load,random
 
 demo: $(STAMP_ALL) $(NATIVE)
 	$(BIN)/chiron evaluate --agents $(AGENTS),ppo:agents/models/ppo-default,ppo:agents/models/ppo-general --scenarios default --seeds 0 --out runs/demo
 
-test: $(STAMP_RAY) $(VLLM_STAMP) $(NATIVE)
-	CHIRON_REQUIRE_VLLM=1 CHIRON_REQUIRE_RAY=1 CHIRON_REQUIRE_NATIVE=1 $(BIN)/python -m pytest -q
+test: $(STAMP_RAY) $(VLLM_STAMP) $(OFFLINE_STAMP) $(NATIVE)
+	CHIRON_REQUIRE_VLLM=1 CHIRON_REQUIRE_RAY=1 CHIRON_REQUIRE_NATIVE=1 CHIRON_REQUIRE_OFFLINE=1 \
+		$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -164,13 +180,28 @@ bc-model: $(BC_DATA)/chiron/train-chiron-v0
 		--action-mode target --algo maskable-ppo --relative-reward --timesteps 80000 --n-envs 2 \
 		--seed $(BC_SEED) --eval-freq 1000000 --out runs/bc-chiron-seed$(BC_SEED)/ft
 
+# Offline RL (issue 43, item 3; docs/learned.md): make offline-model SEED=k fits d3rlpy's IQL (in
+# .venv-offline) to the target-space datasets of Chiron (make bc-model's, 400 draws of
+# family:train) and of five other behaviours on the first 100 of those draws (static, llumnix,
+# kv-target, dynamo-load, random: runs/offline-data), into runs/offline-seed<k>/ (ppo:... plays it).
+OFFLINE_DATA := runs/offline-data
+OFFLINE_OTHERS := static,llumnix,kv-target,dynamo-load,random
+OFFLINE_SETS := $(subst $(space),,chiron/train-chiron-v0, chiron/train-static-v0, \
+	chiron/train-llumnix-v0, chiron/train-kv-target-v0, chiron/train-dynamo-load-v0, \
+	chiron/train-random-v0)
+$(OFFLINE_DATA)/chiron/train-random-v0: | $(STAMP_ALL) $(NATIVE)
+	$(BIN)/chiron dataset --agents $(OFFLINE_OTHERS) --family train --episodes 100 --seed 0 \
+		--action-space target --out $(OFFLINE_DATA)
+$(OFFLINE_DATA)/chiron/train-chiron-v0: | $(BC_DATA)/chiron/train-chiron-v0 $(OFFLINE_DATA)/chiron/train-random-v0
+	ln -sfn $(abspath $(BC_DATA)/chiron/train-chiron-v0) $@
+offline-model: $(OFFLINE_STAMP) $(OFFLINE_DATA)/chiron/train-chiron-v0
+	$(BIN)/chiron train offline $(OFFLINE_SETS) --data $(OFFLINE_DATA) --algo iql --steps 20000 \
+		--seed $(BC_SEED) --out runs/offline-seed$(BC_SEED)
+
 # The benchmark of docs/benchmark.md: every shipped agent and the two deployable planners on the
 # test suite, seeds 0-19 (the real traces need ../shared/data), with the independent pipeline
 # runs of make ppo-model SEED=k found in runs/ pooled as ppo-general-runs.
 BENCH_AGENTS := static,chiron,llumnix,llumnix-tuned,queue-threshold,kv-target,ray-serve,dynamo-load,ppo:agents/models/ppo-general,ppo:agents/models/ppo-general-direct,ppo:agents/models/ppo-default,planner-forecast,static-best
-comma := ,
-empty :=
-space := $(empty) $(empty)
 PPO_RUN_MODELS := $(sort $(wildcard runs/ppo-general-seed*/model))
 BENCH_RUNS := $(if $(PPO_RUN_MODELS),--training-runs ppo-general-runs=$(subst $(space),$(comma),$(addprefix ppo:,$(PPO_RUN_MODELS))))
 # The sealed test suite: every run is a ledger line (benchmarks/suites/test-ledger.csv) and needs

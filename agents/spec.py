@@ -255,7 +255,13 @@ def _check_ppo_spec(spec: str) -> None:
         raise InputError(f"agent {spec!r}: {path} does not exist")
     from agents.ensemble import check_combine, ensemble_record, model_class
 
-    model_class(path).check(path)  # an InputError if it needs --trust-model
+    cls = model_class(path)
+    cls.check(path)  # an InputError if it needs --trust-model
+    if options and cls.name == "offline":
+        raise InputError(
+            f"agent {spec!r}: an offline policy (chiron train offline) takes no options "
+            f"({', '.join(options)}): they apply to PPO models and ensembles"
+        )
     record = ensemble_record(path)
     if "combine" in options:  # a vote: an ensemble's, by a rule its members can play
         problem = "combine applies to an ensemble folder only" if record is None else ""
@@ -277,7 +283,8 @@ def _check_ppo_spec(spec: str) -> None:
 def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
     """The agent called ``spec`` for an environment with context ``ctx``.
 
-    ``ppo:PATH`` loads a trained PPO model (a ``chiron train ppo`` folder or a ``.zip``).
+    ``ppo:PATH`` loads a trained model: a ``chiron train ppo`` or ``bc`` folder or a ``.zip``, an
+    ensemble folder, or a ``chiron train offline`` folder.
     """
     if is_planner(spec):
         raise ValueError(
@@ -290,6 +297,12 @@ def make_agent(spec: str, ctx: AgentContext, seed: int = 0) -> Agent:
 
         path, options = split_ppo_spec(spec)
         agent = model_class(path).load(path, ctx)
+        from agents.offline import OfflineAgent
+
+        if isinstance(agent, OfflineAgent):
+            if options:
+                raise ValueError(f"agent {spec!r}: an offline policy takes no options")
+            return agent
         if "defer_above" in options:
             agent.defer_above(options["defer_above"], options.get("defer_feature"))
         if "combine" in options:

@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train_command",
         train.train_ppo_parser,
         train.train_bc_parser,
+        train.train_offline_parser,
     )
     _group(sub, "tune", "hyperparameter search with Ray Tune", "what", train.tune_ppo_parser)
     bench.bench_parser(sub)

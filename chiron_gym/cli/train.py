@@ -195,6 +195,62 @@ def _cmd_train_bc(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_offline_parser(tsub: Subparsers) -> None:
+    off = tsub.add_parser(
+        "offline",
+        help="offline RL (d3rlpy: IQL, CQL, TD3+BC) from chiron dataset --action-space target, "
+        "in .venv-offline (make offline-env); play it as ppo:OUT",
+    )
+    off.add_argument("datasets", help="comma-separated dataset ids, e.g. chiron/train-chiron-v0")
+    off.add_argument("--data", default="runs/datasets", help="Minari's dataset folder")
+    off.add_argument("--out", default="runs/offline")
+    off.add_argument("--algo", choices=("iql", "cql", "td3+bc"), default="iql")
+    off.add_argument("--steps", type=positive_int, default=30_000, help="gradient steps")
+    off.add_argument("--seed", type=seed_arg, default=0)
+    off.add_argument("--hidden", default="256,256", help="hidden widths of every network")
+    off.add_argument("--batch-size", type=positive_int, default=256)
+    off.add_argument(
+        "--python", help="the offline environment's Python (default .venv-offline/bin/python)"
+    )
+    off.set_defaults(func=_cmd_train_offline)
+
+
+def _cmd_train_offline(args: argparse.Namespace) -> int:
+    from agents.run.evaluate import check_out
+    from agents.train.offline import train_offline
+
+    out = Path(args.out)
+    check_out(out)
+    try:
+        hidden = tuple(int(h) for h in args.hidden.split(",") if h)
+    except ValueError:
+        raise InputError(f"--hidden {args.hidden!r}: expected widths such as 256,256") from None
+    result = train_offline(
+        Path(args.data),
+        [d for d in args.datasets.split(",") if d],
+        out,
+        algo=args.algo,
+        steps=args.steps,
+        seed=args.seed,
+        hidden=hidden,
+        batch_size=args.batch_size,
+        python=Path(args.python) if args.python else None,
+    )
+    cover = result.coverage
+    print(
+        f"{out}: {args.algo} on {result.steps} steps ({cover['episodes']} episodes) "
+        f"in {result.wall_s:.1f} s"
+    )
+    seen = ", ".join(f"{h['seen']}/{h['choices']}" for h in cover["heads"])
+    print(
+        f"  coverage: choices seen per head {seen}; {cover['distinct_actions']} distinct "
+        f"actions; the action changed on {cover['share_of_decisions_changing_the_action']:.1%} "
+        "of decisions"
+    )
+    print(f"play it: chiron evaluate --agents chiron,ppo:{out} ...")
+    return 0
+
+
 def tune_ppo_parser(tsub: Subparsers) -> None:
     tp = tsub.add_parser("ppo", help="Ray Tune over PPO's hyperparameters, best vs Chiron")
     tp.add_argument("--scenario", default="default")

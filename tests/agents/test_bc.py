@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from agents import make_agent
 from agents.model_files import TrainError
 from agents.run.dataset import collect
 from agents.spec import env_kwargs_for
 from agents.train.bc import clone
-from chiron_gym.control.chiron import POOL_NAMES
-from chiron_gym.envs import AutoscaleEnv
+from tests.agents.playing import play, static_target_action
 
 
 @pytest.fixture(scope="module")
@@ -23,20 +20,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     collect(["static"], ["default"], 4, out, horizon_s=120.0, progress=False, action_space="target")
     collect(["chiron"], ["default"], 2, out, horizon_s=120.0, progress=False)  # its own space
     return out
-
-
-def _play(agent: str, seed: int) -> tuple[list[list[int]], float]:
-    env = AutoscaleEnv("default", horizon_s=120.0, **env_kwargs_for(agent))
-    obs, _ = env.reset(seed=seed)
-    policy = make_agent(agent, env.agent_context(), seed=seed)
-    actions, total, done = [], 0.0, False
-    while not done:
-        action, _ = policy.predict(obs, deterministic=True)
-        actions.append([int(a) for a in np.asarray(action)])
-        obs, r, term, trunc, _ = env.step(action)
-        total += float(r)
-        done = term or trunc
-    return actions, total
 
 
 def test_a_clone_of_static_plays_as_static_on_an_unseen_seed(data: Path, tmp_path: Path) -> None:
@@ -60,12 +43,10 @@ def test_a_clone_of_static_plays_as_static_on_an_unseen_seed(data: Path, tmp_pat
     assert (out / "tb" / "bc").is_dir()
     kwargs = env_kwargs_for(f"ppo:{out}")
     assert kwargs["action_mode"] == "target"
-    clone_actions, clone_reward = _play(f"ppo:{out}", 77)
-    env = AutoscaleEnv("default", horizon_s=120.0, action_mode="target")
-    _, info = env.reset(seed=77)
-    live = [round(info["raw"][f"{n}.ready"] + info["raw"][f"{n}.starting"]) for n in POOL_NAMES]
-    assert all(a == [*live, 1, 1, 1] for a in clone_actions)  # its counts, keep the caps
-    assert clone_reward == pytest.approx(_play("static", 77)[1], abs=1e-9)
+    clone_actions, clone_reward = play(f"ppo:{out}", 77)
+    static = static_target_action(77)
+    assert all(a == static for a in clone_actions)  # its counts, keep the caps
+    assert clone_reward == pytest.approx(play("static", 77)[1], abs=1e-9)
 
 
 def test_cloning_refuses_what_it_cannot_read(data: Path, tmp_path: Path) -> None:
