@@ -158,10 +158,19 @@ def _changed(
     layout: ActionLayout, actions: list[Action], i: int, pool: int, sign: int, length: int | None
 ) -> list[Action] | None:
     """``actions`` from ``i`` on with one instance more (``sign`` 1) or fewer of ``pool`` from
-    decision ``i``, for ``length`` decisions (None: to the end); None if outside the step limit."""
+    decision ``i``, for ``length`` decisions (None: to the end); None if outside the step limit.
+    Changes are one decision's, undone ``length`` decisions later; targets (the target mode's
+    counts) are moved for each of the ``length`` decisions."""
     out = [a.copy() for a in actions[i:]]
     if length is not None and length >= len(out):
         return None  # the same change as for the rest of the episode (tried as such)
+    if layout.targets:
+        for j in range(len(out) if length is None else length):
+            target = corrected(layout, out[j], pool, sign)
+            if target is None:
+                return None
+            out[j] = target
+        return out
     for j, s in ((0, sign), (length, -sign)):
         if j is None or j >= len(out):
             continue

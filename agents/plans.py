@@ -90,7 +90,13 @@ class ReplayAgent(BaseAgent):
 
 def corrected(layout: ActionLayout, action: Action, pool: int, sign: int) -> Action | None:
     """``action`` with ``sign`` more instances of ``pool``; None if that is past the step
-    limit (the planners' one kind of change)."""
+    limit (the planners' one kind of change). In the target mode (a base that names counts:
+    a clone, an offline policy) it is the pool's target count that moves, within
+    ``[0, max_target]``."""
+    if layout.targets:
+        out = np.array(action, dtype=np.int64, copy=True)
+        out[pool] += sign
+        return out if 0 <= out[pool] <= layout.max_target else None
     deltas, caps = layout.split(action)
     assert deltas is not None
     deltas[pool] += sign

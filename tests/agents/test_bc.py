@@ -124,3 +124,17 @@ def test_teachers_that_acted_in_other_settings_are_said(data: Path, tmp_path: Pa
         json.loads((tmp_path / "bc" / "train.json").read_text())["env_kwargs"]["max_step_change"]
         == 16
     )
+
+
+def test_the_planner_corrects_a_clone_that_names_counts(data: Path, tmp_path: Path) -> None:
+    """A clone (target mode) as the planner's only base: planned around, never below it, and
+    its plan in the target mode's space."""
+    from agents.hindsight import plan
+
+    out = tmp_path / "bc"
+    clone(data, ["chiron/default-static-v0"], out, epochs=200, progress=False)
+    spec = f"ppo:{out}"
+    made = plan("default", 5, bases=(spec,), env_kwargs={"horizon_s": 120.0})
+    assert made.base == spec and made.env_kwargs["action_mode"] == "target"
+    assert made.reward >= made.bases[spec] - 1e-9
+    assert made.decisions == 12 and all(len(a) == 6 for a in made.actions)

@@ -53,6 +53,27 @@ def test_a_change_stays_within_the_step_limit_and_is_undone_after_its_block() ->
     assert all(isinstance(a, np.ndarray) for a in rest)
 
 
+def test_in_the_target_mode_a_change_moves_the_target_for_its_block() -> None:
+    """A base that names counts (a clone, an offline policy: the target mode) is corrected by
+    moving its target for each decision of the block; the sealed run of stop 56 crashed here
+    when such a base was the best one."""
+    layout = ActionLayout("target", 2)
+    actions = [np.array([3, 2, 1, 1, 1, 1])] * 6
+    out = _changed(layout, actions, 2, 1, 1, 2)
+    assert out is not None and [a.tolist() for a in out] == [
+        [3, 3, 1, 1, 1, 1],
+        [3, 3, 1, 1, 1, 1],
+        [3, 2, 1, 1, 1, 1],
+        [3, 2, 1, 1, 1, 1],
+    ]
+    rest = _changed(layout, actions, 0, 2, -1, None)
+    assert rest is not None and [int(a[2]) for a in rest] == [0] * 6
+    assert _changed(layout, rest, 0, 2, -1, None) is None  # no count below 0
+    top = [np.array([40, 2, 1, 1, 1, 1])] * 3
+    assert _changed(layout, top, 0, 0, 1, None) is None  # nor above max_target
+    assert actions[0].tolist() == [3, 2, 1, 1, 1, 1]  # the incumbent is left as it was
+
+
 def test_the_benchmark_s_planner_takes_the_table_s_other_agents_as_bases() -> None:
     from agents.hindsight import ceiling_spec
     from agents.spec import is_planner, split_planner_spec
