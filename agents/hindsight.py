@@ -165,11 +165,11 @@ def _changed(
     if length is not None and length >= len(out):
         return None  # the same change as for the rest of the episode (tried as such)
     if layout.targets:
-        for j in range(len(out) if length is None else length):
-            target = corrected(layout, out[j], pool, sign)
+        for t in range(len(out) if length is None else length):
+            target = corrected(layout, out[t], pool, sign)
             if target is None:
                 return None
-            out[j] = target
+            out[t] = target
         return out
     for j, s in ((0, sign), (length, -sign)):
         if j is None or j >= len(out):
