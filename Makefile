@@ -183,7 +183,7 @@ bc-model: $(BC_DATA)/chiron/train-chiron-v0
 # Offline RL (issue 43, item 3; docs/learned.md): make offline-model SEED=k fits d3rlpy's IQL (in
 # .venv-offline) to Chiron's target-space decisions on 400 draws of family:train (make bc-model's
 # dataset), 20,000 gradient steps, into runs/offline-seed<k>/ (ppo:runs/offline-seed<k> plays it).
-# The candidate chosen on val over IQL on a mix of six behaviours, TD3+BC and CQL (learned.md).
+# The candidate chosen on val over IQL on a mix of six behaviours and TD3+BC (learned.md).
 offline-model: $(OFFLINE_STAMP) $(BC_DATA)/chiron/train-chiron-v0
 	$(BIN)/chiron train offline chiron/train-chiron-v0 --data $(BC_DATA) --algo iql \
 		--steps 20000 --seed $(BC_SEED) --out runs/offline-seed$(BC_SEED)

@@ -38,7 +38,7 @@ import numpy.typing as npt
 from agents.base import BaseAgent, Observation, Prediction
 from agents.defer import DEFER_KEY, Deferral
 from agents.model_files import load_model, load_normalizer, normalizer_name
-from agents.offline import POLICY_FILE, OfflineAgent
+from agents.offline import OfflineAgent, is_offline_folder
 from agents.ppo import PPOAgent, algo_class
 from chiron_gym.config import InputError
 from chiron_gym.envs import AgentContext
@@ -248,7 +248,7 @@ def model_class(path: str | Path) -> type[PPOAgent] | type[EnsembleAgent] | type
     """What plays ``ppo:PATH``: an ensemble folder's ``EnsembleAgent``, a ``chiron train
     offline`` folder's ``OfflineAgent``, else ``PPOAgent`` (each has ``load(path, ctx)`` and
     ``check(path)``)."""
-    if (Path(path) / POLICY_FILE).is_file():
+    if is_offline_folder(path):
         return OfflineAgent
     return EnsembleAgent if ensemble_record(path) is not None else PPOAgent
 

@@ -6,7 +6,8 @@ observations normalised by the datasets' statistics (``obs_scaling.npz``, ``ObsS
 ``ppo:PATH`` plays such a folder as it plays every model ``chiron train`` writes
 (``agents/ensemble.py``'s ``model_class`` tells them apart).
 
-The target action's heads are ordinal (instance counts; a cap's down, keep, up), so the fit
+The target action's heads are ordinal (instance counts; a cap's halve, keep, increase, double),
+so the fit
 reads each head's choice ``i`` of ``n`` as the point ``2 i / (n - 1) - 1`` of ``[-1, 1]``
 (``encode_actions``) and this agent plays the nearest choice to the policy's point
 (``decode_actions``). The environment then takes each count towards its target by at most its
@@ -68,8 +69,22 @@ class ObsScaling:
 
     @classmethod
     def load(cls, path: Path) -> ObsScaling:
-        with np.load(path) as z:
-            return cls(np.asarray(z["mean"]), np.asarray(z["scale"]))
+        try:
+            with np.load(path) as z:
+                return cls(np.asarray(z["mean"]), np.asarray(z["scale"]))
+        except (OSError, KeyError, ValueError) as e:
+            raise InputError(f"{path}: not observation statistics (mean, scale): {e}") from None
+
+
+def is_offline_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a ``chiron train offline`` folder: its ``train.json`` has the
+    ``offline`` record (a leftover ``policy.pt`` beside another model does not make it one)."""
+    record = Path(path) / "train.json"
+    try:
+        meta = json.loads(record.read_text()) if record.is_file() else None
+    except (ValueError, UnicodeDecodeError, OSError):
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("offline"), dict)
 
 
 def encode_actions(actions: npt.ArrayLike, nvec: list[int]) -> npt.NDArray[np.float32]:
@@ -107,7 +122,7 @@ class OfflineAgent(BaseAgent):
             if want != self.nvec:
                 raise ValueError(
                     f"the offline policy acts on {self.nvec} but the environment expects {want} "
-                    f"(action_mode {ctx.action_mode!r})"
+                    f"(action_mode {ctx.action_mode!r}): play it in its training record's mode"
                 )
 
     @classmethod
@@ -125,8 +140,11 @@ class OfflineAgent(BaseAgent):
             meta = json.loads(record.read_text())
         except (ValueError, UnicodeDecodeError) as e:
             raise InputError(f"{record}: not a JSON training record ({e})") from None
-        if not isinstance(meta, dict) or not isinstance(meta.get("offline"), dict):
-            raise InputError(f"{record}: expected chiron train offline's record (an 'offline' key)")
+        off = meta.get("offline") if isinstance(meta, dict) else None
+        if not isinstance(off, dict) or not isinstance(off.get("nvec"), list):
+            raise InputError(
+                f"{record}: expected chiron train offline's record (an 'offline' key with 'nvec')"
+            )
         return policy, meta
 
     @classmethod
@@ -170,4 +188,5 @@ __all__ = [
     "OfflineAgent",
     "decode_actions",
     "encode_actions",
+    "is_offline_folder",
 ]

@@ -254,10 +254,11 @@ def _check_ppo_spec(spec: str) -> None:
     if not Path(path).exists():
         raise InputError(f"agent {spec!r}: {path} does not exist")
     from agents.ensemble import check_combine, ensemble_record, model_class
+    from agents.offline import OfflineAgent
 
     cls = model_class(path)
     cls.check(path)  # an InputError if it needs --trust-model
-    if options and cls.name == "offline":
+    if options and cls is OfflineAgent:
         raise InputError(
             f"agent {spec!r}: an offline policy (chiron train offline) takes no options "
             f"({', '.join(options)}): they apply to PPO models and ensembles"

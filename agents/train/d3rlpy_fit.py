@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     hidden = [int(h) for h in args.hidden.split(",") if h]
     algo = _config(args.algo, hidden, args.batch_size).create(device="cpu")  # type: ignore[attr-defined]
     per_epoch = max(1, args.steps // max(1, args.epochs))
+    trained = 0
     for epoch, metrics in algo.fitter(
         dataset,
         n_steps=args.steps,
@@ -83,13 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
     ):
         losses = {k: float(v) for k, v in metrics.items() if not k.startswith("time_")}
-        line = {"epoch": int(epoch), "step": int(epoch) * per_epoch, "metrics": losses}
+        trained = int(epoch) * per_epoch
+        line = {"epoch": int(epoch), "step": trained, "metrics": losses}
         _say(line)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     algo.save_policy(str(out / "policy.pt"))
     versions = {"d3rlpy": d3rlpy.__version__, "torch": torch.__version__}
-    _say({"done": True, "versions": versions})
+    _say({"done": True, "steps": trained, "versions": versions})
     return 0
 
 

@@ -98,17 +98,35 @@ def _spaces(demo: Demonstrations) -> tuple[int, list[int]]:
     finally:
         env.close()
     width = int(demo.obs[0].shape[1])
+    names = ", ".join(src["dataset"] for src in demo.sources)
     if width != n_obs:
         raise TrainError(
             f"the datasets' observations have {width} features, the environment's {n_obs}: "
-            "record them again with this release"
+            f"record them again with this release ({names})"
         )
     if nvec != demo.nvec:
         raise TrainError(
             f"the datasets' actions are {demo.nvec}, the environment's {nvec} (another "
-            "max_target?): record them again with these settings"
+            f"max_target?): record them again with these settings ({names})"
         )
     return n_obs, nvec
+
+
+def _follow(lines: Any, tb: Any, bar: Any, done: dict[str, Any]) -> None:
+    """The fit's output: progress lines to the bar and TensorBoard, its end into ``done``, the
+    rest (d3rlpy's own messages) to stderr."""
+    for line in lines:
+        if not line.startswith(PREFIX):
+            sys.stderr.write(line)
+            continue
+        msg = json.loads(line[len(PREFIX) :])
+        if msg.get("done"):
+            done.update(msg)
+            continue
+        for k, v in msg["metrics"].items():
+            tb.add_scalar(f"offline/{k}", v, msg["step"])
+        bar.update(msg["step"] - bar.n)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in list(msg["metrics"].items())[:2]})
 
 
 def _fit(python: Path, args: list[str], out: Path, steps: int, progress: bool) -> dict[str, Any]:
@@ -123,18 +141,11 @@ def _fit(python: Path, args: list[str], out: Path, steps: int, progress: bool) -
     try:
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
             assert proc.stdout is not None
-            for line in proc.stdout:
-                if not line.startswith(PREFIX):
-                    sys.stderr.write(line)  # d3rlpy's own messages
-                    continue
-                msg = json.loads(line[len(PREFIX) :])
-                if msg.get("done"):
-                    done = msg
-                    continue
-                for k, v in msg["metrics"].items():
-                    tb.add_scalar(f"offline/{k}", v, msg["step"])
-                bar.update(msg["step"] - bar.n)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in list(msg["metrics"].items())[:2]})
+            try:
+                _follow(proc.stdout, tb, bar, done)
+            except BaseException:
+                proc.kill()  # not left to finish an epoch nobody reads
+                raise
         if proc.returncode != 0 or not done:
             raise TrainError(
                 f"the d3rlpy fit failed (exit {proc.returncode}; its messages are above): "
@@ -163,7 +174,10 @@ def train_offline(
     if algo not in ALGOS:
         raise TrainError(f"--algo {algo!r}: expected one of {', '.join(ALGOS)}")
     if steps < 1 or batch_size < 1 or not hidden or min(hidden) < 1:
-        raise TrainError("--steps, --batch-size and every --hidden width must be >= 1")
+        raise TrainError(
+            f"--steps {steps}, --batch-size {batch_size}, --hidden {list(hidden)}: each must "
+            "be >= 1 (and --hidden name at least one width)"
+        )
     py = python or offline_python()
     if not py.is_file():
         raise TrainError(
@@ -180,6 +194,8 @@ def train_offline(
     observations = np.concatenate(demo.obs)
     scaling = ObsScaling.fit(observations)
     out.mkdir(parents=True, exist_ok=True)
+    for name in ("train.json", POLICY_FILE, SCALING_FILE):  # an earlier fit's: never mixed in
+        (out / name).unlink(missing_ok=True)
     scaling.save(out / SCALING_FILE)
     with tempfile.TemporaryDirectory(prefix="chiron-offline-") as tmp:
         npz = Path(tmp) / "transitions.npz"
@@ -213,6 +229,7 @@ def train_offline(
             "datasets": demo.sources,
             "coverage": cover,
             "steps": steps,
+            "gradient_steps": done.get("steps"),  # whole epochs of the fit: at most ``steps``
             "batch_size": batch_size,
             "hidden": list(hidden),
             "reward_scale": scale,

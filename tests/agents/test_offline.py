@@ -125,3 +125,27 @@ def test_offline_training_refuses_what_it_cannot_read(
         from agents.offline import OfflineAgent
 
         OfflineAgent.check(tmp_path)
+
+
+def test_a_failed_fit_leaves_no_policy_and_a_stale_one_is_not_played(
+    data: Path, tmp_path: Path
+) -> None:
+    """A fit that fails (here a "Python" that exits 1) removes the folder's earlier policy first,
+    so its new statistics are never played beside an old policy; and a leftover ``policy.pt``
+    does not make a PPO folder an offline one (the record says what the folder holds)."""
+    from agents.ensemble import model_class
+    from agents.offline import OfflineAgent, is_offline_folder
+    from agents.ppo import PPOAgent
+
+    out = tmp_path / "refit"
+    out.mkdir()
+    (out / "policy.pt").write_bytes(b"old")
+    (out / "train.json").write_text(json.dumps({"offline": {"nvec": [1]}}))
+    assert model_class(out) is OfflineAgent
+    with pytest.raises(TrainError, match="the d3rlpy fit failed"):
+        train_offline(data, ["chiron/default-static-v0"], out, steps=1, python=Path("/bin/false"))
+    assert not (out / "policy.pt").exists() and not (out / "train.json").exists()
+    assert not is_offline_folder(out)
+    (out / "policy.pt").write_bytes(b"left over")
+    (out / "train.json").write_text(json.dumps({"algo": "ppo", "action_mode": "full"}))
+    assert model_class(out) is PPOAgent
