@@ -41,7 +41,11 @@ def build_config(
     return (
         PPOConfig()
         .environment(ENV, env_config={"scenario": scenario, **(env_config or {})})
-        .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=1)
+        # wait for the runners' samples however long a busy host makes them: RLlib's default
+        # (60 s) discards late ones, and the iteration then trains on nothing (seen under load)
+        .env_runners(
+            num_env_runners=num_env_runners, num_envs_per_env_runner=1, sample_timeout_s=None
+        )
         .training(
             train_batch_size_per_learner=train_batch_size,
             minibatch_size=minibatch_size,
