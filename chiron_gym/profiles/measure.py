@@ -184,7 +184,12 @@ def fit_endpoint(
 
 
 def _mape(pred: np.ndarray, real: np.ndarray) -> float:
-    return float(100.0 * np.mean(np.abs(pred - real) / np.abs(real))) if len(real) else math.nan
+    """Mean absolute percentage error over the points with a positive, finite timing (a
+    degenerate one, NaN or 0, is dropped from the fit too); NaN if none remains."""
+    ok = np.isfinite(real) & (real > 0) & np.isfinite(pred)
+    if not ok.any():
+        return math.nan
+    return float(100.0 * np.mean(np.abs(pred[ok] - real[ok]) / real[ok]))
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -247,6 +252,36 @@ def build_profile(
         "prefill_ttft": _mape(pred_p, real_p),
         "pooled": _mape(np.concatenate([pred_d, pred_p]), np.concatenate([real_d, real_p])),
     }
+    in_sample: list[str] = []
+    if not all(math.isfinite(v) for v in mape.values()):
+        # no usable held-out point for a component (a busy host's probes dropped or
+        # degenerate): its error on the fitted points, said so, rather than a profile that
+        # fails its own validation
+        own_d = [p for p, h in zip(m.decode, held_d, strict=True) if not h]
+        own_d = [p for p in own_d if p.batch in fit.decode_seqs]
+        own_p = [p for p, h in zip(m.prefill, held_p, strict=True) if not h]
+        fd = np.array([fit.decode_s(p.batch, p.context_sum) for p in own_d])
+        rd = np.array([p.gap_s for p in own_d])
+        fp = np.array([fit.prefill_s(p.batch, p.prompt) for p in own_p])
+        rp = np.array([p.ttft_s for p in own_p])
+        own = {
+            "decode_iteration": _mape(fd, rd),
+            "prefill_ttft": _mape(fp, rp),
+            "pooled": _mape(np.concatenate([fd, fp]), np.concatenate([rd, rp])),
+        }
+        for key, value in mape.items():
+            if not math.isfinite(value):
+                mape[key] = own[key]
+                in_sample.append(key)
+        warnings.warn(
+            f"no usable held-out point for {', '.join(in_sample)}: its error is the fitted "
+            "points' own (in-sample), and the profile says so",
+            stacklevel=2,
+        )
+        if not all(math.isfinite(v) for v in mape.values()):
+            raise MeasureError(
+                "too few usable timings to state the fit's error: probe again on a quieter host"
+            )
     source = f"<measured profile {name}>"
     layers = shape.layers
     block = m.block_size or 16
@@ -311,6 +346,11 @@ def build_profile(
                 "KV capacity: vllm:cache_config_info of the endpoint"
                 if m.kv_blocks
                 else "KV capacity: estimated from --memory-bytes (the endpoint did not report it)",
+                *(
+                    [f"validation: {', '.join(in_sample)} in-sample (no usable held-out point)"]
+                    if in_sample
+                    else []
+                ),
             ],
             heldout_fraction=HELDOUT_FRACTION,
             seed=SEED,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +209,24 @@ def test_kv_capacity_is_read_from_the_metrics_endpoint(
     got, request = asyncio.run(with_server(response, 7, _cache_config))
     assert got == expected
     assert request.startswith(b"GET /metrics HTTP/1.1")
+
+
+def test_degenerate_held_out_timings_never_make_a_profile_that_fails_validation(
+    tmp_path: Path,
+) -> None:
+    """A busy host's zero gaps (NaN) among the held-out points made the held-out error NaN,
+    and ``chiron profile measure`` then refused its own profile (a clean make test failed on
+    a loaded host). Degenerate timings are left out of the error as out of the fit; with no
+    usable held-out point the error is the fitted points', said so."""
+    m = _measurements(noise=0.02)
+    for i in range(0, len(m.decode), 3):
+        m.decode[i] = DecodePoint(m.decode[i].batch, m.decode[i].context_sum, math.nan)
+    with pytest.warns(UserWarning, match="dropped"):
+        doc = build_profile(m, name="cpu-tiny", config=TINY, config_source="config.json")
+    path = tmp_path / "cpu-tiny.json"
+    path.write_text(json.dumps(doc))
+    assert all(math.isfinite(v) for v in profiles.load(path).mape_pct.values())
+    for i in range(len(m.decode)):  # no decode timing left anywhere: refused, not NaN
+        m.decode[i] = DecodePoint(m.decode[i].batch, m.decode[i].context_sum, math.nan)
+    with pytest.raises(MeasureError, match="no decode points to fit"):
+        build_profile(m, name="cpu-tiny", config=TINY, config_source="config.json")
