@@ -241,38 +241,30 @@ def build_profile(
         [p for p, h in zip(m.prefill, held_p, strict=True) if not h],
         m.interference,
     )
-    test_d = [p for p, h in zip(m.decode, held_d, strict=True) if h and p.batch in fit.decode_seqs]
-    test_p = [p for p, h in zip(m.prefill, held_p, strict=True) if h]
-    pred_d = np.array([fit.decode_s(p.batch, p.context_sum) for p in test_d])
-    real_d = np.array([p.gap_s for p in test_d])
-    pred_p = np.array([fit.prefill_s(p.batch, p.prompt) for p in test_p])
-    real_p = np.array([p.ttft_s for p in test_p])
-    mape = {
-        "decode_iteration": _mape(pred_d, real_d),
-        "prefill_ttft": _mape(pred_p, real_p),
-        "pooled": _mape(np.concatenate([pred_d, pred_p]), np.concatenate([real_d, real_p])),
-    }
-    in_sample: list[str] = []
-    if not all(math.isfinite(v) for v in mape.values()):
+
+    def errors(held: bool) -> dict[str, float]:
+        """The fit's error on the held-out points (``held``) or on the fitted ones."""
+        ds = [p for p, h in zip(m.decode, held_d, strict=True) if h == held]
+        ds = [p for p in ds if p.batch in fit.decode_seqs]
+        ps = [p for p, h in zip(m.prefill, held_p, strict=True) if h == held]
+        pred_d = np.array([fit.decode_s(p.batch, p.context_sum) for p in ds])
+        real_d = np.array([p.gap_s for p in ds])
+        pred_p = np.array([fit.prefill_s(p.batch, p.prompt) for p in ps])
+        real_p = np.array([p.ttft_s for p in ps])
+        return {
+            "decode_iteration": _mape(pred_d, real_d),
+            "prefill_ttft": _mape(pred_p, real_p),
+            "pooled": _mape(np.concatenate([pred_d, pred_p]), np.concatenate([real_d, real_p])),
+        }
+
+    mape = errors(held=True)
+    in_sample = [key for key, value in mape.items() if not math.isfinite(value)]
+    if in_sample:
         # no usable held-out point for a component (a busy host's probes dropped or
         # degenerate): its error on the fitted points, said so, rather than a profile that
         # fails its own validation
-        own_d = [p for p, h in zip(m.decode, held_d, strict=True) if not h]
-        own_d = [p for p in own_d if p.batch in fit.decode_seqs]
-        own_p = [p for p, h in zip(m.prefill, held_p, strict=True) if not h]
-        fd = np.array([fit.decode_s(p.batch, p.context_sum) for p in own_d])
-        rd = np.array([p.gap_s for p in own_d])
-        fp = np.array([fit.prefill_s(p.batch, p.prompt) for p in own_p])
-        rp = np.array([p.ttft_s for p in own_p])
-        own = {
-            "decode_iteration": _mape(fd, rd),
-            "prefill_ttft": _mape(fp, rp),
-            "pooled": _mape(np.concatenate([fd, fp]), np.concatenate([rd, rp])),
-        }
-        for key, value in mape.items():
-            if not math.isfinite(value):
-                mape[key] = own[key]
-                in_sample.append(key)
+        own = errors(held=False)
+        mape.update({key: own[key] for key in in_sample})
         warnings.warn(
             f"no usable held-out point for {', '.join(in_sample)}: its error is the fitted "
             "points' own (in-sample), and the profile says so",
