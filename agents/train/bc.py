@@ -57,6 +57,27 @@ class Demonstrations:
     def steps(self) -> int:
         return sum(len(a) for a in self.actions)
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The datasets' environment settings beside their scenario and action mode."""
+        return {k: v for k, v in self.env_kwargs.items() if k not in ("scenario", "action_mode")}
+
+    def check_spaces(self, observation_space: Any, action_space: Any) -> None:
+        """``TrainError`` naming the datasets unless the environment's spaces are theirs."""
+        names = ", ".join(str(src["dataset"]) for src in self.sources)
+        width = int(self.obs[0].shape[1])
+        if tuple(observation_space.shape) != (width,):
+            raise TrainError(
+                f"the datasets' observations have {width} features, the environment's "
+                f"{observation_space.shape}: record them again with this release ({names})"
+            )
+        nvec = [int(n) for n in action_space.nvec]
+        if nvec != self.nvec:
+            raise TrainError(
+                f"the datasets' actions are {self.nvec}, the environment's {nvec} (another "
+                f"max_target?): record them again with these settings ({names})"
+            )
+
 
 def _discounted(rewards: npt.NDArray[np.float64], gamma: float) -> npt.NDArray[np.float64]:
     out = np.zeros(len(rewards))
@@ -178,7 +199,7 @@ def clone(
             "normalised observations (VecNormalize's), as chiron train ppo's runs are"
         )
     gamma = float(hp.get("gamma", 0.99))
-    env_kwargs = {k: v for k, v in demo.env_kwargs.items() if k not in ("scenario", "action_mode")}
+    env_kwargs = demo.settings
 
     # the held-out episodes: the last ones of each dataset (at least one where it has two)
     train_i: list[int] = []
@@ -211,17 +232,7 @@ def clone(
     venv = DummyVecEnv([env_factory(scenario, "target", env_kwargs, None, 0.0, None, False)])
     tb: Any = None
     try:
-        if venv.observation_space.shape != (x.shape[1],):
-            raise TrainError(
-                f"the datasets' observations have {x.shape[1]} features, the environment's "
-                f"{venv.observation_space.shape}: record them again with this release"
-            )
-        env_nvec = [int(n) for n in venv.action_space.nvec]  # type: ignore[attr-defined]
-        if env_nvec != demo.nvec:
-            raise TrainError(
-                f"the datasets' actions are {demo.nvec}, the environment's {env_nvec} "
-                "(another max_target?): record them again with these settings"
-            )
+        demo.check_spaces(venv.observation_space, venv.action_space)
         kwargs = {k: v for k, v in hp.items() if k in PPO_KEYS}
         policy_name = str(hp.get("policy", "MlpPolicy"))
         model = cls(policy_name, venv, seed=seed, verbose=0, device="cpu", **kwargs)

@@ -90,26 +90,12 @@ def _spaces(demo: Demonstrations) -> tuple[int, list[int]]:
 
     scenario = str(demo.env_kwargs["scenario"])
     check_scenario(scenario)
-    kwargs = {k: v for k, v in demo.env_kwargs.items() if k not in ("scenario", "action_mode")}
-    env = env_factory(scenario, "target", kwargs)()
+    env = env_factory(scenario, "target", demo.settings)()
     try:
-        n_obs = int(env.observation_space.shape[0])
-        nvec = [int(n) for n in env.action_space.nvec]
+        demo.check_spaces(env.observation_space, env.action_space)
+        return int(env.observation_space.shape[0]), [int(n) for n in env.action_space.nvec]
     finally:
         env.close()
-    width = int(demo.obs[0].shape[1])
-    names = ", ".join(src["dataset"] for src in demo.sources)
-    if width != n_obs:
-        raise TrainError(
-            f"the datasets' observations have {width} features, the environment's {n_obs}: "
-            f"record them again with this release ({names})"
-        )
-    if nvec != demo.nvec:
-        raise TrainError(
-            f"the datasets' actions are {demo.nvec}, the environment's {nvec} (another "
-            f"max_target?): record them again with these settings ({names})"
-        )
-    return n_obs, nvec
 
 
 def _follow(lines: Any, tb: Any, bar: Any, done: dict[str, Any]) -> None:
@@ -213,7 +199,7 @@ def train_offline(
     if not (out / POLICY_FILE).is_file():
         raise TrainError(f"{out / POLICY_FILE}: the fit wrote no policy")
     wall = time.perf_counter() - t0
-    env_kwargs = {k: v for k, v in demo.env_kwargs.items() if k not in ("scenario", "action_mode")}
+    env_kwargs = demo.settings
     record = {
         "scenario": demo.env_kwargs["scenario"],
         "seed": seed,
