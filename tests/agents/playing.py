@@ -1,15 +1,30 @@
-"""One ``default`` episode played by an agent spec, for the tests of learned agents."""
+"""For the tests of learned agents: their demonstrations recorded, and one ``default`` episode
+played by an agent spec."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from agents import make_agent
+from agents.run.dataset import collect
 from agents.spec import env_kwargs_for
 from chiron_gym.control.chiron import POOL_NAMES
 from chiron_gym.envs import AutoscaleEnv
 
 HORIZON_S = 120.0
+
+
+def record_demonstrations(out: Path) -> Path:
+    """Into ``out``: static's decisions on 4 seeds of ``default`` in the target space
+    (``chiron/default-static-v0``, 48 steps: one action) and Chiron's on 2 in its own space
+    (``chiron/default-chiron-v0``, which the learners must refuse)."""
+    collect(
+        ["static"], ["default"], 4, out, horizon_s=HORIZON_S, progress=False, action_space="target"
+    )
+    collect(["chiron"], ["default"], 2, out, horizon_s=HORIZON_S, progress=False)
+    return out
 
 
 def play(agent: str, seed: int) -> tuple[list[list[int]], float]:

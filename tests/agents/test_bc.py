@@ -11,15 +11,12 @@ from agents.model_files import TrainError
 from agents.run.dataset import collect
 from agents.spec import env_kwargs_for
 from agents.train.bc import clone
-from tests.agents.playing import play, static_target_action
+from tests.agents.playing import play, record_demonstrations, static_target_action
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("datasets")
-    collect(["static"], ["default"], 4, out, horizon_s=120.0, progress=False, action_space="target")
-    collect(["chiron"], ["default"], 2, out, horizon_s=120.0, progress=False)  # its own space
-    return out
+    return record_demonstrations(tmp_path_factory.mktemp("datasets"))
 
 
 def test_a_clone_of_static_plays_as_static_on_an_unseen_seed(data: Path, tmp_path: Path) -> None:

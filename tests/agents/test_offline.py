@@ -15,12 +15,11 @@ import pytest
 
 from agents.model_files import TrainError
 from agents.offline import ObsScaling, decode_actions, encode_actions
-from agents.run.dataset import collect
 from agents.spec import check_specs
 from agents.train.offline import offline_python, train_offline
 from chiron_gym.cli import main
 from chiron_gym.config import InputError
-from tests.agents.playing import play, static_target_action
+from tests.agents.playing import play, record_demonstrations, static_target_action
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +35,7 @@ def python() -> Path:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("datasets")
-    collect(["static"], ["default"], 4, out, horizon_s=120.0, progress=False, action_space="target")
-    collect(["chiron"], ["default"], 1, out, horizon_s=120.0, progress=False)  # its own space
-    return out
+    return record_demonstrations(tmp_path_factory.mktemp("datasets"))
 
 
 def test_the_action_encoding_round_trips_and_plays_the_nearest_choice() -> None:
