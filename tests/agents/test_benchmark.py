@@ -280,10 +280,13 @@ def test_the_validation_suites_play_servegen_days_in_two_hours(
         env.step(np.asarray(env.layout.nvec) // 2)
 
 
-def test_a_run_interrupted_in_either_phase_resumes_to_the_same_scores(tmp_path: Path) -> None:
+def test_a_run_interrupted_in_either_phase_resumes_to_the_same_scores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``--resume`` after a run lost episodes of the table (phase 1) and of the planner (phase
-    2): the missing ones run again, the planner from the handed-over episodes, and the scores
-    are those of the uninterrupted run."""
+    2): the missing ones run again, and only they (the first phase's rewrite of results.csv
+    once dropped the planner's finished episodes, which then all ran again), the planner from
+    the handed-over episodes, and the scores are those of the uninterrupted run."""
     _short(tmp_path, "default", 120.0)
     suite = tmp_path / "one.toml"
     suite.write_text('description = "one short scenario"\n[[scenario]]\nname = "a"\n'
@@ -306,7 +309,17 @@ def test_a_run_interrupted_in_either_phase_resumes_to_the_same_scores(tmp_path: 
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(kept)
+    from agents.run.tasks import episode_task
+
+    played: list[tuple[str, int]] = []
+
+    def spy(agent: str, scenario: str, seed: int, *args: Any) -> Any:
+        played.append((agent.split(":")[0].split("[")[0], seed))
+        return episode_task(agent, scenario, seed, *args)
+
+    monkeypatch.setattr("agents.run.evaluate.episode_task", spy)
     benchmark(["queue-threshold"], str(suite), [0, 1], out, resume=True, **kw)
+    assert sorted(played) == [("planner", 1), ("queue-threshold", 0)]
     assert len(list(csv.DictReader(results.open()))) == len(rows)
     # the kept episodes come back from results.csv, whose floats have 9 decimals: the scores
     # agree to that precision (an uninterrupted run's are computed from the unrounded rows)
