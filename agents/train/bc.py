@@ -109,8 +109,8 @@ def load_demonstrations(data: Path, dataset_ids: list[str]) -> Demonstrations:
         if kwargs.get("action_mode") != "target":
             raise TrainError(
                 f"{data / did}: its actions are in the {kwargs.get('action_mode', 'full')!r} "
-                "mode's space; behaviour cloning reads the target space (chiron dataset "
-                "--action-space target), one space for every teacher"
+                "mode's space; chiron train bc and chiron train offline read the target "
+                "space (chiron dataset --action-space target), one space for every teacher"
             )
         nvec = [int(n) for n in ds.spec.action_space.nvec]
         if demo is None:
@@ -118,8 +118,8 @@ def load_demonstrations(data: Path, dataset_ids: list[str]) -> Demonstrations:
         if nvec != demo.nvec or kwargs.get("scenario") != demo.env_kwargs.get("scenario"):
             raise TrainError(
                 f"{data / did}: action space {nvec} on {kwargs.get('scenario')!r}, the first "
-                f"dataset's {demo.nvec} on {demo.env_kwargs.get('scenario')!r}: datasets cloned "
-                "together share their scenario (or family) and action space"
+                f"dataset's {demo.nvec} on {demo.env_kwargs.get('scenario')!r}: datasets "
+                "trained on together share their scenario (or family) and action space"
             )
         if acting(kwargs) != acting(demo.env_kwargs):
             warnings.warn(
