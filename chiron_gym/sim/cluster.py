@@ -121,7 +121,9 @@ class Cluster(ClusterBase):
         events.now = t_end_s
 
     def scale(self, pool: Pool, delta: int, batch_cap: int | None = None) -> int:
-        """Add ``delta`` instances (after their cold start) or drain ``-delta``; return the change.
+        """Add ``delta`` instances (sleeping ones woken first, ready ``wake_s`` later; the rest
+        after their cold start, from the provider, which may refuse them) or drain ``-delta``;
+        return the change.
 
         New instances start with ``batch_cap`` (default: the pool's initial cap). Scaling down
         cancels starting instances first (newest first), then drains the least
@@ -134,20 +136,25 @@ class Cluster(ClusterBase):
                 raise ValueError(f"the cluster has no {pool.name.lower()} pool")
             return 0
         if delta > 0:
-            # a stockout: not granted, or a wait for GPUs, unbilled (``Faults.grants``)
+            # sleeping instances first: they hold their GPUs, so the provider is not asked
+            woken = min(delta, len(self._asleep[pool]))
+            for _ in range(woken):
+                self._wake(pool)
+                inst = self._add_instance(spec, ready_s=self.now + spec.wake_s, started_s=self.now)
+                if batch_cap is not None:
+                    inst.set_batch_cap(batch_cap)
+            # the rest from the provider: a stockout is not granted, or waits for GPUs,
+            # unbilled (``Faults.grants``)
             f = self.faults
-            waits = f.grants(spec, delta, self.now) if f.active else [0.0] * delta
-            for wait in sorted(waits):  # a sleeping instance takes a granted slot first
-                if self._asleep[pool]:  # a sleeping instance holds its GPUs: no wait
-                    self._wake(pool)
-                    wait, delay = 0.0, spec.wake_s
-                else:
-                    delay = spec.instance.cold_start.sample(self._rng)
+            asked = delta - woken
+            waits = f.grants(spec, asked, self.now) if f.active and asked else [0.0] * asked
+            for wait in sorted(waits):
                 granted_s = self.now + wait
+                delay = spec.instance.cold_start.sample(self._rng)
                 inst = self._add_instance(spec, ready_s=granted_s + delay, started_s=granted_s)
                 if batch_cap is not None:
                     inst.set_batch_cap(batch_cap)
-            return len(waits)
+            return woken + len(waits)
         removed = 0
         live = self._live[pool]
         starting = [i for i in live if i.state == InstanceState.STARTING]

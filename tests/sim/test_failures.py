@@ -186,6 +186,32 @@ def test_a_stockout_grants_fewer_instances_and_says_so() -> None:
     assert rng.random() == np.random.default_rng(3).random()  # nothing drawn
 
 
+def test_a_warm_pool_wakes_its_sleepers_without_asking_the_provider() -> None:
+    """Sleeping instances hold their GPUs: a scale-up wakes them first and asks the provider
+    only for the rest, so a stockout refuses (and counts) only those. It once drew a refusal for
+    every instance asked for and dropped refused ones that a sleeper could have served."""
+    w = Workload.from_columns(arrival_s=[0.0], klass=[0], prompt_tokens=[16], output_tokens=[1])
+    pool = PoolSpec(
+        pool=Pool.INTERACTIVE, instance=SPEC, warm_instances=2, wake_s=2.0,
+        stockout_probability=1.0,
+    )  # fmt: skip
+    rng = np.random.default_rng(3)
+    cluster = Cluster(ClusterConfig(pools=(pool,)), w, np.random.default_rng(0), failure_rng=rng)
+    assert cluster.sleeping(Pool.INTERACTIVE) == 2
+    assert cluster.scale(Pool.INTERACTIVE, 3) == 2  # two woken, one refused
+    assert cluster.faults.stockouts[Pool.INTERACTIVE] == 1
+    assert cluster.faults.log == ["0.000 s: 1 of 1 instances not granted"]
+    assert cluster.sleeping(Pool.INTERACTIVE) == 0 and cluster.wakes == 2
+    woken = [
+        i for i in cluster.live_instances(Pool.INTERACTIVE) if i.state == InstanceState.STARTING
+    ]
+    assert len(woken) == 2
+    cluster.run_until(2.5)
+    assert all(i.state == InstanceState.READY for i in woken)  # wake_s, not a cold start
+    assert cluster.scale(Pool.INTERACTIVE, 1) == 0  # no sleeper left: the provider refuses
+    assert cluster.faults.stockouts[Pool.INTERACTIVE] == 2
+
+
 def test_a_stockout_that_waits_starts_late_and_bills_from_its_grant() -> None:
     """With ``stockout_wait_s``, a refused instance waits an exponential time for GPUs (drawn after
     the refusals, in order; the new instances take them shortest first), unbilled and
