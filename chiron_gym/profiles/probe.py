@@ -259,14 +259,35 @@ def decode_points(
     batch: int, prompt: int, runs: list[list[tuple[float, int]]]
 ) -> list[DecodePoint]:
     """Decode-gap samples of one probe: windows of ``WINDOW`` tokens after the first ``SKIP``,
-    the median over the probe's requests."""
+    the median over the probe's requests. When no window has two chunks at distinct times (a
+    busy host's client or API server reads the stream in bursts longer than a window), the
+    windows are doubled until one has, up to one window over the whole stream: a coarser
+    sample, not none. Chunks read at one instant (one read from the socket) count as one, the
+    burst's last: its earlier tokens were made before it arrived, so they time nothing."""
     n = min(m[-1][1] for m in runs)
+    runs = [_burst_ends(m) for m in runs]
+    window = WINDOW
+    while True:
+        out = _windows(batch, prompt, runs, n, window)
+        if out or window >= n - SKIP - 1:
+            return out
+        window = min(2 * window, n - SKIP - 1)
+
+
+def _burst_ends(marks: list[tuple[float, int]]) -> list[tuple[float, int]]:
+    """``marks`` with each run of equal times reduced to its last (largest) count."""
+    return [m for i, m in enumerate(marks) if i + 1 == len(marks) or marks[i + 1][0] != m[0]]
+
+
+def _windows(
+    batch: int, prompt: int, runs: list[list[tuple[float, int]]], n: int, window: int
+) -> list[DecodePoint]:
     out = []
-    for k in range(SKIP, n - WINDOW, WINDOW):
-        gaps = [g for g in (_window_gap(m, k, k + WINDOW) for m in runs) if math.isfinite(g)]
+    for k in range(SKIP, n - window, window):
+        gaps = [g for g in (_window_gap(m, k, k + window) for m in runs) if math.isfinite(g)]
         if not gaps:
             continue  # every request got the window's tokens in one chunk: no timing in it
-        ctx = batch * (prompt + k + WINDOW / 2.0)
+        ctx = batch * (prompt + k + window / 2.0)
         out.append(DecodePoint(batch, ctx, float(np.median(gaps))))
     if out:  # a window whose chunks all came in one burst times the client, not the engine
         typical = float(np.median([p.gap_s for p in out]))

@@ -114,6 +114,23 @@ def test_decode_points_count_tokens_of_merged_chunks() -> None:
     assert all(p.gap_s == pytest.approx(0.01) for p in pts)
 
 
+def test_decode_points_widen_their_windows_when_a_busy_host_reads_in_bursts() -> None:
+    """A stream read in bursts of 20 tokens (a starved client or API server: every chunk of a
+    burst at one instant). Read chunk by chunk, 8-token windows time the bursts (they gave 25 ms
+    for the engine's 10); counted at the bursts' ends, no 8-token window has timing, so the
+    windows widen until they span two bursts, and 10 ms per token comes back. A whole stream
+    read at once has none at any width. (A busy-host make test once refused: no decode points
+    to fit.)"""
+    burst = 20
+    bursty = [(0.01 * burst * math.ceil(k / burst), k) for k in range(1, 97)]
+    pts = decode_points(1, 32, [bursty, bursty])
+    assert pts and all(p.gap_s == pytest.approx(0.01, rel=0.25) for p in pts)
+    assert decode_points(1, 32, [[(0.5, k) for k in range(1, 97)]]) == []
+    # windows that have timing are unchanged: the old width, the old points
+    steady = [(0.01 * k, k) for k in range(1, 97)]
+    assert [p.context_sum for p in decode_points(1, 32, [steady])][:2] == [32 + 2 + 4, 32 + 10 + 4]
+
+
 def test_too_few_points_is_a_clear_error() -> None:
     with pytest.raises(MeasureError, match="prefill points"):
         fit_endpoint([DecodePoint(1, 10.0, 0.01)], [PrefillPoint(1, 16, 0.02)])
