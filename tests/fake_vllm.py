@@ -1,5 +1,7 @@
 """A fake vLLM OpenAI-compatible server for tests that need one without vLLM: ``/health``,
-``/metrics`` (no series), ``/v1/models`` and streamed ``/v1/completions`` as vLLM streams them
+``/metrics`` (no series, or with ``itl_metrics`` vLLM's inter-token-latency histogram, each
+decode token counted ``per_token_s`` whether streamed or burst), ``/v1/models`` and streamed
+``/v1/completions`` as vLLM streams them
 (``data:`` lines with the cumulative usage on every chunk, a usage block, ``[DONE]``). What it
 does with each completion request is the test's ``behaviour``: ``steady`` (one chunk per token,
 ``per_token_s`` apart), ``burst`` (every chunk in one write), ``stall`` (never answers) or
@@ -17,12 +19,26 @@ Behaviour = Callable[[int, int, int], str]  # (serial, prompt, max_tokens) -> wh
 
 
 @contextmanager
-def fake_server(behaviour: Behaviour, per_token_s: float = 0.005) -> Iterator[str]:
+def fake_server(
+    behaviour: Behaviour, per_token_s: float = 0.005, *, itl_metrics: bool = False
+) -> Iterator[str]:
     """A fake vLLM server on a thread of its own; its base URL."""
     loop = asyncio.new_event_loop()
     handlers: set[asyncio.Task[None]] = set()
     stopping = asyncio.Event()  # a stalled request waits on it, so that it ends when we stop
     serial = [0]
+    itl = [0.0, 0]  # the histogram's sum and count
+
+    def metrics() -> bytes:
+        if not itl_metrics:
+            return b""
+        name = "vllm:inter_token_latency_seconds"
+        return (
+            f"# TYPE {name} histogram\n"
+            f'{name}_bucket{{le="+Inf",model_name="fake"}} {itl[1]}\n'
+            f'{name}_count{{model_name="fake"}} {itl[1]}\n'
+            f'{name}_sum{{model_name="fake"}} {itl[0]}\n'
+        ).encode()
 
     async def reply(w: asyncio.StreamWriter, status: str, body: bytes) -> None:
         w.write(f"HTTP/1.1 {status}\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
@@ -42,7 +58,9 @@ def fake_server(behaviour: Behaviour, per_token_s: float = 0.005) -> Iterator[st
             if line.startswith("GET /v1/models"):
                 card = {"data": [{"id": "fake", "root": "fake", "max_model_len": 512}]}
                 await reply(w, "200 OK", json.dumps(card).encode())
-            elif line.startswith(("GET /health", "GET /metrics")):
+            elif line.startswith("GET /metrics"):
+                await reply(w, "200 OK", metrics())
+            elif line.startswith("GET /health"):
                 await reply(w, "200 OK", b"")
             elif line.startswith("POST /v1/completions"):
                 req = json.loads(body)
@@ -66,6 +84,8 @@ def fake_server(behaviour: Behaviour, per_token_s: float = 0.005) -> Iterator[st
                 lines.append({"choices": [], "usage": {"completion_tokens": n}})
                 data = [b"data: " + json.dumps(x).encode() + b"\n\n" for x in lines]
                 data.append(b"data: [DONE]\n\n")
+                itl[0] += (n - 1) * per_token_s  # the engine's clock: made per_token_s apart
+                itl[1] += n - 1
                 if what == "burst":  # one write: every token arrives at one instant
                     w.write(b"".join(data))
                 else:

@@ -23,6 +23,10 @@ probes dropped in a row mean the server stopped answering: ``MeasureError``.
 Every prompt is distinct (``openai_stream.prompt_ids``): vLLM's prefix cache would otherwise
 serve repeated prompts from cache (about half the prompt tokens of a naive probe hit it), which
 the simulator, like real traffic of distinct prompts, does not have.
+
+Why one module of over 450 lines: the plan, the streams it sends and the samples read from
+them (the client's clock, or vLLM's own when a busy host delivers every stream whole) are one
+procedure, read top to bottom.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from chiron_gym.backends.vllm_client import VllmClient, parse_cache_config
+from chiron_gym.backends.vllm_client import VllmClient, parse_cache_config, parse_metrics
 from chiron_gym.http_lean import HttpError, LeanClient
 from chiron_gym.openai_stream import StreamError, completion_body, prompt_ids, stream_completion
 
@@ -259,19 +263,21 @@ def decode_points(
     batch: int, prompt: int, runs: list[list[tuple[float, int]]]
 ) -> list[DecodePoint]:
     """Decode-gap samples of one probe: windows of ``WINDOW`` tokens after the first ``SKIP``,
-    the median over the probe's requests. When no window has two chunks at distinct times (a
-    busy host's client or API server reads the stream in bursts longer than a window), the
-    windows are doubled until one has, up to one window over the whole stream: a coarser
-    sample, not none. Chunks read at one instant (one read from the socket) count as one, the
-    burst's last: its earlier tokens were made before it arrived, so they time nothing."""
+    the median over the probe's requests. Chunks read at one instant (one read from the
+    socket) count as one, the burst's last: its earlier tokens were made before it arrived, so
+    they time nothing. When no window has timing (a busy host's client or API server reads the
+    stream in bursts longer than a window, or the server sends more than a window per chunk),
+    the windows are doubled until one has, up to one window from token ``SKIP`` to the end: a
+    coarser sample, not none. Streams whose ``WINDOW``-token windows have timing give what
+    they gave before."""
     n = min(m[-1][1] for m in runs)
     runs = [_burst_ends(m) for m in runs]
+    out = _windows(batch, prompt, runs, WINDOW, n - WINDOW)
     window = WINDOW
-    while True:
-        out = _windows(batch, prompt, runs, n, window)
-        if out or window >= n - SKIP - 1:
-            return out
-        window = min(2 * window, n - SKIP - 1)
+    while not out and window < n - SKIP:
+        window = min(2 * window, n - SKIP)
+        out = _windows(batch, prompt, runs, window, n - window + 1)  # the last token counts
+    return out
 
 
 def _burst_ends(marks: list[tuple[float, int]]) -> list[tuple[float, int]]:
@@ -280,10 +286,11 @@ def _burst_ends(marks: list[tuple[float, int]]) -> list[tuple[float, int]]:
 
 
 def _windows(
-    batch: int, prompt: int, runs: list[list[tuple[float, int]]], n: int, window: int
+    batch: int, prompt: int, runs: list[list[tuple[float, int]]], window: int, stop: int
 ) -> list[DecodePoint]:
+    """Windows of ``window`` tokens starting at ``SKIP``, ``SKIP + window``, ... before ``stop``."""
     out = []
-    for k in range(SKIP, n - window, window):
+    for k in range(SKIP, stop, window):
         gaps = [g for g in (_window_gap(m, k, k + window) for m in runs) if math.isfinite(g)]
         if not gaps:
             continue  # every request got the window's tokens in one chunk: no timing in it
@@ -328,9 +335,24 @@ async def _probe(
     for b in plan.decode_batches:
         for p in plan.decode_prompts:
             what = f"decode probe ({b} x {p}-token prompts)"
+            before = await _itl_counters(url)
             runs = await tries.run(what, streams(b, p, plan.decode_output))
             if runs is not None:
-                decode += decode_points(b, p, runs)
+                points = decode_points(b, p, runs)
+                if not points:  # every stream came whole: time the engine by its own clock
+                    points = engine_decode_point(
+                        b, p, plan.decode_output, before, await _itl_counters(url)
+                    )
+                    warnings.warn(
+                        f"{what}: each stream came in one read (a busy host); "
+                        + (
+                            "its decode gap is vLLM's own mean inter-token latency over it"
+                            if points
+                            else "no decode timing from it"
+                        ),
+                        stacklevel=2,
+                    )
+                decode += points
             progress(1)
     for _ in range(plan.repeats):
         for b in plan.prefill_batches:
@@ -392,6 +414,38 @@ async def _interference(
     if not q or not b:
         return None
     return InterferencePoint(rate, ARRIVAL_PROMPT, float(np.median(q)), float(np.median(b)))
+
+
+async def _itl_counters(url: str) -> tuple[float, float] | None:
+    """``(sum, count)`` of vLLM's inter-token-latency histogram (``None`` when ``/metrics``
+    does not answer or has none)."""
+    try:
+        text = await VllmClient(request_timeout_s=10.0).metrics_text(url, timeout_s=10.0)
+    except Exception:
+        return None
+    m = parse_metrics(text)
+    if "itl_sum" not in m or "itl_count" not in m:
+        return None
+    return m["itl_sum"], m["itl_count"]
+
+
+def engine_decode_point(
+    batch: int,
+    prompt: int,
+    output: int,
+    before: tuple[float, float] | None,
+    after: tuple[float, float] | None,
+) -> list[DecodePoint]:
+    """One decode-gap sample of a probe from vLLM's inter-token-latency histogram read before and
+    after it: the mean gap between two tokens of a request, stamped by the engine core when it
+    made them, so a client or API server that read the streams late does not change it. Its
+    context is the probe's mid-stream one. Empty without a positive difference of both."""
+    if before is None or after is None:
+        return []
+    total, count = after[0] - before[0], after[1] - before[1]
+    if not (count > 0 and total > 0 and math.isfinite(total)):
+        return []
+    return [DecodePoint(batch, batch * (prompt + output / 2.0), total / count)]
 
 
 async def _cache_config(url: str) -> tuple[int | None, int | None]:

@@ -126,6 +126,10 @@ def test_decode_points_widen_their_windows_when_a_busy_host_reads_in_bursts() ->
     pts = decode_points(1, 32, [bursty, bursty])
     assert pts and all(p.gap_s == pytest.approx(0.01, rel=0.25) for p in pts)
     assert decode_points(1, 32, [[(0.5, k) for k in range(1, 97)]]) == []
+    # two bursts: only the window from token 2 to the end spans both, and it counts
+    two = [(0.5 if k <= 48 else 1.0, k) for k in range(1, 97)]
+    (whole,) = decode_points(1, 32, [two])
+    assert whole.gap_s == pytest.approx(0.5 / 48)
     # windows that have timing are unchanged: the old width, the old points
     steady = [(0.01 * k, k) for k in range(1, 97)]
     assert [p.context_sum for p in decode_points(1, 32, [steady])][:2] == [32 + 2 + 4, 32 + 10 + 4]

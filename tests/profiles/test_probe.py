@@ -49,6 +49,21 @@ def test_a_server_that_only_bursts_is_refused_with_the_reason() -> None:
         _measure(url)
 
 
+def test_a_server_whose_streams_all_come_whole_is_timed_by_its_own_clock() -> None:
+    """Every stream in one read (a busy host: seen in make test under load) leaves no client
+    timing; vLLM's inter-token-latency histogram, read before and after each decode probe,
+    gives the engine's own gap, said in a warning."""
+    with (
+        fake_server(lambda s, p, o: "burst", per_token_s=0.004, itl_metrics=True) as url,
+        pytest.warns(UserWarning, match="vLLM's own mean inter-token latency"),
+    ):
+        m = probe(url, PLAN, show_progress=False)
+    assert len(m.decode) == 4  # one per decode probe
+    assert all(p.gap_s == pytest.approx(0.004) for p in m.decode)
+    doc = build_profile(m, name="fake", config=TINY, config_source="test")
+    assert doc["validation"]["mape_pct"]["decode_iteration"] >= 0
+
+
 def test_identical_samples_fit_a_flat_engine() -> None:
     """The same time per token whatever the batch, the same first token whatever the prompt: a
     flat fit, positive, and no error."""
