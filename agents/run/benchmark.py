@@ -385,30 +385,24 @@ def benchmark(
         shutil.rmtree(given, ignore_errors=True)
     first = [a for a in run if split_planner_spec(a)[0] != "planner"]
     phases = (first, run) if len(first) < len(run) else (run,)
-    # the first phase's evaluate rewrites results.csv with its own grid: a resumed run hands the
-    # planner's finished episodes back to the file after it, so that the second phase keeps them
-    later = (
-        _later_rows(out / "episodes" / "results.csv", first) if resume and len(phases) > 1 else []
-    )
     for phase, agents_now in enumerate(phases):
-        try:
-            evaluate(
-                agents_now,
-                [spec for _, spec in s.scenarios],
-                seeds,
-                out / "episodes",
-                plots=False,
-                tensorboard=False,
-                progress=progress,
-                on_episode=keep_for_planner if phase == 0 and agents_now is first else keep,
-                executor=executor,
-                ray_address=ray_address,
-                resume=resume or phase > 0,
-                given=given,
-            )
-        finally:
-            if phase == 0 and later:
-                _append_rows(out / "episodes" / "results.csv", later)
+        evaluate(
+            agents_now,
+            [spec for _, spec in s.scenarios],
+            seeds,
+            out / "episodes",
+            plots=False,
+            tensorboard=False,
+            progress=progress,
+            on_episode=keep_for_planner if phase == 0 and agents_now is first else keep,
+            executor=executor,
+            ray_address=ray_address,
+            resume=resume or phase > 0,
+            given=given,
+            # a resumed first phase keeps the planner's finished episodes in the file it shares
+            # with the second (they once ran again, all of them)
+            keep_others=True,
+        )
     if resume:  # the kept episodes' rows, as results.csv has them, beside those run now
         ran = {(r["agent"], r["scenario"], str(r["seed"])) for r in rows}
         kept = read_params(out / PARAMS)
@@ -459,20 +453,6 @@ def benchmark(
     result = {"provenance": provenance, "leaderboard": board, "scores": cells, "evidence": ev}
     (out / "benchmark.json").write_text(json.dumps(no_nan(result), indent=1, sort_keys=True) + "\n")
     return result
-
-
-def _later_rows(path: Path, first: list[str]) -> list[dict[str, str]]:
-    """The rows of ``path`` (an episodes' ``results.csv``) of agents the first phase does not
-    play: the planner's, as written."""
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return [r for r in csv.DictReader(f) if r["agent"] not in first]
-
-
-def _append_rows(path: Path, rows: list[dict[str, str]]) -> None:
-    with path.open("a", newline="") as f:
-        csv.DictWriter(f, fieldnames=list(rows[0])).writerows(rows)
 
 
 def _shown(p: Path) -> str:

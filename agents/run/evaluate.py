@@ -127,30 +127,36 @@ def evaluate(
     ray_address: str | None = None,
     resume: bool = False,
     given: Path | None = None,
+    keep_others: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the grid and write every output; return the summary rows (the table's rows).
 
     ``executor`` is ``auto``, ``local``, ``process`` or ``ray`` (``agents/run/executors.py``). When
     episodes raise, the others' outputs are written, with ``failures.json``, and then
     ``EvaluationFailed`` names each failed (agent, scenario, seed). ``resume``: keep the rows of
-    ``out/results.csv`` and run only the episodes it lacks. ``given``: episodes the planner may
-    start from (``agents/plans.py``).
+    ``out/results.csv`` and run only the episodes it lacks; with ``keep_others`` its rows of
+    episodes outside this grid stay in the file too, from the first write on (``chiron
+    benchmark``'s phases share one file), though not in the summary. ``given``: episodes the
+    planner may start from (``agents/plans.py``).
     """
     check_out(out)
     jobs = [(s, a, k) for s in scenarios for a in agents for k in seeds]
     csv_path = out / "results.csv"
     done: dict[int, dict[str, Any]] = {}  # job index -> a row kept from an earlier run
+    others: list[dict[str, Any]] = []  # rows of episodes outside this grid (``keep_others``)
     if resume and csv_path.is_file():
         where = {(s, a, str(k)): i for i, (s, a, k) in enumerate(jobs)}
         for row in read_rows(csv_path):
             i = where.get((row["scenario"], row["agent"], row["seed"]))
             if i is not None:
                 done[i] = row
+            elif keep_others:
+                others.append(row)
     with csv_path.open("w", newline="") as f:  # the kept rows, then each episode as it ends
         writer = csv.writer(f)
         writer.writerow(reporting.COLUMNS)
-        for i in sorted(done):
-            writer.writerow([done[i][c] for c in reporting.COLUMNS])
+        for row in [*others, *(done[i] for i in sorted(done))]:
+            writer.writerow([row[c] for c in reporting.COLUMNS])
         f.flush()
         episodes: dict[int, Episode] = {}
         failures: dict[int, dict[str, Any]] = {}
@@ -164,7 +170,7 @@ def evaluate(
     rows_by_job.update({i: ep.row for i, ep in episodes.items()})
     order = sorted(rows_by_job)  # the grid's order, whatever order they finished in
     rows = [rows_by_job[i] for i in order]
-    reporting.write_csv(csv_path, rows)
+    reporting.write_csv(csv_path, [*others, *rows])
     clean = [{k: _typed(v) for k, v in r.items() if not k.startswith("_")} for r in rows]
     for i, r in zip(order, clean, strict=True):
         if i in episodes:

@@ -122,6 +122,8 @@ class BuildSpec:
                     f"{flag} fp8 on a100: the A100 has no FP8 tensor cores and the kernel tables "
                     "have no A100 FP8 rows; use bf16, or --gpu h100"
                 )
+        if self.fp8_unfused and self.dtype != "fp8":
+            raise ProfileError("fp8_unfused: the weights are not fp8 (--dtype fp8)")
         if s.heads % self.tp:
             raise ProfileError(
                 f"{s.name}: {s.heads} attention heads do not split over TP {self.tp}"
@@ -434,6 +436,14 @@ def build(spec: BuildSpec, data: Path) -> Profile:
             f"{GPUS[spec.gpu].name}, TP {spec.tp}, weights {spec.dtype}, KV cache {spec.kv_dtype}",
             f"model shape: {spec.model.source}",
             *spec.model.notes,
+            *(
+                [
+                    "fp8 GEMMs from the kernel table's rows as timed, quantisation not fused "
+                    "(a study of the composition before stop 50, not a served deployment)"
+                ]
+                if spec.fp8_unfused
+                else []
+            ),
         ],
         kv_note=(
             f"KV capacity: {GPU_MEMORY_UTILIZATION} x GPU memory - weights ({spec.dtype} linear "

@@ -136,15 +136,13 @@ class Cluster(ClusterBase):
                 raise ValueError(f"the cluster has no {pool.name.lower()} pool")
             return 0
         if delta > 0:
-            # sleeping instances first: they hold their GPUs, so the provider is not asked
-            woken = min(delta, len(self._asleep[pool]))
+            woken = min(delta, len(self._asleep[pool]))  # they hold GPUs: no provider asked
             for _ in range(woken):
                 self._wake(pool)
                 inst = self._add_instance(spec, ready_s=self.now + spec.wake_s, started_s=self.now)
                 if batch_cap is not None:
                     inst.set_batch_cap(batch_cap)
-            # the rest from the provider: a stockout is not granted, or waits for GPUs,
-            # unbilled (``Faults.grants``)
+            # the rest from the provider: a stockout is refused, or waits unbilled (``grants``)
             f = self.faults
             asked = delta - woken
             waits = f.grants(spec, asked, self.now) if f.active and asked else [0.0] * asked

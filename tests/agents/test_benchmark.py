@@ -334,3 +334,40 @@ def test_a_run_interrupted_in_either_phase_resumes_to_the_same_scores(
                 assert float(a[k]) == pytest.approx(float(v), rel=1e-7, abs=1e-7, nan_ok=True), k
             except ValueError:
                 assert a[k] == v, k
+
+
+def test_a_resumed_phase_keeps_the_other_phases_rows_from_its_first_write(
+    tmp_path: Path,
+) -> None:
+    """``evaluate(..., keep_others=True)`` on resume keeps rows of episodes outside its grid in
+    results.csv from its first write (a run killed mid-phase loses none), once each however
+    often it resumes, and out of its summary; without it they are dropped (``chiron evaluate``)."""
+    from agents.run.evaluate import evaluate
+
+    spec = str(_short(tmp_path, "default", 60.0))
+    out = tmp_path / "ep"
+    kw: dict[str, Any] = {"plots": False, "tensorboard": False, "progress": False}
+    evaluate(["static"], [spec], [0], out, executor="local", **kw)
+    results = out / "results.csv"
+    (row,) = list(csv.DictReader(results.open()))
+    other = {**row, "agent": "planner[bases=static]"}
+    with results.open("a", newline="") as f:
+        csv.DictWriter(f, fieldnames=list(row)).writerow(other)
+
+    seen: list[list[str]] = []
+
+    def mid_phase(_: object) -> None:  # the file as a kill at this moment would leave it
+        seen.append([r["agent"] for r in csv.DictReader(results.open())])
+
+    summary = evaluate(["static"], [spec], [0, 1], out, executor="local", resume=True,
+                       keep_others=True, on_episode=mid_phase, **kw)  # fmt: skip
+    # seed 1 ran (its row is appended as it ends); the other phase's row was in before it
+    assert seen == [["planner[bases=static]", "static", "static"]]
+    for _ in range(2):  # once each, however often it resumes; not in the summary
+        summary = evaluate(["static"], [spec], [0, 1], out, executor="local", resume=True,
+                           keep_others=True, **kw)  # fmt: skip
+        kept = [r["agent"] for r in csv.DictReader(results.open())]
+        assert kept == ["planner[bases=static]", "static", "static"]
+        assert {s["agent"] for s in summary} == {"static"}
+    evaluate(["static"], [spec], [0], out, executor="local", resume=True, **kw)
+    assert [r["agent"] for r in csv.DictReader(results.open())] == ["static"]
