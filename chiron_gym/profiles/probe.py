@@ -416,12 +416,19 @@ async def _interference(
     return InterferencePoint(rate, ARRIVAL_PROMPT, float(np.median(q)), float(np.median(b)))
 
 
+async def _metrics_text(url: str) -> str | None:
+    """The server's ``/metrics`` text, or ``None`` when it does not answer."""
+    try:
+        return await VllmClient(request_timeout_s=10.0).metrics_text(url, timeout_s=10.0)
+    except Exception:
+        return None
+
+
 async def _itl_counters(url: str) -> tuple[float, float] | None:
     """``(sum, count)`` of vLLM's inter-token-latency histogram (``None`` when ``/metrics``
     does not answer or has none)."""
-    try:
-        text = await VllmClient(request_timeout_s=10.0).metrics_text(url, timeout_s=10.0)
-    except Exception:
+    text = await _metrics_text(url)
+    if text is None:
         return None
     m = parse_metrics(text)
     if "itl_sum" not in m or "itl_count" not in m:
@@ -451,11 +458,8 @@ def engine_decode_point(
 async def _cache_config(url: str) -> tuple[int | None, int | None]:
     """``(num_gpu_blocks, block_size)`` from vLLM's ``vllm:cache_config_info`` gauge (``None,
     None`` when ``/metrics`` does not answer or has none)."""
-    try:
-        text = await VllmClient(request_timeout_s=10.0).metrics_text(url, timeout_s=10.0)
-    except Exception:
-        return None, None
-    return parse_cache_config(text)
+    text = await _metrics_text(url)
+    return (None, None) if text is None else parse_cache_config(text)
 
 
 def probe(
