@@ -197,6 +197,8 @@ class VllmBackend(LedgerColumns):
                 return
             try:
                 if await self._client.healthy(s.url):
+                    if s.proc is not None and s.proc.poll() is not None:
+                        continue  # the answer was not its own: the exit is failed above
                     s.state = ServerState.READY
                     s.ready_s = self._clock()
                     self.fleet.events.append(

@@ -15,6 +15,7 @@ import contextlib
 import math
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,6 +86,23 @@ class ServerConfig:
             "max_model_len": str(self.max_model_len),
         }
         return [a.format(**values) for a in self.argv]
+
+
+def free_port(start: int, host: str = "127.0.0.1", tries: int = 1000) -> int:
+    """The first port from ``start`` that a server can bind on ``host``: one another process
+    listens on is skipped. A server launched on a taken port exits, and until it does, the
+    process already there answers its ``/health`` and would be taken for it (two test suites
+    on one host did exactly that). Probed as vLLM binds (``SO_REUSEADDR``, so a port whose
+    last connections are closing still counts as free)."""
+    for port in range(start, min(start + tries, 65536)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on {host} in {start}-{min(start + tries, 65536) - 1}")
 
 
 def launch(cfg: ServerConfig, port: int) -> subprocess.Popen[bytes]:
@@ -189,12 +207,12 @@ class Fleet:
         return s
 
     def start(self, pool: Pool, now_s: float) -> Server:
-        """Launch a server on the next port; it is starting until it answers ``/health``."""
+        """Launch a server on the next free port; it is starting until it answers ``/health``."""
         cfg = self.cfg
         if cfg is None:
             raise RuntimeError("no ServerConfig: this backend only adopts endpoints")
-        port = self._next_port
-        self._next_port += 1
+        port = free_port(self._next_port)
+        self._next_port = port + 1
         proc = launch(cfg, port)
         s = Server(
             len(self.servers),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from chiron_gym.backends.vllm import ServerConfig
+from chiron_gym.backends.vllm_servers import free_port
 from tests.conftest import REPO, skip_unless_required
 
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
@@ -44,7 +46,18 @@ def tiny_model(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return out
 
 
-def server_options(vllm_python: Path, model: Path, port_base: int, logs: Path) -> dict[str, object]:
+def os_port() -> int:
+    """A port the OS hands out as free now: a base for a test's servers, so that two suites on one
+    host (each port from a fixed base) never start on the same ports. The backend skips a port
+    taken later (``free_port``)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_options(vllm_python: Path, model: Path, logs: Path) -> dict[str, object]:
+    """The backend's options for a test: its servers from a port the OS said is free."""
+    port_base = os_port()
     return {
         "server": {
             "model": str(model),
@@ -60,14 +73,15 @@ def server_options(vllm_python: Path, model: Path, port_base: int, logs: Path) -
 def vllm_server(
     vllm_python: Path,
     model: Path,
-    port: int,
     logs: Path,
     timeout_s: float = 600.0,
     max_num_seqs: int = 16,
 ) -> Iterator[str]:
-    """One vLLM server of ``model`` on 127.0.0.1:``port``, answering ``/health``; stopped after."""
+    """One vLLM server of ``model`` on a free port of 127.0.0.1, answering ``/health``; stopped
+    after. Its URL is what it yields."""
     import httpx
 
+    port = free_port(os_port())
     cfg = ServerConfig(model=str(model), python=str(vllm_python), max_num_seqs=max_num_seqs)
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"server-{port}.log", "wb") as log:
@@ -86,7 +100,8 @@ def vllm_server(
                 tail = (logs / f"server-{port}.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"vLLM server exited with {proc.returncode}:\n{tail}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                ok = httpx.get(f"{url}/health", timeout=2.0).status_code == 200
+                if ok and proc.poll() is None:  # (an exited one: the answer was not its own)
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"vLLM server on port {port} not healthy in {timeout_s} s")

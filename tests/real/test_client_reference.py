@@ -57,7 +57,7 @@ def medians(
 
 
 def side_by_side(
-    vllm_python: Path, tiny_model: Path, tmp_path: Path, port: int
+    vllm_python: Path, tiny_model: Path, tmp_path: Path
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """One replay by the backend and two reference clients at once, on one fresh server (room
     for all three clients' requests): the backend's medians and each reference's."""
@@ -69,7 +69,7 @@ def side_by_side(
     refs: list[subprocess.Popen[str]] = []
     outs = [tmp_path / f"reference-{k}.npz" for k in range(REFERENCES)]
     logs = tmp_path / "logs"
-    with vllm_server(vllm_python, tiny_model, port, logs, max_num_seqs=3 * cap) as url:
+    with vllm_server(vllm_python, tiny_model, logs, max_num_seqs=3 * cap) as url:
         for k, out in enumerate(outs):
             src = tmp_path / f"requests-{k}.npz"
             np.savez(src, url=url, model=ServerConfig.served_name, arrival=w.arrival_s,
@@ -132,7 +132,7 @@ def test_the_backend_measures_what_an_independent_client_sees(
     suite, while a bias of the instrument shows in both."""
     tables = []
     for attempt in range(2):
-        a, refs = side_by_side(vllm_python, tiny_model, tmp_path / str(attempt), 8700 + attempt)
+        a, refs = side_by_side(vllm_python, tiny_model, tmp_path / str(attempt))
         table = ", ".join(
             f"{m} p50 {1e3 * a[m]:.1f} / {1e3 * refs[0][m]:.1f} / {1e3 * refs[1][m]:.1f} ms"
             for m in a

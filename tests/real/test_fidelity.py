@@ -20,7 +20,7 @@ def test_measure_a_live_server_then_the_simulator_matches_it(
     vllm_python: Path, tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cpu-tiny.json"
-    with vllm_server(vllm_python, tiny_model, 8500, tmp_path / "logs") as url:
+    with vllm_server(vllm_python, tiny_model, tmp_path / "logs") as url:
         rc = main(["profile", "measure", "--endpoint", url, "--out", str(out), "--quick"])
         assert rc == 0, capsys.readouterr().err
         prof = profiles.load(out)

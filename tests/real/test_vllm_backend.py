@@ -15,7 +15,7 @@ from chiron_gym.backends.vllm import ServerState
 from chiron_gym.cli import main
 from chiron_gym.envs import AutoscaleEnv
 from chiron_gym.sim import Outcome
-from tests.real.conftest import server_options
+from tests.real.conftest import os_port, server_options
 
 SCENARIO = str(Path(__file__).with_name("real-steady.toml"))
 CLI_SCENARIO = Path(__file__).with_name("real-cli.toml")
@@ -40,7 +40,7 @@ def test_chiron_scales_a_real_cluster_from_one_instance_to_two(
         SCENARIO,
         backend="vllm",
         horizon_s=150.0,
-        backend_options=server_options(vllm_python, tiny_model, 8300, tmp_path),
+        backend_options=server_options(vllm_python, tiny_model, tmp_path),
     )
     obs, info = env.reset(seed=0)
     agent = make_agent("chiron", env.agent_context())
@@ -83,7 +83,7 @@ def test_a_killed_server_is_reported_and_loses_no_request(
         str(Path(__file__).with_name("real-two.toml")),
         backend="vllm",
         horizon_s=60.0,
-        backend_options=server_options(vllm_python, tiny_model, 8400, tmp_path),
+        backend_options=server_options(vllm_python, tiny_model, tmp_path),
     )
     env.reset(seed=1)  # both servers are up before the clock starts
     try:
@@ -132,7 +132,7 @@ def test_cli_evaluates_an_agent_on_real_servers(
         f"model={tiny_model}",
         f"python={vllm_python}",
         "max_num_seqs=16",
-        "port_base=8800",
+        f"port_base={os_port()}",
         f"log_dir={tmp_path / 'logs'}",
     ):
         args += ["--server-option", option]
@@ -145,4 +145,4 @@ def test_cli_evaluates_an_agent_on_real_servers(
     assert float(row["gpu_hours"]) > 0
     assert any((out / "plots").rglob("*.png"))
     assert any((out / "tb").rglob("events.out.tfevents.*"))
-    assert (tmp_path / "logs" / "server-8800.log").is_file()  # its own server, stopped after
+    assert any((tmp_path / "logs").glob("server-*.log"))  # its own servers, stopped after
