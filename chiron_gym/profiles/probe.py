@@ -350,7 +350,7 @@ async def _probe(
                             if points
                             else "no decode timing from it"
                         ),
-                        stacklevel=2,
+                        stacklevel=1,  # (2 would name asyncio's frame: this runs in the loop)
                     )
                 decode += points
             progress(1)

@@ -55,9 +55,10 @@ def test_a_server_whose_streams_all_come_whole_is_timed_by_its_own_clock() -> No
     gives the engine's own gap, said in a warning."""
     with (
         fake_server(lambda s, p, o: "burst", per_token_s=0.004, itl_metrics=True) as url,
-        pytest.warns(UserWarning, match="vLLM's own mean inter-token latency"),
+        pytest.warns(UserWarning, match="vLLM's own mean inter-token latency") as caught,
     ):
         m = probe(url, PLAN, show_progress=False)
+    assert all(w.filename.endswith("probe.py") for w in caught)  # its line, not asyncio's
     assert len(m.decode) == 4  # one per decode probe
     assert all(p.gap_s == pytest.approx(0.004) for p in m.decode)
     doc = build_profile(m, name="fake", config=TINY, config_source="test")
