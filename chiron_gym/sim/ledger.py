@@ -74,6 +74,19 @@ class Ledger:
         self.finish_s: npt.NDArray[np.float64] = np.full(n, np.nan)
         self.preemptions: npt.NDArray[np.int32] = np.zeros(n, dtype=np.int32)
         self.num_arrived = 0
+        # Episode counts of the arrived requests, kept as they change (``summary`` reads them
+        # instead of counting the columns): per class, per outcome; per class, per reject
+        # reason; per class, output tokens of the met. Every request before ``_first_pending``
+        # is decided, so pending ones are looked for from there on.
+        self._counts: list[list[int]] = [[0] * _OUTCOMES, [0] * _OUTCOMES]
+        self._reasons: list[list[int]] = [[0] * len(RejectReason), [0] * len(RejectReason)]
+        self._met_tokens: list[int] = [0, 0]
+        self._first_pending = 0
+        # whether each row's admission, first token and preemptions were ever written (a row
+        # never written holds NaN, NaN, 0: ``sync`` of a request still at those skips the write)
+        self._written = [False] * n
+        # per class, whether each request has finished (a decided one with a finish time)
+        self._finished = [np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_)]
         self._window_start_s = 0.0
         self._gpu_seconds_before = 0.0
         self._open_window()
@@ -94,6 +107,7 @@ class Ledger:
         """Request ``idx`` (of class ``klass``) arrived; requests arrive in workload order."""
         self.num_arrived = idx + 1
         self._window[klass].arrived += 1
+        self._counts[klass][_PENDING] += 1
 
     def reject(self, idx: int, klass: int, reason: RejectReason) -> bool:
         """Record ``idx`` refused for ``reason``; False (and no change) if already decided."""
@@ -101,6 +115,8 @@ class Ledger:
             return False
         self.outcome[idx] = _REJECTED
         self.reject_reason[idx] = int(reason)
+        self._counted(klass, _REJECTED)
+        self._reasons[klass][int(reason)] += 1
         counters = self._window[klass]
         counters.rejected += 1
         name = reason.name.lower()
@@ -125,13 +141,16 @@ class Ledger:
         whose first server answered after all) keeps its outcome.
         """
         self.first_token_s[idx] = first_token_s
+        self._written[idx] = True
         self.finish_s[idx] = finish_s
+        self._finished[klass][idx] = not math.isnan(finish_s)
         self._decide(idx, klass, met, output_tokens, ttft_s, itl_s)
 
     def finish_held(self, r: Request, met: bool, ttft_s: float, itl_s: float) -> None:
         """``sync`` and ``finish`` of a request the simulator held, in one call (its hot path)."""
         self.sync(r)
         self.finish_s[r.idx] = r.finish_s
+        self._finished[r.klass][r.idx] = not math.isnan(r.finish_s)
         self._decide(r.idx, r.klass, met, r.output_tokens, ttft_s, itl_s)
 
     def _decide(
@@ -146,12 +165,26 @@ class Ledger:
             self.outcome[idx] = _MET
             counters.met += 1
             counters.met_output_tokens += output_tokens
+            self._counted(klass, _MET)
+            self._met_tokens[klass] += int(self.workload.output_tokens[idx])
         else:
             self.outcome[idx] = _LATE
             counters.late += 1
+            self._counted(klass, _LATE)
+
+    def _counted(self, klass: int, outcome: int) -> None:
+        """A pending request of ``klass`` is decided: ``outcome``."""
+        counts = self._counts[klass]
+        counts[_PENDING] -= 1
+        counts[outcome] += 1
 
     def sync(self, r: Request) -> None:
-        """Copy the timestamps and preemptions of a request still held into its row."""
+        """Copy the timestamps and preemptions of a request still held into its row (a row never
+        written already holds those of a request not yet admitted: thousands wait in queues)."""
+        if not self._written[r.idx]:
+            if math.isnan(r.admitted_s) and math.isnan(r.first_token_s) and r.preemptions == 0:
+                return
+            self._written[r.idx] = True
         self.admitted_s[r.idx] = r.admitted_s
         self.first_token_s[r.idx] = r.first_token_s
         self.preemptions[r.idx] = r.preemptions
@@ -209,19 +242,16 @@ class Ledger:
         w = self.workload
         n = self.num_arrived
         out: dict[str, ClassReport] = {}
-        klass = w.klass[:n].astype(np.intp)
-        outcome = self.outcome[:n]
-        # One pass counts every (class, outcome); the per-request columns are read only for the
-        # few requests each figure concerns (pending, rejected, met).
-        counts = np.bincount(klass * _OUTCOMES + outcome, minlength=2 * _OUTCOMES).tolist()
-        pending_at = np.flatnonzero(outcome == _PENDING)
-        pending_class = klass[pending_at]
-        rejected_at = np.flatnonzero(outcome == _REJECTED)
-        rejected_class = klass[rejected_at]
-        met_at = np.flatnonzero(outcome == _MET)
-        met_class = klass[met_at]
+        outcome = self.outcome
+        if overdue_at_s is not None:  # the pending requests (none before ``_first_pending``)
+            first = self._first_pending
+            while first < n and outcome[first] != _PENDING:
+                first += 1
+            self._first_pending = first
+            pending_at = first + np.flatnonzero(outcome[first:n] == _PENDING)
+            pending_class = w.klass[pending_at]
         for c in RequestClass:
-            row = counts[c * _OUTCOMES : (c + 1) * _OUTCOMES]
+            row = self._counts[c]
             report = ClassReport(arrived=sum(row))
             report.met = row[_MET]
             report.late = row[_LATE]
@@ -237,18 +267,18 @@ class Ledger:
                     limit = math.inf if interactive_ttft_s is None else interactive_ttft_s
                     overdue = np.isnan(self.first_token_s[at]) & (self.arrival_s[at] + limit < now)
                 report.overdue = int(overdue.sum())
-            reasons = np.bincount(
-                self.reject_reason[rejected_at[rejected_class == c]], minlength=len(RejectReason)
-            ).tolist()
+            reasons = self._reasons[c]
             report.rejected_by_reason = {
                 r.name.lower(): reasons[r] for r in RejectReason if r and reasons[r]
             }
-            report.met_output_tokens = int(w.output_tokens[met_at[met_class == c]].sum())
+            report.met_output_tokens = self._met_tokens[c]
             if latencies:
+                klass = w.klass[:n]
                 sel = klass == c
                 if w.warmup:  # a closed loop's warm-up is served, not measured
                     sel = sel & (np.arange(n) >= w.warmup)
-                done = sel & ((outcome == Outcome.MET) | (outcome == Outcome.LATE))
+                decided = outcome[:n]
+                done = sel & ((decided == Outcome.MET) | (decided == Outcome.LATE))
                 arrival = self.arrival_s[:n][done]
                 ttft = self.first_token_s[:n][done] - arrival
                 tpot = self._mean_itl(done)
@@ -278,9 +308,7 @@ class Ledger:
     def output_length_stats(self, klass: int) -> tuple[float, float, int]:
         """Mean and standard deviation of output tokens of finished requests, and their count."""
         n = self.num_arrived
-        done = (self.workload.klass[:n] == klass) & (self.outcome[:n] != Outcome.PENDING)
-        done &= ~np.isnan(self.finish_s[:n])
-        out = self.workload.output_tokens[:n][done]
+        out = self.workload.output_tokens[:n][self._finished[klass][:n]]
         if len(out) == 0:
             return (math.nan, math.nan, 0)
         return (float(out.mean()), float(out.std()), len(out))
@@ -312,6 +340,10 @@ class Ledger:
         self.first_token_s = np.concatenate([self.first_token_s[:n], np.full(m, np.nan)])
         self.finish_s = np.concatenate([self.finish_s[:n], np.full(m, np.nan)])
         self.preemptions = np.concatenate([self.preemptions[:n], np.zeros(m, dtype=np.int32)])
+        self._written = self._written[:n] + [False] * m
+        self._finished = [
+            np.concatenate([f[:n], np.zeros(m, dtype=np.bool_)]) for f in self._finished
+        ]
         return workload
 
 

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from chiron_gym.sim import Cluster, Instance, Outcome, Pool, RequestClass
 from chiron_gym.sim.cluster import IterationHook
+from chiron_gym.sim.report import ClassReport
+from chiron_gym.sim.request import CLASS_NAMES, RejectReason
 from tests.sim.strategies import random_case, run_case
 
 
@@ -95,7 +97,52 @@ def check_accounting(cluster: Cluster) -> None:
     held = len(cluster.queues[0]) + len(cluster.queues[1])
     for inst in cluster.instances:  # one being sent counts on its prefill instance only
         held += len(inst.running) + inst.num_waiting + len(inst.outgoing)
+        for r in (*inst.running, *inst.waiting[0], *inst.waiting[1], *inst.swapped):
+            row = (cluster.admitted_s[r.idx], cluster.first_token_s[r.idx])
+            assert np.array_equal(row, (r.admitted_s, r.first_token_s), equal_nan=True)
+            assert cluster.preemptions[r.idx] == r.preemptions  # synced by summary()
     assert held == sum(rep.pending for rep in summary.values())
+    check_counts_against_columns(cluster, summary)
+
+
+def check_counts_against_columns(cluster: Cluster, summary: dict[str, ClassReport]) -> None:
+    """The summary's counts, which the ledger keeps as requests are decided, and its output
+    length statistics equal a recount from the ledger's columns (bit for bit)."""
+    n = cluster.num_arrived
+    w, outcome = cluster.workload, cluster.outcome[:n]
+    now, ttft_slo = cluster.now, cluster.config.interactive_slo.ttft_s
+    for c, name in enumerate(CLASS_NAMES):
+        mine = w.klass[:n] == c
+        rep = summary[name]
+        assert rep.arrived == int(mine.sum())
+        counts = (rep.met, rep.late, rep.rejected, rep.pending)
+        kinds = (Outcome.MET, Outcome.LATE, Outcome.REJECTED, Outcome.PENDING)
+        for o, got in zip(kinds, counts, strict=True):
+            assert got == int((mine & (outcome == o)).sum()), (name, o)
+        met = mine & (outcome == Outcome.MET)
+        assert rep.met_output_tokens == int(w.output_tokens[:n][met].sum())
+        reasons = cluster.reject_reason[:n][mine & (outcome == Outcome.REJECTED)]
+        assert rep.rejected_by_reason == {
+            r.name.lower(): int((reasons == r).sum())
+            for r in RejectReason
+            if r and (reasons == r).any()
+        }
+        pending = mine & (outcome == Outcome.PENDING)
+        if c == RequestClass.BATCH:
+            overdue = pending & (w.deadline_s[:n] < now)
+        else:
+            limit = math.inf if ttft_slo is None else ttft_slo
+            first = np.isnan(cluster.first_token_s[:n])
+            overdue = pending & first & (cluster.ledger.arrival_s[:n] + limit < now)
+        assert rep.overdue == int(overdue.sum())
+        done = mine & (outcome != Outcome.PENDING) & ~np.isnan(cluster.finish_s[:n])
+        out = w.output_tokens[:n][done]
+        want = (float(out.mean()), float(out.std()), len(out)) if len(out) else None
+        got_stats = cluster.ledger.output_length_stats(c)
+        if want is None:
+            assert got_stats[2] == 0 and math.isnan(got_stats[0])
+        else:
+            assert got_stats == want
 
 
 @settings(max_examples=60, deadline=None)
