@@ -39,6 +39,43 @@ from mypy_extensions import mypyc_attr
 TILE_TOKENS = 128  # query tile of the prefill attention kernel (FlashAttention)
 
 
+# The forms' arithmetic, as functions of their coefficients: the forms' ``__call__`` and the
+# compiled iteration-time model (``perf.py``, which keeps the coefficients as plain attributes)
+# both call these, so the two agree bit for bit.
+
+
+def flat_then_linear(floor: float, base: float, slope: float, quantum: int, x: float) -> float:
+    """``max(floor, base + slope * ceil(x / quantum) * quantum)``."""
+    xq = x if quantum == 1 else math.ceil(x / quantum) * quantum
+    return max(floor, base + slope * xq)
+
+
+def prefill_attention_s(c: list[float], chunks: list[int], contexts: list[int]) -> float:
+    """``PrefillAttention`` of coefficients ``c`` = (const, per_seq, per_token, per_pair,
+    per_tile)."""
+    tokens = 0
+    pairs = 0.0
+    tiles = 0
+    for i in range(len(chunks)):
+        ch = chunks[i]
+        tokens += ch
+        pairs += ch * (contexts[i] + (ch + 1) / 2.0)
+        tiles += -(-ch // TILE_TOKENS)
+    return c[0] + c[1] * len(chunks) + c[2] * tokens + c[3] * pairs + c[4] * tiles
+
+
+def decode_piece(
+    floor: float, base: float, slope: float, context_sum: float
+) -> tuple[float, float, float]:
+    """``DecodeAttention.piece_of``: ``(base, slope, valid_until)`` in force at ``context_sum``."""
+    if slope <= 0.0:
+        return max(floor, base), 0.0, math.inf
+    crossover = (floor - base) / slope
+    if context_sum <= crossover:
+        return floor, 0.0, crossover
+    return base, slope, math.inf
+
+
 @mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
 @dataclass(frozen=True, slots=True)
 class Affine:
@@ -62,9 +99,7 @@ class FlatThenLinear:
     quantum: int = 1
 
     def __call__(self, x: float) -> float:
-        q = self.quantum
-        xq = x if q == 1 else math.ceil(x / q) * q
-        return max(self.floor_s, self.base_s + self.slope_s * xq)
+        return flat_then_linear(self.floor_s, self.base_s, self.slope_s, self.quantum, x)
 
 
 @mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
@@ -91,21 +126,16 @@ class PrefillAttention:
     per_pair_s: float
     per_tile_s: float
 
+    @property
+    def coefficients(self) -> list[float]:
+        """``(const, per_seq, per_token, per_pair, per_tile)``, as ``prefill_attention_s``
+        reads them."""
+        return [self.const_s, self.per_seq_s, self.per_token_s, self.per_pair_s, self.per_tile_s]
+
     def __call__(self, chunks: list[int], contexts: list[int]) -> float:
-        tokens = 0
-        pairs = 0.0
-        tiles = 0
-        for c, ctx in zip(chunks, contexts, strict=True):
-            tokens += c
-            pairs += c * (ctx + (c + 1) / 2.0)
-            tiles += -(-c // TILE_TOKENS)
-        return (
-            self.const_s
-            + self.per_seq_s * len(chunks)
-            + self.per_token_s * tokens
-            + self.per_pair_s * pairs
-            + self.per_tile_s * tiles
-        )
+        if len(chunks) != len(contexts):
+            raise ValueError("PrefillAttention: one context per chunk")
+        return prefill_attention_s(self.coefficients, chunks, contexts)
 
 
 @mypyc_attr(native_class=False)  # frozen: pickled as a plain class (see native.py)
@@ -164,12 +194,7 @@ class DecodeAttention:
     ) -> tuple[float, float, float]:
         """``piece`` from already looked-up ``coefficients`` (callers may memoise those)."""
         floor, base, slope = coefficients
-        if slope <= 0.0:
-            return max(floor, base), 0.0, math.inf
-        crossover = (floor - base) / slope
-        if context_sum <= crossover:
-            return floor, 0.0, crossover
-        return base, slope, math.inf
+        return decode_piece(floor, base, slope, context_sum)
 
     def __call__(self, num_seqs: int, context_sum: float) -> float:
         base, slope, _ = self.piece(num_seqs, context_sum)
