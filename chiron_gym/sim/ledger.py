@@ -33,6 +33,7 @@ from chiron_gym.sim.request import (
 _PENDING, _MET, _LATE = int(Outcome.PENDING), int(Outcome.MET), int(Outcome.LATE)
 _REJECTED = int(Outcome.REJECTED)
 _OUTCOMES = len(Outcome)
+_WRITTEN, _FINISHED = 1, 2  # Ledger._flags: the row written; finished (shifted by the class)
 
 
 def slo_met(slo: SLO, ttft_s: float, itl_s: float) -> bool:
@@ -82,11 +83,11 @@ class Ledger:
         self._reasons: list[list[int]] = [[0] * len(RejectReason), [0] * len(RejectReason)]
         self._met_tokens: list[int] = [0, 0]
         self._first_pending = 0
-        # whether each row's admission, first token and preemptions were ever written (a row
-        # never written holds NaN, NaN, 0: ``sync`` of a request still at those skips the write)
-        self._written = [False] * n
-        # per class, whether each request has finished (a decided one with a finish time)
-        self._finished = [np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_)]
+        # per row: _WRITTEN once its admission, first token or preemptions were written (a row
+        # never written holds NaN, NaN, 0: ``sync`` of a request still at those skips the
+        # write), and _FINISHED << class once finished (decided, with a finish time). One byte
+        # a row: a snapshot pickles it as it is.
+        self._flags: npt.NDArray[np.uint8] = np.zeros(n, dtype=np.uint8)
         self._window_start_s = 0.0
         self._gpu_seconds_before = 0.0
         self._open_window()
@@ -141,16 +142,15 @@ class Ledger:
         whose first server answered after all) keeps its outcome.
         """
         self.first_token_s[idx] = first_token_s
-        self._written[idx] = True
         self.finish_s[idx] = finish_s
-        self._finished[klass][idx] = not math.isnan(finish_s)
+        self._mark_finished(idx, klass, finish_s, _WRITTEN)
         self._decide(idx, klass, met, output_tokens, ttft_s, itl_s)
 
     def finish_held(self, r: Request, met: bool, ttft_s: float, itl_s: float) -> None:
         """``sync`` and ``finish`` of a request the simulator held, in one call (its hot path)."""
         self.sync(r)
         self.finish_s[r.idx] = r.finish_s
-        self._finished[r.klass][r.idx] = not math.isnan(r.finish_s)
+        self._mark_finished(r.idx, r.klass, r.finish_s, 0)
         self._decide(r.idx, r.klass, met, r.output_tokens, ttft_s, itl_s)
 
     def _decide(
@@ -172,6 +172,12 @@ class Ledger:
             counters.late += 1
             self._counted(klass, _LATE)
 
+    def _mark_finished(self, idx: int, klass: int, finish_s: float, also: int) -> None:
+        """Flag row ``idx`` finished (of ``klass``) when ``finish_s`` is a time, with ``also``."""
+        bit = _FINISHED << klass
+        flags = int(self._flags[idx]) | also
+        self._flags[idx] = flags & ~bit if math.isnan(finish_s) else flags | bit
+
     def _counted(self, klass: int, outcome: int) -> None:
         """A pending request of ``klass`` is decided: ``outcome``."""
         counts = self._counts[klass]
@@ -181,10 +187,11 @@ class Ledger:
     def sync(self, r: Request) -> None:
         """Copy the timestamps and preemptions of a request still held into its row (a row never
         written already holds those of a request not yet admitted: thousands wait in queues)."""
-        if not self._written[r.idx]:
+        flags = int(self._flags[r.idx])
+        if not flags & _WRITTEN:
             if math.isnan(r.admitted_s) and math.isnan(r.first_token_s) and r.preemptions == 0:
                 return
-            self._written[r.idx] = True
+            self._flags[r.idx] = flags | _WRITTEN
         self.admitted_s[r.idx] = r.admitted_s
         self.first_token_s[r.idx] = r.first_token_s
         self.preemptions[r.idx] = r.preemptions
@@ -308,7 +315,7 @@ class Ledger:
     def output_length_stats(self, klass: int) -> tuple[float, float, int]:
         """Mean and standard deviation of output tokens of finished requests, and their count."""
         n = self.num_arrived
-        out = self.workload.output_tokens[:n][self._finished[klass][:n]]
+        out = self.workload.output_tokens[:n][(self._flags[:n] & (_FINISHED << klass)) != 0]
         if len(out) == 0:
             return (math.nan, math.nan, 0)
         return (float(out.mean()), float(out.std()), len(out))
@@ -340,10 +347,7 @@ class Ledger:
         self.first_token_s = np.concatenate([self.first_token_s[:n], np.full(m, np.nan)])
         self.finish_s = np.concatenate([self.finish_s[:n], np.full(m, np.nan)])
         self.preemptions = np.concatenate([self.preemptions[:n], np.zeros(m, dtype=np.int32)])
-        self._written = self._written[:n] + [False] * m
-        self._finished = [
-            np.concatenate([f[:n], np.zeros(m, dtype=np.bool_)]) for f in self._finished
-        ]
+        self._flags = np.concatenate([self._flags[:n], np.zeros(m, dtype=np.uint8)])
         return workload
 
 
