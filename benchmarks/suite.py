@@ -1,4 +1,4 @@
-"""Speed benchmarks B1-B12 (``make bench``, ``chiron bench [NAME] --json``): figures, not tests.
+"""Speed benchmarks B1-B13 (``make bench``, ``chiron bench [NAME] --json``): figures, not tests.
 
 Run one in this process with ``python -m benchmarks.suite B1``.
 
@@ -25,6 +25,10 @@ the simulator core ran compiled (``core``; ``chiron_gym/native.py``). See ``docs
   wall seconds of each (target: seconds, <= 10 together).
 - **B10** training throughput in one process: B6 with 8 environments in Gymnasium's vector API
   (``--vec-env inline``, ``agents/train/vector.py``): PPO steps per second (>= 1,000, issue 44).
+- **B13** training throughput on every core: B10's 8 environments split over one worker process
+  per core, each stepping its share inline (``--vec-env shards``, ``ShardedVecEnv``): PPO steps
+  per second (>= 1,000, issue 44: "B6, or a new row with the vectorised env and 8
+  environments").
 - **B11** ``snapshot()`` plus ``restore()`` of ``default`` 30 decisions in with its own pools
   (the planners' fork; the state the issue measured): milliseconds, the median of 200 (target
   < 1); and after 30 random decisions, reported (a snapshot costs what the live state holds).
@@ -53,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 AZURE_CONV = "azure-llm-2023/AzureLLMInferenceTrace_conv.csv"
-NAMES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12")
+NAMES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "B13")
 
 
 def data_root() -> Path:
@@ -234,10 +238,13 @@ def b6(timesteps: int = 20_000, n_envs: int = 2, vec_env: str = "subproc") -> di
             progress=False,
             vec_env=vec_env,
         )
-    if vec_env == "inline":
+    if vec_env != "subproc":
+        one = vec_env == "inline"
+        workers = min(n_envs, os.cpu_count() or 1)
+        where = "one process (vector API)" if one else f"{workers} processes (one per core)"
         return {
-            "bench": "B10",
-            "what": f"SB3 PPO training on default, {n_envs} envs in one process (vector API)",
+            "bench": "B10" if one else "B13",
+            "what": f"SB3 PPO training on default, {n_envs} envs in {where}",
             "timesteps": result.timesteps,
             "wall_s": round(result.wall_s, 1),
             "steps_per_s": round(result.steps_per_s, 1),
@@ -332,6 +339,10 @@ def b10() -> dict[str, Any]:
     return b6(n_envs=8, vec_env="inline")
 
 
+def b13() -> dict[str, Any]:
+    return b6(n_envs=8, vec_env="shards")
+
+
 def b11(repeats: int = 200) -> dict[str, Any]:
     from benchmarks.env import fork_ms
 
@@ -382,6 +393,7 @@ BENCHES = {
     "B10": b10,
     "B11": b11,
     "B12": b12,
+    "B13": b13,
 }
 
 

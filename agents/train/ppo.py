@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -183,19 +184,27 @@ def env_factory(
     return make
 
 
-VEC_ENVS = ("subproc", "inline")
+VEC_ENVS = ("subproc", "inline", "shards")
 
 
 def _inline(
-    scenario: str, action_mode: str, env_kwargs: dict[str, Any] | None, n_envs: int, seed: int
+    scenario: str,
+    action_mode: str,
+    env_kwargs: dict[str, Any] | None,
+    n_envs: int,
+    seed: int,
+    shards: bool = False,
 ) -> Any:
-    """``n_envs`` environments in this process (``InlineVecEnv``), with episode statistics."""
+    """``n_envs`` environments in this process (``InlineVecEnv``), or split over one process per
+    core (``ShardedVecEnv``), with episode statistics."""
     from stable_baselines3.common.vec_env import VecMonitor
 
     from agents.train.callbacks import MONITOR_KEYS
-    from agents.train.vector import InlineVecEnv
+    from agents.train.vector import InlineVecEnv, ShardedVecEnv
 
-    inline = InlineVecEnv(n_envs, scenario=scenario, action_mode=action_mode, **(env_kwargs or {}))
+    kw = {"scenario": scenario, "action_mode": action_mode, **(env_kwargs or {})}
+    workers = min(n_envs, os.cpu_count() or 1)
+    inline = ShardedVecEnv(n_envs, workers, **kw) if shards else InlineVecEnv(n_envs, **kw)
     inline.seed(seed)
     return VecMonitor(inline, info_keywords=MONITOR_KEYS)
 
@@ -251,9 +260,10 @@ def train(
     (``agents/residual.py``; a standalone policy's Chiron plays in Chiron's own settings).
     ``init`` (a trained model's folder or ``.zip``) starts from that model's weights, optimiser
     state and observation statistics instead of a fresh policy (fine-tuning; ``warm_start``).
-    ``vec_env``: ``"subproc"`` (one process per environment when ``n_envs > 1``) or
-    ``"inline"`` (all of them in this process, ``agents/train/vector.py``; the plain
-    environment only, not ``residual`` or ``observation_features``).
+    ``vec_env``: ``"subproc"`` (one process per environment when ``n_envs > 1``),
+    ``"inline"`` (all of them in this process, ``agents/train/vector.py``) or ``"shards"``
+    (split over one process per core, each stepping its share inline); the last two play the
+    plain environment only, not ``residual`` or ``observation_features``.
     """
     import torch
     from stable_baselines3.common.env_util import make_vec_env
@@ -317,18 +327,18 @@ def train(
         raise TrainError(f"--n-envs must be >= 1, got {n_envs}")
     if vec_env not in VEC_ENVS:
         raise TrainError(f"--vec-env {vec_env!r}: known: {', '.join(VEC_ENVS)}")
-    if vec_env == "inline" and (
+    if vec_env != "subproc" and (
         residual is not None or observation_features is not None or relative_reward
     ):
         raise TrainError(
-            "--vec-env inline plays the plain environment: use --vec-env subproc with "
+            f"--vec-env {vec_env} plays the plain environment: use --vec-env subproc with "
             "--residual, --observation-features or --relative-reward"
         )
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     venv = (
-        _inline(scenario, action_mode, env_kwargs, n_envs, seed)
-        if vec_env == "inline"
+        _inline(scenario, action_mode, env_kwargs, n_envs, seed, vec_env == "shards")
+        if vec_env != "subproc"
         else make_vec_env(
             env_factory(
                 scenario,

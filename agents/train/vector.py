@@ -1,4 +1,5 @@
-"""SB3's ``VecEnv`` over ``AutoscaleVectorEnv``: N environments trained in this process.
+"""SB3's ``VecEnv`` over ``AutoscaleVectorEnv``: N environments trained in this process
+(``InlineVecEnv``), or split over one process per core (``ShardedVecEnv``).
 
 ``train(..., vec_env="inline")`` (``chiron train --vec-env inline``) uses it in place of
 ``SubprocVecEnv``: no pipes, one policy call per N decisions. The environments reset in the same
@@ -6,11 +7,21 @@ step, as SB3 expects (``terminal_observation`` and ``TimeLimit.truncated`` in th
 environment's info); wrap it in ``VecMonitor`` for episode statistics (``train`` does). As in
 ``DummyVecEnv``, the infos are the environments' own dicts (``info["raw"]`` is what the
 environment observed): a callback should not write to them.
+
+``train(..., vec_env="shards")`` splits the N environments evenly over one worker process per
+core, each stepping its share as one ``InlineVecEnv``: one pipe message per worker and step
+instead of one per environment (``SubprocVecEnv``), and the cores step in parallel. Environment
+``i`` gets the seed ``InlineVecEnv`` would give it, so the same seed and actions give the same
+episodes whatever the number of workers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing as mp
+import traceback
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
@@ -92,4 +103,155 @@ class InlineVecEnv(VecEnv):
         return [None for _ in range(self.num_envs)]
 
 
-__all__ = ["InlineVecEnv"]
+def _shard(pipe: Connection, num_envs: int, env_kwargs: dict[str, Any]) -> None:
+    """A worker of ``ShardedVecEnv``: its share of the environments, stepped in one
+    ``InlineVecEnv``, answering the commands of its pipe until ``close``."""
+    env = InlineVecEnv(num_envs, **env_kwargs)
+    while True:
+        cmd, data = pipe.recv()
+        try:
+            if cmd == "step":
+                env.step_async(data)
+                out: Any = env.step_wait()
+            elif cmd == "reset":
+                env._seeds, env._options = data
+                out = (env.reset(), env.reset_infos)
+            elif cmd == "spaces":
+                out = (env.observation_space, env.action_space)
+            elif cmd == "get_attr":
+                out = env.get_attr(*data)
+            elif cmd == "set_attr":
+                env.set_attr(*data)
+                out = None
+            elif cmd == "env_method":
+                name, args, kwargs, indices = data
+                out = env.env_method(name, *args, indices=indices, **kwargs)
+            else:  # close
+                env.close()
+                pipe.send(("ok", None))
+                return
+        except Exception:
+            pipe.send(("error", traceback.format_exc()))
+            continue
+        pipe.send(("ok", out))
+
+
+class ShardedVecEnv(VecEnv):
+    """``num_envs`` environments of ``AutoscaleEnv(**env_kwargs)`` split evenly over ``workers``
+    processes (see the module docstring)."""
+
+    def __init__(self, num_envs: int, workers: int, **env_kwargs: Any) -> None:
+        if not 1 <= workers <= num_envs:
+            raise ValueError(f"ShardedVecEnv: workers must be in [1, {num_envs}], got {workers}")
+        methods = mp.get_all_start_methods()
+        ctx: Any = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+        sizes = [num_envs // workers + (i < num_envs % workers) for i in range(workers)]
+        self._bounds = [(sum(sizes[:i]), sum(sizes[: i + 1])) for i in range(workers)]
+        self._pipes: list[Connection] = []
+        self._procs: list[Any] = []
+        self.closed = False
+        for size in sizes:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_shard, args=(child, size, env_kwargs), daemon=True)
+            proc.start()
+            child.close()
+            self._pipes.append(parent)
+            self._procs.append(proc)
+        obs_space, action_space = self._ask([("spaces", None)])[0]
+        super().__init__(num_envs, obs_space, action_space)
+
+    def _ask(self, messages: list[tuple[str, Any]], pipes: list[Connection] | None = None) -> Any:
+        """Send each worker its message; their answers, in order (a worker's error raised)."""
+        pipes = self._pipes[: len(messages)] if pipes is None else pipes
+        for pipe, message in zip(pipes, messages, strict=True):
+            pipe.send(message)
+        return self._recv(pipes)
+
+    def _recv(self, pipes: list[Connection]) -> list[Any]:
+        answers = []
+        for pipe in pipes:
+            status, out = pipe.recv()
+            if status == "error":
+                k = self._pipes.index(pipe)
+                raise RuntimeError(f"ShardedVecEnv worker {k} failed:\n{out}")
+            answers.append(out)
+        return answers
+
+    def reset(self) -> Any:
+        answers = self._ask(
+            [("reset", (self._seeds[a:b], self._options[a:b])) for a, b in self._bounds]
+        )
+        self.reset_infos = [info for _, infos in answers for info in infos]
+        self._reset_seeds()
+        self._reset_options()
+        return np.concatenate([obs for obs, _ in answers])
+
+    def step_async(self, actions: np.ndarray) -> None:
+        for pipe, (a, b) in zip(self._pipes, self._bounds, strict=True):
+            pipe.send(("step", actions[a:b]))
+
+    def step_wait(self) -> VecEnvStepReturn:
+        answers = self._recv(self._pipes)
+        obs, rewards, dones, infos = zip(*answers, strict=True)
+        return (
+            np.concatenate(obs),
+            np.concatenate(rewards),
+            np.concatenate(dones),
+            [info for part in infos for info in part],
+        )
+
+    def _by_worker(self, indices: VecEnvIndices) -> list[tuple[int, list[int]]]:
+        """The workers that hold ``indices``, each with its own (local) indices."""
+        out: list[tuple[int, list[int]]] = []
+        for i in self._get_indices(indices):
+            k = next(k for k, (a, b) in enumerate(self._bounds) if a <= i < b)
+            if not out or out[-1][0] != k:
+                out.append((k, []))
+            out[-1][1].append(i - self._bounds[k][0])
+        return out
+
+    def _each(self, indices: VecEnvIndices, cmd: str, make: Any) -> list[Any]:
+        parts = self._by_worker(indices)
+        pipes = [self._pipes[k] for k, _ in parts]
+        answers = self._ask([(cmd, make(local)) for _, local in parts], pipes)
+        return [x for answer in answers for x in (answer or [])]
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return self._each(indices, "get_attr", lambda local: (attr_name, local))
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        self._each(indices, "set_attr", lambda local: (attr_name, value, local))
+
+    def env_method(
+        self,
+        method_name: str,
+        *method_args: Any,
+        indices: VecEnvIndices = None,
+        **method_kwargs: Any,
+    ) -> list[Any]:
+        return self._each(
+            indices, "env_method", lambda local: (method_name, method_args, method_kwargs, local)
+        )
+
+    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]  # the environments are not wrapped
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return [None for _ in range(self.num_envs)]
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        for pipe in self._pipes:
+            with contextlib.suppress(OSError):
+                pipe.send(("close", None))
+        for pipe, proc in zip(self._pipes, self._procs, strict=True):
+            with contextlib.suppress(OSError, EOFError):
+                pipe.recv()
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+        self.closed = True
+
+
+__all__ = ["InlineVecEnv", "ShardedVecEnv"]

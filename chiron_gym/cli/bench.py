@@ -20,7 +20,7 @@ def bench_parser(sub: Subparsers) -> None:
         "name",
         nargs="?",
         default="all",
-        help="B1..B12 (train = B6 and B10), all (default), or env (every scenario)",
+        help="B1..B13 (train = B6, B10 and B13), all (default), or env (every scenario)",
     )
     bench.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
     bench.add_argument("--max-steps", type=int, default=300)
@@ -44,7 +44,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         for row in rows:
             emit(row, args.json, partial(_env_row, row))
         return 0
-    alias = {"all": list(NAMES), "train": ["B6", "B10"]}
+    alias = {"all": list(NAMES), "train": ["B6", "B10", "B13"]}
     names = alias.get(args.name, [args.name.upper()])
     if any(n not in NAMES for n in names):
         known = ", ".join((*NAMES, "all", "env", "train"))

@@ -31,11 +31,12 @@ def train_ppo_parser(tsub: Subparsers) -> None:
     ppo.add_argument("--n-envs", type=positive_int, default=1)
     ppo.add_argument(
         "--vec-env",
-        choices=("subproc", "inline"),
+        choices=("subproc", "inline", "shards"),
         default="subproc",
         help="subproc: a process per environment (n-envs > 1); inline: all in this process "
-        "(Gymnasium's vector API, envs/vector.py; one core, about as fast as two subprocesses "
-        "on two: docs/performance.md, B10)",
+        "(Gymnasium's vector API, envs/vector.py; B10 in docs/performance.md); shards: split "
+        "over one process per core, each stepping its share inline (B13); the same episodes "
+        "as inline",
     )
     ppo.add_argument(
         "--action-mode",

@@ -240,6 +240,8 @@ def test_inline_vector_env_trains_the_same_model_as_subprocesses(tmp_path: Path)
     assert res.timesteps >= 256
     sub = _actions(PPOAgent.load(tmp_path / "sub"))
     assert _actions(PPOAgent.load(tmp_path / "inline")) == sub
+    _quick(tmp_path, 256, 3, "shards", n_envs=2, vec_env="shards")  # a worker per core
+    assert _actions(PPOAgent.load(tmp_path / "shards")) == sub
     with pytest.raises(TrainError, match="--vec-env inline"):
         _quick(tmp_path, 64, 0, "r", vec_env="inline", residual="chiron", action_mode="global")
     with pytest.raises(TrainError, match="known: subproc, inline"):
@@ -277,6 +279,41 @@ def test_inline_vec_env_matches_dummy_vec_env_step_for_step() -> None:
     assert inline.get_attr("episode_seed") == dummy.get_attr("episode_seed")
     assert inline.env_method("action_masks")[0].shape == dummy.env_method("action_masks")[0].shape
     inline.close()
+
+
+def test_sharded_vec_env_matches_inline_vec_env_step_for_step() -> None:
+    """Three environments split over two worker processes (two and one) step the episodes of
+    ``InlineVecEnv`` of three, bit for bit; attribute and method calls reach the right worker;
+    a worker's error is raised here with its traceback."""
+    from agents.train.vector import InlineVecEnv, ShardedVecEnv
+
+    kw = {"scenario": "default", "horizon_s": 60.0}
+    inline, sharded = InlineVecEnv(3, **kw), ShardedVecEnv(3, 2, **kw)
+    try:
+        for venv in (inline, sharded):
+            venv.seed(7)
+        assert np.array_equal(inline.reset(), sharded.reset())
+        rng = np.random.default_rng(2)
+        nvec = inline.action_space.nvec  # type: ignore[attr-defined]
+        ended = 0
+        for _ in range(14):
+            actions = np.stack([rng.integers(0, nvec) for _ in range(3)])
+            a, b = inline.step(actions), sharded.step(actions)
+            for x, y in zip(a[:3], b[:3], strict=True):
+                assert np.array_equal(x, y)
+            for x, y in zip(a[3], b[3], strict=True):
+                assert x["raw"] == y["raw"] and x["TimeLimit.truncated"] == y["TimeLimit.truncated"]
+                ended += "terminal_observation" in y
+        assert ended == 6  # each environment's 6-step episode ended twice
+        assert sharded.get_attr("episode_seed") == inline.get_attr("episode_seed")
+        assert sharded.get_attr("episode_seed", [2, 0]) == inline.get_attr("episode_seed", [2, 0])
+        masks = sharded.env_method("action_masks", indices=[1, 2])
+        assert [m.shape for m in masks] == [m.shape for m in inline.env_method("action_masks")[1:]]
+        with pytest.raises(RuntimeError, match=r"worker 1 failed[\s\S]*no_such_method"):
+            sharded.env_method("no_such_method", indices=2)
+    finally:
+        inline.close()
+        sharded.close()
 
 
 def test_maskable_ppo_learns_target_counts_and_plays_them_in_their_mode(tmp_path: Path) -> None:
