@@ -34,10 +34,14 @@ $(STAMP_ALL): pyproject.toml $(STAMP)
 NATIVE := $(VENV)/.native
 NATIVE_SOURCES := $(wildcard chiron_gym/sim/*.py) chiron_gym/profiles/forms.py \
 	chiron_gym/profiles/perf.py chiron_gym/native.py setup.py
+# The stamp takes the build's start time, so a source edited during the build is newer than it
+# and the next make rebuilds (the runtime's digest check would otherwise fall back to the
+# sources, correct but slower, while make said "nothing to be done").
 $(NATIVE): $(NATIVE_SOURCES) $(STAMP)
+	touch $@.start
 	$(BIN)/pip install --quiet "setuptools>=77" wheel
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
-	touch $@
+	touch -r $@.start $@ && rm -f $@.start
 
 native: $(NATIVE)
 
