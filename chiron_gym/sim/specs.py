@@ -141,7 +141,8 @@ class PoolSpec:
     # (takes nothing new) until it is taken, and its requests then go as a failure's do.
     reclaims_per_hour: float = 0.0
     reclaim_notice_s: float = 120.0
-    # A stockout: each instance a scale-up asks for is not granted with this probability; with
+    # A stockout: each instance a scale-up asks of the provider (a warm pool's sleeping
+    # instances wake first and are not asked) is not granted with this probability; with
     # ``stockout_wait_s > 0`` it waits for GPUs instead (an exponential time of that mean, not
     # billed, counted as starting), then starts its cold start.
     stockout_probability: float = 0.0
