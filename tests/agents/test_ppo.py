@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,15 @@ def test_inline_vector_env_trains_the_same_model_as_subprocesses(tmp_path: Path)
         _quick(tmp_path, 64, 0, "x", vec_env="threads")
 
 
+def _step_both(a: Any, b: Any, n_envs: int, steps: int, seed: int) -> Iterator[tuple[Any, Any]]:
+    """Step two vector envs of ``n_envs`` with the same seeded random actions; their returns."""
+    rng = np.random.default_rng(seed)
+    nvec = a.action_space.nvec
+    for _ in range(steps):
+        actions = np.stack([rng.integers(0, nvec) for _ in range(n_envs)])
+        yield a.step(actions), b.step(actions)
+
+
 def test_inline_vec_env_matches_dummy_vec_env_step_for_step() -> None:
     """Same seeds and actions: the same observations, rewards, dones, final observations and
     truncation flags as SB3's ``DummyVecEnv`` of the same environments."""
@@ -261,12 +271,8 @@ def test_inline_vec_env_matches_dummy_vec_env_step_for_step() -> None:
     for venv in (inline, dummy):
         venv.seed(4)
     assert np.array_equal(inline.reset(), dummy.reset())
-    rng = np.random.default_rng(1)
-    nvec = inline.action_space.nvec  # type: ignore[attr-defined]
     ended = 0
-    for _ in range(15):
-        actions = np.stack([rng.integers(0, nvec) for _ in range(2)])
-        a, b = inline.step(actions), dummy.step(actions)
+    for a, b in _step_both(inline, dummy, 2, 15, 1):
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
         assert np.array_equal(a[2], b[2])
         for x, y in zip(a[3], b[3], strict=True):
@@ -293,12 +299,8 @@ def test_sharded_vec_env_matches_inline_vec_env_step_for_step() -> None:
         for venv in (inline, sharded):
             venv.seed(7)
         assert np.array_equal(inline.reset(), sharded.reset())
-        rng = np.random.default_rng(2)
-        nvec = inline.action_space.nvec  # type: ignore[attr-defined]
         ended = 0
-        for _ in range(14):
-            actions = np.stack([rng.integers(0, nvec) for _ in range(3)])
-            a, b = inline.step(actions), sharded.step(actions)
+        for a, b in _step_both(inline, sharded, 3, 14, 2):
             for x, y in zip(a[:3], b[:3], strict=True):
                 assert np.array_equal(x, y)
             for x, y in zip(a[3], b[3], strict=True):
